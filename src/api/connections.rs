@@ -1,0 +1,167 @@
+//! `GET /connections` and `GET /connections/{id}`: a tenant's connections, never with tokens.
+
+use axum::extract::{RawQuery, State};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::errors::{ItemErrors, ListErrors};
+use crate::domain::{Connection, ConnectionId, ConnectionStatus};
+use crate::http::cursor::CursorScope;
+use crate::http::query::{self, QueryParams};
+use crate::http::{ApiError, AppState, ErrorCode, IdPath, Tenant, TenantHeader};
+use crate::providers::Registry;
+use crate::store::{ConnectionFilter, PageKey};
+
+/// The account at the provider a connection is for.
+#[derive(Serialize, ToSchema)]
+pub struct ExternalAccount {
+    /// The provider's id of the account (user, workspace, site).
+    id: String,
+    /// The account's name at the provider, when known.
+    display_name: Option<String>,
+}
+
+/// A tenant's connection to one provider account.
+#[derive(Serialize, ToSchema)]
+pub struct ConnectionView {
+    #[schema(value_type = uuid::Uuid)]
+    id: ConnectionId,
+    /// Provider slug.
+    #[schema(example = "github")]
+    provider: String,
+    status: ConnectionStatus,
+    /// Scopes granted.
+    scopes: Vec<String>,
+    external_account: ExternalAccount,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    /// When the access token expires, if it does.
+    token_expires_at: Option<DateTime<Utc>>,
+    /// When the last sync finished successfully.
+    last_synced_at: Option<DateTime<Utc>>,
+    /// The last sync or refresh error, cleared by the next success.
+    last_error: Option<String>,
+}
+
+impl From<Connection> for ConnectionView {
+    fn from(c: Connection) -> Self {
+        Self {
+            id: c.id,
+            provider: c.provider,
+            status: c.status,
+            scopes: c.scopes,
+            external_account: ExternalAccount {
+                id: c.external_account_id,
+                display_name: c.external_account_name,
+            },
+            created_at: c.created_at,
+            updated_at: c.updated_at,
+            token_expires_at: c.token_expires_at,
+            last_synced_at: c.last_synced_at,
+            last_error: c.last_error,
+        }
+    }
+}
+
+/// A page of connections, oldest first.
+#[derive(Serialize, ToSchema)]
+pub struct ConnectionList {
+    connections: Vec<ConnectionView>,
+    /// Pass as `cursor` to get the next page; `null` on the last page.
+    next_cursor: Option<String>,
+}
+
+/// Query parameters of `GET /connections`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct ConnectionsQuery {
+    /// Only connections to this provider (a slug from `GET /providers`).
+    provider: Option<String>,
+    /// Only connections in this status.
+    #[param(value_type = Option<ConnectionStatus>)]
+    status: Option<String>,
+    /// Page size, 1 to 100.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100, default = 50)]
+    limit: Option<String>,
+    /// The `next_cursor` of the previous page, with the same filters.
+    cursor: Option<String>,
+}
+
+/// Validates a provider filter against the registry.
+pub(super) fn provider_filter(registry: &Registry) -> impl Fn(&str) -> Result<String, String> + '_ {
+    move |slug| match registry.get(slug) {
+        Some(_) => Ok(slug.to_string()),
+        None => Err(format!(
+            "unknown provider; known: {}",
+            registry.slugs().join(", ")
+        )),
+    }
+}
+
+/// The tenant's connections, oldest first, filtered by provider and status.
+#[utoipa::path(
+    get,
+    path = "/connections",
+    tag = "connections",
+    params(TenantHeader, ConnectionsQuery),
+    security(("operator_token" = [])),
+    responses((status = 200, body = ConnectionList), ListErrors)
+)]
+pub async fn list_connections(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<ConnectionList>, ApiError> {
+    let mut q = QueryParams::parse::<ConnectionsQuery>(raw.as_deref());
+    let filter = ConnectionFilter {
+        provider: q.take("provider", provider_filter(&state.registry)),
+        status: q.take("status", query::one_of::<ConnectionStatus>),
+    };
+    let scope = CursorScope::new(
+        "connections",
+        tenant,
+        &[
+            ("provider", filter.provider.clone()),
+            ("status", filter.status.map(|s| s.to_string())),
+        ],
+    );
+    let paging = q.paging(&state.cursors, &scope)?;
+    let rows = state
+        .store
+        .list_connections(tenant, &filter, paging.request())
+        .await?;
+    let key = |c: &Connection| PageKey {
+        at: c.created_at,
+        id: c.id.0,
+    };
+    let (rows, next_cursor) = paging.finish(rows, key, &state.cursors, &scope);
+    Ok(Json(ConnectionList {
+        connections: rows.into_iter().map(ConnectionView::from).collect(),
+        next_cursor,
+    }))
+}
+
+/// One connection of the tenant, with its health and last sync.
+#[utoipa::path(
+    get,
+    path = "/connections/{id}",
+    tag = "connections",
+    params(("id" = uuid::Uuid, Path, description = "Connection id"), TenantHeader),
+    security(("operator_token" = [])),
+    responses((status = 200, body = ConnectionView), ItemErrors)
+)]
+pub async fn get_connection(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    IdPath(id): IdPath<ConnectionId>,
+) -> Result<Json<ConnectionView>, ApiError> {
+    let connection = state
+        .store
+        .get_connection(tenant, id)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::ConnectionNotFound, "no such connection"))?;
+    Ok(Json(connection.into()))
+}

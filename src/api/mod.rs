@@ -1,0 +1,37 @@
+//! The API's resources, one module each with its DTOs, handlers and routes. Routes are
+//! registered through `utoipa_axum`, so the router and the OpenAPI document come from the
+//! same code and cannot drift.
+
+mod config;
+mod connections;
+mod errors;
+mod jobs;
+mod meta;
+mod providers;
+mod signals;
+
+pub use meta::render_metrics;
+
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::http::AppState;
+
+/// Every documented route.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(meta::root))
+        .routes(routes!(meta::healthz))
+        .routes(routes!(meta::readyz))
+        .routes(routes!(meta::metrics))
+        .routes(routes!(meta::openapi_json))
+        .routes(routes!(providers::list_providers))
+        .routes(routes!(connections::list_connections))
+        .routes(routes!(connections::get_connection))
+        .routes(routes!(signals::list_signals))
+        .routes(routes!(signals::get_signal))
+        .routes(routes!(jobs::list_jobs))
+        .routes(routes!(jobs::get_job))
+        .routes(routes!(config::summary))
+        .routes(routes!(config::rate_limit_policy))
+}

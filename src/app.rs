@@ -1,0 +1,163 @@
+//! Builds the whole service from a [`Config`]: store, state, router and listeners. `main` and
+//! the tests start exactly the same thing (tests on port 0).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::routing::get;
+use axum::Router;
+use tokio::net::TcpListener;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::config::Config;
+use crate::http::edge::{self, EdgeSettings};
+use crate::http::{ApiError, AppState, ErrorCode};
+use crate::store::{self, Store, StoreOptions};
+use crate::telemetry;
+
+/// A built, bound, not yet running service.
+pub struct App {
+    state: AppState,
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+}
+
+impl App {
+    /// Connects to and migrates the configured database, then binds the listeners.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let store = open_store(&config).await?;
+        store
+            .migrate()
+            .await
+            .context("applying database migrations")?;
+        Self::with_store(config, store).await
+    }
+
+    /// Binds the listeners for `config` over an already migrated `store`.
+    pub async fn with_store(config: Config, store: Arc<dyn Store>) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(config.bind_addr)
+            .await
+            .with_context(|| format!("binding {}", config.bind_addr))?;
+        let metrics_listener = match config.metrics_bind_addr {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding metrics address {addr}"))?,
+            ),
+            None => None,
+        };
+        let state = AppState::new(Arc::new(config), store, telemetry::metrics());
+        Ok(Self {
+            state,
+            listener,
+            metrics_listener,
+        })
+    }
+
+    /// The address the API listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// The address metrics are served on, when separate.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
+    /// The application state (tests reach the store through it).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, lets in-flight requests
+    /// finish and closes the database pool.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let state = self.state.clone();
+        let upkeep = tokio::spawn(telemetry::metrics_upkeep(state.metrics.clone()));
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let flag = state.shutting_down.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            flag.store(true, Ordering::Relaxed);
+            let _ = stop_tx.send(true);
+        });
+        let metrics_server = self.metrics_listener.map(|listener| {
+            let router = metrics_router(state.clone());
+            let mut stop = stop_rx.clone();
+            tokio::spawn(async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    })
+                    .await
+            })
+        });
+        tracing::info!(addr = %self.listener.local_addr()?, backend = state.store.backend().as_str(), "listening");
+        let mut stop = stop_rx;
+        axum::serve(self.listener, router(state.clone()))
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
+            .context("serving HTTP")?;
+        if let Some(server) = metrics_server {
+            server
+                .await
+                .context("metrics server task")?
+                .context("serving metrics")?;
+        }
+        upkeep.abort();
+        state.store.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Opens the configured store (not migrated).
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    let options = StoreOptions {
+        max_connections: config.db_max_connections,
+    };
+    store::connect(&config.database_url, &options)
+        .await
+        .context("connecting to the database")
+}
+
+/// The full router over `state`: documented routes, Swagger UI and the edge middleware.
+pub fn router(state: AppState) -> Router {
+    let (api, _) = crate::openapi::router();
+    let docs: Router<AppState> = SwaggerUi::new("/docs")
+        .config(utoipa_swagger_ui::Config::from("/openapi.json"))
+        .into();
+    let settings = EdgeSettings {
+        request_timeout: state.config.request_timeout,
+        max_body_bytes: state.config.max_body_bytes,
+    };
+    let router = api
+        .merge(docs)
+        .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no route matches this path") });
+    edge::apply(router, settings).with_state(state)
+}
+
+fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(
+                |axum::extract::State(state): axum::extract::State<AppState>| async move {
+                    crate::api::render_metrics(&state)
+                },
+            ),
+        )
+        .with_state(state)
+}

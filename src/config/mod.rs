@@ -1,0 +1,316 @@
+//! Configuration: `POBLYSH_*` variables layered over dotenv files ([`Source`]), parsed once
+//! into a typed [`Config`]. A malformed value stops start-up with a [`ConfigError`] naming the
+//! variable; nothing falls back silently.
+
+mod local_secrets;
+mod parse;
+mod providers;
+mod source;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use url::Url;
+
+use crate::crypto::{CryptoKey, Secret};
+
+pub use local_secrets::StartupNote;
+pub use providers::ProviderSettings;
+pub use source::Source;
+
+/// A variable that could not be used, and why. Displays as one line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{variable}: {problem}")]
+pub struct ConfigError {
+    /// The variable (or file) at fault.
+    pub variable: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl ConfigError {
+    pub(crate) fn new(variable: &str, problem: impl Into<String>) -> Self {
+        Self {
+            variable: variable.to_string(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// The deployment profile: defaults and how strict start-up is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Profile {
+    /// A developer's machine: generates missing secrets, enables the sandbox provider.
+    Local,
+    /// Automated tests: missing secrets are generated in memory only.
+    Test,
+    /// Production: every secret must be given.
+    Prod,
+}
+
+impl Profile {
+    const ALL: &'static [&'static str] = &["local", "test", "prod"];
+
+    /// The profile's name.
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            Profile::Local => "local",
+            Profile::Test => "test",
+            Profile::Prod => "prod",
+        }
+    }
+}
+
+impl FromStr for Profile {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "local" => Ok(Profile::Local),
+            "test" => Ok(Profile::Test),
+            "prod" => Ok(Profile::Prod),
+            _ => Err(()),
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+impl FromStr for LogFormat {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "json" => Ok(LogFormat::Json),
+            "pretty" => Ok(LogFormat::Pretty),
+            _ => Err(()),
+        }
+    }
+}
+
+/// Which variable the operator tokens came from, for the config summary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenSource {
+    /// `POBLYSH_OPERATOR_TOKENS`.
+    List,
+    /// `POBLYSH_OPERATOR_TOKEN`.
+    Single,
+    /// Generated into the data directory (local profile) or memory (test profile).
+    Generated,
+}
+
+/// The service's whole configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub profile: Profile,
+    pub bind_addr: SocketAddr,
+    /// When set, `/metrics` is served on this address instead of the API address.
+    pub metrics_bind_addr: Option<SocketAddr>,
+    pub public_base_url: Url,
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    pub db_max_connections: u32,
+    pub operator_tokens: Vec<Secret>,
+    pub operator_token_source: TokenSource,
+    pub crypto_key: CryptoKey,
+    pub log_level: String,
+    pub log_format: LogFormat,
+    pub request_timeout: Duration,
+    pub max_body_bytes: usize,
+    pub allowed_return_urls: Vec<Url>,
+    pub allowed_redirect_uris: Vec<Url>,
+    pub sandbox_enabled: bool,
+    pub providers: Vec<ProviderSettings>,
+    /// What start-up did on the operator's behalf (generated secrets), to log once.
+    pub startup_notes: Vec<StartupNote>,
+}
+
+impl Config {
+    /// Loads from the dotenv files in the working directory and the environment.
+    pub fn load() -> Result<Self, ConfigError> {
+        let dir = std::env::current_dir()
+            .map_err(|e| ConfigError::new("working directory", e.to_string()))?;
+        Self::from_source(&Source::load(&dir)?)
+    }
+
+    /// Parses a [`Source`]. In the `local` profile this may write generated secrets into the
+    /// data directory.
+    pub fn from_source(source: &Source) -> Result<Self, ConfigError> {
+        let profile = parse::optional(source, "POBLYSH_PROFILE", parse::one_of(Profile::ALL))?
+            .unwrap_or(Profile::Local);
+        let bind_addr = parse::optional(source, "POBLYSH_API_BIND_ADDR", parse::socket_addr)?
+            .unwrap_or_else(|| match profile {
+                Profile::Prod => SocketAddr::from(([0, 0, 0, 0], 8080)),
+                _ => SocketAddr::from(([127, 0, 0, 1], 8080)),
+            });
+        let metrics_bind_addr =
+            parse::optional(source, "POBLYSH_METRICS_BIND_ADDR", parse::socket_addr)?;
+        let public_base_url =
+            match parse::optional(source, "POBLYSH_PUBLIC_BASE_URL", parse::http_url)? {
+                Some(url) => url,
+                None if profile == Profile::Prod => {
+                    return Err(ConfigError::new(
+                        "POBLYSH_PUBLIC_BASE_URL",
+                        "is required in the prod profile (providers redirect to it)",
+                    ))
+                }
+                None => parse::http_url(&format!("http://{bind_addr}"))
+                    .map_err(|p| ConfigError::new("POBLYSH_API_BIND_ADDR", p))?,
+            };
+        let data_dir = PathBuf::from(source.get("POBLYSH_DATA_DIR").unwrap_or("./data"));
+        let database_url = match source.get("POBLYSH_DATABASE_URL") {
+            Some(url)
+                if url.starts_with("sqlite:")
+                    || url.starts_with("postgres://")
+                    || url.starts_with("postgresql://") =>
+            {
+                url.to_string()
+            }
+            Some(_) => {
+                return Err(ConfigError::new(
+                    "POBLYSH_DATABASE_URL",
+                    "must start with sqlite:, postgres:// or postgresql://",
+                ))
+            }
+            None => format!("sqlite://{}", data_dir.join("connectors.db").display()),
+        };
+        let db_max_connections = parse::optional(
+            source,
+            "POBLYSH_DB_MAX_CONNECTIONS",
+            parse::bounded(1u32, 1000),
+        )?
+        .unwrap_or(10);
+        let log_level = match source.get("POBLYSH_LOG_LEVEL") {
+            Some(level) => {
+                tracing_subscriber::EnvFilter::try_new(level).map_err(|e| {
+                    ConfigError::new("POBLYSH_LOG_LEVEL", format!("is not a valid filter: {e}"))
+                })?;
+                level.to_string()
+            }
+            None => "info".to_string(),
+        };
+        let log_format = parse::optional(
+            source,
+            "POBLYSH_LOG_FORMAT",
+            parse::one_of(&["json", "pretty"]),
+        )?
+        .unwrap_or(match profile {
+            Profile::Local => LogFormat::Pretty,
+            _ => LogFormat::Json,
+        });
+        let request_timeout = parse::optional(
+            source,
+            "POBLYSH_REQUEST_TIMEOUT_SECS",
+            parse::bounded(1u64, 3600),
+        )?
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_secs(30));
+        let max_body_bytes = parse::optional(
+            source,
+            "POBLYSH_MAX_BODY_BYTES",
+            parse::bounded(1024usize, 64 * 1024 * 1024),
+        )?
+        .unwrap_or(1024 * 1024);
+        let allowed_return_urls =
+            parse::optional(source, "POBLYSH_ALLOWED_RETURN_URLS", parse::url_list)?
+                .unwrap_or_default();
+        let allowed_redirect_uris =
+            parse::optional(source, "POBLYSH_ALLOWED_REDIRECT_URIS", parse::url_list)?
+                .unwrap_or_default();
+        let sandbox_enabled = parse::optional(source, "POBLYSH_SANDBOX_ENABLED", parse::boolean)?
+            .unwrap_or(profile == Profile::Local);
+        let providers = providers::load(source)?;
+
+        let mut startup_notes = Vec::new();
+        let (operator_tokens, operator_token_source) =
+            local_secrets::operator_tokens(source, profile, &data_dir, &mut startup_notes)?;
+        let crypto_key = local_secrets::crypto_key(source, profile, &data_dir, &mut startup_notes)?;
+
+        Ok(Config {
+            profile,
+            bind_addr,
+            metrics_bind_addr,
+            public_base_url,
+            data_dir,
+            database_url,
+            db_max_connections,
+            operator_tokens,
+            operator_token_source,
+            crypto_key,
+            log_level,
+            log_format,
+            request_timeout,
+            max_body_bytes,
+            allowed_return_urls,
+            allowed_redirect_uris,
+            sandbox_enabled,
+            providers,
+            startup_notes,
+        })
+    }
+
+    /// The settings of one provider, by slug.
+    pub fn provider(&self, slug: &str) -> Option<&ProviderSettings> {
+        self.providers.iter().find(|p| p.slug == slug)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn test_source(extra: &[(&str, &str)]) -> Source {
+        let mut pairs = vec![("POBLYSH_PROFILE", "test")];
+        pairs.extend_from_slice(extra);
+        Source::from_pairs(pairs.into_iter())
+    }
+
+    #[test]
+    fn malformed_values_name_their_variable() {
+        for (name, value) in [
+            ("POBLYSH_API_BIND_ADDR", "localhost"),
+            ("POBLYSH_DB_MAX_CONNECTIONS", "many"),
+            ("POBLYSH_LOG_FORMAT", "xml"),
+            ("POBLYSH_PUBLIC_BASE_URL", "not a url"),
+            ("POBLYSH_CRYPTO_KEY", "short"),
+            ("POBLYSH_OPERATOR_TOKENS", "tiny"),
+            ("POBLYSH_PROFILE", "staging"),
+            ("POBLYSH_DATABASE_URL", "mysql://x"),
+        ] {
+            let err = Config::from_source(&test_source(&[(name, value)])).expect_err(name);
+            assert_eq!(err.variable, name, "{err}");
+        }
+    }
+
+    #[test]
+    fn token_list_takes_precedence_over_single_token() {
+        let config = Config::from_source(&test_source(&[
+            (
+                "POBLYSH_OPERATOR_TOKENS",
+                "aaaaaaaaaaaaaaaa1, bbbbbbbbbbbbbbbb2",
+            ),
+            ("POBLYSH_OPERATOR_TOKEN", "cccccccccccccccc3"),
+        ]))
+        .expect("valid");
+        let tokens: Vec<&str> = config.operator_tokens.iter().map(Secret::expose).collect();
+        assert_eq!(tokens, ["aaaaaaaaaaaaaaaa1", "bbbbbbbbbbbbbbbb2"]);
+        assert_eq!(config.operator_token_source, TokenSource::List);
+    }
+
+    #[test]
+    fn prod_requires_every_secret() {
+        let err = Config::from_source(&Source::from_pairs([
+            ("POBLYSH_PROFILE", "prod"),
+            ("POBLYSH_PUBLIC_BASE_URL", "https://connectors.example.com"),
+        ]))
+        .expect_err("no token");
+        assert_eq!(err.variable, "POBLYSH_OPERATOR_TOKENS");
+    }
+}

@@ -1,0 +1,82 @@
+//! Per-provider settings: `POBLYSH_<SLUG>_CLIENT_ID`, `_CLIENT_SECRET`, `_WEBHOOK_SECRET`,
+//! `_API_BASE_URL`, `_AUTH_BASE_URL`, `_SCOPES`, and rate-limit overrides
+//! (`_RATE_LIMIT_REQUESTS`, `_RATE_LIMIT_WINDOW_SECS`, `_RATE_LIMIT_BURST`,
+//! `_MAX_CONCURRENCY`). The slugs come from the provider registry, so a new provider needs no
+//! change here.
+
+use url::Url;
+
+use super::{parse, ConfigError, Source};
+use crate::crypto::Secret;
+use crate::providers::{self, Descriptor, RateLimitPolicy};
+
+/// One provider's effective settings.
+#[derive(Clone, Debug)]
+pub struct ProviderSettings {
+    pub slug: &'static str,
+    pub client_id: Option<String>,
+    pub client_secret: Option<Secret>,
+    pub webhook_secret: Option<Secret>,
+    pub api_base_url: Option<Url>,
+    pub auth_base_url: Option<Url>,
+    /// Scopes to request instead of the descriptor's defaults.
+    pub scopes: Option<Vec<String>>,
+    /// The descriptor's policy with any overrides applied.
+    pub rate_limit: RateLimitPolicy,
+}
+
+impl ProviderSettings {
+    /// Whether OAuth client credentials are present.
+    pub fn has_client_credentials(&self) -> bool {
+        self.client_id.is_some() && self.client_secret.is_some()
+    }
+}
+
+pub(super) fn load(source: &Source) -> Result<Vec<ProviderSettings>, ConfigError> {
+    providers::descriptors()
+        .iter()
+        .map(|d| load_one(source, d))
+        .collect()
+}
+
+fn load_one(source: &Source, d: &'static Descriptor) -> Result<ProviderSettings, ConfigError> {
+    let var = |suffix: &str| format!("POBLYSH_{}_{suffix}", d.slug.to_ascii_uppercase());
+    let secret = |suffix: &str| source.get(&var(suffix)).map(|s| Secret::new(s.trim()));
+    let defaults = d.rate_limit;
+    let rate_limit = RateLimitPolicy {
+        requests: parse::optional(
+            source,
+            &var("RATE_LIMIT_REQUESTS"),
+            parse::bounded(1u32, 10_000_000),
+        )?
+        .unwrap_or(defaults.requests),
+        window_secs: parse::optional(
+            source,
+            &var("RATE_LIMIT_WINDOW_SECS"),
+            parse::bounded(1u32, 86_400),
+        )?
+        .unwrap_or(defaults.window_secs),
+        burst: parse::optional(
+            source,
+            &var("RATE_LIMIT_BURST"),
+            parse::bounded(1u32, 1_000_000),
+        )?
+        .unwrap_or(defaults.burst),
+        max_concurrency: parse::optional(
+            source,
+            &var("MAX_CONCURRENCY"),
+            parse::bounded(1u32, 1_000),
+        )?
+        .unwrap_or(defaults.max_concurrency),
+    };
+    Ok(ProviderSettings {
+        slug: d.slug,
+        client_id: source.get(&var("CLIENT_ID")).map(|s| s.trim().to_string()),
+        client_secret: secret("CLIENT_SECRET"),
+        webhook_secret: secret("WEBHOOK_SECRET"),
+        api_base_url: parse::optional(source, &var("API_BASE_URL"), parse::http_url)?,
+        auth_base_url: parse::optional(source, &var("AUTH_BASE_URL"), parse::http_url)?,
+        scopes: parse::optional(source, &var("SCOPES"), parse::word_list)?,
+        rate_limit,
+    })
+}

@@ -1,0 +1,81 @@
+//! Typed identifiers. Each wraps a UUID so a tenant id can never be passed where a
+//! connection id is expected.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+macro_rules! uuid_id {
+    ($(#[$meta:meta])* $name:ident) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub Uuid);
+
+        impl $name {
+            /// Wraps an existing UUID.
+            pub const fn from_uuid(id: Uuid) -> Self {
+                Self(id)
+            }
+
+            /// The underlying UUID.
+            pub const fn as_uuid(&self) -> &Uuid {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.hyphenated().fmt(f)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = uuid::Error;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Uuid::parse_str(s.trim()).map(Self)
+            }
+        }
+    };
+}
+
+uuid_id!(
+    /// A tenant, as chosen by Poblysh Core and sent in `X-Tenant-Id`.
+    TenantId
+);
+uuid_id!(
+    /// A connection between a tenant and one account at a provider.
+    ConnectionId
+);
+uuid_id!(
+    /// A normalized signal (UUIDv7, so ids sort by creation time).
+    SignalId
+);
+uuid_id!(
+    /// A sync job.
+    JobId
+);
+
+impl ConnectionId {
+    /// A fresh, time-ordered id.
+    pub fn generate() -> Self {
+        Self(Uuid::now_v7())
+    }
+}
+
+impl SignalId {
+    /// A fresh, time-ordered id.
+    pub fn generate() -> Self {
+        Self(Uuid::now_v7())
+    }
+}
+
+impl JobId {
+    /// A fresh, time-ordered id.
+    pub fn generate() -> Self {
+        Self(Uuid::now_v7())
+    }
+}

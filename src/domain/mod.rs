@@ -1,0 +1,11 @@
+//! Domain types parsed once at the edge: typed ids, statuses, timestamps and records.
+
+mod ids;
+mod records;
+mod status;
+mod time;
+
+pub use ids::{ConnectionId, JobId, SignalId, TenantId};
+pub use records::{Actor, Connection, Job, NewConnection, NewJob, NewSignal, Signal};
+pub use status::{ConnectionStatus, JobStatus, JobType, ParseEnumError};
+pub use time::{format as format_time, from_micros, now, parse_rfc3339, to_micros, Timestamp};

@@ -1,0 +1,127 @@
+//! Rows as the rest of the service sees them, independent of the database behind the store.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use super::{
+    ConnectionId, ConnectionStatus, JobId, JobStatus, JobType, SignalId, TenantId, Timestamp,
+};
+
+/// Who did the thing a signal reports.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Actor {
+    /// The provider's id of the person or bot.
+    pub id: String,
+    /// Display name or login, when the provider gives one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// E-mail address, when the provider gives one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+}
+
+/// A tenant's link to one account at one provider.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Connection {
+    pub id: ConnectionId,
+    pub tenant_id: TenantId,
+    pub provider: String,
+    pub external_account_id: String,
+    pub external_account_name: Option<String>,
+    pub status: ConnectionStatus,
+    pub scopes: Vec<String>,
+    pub token_expires_at: Option<Timestamp>,
+    pub last_synced_at: Option<Timestamp>,
+    pub last_error: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// What is needed to create a connection.
+#[derive(Clone, Debug)]
+pub struct NewConnection {
+    pub id: ConnectionId,
+    pub tenant_id: TenantId,
+    pub provider: String,
+    pub external_account_id: String,
+    pub external_account_name: Option<String>,
+    pub status: ConnectionStatus,
+    pub scopes: Vec<String>,
+    pub token_expires_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+}
+
+/// A normalized event from a provider.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Signal {
+    pub id: SignalId,
+    pub tenant_id: TenantId,
+    pub connection_id: ConnectionId,
+    pub provider: String,
+    pub kind: String,
+    pub occurred_at: Timestamp,
+    pub received_at: Timestamp,
+    pub actor: Option<Actor>,
+    pub title: Option<String>,
+    pub url: Option<String>,
+    pub external_id: Option<String>,
+    pub dedupe_key: String,
+    /// `None` when the caller asked for signals without payloads.
+    pub payload: Option<Value>,
+}
+
+/// A signal to store; ignored when `(connection_id, dedupe_key)` already exists.
+#[derive(Clone, Debug)]
+pub struct NewSignal {
+    pub id: SignalId,
+    pub tenant_id: TenantId,
+    pub connection_id: ConnectionId,
+    pub provider: String,
+    pub kind: String,
+    pub occurred_at: Timestamp,
+    pub received_at: Timestamp,
+    pub actor: Option<Actor>,
+    pub title: Option<String>,
+    pub url: Option<String>,
+    pub external_id: Option<String>,
+    pub dedupe_key: String,
+    pub payload: Value,
+}
+
+/// A sync job.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Job {
+    pub id: JobId,
+    pub tenant_id: TenantId,
+    pub connection_id: ConnectionId,
+    pub provider: String,
+    pub job_type: JobType,
+    pub status: JobStatus,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub scheduled_at: Timestamp,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+    pub error: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// A job to enqueue (or, in tests, a job in any state).
+#[derive(Clone, Debug)]
+pub struct NewJob {
+    pub id: JobId,
+    pub tenant_id: TenantId,
+    pub connection_id: ConnectionId,
+    pub provider: String,
+    pub job_type: JobType,
+    pub status: JobStatus,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub scheduled_at: Timestamp,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+    pub error: Option<String>,
+    pub created_at: Timestamp,
+}

@@ -1,0 +1,175 @@
+//! Query strings of list routes: every parameter is named in the operation's `IntoParams`
+//! type (which also documents it), unknown or repeated names are refused, and every problem
+//! is reported at once, keyed by parameter name.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+use utoipa::openapi::path::ParameterIn;
+use utoipa::IntoParams;
+
+use super::cursor::{CursorCodec, CursorScope};
+use super::error::ApiError;
+use crate::domain::{parse_rfc3339, Timestamp};
+use crate::store::{PageKey, PageRequest};
+
+/// Default page size.
+pub const DEFAULT_LIMIT: u32 = 50;
+/// Largest page size.
+pub const MAX_LIMIT: u32 = 100;
+
+/// A parsed query string being turned into typed values.
+#[derive(Debug)]
+pub struct QueryParams {
+    values: BTreeMap<String, String>,
+    errors: Map<String, Value>,
+}
+
+impl QueryParams {
+    /// Splits `raw`, accepting only the parameters `P` documents.
+    pub fn parse<P: IntoParams>(raw: Option<&str>) -> Self {
+        let allowed: Vec<String> = P::into_params(|| Some(ParameterIn::Query))
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
+        let mut values = BTreeMap::new();
+        let mut errors = Map::new();
+        for (name, value) in url::form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+            let name = name.into_owned();
+            if !allowed.contains(&name) {
+                errors.insert(
+                    name,
+                    Value::from(format!(
+                        "unknown parameter; accepted: {}",
+                        allowed.join(", ")
+                    )),
+                );
+            } else if values.contains_key(&name) {
+                errors.insert(name, Value::from("given more than once"));
+            } else {
+                values.insert(name, value.into_owned());
+            }
+        }
+        Self { values, errors }
+    }
+
+    /// The value of `name` turned into `T` by `parse`, recording any error under `name`.
+    pub fn take<T>(
+        &mut self,
+        name: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        let text = self.values.remove(name)?;
+        match parse(&text) {
+            Ok(v) => Some(v),
+            Err(problem) => {
+                self.errors.insert(name.to_string(), Value::from(problem));
+                None
+            }
+        }
+    }
+
+    /// `400 VALIDATION_FAILED` naming every bad parameter, if there were any.
+    pub fn check(&self) -> Result<(), ApiError> {
+        if self.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::validation(self.errors.clone()))
+        }
+    }
+
+    /// Reads `limit` and `cursor` (the cursor checked against `scope`) once filters are valid.
+    pub fn paging(&mut self, codec: &CursorCodec, scope: &CursorScope) -> Result<Paging, ApiError> {
+        let limit = self.take("limit", parse_limit).unwrap_or(DEFAULT_LIMIT);
+        let cursor = self.take("cursor", |s| Ok(s.to_string()));
+        self.check()?;
+        let after = cursor.map(|c| codec.decode(scope, &c)).transpose()?;
+        Ok(Paging { after, limit })
+    }
+}
+
+/// Where a page starts and how long it is.
+#[derive(Clone, Copy, Debug)]
+pub struct Paging {
+    pub after: Option<PageKey>,
+    pub limit: u32,
+}
+
+impl Paging {
+    /// The store request: one row more than the page, to learn whether another page follows.
+    pub fn request(&self) -> PageRequest {
+        PageRequest {
+            after: self.after,
+            fetch: self.limit + 1,
+        }
+    }
+
+    /// Trims the extra row and issues the cursor of the next page, if there is one.
+    pub fn finish<T>(
+        &self,
+        mut rows: Vec<T>,
+        key: impl Fn(&T) -> PageKey,
+        codec: &CursorCodec,
+        scope: &CursorScope,
+    ) -> (Vec<T>, Option<String>) {
+        let more = rows.len() > self.limit as usize;
+        rows.truncate(self.limit as usize);
+        let next = if more {
+            rows.last().map(|last| codec.encode(scope, &key(last)))
+        } else {
+            None
+        };
+        (rows, next)
+    }
+}
+
+fn parse_limit(text: &str) -> Result<u32, String> {
+    let problem = || format!("must be an integer between 1 and {MAX_LIMIT}");
+    let limit: u32 = text.parse().map_err(|_| problem())?;
+    if (1..=MAX_LIMIT).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(problem())
+    }
+}
+
+/// An RFC 3339 timestamp parameter.
+pub fn timestamp(text: &str) -> Result<Timestamp, String> {
+    parse_rfc3339(text)
+}
+
+/// A `true`/`false` parameter.
+pub fn boolean(text: &str) -> Result<bool, String> {
+    match text {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err("must be true or false".into()),
+    }
+}
+
+/// A UUID parameter parsed into an id type.
+pub fn uuid<T: std::str::FromStr>(text: &str) -> Result<T, String> {
+    text.parse().map_err(|_| "must be a UUID".to_string())
+}
+
+/// A value of a closed set.
+pub fn one_of<T: std::str::FromStr>(text: &str) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
+    text.parse().map_err(|e: T::Err| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_outside_the_range_are_refused_not_clamped() {
+        assert_eq!(parse_limit("1"), Ok(1));
+        assert_eq!(parse_limit("100"), Ok(100));
+        for bad in ["0", "101", "-1", "ten", "1.5", ""] {
+            assert!(parse_limit(bad).is_err(), "{bad}");
+        }
+    }
+}

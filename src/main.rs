@@ -1,0 +1,128 @@
+//! The `connectors` binary: parses the command line, loads configuration, starts telemetry and
+//! hands over to the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use connectors::app::App;
+use connectors::cli::{Cli, Command, KeysCommand};
+use connectors::config::{Config, StartupNote};
+use connectors::crypto::CryptoKey;
+use connectors::telemetry;
+
+/// Exit code for configuration errors.
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Openapi => {
+            print!("{}", connectors::openapi::json());
+            ExitCode::SUCCESS
+        }
+        Command::Keys {
+            command: KeysCommand::Generate,
+        } => {
+            println!("{}", CryptoKey::generate().to_base64().as_str());
+            ExitCode::SUCCESS
+        }
+        Command::Serve => with_config(serve),
+        Command::Migrate => with_config(migrate),
+    }
+}
+
+fn with_config(run: fn(Config) -> anyhow::Result<()>) -> ExitCode {
+    let config = match Config::load() {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("connectors: configuration error: {err}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let _guard = telemetry::init_logging(&config.log_level, config.log_format);
+    report_startup_notes(&config);
+    match run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = format!("{err:#}"), "fatal");
+            eprintln!("connectors: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn serve(config: Config) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let app = App::build(config).await?;
+        app.run(shutdown_signal()).await
+    })
+}
+
+fn migrate(config: Config) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let store = connectors::app::open_store(&config).await?;
+        store.migrate().await?;
+        store.close().await;
+        tracing::info!(backend = store.backend().as_str(), "migrations applied");
+        Ok(())
+    })
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown requested; finishing in-flight requests");
+}
+
+fn report_startup_notes(config: &Config) {
+    for note in &config.startup_notes {
+        match note {
+            StartupNote::OperatorTokenGenerated { path, token } => {
+                tracing::info!(path = %path.display(), "generated an operator token (shown once below)");
+                // Shown once, on the terminal, so a developer can call the API right away.
+                eprintln!(
+                    "\n  Operator token (saved to {}):\n\n    {}\n\n  Use it as: Authorization: Bearer <token>\n",
+                    path.display(),
+                    token.expose()
+                );
+            }
+            StartupNote::OperatorTokenReused { path } => {
+                tracing::info!(path = %path.display(), "using the operator token stored by an earlier start");
+            }
+            StartupNote::CryptoKeyGenerated { path } => {
+                tracing::info!(path = %path.display(), "generated a crypto key");
+            }
+            StartupNote::CryptoKeyReused { path } => {
+                tracing::info!(path = %path.display(), "using the crypto key stored by an earlier start");
+            }
+            StartupNote::EphemeralSecrets => {
+                tracing::info!(
+                    "test profile: operator token and crypto key are generated in memory"
+                );
+            }
+        }
+    }
+}

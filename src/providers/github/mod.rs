@@ -1,0 +1,45 @@
+//! GitHub: issues, pull requests, reviews, pushes and releases.
+//!
+//! Rate limit: 5,000 requests an hour for a user token, and requests for one user sent one at
+//! a time (https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api).
+
+use crate::providers::{AuthType, Connector, Descriptor, RateLimitPolicy};
+
+/// The GitHub provider.
+pub struct GithubConnector;
+
+static DESCRIPTOR: Descriptor = Descriptor {
+    slug: "github",
+    display_name: "GitHub",
+    auth_type: AuthType::Oauth2,
+    default_scopes: &["repo", "read:org", "read:user"],
+    kinds: &[
+        "issue_created",
+        "issue_updated",
+        "issue_closed",
+        "issue_reopened",
+        "issue_commented",
+        "pr_opened",
+        "pr_updated",
+        "pr_merged",
+        "pr_closed",
+        "pr_reopened",
+        "pr_reviewed",
+        "code_pushed",
+        "release_published",
+    ],
+    webhooks: true,
+    sync: true,
+    rate_limit: RateLimitPolicy {
+        requests: 5000,
+        window_secs: 3600,
+        burst: 100,
+        max_concurrency: 1,
+    },
+};
+
+impl Connector for GithubConnector {
+    fn descriptor(&self) -> &'static Descriptor {
+        &DESCRIPTOR
+    }
+}

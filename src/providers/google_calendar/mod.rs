@@ -1,0 +1,39 @@
+//! Google Calendar: event changes, from push notifications and sync tokens.
+//!
+//! Rate limit: Calendar's per-user quota of 600 queries a minute
+//! (https://developers.google.com/calendar/api/guides/quota).
+
+use crate::providers::{AuthType, Connector, Descriptor, RateLimitPolicy};
+
+/// The Google Calendar provider.
+pub struct GoogleCalendarConnector;
+
+static DESCRIPTOR: Descriptor = Descriptor {
+    slug: "google_calendar",
+    display_name: "Google Calendar",
+    auth_type: AuthType::Oauth2,
+    default_scopes: &[
+        "openid",
+        "email",
+        "https://www.googleapis.com/auth/calendar.readonly",
+    ],
+    kinds: &[
+        "calendar_event_created",
+        "calendar_event_updated",
+        "calendar_event_deleted",
+    ],
+    webhooks: true,
+    sync: true,
+    rate_limit: RateLimitPolicy {
+        requests: 600,
+        window_secs: 60,
+        burst: 50,
+        max_concurrency: 4,
+    },
+};
+
+impl Connector for GoogleCalendarConnector {
+    fn descriptor(&self) -> &'static Descriptor {
+        &DESCRIPTOR
+    }
+}

@@ -1,0 +1,97 @@
+//! The provider registry: every provider this build knows, with its effective configuration.
+//! Adding a provider is one line in [`CONNECTORS`].
+
+use std::sync::Arc;
+
+use super::{AuthType, Connector, Descriptor, RateLimitPolicy};
+use crate::config::Config;
+
+/// Every provider this build knows, in catalogue order.
+static CONNECTORS: &[&dyn Connector] = &[
+    &super::github::GithubConnector,
+    &super::slack::SlackConnector,
+    &super::jira::JiraConnector,
+    &super::google_drive::GoogleDriveConnector,
+    &super::google_calendar::GoogleCalendarConnector,
+    &super::gmail::GmailConnector,
+    &super::zoho_cliq::ZohoCliqConnector,
+    &super::zoho_mail::ZohoMailConnector,
+    &super::sandbox::SandboxConnector,
+];
+
+/// The descriptors of every provider this build knows (enabled or not).
+pub fn descriptors() -> Vec<&'static Descriptor> {
+    CONNECTORS.iter().map(|c| c.descriptor()).collect()
+}
+
+/// One enabled provider with its effective settings.
+#[derive(Clone)]
+pub struct RegistryEntry {
+    pub connector: &'static dyn Connector,
+    /// Whether it has what it needs to connect (client credentials, unless it needs none).
+    pub configured: bool,
+    /// The scopes requested by default (configured override, else the descriptor's).
+    pub scopes: Vec<String>,
+    pub rate_limit: RateLimitPolicy,
+}
+
+impl RegistryEntry {
+    /// The provider's descriptor.
+    pub fn descriptor(&self) -> &'static Descriptor {
+        self.connector.descriptor()
+    }
+}
+
+/// The providers enabled in this process.
+#[derive(Clone)]
+pub struct Registry {
+    entries: Arc<Vec<RegistryEntry>>,
+}
+
+impl Registry {
+    /// Enables every provider, the sandbox only when configured so.
+    pub fn from_config(config: &Config) -> Self {
+        let entries = CONNECTORS
+            .iter()
+            .copied()
+            .filter(|c| c.descriptor().auth_type != AuthType::None || config.sandbox_enabled)
+            .filter_map(|connector| {
+                let d = connector.descriptor();
+                let settings = config.provider(d.slug)?;
+                Some(RegistryEntry {
+                    connector,
+                    configured: d.auth_type == AuthType::None || settings.has_client_credentials(),
+                    scopes: settings.scopes.clone().unwrap_or_else(|| {
+                        d.default_scopes.iter().map(|s| s.to_string()).collect()
+                    }),
+                    rate_limit: settings.rate_limit,
+                })
+            })
+            .collect();
+        Self {
+            entries: Arc::new(entries),
+        }
+    }
+
+    /// Every enabled provider, in catalogue order.
+    pub fn entries(&self) -> &[RegistryEntry] {
+        &self.entries
+    }
+
+    /// The enabled provider with this slug.
+    pub fn get(&self, slug: &str) -> Option<&RegistryEntry> {
+        self.entries.iter().find(|e| e.descriptor().slug == slug)
+    }
+
+    /// The slugs of every enabled provider.
+    pub fn slugs(&self) -> Vec<&'static str> {
+        self.entries.iter().map(|e| e.descriptor().slug).collect()
+    }
+
+    /// Whether any enabled provider emits this signal kind.
+    pub fn knows_kind(&self, kind: &str) -> bool {
+        self.entries
+            .iter()
+            .any(|e| e.descriptor().kinds.contains(&kind))
+    }
+}

@@ -1,0 +1,57 @@
+//! Storage errors, classified so the HTTP edge can tell "try again later" from a bug.
+
+/// What went wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached (closed pool, time-out, I/O); callers may retry.
+    #[error("database unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    /// A unique constraint was violated.
+    #[error("conflicting row ({constraint})")]
+    Conflict { constraint: String },
+    /// A stored value could not be turned back into a domain value.
+    #[error("corrupt stored value in {column}: {problem}")]
+    Corrupt {
+        column: &'static str,
+        problem: String,
+    },
+    /// The database URL names no supported backend.
+    #[error("unsupported database URL: expected sqlite://... or postgres://...")]
+    UnsupportedUrl,
+    /// Migrations could not be applied.
+    #[error("migration failed")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Any other database error.
+    #[error("database error")]
+    Database(#[source] sqlx::Error),
+}
+
+impl StoreError {
+    /// Whether the caller should answer "unavailable, retry" rather than "internal error".
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+
+    pub(crate) fn corrupt(column: &'static str, problem: impl ToString) -> Self {
+        StoreError::Corrupt {
+            column,
+            problem: problem.to_string(),
+        }
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        match &err {
+            sqlx::Error::PoolClosed
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(err),
+            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict {
+                constraint: db.constraint().unwrap_or("unique").to_string(),
+            },
+            _ => StoreError::Database(err),
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! Migrations embedded in the binary, one set per backend, so `connectors migrate` and
+//! start-up need no files beside the executable.
+
+use std::borrow::Cow;
+
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+
+/// `(version, description, sql)` of one migration.
+type Embedded = (i64, &'static str, &'static str);
+
+const SQLITE: &[Embedded] = &[(
+    1,
+    "initial schema",
+    include_str!("../../migrations/sqlite/0001_initial_schema.sql"),
+)];
+
+const POSTGRES: &[Embedded] = &[(
+    1,
+    "initial schema",
+    include_str!("../../migrations/postgres/0001_initial_schema.sql"),
+)];
+
+fn migrator(embedded: &[Embedded]) -> Migrator {
+    let migrations = embedded
+        .iter()
+        .map(|(version, description, sql)| {
+            Migration::new(
+                *version,
+                Cow::Borrowed(*description),
+                MigrationType::Simple,
+                Cow::Borrowed(*sql),
+                false,
+            )
+        })
+        .collect::<Vec<_>>();
+    Migrator {
+        migrations: Cow::Owned(migrations),
+        ..Migrator::DEFAULT
+    }
+}
+
+/// The SQLite migrations.
+pub fn sqlite() -> Migrator {
+    migrator(SQLITE)
+}
+
+/// The PostgreSQL migrations.
+pub fn postgres() -> Migrator {
+    migrator(POSTGRES)
+}
+
+/// The newest migration version of a set; `/readyz` expects the database to have it.
+pub fn latest_version(migrator: &Migrator) -> i64 {
+    migrator.iter().map(|m| m.version).max().unwrap_or(0)
+}

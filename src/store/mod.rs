@@ -1,0 +1,176 @@
+//! The storage interface: one trait, [`Store`], with a SQLite and a PostgreSQL implementation,
+//! chosen once at start-up from the database URL. Every method that touches tenant data takes
+//! the [`TenantId`] first, so no query can reach another tenant's rows.
+
+mod error;
+mod migrations;
+mod postgres;
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use crate::domain::{
+    Connection, ConnectionId, ConnectionStatus, Job, JobId, JobStatus, JobType, NewConnection,
+    NewJob, NewSignal, Signal, SignalId, TenantId, Timestamp,
+};
+
+pub use error::StoreError;
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+/// Which database a store talks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// Lower-case name for logs and the config summary.
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// The sort key of the last row of a page; the next page starts strictly after it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageKey {
+    /// The row's sort timestamp (`occurred_at` for signals, `created_at` otherwise).
+    pub at: Timestamp,
+    /// The row's id, breaking ties between equal timestamps.
+    pub id: Uuid,
+}
+
+/// One page request: rows strictly after `after` (in the list's order), at most `fetch` rows.
+#[derive(Clone, Copy, Debug)]
+pub struct PageRequest {
+    pub after: Option<PageKey>,
+    pub fetch: u32,
+}
+
+/// Filters of `GET /connections`.
+#[derive(Clone, Debug, Default)]
+pub struct ConnectionFilter {
+    pub provider: Option<String>,
+    pub status: Option<ConnectionStatus>,
+}
+
+/// Filters of `GET /signals`; bounds are inclusive.
+#[derive(Clone, Debug, Default)]
+pub struct SignalFilter {
+    pub provider: Option<String>,
+    pub connection_id: Option<ConnectionId>,
+    pub kind: Option<String>,
+    pub occurred_after: Option<Timestamp>,
+    pub occurred_before: Option<Timestamp>,
+    pub include_payload: bool,
+}
+
+/// Filters of `GET /jobs`; bounds are inclusive.
+#[derive(Clone, Debug, Default)]
+pub struct JobFilter {
+    pub status: Option<JobStatus>,
+    pub provider: Option<String>,
+    pub connection_id: Option<ConnectionId>,
+    pub job_type: Option<JobType>,
+    pub started_after: Option<Timestamp>,
+    pub finished_after: Option<Timestamp>,
+}
+
+/// Whether the database answers and carries every migration this build knows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Readiness {
+    pub reachable: bool,
+    pub migrated: bool,
+}
+
+/// The storage interface. Lists are keyset-paginated: connections ascend by
+/// `(created_at, id)`, signals and jobs descend by `(occurred_at, id)` and `(created_at, id)`.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Which database this is.
+    fn backend(&self) -> Backend;
+
+    /// Applies pending migrations.
+    async fn migrate(&self) -> Result<(), StoreError>;
+
+    /// Probes the database for `/readyz`.
+    async fn readiness(&self) -> Readiness;
+
+    /// Closes every pooled connection; later calls fail as unavailable.
+    async fn close(&self);
+
+    /// Creates a connection.
+    async fn insert_connection(&self, new: &NewConnection) -> Result<Connection, StoreError>;
+
+    /// One connection of this tenant.
+    async fn get_connection(
+        &self,
+        tenant: TenantId,
+        id: ConnectionId,
+    ) -> Result<Option<Connection>, StoreError>;
+
+    /// A page of this tenant's connections.
+    async fn list_connections(
+        &self,
+        tenant: TenantId,
+        filter: &ConnectionFilter,
+        page: PageRequest,
+    ) -> Result<Vec<Connection>, StoreError>;
+
+    /// Stores signals, skipping any whose `(connection_id, dedupe_key)` exists; returns how
+    /// many were new.
+    async fn insert_signals(&self, signals: &[NewSignal]) -> Result<u64, StoreError>;
+
+    /// One signal of this tenant, with its payload.
+    async fn get_signal(
+        &self,
+        tenant: TenantId,
+        id: SignalId,
+    ) -> Result<Option<Signal>, StoreError>;
+
+    /// A page of this tenant's signals.
+    async fn list_signals(
+        &self,
+        tenant: TenantId,
+        filter: &SignalFilter,
+        page: PageRequest,
+    ) -> Result<Vec<Signal>, StoreError>;
+
+    /// Creates a job.
+    async fn insert_job(&self, new: &NewJob) -> Result<Job, StoreError>;
+
+    /// One job of this tenant.
+    async fn get_job(&self, tenant: TenantId, id: JobId) -> Result<Option<Job>, StoreError>;
+
+    /// A page of this tenant's jobs.
+    async fn list_jobs(
+        &self,
+        tenant: TenantId,
+        filter: &JobFilter,
+        page: PageRequest,
+    ) -> Result<Vec<Job>, StoreError>;
+}
+
+/// Options for opening a store.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    pub max_connections: u32,
+}
+
+/// Opens the store named by `url` (`sqlite://...` or `postgres://...`) without migrating.
+pub async fn connect(url: &str, options: &StoreOptions) -> Result<Arc<dyn Store>, StoreError> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::connect(url, options).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PostgresStore::connect(url, options).await?))
+    } else {
+        Err(StoreError::UnsupportedUrl)
+    }
+}

@@ -1,0 +1,153 @@
+//! The SQLite store: the embedded default. WAL journal so readers never wait for the writer,
+//! a busy timeout so concurrent writers queue instead of failing.
+
+mod connections;
+mod jobs;
+mod signals;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::SqlitePool;
+
+use super::{
+    migrations, Backend, ConnectionFilter, JobFilter, PageRequest, Readiness, SignalFilter, Store,
+    StoreError, StoreOptions,
+};
+use crate::domain::{
+    from_micros, Connection, ConnectionId, Job, JobId, NewConnection, NewJob, NewSignal, Signal,
+    SignalId, TenantId, Timestamp,
+};
+
+/// A [`Store`] on one SQLite database file.
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database at `url`, e.g. `sqlite://data/connectors.db`.
+    pub async fn connect(url: &str, options: &StoreOptions) -> Result<Self, StoreError> {
+        let connect = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(connect)
+            .await?;
+        Ok(Self { pool })
+    }
+}
+
+/// Reads an optional microsecond column back into a timestamp.
+fn opt_time(column: &'static str, micros: Option<i64>) -> Result<Option<Timestamp>, StoreError> {
+    micros.map(|m| time(column, m)).transpose()
+}
+
+/// Reads a microsecond column back into a timestamp.
+fn time(column: &'static str, micros: i64) -> Result<Timestamp, StoreError> {
+    from_micros(micros).ok_or_else(|| StoreError::corrupt(column, "timestamp out of range"))
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> Backend {
+        Backend::Sqlite
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        migrations::sqlite().run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn readiness(&self) -> Readiness {
+        let latest = migrations::latest_version(&migrations::sqlite());
+        let applied: Result<Option<i64>, sqlx::Error> =
+            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success = 1")
+                .fetch_one(&self.pool)
+                .await;
+        match applied {
+            Ok(version) => Readiness {
+                reachable: true,
+                migrated: version.unwrap_or(0) >= latest,
+            },
+            Err(sqlx::Error::Database(_)) => Readiness {
+                reachable: true,
+                migrated: false,
+            },
+            Err(_) => Readiness {
+                reachable: false,
+                migrated: false,
+            },
+        }
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn insert_connection(&self, new: &NewConnection) -> Result<Connection, StoreError> {
+        connections::insert(&self.pool, new).await
+    }
+
+    async fn get_connection(
+        &self,
+        tenant: TenantId,
+        id: ConnectionId,
+    ) -> Result<Option<Connection>, StoreError> {
+        connections::get(&self.pool, tenant, id).await
+    }
+
+    async fn list_connections(
+        &self,
+        tenant: TenantId,
+        filter: &ConnectionFilter,
+        page: PageRequest,
+    ) -> Result<Vec<Connection>, StoreError> {
+        connections::list(&self.pool, tenant, filter, page).await
+    }
+
+    async fn insert_signals(&self, signals: &[NewSignal]) -> Result<u64, StoreError> {
+        signals::insert(&self.pool, signals).await
+    }
+
+    async fn get_signal(
+        &self,
+        tenant: TenantId,
+        id: SignalId,
+    ) -> Result<Option<Signal>, StoreError> {
+        signals::get(&self.pool, tenant, id).await
+    }
+
+    async fn list_signals(
+        &self,
+        tenant: TenantId,
+        filter: &SignalFilter,
+        page: PageRequest,
+    ) -> Result<Vec<Signal>, StoreError> {
+        signals::list(&self.pool, tenant, filter, page).await
+    }
+
+    async fn insert_job(&self, new: &NewJob) -> Result<Job, StoreError> {
+        jobs::insert(&self.pool, new).await
+    }
+
+    async fn get_job(&self, tenant: TenantId, id: JobId) -> Result<Option<Job>, StoreError> {
+        jobs::get(&self.pool, tenant, id).await
+    }
+
+    async fn list_jobs(
+        &self,
+        tenant: TenantId,
+        filter: &JobFilter,
+        page: PageRequest,
+    ) -> Result<Vec<Job>, StoreError> {
+        jobs::list(&self.pool, tenant, filter, page).await
+    }
+}

@@ -1,0 +1,143 @@
+//! Signal rows on SQLite.
+
+use sqlx::sqlite::SqliteRow;
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use uuid::Uuid;
+
+use super::time;
+use crate::domain::{to_micros, ConnectionId, NewSignal, Signal, SignalId, TenantId};
+use crate::store::{PageRequest, SignalFilter, StoreError};
+
+const COLUMNS: &str = "id, tenant_id, connection_id, provider, kind, occurred_at, received_at, \
+     actor, title, url, external_id, dedupe_key";
+
+/// SQLite caps bound parameters per statement; 13 columns × 500 rows stays well under it.
+const ROWS_PER_STATEMENT: usize = 500;
+
+pub(super) async fn insert(pool: &SqlitePool, signals: &[NewSignal]) -> Result<u64, StoreError> {
+    let mut tx = pool.begin().await?;
+    let mut inserted = 0;
+    for chunk in signals.chunks(ROWS_PER_STATEMENT) {
+        let mut q =
+            QueryBuilder::<Sqlite>::new(format!("INSERT INTO signals ({COLUMNS}, payload) "));
+        let mut encoded = Vec::with_capacity(chunk.len());
+        for s in chunk {
+            let actor = s
+                .actor
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(|e| StoreError::corrupt("actor", e))?;
+            let payload =
+                serde_json::to_string(&s.payload).map_err(|e| StoreError::corrupt("payload", e))?;
+            encoded.push((s, actor, payload));
+        }
+        q.push_values(encoded, |mut b, (s, actor, payload)| {
+            b.push_bind(s.id.0)
+                .push_bind(s.tenant_id.0)
+                .push_bind(s.connection_id.0)
+                .push_bind(s.provider.clone())
+                .push_bind(s.kind.clone())
+                .push_bind(to_micros(&s.occurred_at))
+                .push_bind(to_micros(&s.received_at))
+                .push_bind(actor)
+                .push_bind(s.title.clone())
+                .push_bind(s.url.clone())
+                .push_bind(s.external_id.clone())
+                .push_bind(s.dedupe_key.clone())
+                .push_bind(payload);
+        });
+        q.push(" ON CONFLICT (connection_id, dedupe_key) DO NOTHING");
+        inserted += q.build().execute(&mut *tx).await?.rows_affected();
+    }
+    tx.commit().await?;
+    Ok(inserted)
+}
+
+pub(super) async fn get(
+    pool: &SqlitePool,
+    tenant: TenantId,
+    id: SignalId,
+) -> Result<Option<Signal>, StoreError> {
+    let sql = format!("SELECT {COLUMNS}, payload FROM signals WHERE tenant_id = ? AND id = ?");
+    let row = sqlx::query(&sql)
+        .bind(tenant.0)
+        .bind(id.0)
+        .fetch_optional(pool)
+        .await?;
+    row.as_ref().map(|r| decode(r, true)).transpose()
+}
+
+pub(super) async fn list(
+    pool: &SqlitePool,
+    tenant: TenantId,
+    filter: &SignalFilter,
+    page: PageRequest,
+) -> Result<Vec<Signal>, StoreError> {
+    let payload = if filter.include_payload {
+        ", payload"
+    } else {
+        ""
+    };
+    let mut q = QueryBuilder::<Sqlite>::new(format!(
+        "SELECT {COLUMNS}{payload} FROM signals WHERE tenant_id = "
+    ));
+    q.push_bind(tenant.0);
+    if let Some(provider) = &filter.provider {
+        q.push(" AND provider = ").push_bind(provider.clone());
+    }
+    if let Some(connection) = filter.connection_id {
+        q.push(" AND connection_id = ").push_bind(connection.0);
+    }
+    if let Some(kind) = &filter.kind {
+        q.push(" AND kind = ").push_bind(kind.clone());
+    }
+    if let Some(after) = &filter.occurred_after {
+        q.push(" AND occurred_at >= ").push_bind(to_micros(after));
+    }
+    if let Some(before) = &filter.occurred_before {
+        q.push(" AND occurred_at <= ").push_bind(to_micros(before));
+    }
+    if let Some(key) = page.after {
+        // Written as a range on the leading index column plus a tie-break, which SQLite's
+        // planner turns into an index range scan (a row-value comparison it may not).
+        let at = to_micros(&key.at);
+        q.push(" AND occurred_at <= ").push_bind(at);
+        q.push(" AND (occurred_at < ").push_bind(at);
+        q.push(" OR id < ").push_bind(key.id).push(")");
+    }
+    q.push(" ORDER BY occurred_at DESC, id DESC LIMIT ")
+        .push_bind(i64::from(page.fetch));
+    let rows = q.build().fetch_all(pool).await?;
+    rows.iter()
+        .map(|r| decode(r, filter.include_payload))
+        .collect()
+}
+
+fn decode(row: &SqliteRow, with_payload: bool) -> Result<Signal, StoreError> {
+    let actor: Option<String> = row.try_get("actor")?;
+    let payload = if with_payload {
+        let text: String = row.try_get("payload")?;
+        Some(serde_json::from_str(&text).map_err(|e| StoreError::corrupt("payload", e))?)
+    } else {
+        None
+    };
+    Ok(Signal {
+        id: SignalId(row.try_get::<Uuid, _>("id")?),
+        tenant_id: TenantId(row.try_get::<Uuid, _>("tenant_id")?),
+        connection_id: ConnectionId(row.try_get::<Uuid, _>("connection_id")?),
+        provider: row.try_get("provider")?,
+        kind: row.try_get("kind")?,
+        occurred_at: time("occurred_at", row.try_get("occurred_at")?)?,
+        received_at: time("received_at", row.try_get("received_at")?)?,
+        actor: actor
+            .map(|a| serde_json::from_str(&a))
+            .transpose()
+            .map_err(|e| StoreError::corrupt("actor", e))?,
+        title: row.try_get("title")?,
+        url: row.try_get("url")?,
+        external_id: row.try_get("external_id")?,
+        dedupe_key: row.try_get("dedupe_key")?,
+        payload,
+    })
+}

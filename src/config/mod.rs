@@ -269,7 +269,7 @@ mod tests {
     fn test_source(extra: &[(&str, &str)]) -> Source {
         let mut pairs = vec![("POBLYSH_PROFILE", "test")];
         pairs.extend_from_slice(extra);
-        Source::from_pairs(pairs.into_iter())
+        Source::from_pairs(pairs)
     }
 
     #[test]

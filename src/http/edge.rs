@@ -165,7 +165,14 @@ mod tests {
     #[tokio::test]
     async fn a_panicking_handler_answers_500_problem_json_with_the_trace_id() {
         let router = apply(
-            Router::new().route("/boom", get(|| async { panic!("kaboom") })),
+            Router::new().route(
+                "/boom",
+                get(|| async {
+                    panic!("kaboom");
+                    #[allow(unreachable_code)]
+                    ""
+                }),
+            ),
             settings(),
         );
         let req = Request::get("/boom")

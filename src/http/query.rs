@@ -2,6 +2,7 @@
 //! type (which also documents it), unknown or repeated names are refused, and every problem
 //! is reported at once, keyed by parameter name.
 
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
@@ -44,10 +45,15 @@ impl QueryParams {
                         allowed.join(", ")
                     )),
                 );
-            } else if values.contains_key(&name) {
-                errors.insert(name, Value::from("given more than once"));
             } else {
-                values.insert(name, value.into_owned());
+                match values.entry(name) {
+                    Entry::Vacant(slot) => {
+                        slot.insert(value.into_owned());
+                    }
+                    Entry::Occupied(slot) => {
+                        errors.insert(slot.key().clone(), Value::from("given more than once"));
+                    }
+                }
             }
         }
         Self { values, errors }

@@ -1,0 +1,196 @@
+//! The `connectors` binary: help, subcommands, configuration errors and local secrets.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn connectors(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_connectors"))
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().copied())
+        .output()
+        .expect("the binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn help_explains_every_subcommand() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = connectors(dir.path(), &["--help"], &[]);
+    assert!(out.status.success());
+    let help = text(&out.stdout);
+    for sub in ["serve", "migrate", "openapi", "keys"] {
+        assert!(help.contains(sub), "{sub} in {help}");
+    }
+    let keys = text(&connectors(dir.path(), &["keys", "--help"], &[]).stdout);
+    assert!(keys.contains("generate"), "{keys}");
+}
+
+#[test]
+fn openapi_prints_the_committed_document() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = connectors(dir.path(), &["openapi"], &[]);
+    assert!(out.status.success());
+    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json"))
+        .expect("committed");
+    assert!(
+        text(&out.stdout) == committed,
+        "`connectors openapi > openapi.json` is stale"
+    );
+}
+
+#[test]
+fn keys_generate_prints_a_fresh_32_byte_key() {
+    use base64::Engine;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = text(&connectors(dir.path(), &["keys", "generate"], &[]).stdout);
+    let second = text(&connectors(dir.path(), &["keys", "generate"], &[]).stdout);
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(first.trim())
+        .expect("base64");
+    assert_eq!(decoded.len(), 32);
+    assert_ne!(first, second);
+}
+
+#[test]
+fn a_malformed_variable_stops_start_up_with_exit_code_2_naming_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (name, value) in [
+        ("POBLYSH_DB_MAX_CONNECTIONS", "lots"),
+        ("POBLYSH_API_BIND_ADDR", "localhost:80"),
+        ("POBLYSH_LOG_FORMAT", "yaml"),
+    ] {
+        let out = connectors(
+            dir.path(),
+            &["migrate"],
+            &[("POBLYSH_PROFILE", "test"), (name, value)],
+        );
+        assert_eq!(out.status.code(), Some(2), "{name}");
+        let stderr = text(&out.stderr);
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.contains(name), "{stderr}");
+    }
+}
+
+#[test]
+fn a_malformed_dotenv_value_is_reported_like_an_environment_value() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join(".env"), "POBLYSH_PROFILE=test\n").expect("write");
+    std::fs::write(
+        dir.path().join(".env.test"),
+        "POBLYSH_DB_MAX_CONNECTIONS=0\n",
+    )
+    .expect("write");
+    let out = connectors(dir.path(), &["migrate"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("POBLYSH_DB_MAX_CONNECTIONS"));
+}
+
+#[test]
+fn prod_refuses_to_start_without_secrets() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = connectors(
+        dir.path(),
+        &["migrate"],
+        &[
+            ("POBLYSH_PROFILE", "prod"),
+            ("POBLYSH_PUBLIC_BASE_URL", "https://connectors.example.com"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("POBLYSH_OPERATOR_TOKENS"));
+}
+
+#[test]
+fn local_profile_generates_secrets_once_and_reuses_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = connectors(dir.path(), &["migrate"], &[("POBLYSH_LOG_FORMAT", "json")]);
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let token =
+        std::fs::read_to_string(dir.path().join("data/operator_token")).expect("token file");
+    assert!(
+        text(&first.stderr).contains(token.trim()),
+        "the token is shown once"
+    );
+    assert!(
+        text(&first.stdout).contains("data/operator_token"),
+        "the log says where"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for file in ["operator_token", "crypto_key"] {
+            let mode = std::fs::metadata(dir.path().join("data").join(file))
+                .expect("file")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{file}");
+        }
+    }
+    assert!(
+        dir.path().join("data/connectors.db").exists(),
+        "the default database is in the data dir"
+    );
+
+    let second = connectors(dir.path(), &["migrate"], &[("POBLYSH_LOG_FORMAT", "json")]);
+    assert!(second.status.success());
+    assert!(
+        !text(&second.stderr).contains(token.trim()),
+        "shown only once"
+    );
+    assert!(!text(&second.stdout).contains(token.trim()), "never logged");
+    let again =
+        std::fs::read_to_string(dir.path().join("data/operator_token")).expect("token file");
+    assert_eq!(token, again);
+}
+
+#[test]
+fn serve_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_connectors"))
+        .arg("serve")
+        .current_dir(dir.path())
+        .env_clear()
+        .env("POBLYSH_PROFILE", "test")
+        .env("POBLYSH_API_BIND_ADDR", &addr)
+        .env("POBLYSH_DATA_DIR", dir.path().join("data"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let std_dir = dir.path().join("data");
+    std::fs::create_dir_all(&std_dir).ok();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(std::time::Instant::now() < deadline, "server did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            assert!(status.success(), "exit status {status}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "did not stop after SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

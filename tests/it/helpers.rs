@@ -1,0 +1,295 @@
+//! The test harness: a real service on port 0 over a fresh database per test (SQLite in a
+//! temporary directory, or a new PostgreSQL database when `POBLYSH_TEST_DATABASE_URL` is set),
+//! and a client that speaks to it over HTTP.
+
+use std::sync::Arc;
+
+use chrono::Duration;
+use connectors::app::App;
+use connectors::config::{Config, Source};
+use connectors::crypto::CryptoKey;
+use connectors::domain::{
+    now, ConnectionId, ConnectionStatus, JobId, JobStatus, JobType, NewConnection, NewJob,
+    NewSignal, SignalId, TenantId, Timestamp,
+};
+use connectors::domain::{Connection, Job};
+use connectors::http::AppState;
+use connectors::store::Store;
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde_json::Value;
+use sqlx::{Connection as _, Executor, PgConnection};
+use uuid::Uuid;
+
+/// The operator token every test app accepts.
+pub const TOKEN: &str = "test-operator-token-0123456789";
+
+/// A database that exists for one test.
+enum TestDatabase {
+    Sqlite(#[allow(dead_code)] tempfile::TempDir),
+    Postgres { admin_url: String, name: String },
+}
+
+impl TestDatabase {
+    async fn create() -> (Self, String) {
+        match std::env::var("POBLYSH_TEST_DATABASE_URL") {
+            Ok(admin_url) if !admin_url.is_empty() => {
+                let name = format!("poblysh_test_{}", Uuid::new_v4().simple());
+                let mut admin = PgConnection::connect(&admin_url)
+                    .await
+                    .expect("POBLYSH_TEST_DATABASE_URL must point at a reachable PostgreSQL");
+                admin
+                    .execute(format!("CREATE DATABASE \"{name}\"").as_str())
+                    .await
+                    .expect("create test database");
+                let mut url = url::Url::parse(&admin_url).expect("valid database URL");
+                url.set_path(&format!("/{name}"));
+                (Self::Postgres { admin_url, name }, url.to_string())
+            }
+            _ => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}", dir.path().join("connectors.db").display());
+                (Self::Sqlite(dir), url)
+            }
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if let TestDatabase::Postgres { admin_url, name } = self {
+            let (admin_url, name) = (admin_url.clone(), name.clone());
+            // Drop runs inside the test's runtime; a fresh thread gets a runtime of its own.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                rt.block_on(async {
+                    if let Ok(mut admin) = PgConnection::connect(&admin_url).await {
+                        let _ = admin
+                            .execute(
+                                format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)").as_str(),
+                            )
+                            .await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+/// A running service and a client for it.
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub state: AppState,
+    _db: TestDatabase,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl TestApp {
+    /// A service with the default test configuration.
+    pub async fn spawn() -> Self {
+        Self::spawn_with(&[]).await
+    }
+
+    /// A service with extra `POBLYSH_*` settings.
+    pub async fn spawn_with(extra: &[(&str, &str)]) -> Self {
+        let (db, url) = TestDatabase::create().await;
+        let key = CryptoKey::generate().to_base64();
+        let mut pairs: Vec<(String, String)> = vec![
+            ("POBLYSH_PROFILE".into(), "test".into()),
+            ("POBLYSH_API_BIND_ADDR".into(), "127.0.0.1:0".into()),
+            ("POBLYSH_DATABASE_URL".into(), url),
+            ("POBLYSH_OPERATOR_TOKENS".into(), TOKEN.into()),
+            ("POBLYSH_CRYPTO_KEY".into(), key.to_string()),
+            ("POBLYSH_SANDBOX_ENABLED".into(), "true".into()),
+            ("POBLYSH_DB_MAX_CONNECTIONS".into(), "4".into()),
+        ];
+        pairs.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let config = Config::from_source(&Source::from_pairs(pairs)).expect("valid test config");
+        let app = App::build(config).await.expect("app builds");
+        let base = format!("http://{}", app.local_addr());
+        let state = app.state().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(app.run(async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            base,
+            client: reqwest::Client::new(),
+            state,
+            _db: db,
+            _stop: stop,
+        }
+    }
+
+    /// The store behind the service.
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.state.store.clone()
+    }
+
+    /// A request with no credentials.
+    pub fn anonymous(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client.request(method, format!("{}{path}", self.base))
+    }
+
+    /// A request with the operator token but no tenant.
+    pub fn operator(&self, method: Method, path: &str) -> RequestBuilder {
+        self.anonymous(method, path).bearer_auth(TOKEN)
+    }
+
+    /// A GET on behalf of `tenant`.
+    pub fn get(&self, tenant: TenantId, path: &str) -> RequestBuilder {
+        self.operator(Method::GET, path)
+            .header("X-Tenant-Id", tenant.to_string())
+    }
+
+    /// GETs `path` for `tenant` and returns status and JSON body.
+    pub async fn get_json(&self, tenant: TenantId, path: &str) -> (StatusCode, Value) {
+        json(self.get(tenant, path).send().await.expect("request sent")).await
+    }
+
+    /// Creates an active connection for `tenant`.
+    pub async fn connection(&self, tenant: TenantId, provider: &str) -> Connection {
+        self.connection_at(tenant, provider, now()).await
+    }
+
+    /// Creates an active connection created at `at`.
+    pub async fn connection_at(
+        &self,
+        tenant: TenantId,
+        provider: &str,
+        at: Timestamp,
+    ) -> Connection {
+        self.store()
+            .insert_connection(&NewConnection {
+                id: ConnectionId::generate(),
+                tenant_id: tenant,
+                provider: provider.to_string(),
+                external_account_id: Uuid::new_v4().to_string(),
+                external_account_name: Some("octocat".into()),
+                status: ConnectionStatus::Active,
+                scopes: vec!["repo".into()],
+                token_expires_at: None,
+                created_at: at,
+            })
+            .await
+            .expect("insert connection")
+    }
+
+    /// Stores signals and returns them.
+    pub async fn signals(&self, signals: Vec<NewSignal>) -> Vec<NewSignal> {
+        self.store()
+            .insert_signals(&signals)
+            .await
+            .expect("insert signals");
+        signals
+    }
+
+    /// Stores a job and returns it.
+    pub async fn job(&self, job: NewJob) -> Job {
+        self.store().insert_job(&job).await.expect("insert job")
+    }
+}
+
+/// A fresh tenant.
+pub fn tenant() -> TenantId {
+    TenantId(Uuid::new_v4())
+}
+
+/// A signal of `connection`, `minutes_ago` minutes old.
+pub fn signal(connection: &Connection, kind: &str, minutes_ago: i64) -> NewSignal {
+    let id = SignalId::generate();
+    NewSignal {
+        id,
+        tenant_id: connection.tenant_id,
+        connection_id: connection.id,
+        provider: connection.provider.clone(),
+        kind: kind.to_string(),
+        occurred_at: now() - Duration::minutes(minutes_ago),
+        received_at: now(),
+        actor: Some(connectors::domain::Actor {
+            id: "1".into(),
+            name: Some("octocat".into()),
+            email: None,
+        }),
+        title: Some(format!("{kind} {id}")),
+        url: Some("https://github.com/octo/repo/pull/1".into()),
+        external_id: Some(id.to_string()),
+        dedupe_key: id.to_string(),
+        payload: serde_json::json!({ "number": 1, "repository": "octo/repo" }),
+    }
+}
+
+/// A job of `connection` with `status` and `job_type`, created `minutes_ago` minutes ago.
+pub fn job(
+    connection: &Connection,
+    status: JobStatus,
+    job_type: JobType,
+    minutes_ago: i64,
+) -> NewJob {
+    let created = now() - Duration::minutes(minutes_ago);
+    let finished = matches!(status, JobStatus::Succeeded | JobStatus::Failed);
+    NewJob {
+        id: JobId::generate(),
+        tenant_id: connection.tenant_id,
+        connection_id: connection.id,
+        provider: connection.provider.clone(),
+        job_type,
+        status,
+        attempts: if status == JobStatus::Queued { 0 } else { 1 },
+        max_attempts: 5,
+        scheduled_at: created,
+        started_at: (status != JobStatus::Queued).then_some(created),
+        finished_at: finished.then_some(created + Duration::seconds(3)),
+        error: (status == JobStatus::Failed).then(|| "upstream answered 500".to_string()),
+        created_at: created,
+    }
+}
+
+/// Status and JSON body of a response (`Value::Null` when the body is not JSON).
+pub async fn json(response: Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let body = response.bytes().await.expect("body");
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+/// Asserts that `response` is a problem+json error with `status` and `code` and every
+/// documented member, and returns its body.
+pub async fn assert_problem(response: Response, status: u16, code: &str) -> Value {
+    assert_eq!(response.status().as_u16(), status, "status");
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    assert_eq!(content_type, "application/problem+json");
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    let (_, body) = json(response).await;
+    assert_eq!(body["code"], code, "code in {body}");
+    assert_eq!(body["status"], status, "status member");
+    assert_eq!(
+        body["trace_id"],
+        request_id.as_str(),
+        "trace_id matches x-request-id"
+    );
+    assert_eq!(body["message"], body["detail"], "message mirrors detail");
+    let type_uri = body["type"].as_str().expect("type is a string");
+    assert!(
+        type_uri.starts_with("https://docs.poblysh.com/errors/"),
+        "{type_uri}"
+    );
+    assert!(
+        body["title"].as_str().is_some_and(|t| !t.is_empty()),
+        "title"
+    );
+    assert!(
+        body["detail"].as_str().is_some_and(|t| !t.is_empty()),
+        "detail"
+    );
+    body
+}

@@ -1,0 +1,14 @@
+//! Black-box tests over HTTP. Each test starts its own service over a fresh database: SQLite by
+//! default, PostgreSQL when `POBLYSH_TEST_DATABASE_URL` is set.
+
+mod helpers;
+
+mod auth;
+mod cli;
+mod errors;
+mod filters;
+mod meta;
+mod openapi;
+mod pagination;
+mod tenancy;
+mod validation;

@@ -24,6 +24,7 @@ CREATE INDEX connections_by_tenant ON connections (tenant_id, created_at, id);
 CREATE INDEX connections_by_tenant_provider ON connections (tenant_id, provider, created_at, id);
 CREATE INDEX connections_by_tenant_status ON connections (tenant_id, status, created_at, id);
 CREATE INDEX connections_due_for_sync ON connections (status, next_sync_at);
+CREATE INDEX connections_due_for_refresh ON connections (status, token_expires_at);
 
 CREATE TABLE oauth_states (
     state_hash           BLOB PRIMARY KEY NOT NULL,

@@ -6,6 +6,9 @@ mod status;
 mod time;
 
 pub use ids::{ConnectionId, JobId, SignalId, TenantId};
-pub use records::{Actor, Connection, Job, NewConnection, NewJob, NewSignal, Signal};
+pub use records::{
+    Actor, Connection, ConnectionUpsert, Job, NewConnection, NewJob, NewOAuthState, NewSignal,
+    OAuthState, SealedField, SealedTokens, SealedValue, Signal, StateConsumption,
+};
 pub use status::{ConnectionStatus, JobStatus, JobType, ParseEnumError};
 pub use time::{format as format_time, from_micros, now, parse_rfc3339, to_micros, Timestamp};

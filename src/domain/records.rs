@@ -125,3 +125,104 @@ pub struct NewJob {
     pub error: Option<String>,
     pub created_at: Timestamp,
 }
+
+/// A minted OAuth state, stored by its hash until the callback consumes it.
+#[derive(Clone, Debug)]
+pub struct NewOAuthState {
+    pub state_hash: Vec<u8>,
+    pub tenant_id: TenantId,
+    pub provider: String,
+    pub pkce_verifier_sealed: Option<Vec<u8>>,
+    pub scopes: Vec<String>,
+    pub redirect_uri: String,
+    pub return_to: Option<String>,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+/// A state the callback consumed.
+#[derive(Clone, Debug)]
+pub struct OAuthState {
+    pub state_hash: Vec<u8>,
+    pub tenant_id: TenantId,
+    pub provider: String,
+    pub pkce_verifier_sealed: Option<Vec<u8>>,
+    pub scopes: Vec<String>,
+    pub redirect_uri: String,
+    pub return_to: Option<String>,
+    pub expires_at: Timestamp,
+}
+
+/// What consuming a state found.
+#[derive(Clone, Debug)]
+pub enum StateConsumption {
+    /// The state was valid and is now used up.
+    Consumed(OAuthState),
+    /// No such state.
+    Unknown,
+    /// The state expired before it was used; `return_to` lets the caller send the user back.
+    Expired { return_to: Option<String> },
+    /// The state was used before.
+    AlreadyUsed { return_to: Option<String> },
+}
+
+/// Sealed token columns of a connection.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SealedTokens {
+    pub access_token: Option<Vec<u8>>,
+    pub refresh_token: Option<Vec<u8>>,
+    pub expires_at: Option<Timestamp>,
+}
+
+/// A connection created or refreshed by the OAuth callback, keyed by
+/// `(tenant_id, provider, external_account_id)`.
+#[derive(Clone, Debug)]
+pub struct ConnectionUpsert {
+    /// The id the row has, or gets if it is new; the tokens are sealed for this id.
+    pub id: ConnectionId,
+    pub tenant_id: TenantId,
+    pub provider: String,
+    pub external_account_id: String,
+    pub external_account_name: Option<String>,
+    pub scopes: Vec<String>,
+    pub tokens: SealedTokens,
+    pub now: Timestamp,
+}
+
+/// A sealed value somewhere in the database, for key rotation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SealedValue {
+    /// Which column holds it.
+    pub field: SealedField,
+    /// The row's key: the connection id, or the state hash.
+    pub row: Vec<u8>,
+    pub tenant_id: TenantId,
+    pub provider: String,
+    pub sealed: Vec<u8>,
+}
+
+/// The columns that hold sealed values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SealedField {
+    AccessToken,
+    RefreshToken,
+    PkceVerifier,
+}
+
+impl SealedField {
+    /// Every sealed column.
+    pub const ALL: [SealedField; 3] = [
+        SealedField::AccessToken,
+        SealedField::RefreshToken,
+        SealedField::PkceVerifier,
+    ];
+
+    /// The name bound into the value's AAD.
+    pub const fn aad_name(&self) -> &'static str {
+        match self {
+            SealedField::AccessToken => "access_token",
+            SealedField::RefreshToken => "refresh_token",
+            SealedField::PkceVerifier => "pkce_verifier",
+        }
+    }
+}

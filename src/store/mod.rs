@@ -3,6 +3,7 @@
 //! the [`TenantId`] first, so no query can reach another tenant's rows.
 
 mod error;
+mod lock;
 mod migrations;
 mod postgres;
 mod sqlite;
@@ -13,11 +14,13 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use crate::domain::{
-    Connection, ConnectionId, ConnectionStatus, Job, JobId, JobStatus, JobType, NewConnection,
-    NewJob, NewSignal, Signal, SignalId, TenantId, Timestamp,
+    Connection, ConnectionId, ConnectionStatus, ConnectionUpsert, Job, JobId, JobStatus, JobType,
+    NewConnection, NewJob, NewOAuthState, NewSignal, SealedField, SealedTokens, SealedValue,
+    Signal, SignalId, StateConsumption, TenantId, Timestamp,
 };
 
 pub use error::StoreError;
+pub use lock::ConnectionLock;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
@@ -156,6 +159,104 @@ pub trait Store: Send + Sync + 'static {
         filter: &JobFilter,
         page: PageRequest,
     ) -> Result<Vec<Job>, StoreError>;
+
+    /// Stores a minted OAuth state.
+    async fn insert_oauth_state(&self, new: &NewOAuthState) -> Result<(), StoreError>;
+
+    /// Consumes a state atomically: it is valid for exactly one caller, once, before it expires.
+    async fn consume_oauth_state(
+        &self,
+        state_hash: &[u8],
+        now: Timestamp,
+    ) -> Result<StateConsumption, StoreError>;
+
+    /// Deletes states that expired before `before`; returns how many.
+    async fn purge_oauth_states(&self, before: Timestamp) -> Result<u64, StoreError>;
+
+    /// The id of the tenant's connection to this provider account, if there is one.
+    async fn find_connection_id(
+        &self,
+        tenant: TenantId,
+        provider: &str,
+        external_account_id: &str,
+    ) -> Result<Option<ConnectionId>, StoreError>;
+
+    /// Creates the connection, or updates the one with the same account (tokens, scopes, name;
+    /// back to `active`). `None` when the account's row exists under another id than
+    /// `upsert.id` (a concurrent first connect): find its id, re-seal and call again.
+    async fn upsert_connection(
+        &self,
+        upsert: &ConnectionUpsert,
+    ) -> Result<Option<Connection>, StoreError>;
+
+    /// The sealed tokens of one of the tenant's connections.
+    async fn connection_tokens(
+        &self,
+        tenant: TenantId,
+        id: ConnectionId,
+    ) -> Result<Option<SealedTokens>, StoreError>;
+
+    /// Replaces a connection's sealed tokens (after a refresh).
+    async fn replace_tokens(
+        &self,
+        tenant: TenantId,
+        id: ConnectionId,
+        tokens: &SealedTokens,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+
+    /// Sets a connection's status and last error.
+    async fn set_connection_status(
+        &self,
+        tenant: TenantId,
+        id: ConnectionId,
+        status: ConnectionStatus,
+        last_error: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Option<Connection>, StoreError>;
+
+    /// Marks a connection `revoked` and erases its sealed tokens.
+    async fn revoke_connection(
+        &self,
+        tenant: TenantId,
+        id: ConnectionId,
+        now: Timestamp,
+    ) -> Result<Option<Connection>, StoreError>;
+
+    /// Deletes a connection with its signals and jobs; `false` when there was none.
+    async fn delete_connection(
+        &self,
+        tenant: TenantId,
+        id: ConnectionId,
+    ) -> Result<bool, StoreError>;
+
+    /// Active connections with a refresh token whose access token expires before
+    /// `expiring_before`, soonest first.
+    async fn connections_needing_refresh(
+        &self,
+        expiring_before: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<Connection>, StoreError>;
+
+    /// Serializes work on one connection across every instance sharing the database (a no-op
+    /// where only one process can use the database). Released when dropped.
+    async fn lock_connection(&self, id: ConnectionId) -> Result<ConnectionLock, StoreError>;
+
+    /// A page of sealed values of one column, by row key, for key rotation.
+    async fn sealed_values(
+        &self,
+        field: SealedField,
+        after_row: Option<&[u8]>,
+        limit: u32,
+    ) -> Result<Vec<SealedValue>, StoreError>;
+
+    /// Replaces a sealed value if it is still `value.sealed` (so a concurrent refresh wins);
+    /// returns whether it was replaced.
+    async fn replace_sealed(
+        &self,
+        value: &SealedValue,
+        resealed: &[u8],
+    ) -> Result<bool, StoreError>;
 }
 
 /// Options for opening a store.
@@ -172,5 +273,16 @@ pub async fn connect(url: &str, options: &StoreOptions) -> Result<Arc<dyn Store>
         Ok(Arc::new(PostgresStore::connect(url, options).await?))
     } else {
         Err(StoreError::UnsupportedUrl)
+    }
+}
+
+/// Where a sealed column lives: `(table, key column, value column)`.
+pub(crate) const fn sealed_location(
+    field: SealedField,
+) -> (&'static str, &'static str, &'static str) {
+    match field {
+        SealedField::AccessToken => ("connections", "id", "access_token_sealed"),
+        SealedField::RefreshToken => ("connections", "id", "refresh_token_sealed"),
+        SealedField::PkceVerifier => ("oauth_states", "state_hash", "pkce_verifier_sealed"),
     }
 }

@@ -8,7 +8,8 @@ use uuid::Uuid;
 use crate::domain::{Connection, ConnectionId, NewConnection, TenantId};
 use crate::store::{ConnectionFilter, PageRequest, StoreError};
 
-const COLUMNS: &str = "id, tenant_id, provider, external_account_id, external_account_name, \
+pub(super) const COLUMNS: &str =
+    "id, tenant_id, provider, external_account_id, external_account_name, \
      status, scopes, token_expires_at, last_synced_at, last_error, created_at, updated_at";
 
 pub(super) async fn insert(pool: &PgPool, new: &NewConnection) -> Result<Connection, StoreError> {
@@ -75,7 +76,7 @@ pub(super) async fn list(
     rows.iter().map(decode).collect()
 }
 
-fn decode(row: &PgRow) -> Result<Connection, StoreError> {
+pub(super) fn decode(row: &PgRow) -> Result<Connection, StoreError> {
     let status: String = row.try_get("status")?;
     let Json(scopes): Json<Vec<String>> = row.try_get("scopes")?;
     Ok(Connection {

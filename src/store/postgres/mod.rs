@@ -1,7 +1,9 @@
 //! The PostgreSQL store: for production and for several instances sharing one database.
 
 mod connections;
+mod credentials;
 mod jobs;
+mod oauth_states;
 mod signals;
 
 use std::time::Duration;
@@ -11,12 +13,13 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 
 use super::{
-    migrations, Backend, ConnectionFilter, JobFilter, PageRequest, Readiness, SignalFilter, Store,
-    StoreError, StoreOptions,
+    migrations, Backend, ConnectionFilter, ConnectionLock, JobFilter, PageRequest, Readiness,
+    SignalFilter, Store, StoreError, StoreOptions,
 };
 use crate::domain::{
-    Connection, ConnectionId, Job, JobId, NewConnection, NewJob, NewSignal, Signal, SignalId,
-    TenantId,
+    Connection, ConnectionId, ConnectionStatus, ConnectionUpsert, Job, JobId, NewConnection,
+    NewJob, NewOAuthState, NewSignal, SealedField, SealedTokens, SealedValue, Signal, SignalId,
+    StateConsumption, TenantId, Timestamp,
 };
 
 /// A [`Store`] on a PostgreSQL database.
@@ -131,5 +134,112 @@ impl Store for PostgresStore {
         page: PageRequest,
     ) -> Result<Vec<Job>, StoreError> {
         jobs::list(&self.pool, tenant, filter, page).await
+    }
+
+    async fn insert_oauth_state(&self, new: &NewOAuthState) -> Result<(), StoreError> {
+        oauth_states::insert(&self.pool, new).await
+    }
+
+    async fn consume_oauth_state(
+        &self,
+        state_hash: &[u8],
+        now: Timestamp,
+    ) -> Result<StateConsumption, StoreError> {
+        oauth_states::consume(&self.pool, state_hash, now).await
+    }
+
+    async fn purge_oauth_states(&self, before: Timestamp) -> Result<u64, StoreError> {
+        oauth_states::purge(&self.pool, before).await
+    }
+
+    async fn find_connection_id(
+        &self,
+        tenant: TenantId,
+        provider: &str,
+        external_account_id: &str,
+    ) -> Result<Option<ConnectionId>, StoreError> {
+        credentials::find_id(&self.pool, tenant, provider, external_account_id).await
+    }
+
+    async fn upsert_connection(
+        &self,
+        upsert: &ConnectionUpsert,
+    ) -> Result<Option<Connection>, StoreError> {
+        credentials::upsert(&self.pool, upsert).await
+    }
+
+    async fn connection_tokens(
+        &self,
+        tenant: TenantId,
+        id: ConnectionId,
+    ) -> Result<Option<SealedTokens>, StoreError> {
+        credentials::tokens(&self.pool, tenant, id).await
+    }
+
+    async fn replace_tokens(
+        &self,
+        tenant: TenantId,
+        id: ConnectionId,
+        tokens: &SealedTokens,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        credentials::replace_tokens(&self.pool, tenant, id, tokens, now).await
+    }
+
+    async fn set_connection_status(
+        &self,
+        tenant: TenantId,
+        id: ConnectionId,
+        status: ConnectionStatus,
+        last_error: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Option<Connection>, StoreError> {
+        credentials::set_status(&self.pool, tenant, id, status, last_error, now).await
+    }
+
+    async fn revoke_connection(
+        &self,
+        tenant: TenantId,
+        id: ConnectionId,
+        now: Timestamp,
+    ) -> Result<Option<Connection>, StoreError> {
+        credentials::revoke(&self.pool, tenant, id, now).await
+    }
+
+    async fn delete_connection(
+        &self,
+        tenant: TenantId,
+        id: ConnectionId,
+    ) -> Result<bool, StoreError> {
+        credentials::delete(&self.pool, tenant, id).await
+    }
+
+    async fn connections_needing_refresh(
+        &self,
+        expiring_before: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<Connection>, StoreError> {
+        credentials::needing_refresh(&self.pool, expiring_before, limit).await
+    }
+
+    async fn lock_connection(&self, id: ConnectionId) -> Result<ConnectionLock, StoreError> {
+        credentials::lock(&self.pool, id).await
+    }
+
+    async fn sealed_values(
+        &self,
+        field: SealedField,
+        after_row: Option<&[u8]>,
+        limit: u32,
+    ) -> Result<Vec<SealedValue>, StoreError> {
+        credentials::sealed_values(&self.pool, field, after_row, limit).await
+    }
+
+    async fn replace_sealed(
+        &self,
+        value: &SealedValue,
+        resealed: &[u8],
+    ) -> Result<bool, StoreError> {
+        credentials::replace_sealed(&self.pool, value, resealed).await
     }
 }

@@ -8,7 +8,8 @@ use super::{opt_time, time};
 use crate::domain::{to_micros, Connection, ConnectionId, NewConnection, TenantId};
 use crate::store::{ConnectionFilter, PageRequest, StoreError};
 
-const COLUMNS: &str = "id, tenant_id, provider, external_account_id, external_account_name, \
+pub(super) const COLUMNS: &str =
+    "id, tenant_id, provider, external_account_id, external_account_name, \
      status, scopes, token_expires_at, last_synced_at, last_error, created_at, updated_at";
 
 pub(super) async fn insert(
@@ -81,7 +82,7 @@ pub(super) async fn list(
     rows.iter().map(decode).collect()
 }
 
-fn decode(row: &SqliteRow) -> Result<Connection, StoreError> {
+pub(super) fn decode(row: &SqliteRow) -> Result<Connection, StoreError> {
     let status: String = row.try_get("status")?;
     let scopes: String = row.try_get("scopes")?;
     Ok(Connection {

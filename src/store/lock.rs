@@ -1,0 +1,28 @@
+//! [`ConnectionLock`]: a guard that serializes work on one connection, released on drop.
+
+/// Held while one task works on a connection's credentials.
+pub struct ConnectionLock {
+    release: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl ConnectionLock {
+    /// A lock with nothing to release (the database is private to this process).
+    pub fn local() -> Self {
+        Self { release: None }
+    }
+
+    /// A lock that runs `release` when dropped.
+    pub fn with_release(release: impl FnOnce() + Send + 'static) -> Self {
+        Self {
+            release: Some(Box::new(release)),
+        }
+    }
+}
+
+impl Drop for ConnectionLock {
+    fn drop(&mut self) {
+        if let Some(release) = self.release.take() {
+            release();
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! Connection credentials and lifecycle on SQLite: upsert from the OAuth callback, sealed
+//! tokens, status changes, deletion, refresh candidates and key rotation.
+
+use sqlx::{Row, SqlitePool};
+use uuid::Uuid;
+
+use super::connections::{decode, COLUMNS};
+use super::opt_time;
+use crate::domain::{
+    to_micros, Connection, ConnectionId, ConnectionStatus, ConnectionUpsert, SealedField,
+    SealedTokens, SealedValue, TenantId, Timestamp,
+};
+use crate::store::{sealed_location, StoreError};
+
+pub(super) async fn find_id(
+    pool: &SqlitePool,
+    tenant: TenantId,
+    provider: &str,
+    external_account_id: &str,
+) -> Result<Option<ConnectionId>, StoreError> {
+    let id: Option<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM connections WHERE tenant_id = ? AND provider = ? AND external_account_id = ?",
+    )
+    .bind(tenant.0)
+    .bind(provider)
+    .bind(external_account_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(id.map(ConnectionId))
+}
+
+pub(super) async fn upsert(
+    pool: &SqlitePool,
+    u: &ConnectionUpsert,
+) -> Result<Option<Connection>, StoreError> {
+    let scopes = serde_json::to_string(&u.scopes).map_err(|e| StoreError::corrupt("scopes", e))?;
+    let now = to_micros(&u.now);
+    // A provider that sends no new refresh token on reconnect keeps the one we hold.
+    let sql = format!(
+        "INSERT INTO connections (id, tenant_id, provider, external_account_id, \
+         external_account_name, status, scopes, access_token_sealed, refresh_token_sealed, \
+         token_expires_at, created_at, updated_at) \
+         VALUES (?, ?, ?, ?, ?, 'active', ?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (tenant_id, provider, external_account_id) DO UPDATE SET \
+         external_account_name = excluded.external_account_name, status = 'active', \
+         scopes = excluded.scopes, access_token_sealed = excluded.access_token_sealed, \
+         refresh_token_sealed = COALESCE(excluded.refresh_token_sealed, connections.refresh_token_sealed), \
+         token_expires_at = excluded.token_expires_at, last_error = NULL, \
+         updated_at = excluded.updated_at \
+         WHERE connections.id = excluded.id \
+         RETURNING {COLUMNS}"
+    );
+    let row = sqlx::query(&sql)
+        .bind(u.id.0)
+        .bind(u.tenant_id.0)
+        .bind(&u.provider)
+        .bind(&u.external_account_id)
+        .bind(&u.external_account_name)
+        .bind(scopes)
+        .bind(&u.tokens.access_token)
+        .bind(&u.tokens.refresh_token)
+        .bind(u.tokens.expires_at.as_ref().map(to_micros))
+        .bind(now)
+        .bind(now)
+        .fetch_optional(pool)
+        .await?;
+    row.as_ref().map(decode).transpose()
+}
+
+pub(super) async fn tokens(
+    pool: &SqlitePool,
+    tenant: TenantId,
+    id: ConnectionId,
+) -> Result<Option<SealedTokens>, StoreError> {
+    let row = sqlx::query(
+        "SELECT access_token_sealed, refresh_token_sealed, token_expires_at FROM connections \
+         WHERE tenant_id = ? AND id = ?",
+    )
+    .bind(tenant.0)
+    .bind(id.0)
+    .fetch_optional(pool)
+    .await?;
+    row.map(|row| {
+        Ok(SealedTokens {
+            access_token: row.try_get("access_token_sealed")?,
+            refresh_token: row.try_get("refresh_token_sealed")?,
+            expires_at: opt_time("token_expires_at", row.try_get("token_expires_at")?)?,
+        })
+    })
+    .transpose()
+}
+
+pub(super) async fn replace_tokens(
+    pool: &SqlitePool,
+    tenant: TenantId,
+    id: ConnectionId,
+    tokens: &SealedTokens,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE connections SET access_token_sealed = ?, \
+         refresh_token_sealed = COALESCE(?, refresh_token_sealed), token_expires_at = ?, \
+         last_error = NULL, updated_at = ? WHERE tenant_id = ? AND id = ?",
+    )
+    .bind(&tokens.access_token)
+    .bind(&tokens.refresh_token)
+    .bind(tokens.expires_at.as_ref().map(to_micros))
+    .bind(to_micros(&now))
+    .bind(tenant.0)
+    .bind(id.0)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn set_status(
+    pool: &SqlitePool,
+    tenant: TenantId,
+    id: ConnectionId,
+    status: ConnectionStatus,
+    last_error: Option<&str>,
+    now: Timestamp,
+) -> Result<Option<Connection>, StoreError> {
+    let sql = format!(
+        "UPDATE connections SET status = ?, last_error = ?, updated_at = ? \
+         WHERE tenant_id = ? AND id = ? RETURNING {COLUMNS}"
+    );
+    let row = sqlx::query(&sql)
+        .bind(status.as_str())
+        .bind(last_error)
+        .bind(to_micros(&now))
+        .bind(tenant.0)
+        .bind(id.0)
+        .fetch_optional(pool)
+        .await?;
+    row.as_ref().map(decode).transpose()
+}
+
+pub(super) async fn revoke(
+    pool: &SqlitePool,
+    tenant: TenantId,
+    id: ConnectionId,
+    now: Timestamp,
+) -> Result<Option<Connection>, StoreError> {
+    let sql = format!(
+        "UPDATE connections SET status = 'revoked', access_token_sealed = NULL, \
+         refresh_token_sealed = NULL, token_expires_at = NULL, next_sync_at = NULL, \
+         updated_at = ? WHERE tenant_id = ? AND id = ? RETURNING {COLUMNS}"
+    );
+    let row = sqlx::query(&sql)
+        .bind(to_micros(&now))
+        .bind(tenant.0)
+        .bind(id.0)
+        .fetch_optional(pool)
+        .await?;
+    row.as_ref().map(decode).transpose()
+}
+
+pub(super) async fn delete(
+    pool: &SqlitePool,
+    tenant: TenantId,
+    id: ConnectionId,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query("DELETE FROM connections WHERE tenant_id = ? AND id = ?")
+        .bind(tenant.0)
+        .bind(id.0)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+pub(super) async fn needing_refresh(
+    pool: &SqlitePool,
+    expiring_before: Timestamp,
+    limit: u32,
+) -> Result<Vec<Connection>, StoreError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM connections WHERE status = 'active' \
+         AND refresh_token_sealed IS NOT NULL AND token_expires_at < ? \
+         ORDER BY token_expires_at LIMIT ?"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(to_micros(&expiring_before))
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(decode).collect()
+}
+
+pub(super) async fn sealed_values(
+    pool: &SqlitePool,
+    field: SealedField,
+    after_row: Option<&[u8]>,
+    limit: u32,
+) -> Result<Vec<SealedValue>, StoreError> {
+    let (table, key, column) = sealed_location(field);
+    let sql = format!(
+        "SELECT {key} AS row_key, tenant_id, provider, {column} AS sealed FROM {table} \
+         WHERE {column} IS NOT NULL AND {key} > ? ORDER BY {key} LIMIT ?"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(after_row.unwrap_or(&[]))
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(SealedValue {
+                field,
+                row: row.try_get("row_key")?,
+                tenant_id: TenantId(row.try_get::<Uuid, _>("tenant_id")?),
+                provider: row.try_get("provider")?,
+                sealed: row.try_get("sealed")?,
+            })
+        })
+        .collect()
+}
+
+pub(super) async fn replace_sealed(
+    pool: &SqlitePool,
+    value: &SealedValue,
+    resealed: &[u8],
+) -> Result<bool, StoreError> {
+    let (table, key, column) = sealed_location(value.field);
+    let sql = format!("UPDATE {table} SET {column} = ? WHERE {key} = ? AND {column} = ?");
+    let done = sqlx::query(&sql)
+        .bind(resealed)
+        .bind(&value.row)
+        .bind(&value.sealed)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}

@@ -84,6 +84,7 @@ impl App {
     ) -> anyhow::Result<()> {
         let state = self.state.clone();
         let upkeep = tokio::spawn(telemetry::metrics_upkeep(state.metrics.clone()));
+        let refresher = tokio::spawn(state.tokens.clone().run(state.clone()));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let flag = state.shutting_down.clone();
         tokio::spawn(async move {
@@ -117,6 +118,7 @@ impl App {
                 .context("serving metrics")?;
         }
         upkeep.abort();
+        refresher.abort();
         state.store.close().await;
         tracing::info!("stopped");
         Ok(())

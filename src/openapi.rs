@@ -24,6 +24,7 @@ Every error is `application/problem+json` with a stable `code`.",
     tags(
         (name = "operations", description = "Health, readiness, metrics and this document. Public."),
         (name = "providers", description = "The catalogue of providers. Public."),
+        (name = "connect", description = "The OAuth journey that creates connections."),
         (name = "connections", description = "A tenant's connections to provider accounts."),
         (name = "signals", description = "Normalized events from connected providers."),
         (name = "jobs", description = "Sync jobs and their outcomes."),

@@ -165,3 +165,57 @@ pub async fn get_connection(
         .ok_or_else(|| ApiError::new(ErrorCode::ConnectionNotFound, "no such connection"))?;
     Ok(Json(connection.into()))
 }
+
+/// Query parameters of `DELETE /connections/{id}`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct DeleteQuery {
+    /// Also delete the connection's signals and jobs (default `false`).
+    #[param(value_type = Option<bool>, default = false)]
+    purge: Option<String>,
+}
+
+/// Disconnects: revokes the grant at the provider where it supports that (best effort), erases
+/// the sealed tokens and stops syncing. The connection stays listed as `revoked` with its
+/// signals, unless `purge=true` deletes it with its signals and jobs (`204`).
+#[utoipa::path(
+    delete,
+    path = "/connections/{id}",
+    tag = "connections",
+    params(("id" = uuid::Uuid, Path, description = "Connection id"), TenantHeader, DeleteQuery),
+    security(("operator_token" = [])),
+    responses(
+        (status = 200, description = "Revoked", body = ConnectionView),
+        (status = 204, description = "Purged"),
+        ItemErrors
+    )
+)]
+pub async fn delete_connection(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    IdPath(id): IdPath<ConnectionId>,
+    RawQuery(raw): RawQuery,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let mut q = QueryParams::parse::<DeleteQuery>(raw.as_deref());
+    let purge = q.take("purge", query::boolean).unwrap_or(false);
+    q.check()?;
+    let not_found = || ApiError::new(ErrorCode::ConnectionNotFound, "no such connection");
+    let connection = state
+        .store
+        .get_connection(tenant, id)
+        .await?
+        .ok_or_else(not_found)?;
+    crate::oauth::revoke::revoke_at_provider(&state, &connection).await;
+    if purge {
+        state.store.delete_connection(tenant, id).await?;
+        return Ok(axum::http::StatusCode::NO_CONTENT.into_response());
+    }
+    let revoked = state
+        .store
+        .revoke_connection(tenant, id, crate::domain::now())
+        .await?
+        .ok_or_else(not_found)?;
+    Ok(Json(ConnectionView::from(revoked)).into_response())
+}

@@ -3,6 +3,7 @@
 //! same code and cannot drift.
 
 mod config;
+mod connect;
 mod connections;
 mod errors;
 mod jobs;
@@ -26,8 +27,13 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(meta::metrics))
         .routes(routes!(meta::openapi_json))
         .routes(routes!(providers::list_providers))
+        .routes(routes!(connect::start_connect))
+        .routes(routes!(connect::callback))
         .routes(routes!(connections::list_connections))
-        .routes(routes!(connections::get_connection))
+        .routes(routes!(
+            connections::get_connection,
+            connections::delete_connection
+        ))
         .routes(routes!(signals::list_signals))
         .routes(routes!(signals::get_signal))
         .routes(routes!(jobs::list_jobs))

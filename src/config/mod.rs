@@ -120,6 +120,14 @@ pub struct Config {
     pub operator_tokens: Vec<Secret>,
     pub operator_token_source: TokenSource,
     pub crypto_key: CryptoKey,
+    /// Keys that still open values sealed before a rotation (`POBLYSH_CRYPTO_PREVIOUS_KEYS`).
+    pub previous_crypto_keys: Vec<CryptoKey>,
+    /// How long a minted OAuth state stays valid.
+    pub oauth_state_ttl: Duration,
+    /// Tokens expiring within this lead time are refreshed ahead of use.
+    pub token_refresh_lead: Duration,
+    /// How often the refresher looks for expiring tokens (shorter than the lead time).
+    pub token_refresh_interval: Duration,
     pub log_level: String,
     pub log_format: LogFormat,
     pub request_timeout: Duration,
@@ -232,6 +240,28 @@ impl Config {
         let (operator_tokens, operator_token_source) =
             local_secrets::operator_tokens(source, profile, &data_dir, &mut startup_notes)?;
         let crypto_key = local_secrets::crypto_key(source, profile, &data_dir, &mut startup_notes)?;
+        let previous_crypto_keys =
+            parse::optional(source, "POBLYSH_CRYPTO_PREVIOUS_KEYS", |text| {
+                text.split(',')
+                    .map(str::trim)
+                    .filter(|k| !k.is_empty())
+                    .map(|k| CryptoKey::from_base64(k).map_err(|p| format!("each key {p}")))
+                    .collect::<Result<Vec<_>, _>>()
+            })?
+            .unwrap_or_default();
+        let secs = |name: &str, default: u64, max: u64| {
+            parse::optional(source, name, parse::bounded(1u64, max))
+                .map(|v| Duration::from_secs(v.unwrap_or(default)))
+        };
+        let oauth_state_ttl = secs("POBLYSH_OAUTH_STATE_TTL_SECS", 600, 3600)?;
+        let token_refresh_lead = secs("POBLYSH_TOKEN_REFRESH_LEAD_SECS", 600, 86_400)?;
+        let token_refresh_interval = secs("POBLYSH_TOKEN_REFRESH_INTERVAL_SECS", 60, 86_400)?;
+        if token_refresh_interval >= token_refresh_lead {
+            return Err(ConfigError::new(
+                "POBLYSH_TOKEN_REFRESH_INTERVAL_SECS",
+                "must be shorter than POBLYSH_TOKEN_REFRESH_LEAD_SECS, or tokens could expire between scans",
+            ));
+        }
 
         Ok(Config {
             profile,
@@ -244,6 +274,10 @@ impl Config {
             operator_tokens,
             operator_token_source,
             crypto_key,
+            previous_crypto_keys,
+            oauth_state_ttl,
+            token_refresh_lead,
+            token_refresh_interval,
             log_level,
             log_format,
             request_timeout,

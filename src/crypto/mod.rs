@@ -2,6 +2,7 @@
 //! purpose, and [`Secret`], a string that never prints and is wiped when dropped.
 
 mod secret;
+mod vault;
 
 use std::fmt;
 
@@ -13,6 +14,7 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 pub use secret::Secret;
+pub use vault::{Aad, Vault, VaultError};
 
 /// A 256-bit key (`POBLYSH_CRYPTO_KEY`): seals tokens and derives the other keys.
 #[derive(Clone)]
@@ -47,6 +49,12 @@ impl CryptoKey {
     /// The key in standard base64, for writing it once to its file.
     pub fn to_base64(&self) -> Zeroizing<String> {
         Zeroizing::new(STANDARD.encode(self.bytes.as_ref()))
+    }
+
+    /// The raw key, for building ciphers inside the crate (the vault). Never log or copy it
+    /// into anything that is not wiped on drop.
+    pub(crate) fn bytes(&self) -> &[u8; 32] {
+        &self.bytes
     }
 
     /// A public fingerprint: the first four bytes of the key's SHA-256, big-endian.

@@ -8,6 +8,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use super::auth::OperatorTokens;
 use super::cursor::CursorCodec;
 use crate::config::Config;
+use crate::crypto::Vault;
+use crate::oauth::refresh::TokenManager;
 use crate::providers::Registry;
 use crate::store::Store;
 
@@ -20,6 +22,12 @@ pub struct AppState {
     pub operators: OperatorTokens,
     pub cursors: CursorCodec,
     pub metrics: PrometheusHandle,
+    /// Seals and opens secrets at rest.
+    pub vault: Vault,
+    /// The HTTP client for provider calls.
+    pub http: reqwest::Client,
+    /// Hands out fresh access tokens.
+    pub tokens: TokenManager,
     /// Set once shutdown begins, so `/readyz` turns load balancers away.
     pub shutting_down: Arc<AtomicBool>,
 }
@@ -31,6 +39,12 @@ impl AppState {
             registry: Registry::from_config(&config),
             operators: OperatorTokens::new(&config.operator_tokens),
             cursors: CursorCodec::new(&config.crypto_key),
+            vault: Vault::new(
+                config.crypto_key.clone(),
+                config.previous_crypto_keys.clone(),
+            ),
+            http: crate::oauth::client::http_client(),
+            tokens: TokenManager::default(),
             config,
             store,
             metrics,

@@ -1,7 +1,19 @@
-//! What a provider declares about itself: the catalogue entry behind `GET /providers`.
+//! What a provider declares about itself (the catalogue entry behind `GET /providers`) and the
+//! [`Connector`] trait through which core code reaches it.
 
+use async_trait::async_trait;
 use serde::Serialize;
+use serde_json::{Map, Value};
+use url::Url;
 use utoipa::ToSchema;
+
+use crate::config::ProviderSettings;
+use crate::crypto::Secret;
+use crate::http::AppState;
+use crate::oauth::{
+    standard_token_response, ConnectionTokens, ExternalAccount, OAuthEndpoints, ProviderCallError,
+    ProviderContext, TokenSet,
+};
 
 /// How a tenant authorizes the service at a provider.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
@@ -46,8 +58,95 @@ pub struct Descriptor {
     pub rate_limit: RateLimitPolicy,
 }
 
-/// A provider's behaviour. Grows with the OAuth, webhook and sync capabilities.
+/// A provider's behaviour: its catalogue entry, OAuth endpoints and quirks, and who an account
+/// is. Default methods implement plain RFC 6749; a provider overrides only where it differs.
+#[async_trait]
 pub trait Connector: Send + Sync + 'static {
     /// The provider's catalogue entry.
     fn descriptor(&self) -> &'static Descriptor;
+
+    /// OAuth endpoints under these settings; `None` for providers that do not use OAuth.
+    fn oauth(
+        &self,
+        _settings: &ProviderSettings,
+        _public_base_url: &Url,
+    ) -> Option<OAuthEndpoints> {
+        None
+    }
+
+    /// Reads a token endpoint response (status and body as JSON or form).
+    fn interpret_token_response(
+        &self,
+        status: u16,
+        body: &Map<String, Value>,
+    ) -> Result<TokenSet, ProviderCallError> {
+        standard_token_response(status, body)
+    }
+
+    /// Exchanges an authorization code (RFC 6749 §4.1.3, with the PKCE verifier when sent).
+    async fn exchange_code(
+        &self,
+        ctx: ProviderContext<'_>,
+        endpoints: &OAuthEndpoints,
+        code: &str,
+        redirect_uri: &str,
+        verifier: Option<&Secret>,
+    ) -> Result<TokenSet, ProviderCallError> {
+        let mut form = vec![
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", redirect_uri),
+        ];
+        if let Some(verifier) = verifier {
+            form.push(("code_verifier", verifier.expose()));
+        }
+        let (status, body) = ctx.token_request(endpoints, &form).await?;
+        self.interpret_token_response(status, &body)
+    }
+
+    /// Uses a refresh token (RFC 6749 §6).
+    async fn refresh_tokens(
+        &self,
+        ctx: ProviderContext<'_>,
+        endpoints: &OAuthEndpoints,
+        refresh_token: &Secret,
+    ) -> Result<TokenSet, ProviderCallError> {
+        let form = [
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token.expose()),
+        ];
+        let (status, body) = ctx.token_request(endpoints, &form).await?;
+        self.interpret_token_response(status, &body)
+    }
+
+    /// Who the account behind fresh tokens is.
+    async fn identify(
+        &self,
+        _ctx: ProviderContext<'_>,
+        _tokens: &TokenSet,
+    ) -> Result<ExternalAccount, ProviderCallError> {
+        Err(ProviderCallError::Rejected(
+            "this provider cannot identify accounts".into(),
+        ))
+    }
+
+    /// Revokes the grant at the provider (RFC 7009 by default, refresh token first since
+    /// revoking it ends the whole grant).
+    async fn revoke(
+        &self,
+        ctx: ProviderContext<'_>,
+        endpoints: &OAuthEndpoints,
+        tokens: &ConnectionTokens,
+    ) -> Result<(), ProviderCallError> {
+        let token = tokens
+            .refresh_token
+            .as_ref()
+            .unwrap_or(&tokens.access_token);
+        ctx.revoke_token(endpoints, token).await
+    }
+
+    /// Routes the provider serves itself (the sandbox's authorize page); not part of the API.
+    fn routes(&self) -> Option<axum::Router<AppState>> {
+        None
+    }
 }

@@ -3,6 +3,15 @@
 //! Rate limit: 5,000 requests an hour for a user token, and requests for one user sent one at
 //! a time (https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api).
 
+mod oauth;
+
+use async_trait::async_trait;
+use url::Url;
+
+use crate::config::ProviderSettings;
+use crate::oauth::{
+    ConnectionTokens, ExternalAccount, OAuthEndpoints, ProviderCallError, ProviderContext, TokenSet,
+};
 use crate::providers::{AuthType, Connector, Descriptor, RateLimitPolicy};
 
 /// The GitHub provider.
@@ -38,8 +47,30 @@ static DESCRIPTOR: Descriptor = Descriptor {
     },
 };
 
+#[async_trait]
 impl Connector for GithubConnector {
     fn descriptor(&self) -> &'static Descriptor {
         &DESCRIPTOR
+    }
+
+    fn oauth(&self, settings: &ProviderSettings, _public_base_url: &Url) -> Option<OAuthEndpoints> {
+        Some(oauth::endpoints(settings))
+    }
+
+    async fn identify(
+        &self,
+        ctx: ProviderContext<'_>,
+        tokens: &TokenSet,
+    ) -> Result<ExternalAccount, ProviderCallError> {
+        oauth::identify(ctx, &tokens.access_token).await
+    }
+
+    async fn revoke(
+        &self,
+        ctx: ProviderContext<'_>,
+        _endpoints: &OAuthEndpoints,
+        tokens: &ConnectionTokens,
+    ) -> Result<(), ProviderCallError> {
+        oauth::revoke_grant(ctx, &tokens.access_token).await
     }
 }

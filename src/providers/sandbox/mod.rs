@@ -3,6 +3,17 @@
 //! signals, so the whole journey runs on a laptop in a minute. Enabled by default only in the
 //! local profile (`POBLYSH_SANDBOX_ENABLED`).
 
+mod oauth;
+
+use async_trait::async_trait;
+use url::Url;
+
+use crate::config::ProviderSettings;
+use crate::crypto::Secret;
+use crate::http::AppState;
+use crate::oauth::{
+    ConnectionTokens, ExternalAccount, OAuthEndpoints, ProviderCallError, ProviderContext, TokenSet,
+};
 use crate::providers::{AuthType, Connector, Descriptor, RateLimitPolicy};
 
 /// The Sandbox provider.
@@ -12,7 +23,7 @@ static DESCRIPTOR: Descriptor = Descriptor {
     slug: "sandbox",
     display_name: "Sandbox",
     auth_type: AuthType::None,
-    default_scopes: &[],
+    default_scopes: &["sandbox.read"],
     kinds: &["sandbox_event_created", "sandbox_event_updated"],
     webhooks: true,
     sync: true,
@@ -24,8 +35,54 @@ static DESCRIPTOR: Descriptor = Descriptor {
     },
 };
 
+#[async_trait]
 impl Connector for SandboxConnector {
     fn descriptor(&self) -> &'static Descriptor {
         &DESCRIPTOR
+    }
+
+    fn oauth(&self, _settings: &ProviderSettings, public_base_url: &Url) -> Option<OAuthEndpoints> {
+        Some(oauth::endpoints(public_base_url))
+    }
+
+    async fn exchange_code(
+        &self,
+        _ctx: ProviderContext<'_>,
+        _endpoints: &OAuthEndpoints,
+        code: &str,
+        _redirect_uri: &str,
+        verifier: Option<&Secret>,
+    ) -> Result<TokenSet, ProviderCallError> {
+        oauth::exchange(code, verifier)
+    }
+
+    async fn refresh_tokens(
+        &self,
+        _ctx: ProviderContext<'_>,
+        _endpoints: &OAuthEndpoints,
+        refresh_token: &Secret,
+    ) -> Result<TokenSet, ProviderCallError> {
+        oauth::refresh(refresh_token)
+    }
+
+    async fn identify(
+        &self,
+        _ctx: ProviderContext<'_>,
+        _tokens: &TokenSet,
+    ) -> Result<ExternalAccount, ProviderCallError> {
+        Ok(oauth::account())
+    }
+
+    async fn revoke(
+        &self,
+        _ctx: ProviderContext<'_>,
+        _endpoints: &OAuthEndpoints,
+        _tokens: &ConnectionTokens,
+    ) -> Result<(), ProviderCallError> {
+        Ok(())
+    }
+
+    fn routes(&self) -> Option<axum::Router<AppState>> {
+        Some(oauth::routes())
     }
 }

@@ -1,0 +1,159 @@
+//! `POST /connect/{provider}` and `GET /connect/{provider}/callback`: the OAuth connect journey.
+//! The work happens in [`crate::oauth::flow`]; these handlers translate HTTP.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::connections::ConnectionView;
+use crate::http::{ApiError, AppState, Problem, Tenant, TenantHeader};
+use crate::oauth::flow::{self, CallbackParams, ConnectParams};
+
+/// Optional settings for a new connection.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectRequest {
+    /// Where to send the user after the callback, with `status`, `connection_id` or `code`
+    /// added to its query. Must start with one of `POBLYSH_ALLOWED_RETURN_URLS`. Without it,
+    /// the callback answers with JSON.
+    #[schema(example = "https://app.poblysh.com/settings/connectors")]
+    return_to: Option<String>,
+    /// Scopes to request instead of the provider's defaults.
+    scopes: Option<Vec<String>>,
+    /// A redirect URI of Core's own (one of `POBLYSH_ALLOWED_REDIRECT_URIS`), when Core receives
+    /// the provider's redirect and forwards `code` and `state` to the callback.
+    redirect_uri: Option<String>,
+}
+
+/// Where to send the user to authorize.
+#[derive(Serialize, ToSchema)]
+pub struct ConnectResponse {
+    /// The provider's authorization page, with state and PKCE challenge.
+    authorize_url: String,
+    /// The state is single-use and expires at this instant.
+    state_expires_at: DateTime<Utc>,
+}
+
+/// Starts connecting the tenant to a provider. Send the user's browser to `authorize_url`.
+#[utoipa::path(
+    post,
+    path = "/connect/{provider}",
+    tag = "connect",
+    params(("provider" = String, Path, description = "Provider slug"), TenantHeader),
+    request_body(content = Option<ConnectRequest>, content_type = "application/json"),
+    security(("operator_token" = [])),
+    responses(
+        (status = 200, body = ConnectResponse),
+        (status = 400, description = "Invalid body, `return_to`, `redirect_uri` or tenant header (`VALIDATION_FAILED`, `TENANT_HEADER_REQUIRED`, `INVALID_TENANT_ID`)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong operator token (`UNAUTHORIZED`)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown provider (`PROVIDER_NOT_FOUND`)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The provider has no client credentials (`PROVIDER_NOT_CONFIGURED`)", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "Unexpected failure (`INTERNAL_ERROR`)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unreachable (`SERVICE_UNAVAILABLE`)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn start_connect(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    Path(provider): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<ConnectResponse>, ApiError> {
+    let request: ConnectRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        ConnectRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::invalid_field("body", format!("must be a JSON object: {e}")))?
+    };
+    let params = ConnectParams {
+        return_to: request.return_to,
+        scopes: request.scopes,
+        redirect_uri: request.redirect_uri,
+    };
+    let started = flow::start(&state, tenant, &provider, params).await?;
+    Ok(Json(ConnectResponse {
+        authorize_url: started.authorize_url.to_string(),
+        state_expires_at: started.state_expires_at,
+    }))
+}
+
+/// The provider's redirect back to us.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CallbackQuery {
+    /// The authorization code.
+    code: Option<String>,
+    /// The state minted by `POST /connect/{provider}`.
+    state: Option<String>,
+    /// Set by the provider when the user or the provider declined.
+    error: Option<String>,
+    /// The provider's explanation of `error`.
+    error_description: Option<String>,
+}
+
+/// The connection the callback created or refreshed.
+#[derive(Serialize, ToSchema)]
+pub struct CallbackResponse {
+    connection: ConnectionView,
+}
+
+/// Where the provider sends the user back. Consumes the state once, exchanges the code and
+/// stores the connection. With a `return_to`, answers `303` to it with
+/// `status=connected&connection_id=...` or `status=error&code=...`; otherwise JSON.
+#[utoipa::path(
+    get,
+    path = "/connect/{provider}/callback",
+    tag = "connect",
+    params(("provider" = String, Path, description = "Provider slug"), CallbackQuery),
+    responses(
+        (status = 200, body = CallbackResponse),
+        (status = 303, description = "Redirect to the `return_to` given at start, with the outcome in its query"),
+        (status = 400, description = "`OAUTH_STATE_INVALID` (`details.reason`: `unknown`, `expired`, `already_used`, `provider_mismatch`), `OAUTH_DENIED`, or `VALIDATION_FAILED`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown provider (`PROVIDER_NOT_FOUND`)", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "The provider failed the exchange (`PROVIDER_ERROR`)", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "Unexpected failure (`INTERNAL_ERROR`)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn callback(
+    State(state): State<AppState>,
+    Path(provider): Path<String>,
+    Query(query): Query<CallbackQuery>,
+) -> Response {
+    let params = CallbackParams {
+        code: query.code,
+        state: query.state,
+        error: query.error,
+        error_description: query.error_description,
+    };
+    let completed = flow::complete(&state, &provider, params).await;
+    match (completed.result, completed.return_to) {
+        (Ok(connection), None) => Json(CallbackResponse {
+            connection: connection.into(),
+        })
+        .into_response(),
+        (Err(err), None) => err.into_response(),
+        (outcome, Some(mut url)) => {
+            {
+                let mut q = url.query_pairs_mut();
+                match &outcome {
+                    Ok(connection) => q
+                        .append_pair("status", "connected")
+                        .append_pair("connection_id", &connection.id.to_string()),
+                    Err(err) => q
+                        .append_pair("status", "error")
+                        .append_pair("code", err.code().as_str()),
+                };
+            }
+            if let Err(err) = outcome {
+                tracing::info!(
+                    code = err.code().as_str(),
+                    "connect failed; returning the user to Core"
+                );
+            }
+            (StatusCode::SEE_OTHER, [(header::LOCATION, url.to_string())]).into_response()
+        }
+    }
+}

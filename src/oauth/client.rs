@@ -1,0 +1,132 @@
+//! Calls to a provider's OAuth endpoints over HTTP.
+
+use std::time::Duration;
+
+use reqwest::header::{ACCEPT, RETRY_AFTER};
+use serde_json::{Map, Value};
+
+use super::token::body_to_map;
+use super::{ClientAuth, OAuthEndpoints, ProviderCallError};
+use crate::config::ProviderSettings;
+use crate::crypto::Secret;
+
+/// Everything a connector needs to call its provider.
+#[derive(Clone, Copy)]
+pub struct ProviderContext<'a> {
+    pub http: &'a reqwest::Client,
+    pub settings: &'a ProviderSettings,
+}
+
+/// The HTTP client for provider calls: bounded time, no redirects to unexpected hosts.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(20))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("poblysh-connectors/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("the HTTP client configuration is valid")
+}
+
+impl ProviderContext<'_> {
+    fn client_credentials(&self) -> Result<(&str, &Secret), ProviderCallError> {
+        match (&self.settings.client_id, &self.settings.client_secret) {
+            (Some(id), Some(secret)) => Ok((id.as_str(), secret)),
+            _ => Err(ProviderCallError::Rejected(
+                "client credentials are not configured".into(),
+            )),
+        }
+    }
+
+    /// POSTs `form` to the token endpoint, authenticating the client, and returns the status
+    /// and the body read as JSON or form.
+    pub async fn token_request(
+        &self,
+        endpoints: &OAuthEndpoints,
+        form: &[(&str, &str)],
+    ) -> Result<(u16, Map<String, Value>), ProviderCallError> {
+        let (client_id, secret) = self.client_credentials()?;
+        let mut fields: Vec<(&str, &str)> = form.to_vec();
+        let mut request = self
+            .http
+            .post(endpoints.token_url.clone())
+            .header(ACCEPT, "application/json");
+        match endpoints.client_auth {
+            ClientAuth::RequestBody => {
+                fields.push(("client_id", client_id));
+                fields.push(("client_secret", secret.expose()));
+            }
+            ClientAuth::BasicAuth => {
+                request = request.basic_auth(client_id, Some(secret.expose()));
+            }
+        }
+        let response = request.form(&fields).send().await.map_err(transport)?;
+        let status = response.status().as_u16();
+        if status == 429 {
+            return Err(rate_limited(&response));
+        }
+        let body = response.bytes().await.map_err(transport)?;
+        match body_to_map(&body) {
+            Ok(map) => Ok((status, map)),
+            Err(_) if status >= 500 => Err(ProviderCallError::Unavailable(format!(
+                "token endpoint answered {status}"
+            ))),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Revokes `token` at an RFC 7009 endpoint.
+    pub async fn revoke_token(
+        &self,
+        endpoints: &OAuthEndpoints,
+        token: &Secret,
+    ) -> Result<(), ProviderCallError> {
+        let Some(url) = &endpoints.revoke_url else {
+            return Ok(());
+        };
+        let (client_id, secret) = self.client_credentials()?;
+        let response = self
+            .http
+            .post(url.clone())
+            .basic_auth(client_id, Some(secret.expose()))
+            .form(&[("token", token.expose())])
+            .send()
+            .await
+            .map_err(transport)?;
+        check_status(response.status().as_u16(), "revocation endpoint")
+    }
+}
+
+/// A transport failure: the provider was not reached or did not answer in time.
+pub fn transport(err: reqwest::Error) -> ProviderCallError {
+    ProviderCallError::Unavailable(if err.is_timeout() {
+        "timed out".to_string()
+    } else {
+        "could not reach the provider".to_string()
+    })
+}
+
+/// A `429` with its `Retry-After`, if it gave one in seconds.
+pub fn rate_limited(response: &reqwest::Response) -> ProviderCallError {
+    let retry_after = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok());
+    ProviderCallError::RateLimited { retry_after }
+}
+
+/// Maps a status to success or the matching failure.
+pub fn check_status(status: u16, what: &str) -> Result<(), ProviderCallError> {
+    match status {
+        200..=299 => Ok(()),
+        401 => Err(ProviderCallError::Unauthorized),
+        429 => Err(ProviderCallError::RateLimited { retry_after: None }),
+        500..=599 => Err(ProviderCallError::Unavailable(format!(
+            "{what} answered {status}"
+        ))),
+        _ => Err(ProviderCallError::Rejected(format!(
+            "{what} answered {status}"
+        ))),
+    }
+}

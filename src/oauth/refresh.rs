@@ -1,0 +1,293 @@
+//! Token refresh: ahead of expiry by a background task, and once on a `401` through
+//! [`TokenManager::refresh_after_unauthorized`]. One refresh per connection at a time: an
+//! in-process lock per connection plus the store's cross-instance lock. A rotated refresh
+//! token is stored before the new access token is handed out; `invalid_grant` moves the
+//! connection to `needs_reauth`; an outage leaves it as it is.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::flow::seal_tokens;
+use super::{ConnectionTokens, ProviderCallError, ProviderContext};
+use crate::crypto::{Aad, Secret};
+use crate::domain::{now, Connection, ConnectionId, ConnectionStatus, SealedField, Timestamp};
+use crate::http::AppState;
+
+/// Why no usable token could be had.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// The connection has no tokens (revoked) or does not exist.
+    #[error("the connection has no tokens")]
+    Missing,
+    /// The provider rejected the refresh token; the tenant must connect again.
+    #[error("the connection needs to be authorized again")]
+    NeedsReauth,
+    /// The provider could not refresh now; try later.
+    #[error("token refresh failed: {0}")]
+    Provider(#[from] ProviderCallError),
+    /// Storage or vault failure.
+    #[error("token storage failed: {0}")]
+    Internal(#[from] anyhow::Error),
+}
+
+/// Hands out fresh access tokens and keeps them fresh.
+#[derive(Clone, Default)]
+pub struct TokenManager {
+    locks: Arc<Mutex<HashMap<ConnectionId, Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+/// What a caller needs refreshed.
+enum Need<'a> {
+    /// A token valid beyond the lead time.
+    Fresh,
+    /// A token other than the one the provider just refused.
+    Replacing(&'a Secret),
+}
+
+impl TokenManager {
+    fn lock_for(&self, id: ConnectionId) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(id).or_default().clone()
+    }
+
+    fn forget_lock(&self, id: ConnectionId) {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        if locks.get(&id).is_some_and(|l| Arc::strong_count(l) == 1) {
+            locks.remove(&id);
+        }
+    }
+
+    /// An access token valid beyond the refresh lead time, refreshing first if needed.
+    pub async fn access_token(
+        &self,
+        state: &AppState,
+        connection: &Connection,
+    ) -> Result<Secret, TokenError> {
+        let current = open_tokens(state, connection).await?;
+        if !expires_within(current.expires_at, lead(state)) || current.refresh_token.is_none() {
+            return Ok(current.access_token);
+        }
+        self.refresh(state, connection, Need::Fresh).await
+    }
+
+    /// After the provider refused `rejected`, a replacement: refreshed once, or the one another
+    /// task refreshed meanwhile.
+    pub async fn refresh_after_unauthorized(
+        &self,
+        state: &AppState,
+        connection: &Connection,
+        rejected: &Secret,
+    ) -> Result<Secret, TokenError> {
+        self.refresh(state, connection, Need::Replacing(rejected))
+            .await
+    }
+
+    async fn refresh(
+        &self,
+        state: &AppState,
+        connection: &Connection,
+        need: Need<'_>,
+    ) -> Result<Secret, TokenError> {
+        let local = self.lock_for(connection.id);
+        let result = {
+            let _local = local.lock().await;
+            let _shared = state
+                .store
+                .lock_connection(connection.id)
+                .await
+                .map_err(anyhow::Error::from)?;
+            self.refresh_locked(state, connection, need).await
+        };
+        drop(local);
+        self.forget_lock(connection.id);
+        result
+    }
+
+    async fn refresh_locked(
+        &self,
+        state: &AppState,
+        connection: &Connection,
+        need: Need<'_>,
+    ) -> Result<Secret, TokenError> {
+        // Re-read under the lock: whoever held it before may have refreshed already.
+        let current = open_tokens(state, connection).await?;
+        let done_by_other = match need {
+            Need::Fresh => !expires_within(current.expires_at, lead(state)),
+            Need::Replacing(rejected) => current.access_token != *rejected,
+        };
+        if done_by_other {
+            return Ok(current.access_token);
+        }
+        let Some(refresh_token) = current.refresh_token.as_ref() else {
+            return Err(self
+                .needs_reauth(
+                    state,
+                    connection,
+                    "the provider refused the token and there is no refresh token",
+                )
+                .await);
+        };
+        let slug = connection.provider.as_str();
+        let entry = state.registry.get(slug).ok_or(TokenError::Missing)?;
+        let settings = state.config.provider(slug).ok_or(TokenError::Missing)?;
+        let endpoints = entry
+            .connector
+            .oauth(settings, &state.config.public_base_url)
+            .ok_or(TokenError::Missing)?;
+        let ctx = ProviderContext {
+            http: &state.http,
+            settings,
+        };
+        let outcome = entry
+            .connector
+            .refresh_tokens(ctx, &endpoints, refresh_token)
+            .await;
+        metrics::counter!("token_refresh_total", "provider" => slug.to_string(), "outcome" => outcome_label(&outcome)).increment(1);
+        match outcome {
+            Ok(tokens) => {
+                // Stored before use: a crash after this line loses nothing, and a rotated
+                // refresh token is never held only in memory.
+                let sealed = seal_tokens(
+                    state,
+                    connection.tenant_id,
+                    slug,
+                    connection.id,
+                    &tokens.access_token,
+                    tokens.refresh_token.as_ref(),
+                    tokens.expires_at,
+                );
+                state
+                    .store
+                    .replace_tokens(connection.tenant_id, connection.id, &sealed, now())
+                    .await
+                    .map_err(anyhow::Error::from)?;
+                tracing::info!(provider = slug, connection_id = %connection.id, "token refreshed");
+                Ok(tokens.access_token)
+            }
+            Err(ProviderCallError::InvalidGrant(why)) => {
+                Err(self.needs_reauth(state, connection, &why).await)
+            }
+            Err(err) => {
+                tracing::warn!(provider = slug, connection_id = %connection.id, error = %err, "token refresh failed");
+                Err(TokenError::Provider(err))
+            }
+        }
+    }
+
+    async fn needs_reauth(
+        &self,
+        state: &AppState,
+        connection: &Connection,
+        why: &str,
+    ) -> TokenError {
+        tracing::warn!(provider = %connection.provider, connection_id = %connection.id, "connection needs reauthorization");
+        let message = format!("reauthorization needed: {why}");
+        if let Err(err) = state
+            .store
+            .set_connection_status(
+                connection.tenant_id,
+                connection.id,
+                ConnectionStatus::NeedsReauth,
+                Some(&message),
+                now(),
+            )
+            .await
+        {
+            return TokenError::Internal(err.into());
+        }
+        TokenError::NeedsReauth
+    }
+
+    /// One scan: refreshes every active connection whose token expires within the lead time.
+    /// Returns how many were refreshed.
+    pub async fn refresh_due(&self, state: &AppState) -> anyhow::Result<usize> {
+        let horizon = now() + chrono::Duration::from_std(lead(state))?;
+        let due = state
+            .store
+            .connections_needing_refresh(horizon, 100)
+            .await?;
+        let mut refreshed = 0;
+        for connection in due {
+            match self.refresh(state, &connection, Need::Fresh).await {
+                Ok(_) => refreshed += 1,
+                Err(err) => {
+                    tracing::debug!(connection_id = %connection.id, error = %err, "not refreshed")
+                }
+            }
+        }
+        Ok(refreshed)
+    }
+
+    /// Scans every `POBLYSH_TOKEN_REFRESH_INTERVAL_SECS` until the process stops.
+    pub async fn run(self, state: AppState) {
+        let mut tick = tokio::time::interval(state.config.token_refresh_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if state.is_shutting_down() {
+                break;
+            }
+            if let Err(err) = self.refresh_due(&state).await {
+                tracing::warn!(error = format!("{err:#}"), "token refresh scan failed");
+            }
+        }
+    }
+}
+
+fn lead(state: &AppState) -> Duration {
+    state.config.token_refresh_lead
+}
+
+fn expires_within(expires_at: Option<Timestamp>, lead: Duration) -> bool {
+    let lead = chrono::Duration::from_std(lead).unwrap_or_else(|_| chrono::Duration::minutes(10));
+    expires_at.is_some_and(|at| at <= now() + lead)
+}
+
+fn outcome_label(outcome: &Result<super::TokenSet, ProviderCallError>) -> &'static str {
+    match outcome {
+        Ok(_) => "refreshed",
+        Err(ProviderCallError::InvalidGrant(_)) => "invalid_grant",
+        Err(ProviderCallError::Unavailable(_) | ProviderCallError::RateLimited { .. }) => {
+            "unavailable"
+        }
+        Err(_) => "rejected",
+    }
+}
+
+/// Opens a connection's current tokens from the vault.
+pub async fn open_tokens(
+    state: &AppState,
+    connection: &Connection,
+) -> Result<ConnectionTokens, TokenError> {
+    let sealed = state
+        .store
+        .connection_tokens(connection.tenant_id, connection.id)
+        .await
+        .map_err(anyhow::Error::from)?
+        .ok_or(TokenError::Missing)?;
+    let row = connection.id.to_string();
+    let aad = |field: SealedField| {
+        Aad::new(
+            connection.tenant_id,
+            &connection.provider,
+            &row,
+            field.aad_name(),
+        )
+    };
+    let access = sealed.access_token.ok_or(TokenError::Missing)?;
+    let access_token = state
+        .vault
+        .open_str(&access, &aad(SealedField::AccessToken))
+        .map_err(|e| TokenError::Internal(e.into()))?;
+    let refresh_token = sealed
+        .refresh_token
+        .map(|r| state.vault.open_str(&r, &aad(SealedField::RefreshToken)))
+        .transpose()
+        .map_err(|e| TokenError::Internal(e.into()))?;
+    Ok(ConnectionTokens {
+        access_token,
+        refresh_token,
+        expires_at: sealed.expires_at,
+    })
+}

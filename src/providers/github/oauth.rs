@@ -1,0 +1,115 @@
+//! GitHub OAuth App endpoints and account lookup.
+//!
+//! - Authorize and token: <https://docs.github.com/en/apps/oauth-apps/building-oauth-apps/authorizing-oauth-apps>.
+//!   The token endpoint answers form-encoded unless asked for JSON, and reports errors such as
+//!   `bad_verification_code` with status 200; the shared token reader handles both.
+//! - The account: `GET /user` (<https://docs.github.com/en/rest/users/users#get-the-authenticated-user>).
+//! - Revocation: `DELETE /applications/{client_id}/grant` with the client's Basic credentials
+//!   (<https://docs.github.com/en/rest/apps/oauth-applications#delete-an-app-authorization>).
+
+use reqwest::header::{ACCEPT, AUTHORIZATION};
+use serde::Deserialize;
+use url::Url;
+
+use crate::config::ProviderSettings;
+use crate::crypto::Secret;
+use crate::oauth::client::{check_status, rate_limited, transport};
+use crate::oauth::{
+    ClientAuth, ExternalAccount, OAuthEndpoints, ProviderCallError, ProviderContext,
+};
+
+const AUTH_BASE: &str = "https://github.com";
+const API_BASE: &str = "https://api.github.com";
+const API_VERSION: &str = "2022-11-28";
+
+fn base(configured: Option<&Url>, default: &str) -> Url {
+    configured
+        .cloned()
+        .unwrap_or_else(|| Url::parse(default).expect("default base URL is valid"))
+}
+
+/// `base` joined with `path`, keeping any path prefix of the base (GitHub Enterprise Server
+/// serves its API under `/api/v3`).
+pub(super) fn join(base: &Url, path: &str) -> Url {
+    let mut url = base.clone();
+    let prefix = url.path().trim_end_matches('/').to_string();
+    url.set_path(&format!("{prefix}{path}"));
+    url
+}
+
+/// The API base URL (`POBLYSH_GITHUB_API_BASE_URL`).
+pub(super) fn api_base(settings: &ProviderSettings) -> Url {
+    base(settings.api_base_url.as_ref(), API_BASE)
+}
+
+pub(super) fn endpoints(settings: &ProviderSettings) -> OAuthEndpoints {
+    let auth = base(settings.auth_base_url.as_ref(), AUTH_BASE);
+    OAuthEndpoints {
+        authorize_url: join(&auth, "/login/oauth/authorize"),
+        token_url: join(&auth, "/login/oauth/access_token"),
+        revoke_url: None,
+        pkce: true,
+        extra_authorize_params: Vec::new(),
+        scope_separator: " ",
+        scope_param: "scope",
+        client_auth: ClientAuth::RequestBody,
+    }
+}
+
+#[derive(Deserialize)]
+struct User {
+    id: u64,
+    login: String,
+}
+
+pub(super) async fn identify(
+    ctx: ProviderContext<'_>,
+    token: &Secret,
+) -> Result<ExternalAccount, ProviderCallError> {
+    let response = ctx
+        .http
+        .get(join(&api_base(ctx.settings), "/user"))
+        .header(AUTHORIZATION, format!("Bearer {}", token.expose()))
+        .header(ACCEPT, "application/vnd.github+json")
+        .header("X-GitHub-Api-Version", API_VERSION)
+        .send()
+        .await
+        .map_err(transport)?;
+    if response.status().as_u16() == 429 {
+        return Err(rate_limited(&response));
+    }
+    check_status(response.status().as_u16(), "GitHub /user")?;
+    let user: User = response.json().await.map_err(|_| {
+        ProviderCallError::Rejected("GitHub /user answered an unexpected body".into())
+    })?;
+    Ok(ExternalAccount {
+        id: user.id.to_string(),
+        display_name: Some(user.login),
+    })
+}
+
+pub(super) async fn revoke_grant(
+    ctx: ProviderContext<'_>,
+    token: &Secret,
+) -> Result<(), ProviderCallError> {
+    let (Some(client_id), Some(secret)) = (&ctx.settings.client_id, &ctx.settings.client_secret)
+    else {
+        return Err(ProviderCallError::Rejected(
+            "client credentials are not configured".into(),
+        ));
+    };
+    let response = ctx
+        .http
+        .delete(join(
+            &api_base(ctx.settings),
+            &format!("/applications/{client_id}/grant"),
+        ))
+        .basic_auth(client_id, Some(secret.expose()))
+        .header(ACCEPT, "application/vnd.github+json")
+        .header("X-GitHub-Api-Version", API_VERSION)
+        .json(&serde_json::json!({ "access_token": token.expose() }))
+        .send()
+        .await
+        .map_err(transport)?;
+    check_status(response.status().as_u16(), "GitHub grant revocation")
+}

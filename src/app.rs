@@ -49,6 +49,12 @@ impl App {
             ),
             None => None,
         };
+        let mut config = config;
+        // A base URL derived from port 0 names the port the listener actually got.
+        if config.public_base_url.port() == Some(0) {
+            let port = listener.local_addr()?.port();
+            let _ = config.public_base_url.set_port(Some(port));
+        }
         let state = AppState::new(Arc::new(config), store, telemetry::metrics());
         Ok(Self {
             state,
@@ -145,8 +151,16 @@ pub fn router(state: AppState) -> Router {
         request_timeout: state.config.request_timeout,
         max_body_bytes: state.config.max_body_bytes,
     };
+    // Pages a provider serves itself (the sandbox's authorize page); not part of the API.
+    let providers = state
+        .registry
+        .entries()
+        .iter()
+        .filter_map(|e| e.connector.routes())
+        .fold(Router::new(), Router::merge);
     let router = api
         .merge(docs)
+        .merge(providers)
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no route matches this path") });
     edge::apply(router, settings).with_state(state)
 }

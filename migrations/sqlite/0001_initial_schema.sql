@@ -115,3 +115,11 @@ CREATE TABLE sync_cursors (
     cursor        TEXT NOT NULL,
     updated_at    INTEGER NOT NULL
 );
+
+-- Per-connection leases serializing token refresh across processes sharing the file
+-- (PostgreSQL uses advisory locks instead). An expired lease may be taken over.
+CREATE TABLE connection_locks (
+    connection_id    BLOB PRIMARY KEY NOT NULL,
+    owner            BLOB NOT NULL,
+    lease_expires_at INTEGER NOT NULL
+);

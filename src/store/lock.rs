@@ -6,11 +6,6 @@ pub struct ConnectionLock {
 }
 
 impl ConnectionLock {
-    /// A lock with nothing to release (the database is private to this process).
-    pub fn local() -> Self {
-        Self { release: None }
-    }
-
     /// A lock that runs `release` when dropped.
     pub fn with_release(release: impl FnOnce() + Send + 'static) -> Self {
         Self {

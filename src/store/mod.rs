@@ -238,8 +238,8 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<Connection>, StoreError>;
 
-    /// Serializes work on one connection across every instance sharing the database (a no-op
-    /// where only one process can use the database). Released when dropped.
+    /// Serializes work on one connection across every instance sharing the database (an
+    /// advisory lock on PostgreSQL, an expiring lease row on SQLite). Released when dropped.
     async fn lock_connection(&self, id: ConnectionId) -> Result<ConnectionLock, StoreError>;
 
     /// A page of sealed values of one column, by row key, for key rotation.

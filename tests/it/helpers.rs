@@ -82,9 +82,11 @@ impl Drop for TestDatabase {
 /// A running service and a client for it.
 pub struct TestApp {
     pub base: String,
+    /// The database URL, for a second instance sharing it.
+    pub database_url: String,
     pub client: reqwest::Client,
     pub state: AppState,
-    _db: TestDatabase,
+    _db: Option<TestDatabase>,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -98,12 +100,27 @@ impl TestApp {
     pub async fn spawn_with(extra: &[(&str, &str)]) -> Self {
         let (db, url) = TestDatabase::create().await;
         let key = CryptoKey::generate().to_base64();
+        Self::start(Some(db), url, key.to_string(), extra).await
+    }
+
+    /// A second instance over this one's database and keys, as in a multi-instance deployment.
+    pub async fn sibling(&self, extra: &[(&str, &str)]) -> Self {
+        let key = self.state.config.crypto_key.to_base64();
+        Self::start(None, self.database_url.clone(), key.to_string(), extra).await
+    }
+
+    async fn start(
+        db: Option<TestDatabase>,
+        url: String,
+        key: String,
+        extra: &[(&str, &str)],
+    ) -> Self {
         let mut pairs: Vec<(String, String)> = vec![
             ("POBLYSH_PROFILE".into(), "test".into()),
             ("POBLYSH_API_BIND_ADDR".into(), "127.0.0.1:0".into()),
-            ("POBLYSH_DATABASE_URL".into(), url),
+            ("POBLYSH_DATABASE_URL".into(), url.clone()),
             ("POBLYSH_OPERATOR_TOKENS".into(), TOKEN.into()),
-            ("POBLYSH_CRYPTO_KEY".into(), key.to_string()),
+            ("POBLYSH_CRYPTO_KEY".into(), key),
             ("POBLYSH_SANDBOX_ENABLED".into(), "true".into()),
             ("POBLYSH_DB_MAX_CONNECTIONS".into(), "4".into()),
         ];
@@ -118,7 +135,11 @@ impl TestApp {
         }));
         Self {
             base,
-            client: reqwest::Client::new(),
+            database_url: url,
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("client"),
             state,
             _db: db,
             _stop: stop,

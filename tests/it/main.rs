@@ -5,6 +5,7 @@ mod helpers;
 
 mod auth;
 mod cli;
+mod connect;
 mod errors;
 mod filters;
 mod meta;

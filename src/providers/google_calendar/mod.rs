@@ -2,7 +2,17 @@
 //!
 //! Rate limit: Calendar's per-user quota of 600 queries a minute
 //! (https://developers.google.com/calendar/api/guides/quota).
+//!
+//! OAuth: Google's web server flow, shared with the other Google providers (`super::google`).
 
+use async_trait::async_trait;
+use url::Url;
+
+use super::google;
+use crate::config::ProviderSettings;
+use crate::oauth::{
+    ConnectionTokens, ExternalAccount, OAuthEndpoints, ProviderCallError, ProviderContext, TokenSet,
+};
 use crate::providers::{AuthType, Connector, Descriptor, RateLimitPolicy};
 
 /// The Google Calendar provider.
@@ -32,8 +42,30 @@ static DESCRIPTOR: Descriptor = Descriptor {
     },
 };
 
+#[async_trait]
 impl Connector for GoogleCalendarConnector {
     fn descriptor(&self) -> &'static Descriptor {
         &DESCRIPTOR
+    }
+
+    fn oauth(&self, settings: &ProviderSettings, _public_base_url: &Url) -> Option<OAuthEndpoints> {
+        Some(google::endpoints(settings))
+    }
+
+    async fn identify(
+        &self,
+        ctx: ProviderContext<'_>,
+        tokens: &TokenSet,
+    ) -> Result<ExternalAccount, ProviderCallError> {
+        google::identify(ctx, &tokens.access_token).await
+    }
+
+    async fn revoke(
+        &self,
+        ctx: ProviderContext<'_>,
+        endpoints: &OAuthEndpoints,
+        tokens: &ConnectionTokens,
+    ) -> Result<(), ProviderCallError> {
+        google::revoke(ctx, endpoints, tokens).await
     }
 }

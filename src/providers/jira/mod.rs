@@ -2,7 +2,19 @@
 //!
 //! Rate limit: a conservative share of Jira Cloud's cost-based budget
 //! (https://developer.atlassian.com/cloud/jira/platform/rate-limiting/).
+//!
+//! OAuth: Atlassian OAuth 2.0 (3LO); the connected account is a Jira Cloud site. See [`oauth`].
 
+mod oauth;
+
+use async_trait::async_trait;
+use url::Url;
+
+use crate::config::ProviderSettings;
+use crate::crypto::Secret;
+use crate::oauth::{
+    ConnectionTokens, ExternalAccount, OAuthEndpoints, ProviderCallError, ProviderContext, TokenSet,
+};
 use crate::providers::{AuthType, Connector, Descriptor, RateLimitPolicy};
 
 /// The Jira provider.
@@ -30,8 +42,62 @@ static DESCRIPTOR: Descriptor = Descriptor {
     },
 };
 
+#[async_trait]
 impl Connector for JiraConnector {
     fn descriptor(&self) -> &'static Descriptor {
         &DESCRIPTOR
+    }
+
+    fn oauth(&self, settings: &ProviderSettings, _public_base_url: &Url) -> Option<OAuthEndpoints> {
+        Some(oauth::endpoints(settings))
+    }
+
+    async fn exchange_code(
+        &self,
+        ctx: ProviderContext<'_>,
+        endpoints: &OAuthEndpoints,
+        code: &str,
+        redirect_uri: &str,
+        _verifier: Option<&Secret>,
+    ) -> Result<TokenSet, ProviderCallError> {
+        let fields = [
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", redirect_uri),
+        ];
+        let (status, body) = oauth::token_request(ctx, endpoints, &fields).await?;
+        self.interpret_token_response(status, &body)
+    }
+
+    async fn refresh_tokens(
+        &self,
+        ctx: ProviderContext<'_>,
+        endpoints: &OAuthEndpoints,
+        refresh_token: &Secret,
+    ) -> Result<TokenSet, ProviderCallError> {
+        let fields = [
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token.expose()),
+        ];
+        let (status, body) = oauth::token_request(ctx, endpoints, &fields).await?;
+        self.interpret_token_response(status, &body)
+    }
+
+    async fn identify(
+        &self,
+        ctx: ProviderContext<'_>,
+        tokens: &TokenSet,
+    ) -> Result<ExternalAccount, ProviderCallError> {
+        oauth::identify(ctx, &tokens.access_token).await
+    }
+
+    /// 3LO has no revocation endpoint; best effort is nothing (see [`oauth`]).
+    async fn revoke(
+        &self,
+        _ctx: ProviderContext<'_>,
+        _endpoints: &OAuthEndpoints,
+        _tokens: &ConnectionTokens,
+    ) -> Result<(), ProviderCallError> {
+        Ok(())
     }
 }

@@ -2,7 +2,19 @@
 //!
 //! Rate limit: the Tier 3 budget of `conversations.history`, about 50 calls a minute
 //! (https://api.slack.com/apis/rate-limits).
+//!
+//! OAuth: Slack's v2 install flow; the connected account is the workspace. See [`oauth`].
 
+mod oauth;
+
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+use url::Url;
+
+use crate::config::ProviderSettings;
+use crate::oauth::{
+    ConnectionTokens, ExternalAccount, OAuthEndpoints, ProviderCallError, ProviderContext, TokenSet,
+};
 use crate::providers::{AuthType, Connector, Descriptor, RateLimitPolicy};
 
 /// The Slack provider.
@@ -36,8 +48,40 @@ static DESCRIPTOR: Descriptor = Descriptor {
     },
 };
 
+#[async_trait]
 impl Connector for SlackConnector {
     fn descriptor(&self) -> &'static Descriptor {
         &DESCRIPTOR
+    }
+
+    fn oauth(&self, settings: &ProviderSettings, _public_base_url: &Url) -> Option<OAuthEndpoints> {
+        Some(oauth::endpoints(settings))
+    }
+
+    fn interpret_token_response(
+        &self,
+        status: u16,
+        body: &Map<String, Value>,
+    ) -> Result<TokenSet, ProviderCallError> {
+        oauth::interpret_token_response(status, body)
+    }
+
+    async fn identify(
+        &self,
+        _ctx: ProviderContext<'_>,
+        tokens: &TokenSet,
+    ) -> Result<ExternalAccount, ProviderCallError> {
+        oauth::identify(tokens)
+    }
+
+    /// Revokes the bot token: `auth.revoke` revokes the token it is called with
+    /// (https://api.slack.com/methods/auth.revoke). It does not uninstall the app.
+    async fn revoke(
+        &self,
+        ctx: ProviderContext<'_>,
+        _endpoints: &OAuthEndpoints,
+        tokens: &ConnectionTokens,
+    ) -> Result<(), ProviderCallError> {
+        oauth::revoke(ctx, &tokens.access_token).await
     }
 }

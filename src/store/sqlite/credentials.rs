@@ -10,7 +10,7 @@ use crate::domain::{
     to_micros, Connection, ConnectionId, ConnectionStatus, ConnectionUpsert, SealedField,
     SealedTokens, SealedValue, TenantId, Timestamp,
 };
-use crate::store::{sealed_location, StoreError};
+use crate::store::{sealed_location, ConnectionLock, StoreError};
 
 pub(super) async fn find_id(
     pool: &SqlitePool,
@@ -230,4 +230,57 @@ pub(super) async fn replace_sealed(
         .execute(pool)
         .await?;
     Ok(done.rows_affected() > 0)
+}
+
+/// How long a lease lasts if its holder dies without releasing it.
+const LEASE: chrono::Duration = chrono::Duration::seconds(60);
+/// How long to wait for a lease before giving up.
+const WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A lease row keyed by the connection, taken over only once expired.
+pub(super) async fn lock(
+    pool: &SqlitePool,
+    id: ConnectionId,
+) -> Result<ConnectionLock, StoreError> {
+    let owner = Uuid::new_v4();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let now = crate::domain::now();
+        let taken = sqlx::query(
+            "INSERT INTO connection_locks (connection_id, owner, lease_expires_at) VALUES (?, ?, ?) \
+             ON CONFLICT (connection_id) DO UPDATE SET owner = excluded.owner, \
+             lease_expires_at = excluded.lease_expires_at \
+             WHERE connection_locks.lease_expires_at < ?",
+        )
+        .bind(id.0)
+        .bind(owner)
+        .bind(to_micros(&(now + LEASE)))
+        .bind(to_micros(&now))
+        .execute(pool)
+        .await?
+        .rows_affected()
+            == 1;
+        if taken {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(StoreError::Unavailable(sqlx::Error::PoolTimedOut));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let pool = pool.clone();
+    Ok(ConnectionLock::with_release(move || {
+        let release = async move {
+            let _ =
+                sqlx::query("DELETE FROM connection_locks WHERE connection_id = ? AND owner = ?")
+                    .bind(id.0)
+                    .bind(owner)
+                    .execute(&pool)
+                    .await;
+        };
+        // Without a runtime the lease simply expires.
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(release);
+        }
+    }))
 }

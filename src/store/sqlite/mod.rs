@@ -239,9 +239,8 @@ impl Store for SqliteStore {
         credentials::needing_refresh(&self.pool, expiring_before, limit).await
     }
 
-    async fn lock_connection(&self, _id: ConnectionId) -> Result<ConnectionLock, StoreError> {
-        // A SQLite file is used by one process; the caller's in-process lock is enough.
-        Ok(ConnectionLock::local())
+    async fn lock_connection(&self, id: ConnectionId) -> Result<ConnectionLock, StoreError> {
+        credentials::lock(&self.pool, id).await
     }
 
     async fn sealed_values(

@@ -1,0 +1,150 @@
+//! Slack OAuth v2 (<https://api.slack.com/authentication/oauth-v2>).
+//!
+//! - Authorize at `https://slack.com/oauth/v2/authorize`; token at
+//!   `https://slack.com/api/oauth.v2.access`. Both live on the auth base
+//!   (`POBLYSH_SLACK_AUTH_BASE_URL`, default `https://slack.com`).
+//! - Web API calls (`auth.revoke`) go to the API base (`POBLYSH_SLACK_API_BASE_URL`, default
+//!   `https://slack.com/api`).
+//! - The token response names the workspace (`team.id`, `team.name`), so identifying the account
+//!   needs no further call.
+
+use reqwest::header::AUTHORIZATION;
+use serde_json::{Map, Value};
+use url::Url;
+
+use crate::config::ProviderSettings;
+use crate::crypto::Secret;
+use crate::oauth::client::{check_status, rate_limited, transport};
+use crate::oauth::{
+    standard_token_response, ClientAuth, ExternalAccount, OAuthEndpoints, ProviderCallError,
+    ProviderContext, TokenSet,
+};
+
+const AUTH_BASE: &str = "https://slack.com";
+const API_BASE: &str = "https://slack.com/api";
+
+fn base(configured: Option<&Url>, default: &str) -> Url {
+    configured
+        .cloned()
+        .unwrap_or_else(|| Url::parse(default).expect("default base URL is valid"))
+}
+
+/// `base` joined with `path`, keeping any path prefix of the base (`/api` for Web API methods).
+fn join(base: &Url, path: &str) -> Url {
+    let mut url = base.clone();
+    let prefix = url.path().trim_end_matches('/').to_string();
+    url.set_path(&format!("{prefix}{path}"));
+    url
+}
+
+pub(super) fn endpoints(settings: &ProviderSettings) -> OAuthEndpoints {
+    let auth = base(settings.auth_base_url.as_ref(), AUTH_BASE);
+    OAuthEndpoints {
+        authorize_url: join(&auth, "/oauth/v2/authorize"),
+        token_url: join(&auth, "/api/oauth.v2.access"),
+        // Revocation is the Web API method `auth.revoke`, called by `revoke` below.
+        revoke_url: None,
+        // Slack documents PKCE only for its user-token flow (`oauth.v2.user.access`); the bot
+        // install flow used here is the confidential-client code flow.
+        pkce: false,
+        extra_authorize_params: Vec::new(),
+        // Bot scopes go in `scope`, comma-separated (https://api.slack.com/authentication/oauth-v2#asking).
+        // User scopes (`user_scope`) are not requested: the connector acts as the app's bot user.
+        scope_separator: ",",
+        scope_param: "scope",
+        // Slack asks for the client credentials as HTTP Basic rather than form fields
+        // (https://api.slack.com/methods/oauth.v2.access#arg_client_id).
+        client_auth: ClientAuth::BasicAuth,
+    }
+}
+
+/// Reads `oauth.v2.access`, which answers HTTP 200 with `{"ok": false, "error": ...}` on failure
+/// (https://api.slack.com/methods/oauth.v2.access#errors; token rotation errors:
+/// https://api.slack.com/authentication/rotation).
+pub(super) fn interpret_token_response(
+    status: u16,
+    body: &Map<String, Value>,
+) -> Result<TokenSet, ProviderCallError> {
+    if body.get("ok").and_then(Value::as_bool) == Some(false) || body.contains_key("error") {
+        let error = body
+            .get("error")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown_error");
+        let message = format!("Slack answered {error}");
+        return Err(match error {
+            "invalid_code" | "invalid_grant" | "invalid_refresh_token" | "code_already_used" => {
+                ProviderCallError::InvalidGrant(message)
+            }
+            "ratelimited" => ProviderCallError::RateLimited { retry_after: None },
+            "internal_error" | "fatal_error" | "service_unavailable" => {
+                ProviderCallError::Unavailable(message)
+            }
+            _ if status >= 500 => ProviderCallError::Unavailable(message),
+            _ => ProviderCallError::Rejected(message),
+        });
+    }
+    let mut tokens = standard_token_response(status, body)?;
+    // `authed_user` carries the installing user's own token when user scopes were asked for;
+    // keep the user's id in `extra`, never a second credential.
+    if let Some(Value::Object(user)) = tokens.extra.get_mut("authed_user") {
+        user.remove("access_token");
+        user.remove("refresh_token");
+    }
+    Ok(tokens)
+}
+
+fn named(extra: &Map<String, Value>, key: &str) -> Option<(String, Option<String>)> {
+    let object = extra.get(key)?.as_object()?;
+    let id = object.get("id")?.as_str().filter(|id| !id.is_empty())?;
+    let name = object
+        .get("name")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    Some((id.to_string(), name))
+}
+
+/// The workspace the app was installed in: `team` from the token response. An org-wide install
+/// on Enterprise Grid has `team: null` and names the organization in `enterprise` instead
+/// (https://api.slack.com/enterprise/apps), so that is the account then.
+pub(super) fn identify(tokens: &TokenSet) -> Result<ExternalAccount, ProviderCallError> {
+    let (id, display_name) = named(&tokens.extra, "team")
+        .or_else(|| named(&tokens.extra, "enterprise"))
+        .ok_or_else(|| {
+            ProviderCallError::Rejected("Slack's token response names no workspace".into())
+        })?;
+    Ok(ExternalAccount { id, display_name })
+}
+
+/// `auth.revoke` with the token as Bearer (https://api.slack.com/methods/auth.revoke). Like
+/// every Web API method it answers 200 with `ok: false` on failure; a token Slack already
+/// considers dead (`invalid_auth`, `token_revoked`, `account_inactive`) needs no revoking.
+pub(super) async fn revoke(
+    ctx: ProviderContext<'_>,
+    token: &Secret,
+) -> Result<(), ProviderCallError> {
+    let api = base(ctx.settings.api_base_url.as_ref(), API_BASE);
+    let response = ctx
+        .http
+        .post(join(&api, "/auth.revoke"))
+        .header(AUTHORIZATION, format!("Bearer {}", token.expose()))
+        .send()
+        .await
+        .map_err(transport)?;
+    let status = response.status().as_u16();
+    if status == 429 {
+        return Err(rate_limited(&response));
+    }
+    check_status(status, "Slack auth.revoke")?;
+    let body: Value = response.json().await.map_err(|_| {
+        ProviderCallError::Rejected("Slack auth.revoke answered an unexpected body".into())
+    })?;
+    if body.get("ok").and_then(Value::as_bool) == Some(true) {
+        return Ok(());
+    }
+    match body.get("error").and_then(Value::as_str).unwrap_or("") {
+        "invalid_auth" | "token_revoked" | "account_inactive" => Ok(()),
+        error => Err(ProviderCallError::Rejected(format!(
+            "Slack auth.revoke answered {error}"
+        ))),
+    }
+}

@@ -92,7 +92,10 @@ async fn tenant_operations_declare_security_the_tenant_header_and_their_errors()
             "{method} {path} documents its success"
         );
     }
-    assert_eq!(tenant_ops, 8, "connect; connections list, get, delete; signals and jobs list and get");
+    assert_eq!(
+        tenant_ops, 8,
+        "connect; connections list, get, delete; signals and jobs list and get"
+    );
 }
 
 #[tokio::test]

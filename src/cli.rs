@@ -34,4 +34,7 @@ pub enum Command {
 pub enum KeysCommand {
     /// Print a fresh random 32-byte key, base64-encoded, for POBLYSH_CRYPTO_KEY.
     Generate,
+    /// Re-seal every stored secret under POBLYSH_CRYPTO_KEY. Put the old key in
+    /// POBLYSH_CRYPTO_PREVIOUS_KEYS first; safe to run again if interrupted.
+    Rotate,
 }

@@ -26,6 +26,9 @@ fn main() -> ExitCode {
             println!("{}", CryptoKey::generate().to_base64().as_str());
             ExitCode::SUCCESS
         }
+        Command::Keys {
+            command: KeysCommand::Rotate,
+        } => with_config(rotate),
         Command::Serve => with_config(serve),
         Command::Migrate => with_config(migrate),
     }
@@ -70,6 +73,33 @@ fn migrate(config: Config) -> anyhow::Result<()> {
         store.migrate().await?;
         store.close().await;
         tracing::info!(backend = store.backend().as_str(), "migrations applied");
+        Ok(())
+    })
+}
+
+fn rotate(config: Config) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let store = connectors::app::open_store(&config).await?;
+        store.migrate().await?;
+        let vault = connectors::crypto::Vault::new(
+            config.crypto_key.clone(),
+            config.previous_crypto_keys.clone(),
+        );
+        let report = connectors::keys::rotate(store.as_ref(), &vault, 500, None).await?;
+        store.close().await;
+        tracing::info!(
+            examined = report.examined,
+            resealed = report.resealed,
+            raced = report.raced,
+            key_id = format!("{:08x}", vault.current_key_id()),
+            "key rotation finished"
+        );
+        println!(
+            "examined {} sealed values, re-sealed {} under key {:08x}",
+            report.examined,
+            report.resealed,
+            vault.current_key_id()
+        );
         Ok(())
     })
 }

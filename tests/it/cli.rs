@@ -194,3 +194,35 @@ fn serve_stops_cleanly_on_sigterm() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+#[test]
+fn keys_rotate_runs_against_the_configured_database() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = connectors::crypto::CryptoKey::generate().to_base64();
+    let old = connectors::crypto::CryptoKey::generate().to_base64();
+    let out = connectors(
+        dir.path(),
+        &["keys", "rotate"],
+        &[
+            ("POBLYSH_PROFILE", "test"),
+            ("POBLYSH_CRYPTO_KEY", key.as_str()),
+            ("POBLYSH_CRYPTO_PREVIOUS_KEYS", old.as_str()),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("examined 0 sealed values"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = connectors(
+        dir.path(),
+        &["keys", "rotate"],
+        &[
+            ("POBLYSH_PROFILE", "test"),
+            ("POBLYSH_CRYPTO_PREVIOUS_KEYS", "not-a-key"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("POBLYSH_CRYPTO_PREVIOUS_KEYS"));
+}

@@ -8,6 +8,7 @@ mod cli;
 mod connect;
 mod errors;
 mod filters;
+mod keys;
 mod meta;
 mod oidc;
 mod openapi;

@@ -128,6 +128,8 @@ pub struct Config {
     pub token_refresh_lead: Duration,
     /// How often the refresher looks for expiring tokens (shorter than the lead time).
     pub token_refresh_interval: Duration,
+    /// Time limit of one call to a provider.
+    pub provider_timeout: Duration,
     pub log_level: String,
     pub log_format: LogFormat,
     pub request_timeout: Duration,
@@ -256,6 +258,7 @@ impl Config {
         let oauth_state_ttl = secs("POBLYSH_OAUTH_STATE_TTL_SECS", 600, 3600)?;
         let token_refresh_lead = secs("POBLYSH_TOKEN_REFRESH_LEAD_SECS", 600, 86_400)?;
         let token_refresh_interval = secs("POBLYSH_TOKEN_REFRESH_INTERVAL_SECS", 60, 86_400)?;
+        let provider_timeout = secs("POBLYSH_PROVIDER_TIMEOUT_SECS", 20, 300)?;
         if token_refresh_interval >= token_refresh_lead {
             return Err(ConfigError::new(
                 "POBLYSH_TOKEN_REFRESH_INTERVAL_SECS",
@@ -278,6 +281,7 @@ impl Config {
             oauth_state_ttl,
             token_refresh_lead,
             token_refresh_interval,
+            provider_timeout,
             log_level,
             log_format,
             request_timeout,

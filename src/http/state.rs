@@ -43,7 +43,7 @@ impl AppState {
                 config.crypto_key.clone(),
                 config.previous_crypto_keys.clone(),
             ),
-            http: crate::oauth::client::http_client(),
+            http: crate::oauth::client::http_client(config.provider_timeout),
             tokens: TokenManager::default(),
             config,
             store,

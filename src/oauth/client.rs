@@ -18,10 +18,10 @@ pub struct ProviderContext<'a> {
 }
 
 /// The HTTP client for provider calls: bounded time, no redirects to unexpected hosts.
-pub fn http_client() -> reqwest::Client {
+pub fn http_client(timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(20))
+        .connect_timeout(Duration::from_secs(5).min(timeout))
+        .timeout(timeout)
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("poblysh-connectors/", env!("CARGO_PKG_VERSION")))
         .build()

@@ -226,3 +226,127 @@ fn keys_rotate_runs_against_the_configured_database() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("POBLYSH_CRYPTO_PREVIOUS_KEYS"));
 }
+
+#[tokio::test]
+async fn a_running_service_never_logs_tokens_or_secrets() {
+    use connectors::crypto::{Aad, CryptoKey, Vault};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let key = CryptoKey::generate();
+    let operator = "operator-token-that-must-not-be-logged";
+    let log = std::fs::File::create(dir.path().join("log")).expect("log file");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_connectors"))
+        .arg("serve")
+        .current_dir(dir.path())
+        .env_clear()
+        .env("POBLYSH_PROFILE", "test")
+        .env("POBLYSH_SANDBOX_ENABLED", "true")
+        .env("POBLYSH_LOG_LEVEL", "debug")
+        .env("POBLYSH_API_BIND_ADDR", format!("127.0.0.1:{port}"))
+        .env("POBLYSH_OPERATOR_TOKEN", operator)
+        .env("POBLYSH_CRYPTO_KEY", key.to_base64().as_str())
+        .stdout(log.try_clone().expect("clone"))
+        .stderr(log)
+        .spawn()
+        .expect("spawn");
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while client.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "server did not start");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let tenant = uuid::Uuid::new_v4().to_string();
+    let started: serde_json::Value = client
+        .post(format!("{base}/connect/sandbox"))
+        .bearer_auth(operator)
+        .header("X-Tenant-Id", &tenant)
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    let authorize = started["authorize_url"].as_str().expect("url");
+    let redirect = client.get(authorize).send().await.expect("sent");
+    let callback = redirect.headers()["location"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    let connected: serde_json::Value = client
+        .get(&callback)
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    let id = connected["connection"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+
+    // Open the stored tokens with the key the service used, then look for them in the log.
+    let url = format!(
+        "sqlite://{}",
+        dir.path().join("data/connectors.db").display()
+    );
+    let store = connectors::store::connect(
+        &url,
+        &connectors::store::StoreOptions { max_connections: 1 },
+    )
+    .await
+    .expect("store");
+    let t: connectors::domain::TenantId = tenant.parse().expect("uuid");
+    let sealed = store
+        .connection_tokens(t, id.parse().expect("uuid"))
+        .await
+        .expect("read")
+        .expect("row");
+    let vault = Vault::new(key, vec![]);
+    let aad = |field: &str| Aad::new(t, "sandbox", &id, field);
+    let access = vault
+        .open_str(&sealed.access_token.expect("access"), &aad("access_token"))
+        .expect("opens");
+    let refresh = vault
+        .open_str(
+            &sealed.refresh_token.expect("refresh"),
+            &aad("refresh_token"),
+        )
+        .expect("opens");
+    let logged = std::fs::read_to_string(dir.path().join("log")).expect("log");
+    assert!(
+        logged.contains("request completed"),
+        "the log is written: {logged}"
+    );
+    let code = callback
+        .split("code=")
+        .nth(1)
+        .and_then(|c| c.split('&').next())
+        .expect("code");
+    let state = callback
+        .split("state=")
+        .nth(1)
+        .and_then(|c| c.split('&').next())
+        .expect("state");
+    for (what, secret) in [
+        ("access token", access.expose()),
+        ("refresh token", refresh.expose()),
+        ("operator token", operator),
+        ("authorization code", code),
+        ("state", state),
+    ] {
+        assert!(!logged.contains(secret), "the {what} appears in the log");
+    }
+}

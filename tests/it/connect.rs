@@ -579,3 +579,35 @@ async fn disconnecting_revokes_at_github_erases_tokens_and_keeps_or_purges_histo
     let (status, _) = app.get_json(t, &format!("/connections/{id}")).await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test]
+async fn a_token_endpoint_that_times_out_is_a_provider_error() {
+    let mock = MockServer::start().await;
+    let app = github_app(&mock, &[("POBLYSH_PROVIDER_TIMEOUT_SECS", "1")]).await;
+    let t = tenant();
+    Mock::given(method("POST"))
+        .and(path("/login/oauth/access_token"))
+        .respond_with(ResponseTemplate::new(200).set_delay(std::time::Duration::from_secs(3)))
+        .mount(&mock)
+        .await;
+    let authorize = authorize_url(&app, t, "github", None).await;
+    let state = param(&authorize, "state").expect("state");
+    let response = app
+        .anonymous(
+            Method::GET,
+            &format!("/connect/github/callback?code=slow&state={state}"),
+        )
+        .send()
+        .await
+        .expect("sent");
+    let body = assert_problem(response, 502, "PROVIDER_ERROR").await;
+    assert!(
+        body["details"]["provider_error"]
+            .as_str()
+            .expect("text")
+            .contains("timed out"),
+        "{body}"
+    );
+    let (_, list) = app.get_json(t, "/connections").await;
+    assert_eq!(list["connections"], json!([]));
+}

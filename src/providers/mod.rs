@@ -7,11 +7,13 @@ mod registry;
 
 pub mod github;
 pub mod gmail;
+mod google;
 pub mod google_calendar;
 pub mod google_drive;
 pub mod jira;
 pub mod sandbox;
 pub mod slack;
+mod zoho;
 pub mod zoho_cliq;
 pub mod zoho_mail;
 

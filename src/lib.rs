@@ -11,6 +11,7 @@ pub mod config;
 pub mod crypto;
 pub mod domain;
 pub mod http;
+pub mod ingest;
 pub mod keys;
 pub mod oauth;
 pub mod openapi;

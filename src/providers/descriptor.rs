@@ -2,6 +2,7 @@
 //! [`Connector`] trait through which core code reaches it.
 
 use async_trait::async_trait;
+use axum::http::HeaderMap;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use url::Url;
@@ -9,7 +10,9 @@ use utoipa::ToSchema;
 
 use crate::config::ProviderSettings;
 use crate::crypto::Secret;
+use crate::domain::{Connection, ConnectionId};
 use crate::http::AppState;
+use crate::ingest::{Normalized, SyncPage, Verified, WebhookEvent, WebhookRejection};
 use crate::oauth::{
     standard_token_response, ConnectionTokens, ExternalAccount, OAuthEndpoints, ProviderCallError,
     ProviderContext, TokenSet,
@@ -145,8 +148,61 @@ pub trait Connector: Send + Sync + 'static {
         ctx.revoke_token(endpoints, token).await
     }
 
+    /// Verifies a webhook delivery on its raw bytes, in constant time, within the provider's
+    /// replay window, and names its dedupe key. The default refuses every delivery.
+    fn verify_webhook(
+        &self,
+        _settings: &ProviderSettings,
+        _headers: &HeaderMap,
+        _body: &[u8],
+    ) -> Result<Verified, WebhookRejection> {
+        Err(WebhookRejection::NotConfigured)
+    }
+
+    /// Which of the tenant's active connections to this provider a stored event belongs to;
+    /// `None` leaves it `unmatched`. The default: the only connection, if there is exactly one.
+    fn route_webhook(
+        &self,
+        _event: &WebhookEvent,
+        connections: &[Connection],
+    ) -> Option<ConnectionId> {
+        match connections {
+            [only] => Some(only.id),
+            _ => None,
+        }
+    }
+
+    /// What a stored event means. `Err` describes a payload that cannot be read (the event
+    /// ends `failed`, never retried).
+    fn normalize_webhook(&self, _event: &WebhookEvent) -> Result<Normalized, String> {
+        Ok(Normalized::Ignored)
+    }
+
+    /// One step of an incremental sync: fetch the page after `cursor` (`None`: from the
+    /// beginning) and return its signals and the cursor to resume from.
+    async fn sync_page(
+        &self,
+        _ctx: SyncContext<'_>,
+        _cursor: Option<&Value>,
+    ) -> Result<SyncPage, ProviderCallError> {
+        Ok(SyncPage {
+            signals: Vec::new(),
+            cursor: Value::Null,
+            more: false,
+        })
+    }
+
     /// Routes the provider serves itself (the sandbox's authorize page); not part of the API.
     fn routes(&self) -> Option<axum::Router<AppState>> {
         None
     }
+}
+
+/// What a sync step may use: the provider's HTTP client and settings, the connection and a
+/// fresh access token.
+#[derive(Clone, Copy)]
+pub struct SyncContext<'a> {
+    pub provider: ProviderContext<'a>,
+    pub connection: &'a Connection,
+    pub access_token: &'a Secret,
 }

@@ -17,5 +17,5 @@ mod zoho;
 pub mod zoho_cliq;
 pub mod zoho_mail;
 
-pub use descriptor::{AuthType, Connector, Descriptor, RateLimitPolicy};
+pub use descriptor::{AuthType, Connector, Descriptor, RateLimitPolicy, SyncContext};
 pub use registry::{descriptors, Registry, RegistryEntry};

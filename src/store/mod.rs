@@ -3,9 +3,11 @@
 //! the [`TenantId`] first, so no query can reach another tenant's rows.
 
 mod error;
+mod inbox;
 mod lock;
 mod migrations;
 mod postgres;
+mod queue;
 mod sqlite;
 
 use std::sync::Arc;
@@ -20,8 +22,10 @@ use crate::domain::{
 };
 
 pub use error::StoreError;
+pub use inbox::Inbox;
 pub use lock::ConnectionLock;
 pub use postgres::PostgresStore;
+pub use queue::SyncQueue;
 pub use sqlite::SqliteStore;
 
 /// Which database a store talks to.
@@ -96,7 +100,7 @@ pub struct Readiness {
 /// The storage interface. Lists are keyset-paginated: connections ascend by
 /// `(created_at, id)`, signals and jobs descend by `(occurred_at, id)` and `(created_at, id)`.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: Inbox + SyncQueue + Send + Sync + 'static {
     /// Which database this is.
     fn backend(&self) -> Backend;
 

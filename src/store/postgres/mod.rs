@@ -2,8 +2,10 @@
 
 mod connections;
 mod credentials;
+mod inbox;
 mod jobs;
 mod oauth_states;
+mod queue;
 mod signals;
 
 use std::time::Duration;

@@ -3,8 +3,10 @@
 
 mod connections;
 mod credentials;
+mod inbox;
 mod jobs;
 mod oauth_states;
+mod queue;
 mod signals;
 
 use std::str::FromStr;

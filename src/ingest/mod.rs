@@ -1,0 +1,7 @@
+//! Turning provider activity into signals, provider-agnostic: the webhook inbox (verify, store,
+//! then acknowledge; a worker normalizes), the sync engine (scheduled jobs, leased workers, a
+//! cursor committed with each page) and the types connectors use to take part.
+
+mod types;
+
+pub use types::{Normalized, SignalDraft, SyncPage, Verified, WebhookEvent, WebhookRejection};

@@ -1,0 +1,337 @@
+//! Benchmark harness for `GET /signals`: loads a fresh database through the library's storage
+//! interface, starts the real release server as a separate process and drives it over HTTP
+//! with concurrent keep-alive clients, then prints a Markdown table for `docs/benchmarks.md`.
+//!
+//! This is a harness to run by hand, not a test. Build the server first, then run:
+//!
+//! ```text
+//! cargo build --release
+//! cargo run --release --example bench_signals -- --db sqlite
+//! cargo run --release --example bench_signals -- --db postgres --postgres-url postgres://127.0.0.1:5432/test
+//! ```
+//!
+//! Scenarios, each after a warm-up that is not recorded:
+//!
+//! * `first_page`: `GET /signals?limit=50` for a random tenant per request;
+//! * `deep_page`: `GET /signals?limit=50&cursor=...` with cursors 70–90 % deep into a tenant's
+//!   history, collected beforehand by following `next_cursor` page by page.
+//!
+//! The client runs on the same machine as the server and competes with it for CPU; the report
+//! says so and shows both processes' CPU use.
+
+#[path = "bench_signals/database.rs"]
+mod database;
+#[path = "bench_signals/dataset.rs"]
+mod dataset;
+#[path = "bench_signals/drive.rs"]
+mod drive;
+#[path = "bench_signals/report.rs"]
+mod report;
+#[path = "bench_signals/server.rs"]
+mod server;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Parser, ValueEnum};
+use connectors::crypto::{random_token, CryptoKey};
+
+/// Which database the benchmark runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DbKind {
+    Sqlite,
+    Postgres,
+}
+
+impl DbKind {
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            DbKind::Sqlite => "sqlite",
+            DbKind::Postgres => "postgres",
+        }
+    }
+}
+
+/// Benchmark of `GET /signals` against the release server (run `cargo build --release` first).
+#[derive(Debug, Parser)]
+#[command(name = "bench_signals")]
+struct Args {
+    /// Database to benchmark.
+    #[arg(long, value_enum)]
+    db: DbKind,
+    /// Signals to load, spread evenly over the tenants.
+    #[arg(long, default_value_t = 1_000_000)]
+    signals: u64,
+    /// Tenants, each with one GitHub connection.
+    #[arg(long, default_value_t = 100)]
+    tenants: u32,
+    /// Concurrent client tasks (keep-alive connections).
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Recorded seconds per scenario.
+    #[arg(long, default_value_t = 20)]
+    duration_secs: u64,
+    /// Unrecorded warm-up seconds before each scenario.
+    #[arg(long, default_value_t = 2)]
+    warmup_secs: u64,
+    /// Server to create the throw-away PostgreSQL database on (`--db postgres`).
+    #[arg(long, default_value = "postgres://127.0.0.1:5432/test")]
+    postgres_url: String,
+    /// Directory for the SQLite file and the server log (a fresh subdirectory is created and
+    /// removed at the end); default: the system temp directory.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// `POBLYSH_DB_MAX_CONNECTIONS` of the server.
+    #[arg(long, default_value_t = 8)]
+    db_connections: u32,
+    /// Signals per `insert_signals` call while loading.
+    #[arg(long, default_value_t = 5_000)]
+    batch_size: usize,
+    /// Tenants whose history is walked to collect deep cursors.
+    #[arg(long, default_value_t = 10)]
+    deep_tenants: u32,
+    /// Server binary; default: `connectors` next to this example's directory (target/release).
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
+    /// Seconds to wait for `/readyz` to answer 200.
+    #[arg(long, default_value_t = 30)]
+    ready_timeout_secs: u64,
+}
+
+impl Args {
+    fn validate(&self) -> Result<()> {
+        if self.tenants == 0 || self.concurrency == 0 || self.duration_secs == 0 {
+            bail!("--tenants, --concurrency and --duration-secs must be at least 1");
+        }
+        if self.batch_size == 0 || self.deep_tenants == 0 || self.db_connections == 0 {
+            bail!("--batch-size, --deep-tenants and --db-connections must be at least 1");
+        }
+        let per_tenant = self.signals / u64::from(self.tenants);
+        if per_tenant < 10 * drive::PAGE_SIZE {
+            bail!(
+                "--signals {} over --tenants {} gives {per_tenant} signals per tenant; deep pages \
+                 need at least {} (ten pages) per tenant",
+                self.signals,
+                self.tenants,
+                10 * drive::PAGE_SIZE
+            );
+        }
+        Ok(())
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("bench_signals: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<()> {
+    args.validate()?;
+    if cfg!(debug_assertions) {
+        eprintln!(
+            "warning: this harness is a debug build; its own overhead will distort the figures \
+             (use cargo run --release)"
+        );
+    }
+    let server_bin = server::locate(args.server_bin.as_deref())?;
+    let workdir = {
+        let mut builder = tempfile::Builder::new();
+        builder.prefix("bench_signals_");
+        match &args.data_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+                builder.tempdir_in(dir)
+            }
+            None => builder.tempdir(),
+        }
+        .context("creating the work directory")?
+    };
+    let machine = report::Machine::detect();
+    println!(
+        "bench_signals: {}, load average {}",
+        machine.describe(),
+        machine.load_before.as_deref().unwrap_or("n/a")
+    );
+    println!(
+        "note: client and server share this machine's {} CPU(s); the client's CPU use is shown \
+         next to the server's",
+        machine.cpus
+    );
+    println!("server binary: {}", server_bin.display());
+    println!("work directory: {}", workdir.path().display());
+
+    let db = database::prepare(args.db, &args.postgres_url, workdir.path()).await?;
+    println!("database: {}", db.describe());
+
+    let outcome = tokio::select! {
+        result = bench(&args, &server_bin, workdir.path(), &db, &machine) => result,
+        _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
+    };
+    let cleanup = db.cleanup().await;
+    let summary = match (outcome, cleanup) {
+        (Ok(summary), Ok(())) => summary,
+        (Err(err), Ok(())) => return Err(err),
+        (Ok(_), Err(err)) => return Err(err),
+        (Err(err), Err(cleanup_err)) => {
+            eprintln!("bench_signals: cleanup also failed: {cleanup_err:#}");
+            return Err(err);
+        }
+    };
+    println!("\n{}", report::markdown(&summary));
+    Ok(())
+}
+
+/// Loads the data, runs the server and every scenario, and stops the server.
+async fn bench(
+    args: &Args,
+    server_bin: &Path,
+    workdir: &Path,
+    db: &database::BenchDb,
+    machine: &report::Machine,
+) -> Result<report::Summary> {
+    println!(
+        "\nloading {} signals for {} tenants (batches of {})",
+        report::thousands(args.signals),
+        args.tenants,
+        report::thousands(args.batch_size as u64)
+    );
+    let loaded = dataset::load(&db.url, args.signals, args.tenants, args.batch_size).await?;
+    println!(
+        "loaded {} signals in {:.1} s ({} rows/s), payload ≈ {} bytes",
+        report::thousands(loaded.rows),
+        loaded.elapsed.as_secs_f64(),
+        report::thousands(loaded.rows_per_sec() as u64),
+        loaded.payload_bytes
+    );
+    let analyzed = db.analyze().await?;
+    if analyzed {
+        println!("ran ANALYZE (as autovacuum would after a bulk load)");
+    }
+
+    let token = random_token().expose().to_string();
+    let crypto_key = CryptoKey::generate().to_base64().to_string();
+    let mut srv = server::start(&server::Spec {
+        bin: server_bin,
+        workdir,
+        database_url: &db.url,
+        token: &token,
+        crypto_key: &crypto_key,
+        db_connections: args.db_connections,
+    })?;
+    println!("\nstarted the server (pid {}) on {}", srv.pid, srv.base);
+    let api = Arc::new(drive::Api::new(srv.base.clone(), &token, args.concurrency)?);
+    let measured = measure(args, &mut srv, &api, &loaded).await;
+    let measured = match measured {
+        Ok(measured) => measured,
+        Err(err) => {
+            let tail = srv.log_tail(30);
+            let log = srv.log_path.display().to_string();
+            let _ = srv.stop().await;
+            return Err(anyhow!(
+                "{err:#}\nlast lines of the server log {log}:\n{tail}"
+            ));
+        }
+    };
+    let status = srv.stop().await?;
+    if !status.success() {
+        eprintln!("warning: the server exited with {status} after SIGTERM");
+    }
+
+    Ok(report::Summary {
+        backend: args.db,
+        signals: args.signals,
+        tenants: args.tenants,
+        batch_size: args.batch_size,
+        loaded,
+        analyzed,
+        concurrency: args.concurrency,
+        warmup: Duration::from_secs(args.warmup_secs),
+        duration: Duration::from_secs(args.duration_secs),
+        db_connections: args.db_connections,
+        ready_in: measured.ready_in,
+        idle_rss_kb: measured.idle_rss_kb,
+        deep: measured.deep,
+        scenarios: measured.scenarios,
+        machine: machine.clone(),
+        load_after: report::load_average(),
+        commit: report::git_commit(),
+        finished_at: chrono::Utc::now(),
+    })
+}
+
+struct Measured {
+    ready_in: Duration,
+    idle_rss_kb: u64,
+    deep: drive::DeepCursors,
+    scenarios: Vec<drive::Scenario>,
+}
+
+/// Everything that happens while the server runs.
+async fn measure(
+    args: &Args,
+    srv: &mut server::Server,
+    api: &Arc<drive::Api>,
+    loaded: &dataset::Loaded,
+) -> Result<Measured> {
+    let ready_in = srv
+        .wait_ready(api.client(), Duration::from_secs(args.ready_timeout_secs))
+        .await?;
+    println!("ready in {} ms; settling for 2 s", ready_in.as_millis());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle_rss_kb = server::rss_kb(srv.pid).context("reading the server's VmRSS")?;
+    println!("idle RSS: {:.1} MB", report::mb(idle_rss_kb));
+
+    let deep = drive::deep_cursors(api, &loaded.tenants, args.deep_tenants).await?;
+    println!(
+        "collected {} deep cursors from {} tenants by walking {} pages in {:.1} s ({})",
+        deep.targets.len(),
+        deep.tenants,
+        deep.pages_walked,
+        deep.elapsed.as_secs_f64(),
+        deep.describe()
+    );
+    let first = drive::first_page_targets(api, &loaded.tenants)?;
+
+    let load = drive::LoadSettings {
+        concurrency: args.concurrency,
+        warmup: Duration::from_secs(args.warmup_secs),
+        duration: Duration::from_secs(args.duration_secs),
+    };
+    let mut scenarios = Vec::new();
+    for (name, targets) in [("first_page", first), ("deep_page", deep.targets.clone())] {
+        println!(
+            "\nscenario {name}: {} clients, {} s warm-up + {} s",
+            load.concurrency,
+            load.warmup.as_secs(),
+            load.duration.as_secs()
+        );
+        let scenario = drive::run_scenario(api, name, Arc::new(targets), &load, srv.pid).await?;
+        println!("  {}", scenario.one_line());
+        if scenario.errors > 0 {
+            eprintln!(
+                "  {} errors; samples: {:?}\n  last lines of the server log:\n{}",
+                scenario.errors,
+                scenario.error_samples,
+                srv.log_tail(20)
+            );
+        }
+        scenarios.push(scenario);
+    }
+    Ok(Measured {
+        ready_in,
+        idle_rss_kb,
+        deep,
+        scenarios,
+    })
+}

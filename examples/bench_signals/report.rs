@@ -1,0 +1,269 @@
+//! The report: machine facts and the Markdown block to paste into `docs/benchmarks.md`.
+
+use std::fmt::Write as _;
+use std::process::Command;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+use crate::dataset::Loaded;
+use crate::drive::{cores, DeepCursors, Scenario, PAGE_SIZE};
+use crate::DbKind;
+
+/// The machine the benchmark runs on (client and server alike).
+#[derive(Clone, Debug)]
+pub struct Machine {
+    pub cpus: usize,
+    pub cpu_model: Option<String>,
+    pub mem_total_kb: Option<u64>,
+    pub load_before: Option<String>,
+}
+
+impl Machine {
+    pub fn detect() -> Self {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        Self {
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cpu_model: cpuinfo
+                .lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .and_then(|rest| rest.split_once(':'))
+                .map(|(_, model)| model.trim().to_string()),
+            mem_total_kb: meminfo
+                .lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|kb| kb.parse().ok()),
+            load_before: load_average(),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        let mut text = format!("{} CPU(s)", self.cpus);
+        if let Some(model) = &self.cpu_model {
+            let _ = write!(text, " ({model})");
+        }
+        if let Some(kb) = self.mem_total_kb {
+            let _ = write!(text, ", {:.1} GiB RAM", kb as f64 / 1024.0 / 1024.0);
+        }
+        text
+    }
+}
+
+/// The 1, 5 and 15 minute load averages.
+pub fn load_average() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    Some(
+        text.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
+}
+
+/// `git describe --always --dirty` of the repository, when available.
+pub fn git_commit() -> Option<String> {
+    let out = Command::new("git")
+        .args(["describe", "--always", "--dirty"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()?;
+    let text = String::from_utf8(out.stdout).ok()?.trim().to_string();
+    (out.status.success() && !text.is_empty()).then_some(text)
+}
+
+/// Everything one run measured.
+pub struct Summary {
+    pub backend: DbKind,
+    pub signals: u64,
+    pub tenants: u32,
+    pub batch_size: usize,
+    pub loaded: Loaded,
+    pub analyzed: bool,
+    pub concurrency: usize,
+    pub warmup: Duration,
+    pub duration: Duration,
+    pub db_connections: u32,
+    pub ready_in: Duration,
+    pub idle_rss_kb: u64,
+    pub deep: DeepCursors,
+    pub scenarios: Vec<Scenario>,
+    pub machine: Machine,
+    pub load_after: Option<String>,
+    pub commit: Option<String>,
+    pub finished_at: DateTime<Utc>,
+}
+
+/// Kilobytes as megabytes (MiB).
+pub fn mb(kb: u64) -> f64 {
+    kb as f64 / 1024.0
+}
+
+/// `1234567` as `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The Markdown block for `docs/benchmarks.md`.
+pub fn markdown(s: &Summary) -> String {
+    let backend = match s.backend {
+        DbKind::Sqlite => "SQLite",
+        DbKind::Postgres => "PostgreSQL",
+    };
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "### {backend}: {} signals, {} tenants, {} clients\n",
+        thousands(s.signals),
+        s.tenants,
+        s.concurrency
+    );
+    md.push_str(
+        "| Backend | Scenario | Clients | Requests | Errors | req/s | p50 ms | p90 ms | p99 ms \
+         | max ms | Server CPU | Client CPU | Idle RSS MB | Max RSS MB |\n",
+    );
+    md.push_str("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+    for sc in &s.scenarios {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {:.1} | {:.1} |",
+            s.backend.as_str(),
+            sc.name,
+            s.concurrency,
+            thousands(sc.requests),
+            sc.errors,
+            thousands(sc.req_per_sec().round() as u64),
+            sc.ms(0.5),
+            sc.ms(0.9),
+            sc.ms(0.99),
+            sc.max_ms(),
+            cores(sc.server_cpu),
+            cores(sc.client_cpu),
+            mb(s.idle_rss_kb),
+            mb(sc.max_rss_kb),
+        );
+    }
+    md.push('\n');
+    let per_tenant = s.signals / u64::from(s.tenants);
+    let _ = writeln!(
+        md,
+        "- Data: {} signals over {} tenants (~{} each, one GitHub connection per tenant), \
+         occurred_at spread over 365 days, payload ≈ {} B; loaded through \
+         `Store::insert_signals` in batches of {} in {:.1} s ({} rows/s){}.",
+        thousands(s.loaded.rows),
+        s.tenants,
+        thousands(per_tenant),
+        s.loaded.payload_bytes,
+        thousands(s.batch_size as u64),
+        s.loaded.elapsed.as_secs_f64(),
+        thousands(s.loaded.rows_per_sec().round() as u64),
+        if s.analyzed { "; then `ANALYZE`" } else { "" }
+    );
+    let _ = writeln!(
+        md,
+        "- Requests: `GET /signals?limit={PAGE_SIZE}` (no payloads) for a random tenant; \
+         `deep_page` adds one of {} cursors from {} tenants, {} (cursors taken from the \
+         server's `next_cursor`).",
+        s.deep.targets.len(),
+        s.deep.tenants,
+        s.deep.describe()
+    );
+    let _ = writeln!(
+        md,
+        "- Load: {} concurrent client tasks on one keep-alive `reqwest` client, {} s warm-up \
+         (not recorded), then {} s per scenario; every non-200 answer counts as an error.",
+        s.concurrency,
+        s.warmup.as_secs(),
+        s.duration.as_secs()
+    );
+    let _ = writeln!(
+        md,
+        "- Server: release `connectors serve` in its own process, `POBLYSH_DB_MAX_CONNECTIONS={}`, \
+         `POBLYSH_LOG_LEVEL=warn`; ready in {} ms; idle RSS measured 2 s after readiness, \
+         max RSS sampled every 500 ms under load. CPU columns: % of one core during the \
+         recorded window{}.",
+        s.db_connections,
+        s.ready_in.as_millis(),
+        if s.backend == DbKind::Postgres {
+            " (server CPU is the `connectors` process only; PostgreSQL's own processes \
+             run on the same CPUs and are not counted)"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(
+        md,
+        "- Machine: {}; load average (1/5/15 min) {} before the run, {} after. **Client and \
+         server share these CPUs**, so the client's CPU use is taken from the server.",
+        s.machine.describe(),
+        s.machine.load_before.as_deref().unwrap_or("n/a"),
+        s.load_after.as_deref().unwrap_or("n/a")
+    );
+    let _ = writeln!(
+        md,
+        "- Build: {}; finished {}.",
+        s.commit.as_deref().unwrap_or("unknown commit"),
+        s.finished_at.to_rfc3339_opts(SecondsFormat::Secs, true)
+    );
+    md.push_str(&targets(s));
+    md
+}
+
+/// The targets of `docs/benchmarks.md`, checked against this run.
+fn targets(s: &Summary) -> String {
+    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+    let mut md = String::from("- Targets");
+    if s.backend != DbKind::Sqlite || s.concurrency != 32 {
+        md.push_str(" (the req/s and p99 targets are stated for SQLite at 32 clients)");
+    }
+    md.push_str(":\n");
+    let find = |name: &str| s.scenarios.iter().find(|sc| sc.name == name);
+    if let Some(first) = find("first_page") {
+        let _ = writeln!(
+            md,
+            "  - ≥ 5,000 req/s: {} ({} req/s on first_page)",
+            verdict(first.req_per_sec() >= 5000.0),
+            thousands(first.req_per_sec().round() as u64)
+        );
+        if let Some(deep) = find("deep_page") {
+            let ratio = deep.req_per_sec() / first.req_per_sec().max(1e-9);
+            let _ = writeln!(
+                md,
+                "  - deep pages as fast as the first: {} (deep/first throughput {:.2}, p99 \
+                 {:.2} vs {:.2} ms)",
+                verdict(ratio >= 0.9),
+                ratio,
+                deep.ms(0.99),
+                first.ms(0.99)
+            );
+        }
+    }
+    let worst_p99 = s.scenarios.iter().map(|sc| sc.ms(0.99)).fold(0.0, f64::max);
+    let _ = writeln!(
+        md,
+        "  - p99 < 20 ms: {} (worst p99 {worst_p99:.2} ms)",
+        verdict(worst_p99 < 20.0)
+    );
+    let _ = writeln!(
+        md,
+        "  - idle RSS < 30 MB: {} ({:.1} MB)",
+        verdict(mb(s.idle_rss_kb) < 30.0),
+        mb(s.idle_rss_kb)
+    );
+    let errors: u64 = s.scenarios.iter().map(|sc| sc.errors).sum();
+    let _ = writeln!(
+        md,
+        "  - no errors: {} ({errors} errors)",
+        verdict(errors == 0)
+    );
+    md
+}

@@ -13,6 +13,7 @@ mod meta;
 mod oidc;
 mod openapi;
 mod pagination;
+mod providers_oauth;
 mod refresh;
 mod tenancy;
 mod validation;

@@ -148,3 +148,51 @@ pub(super) async fn revoke(
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn body(v: Value) -> Map<String, Value> {
+        v.as_object().expect("object").clone()
+    }
+
+    #[test]
+    fn ok_false_errors_map_to_grant_or_rejection() {
+        for grant in [
+            "invalid_code",
+            "invalid_grant",
+            "invalid_refresh_token",
+            "code_already_used",
+        ] {
+            let err = interpret_token_response(200, &body(json!({"ok": false, "error": grant})));
+            assert!(
+                matches!(err, Err(ProviderCallError::InvalidGrant(_))),
+                "{grant}"
+            );
+        }
+        let err = interpret_token_response(
+            200,
+            &body(json!({"ok": false, "error": "bad_client_secret"})),
+        );
+        assert!(matches!(err, Err(ProviderCallError::Rejected(_))));
+    }
+
+    #[test]
+    fn an_org_wide_install_is_identified_by_its_enterprise_and_user_tokens_are_dropped() {
+        let tokens = interpret_token_response(
+            200,
+            &body(json!({
+                "ok": true, "access_token": "xoxb-1", "team": null,
+                "enterprise": {"id": "E12345678", "name": "slack-sports"},
+                "authed_user": {"id": "U1234", "access_token": "xoxp-1234"}
+            })),
+        )
+        .expect("tokens");
+        assert_eq!(tokens.extra["authed_user"], json!({"id": "U1234"}));
+        let account = identify(&tokens).expect("account");
+        assert_eq!(account.id, "E12345678");
+        assert_eq!(account.display_name.as_deref(), Some("slack-sports"));
+    }
+}

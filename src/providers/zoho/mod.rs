@@ -164,3 +164,76 @@ pub(super) async fn revoke(
     let response = ctx.http.post(url).send().await.map_err(transport)?;
     check_status(response.status().as_u16(), "Zoho token revocation")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::RateLimitPolicy;
+
+    fn settings(auth: Option<&str>, api: Option<&str>) -> ProviderSettings {
+        ProviderSettings {
+            slug: "zoho_mail",
+            client_id: None,
+            client_secret: None,
+            webhook_secret: None,
+            api_base_url: api.map(|u| Url::parse(u).expect("url")),
+            auth_base_url: auth.map(|u| Url::parse(u).expect("url")),
+            scopes: None,
+            rate_limit: RateLimitPolicy {
+                requests: 1,
+                window_secs: 1,
+                burst: 1,
+                max_concurrency: 1,
+            },
+        }
+    }
+
+    #[test]
+    fn the_api_host_follows_the_accounts_server_data_centre() {
+        let api = |auth, api| api_base(&settings(auth, api), "mail").to_string();
+        assert_eq!(api(None, None), "https://mail.zoho.com/");
+        assert_eq!(
+            api(Some("https://accounts.zoho.eu"), None),
+            "https://mail.zoho.eu/"
+        );
+        assert_eq!(
+            api(Some("https://accounts.zoho.com.au"), None),
+            "https://mail.zoho.com.au/"
+        );
+        assert_eq!(
+            api(Some("https://accounts.zohocloud.ca"), None),
+            "https://mail.zohocloud.ca/"
+        );
+        assert_eq!(
+            api(Some("http://127.0.0.1:9"), None),
+            "https://mail.zoho.com/"
+        );
+        let explicit = api(
+            Some("https://accounts.zoho.eu"),
+            Some("http://127.0.0.1:9/x"),
+        );
+        assert_eq!(explicit, "http://127.0.0.1:9/x");
+        let e = endpoints(&settings(Some("https://accounts.zoho.in"), None));
+        assert_eq!(
+            e.token_url.as_str(),
+            "https://accounts.zoho.in/oauth/v2/token"
+        );
+    }
+
+    #[test]
+    fn invalid_code_is_an_invalid_grant_and_api_domain_stays_in_extra() {
+        let body = |v: Value| v.as_object().expect("object").clone();
+        let err =
+            interpret_token_response(200, &body(serde_json::json!({"error": "invalid_code"})));
+        assert!(matches!(err, Err(ProviderCallError::InvalidGrant(_))));
+        let err =
+            interpret_token_response(200, &body(serde_json::json!({"error": "invalid_client"})));
+        assert!(matches!(err, Err(ProviderCallError::Rejected(_))));
+        let tokens = interpret_token_response(
+            200,
+            &body(serde_json::json!({"access_token": "a", "api_domain": "https://www.zohoapis.eu", "expires_in": 3600})),
+        )
+        .expect("tokens");
+        assert_eq!(tokens.extra["api_domain"], "https://www.zohoapis.eu");
+    }
+}

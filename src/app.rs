@@ -90,7 +90,11 @@ impl App {
     ) -> anyhow::Result<()> {
         let state = self.state.clone();
         let upkeep = tokio::spawn(telemetry::metrics_upkeep(state.metrics.clone()));
-        let refresher = tokio::spawn(state.tokens.clone().run(state.clone()));
+        let mut background = Vec::new();
+        if state.config.roles.worker {
+            background.push(tokio::spawn(state.tokens.clone().run(state.clone())));
+            background.push(tokio::spawn(crate::ingest::inbox::run(state.clone())));
+        }
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let flag = state.shutting_down.clone();
         tokio::spawn(async move {
@@ -124,7 +128,9 @@ impl App {
                 .context("serving metrics")?;
         }
         upkeep.abort();
-        refresher.abort();
+        for task in background {
+            task.abort();
+        }
         state.store.close().await;
         tracing::info!("stopped");
         Ok(())
@@ -143,14 +149,21 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
 
 /// The full router over `state`: documented routes, Swagger UI and the edge middleware.
 pub fn router(state: AppState) -> Router {
-    let (api, _) = crate::openapi::router();
-    let docs: Router<AppState> = SwaggerUi::new("/docs")
-        .config(utoipa_swagger_ui::Config::from("/openapi.json"))
-        .into();
     let settings = EdgeSettings {
         request_timeout: state.config.request_timeout,
         max_body_bytes: state.config.max_body_bytes,
     };
+    if !state.config.roles.api {
+        // A worker-only instance answers probes and metrics, nothing else.
+        let (operations, _) = utoipa_axum::router::OpenApiRouter::new()
+            .merge(crate::api::operations_routes())
+            .split_for_parts();
+        return edge::apply(operations, settings).with_state(state);
+    }
+    let (api, _) = crate::openapi::router();
+    let docs: Router<AppState> = SwaggerUi::new("/docs")
+        .config(utoipa_swagger_ui::Config::from("/openapi.json"))
+        .into();
     // Pages a provider serves itself (the sandbox's authorize page); not part of the API.
     let providers = state
         .registry

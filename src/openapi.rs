@@ -28,6 +28,7 @@ Every error is `application/problem+json` with a stable `code`.",
         (name = "connections", description = "A tenant's connections to provider accounts."),
         (name = "signals", description = "Normalized events from connected providers."),
         (name = "jobs", description = "Sync jobs and their outcomes."),
+        (name = "webhooks", description = "Provider webhooks, verified by the provider's signature. Public."),
         (name = "configuration", description = "Effective configuration, secrets redacted. Operator only."),
     )
 )]

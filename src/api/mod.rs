@@ -10,6 +10,7 @@ mod jobs;
 mod meta;
 mod providers;
 mod signals;
+mod webhooks;
 
 pub use meta::render_metrics;
 
@@ -18,13 +19,18 @@ use utoipa_axum::routes;
 
 use crate::http::AppState;
 
-/// Every documented route.
-pub fn routes() -> OpenApiRouter<AppState> {
+/// The operational routes a worker-only instance serves: health, readiness, metrics.
+pub fn operations_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(meta::root))
         .routes(routes!(meta::healthz))
         .routes(routes!(meta::readyz))
         .routes(routes!(meta::metrics))
+}
+
+/// Every documented route.
+pub fn routes() -> OpenApiRouter<AppState> {
+    operations_routes()
+        .routes(routes!(meta::root))
         .routes(routes!(meta::openapi_json))
         .routes(routes!(providers::list_providers))
         .routes(routes!(connect::start_connect))
@@ -38,6 +44,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(signals::get_signal))
         .routes(routes!(jobs::list_jobs))
         .routes(routes!(jobs::get_job))
+        .routes(routes!(webhooks::receive))
         .routes(routes!(config::summary))
         .routes(routes!(config::rate_limit_policy))
 }

@@ -106,6 +106,15 @@ pub enum TokenSource {
     Generated,
 }
 
+/// What this process does (`POBLYSH_ROLES`): serve the API, run background work, or both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Roles {
+    /// Serves the HTTP API.
+    pub api: bool,
+    /// Runs the inbox worker, the sync scheduler and workers, and the token refresher.
+    pub worker: bool,
+}
+
 /// The service's whole configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -137,6 +146,13 @@ pub struct Config {
     pub allowed_return_urls: Vec<Url>,
     pub allowed_redirect_uris: Vec<Url>,
     pub sandbox_enabled: bool,
+    pub roles: Roles,
+    /// Whether this process runs the sync scheduler and workers (`POBLYSH_SYNC_ENABLED`).
+    pub sync_enabled: bool,
+    /// How often each connection is synced, unless its provider sets its own interval.
+    pub sync_interval: Duration,
+    /// Per-provider sync intervals (`POBLYSH_<SLUG>_SYNC_INTERVAL_SECS`).
+    pub provider_sync_intervals: Vec<(&'static str, Duration)>,
     pub providers: Vec<ProviderSettings>,
     /// What start-up did on the operator's behalf (generated secrets), to log once.
     pub startup_notes: Vec<StartupNote>,
@@ -237,6 +253,34 @@ impl Config {
         let sandbox_enabled = parse::optional(source, "POBLYSH_SANDBOX_ENABLED", parse::boolean)?
             .unwrap_or(profile == Profile::Local);
         let providers = providers::load(source)?;
+        let roles = parse::optional(source, "POBLYSH_ROLES", |text| {
+            let words = parse::word_list(text)?;
+            if let Some(bad) = words
+                .iter()
+                .find(|w| !matches!(w.as_str(), "api" | "worker"))
+            {
+                return Err(format!("must list api and/or worker, got {bad:?}"));
+            }
+            Ok(Roles {
+                api: words.iter().any(|w| w == "api"),
+                worker: words.iter().any(|w| w == "worker"),
+            })
+        })?
+        .unwrap_or(Roles {
+            api: true,
+            worker: true,
+        });
+        // Off by default under automated tests, which drive the engine themselves.
+        let sync_enabled = parse::optional(source, "POBLYSH_SYNC_ENABLED", parse::boolean)?
+            .unwrap_or(profile != Profile::Test);
+        let sync_interval = parse::optional(
+            source,
+            "POBLYSH_SYNC_INTERVAL_SECS",
+            parse::bounded(1u64, 604_800),
+        )?
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_secs(15 * 60));
+        let provider_sync_intervals = providers::sync_intervals(source)?;
 
         let mut startup_notes = Vec::new();
         let (operator_tokens, operator_token_source) =
@@ -289,9 +333,21 @@ impl Config {
             allowed_return_urls,
             allowed_redirect_uris,
             sandbox_enabled,
+            roles,
+            sync_enabled,
+            sync_interval,
+            provider_sync_intervals,
             providers,
             startup_notes,
         })
+    }
+
+    /// How often connections to this provider are synced.
+    pub fn sync_interval(&self, slug: &str) -> Duration {
+        self.provider_sync_intervals
+            .iter()
+            .find(|(s, _)| *s == slug)
+            .map_or(self.sync_interval, |(_, interval)| *interval)
     }
 
     /// The settings of one provider, by slug.

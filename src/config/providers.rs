@@ -1,8 +1,10 @@
 //! Per-provider settings: `POBLYSH_<SLUG>_CLIENT_ID`, `_CLIENT_SECRET`, `_WEBHOOK_SECRET`,
 //! `_API_BASE_URL`, `_AUTH_BASE_URL`, `_SCOPES`, and rate-limit overrides
 //! (`_RATE_LIMIT_REQUESTS`, `_RATE_LIMIT_WINDOW_SECS`, `_RATE_LIMIT_BURST`,
-//! `_MAX_CONCURRENCY`). The slugs come from the provider registry, so a new provider needs no
+//! `_MAX_CONCURRENCY`), and the sync interval (`_SYNC_INTERVAL_SECS`). The slugs come from the provider registry, so a new provider needs no
 //! change here.
+
+use std::time::Duration;
 
 use url::Url;
 
@@ -79,4 +81,19 @@ fn load_one(source: &Source, d: &'static Descriptor) -> Result<ProviderSettings,
         scopes: parse::optional(source, &var("SCOPES"), parse::word_list)?,
         rate_limit,
     })
+}
+
+/// Per-provider sync intervals (`POBLYSH_<SLUG>_SYNC_INTERVAL_SECS`), for the providers that
+/// set one.
+pub(super) fn sync_intervals(
+    source: &Source,
+) -> Result<Vec<(&'static str, Duration)>, ConfigError> {
+    let mut intervals = Vec::new();
+    for d in providers::descriptors() {
+        let name = format!("POBLYSH_{}_SYNC_INTERVAL_SECS", d.slug.to_ascii_uppercase());
+        if let Some(secs) = parse::optional(source, &name, parse::bounded(1u64, 604_800))? {
+            intervals.push((d.slug, Duration::from_secs(secs)));
+        }
+    }
+    Ok(intervals)
 }

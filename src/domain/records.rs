@@ -5,7 +5,8 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::{
-    ConnectionId, ConnectionStatus, JobId, JobStatus, JobType, SignalId, TenantId, Timestamp,
+    ConnectionId, ConnectionStatus, EventStatus, JobId, JobStatus, JobType, SignalId, TenantId,
+    Timestamp,
 };
 
 /// Who did the thing a signal reports.
@@ -225,4 +226,38 @@ impl SealedField {
             SealedField::PkceVerifier => "pkce_verifier",
         }
     }
+}
+
+/// A verified webhook delivery to store in the inbox.
+#[derive(Clone, Debug)]
+pub struct NewWebhookEvent {
+    pub id: uuid::Uuid,
+    pub tenant_id: TenantId,
+    pub provider: String,
+    /// Set when the sender named the connection (Core relaying an event).
+    pub connection_id: Option<ConnectionId>,
+    pub dedupe_key: String,
+    pub event_type: Option<String>,
+    /// Headers as received, minus credentials.
+    pub headers: serde_json::Map<String, Value>,
+    pub body: Vec<u8>,
+    pub received_at: Timestamp,
+}
+
+/// A webhook event in the inbox.
+#[derive(Clone, Debug)]
+pub struct StoredWebhookEvent {
+    pub id: uuid::Uuid,
+    pub tenant_id: TenantId,
+    pub provider: String,
+    pub connection_id: Option<ConnectionId>,
+    pub dedupe_key: String,
+    pub event_type: Option<String>,
+    pub headers: serde_json::Map<String, Value>,
+    pub body: Vec<u8>,
+    pub status: EventStatus,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub received_at: Timestamp,
+    pub processed_at: Option<Timestamp>,
 }

@@ -99,6 +99,22 @@ text_enum!(
     }
 );
 
+text_enum!(
+    /// Where a stored webhook event stands.
+    EventStatus {
+        /// Stored, waiting for the inbox worker.
+        Pending => "pending",
+        /// Turned into signals.
+        Processed => "processed",
+        /// An event type the provider's connector does not map.
+        Ignored => "ignored",
+        /// No connection of the tenant owns it; kept, never routed elsewhere.
+        Unmatched => "unmatched",
+        /// Could not be processed; see `last_error`.
+        Failed => "failed",
+    }
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,7 @@ use super::auth::OperatorTokens;
 use super::cursor::CursorCodec;
 use crate::config::Config;
 use crate::crypto::Vault;
+use crate::ingest::inbox::InboxSignal;
 use crate::oauth::refresh::TokenManager;
 use crate::providers::Registry;
 use crate::store::Store;
@@ -28,6 +29,8 @@ pub struct AppState {
     pub http: reqwest::Client,
     /// Hands out fresh access tokens.
     pub tokens: TokenManager,
+    /// Wakes the inbox worker when a delivery is stored.
+    pub inbox: InboxSignal,
     /// Set once shutdown begins, so `/readyz` turns load balancers away.
     pub shutting_down: Arc<AtomicBool>,
 }
@@ -45,6 +48,7 @@ impl AppState {
             ),
             http: crate::oauth::client::http_client(config.provider_timeout),
             tokens: TokenManager::default(),
+            inbox: InboxSignal::default(),
             config,
             store,
             metrics,

@@ -1,7 +1,63 @@
 //! The webhook inbox part of the storage interface.
 
 use async_trait::async_trait;
+use uuid::Uuid;
+
+use super::StoreError;
+use crate::domain::{
+    Connection, ConnectionId, EventStatus, NewSignal, NewWebhookEvent, StoredWebhookEvent,
+    TenantId, Timestamp,
+};
 
 /// Storing verified webhook deliveries and handing them to the inbox worker.
 #[async_trait]
-pub trait Inbox: Send + Sync {}
+pub trait Inbox: Send + Sync {
+    /// Stores a delivery unless one with the same `(tenant, provider, dedupe key)` is there;
+    /// returns the stored event's id and whether the delivery was a duplicate. Durable when
+    /// it returns.
+    async fn insert_webhook_event(&self, new: &NewWebhookEvent)
+        -> Result<(Uuid, bool), StoreError>;
+
+    /// Leases up to `limit` pending events that are due, until `lease_until`; counts an
+    /// attempt for each. An event whose lease expired (its worker died) is due again.
+    async fn claim_webhook_events(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<StoredWebhookEvent>, StoreError>;
+
+    /// Stores an event's signals and records its outcome (`processed`, `ignored`,
+    /// `unmatched` or `failed`).
+    async fn complete_webhook_event(
+        &self,
+        id: Uuid,
+        outcome: EventStatus,
+        connection_id: Option<ConnectionId>,
+        signals: &[NewSignal],
+        error: Option<&str>,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+
+    /// Releases an event for another attempt at `next_attempt_at`, keeping the error.
+    async fn retry_webhook_event(
+        &self,
+        id: Uuid,
+        error: &str,
+        next_attempt_at: Timestamp,
+    ) -> Result<(), StoreError>;
+
+    /// One of the tenant's stored events.
+    async fn get_webhook_event(
+        &self,
+        tenant: TenantId,
+        id: Uuid,
+    ) -> Result<Option<StoredWebhookEvent>, StoreError>;
+
+    /// The tenant's active connections to a provider, oldest first (routing candidates).
+    async fn active_connections(
+        &self,
+        tenant: TenantId,
+        provider: &str,
+    ) -> Result<Vec<Connection>, StoreError>;
+}

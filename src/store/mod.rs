@@ -25,7 +25,7 @@ pub use error::StoreError;
 pub use inbox::Inbox;
 pub use lock::ConnectionLock;
 pub use postgres::PostgresStore;
-pub use queue::SyncQueue;
+pub use queue::{Enqueued, JobFinish, Lease, SyncQueue};
 pub use sqlite::SqliteStore;
 
 /// Which database a store talks to.

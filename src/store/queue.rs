@@ -1,7 +1,113 @@
-//! The sync job queue part of the storage interface.
+//! The sync job queue part of the storage interface: enqueuing (one active job per
+//! connection), claiming with an expiring lease, committing each page's signals together with
+//! the advanced cursor, finishing, and the scheduler's view of which connections are due.
+//!
+//! Every write a worker makes after claiming is conditional on its lease: once another worker
+//! has taken an expired lease over, the first one's commits and finishes change nothing.
 
 use async_trait::async_trait;
+use serde_json::Value;
+
+use super::StoreError;
+use crate::domain::{Connection, ConnectionId, Job, JobId, NewJob, NewSignal, Timestamp};
+
+/// What enqueuing found.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Enqueued {
+    /// The new job, or the connection's queued or running job.
+    pub job: Job,
+    /// Whether `job` was created by this call.
+    pub created: bool,
+}
+
+/// A claimed job's lease: who holds it. Every lease-bound write names it.
+#[derive(Clone, Copy, Debug)]
+pub struct Lease<'a> {
+    pub job: JobId,
+    pub owner: &'a str,
+}
+
+/// How a leased job ends (or goes back to the queue).
+#[derive(Clone, Copy, Debug)]
+pub enum JobFinish<'a> {
+    /// Done: the connection's `last_synced_at` becomes now and its `last_error` is cleared.
+    Succeeded,
+    /// Back to `queued`, due at `at`, with this attempt's error.
+    Retry { at: Timestamp, error: &'a str },
+    /// Back to `queued`, due at `at`, without counting the attempt (client-side rate limit,
+    /// shutdown); `note` replaces the job's error when given.
+    Defer {
+        at: Timestamp,
+        note: Option<&'a str>,
+    },
+    /// Given up: the job ends `failed` and the connection's `last_error` shows why.
+    Failed { error: &'a str },
+}
 
 /// Enqueuing, leasing and finishing sync jobs, and committing each page with its cursor.
 #[async_trait]
-pub trait SyncQueue: Send + Sync {}
+pub trait SyncQueue: Send + Sync {
+    /// Enqueues `new` unless the connection has a queued or running job, which is returned
+    /// instead (`created: false`).
+    async fn enqueue_sync(&self, new: &NewJob) -> Result<Enqueued, StoreError>;
+
+    /// Claims the next due job for `owner` until `lease_until`: a queued job scheduled at or
+    /// before `now`, or a running job whose lease expired before `now` (its worker died).
+    /// Claiming sets `running`, `started_at = now` and counts an attempt.
+    async fn claim_sync_job(
+        &self,
+        owner: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<Option<Job>, StoreError>;
+
+    /// Extends a lease; `false` when it is no longer ours.
+    async fn extend_sync_lease(
+        &self,
+        lease: Lease<'_>,
+        lease_until: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool, StoreError>;
+
+    /// A connection's stored sync cursor.
+    async fn sync_cursor(&self, connection: ConnectionId) -> Result<Option<Value>, StoreError>;
+
+    /// In one transaction, while the lease is still ours: stores the page's signals (skipping
+    /// known `(connection_id, dedupe_key)`s), stores the cursor and extends the lease. `None`
+    /// when the lease was lost (nothing is written); otherwise how many signals were new.
+    async fn commit_sync_page(
+        &self,
+        lease: Lease<'_>,
+        connection: ConnectionId,
+        signals: &[NewSignal],
+        cursor: &Value,
+        lease_until: Timestamp,
+        now: Timestamp,
+    ) -> Result<Option<u64>, StoreError>;
+
+    /// Ends or requeues a leased job; `false` when the lease was no longer ours.
+    async fn finish_sync_job(
+        &self,
+        lease: Lease<'_>,
+        finish: JobFinish<'_>,
+        now: Timestamp,
+    ) -> Result<bool, StoreError>;
+
+    /// Active connections of these providers whose next sync is due (`next_sync_at` unset or
+    /// at or before `now`), longest waiting first.
+    async fn connections_due_for_sync(
+        &self,
+        providers: &[&str],
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<Connection>, StoreError>;
+
+    /// Moves a connection's `next_sync_at` to `next` if it is still due at `now`; `false` when
+    /// another scheduler did so first.
+    async fn advance_next_sync(
+        &self,
+        connection: ConnectionId,
+        now: Timestamp,
+        next: Timestamp,
+    ) -> Result<bool, StoreError>;
+}

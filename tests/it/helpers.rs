@@ -123,6 +123,9 @@ impl TestApp {
             ("POBLYSH_CRYPTO_KEY".into(), key),
             ("POBLYSH_SANDBOX_ENABLED".into(), "true".into()),
             ("POBLYSH_DB_MAX_CONNECTIONS".into(), "4".into()),
+            // Tests drive the workers themselves (`drain`); a test that wants the background
+            // loops sets `POBLYSH_ROLES=api,worker`.
+            ("POBLYSH_ROLES".into(), "api".into()),
         ];
         pairs.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let config = Config::from_source(&Source::from_pairs(pairs)).expect("valid test config");

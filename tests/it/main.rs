@@ -17,3 +17,4 @@ mod providers_oauth;
 mod refresh;
 mod tenancy;
 mod validation;
+mod webhooks;

@@ -4,6 +4,7 @@
 //! local profile (`POBLYSH_SANDBOX_ENABLED`).
 
 mod oauth;
+mod webhook;
 
 use async_trait::async_trait;
 use url::Url;
@@ -11,6 +12,7 @@ use url::Url;
 use crate::config::ProviderSettings;
 use crate::crypto::Secret;
 use crate::http::AppState;
+use crate::ingest::{Normalized, Verified, WebhookEvent, WebhookRejection};
 use crate::oauth::{
     ConnectionTokens, ExternalAccount, OAuthEndpoints, ProviderCallError, ProviderContext, TokenSet,
 };
@@ -80,6 +82,19 @@ impl Connector for SandboxConnector {
         _tokens: &ConnectionTokens,
     ) -> Result<(), ProviderCallError> {
         Ok(())
+    }
+
+    fn verify_webhook(
+        &self,
+        settings: &ProviderSettings,
+        headers: &axum::http::HeaderMap,
+        body: &[u8],
+    ) -> Result<Verified, WebhookRejection> {
+        webhook::verify(settings, headers, body)
+    }
+
+    fn normalize_webhook(&self, event: &WebhookEvent) -> Result<Normalized, String> {
+        webhook::normalize(event)
     }
 
     fn routes(&self) -> Option<axum::Router<AppState>> {

@@ -1,9 +1,179 @@
-//! The webhook inbox on postgres.
+//! The webhook inbox on PostgreSQL.
 
 use async_trait::async_trait;
+use sqlx::postgres::PgRow;
+use sqlx::types::Json;
+use sqlx::Row;
+use uuid::Uuid;
 
-use super::PostgresStore;
-use crate::store::Inbox;
+use super::connections::{decode as decode_connection, COLUMNS as CONNECTION_COLUMNS};
+use super::{signals, PostgresStore};
+use crate::domain::{
+    Connection, ConnectionId, EventStatus, NewSignal, NewWebhookEvent, StoredWebhookEvent,
+    TenantId, Timestamp,
+};
+use crate::store::{Inbox, StoreError};
+
+const COLUMNS: &str = "id, tenant_id, provider, connection_id, dedupe_key, event_type, headers, \
+     body, status, attempts, last_error, received_at, processed_at";
 
 #[async_trait]
-impl Inbox for PostgresStore {}
+impl Inbox for PostgresStore {
+    async fn insert_webhook_event(
+        &self,
+        new: &NewWebhookEvent,
+    ) -> Result<(Uuid, bool), StoreError> {
+        let inserted: Option<Uuid> = sqlx::query_scalar(
+            "INSERT INTO webhook_events (id, tenant_id, provider, connection_id, dedupe_key, \
+             event_type, headers, body, status, next_attempt_at, received_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $9) \
+             ON CONFLICT (tenant_id, provider, dedupe_key) DO NOTHING RETURNING id",
+        )
+        .bind(new.id)
+        .bind(new.tenant_id.0)
+        .bind(&new.provider)
+        .bind(new.connection_id.map(|c| c.0))
+        .bind(&new.dedupe_key)
+        .bind(&new.event_type)
+        .bind(Json(&new.headers))
+        .bind(&new.body)
+        .bind(new.received_at)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(id) = inserted {
+            return Ok((id, false));
+        }
+        let existing: Uuid = sqlx::query_scalar(
+            "SELECT id FROM webhook_events WHERE tenant_id = $1 AND provider = $2 AND dedupe_key = $3",
+        )
+        .bind(new.tenant_id.0)
+        .bind(&new.provider)
+        .bind(&new.dedupe_key)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((existing, true))
+    }
+
+    async fn claim_webhook_events(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<StoredWebhookEvent>, StoreError> {
+        // SKIP LOCKED: instances sharing the database claim disjoint events without waiting.
+        let sql = format!(
+            "UPDATE webhook_events SET lease_expires_at = $1, attempts = attempts + 1 \
+             WHERE id IN (SELECT id FROM webhook_events WHERE status = 'pending' \
+             AND next_attempt_at <= $2 AND (lease_expires_at IS NULL OR lease_expires_at < $2) \
+             ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING {COLUMNS}"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(lease_until)
+            .bind(now)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(decode).collect()
+    }
+
+    async fn complete_webhook_event(
+        &self,
+        id: Uuid,
+        outcome: EventStatus,
+        connection_id: Option<ConnectionId>,
+        signals: &[NewSignal],
+        error: Option<&str>,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        // Signals first, outcome second: if the process dies in between, the event is leased
+        // again later and its signals deduplicate on (connection, dedupe key).
+        if !signals.is_empty() {
+            signals::insert(&self.pool, signals).await?;
+        }
+        sqlx::query(
+            "UPDATE webhook_events SET status = $1, connection_id = COALESCE($2, connection_id), \
+             last_error = $3, processed_at = $4, lease_expires_at = NULL WHERE id = $5",
+        )
+        .bind(outcome.as_str())
+        .bind(connection_id.map(|c| c.0))
+        .bind(error)
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn retry_webhook_event(
+        &self,
+        id: Uuid,
+        error: &str,
+        next_attempt_at: Timestamp,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE webhook_events SET last_error = $1, next_attempt_at = $2, lease_expires_at = NULL \
+             WHERE id = $3",
+        )
+        .bind(error)
+        .bind(next_attempt_at)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn get_webhook_event(
+        &self,
+        tenant: TenantId,
+        id: Uuid,
+    ) -> Result<Option<StoredWebhookEvent>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM webhook_events WHERE tenant_id = $1 AND id = $2");
+        let row = sqlx::query(&sql)
+            .bind(tenant.0)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(decode).transpose()
+    }
+
+    async fn active_connections(
+        &self,
+        tenant: TenantId,
+        provider: &str,
+    ) -> Result<Vec<Connection>, StoreError> {
+        let sql = format!(
+            "SELECT {CONNECTION_COLUMNS} FROM connections WHERE tenant_id = $1 AND provider = $2 \
+             AND status = 'active' ORDER BY created_at, id"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(tenant.0)
+            .bind(provider)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(decode_connection).collect()
+    }
+}
+
+fn decode(row: &PgRow) -> Result<StoredWebhookEvent, StoreError> {
+    let Json(headers): Json<serde_json::Map<String, serde_json::Value>> = row.try_get("headers")?;
+    let status: String = row.try_get("status")?;
+    Ok(StoredWebhookEvent {
+        id: row.try_get("id")?,
+        tenant_id: TenantId(row.try_get::<Uuid, _>("tenant_id")?),
+        provider: row.try_get("provider")?,
+        connection_id: row
+            .try_get::<Option<Uuid>, _>("connection_id")?
+            .map(ConnectionId),
+        dedupe_key: row.try_get("dedupe_key")?,
+        event_type: row.try_get("event_type")?,
+        headers,
+        body: row.try_get("body")?,
+        status: status
+            .parse()
+            .map_err(|e| StoreError::corrupt("status", e))?,
+        attempts: row.try_get("attempts")?,
+        last_error: row.try_get("last_error")?,
+        received_at: row.try_get("received_at")?,
+        processed_at: row.try_get("processed_at")?,
+    })
+}

@@ -2,7 +2,7 @@
 
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
-use sqlx::{PgPool, Postgres, QueryBuilder, Row};
+use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
 use crate::domain::{Actor, ConnectionId, NewSignal, Signal, SignalId, TenantId};
@@ -16,6 +16,17 @@ const ROWS_PER_STATEMENT: usize = 1_000;
 
 pub(super) async fn insert(pool: &PgPool, signals: &[NewSignal]) -> Result<u64, StoreError> {
     let mut tx = pool.begin().await?;
+    let inserted = insert_in(&mut tx, signals).await?;
+    tx.commit().await?;
+    Ok(inserted)
+}
+
+/// Stores signals on `conn` (inside the caller's transaction), skipping any whose
+/// `(connection_id, dedupe_key)` exists; returns how many were new.
+pub(super) async fn insert_in(
+    conn: &mut PgConnection,
+    signals: &[NewSignal],
+) -> Result<u64, StoreError> {
     let mut inserted = 0;
     for chunk in signals.chunks(ROWS_PER_STATEMENT) {
         let mut q =
@@ -36,9 +47,8 @@ pub(super) async fn insert(pool: &PgPool, signals: &[NewSignal]) -> Result<u64, 
                 .push_bind(Json(s.payload.clone()));
         });
         q.push(" ON CONFLICT (connection_id, dedupe_key) DO NOTHING");
-        inserted += q.build().execute(&mut *tx).await?.rows_affected();
+        inserted += q.build().execute(&mut *conn).await?.rows_affected();
     }
-    tx.commit().await?;
     Ok(inserted)
 }
 

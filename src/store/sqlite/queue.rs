@@ -1,9 +1,365 @@
-//! The sync job queue on sqlite.
+//! The sync job queue on SQLite. Writers are serialized by the database, so claiming is one
+//! `UPDATE ... WHERE id = (SELECT ...) RETURNING`: the choice and the lease happen atomically.
 
 use async_trait::async_trait;
+use serde_json::Value;
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use uuid::Uuid;
 
-use super::SqliteStore;
-use crate::store::SyncQueue;
+use super::connections::{decode as decode_connection, COLUMNS as CONNECTION_COLUMNS};
+use super::{jobs, signals, SqliteStore};
+use crate::domain::{
+    to_micros, Connection, ConnectionId, Job, JobId, NewJob, NewSignal, TenantId, Timestamp,
+};
+use crate::store::{Enqueued, JobFinish, Lease, StoreError, SyncQueue};
+
+/// Re-reads a job named by a statement's `RETURNING id, tenant_id`.
+async fn reread(pool: &SqlitePool, tenant: Uuid, id: Uuid) -> Result<Job, StoreError> {
+    jobs::get(pool, TenantId(tenant), JobId(id))
+        .await?
+        .ok_or_else(|| StoreError::corrupt("sync_jobs", "job vanished after being written"))
+}
+
+async fn enqueue(pool: &SqlitePool, new: &NewJob) -> Result<Enqueued, StoreError> {
+    let created = to_micros(&new.created_at);
+    // A finished job may free the slot between the insert and the look-up: try again then.
+    for _ in 0..5 {
+        let inserted = sqlx::query(
+            "INSERT INTO sync_jobs (id, tenant_id, connection_id, provider, job_type, status, \
+             attempts, max_attempts, scheduled_at, started_at, finished_at, error, created_at, \
+             updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (connection_id) WHERE status IN ('queued', 'running') DO NOTHING \
+             RETURNING id, tenant_id",
+        )
+        .bind(new.id.0)
+        .bind(new.tenant_id.0)
+        .bind(new.connection_id.0)
+        .bind(&new.provider)
+        .bind(new.job_type.as_str())
+        .bind(new.status.as_str())
+        .bind(new.attempts)
+        .bind(new.max_attempts)
+        .bind(to_micros(&new.scheduled_at))
+        .bind(new.started_at.as_ref().map(to_micros))
+        .bind(new.finished_at.as_ref().map(to_micros))
+        .bind(&new.error)
+        .bind(created)
+        .bind(created)
+        .fetch_optional(pool)
+        .await?;
+        if let Some(row) = inserted {
+            let job = reread(pool, row.try_get("tenant_id")?, row.try_get("id")?).await?;
+            return Ok(Enqueued { job, created: true });
+        }
+        let active = sqlx::query(
+            "SELECT id, tenant_id FROM sync_jobs WHERE connection_id = ? \
+             AND status IN ('queued', 'running')",
+        )
+        .bind(new.connection_id.0)
+        .fetch_optional(pool)
+        .await?;
+        if let Some(row) = active {
+            let job = reread(pool, row.try_get("tenant_id")?, row.try_get("id")?).await?;
+            return Ok(Enqueued {
+                job,
+                created: false,
+            });
+        }
+    }
+    Err(StoreError::Conflict {
+        constraint: "sync_jobs_one_active_per_connection".into(),
+    })
+}
+
+async fn claim(
+    pool: &SqlitePool,
+    owner: &str,
+    now: Timestamp,
+    lease_until: Timestamp,
+) -> Result<Option<Job>, StoreError> {
+    let now = to_micros(&now);
+    let row = sqlx::query(
+        "UPDATE sync_jobs SET status = 'running', lease_owner = ?, lease_expires_at = ?, \
+         attempts = attempts + 1, started_at = ?, updated_at = ? \
+         WHERE id = (SELECT id FROM sync_jobs \
+           WHERE (status = 'queued' AND scheduled_at <= ?) \
+              OR (status = 'running' AND (lease_expires_at IS NULL OR lease_expires_at < ?)) \
+           ORDER BY scheduled_at, id LIMIT 1) \
+         RETURNING id, tenant_id",
+    )
+    .bind(owner)
+    .bind(to_micros(&lease_until))
+    .bind(now)
+    .bind(now)
+    .bind(now)
+    .bind(now)
+    .fetch_optional(pool)
+    .await?;
+    match row {
+        Some(row) => Ok(Some(
+            reread(pool, row.try_get("tenant_id")?, row.try_get("id")?).await?,
+        )),
+        None => Ok(None),
+    }
+}
+
+const EXTEND: &str = "UPDATE sync_jobs SET lease_expires_at = ?, updated_at = ? \
+     WHERE id = ? AND lease_owner = ? AND status = 'running'";
+
+async fn extend(
+    pool: &SqlitePool,
+    lease: Lease<'_>,
+    lease_until: Timestamp,
+    now: Timestamp,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(EXTEND)
+        .bind(to_micros(&lease_until))
+        .bind(to_micros(&now))
+        .bind(lease.job.0)
+        .bind(lease.owner)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+async fn cursor(pool: &SqlitePool, connection: ConnectionId) -> Result<Option<Value>, StoreError> {
+    let text: Option<String> =
+        sqlx::query_scalar("SELECT cursor FROM sync_cursors WHERE connection_id = ?")
+            .bind(connection.0)
+            .fetch_optional(pool)
+            .await?;
+    text.map(|t| serde_json::from_str(&t).map_err(|e| StoreError::corrupt("cursor", e)))
+        .transpose()
+}
+
+async fn commit_page(
+    pool: &SqlitePool,
+    lease: Lease<'_>,
+    connection: ConnectionId,
+    page: &[NewSignal],
+    cursor: &Value,
+    lease_until: Timestamp,
+    now: Timestamp,
+) -> Result<Option<u64>, StoreError> {
+    let cursor = serde_json::to_string(cursor).map_err(|e| StoreError::corrupt("cursor", e))?;
+    let mut tx = pool.begin().await?;
+    // First, so the transaction holds the write lock from its first statement on.
+    let ours = sqlx::query(EXTEND)
+        .bind(to_micros(&lease_until))
+        .bind(to_micros(&now))
+        .bind(lease.job.0)
+        .bind(lease.owner)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+        == 1;
+    if !ours {
+        tx.rollback().await?;
+        return Ok(None);
+    }
+    let inserted = signals::insert_in(&mut tx, page).await?;
+    sqlx::query(
+        "INSERT INTO sync_cursors (connection_id, cursor, updated_at) VALUES (?, ?, ?) \
+         ON CONFLICT (connection_id) DO UPDATE SET cursor = excluded.cursor, \
+         updated_at = excluded.updated_at",
+    )
+    .bind(connection.0)
+    .bind(cursor)
+    .bind(to_micros(&now))
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Some(inserted))
+}
+
+async fn finish(
+    pool: &SqlitePool,
+    lease: Lease<'_>,
+    finish: JobFinish<'_>,
+    now: Timestamp,
+) -> Result<bool, StoreError> {
+    let now = to_micros(&now);
+    let mut q = QueryBuilder::<Sqlite>::new("UPDATE sync_jobs SET lease_owner = NULL, ");
+    q.push("lease_expires_at = NULL, updated_at = ")
+        .push_bind(now);
+    match finish {
+        JobFinish::Succeeded => {
+            q.push(", status = 'succeeded', error = NULL, finished_at = ")
+                .push_bind(now);
+        }
+        JobFinish::Retry { at, error } => {
+            q.push(", status = 'queued', scheduled_at = ")
+                .push_bind(to_micros(&at))
+                .push(", error = ")
+                .push_bind(error.to_string());
+        }
+        JobFinish::Defer { at, note } => {
+            q.push(", status = 'queued', attempts = MAX(attempts - 1, 0), scheduled_at = ")
+                .push_bind(to_micros(&at))
+                .push(", error = COALESCE(")
+                .push_bind(note.map(str::to_string))
+                .push(", error)");
+        }
+        JobFinish::Failed { error } => {
+            q.push(", status = 'failed', finished_at = ")
+                .push_bind(now)
+                .push(", error = ")
+                .push_bind(error.to_string());
+        }
+    }
+    q.push(" WHERE id = ")
+        .push_bind(lease.job.0)
+        .push(" AND lease_owner = ")
+        .push_bind(lease.owner.to_string())
+        .push(" AND status = 'running' RETURNING connection_id");
+    let mut tx = pool.begin().await?;
+    let connection: Option<Uuid> = q.build_query_scalar().fetch_optional(&mut *tx).await?;
+    let Some(connection) = connection else {
+        tx.rollback().await?;
+        return Ok(false);
+    };
+    match finish {
+        JobFinish::Succeeded => {
+            sqlx::query(
+                "UPDATE connections SET last_synced_at = ?, last_error = NULL, updated_at = ? \
+                 WHERE id = ?",
+            )
+            .bind(now)
+            .bind(now)
+            .bind(connection)
+            .execute(&mut *tx)
+            .await?;
+        }
+        JobFinish::Failed { error } => {
+            sqlx::query("UPDATE connections SET last_error = ?, updated_at = ? WHERE id = ?")
+                .bind(error)
+                .bind(now)
+                .bind(connection)
+                .execute(&mut *tx)
+                .await?;
+        }
+        JobFinish::Retry { .. } | JobFinish::Defer { .. } => {}
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
+async fn due(
+    pool: &SqlitePool,
+    providers: &[&str],
+    now: Timestamp,
+    limit: u32,
+) -> Result<Vec<Connection>, StoreError> {
+    if providers.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut q = QueryBuilder::<Sqlite>::new(format!(
+        "SELECT {CONNECTION_COLUMNS} FROM connections WHERE status = 'active' \
+         AND (next_sync_at IS NULL OR next_sync_at <= "
+    ));
+    q.push_bind(to_micros(&now)).push(") AND provider IN (");
+    let mut list = q.separated(", ");
+    for provider in providers {
+        list.push_bind(provider.to_string());
+    }
+    q.push(") ORDER BY next_sync_at NULLS FIRST, id LIMIT ")
+        .push_bind(i64::from(limit));
+    let rows = q.build().fetch_all(pool).await?;
+    rows.iter().map(decode_connection).collect()
+}
+
+async fn advance(
+    pool: &SqlitePool,
+    connection: ConnectionId,
+    now: Timestamp,
+    next: Timestamp,
+) -> Result<bool, StoreError> {
+    let now = to_micros(&now);
+    let done = sqlx::query(
+        "UPDATE connections SET next_sync_at = ? WHERE id = ? \
+         AND (next_sync_at IS NULL OR next_sync_at <= ?)",
+    )
+    .bind(to_micros(&next))
+    .bind(connection.0)
+    .bind(now)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
 
 #[async_trait]
-impl SyncQueue for SqliteStore {}
+impl SyncQueue for SqliteStore {
+    async fn enqueue_sync(&self, new: &NewJob) -> Result<Enqueued, StoreError> {
+        enqueue(&self.pool, new).await
+    }
+
+    async fn claim_sync_job(
+        &self,
+        owner: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<Option<Job>, StoreError> {
+        claim(&self.pool, owner, now, lease_until).await
+    }
+
+    async fn extend_sync_lease(
+        &self,
+        lease: Lease<'_>,
+        lease_until: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        extend(&self.pool, lease, lease_until, now).await
+    }
+
+    async fn sync_cursor(&self, connection: ConnectionId) -> Result<Option<Value>, StoreError> {
+        cursor(&self.pool, connection).await
+    }
+
+    async fn commit_sync_page(
+        &self,
+        lease: Lease<'_>,
+        connection: ConnectionId,
+        signals: &[NewSignal],
+        cursor: &Value,
+        lease_until: Timestamp,
+        now: Timestamp,
+    ) -> Result<Option<u64>, StoreError> {
+        commit_page(
+            &self.pool,
+            lease,
+            connection,
+            signals,
+            cursor,
+            lease_until,
+            now,
+        )
+        .await
+    }
+
+    async fn finish_sync_job(
+        &self,
+        lease: Lease<'_>,
+        finish_as: JobFinish<'_>,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        finish(&self.pool, lease, finish_as, now).await
+    }
+
+    async fn connections_due_for_sync(
+        &self,
+        providers: &[&str],
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<Connection>, StoreError> {
+        due(&self.pool, providers, now, limit).await
+    }
+
+    async fn advance_next_sync(
+        &self,
+        connection: ConnectionId,
+        now: Timestamp,
+        next: Timestamp,
+    ) -> Result<bool, StoreError> {
+        advance(&self.pool, connection, now, next).await
+    }
+}

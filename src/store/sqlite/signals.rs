@@ -1,7 +1,7 @@
 //! Signal rows on SQLite.
 
 use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
 use super::time;
@@ -16,6 +16,17 @@ const ROWS_PER_STATEMENT: usize = 500;
 
 pub(super) async fn insert(pool: &SqlitePool, signals: &[NewSignal]) -> Result<u64, StoreError> {
     let mut tx = pool.begin().await?;
+    let inserted = insert_in(&mut tx, signals).await?;
+    tx.commit().await?;
+    Ok(inserted)
+}
+
+/// Stores signals on `conn` (inside the caller's transaction), skipping any whose
+/// `(connection_id, dedupe_key)` exists; returns how many were new.
+pub(super) async fn insert_in(
+    conn: &mut SqliteConnection,
+    signals: &[NewSignal],
+) -> Result<u64, StoreError> {
     let mut inserted = 0;
     for chunk in signals.chunks(ROWS_PER_STATEMENT) {
         let mut q =
@@ -48,9 +59,8 @@ pub(super) async fn insert(pool: &SqlitePool, signals: &[NewSignal]) -> Result<u
                 .push_bind(payload);
         });
         q.push(" ON CONFLICT (connection_id, dedupe_key) DO NOTHING");
-        inserted += q.build().execute(&mut *tx).await?.rows_affected();
+        inserted += q.build().execute(&mut *conn).await?.rows_affected();
     }
-    tx.commit().await?;
     Ok(inserted)
 }
 

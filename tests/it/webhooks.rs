@@ -1,0 +1,382 @@
+//! Webhook ingest: verified on the raw bytes, stored before `202`, deduplicated, normalized by
+//! the inbox worker into signals of the right tenant's connection, and never lost.
+
+use connectors::crypto::Secret;
+use connectors::domain::{EventStatus, TenantId};
+use connectors::ingest::inbox;
+use connectors::ingest::signature::hmac_sha256_hex;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::connect::connect_sandbox;
+use crate::helpers::{assert_problem, json, tenant, TestApp};
+
+const SECRET: &str = "sandbox-webhook-secret-value";
+
+async fn spawn() -> TestApp {
+    TestApp::spawn_with(&[("POBLYSH_SANDBOX_WEBHOOK_SECRET", SECRET)]).await
+}
+
+fn event_body(id: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "id": id,
+        "title": format!("Sandbox event {id}"),
+        "occurred_at": "2026-11-20T10:00:00Z",
+        "actor": { "id": "u1", "name": "Ada" }
+    }))
+    .expect("json")
+}
+
+/// Sends a delivery signed as the sandbox signs, with overridable headers.
+async fn deliver(
+    app: &TestApp,
+    t: TenantId,
+    delivery: &str,
+    event: &str,
+    body: &[u8],
+    tweak: impl FnOnce(&mut Vec<(&'static str, String)>),
+) -> reqwest::Response {
+    let timestamp = connectors::domain::now().timestamp().to_string();
+    let signature = hmac_sha256_hex(&Secret::new(SECRET), &[timestamp.as_bytes(), b".", body]);
+    let mut headers = vec![
+        ("X-Sandbox-Delivery", delivery.to_string()),
+        ("X-Sandbox-Event", event.to_string()),
+        ("X-Sandbox-Timestamp", timestamp),
+        ("X-Sandbox-Signature", format!("v1={signature}")),
+        ("Content-Type", "application/json".to_string()),
+    ];
+    tweak(&mut headers);
+    let mut request = app
+        .anonymous(Method::POST, &format!("/webhooks/sandbox/{t}"))
+        .body(body.to_vec());
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    request.send().await.expect("sent")
+}
+
+async fn accepted(response: reqwest::Response) -> Value {
+    let (status, body) = json(response).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["status"], "accepted");
+    body
+}
+
+#[tokio::test]
+async fn a_signed_delivery_is_stored_acknowledged_and_becomes_a_signal() {
+    let app = spawn().await;
+    let t = tenant();
+    let connection = connect_sandbox(&app, t).await;
+    let body =
+        accepted(deliver(&app, t, "d-1", "event.created", &event_body("e1"), |_| {}).await).await;
+    assert_eq!(body["duplicate"], false);
+    let id: uuid::Uuid = body["event_id"]
+        .as_str()
+        .expect("id")
+        .parse()
+        .expect("uuid");
+    let stored = app
+        .store()
+        .get_webhook_event(t, id)
+        .await
+        .expect("read")
+        .expect("stored before 202");
+    assert_eq!(stored.status, EventStatus::Pending);
+    assert_eq!(stored.body, event_body("e1"));
+    assert_eq!(stored.event_type.as_deref(), Some("event.created"));
+
+    inbox::drain(&app.state).await.expect("drain");
+    let stored = app
+        .store()
+        .get_webhook_event(t, id)
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(stored.status, EventStatus::Processed);
+    assert_eq!(
+        stored.connection_id.map(|c| c.to_string()),
+        connection["id"].as_str().map(str::to_string)
+    );
+    let (_, signals) = app.get_json(t, "/signals?include_payload=true").await;
+    let signal = &signals["signals"][0];
+    assert_eq!(signal["kind"], "sandbox_event_created");
+    assert_eq!(
+        signal["occurred_at"], "2026-11-20T10:00:00Z",
+        "the payload's time, not arrival"
+    );
+    assert_eq!(signal["actor"]["name"], "Ada");
+    assert_eq!(signal["external_id"], "e1");
+    assert_eq!(signal["connection_id"], connection["id"]);
+}
+
+#[tokio::test]
+async fn a_redelivery_is_a_duplicate_and_stores_nothing_new() {
+    let app = spawn().await;
+    let t = tenant();
+    connect_sandbox(&app, t).await;
+    let first =
+        accepted(deliver(&app, t, "d-7", "event.created", &event_body("e7"), |_| {}).await).await;
+    let again =
+        accepted(deliver(&app, t, "d-7", "event.created", &event_body("e7"), |_| {}).await).await;
+    assert_eq!(again["duplicate"], true);
+    assert_eq!(again["event_id"], first["event_id"]);
+    inbox::drain(&app.state).await.expect("drain");
+    let (_, signals) = app.get_json(t, "/signals").await;
+    assert_eq!(signals["signals"].as_array().expect("array").len(), 1);
+}
+
+#[tokio::test]
+async fn bad_signatures_are_refused_and_nothing_is_stored() {
+    let app = spawn().await;
+    let t = tenant();
+    connect_sandbox(&app, t).await;
+    let body = event_body("e2");
+    let cases: Vec<(&str, Box<dyn FnOnce(&mut Vec<(&'static str, String)>)>)> = vec![
+        (
+            "missing signature",
+            Box::new(|h| h.retain(|(n, _)| *n != "X-Sandbox-Signature")),
+        ),
+        (
+            "wrong scheme",
+            Box::new(|h| h[3].1 = h[3].1.replacen("v1=", "v0=", 1)),
+        ),
+        ("not hex", Box::new(|h| h[3].1 = "v1=zzzz".into())),
+        ("wrong length", Box::new(|h| h[3].1.truncate(20))),
+        (
+            "signed by someone else",
+            Box::new(|h| h[3].1 = format!("v1={}", "ab".repeat(32))),
+        ),
+        (
+            "stale timestamp",
+            Box::new(|h| {
+                let old = (connectors::domain::now().timestamp() - 3600).to_string();
+                h[2].1 = old;
+            }),
+        ),
+    ];
+    for (label, tweak) in cases {
+        let response = deliver(&app, t, label, "event.created", &body, tweak).await;
+        assert_problem(response, 401, "INVALID_SIGNATURE").await;
+    }
+    // The body changed after signing.
+    let response = deliver(&app, t, "tampered", "event.created", &body, |_| {}).await;
+    assert_eq!(response.status(), 202);
+    let mut tampered = body.clone();
+    tampered[2] ^= 1;
+    let timestamp = connectors::domain::now().timestamp().to_string();
+    let signature = hmac_sha256_hex(&Secret::new(SECRET), &[timestamp.as_bytes(), b".", &body]);
+    let response = app
+        .anonymous(Method::POST, &format!("/webhooks/sandbox/{t}"))
+        .header("X-Sandbox-Delivery", "tampered-2")
+        .header("X-Sandbox-Timestamp", timestamp)
+        .header("X-Sandbox-Signature", format!("v1={signature}"))
+        .body(tampered)
+        .send()
+        .await
+        .expect("sent");
+    assert_problem(response, 401, "INVALID_SIGNATURE").await;
+    assert_eq!(
+        inbox::drain(&app.state).await.expect("drain"),
+        1,
+        "only the genuine delivery was stored"
+    );
+}
+
+#[tokio::test]
+async fn without_a_webhook_secret_nothing_is_accepted() {
+    let app = TestApp::spawn().await;
+    let response = deliver(
+        &app,
+        tenant(),
+        "d",
+        "event.created",
+        &event_body("e"),
+        |_| {},
+    )
+    .await;
+    let body = assert_problem(response, 401, "INVALID_SIGNATURE").await;
+    assert!(body["detail"]
+        .as_str()
+        .expect("detail")
+        .contains("no webhook secret"));
+    assert_eq!(inbox::drain(&app.state).await.expect("drain"), 0);
+}
+
+#[tokio::test]
+async fn unknown_providers_bad_tenants_and_oversized_bodies_are_refused() {
+    let app = TestApp::spawn_with(&[
+        ("POBLYSH_SANDBOX_WEBHOOK_SECRET", SECRET),
+        ("POBLYSH_MAX_BODY_BYTES", "2048"),
+    ])
+    .await;
+    let response = app
+        .anonymous(Method::POST, &format!("/webhooks/myspace/{}", tenant()))
+        .body("{}")
+        .send()
+        .await
+        .expect("sent");
+    assert_problem(response, 404, "PROVIDER_NOT_FOUND").await;
+    let response = app
+        .anonymous(Method::POST, "/webhooks/sandbox/acme")
+        .body("{}")
+        .send()
+        .await
+        .expect("sent");
+    let body = assert_problem(response, 400, "VALIDATION_FAILED").await;
+    assert!(body["details"]["tenant_id"].is_string());
+    let big = vec![b' '; 4096];
+    let response = deliver(&app, tenant(), "big", "event.created", &big, |_| {}).await;
+    assert_problem(response, 413, "PAYLOAD_TOO_LARGE").await;
+    let response = deliver(&app, tenant(), "nodelivery", "event.created", b"{}", |h| {
+        h.retain(|(n, _)| *n != "X-Sandbox-Delivery")
+    })
+    .await;
+    assert_problem(response, 400, "VALIDATION_FAILED").await;
+}
+
+#[tokio::test]
+async fn events_are_ignored_unmatched_or_failed_but_always_kept() {
+    let app = spawn().await;
+    let t = tenant();
+    // No connection yet: the event waits as unmatched, never routed to another tenant.
+    let other = tenant();
+    connect_sandbox(&app, other).await;
+    let unmatched =
+        accepted(deliver(&app, t, "u-1", "event.created", &event_body("x"), |_| {}).await).await;
+    connect_sandbox(&app, t).await;
+    let ignored =
+        accepted(deliver(&app, t, "i-1", "event.deleted", &event_body("y"), |_| {}).await).await;
+    let failed =
+        accepted(deliver(&app, t, "f-1", "event.created", b"not json at all", |_| {}).await).await;
+    inbox::drain(&app.state).await.expect("drain");
+    for (body, status) in [
+        (&unmatched, EventStatus::Processed),
+        (&ignored, EventStatus::Ignored),
+        (&failed, EventStatus::Failed),
+    ] {
+        let id = body["event_id"]
+            .as_str()
+            .expect("id")
+            .parse()
+            .expect("uuid");
+        let stored = app
+            .store()
+            .get_webhook_event(t, id)
+            .await
+            .expect("read")
+            .expect("kept");
+        assert_eq!(stored.status, status, "{body}");
+    }
+    let failed_id = failed["event_id"]
+        .as_str()
+        .expect("id")
+        .parse()
+        .expect("uuid");
+    let stored = app
+        .store()
+        .get_webhook_event(t, failed_id)
+        .await
+        .expect("read")
+        .expect("kept");
+    assert!(stored
+        .last_error
+        .expect("error kept")
+        .contains("not a sandbox event"));
+    let (_, foreign) = app.get_json(other, "/signals").await;
+    assert_eq!(
+        foreign["signals"],
+        json!([]),
+        "the other tenant got nothing"
+    );
+}
+
+#[tokio::test]
+async fn an_event_for_a_tenant_without_a_connection_stays_unmatched() {
+    let app = spawn().await;
+    let t = tenant();
+    connect_sandbox(&app, tenant()).await;
+    let body =
+        accepted(deliver(&app, t, "lonely", "event.created", &event_body("z"), |_| {}).await).await;
+    inbox::drain(&app.state).await.expect("drain");
+    let id = body["event_id"]
+        .as_str()
+        .expect("id")
+        .parse()
+        .expect("uuid");
+    let stored = app
+        .store()
+        .get_webhook_event(t, id)
+        .await
+        .expect("read")
+        .expect("kept");
+    assert_eq!(stored.status, EventStatus::Unmatched);
+}
+
+#[tokio::test]
+async fn with_the_database_gone_deliveries_get_503_so_providers_redeliver() {
+    let app = spawn().await;
+    app.store().close().await;
+    let response = deliver(
+        &app,
+        tenant(),
+        "d-503",
+        "event.created",
+        &event_body("e"),
+        |_| {},
+    )
+    .await;
+    assert!(response.headers().contains_key("retry-after"));
+    assert_problem(response, 503, "SERVICE_UNAVAILABLE").await;
+}
+
+#[tokio::test]
+async fn the_background_worker_processes_deliveries_without_being_asked() {
+    let app = TestApp::spawn_with(&[
+        ("POBLYSH_SANDBOX_WEBHOOK_SECRET", SECRET),
+        ("POBLYSH_ROLES", "api,worker"),
+    ])
+    .await;
+    let t = tenant();
+    connect_sandbox(&app, t).await;
+    accepted(deliver(&app, t, "bg-1", "event.created", &event_body("bg"), |_| {}).await).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_, signals) = app.get_json(t, "/signals").await;
+        if signals["signals"].as_array().is_some_and(|s| s.len() == 1) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker never processed the delivery"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn stored_headers_never_keep_credentials() {
+    let app = spawn().await;
+    let t = tenant();
+    let body = accepted(
+        deliver(&app, t, "h-1", "event.created", &event_body("h"), |h| {
+            h.push(("Authorization", "Bearer should-not-be-stored".into()));
+            h.push(("Cookie", "session=should-not-be-stored".into()));
+        })
+        .await,
+    )
+    .await;
+    let id = body["event_id"]
+        .as_str()
+        .expect("id")
+        .parse()
+        .expect("uuid");
+    let stored = app
+        .store()
+        .get_webhook_event(t, id)
+        .await
+        .expect("read")
+        .expect("stored");
+    let text = serde_json::to_string(&stored.headers).expect("json");
+    assert!(!text.contains("should-not-be-stored"), "{text}");
+    assert_eq!(stored.headers["x-sandbox-delivery"], "h-1");
+}

@@ -118,8 +118,15 @@ async fn metrics_can_move_to_their_own_address() {
 #[tokio::test]
 async fn swagger_ui_is_served_from_the_binary() {
     let app = TestApp::spawn().await;
-    let response = app
+    let redirect = app
         .anonymous(Method::GET, "/docs")
+        .send()
+        .await
+        .expect("sent");
+    assert!(redirect.status().is_redirection());
+    assert_eq!(redirect.headers()["location"], "/docs/");
+    let response = app
+        .anonymous(Method::GET, "/docs/")
         .send()
         .await
         .expect("sent");

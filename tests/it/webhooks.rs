@@ -13,6 +13,9 @@ use crate::helpers::{assert_problem, json, tenant, TestApp};
 
 const SECRET: &str = "sandbox-webhook-secret-value";
 
+/// A change to the headers of a delivery.
+type Tweak = Box<dyn FnOnce(&mut Vec<(&'static str, String)>)>;
+
 async fn spawn() -> TestApp {
     TestApp::spawn_with(&[("POBLYSH_SANDBOX_WEBHOOK_SECRET", SECRET)]).await
 }
@@ -131,7 +134,7 @@ async fn bad_signatures_are_refused_and_nothing_is_stored() {
     let t = tenant();
     connect_sandbox(&app, t).await;
     let body = event_body("e2");
-    let cases: Vec<(&str, Box<dyn FnOnce(&mut Vec<(&'static str, String)>)>)> = vec![
+    let cases: Vec<(&str, Tweak)> = vec![
         (
             "missing signature",
             Box::new(|h| h.retain(|(n, _)| *n != "X-Sandbox-Signature")),

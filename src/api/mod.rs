@@ -45,6 +45,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(jobs::list_jobs))
         .routes(routes!(jobs::get_job))
         .routes(routes!(webhooks::receive))
+        .routes(routes!(webhooks::receive_app))
         .routes(routes!(config::summary))
         .routes(routes!(config::rate_limit_policy))
 }

@@ -1,5 +1,6 @@
-//! `POST /webhooks/{provider}/{tenant_id}`: public webhook ingest. The provider's connector
-//! verifies the raw body; the delivery is stored in the inbox and only then acknowledged.
+//! `POST /webhooks/{provider}/{tenant_id}` and `POST /webhooks/{provider}`: webhook ingest.
+//! The provider's connector verifies the raw body (or Core's operator token vouches for a
+//! relayed event); the delivery is stored in the inbox and only then acknowledged.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -10,8 +11,12 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use crate::domain::{now, NewWebhookEvent, TenantId};
+use sha2::{Digest, Sha256};
+
+use crate::domain::{now, ConnectionId, NewWebhookEvent, TenantId};
+use crate::http::auth::{bearer_token, tenant_header};
 use crate::http::{ApiError, AppState, ErrorCode, Problem};
+use crate::providers::RegistryEntry;
 use crate::ingest::{Verified, WebhookRejection};
 
 /// Headers never stored with an event: credentials of any kind.
@@ -62,68 +67,204 @@ pub async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let entry = state.registry.get(&provider).ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::ProviderNotFound,
-            format!("no provider named {provider:?}"),
-        )
-    })?;
     let tenant: TenantId = tenant
         .parse()
         .map_err(|_| ApiError::invalid_field("tenant_id", "must be a UUID"))?;
-    let settings = state.config.provider(&provider).ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::ProviderNotFound,
-            format!("no provider named {provider:?}"),
+    let (dedupe_key, event_type) = match verify(&state, &provider, &headers, &body)? {
+        Ok(delivery) => delivery,
+        Err(handshake) => return Ok(handshake),
+    };
+    let stored = store(&state, tenant, &provider, None, dedupe_key, event_type, &headers, &body).await?;
+    Ok(accepted(stored.0, stored.1))
+}
+
+/// Receives a webhook without a tenant in the path, from two kinds of caller.
+///
+/// - **Poblysh Core relaying an event** (operator token, `X-Tenant-Id`, optional
+///   `X-Connection-Id`): stored for that tenant. `Idempotency-Key` names the delivery
+///   (default: the SHA-256 of the body); `X-Event-Type` its type.
+/// - **A provider with one webhook URL per app** (no `Authorization`; a Slack app's Events
+///   API, a GitHub App): the provider's signature is verified, and the event is stored for
+///   every tenant with an active connection to the account it names, and for no one else.
+///   An event naming no connected account is kept as `unmatched`.
+#[utoipa::path(
+    post,
+    path = "/webhooks/{provider}",
+    tag = "webhooks",
+    params(
+        ("provider" = String, Path, description = "Provider slug"),
+        ("X-Tenant-Id" = Option<uuid::Uuid>, Header, description = "With an operator token: the tenant the relayed event belongs to"),
+        ("X-Connection-Id" = Option<uuid::Uuid>, Header, description = "With an operator token: the connection it belongs to"),
+        ("Idempotency-Key" = Option<String>, Header, description = "With an operator token: the delivery's identity; redeliveries share it"),
+        ("X-Event-Type" = Option<String>, Header, description = "With an operator token: the provider's event type"),
+    ),
+    request_body(content = Vec<u8>, description = "The provider's payload, exactly as sent", content_type = "application/json"),
+    security((), ("operator_token" = [])),
+    responses(
+        (status = 202, body = WebhookAccepted),
+        (status = 200, description = "A provider handshake, answered as the provider requires"),
+        (status = 400, description = "Bad headers (`VALIDATION_FAILED`, `TENANT_HEADER_REQUIRED`, `INVALID_TENANT_ID`)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Wrong operator token (`UNAUTHORIZED`) or bad signature (`INVALID_SIGNATURE`)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown provider (`PROVIDER_NOT_FOUND`) or connection (`CONNECTION_NOT_FOUND`)", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over the limit (`PAYLOAD_TOO_LARGE`)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unreachable (`SERVICE_UNAVAILABLE`)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn receive_app(
+    State(state): State<AppState>,
+    Path(provider): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    if headers.contains_key(header::AUTHORIZATION) {
+        return relay(&state, &provider, &headers, &body).await;
+    }
+    let (dedupe_key, event_type) = match verify(&state, &provider, &headers, &body)? {
+        Ok(delivery) => delivery,
+        Err(handshake) => return Ok(handshake),
+    };
+    let connector = provider_entry(&state, &provider)?.connector;
+    let connections = match connector.webhook_account(&headers, &body) {
+        Some(account) => state.store.connections_for_account(&provider, &account).await?,
+        None => Vec::new(),
+    };
+    // One event per tenant that connected the account; the nil tenant keeps what no one owns.
+    let mut targets: Vec<(TenantId, Option<ConnectionId>)> = Vec::new();
+    for c in &connections {
+        match targets.iter_mut().find(|(t, _)| *t == c.tenant_id) {
+            Some(target) => target.1 = None,
+            None => targets.push((c.tenant_id, Some(c.id))),
+        }
+    }
+    if targets.is_empty() {
+        targets.push((TenantId(uuid::Uuid::nil()), None));
+    }
+    let mut first = None;
+    let mut all_duplicates = true;
+    for (tenant, connection) in targets {
+        let (id, duplicate) = store(
+            &state,
+            tenant,
+            &provider,
+            connection,
+            dedupe_key.clone(),
+            event_type.clone(),
+            &headers,
+            &body,
         )
-    })?;
-    let verdict = entry.connector.verify_webhook(settings, &headers, &body);
+        .await?;
+        first.get_or_insert(id);
+        all_duplicates &= duplicate;
+    }
+    Ok(accepted(first.unwrap_or_default(), all_duplicates))
+}
+
+/// An event relayed by Core with its operator token.
+async fn relay(state: &AppState, provider: &str, headers: &HeaderMap, body: &[u8]) -> Result<Response, ApiError> {
+    let token = bearer_token(headers)
+        .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "an operator token is required: Authorization: Bearer <token>"))?;
+    if !state.operators.verify(token) {
+        return Err(ApiError::new(ErrorCode::Unauthorized, "the operator token is not valid"));
+    }
+    provider_entry(state, provider)?;
+    let tenant = tenant_header(headers)?;
+    let connection = match headers.get("x-connection-id") {
+        None => None,
+        Some(value) => {
+            let id: ConnectionId = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| ApiError::invalid_field("X-Connection-Id", "must be a UUID"))?;
+            let found = state.store.get_connection(tenant, id).await?;
+            match found {
+                Some(c) if c.provider == provider => Some(c.id),
+                _ => return Err(ApiError::new(ErrorCode::ConnectionNotFound, "no such connection")),
+            }
+        }
+    };
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let dedupe_key = text("idempotency-key")
+        .filter(|k| !k.is_empty() && k.len() <= 200)
+        .unwrap_or_else(|| format!("sha256:{}", crate::oauth::flow::hex(&Sha256::digest(body))));
+    let (id, duplicate) = store(state, tenant, provider, connection, dedupe_key, text("x-event-type"), headers, body).await?;
+    Ok(accepted(id, duplicate))
+}
+
+fn provider_entry<'a>(state: &'a AppState, provider: &str) -> Result<&'a RegistryEntry, ApiError> {
+    state
+        .registry
+        .get(provider)
+        .ok_or_else(|| ApiError::new(ErrorCode::ProviderNotFound, format!("no provider named {provider:?}")))
+}
+
+/// Runs the provider's verification: the delivery's dedupe key and type, or the handshake
+/// answer to send back as is.
+fn verify(
+    state: &AppState,
+    provider: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Result<(String, Option<String>), Response>, ApiError> {
+    let entry = provider_entry(state, provider)?;
+    let settings = state
+        .config
+        .provider(provider)
+        .ok_or_else(|| ApiError::new(ErrorCode::ProviderNotFound, format!("no provider named {provider:?}")))?;
+    let verdict = entry.connector.verify_webhook(settings, headers, body);
     let outcome = match &verdict {
         Ok(_) => "verified",
         Err(WebhookRejection::NotConfigured) => "not_configured",
         Err(WebhookRejection::InvalidSignature(_)) => "invalid_signature",
         Err(WebhookRejection::Malformed(_)) => "malformed",
     };
-    metrics::counter!("webhook_verifications_total", "provider" => provider.clone(), "outcome" => outcome).increment(1);
-    let (dedupe_key, event_type) = match verdict {
-        Ok(Verified::Event {
-            dedupe_key,
-            event_type,
-        }) => (dedupe_key, event_type),
+    metrics::counter!("webhook_verifications_total", "provider" => provider.to_string(), "outcome" => outcome).increment(1);
+    match verdict {
+        Ok(Verified::Event { dedupe_key, event_type }) => Ok(Ok((dedupe_key, event_type))),
         Ok(Verified::Handshake { content_type, body }) => {
-            return Ok(
-                (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body).into_response(),
-            );
+            Ok(Err((StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body).into_response()))
         }
-        Err(WebhookRejection::NotConfigured) => return Err(ApiError::new(
+        Err(WebhookRejection::NotConfigured) => Err(ApiError::new(
             ErrorCode::InvalidSignature,
-            format!(
-                "no webhook secret is configured for {provider}; the delivery cannot be verified"
-            ),
+            format!("no webhook secret is configured for {provider}; the delivery cannot be verified"),
         )),
-        Err(WebhookRejection::InvalidSignature(why)) => {
-            return Err(ApiError::new(ErrorCode::InvalidSignature, why));
-        }
-        Err(WebhookRejection::Malformed(why)) => {
-            return Err(ApiError::invalid_field("headers", why))
-        }
-    };
+        Err(WebhookRejection::InvalidSignature(why)) => Err(ApiError::new(ErrorCode::InvalidSignature, why)),
+        Err(WebhookRejection::Malformed(why)) => Err(ApiError::invalid_field("headers", why)),
+    }
+}
+
+/// Stores a delivery in the inbox and wakes the worker; durable when it returns.
+#[allow(clippy::too_many_arguments)]
+async fn store(
+    state: &AppState,
+    tenant: TenantId,
+    provider: &str,
+    connection_id: Option<ConnectionId>,
+    dedupe_key: String,
+    event_type: Option<String>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(uuid::Uuid, bool), ApiError> {
     let event = NewWebhookEvent {
         id: uuid::Uuid::now_v7(),
         tenant_id: tenant,
-        provider: provider.clone(),
-        connection_id: None,
+        provider: provider.to_string(),
+        connection_id,
         dedupe_key,
         event_type,
-        headers: stored_headers(&headers),
+        headers: stored_headers(headers),
         body: body.to_vec(),
         received_at: now(),
     };
-    let (event_id, duplicate) = state.store.insert_webhook_event(&event).await?;
+    let (id, duplicate) = state.store.insert_webhook_event(&event).await?;
     if !duplicate {
         state.inbox.notify();
     }
-    Ok((
+    Ok((id, duplicate))
+}
+
+fn accepted(event_id: uuid::Uuid, duplicate: bool) -> Response {
+    (
         StatusCode::ACCEPTED,
         Json(WebhookAccepted {
             status: "accepted",
@@ -131,7 +272,7 @@ pub async fn receive(
             duplicate,
         }),
     )
-        .into_response())
+        .into_response()
 }
 
 /// The headers kept with an event: lower-case names, text values, no credentials.

@@ -90,23 +90,28 @@ impl FromRequestParts<AppState> for Tenant {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         // Authentication first: an anonymous caller learns nothing about header rules.
         Operator::from_request_parts(parts, state).await?;
-        let value = parts.headers.get(TENANT_HEADER).ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::TenantHeaderRequired,
-                "the X-Tenant-Id header is required",
-            )
-        })?;
-        let tenant = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.parse::<TenantId>().ok())
-            .ok_or_else(|| {
-                ApiError::new(ErrorCode::InvalidTenantId, "X-Tenant-Id must be a UUID")
-                    .with_details(serde_json::json!({ "X-Tenant-Id": "must be a UUID" }))
-            })?;
+        let tenant = tenant_header(&parts.headers)?;
         tracing::Span::current().record("tenant_id", tracing::field::display(tenant));
         Ok(Tenant(tenant))
     }
+}
+
+/// The tenant named by `X-Tenant-Id`: required, and a UUID.
+pub fn tenant_header(headers: &HeaderMap) -> Result<TenantId, ApiError> {
+    let value = headers.get(TENANT_HEADER).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::TenantHeaderRequired,
+            "the X-Tenant-Id header is required",
+        )
+    })?;
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.parse::<TenantId>().ok())
+        .ok_or_else(|| {
+            ApiError::new(ErrorCode::InvalidTenantId, "X-Tenant-Id must be a UUID")
+                .with_details(serde_json::json!({ "X-Tenant-Id": "must be a UUID" }))
+        })
 }
 
 /// The tenant header, for the OpenAPI description of tenant-scoped operations.

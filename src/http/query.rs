@@ -2,8 +2,10 @@
 //! type (which also documents it), unknown or repeated names are refused, and every problem
 //! is reported at once, keyed by parameter name.
 
+use std::any::TypeId;
 use std::collections::btree_map::Entry;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, OnceLock};
 
 use serde_json::{Map, Value};
 use utoipa::openapi::path::ParameterIn;
@@ -28,11 +30,8 @@ pub struct QueryParams {
 
 impl QueryParams {
     /// Splits `raw`, accepting only the parameters `P` documents.
-    pub fn parse<P: IntoParams>(raw: Option<&str>) -> Self {
-        let allowed: Vec<String> = P::into_params(|| Some(ParameterIn::Query))
-            .into_iter()
-            .map(|p| p.name)
-            .collect();
+    pub fn parse<P: IntoParams + 'static>(raw: Option<&str>) -> Self {
+        let allowed = allowed_names::<P>();
         let mut values = BTreeMap::new();
         let mut errors = Map::new();
         for (name, value) in url::form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
@@ -92,6 +91,21 @@ impl QueryParams {
         let after = cursor.map(|c| codec.decode(scope, &c)).transpose()?;
         Ok(Paging { after, limit })
     }
+}
+
+/// The query parameter names `P` documents, computed once per type: building utoipa's
+/// parameter objects on every request would cost more than the rest of the parsing.
+fn allowed_names<P: IntoParams + 'static>() -> &'static [String] {
+    static CACHE: OnceLock<Mutex<HashMap<TypeId, &'static [String]>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+    cache.entry(TypeId::of::<P>()).or_insert_with(|| {
+        let names: Vec<String> = P::into_params(|| Some(ParameterIn::Query))
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
+        Box::leak(names.into_boxed_slice())
+    })
 }
 
 /// Where a page starts and how long it is.

@@ -159,6 +159,13 @@ pub trait Connector: Send + Sync + 'static {
         Err(WebhookRejection::NotConfigured)
     }
 
+    /// The provider account a verified app-level delivery belongs to (a Slack workspace, a
+    /// GitHub App installation's account), as stored in `external_account_id`; `None` when the
+    /// payload names none.
+    fn webhook_account(&self, _headers: &HeaderMap, _body: &[u8]) -> Option<String> {
+        None
+    }
+
     /// Which of the tenant's active connections to this provider a stored event belongs to;
     /// `None` leaves it `unmatched`. The default: the only connection, if there is exactly one.
     fn route_webhook(

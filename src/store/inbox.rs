@@ -54,6 +54,14 @@ pub trait Inbox: Send + Sync {
         id: Uuid,
     ) -> Result<Option<StoredWebhookEvent>, StoreError>;
 
+    /// Every active connection, in any tenant, to the provider account `external_account_id`
+    /// (routing an app-level webhook to each tenant that connected the account).
+    async fn connections_for_account(
+        &self,
+        provider: &str,
+        external_account_id: &str,
+    ) -> Result<Vec<Connection>, StoreError>;
+
     /// The tenant's active connections to a provider, oldest first (routing candidates).
     async fn active_connections(
         &self,

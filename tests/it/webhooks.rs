@@ -383,3 +383,103 @@ async fn stored_headers_never_keep_credentials() {
     assert!(!text.contains("should-not-be-stored"), "{text}");
     assert_eq!(stored.headers["x-sandbox-delivery"], "h-1");
 }
+
+/// Sends a signed delivery to the app-level URL (no tenant in the path).
+async fn deliver_app(app: &TestApp, delivery: &str, body: &[u8]) -> reqwest::Response {
+    let timestamp = connectors::domain::now().timestamp().to_string();
+    let signature = hmac_sha256_hex(&Secret::new(SECRET), &[timestamp.as_bytes(), b".", body]);
+    app.anonymous(Method::POST, "/webhooks/sandbox")
+        .header("X-Sandbox-Delivery", delivery)
+        .header("X-Sandbox-Event", "event.created")
+        .header("X-Sandbox-Timestamp", timestamp)
+        .header("X-Sandbox-Signature", format!("v1={signature}"))
+        .body(body.to_vec())
+        .send()
+        .await
+        .expect("sent")
+}
+
+fn account_body(id: &str, account: &str) -> Vec<u8> {
+    let mut value: Value = serde_json::from_slice(&event_body(id)).expect("json");
+    value["account"] = json!(account);
+    serde_json::to_vec(&value).expect("json")
+}
+
+#[tokio::test]
+async fn an_app_level_delivery_reaches_every_tenant_that_connected_the_account_and_no_one_else() {
+    let app = spawn().await;
+    let (a, b, bystander) = (tenant(), tenant(), tenant());
+    connect_sandbox(&app, a).await;
+    connect_sandbox(&app, b).await;
+    accepted(deliver_app(&app, "app-1", &account_body("shared", "sandbox-user")).await).await;
+    let again = accepted(deliver_app(&app, "app-1", &account_body("shared", "sandbox-user")).await).await;
+    assert_eq!(again["duplicate"], true);
+    let nobody = accepted(deliver_app(&app, "app-2", &account_body("orphan", "someone-else")).await).await;
+    let bad = deliver_app(&app, "app-3", b"{}").await;
+    assert_eq!(bad.status(), 202, "signature is over the bytes, whatever they hold");
+    inbox::drain(&app.state).await.expect("drain");
+    for t in [a, b] {
+        let (_, signals) = app.get_json(t, "/signals").await;
+        let signals = signals["signals"].as_array().expect("array").clone();
+        assert_eq!(signals.len(), 1, "{signals:?}");
+        assert_eq!(signals[0]["external_id"], "shared");
+    }
+    let (_, none) = app.get_json(bystander, "/signals").await;
+    assert_eq!(none["signals"], json!([]));
+    let nil = TenantId(uuid::Uuid::nil());
+    let id = nobody["event_id"].as_str().expect("id").parse().expect("uuid");
+    let kept = app.store().get_webhook_event(nil, id).await.expect("read").expect("kept");
+    assert_eq!(kept.status, EventStatus::Unmatched);
+}
+
+#[tokio::test]
+async fn an_app_level_delivery_with_a_bad_signature_is_refused() {
+    let app = spawn().await;
+    let response = app
+        .anonymous(Method::POST, "/webhooks/sandbox")
+        .header("X-Sandbox-Delivery", "x")
+        .header("X-Sandbox-Timestamp", connectors::domain::now().timestamp().to_string())
+        .header("X-Sandbox-Signature", "v1=00")
+        .body(account_body("x", "sandbox-user"))
+        .send()
+        .await
+        .expect("sent");
+    assert_problem(response, 401, "INVALID_SIGNATURE").await;
+}
+
+#[tokio::test]
+async fn core_can_relay_an_event_for_a_tenant_and_connection() {
+    let app = spawn().await;
+    let t = tenant();
+    let connection = connect_sandbox(&app, t).await;
+    let id = connection["id"].as_str().expect("id");
+    let relay = |tenant: TenantId, connection: &str, key: &str| {
+        app.operator(Method::POST, "/webhooks/sandbox")
+            .header("X-Tenant-Id", tenant.to_string())
+            .header("X-Connection-Id", connection.to_string())
+            .header("Idempotency-Key", key.to_string())
+            .header("X-Event-Type", "event.created")
+            .body(event_body("relayed"))
+    };
+    let first = accepted(relay(t, id, "core-1").send().await.expect("sent")).await;
+    assert_eq!(first["duplicate"], false);
+    let again = accepted(relay(t, id, "core-1").send().await.expect("sent")).await;
+    assert_eq!(again["duplicate"], true);
+    inbox::drain(&app.state).await.expect("drain");
+    let (_, signals) = app.get_json(t, "/signals").await;
+    assert_eq!(signals["signals"][0]["connection_id"], connection["id"]);
+
+    let response = relay(tenant(), id, "core-2").send().await.expect("sent");
+    assert_problem(response, 404, "CONNECTION_NOT_FOUND").await;
+    let response = app
+        .anonymous(Method::POST, "/webhooks/sandbox")
+        .bearer_auth("not-the-operator-token-at-all")
+        .header("X-Tenant-Id", t.to_string())
+        .body(event_body("x"))
+        .send()
+        .await
+        .expect("sent");
+    assert_problem(response, 401, "UNAUTHORIZED").await;
+    let response = app.operator(Method::POST, "/webhooks/sandbox").body(event_body("x")).send().await.expect("sent");
+    assert_problem(response, 400, "TENANT_HEADER_REQUIRED").await;
+}

@@ -97,6 +97,10 @@ impl Connector for SandboxConnector {
         webhook::normalize(event)
     }
 
+    fn webhook_account(&self, _headers: &axum::http::HeaderMap, body: &[u8]) -> Option<String> {
+        webhook::account(body)
+    }
+
     fn routes(&self) -> Option<axum::Router<AppState>> {
         Some(oauth::routes())
     }

@@ -81,3 +81,9 @@ pub(super) fn normalize(event: &WebhookEvent) -> Result<Normalized, String> {
         payload: serde_json::from_slice(&event.body).unwrap_or_default(),
     }]))
 }
+
+/// The account an app-level delivery names (`account` in the body).
+pub(super) fn account(body: &[u8]) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    value.get("account")?.as_str().map(str::to_string)
+}

@@ -95,6 +95,7 @@ impl App {
             background.push(tokio::spawn(state.tokens.clone().run(state.clone())));
             background.push(tokio::spawn(crate::ingest::inbox::run(state.clone())));
         }
+        let sync = crate::ingest::sync::spawn(&state);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let flag = state.shutting_down.clone();
         tokio::spawn(async move {
@@ -131,6 +132,7 @@ impl App {
         for task in background {
             task.abort();
         }
+        sync.stop().await;
         state.store.close().await;
         tracing::info!("stopped");
         Ok(())

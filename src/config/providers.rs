@@ -1,8 +1,8 @@
 //! Per-provider settings: `POBLYSH_<SLUG>_CLIENT_ID`, `_CLIENT_SECRET`, `_WEBHOOK_SECRET`,
 //! `_API_BASE_URL`, `_AUTH_BASE_URL`, `_SCOPES`, and rate-limit overrides
 //! (`_RATE_LIMIT_REQUESTS`, `_RATE_LIMIT_WINDOW_SECS`, `_RATE_LIMIT_BURST`,
-//! `_MAX_CONCURRENCY`), and the sync interval (`_SYNC_INTERVAL_SECS`). The slugs come from the provider registry, so a new provider needs no
-//! change here.
+//! `_MAX_CONCURRENCY`), and the sync interval (`_SYNC_INTERVAL_SECS`). The slugs come from the
+//! provider registry, so a new provider needs no change here.
 
 use std::time::Duration;
 

@@ -4,6 +4,7 @@
 
 pub mod inbox;
 pub mod signature;
+pub mod sync;
 mod types;
 
 pub use types::{Normalized, SignalDraft, SyncPage, Verified, WebhookEvent, WebhookRejection};

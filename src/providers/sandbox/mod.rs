@@ -4,19 +4,21 @@
 //! local profile (`POBLYSH_SANDBOX_ENABLED`).
 
 mod oauth;
+mod sync;
 mod webhook;
 
 use async_trait::async_trait;
+use serde_json::Value;
 use url::Url;
 
 use crate::config::ProviderSettings;
 use crate::crypto::Secret;
 use crate::http::AppState;
-use crate::ingest::{Normalized, Verified, WebhookEvent, WebhookRejection};
+use crate::ingest::{Normalized, SyncPage, Verified, WebhookEvent, WebhookRejection};
 use crate::oauth::{
     ConnectionTokens, ExternalAccount, OAuthEndpoints, ProviderCallError, ProviderContext, TokenSet,
 };
-use crate::providers::{AuthType, Connector, Descriptor, RateLimitPolicy};
+use crate::providers::{AuthType, Connector, Descriptor, RateLimitPolicy, SyncContext};
 
 /// The Sandbox provider.
 pub struct SandboxConnector;
@@ -99,6 +101,14 @@ impl Connector for SandboxConnector {
 
     fn webhook_account(&self, _headers: &axum::http::HeaderMap, body: &[u8]) -> Option<String> {
         webhook::account(body)
+    }
+
+    async fn sync_page(
+        &self,
+        ctx: SyncContext<'_>,
+        cursor: Option<&Value>,
+    ) -> Result<SyncPage, ProviderCallError> {
+        sync::page(ctx.connection, cursor, crate::domain::now())
     }
 
     fn routes(&self) -> Option<axum::Router<AppState>> {

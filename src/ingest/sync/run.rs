@@ -1,0 +1,287 @@
+//! Running one claimed job: page by page, each page's signals committed with the cursor that
+//! follows it, and every way a step can fail sorted into "retry", "come back later" or "give
+//! up".
+
+use std::time::Duration;
+
+use super::backoff;
+use super::worker::SyncWorker;
+use crate::domain::{now, Connection, ConnectionStatus, Job};
+use crate::http::AppState;
+use crate::oauth::refresh::TokenError;
+use crate::oauth::{ProviderCallError, ProviderContext};
+use crate::providers::{Connector, SyncContext};
+use crate::store::{Lease, StoreError};
+
+/// A job stops after this many pages; its cursor is kept and the next run goes on from it.
+pub const MAX_PAGES_PER_JOB: u32 = 500;
+
+/// What the pages done so far added up to.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Progress {
+    pub pages: u32,
+    pub new_signals: u64,
+}
+
+/// Why a run stopped before the last page.
+#[derive(Debug)]
+pub(super) enum Stop {
+    /// Another worker holds the job now; write nothing more.
+    LeaseLost,
+    /// Not a failure: come back after `wait` without counting the attempt.
+    Defer {
+        wait: Duration,
+        note: Option<&'static str>,
+    },
+    /// The attempt failed.
+    Failed(Failure),
+}
+
+/// A failed attempt.
+#[derive(Debug)]
+pub(super) struct Failure {
+    pub error: String,
+    /// `None`: retrying cannot help (the grant is gone, the connection is not active).
+    pub retry: Option<RetryAfter>,
+}
+
+/// When a retry may happen at the earliest.
+#[derive(Debug, Default)]
+pub(super) struct RetryAfter(pub Option<Duration>);
+
+impl Failure {
+    fn permanent(error: impl Into<String>) -> Self {
+        Self {
+            error: error.into(),
+            retry: None,
+        }
+    }
+
+    fn transient(error: impl Into<String>, not_before: Option<Duration>) -> Self {
+        Self {
+            error: error.into(),
+            retry: Some(RetryAfter(not_before)),
+        }
+    }
+
+    /// The store failed; the job is retried (or, if the store stays down, its lease expires
+    /// and another worker takes it over).
+    pub(super) fn store(err: StoreError) -> Self {
+        Self::transient(format!("storage failed: {err}"), None)
+    }
+}
+
+impl From<StoreError> for Stop {
+    fn from(err: StoreError) -> Self {
+        Stop::Failed(Failure::store(err))
+    }
+}
+
+impl From<Failure> for Stop {
+    fn from(failure: Failure) -> Self {
+        Stop::Failed(failure)
+    }
+}
+
+/// The label of a provider call's outcome in `provider_calls_total`.
+pub(super) fn call_outcome<T>(result: &Result<T, ProviderCallError>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(ProviderCallError::InvalidGrant(_)) => "invalid_grant",
+        Err(ProviderCallError::Unauthorized) => "unauthorized",
+        Err(ProviderCallError::RateLimited { .. }) => "rate_limited",
+        Err(ProviderCallError::Rejected(_)) => "rejected",
+        Err(ProviderCallError::Unavailable(_)) => "unavailable",
+    }
+}
+
+fn token_failure(err: TokenError) -> Failure {
+    match err {
+        TokenError::Missing | TokenError::NeedsReauth => Failure::permanent(err.to_string()),
+        TokenError::Provider(ProviderCallError::RateLimited { retry_after }) => {
+            Failure::transient(err.to_string(), retry_after.map(Duration::from_secs))
+        }
+        TokenError::Provider(ProviderCallError::InvalidGrant(_)) => {
+            Failure::permanent(err.to_string())
+        }
+        TokenError::Provider(_) => Failure::transient(err.to_string(), None),
+        TokenError::Internal(e) => Failure::transient(format!("token storage failed: {e:#}"), None),
+    }
+}
+
+impl SyncWorker {
+    /// Runs `job` (claimed by this worker) page by page with `connector`.
+    pub(super) async fn execute(
+        &self,
+        state: &AppState,
+        connector: Option<&dyn Connector>,
+        job: &Job,
+        progress: &mut Progress,
+    ) -> Result<(), Stop> {
+        let lease = Lease {
+            job: job.id,
+            owner: self.owner(),
+        };
+        if job.attempts > job.max_attempts {
+            // Only a job whose workers kept dying gets here: each takeover counted an attempt.
+            return Err(Failure::permanent(format!(
+                "abandoned after {} attempts whose workers stopped before finishing",
+                job.max_attempts
+            ))
+            .into());
+        }
+        let slug = job.provider.as_str();
+        let connector = connector
+            .ok_or_else(|| Failure::permanent(format!("provider {slug} is not enabled")))?;
+        if !connector.descriptor().sync {
+            return Err(Failure::permanent(format!("provider {slug} does not sync")).into());
+        }
+        let settings = state
+            .config
+            .provider(slug)
+            .ok_or_else(|| Failure::permanent(format!("provider {slug} has no settings")))?;
+        let policy = state
+            .registry
+            .get(slug)
+            .map_or(connector.descriptor().rate_limit, |e| e.rate_limit);
+        let connection = state
+            .store
+            .get_connection(job.tenant_id, job.connection_id)
+            .await?
+            .ok_or_else(|| Failure::permanent("the connection no longer exists"))?;
+        if connection.status != ConnectionStatus::Active {
+            return Err(Failure::permanent(format!(
+                "the connection is {}, not active",
+                connection.status
+            ))
+            .into());
+        }
+        let mut cursor = state.store.sync_cursor(connection.id).await?;
+        let mut token = state
+            .tokens
+            .access_token(state, &connection)
+            .await
+            .map_err(token_failure)?;
+        let mut refreshed = false;
+        loop {
+            if state.is_shutting_down() {
+                return Err(Stop::Defer {
+                    wait: Duration::ZERO,
+                    note: None,
+                });
+            }
+            // Keep the lease through the wait for the limiter and the call.
+            let at = now();
+            if !state
+                .store
+                .extend_sync_lease(lease, at + self.lease_chrono(state), at)
+                .await?
+            {
+                return Err(Stop::LeaseLost);
+            }
+            let permit = self
+                .limiters()
+                .acquire(slug, connection.id, policy, self.max_limiter_wait(state))
+                .await
+                .map_err(|wait| Stop::Defer {
+                    wait,
+                    note: Some("waiting for the client-side rate limit"),
+                })?;
+            let ctx = SyncContext {
+                provider: ProviderContext {
+                    http: &state.http,
+                    settings,
+                },
+                connection: &connection,
+                access_token: &token,
+            };
+            let result = connector.sync_page(ctx, cursor.as_ref()).await;
+            drop(permit);
+            metrics::counter!(
+                "provider_calls_total",
+                "provider" => slug.to_string(),
+                "outcome" => call_outcome(&result)
+            )
+            .increment(1);
+            match result {
+                Ok(page) => {
+                    let signals: Vec<_> = page
+                        .signals
+                        .into_iter()
+                        .map(|draft| draft.into_signal(&connection))
+                        .collect();
+                    let at = now();
+                    let committed = state
+                        .store
+                        .commit_sync_page(
+                            lease,
+                            connection.id,
+                            &signals,
+                            &page.cursor,
+                            at + self.lease_chrono(state),
+                            at,
+                        )
+                        .await?;
+                    let Some(new) = committed else {
+                        return Err(Stop::LeaseLost);
+                    };
+                    progress.pages += 1;
+                    progress.new_signals += new;
+                    cursor = Some(page.cursor);
+                    refreshed = false;
+                    if !page.more || progress.pages >= MAX_PAGES_PER_JOB {
+                        return Ok(());
+                    }
+                }
+                Err(ProviderCallError::Unauthorized) if !refreshed => {
+                    // One refresh, then this page once more.
+                    token = state
+                        .tokens
+                        .refresh_after_unauthorized(state, &connection, &token)
+                        .await
+                        .map_err(token_failure)?;
+                    refreshed = true;
+                }
+                Err(err) => return Err(call_failure(state, &connection, err).await.into()),
+            }
+        }
+    }
+}
+
+async fn call_failure(
+    state: &AppState,
+    connection: &Connection,
+    err: ProviderCallError,
+) -> Failure {
+    let error = err.to_string();
+    match err {
+        ProviderCallError::InvalidGrant(_) => {
+            let message = format!("reauthorization needed: {error}");
+            if let Err(e) = state
+                .store
+                .set_connection_status(
+                    connection.tenant_id,
+                    connection.id,
+                    ConnectionStatus::NeedsReauth,
+                    Some(&message),
+                    now(),
+                )
+                .await
+            {
+                tracing::warn!(connection_id = %connection.id, error = %e, "could not mark the connection");
+            }
+            Failure::permanent(message)
+        }
+        ProviderCallError::RateLimited { retry_after } => {
+            Failure::transient(error, retry_after.map(Duration::from_secs))
+        }
+        ProviderCallError::Unauthorized
+        | ProviderCallError::Unavailable(_)
+        | ProviderCallError::Rejected(_) => Failure::transient(error, None),
+    }
+}
+
+/// The delay before the retry of a job that has made `attempts` attempts.
+pub(super) fn retry_delay(attempts: i32, retry: &RetryAfter) -> Duration {
+    backoff::retry_delay(attempts, retry.0)
+}

@@ -1,0 +1,98 @@
+//! [`Scheduler`]: enqueues an incremental sync for every connection that is due, and moves its
+//! next sync one interval (±10 %) ahead.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use super::{backoff, new_job};
+use crate::domain::{from_micros, now, to_micros, JobType, Timestamp};
+use crate::http::AppState;
+
+/// Connections looked at per query.
+const BATCH: u32 = 200;
+/// The longest pause between two ticks.
+const MAX_TICK: Duration = Duration::from_secs(15);
+
+/// Finds connections due for a sync and enqueues their jobs.
+#[derive(Clone, Debug, Default)]
+pub struct Scheduler;
+
+impl Scheduler {
+    /// One pass at `now`: for each active connection of a syncing provider whose
+    /// `next_sync_at` is unset or past, moves `next_sync_at` to `now + interval ± 10 %` and
+    /// enqueues an `incremental` job (unless one is queued or running). Several instances may
+    /// tick at once: each connection is scheduled by whichever moves `next_sync_at` first.
+    /// Returns how many jobs were created.
+    pub async fn tick(&self, state: &AppState, now: Timestamp) -> anyhow::Result<usize> {
+        let providers: Vec<&str> = state
+            .registry
+            .entries()
+            .iter()
+            .map(|e| e.descriptor())
+            .filter(|d| d.sync)
+            .map(|d| d.slug)
+            .collect();
+        let mut created = 0;
+        // Every scheduled connection stops being due, so each batch is new; bounded anyway.
+        for _ in 0..1_000 {
+            let due = state
+                .store
+                .connections_due_for_sync(&providers, now, BATCH)
+                .await?;
+            let last_batch = due.len() < BATCH as usize;
+            for connection in due {
+                let interval = backoff::jittered(state.config.sync_interval(&connection.provider));
+                let next = now + chrono::Duration::from_std(interval)?;
+                let next = from_micros(to_micros(&next)).unwrap_or(next);
+                if !state
+                    .store
+                    .advance_next_sync(connection.id, now, next)
+                    .await?
+                {
+                    continue;
+                }
+                let enqueued = state
+                    .store
+                    .enqueue_sync(&new_job(&connection, JobType::Incremental, now))
+                    .await?;
+                if enqueued.created {
+                    created += 1;
+                }
+            }
+            if last_batch {
+                break;
+            }
+        }
+        Ok(created)
+    }
+
+    /// Ticks until the task is stopped, waking `wake` when it enqueued something.
+    pub async fn run(self, state: AppState, wake: Arc<Notify>) {
+        let period = state
+            .config
+            .provider_sync_intervals
+            .iter()
+            .map(|(_, interval)| *interval)
+            .chain([state.config.sync_interval, MAX_TICK])
+            .min()
+            .unwrap_or(MAX_TICK);
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if state.is_shutting_down() {
+                break;
+            }
+            match self.tick(&state, now()).await {
+                Ok(0) => {}
+                Ok(created) => {
+                    tracing::debug!(created, "sync jobs scheduled");
+                    wake.notify_waiters();
+                }
+                Err(err) => tracing::warn!(error = format!("{err:#}"), "sync scheduling failed"),
+            }
+        }
+    }
+}

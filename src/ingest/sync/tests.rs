@@ -1,0 +1,689 @@
+//! Engine tests with a scripted connector: failures the sandbox never produces (outages,
+//! `Retry-After`, refused tokens, lost grants), lease takeover, and the cursor staying at the
+//! last committed page. SQLite by default, PostgreSQL when `POBLYSH_TEST_DATABASE_URL` is set.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use serde_json::{json, Value};
+use sqlx::{Connection as _, Executor, PgConnection};
+use uuid::Uuid;
+
+use super::{backoff, new_job, JobOutcome, JobResult, Scheduler, SyncWorker};
+use crate::config::{Config, Source};
+use crate::crypto::Secret;
+use crate::domain::{
+    now, Connection, ConnectionId, ConnectionStatus, ConnectionUpsert, Job, JobStatus, JobType,
+    TenantId, Timestamp,
+};
+use crate::http::AppState;
+use crate::ingest::{SignalDraft, SyncPage};
+use crate::oauth::flow::seal_tokens;
+use crate::oauth::refresh::open_tokens;
+use crate::oauth::ProviderCallError;
+use crate::providers::{AuthType, Connector, Descriptor, RateLimitPolicy, SyncContext};
+use crate::store::{Lease, PageRequest, SignalFilter, StoreOptions};
+
+/// A database for one test, dropped with it.
+enum TestDatabase {
+    Sqlite(#[allow(dead_code)] tempfile::TempDir),
+    Postgres { admin_url: String, name: String },
+}
+
+impl TestDatabase {
+    async fn create() -> (Self, String) {
+        match std::env::var("POBLYSH_TEST_DATABASE_URL") {
+            Ok(admin_url) if !admin_url.is_empty() => {
+                let name = format!("poblysh_unit_{}", Uuid::new_v4().simple());
+                let mut admin = PgConnection::connect(&admin_url)
+                    .await
+                    .expect("reachable PostgreSQL");
+                admin
+                    .execute(format!("CREATE DATABASE \"{name}\"").as_str())
+                    .await
+                    .expect("create test database");
+                let mut url = url::Url::parse(&admin_url).expect("valid URL");
+                url.set_path(&format!("/{name}"));
+                (Self::Postgres { admin_url, name }, url.to_string())
+            }
+            _ => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}", dir.path().join("sync.db").display());
+                (Self::Sqlite(dir), url)
+            }
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if let TestDatabase::Postgres { admin_url, name } = self {
+            let (admin_url, name) = (admin_url.clone(), name.clone());
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                rt.block_on(async {
+                    if let Ok(mut admin) = PgConnection::connect(&admin_url).await {
+                        let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+                        let _ = admin.execute(sql.as_str()).await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+struct Harness {
+    state: AppState,
+    connection: Connection,
+    _db: TestDatabase,
+}
+
+const FIRST_TOKEN: &str = "sandbox-access.first";
+
+async fn harness() -> Harness {
+    harness_with(&[]).await
+}
+
+/// A state over a fresh database with one active sandbox connection whose tokens the sandbox
+/// can refresh.
+async fn harness_with(extra: &[(&str, &str)]) -> Harness {
+    let (db, url) = TestDatabase::create().await;
+    let mut pairs = vec![
+        ("POBLYSH_PROFILE".to_string(), "test".to_string()),
+        ("POBLYSH_DATABASE_URL".to_string(), url.clone()),
+        ("POBLYSH_SANDBOX_ENABLED".to_string(), "true".to_string()),
+    ];
+    pairs.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let config = Config::from_source(&Source::from_pairs(pairs)).expect("config");
+    let store = crate::store::connect(&url, &StoreOptions { max_connections: 4 })
+        .await
+        .expect("store");
+    store.migrate().await.expect("migrated");
+    let state = AppState::new(Arc::new(config), store, crate::telemetry::metrics());
+    let connection = sandbox_connection(&state).await;
+    Harness {
+        state,
+        connection,
+        _db: db,
+    }
+}
+
+async fn sandbox_connection(state: &AppState) -> Connection {
+    let id = ConnectionId::generate();
+    let tenant = TenantId(Uuid::new_v4());
+    let tokens = seal_tokens(
+        state,
+        tenant,
+        "sandbox",
+        id,
+        &Secret::new(FIRST_TOKEN),
+        Some(&Secret::new("sandbox-refresh.first")),
+        Some(now() + chrono::Duration::hours(1)),
+    );
+    state
+        .store
+        .upsert_connection(&ConnectionUpsert {
+            id,
+            tenant_id: tenant,
+            provider: "sandbox".into(),
+            external_account_id: Uuid::new_v4().to_string(),
+            external_account_name: None,
+            scopes: vec![],
+            tokens,
+            now: now(),
+        })
+        .await
+        .expect("upsert")
+        .expect("created")
+}
+
+static SCRIPTED: Descriptor = Descriptor {
+    slug: "sandbox",
+    display_name: "Scripted",
+    auth_type: AuthType::None,
+    default_scopes: &[],
+    kinds: &["scripted_event"],
+    webhooks: false,
+    sync: true,
+    rate_limit: RateLimitPolicy {
+        requests: 1000,
+        window_secs: 1,
+        burst: 1000,
+        max_concurrency: 4,
+    },
+};
+
+/// One scripted answer of `sync_page`.
+enum Step {
+    /// `count` signals after the cursor, `more` or not.
+    Page(u64, bool),
+    Unauthorized,
+    Unavailable,
+    RateLimited(Option<u64>),
+    InvalidGrant,
+}
+
+/// What `sync_page` was called with.
+#[derive(Debug, Clone)]
+struct Call {
+    cursor: Option<Value>,
+    token: String,
+}
+
+/// A connector answering from a script; cursors are `{"n": <signals so far>}`. An exhausted
+/// script answers an empty last page.
+#[derive(Default)]
+struct Scripted {
+    steps: Mutex<VecDeque<Step>>,
+    calls: Mutex<Vec<Call>>,
+}
+
+impl Scripted {
+    fn new(steps: impl IntoIterator<Item = Step>) -> Self {
+        Self {
+            steps: Mutex::new(steps.into_iter().collect()),
+            calls: Mutex::default(),
+        }
+    }
+
+    fn calls(&self) -> Vec<Call> {
+        self.calls.lock().expect("lock").clone()
+    }
+}
+
+#[async_trait]
+impl Connector for Scripted {
+    fn descriptor(&self) -> &'static Descriptor {
+        &SCRIPTED
+    }
+
+    async fn sync_page(
+        &self,
+        ctx: SyncContext<'_>,
+        cursor: Option<&Value>,
+    ) -> Result<SyncPage, ProviderCallError> {
+        self.calls.lock().expect("lock").push(Call {
+            cursor: cursor.cloned(),
+            token: ctx.access_token.expose().to_string(),
+        });
+        let step = self.steps.lock().expect("lock").pop_front();
+        let from = cursor.and_then(|c| c["n"].as_u64()).unwrap_or(0);
+        let (count, more) = match step {
+            None => (0, false),
+            Some(Step::Page(count, more)) => (count, more),
+            Some(Step::Unauthorized) => return Err(ProviderCallError::Unauthorized),
+            Some(Step::Unavailable) => {
+                return Err(ProviderCallError::Unavailable(
+                    "upstream answered 503".into(),
+                ))
+            }
+            Some(Step::RateLimited(retry_after)) => {
+                return Err(ProviderCallError::RateLimited { retry_after })
+            }
+            Some(Step::InvalidGrant) => {
+                return Err(ProviderCallError::InvalidGrant("invalid_grant".into()))
+            }
+        };
+        let signals = (from + 1..=from + count)
+            .map(|n| SignalDraft {
+                kind: "scripted_event".into(),
+                occurred_at: now(),
+                actor: None,
+                title: Some(format!("event {n}")),
+                url: None,
+                external_id: Some(n.to_string()),
+                dedupe_key: format!("scripted:{n}"),
+                payload: json!({ "n": n }),
+            })
+            .collect();
+        Ok(SyncPage {
+            signals,
+            cursor: json!({ "n": from + count }),
+            more,
+        })
+    }
+}
+
+impl Harness {
+    async fn enqueue(&self, max_attempts: i32) -> Job {
+        let mut job = new_job(&self.connection, JobType::Incremental, now());
+        job.max_attempts = max_attempts;
+        self.state
+            .store
+            .enqueue_sync(&job)
+            .await
+            .expect("enqueue")
+            .job
+    }
+
+    /// Claims as `worker` as if it were `at`.
+    async fn claim_at(&self, worker: &SyncWorker, at: Timestamp) -> Option<Job> {
+        let lease = chrono::Duration::from_std(SyncWorker::lease(&self.state)).expect("lease");
+        self.state
+            .store
+            .claim_sync_job(worker.owner(), at, at + lease)
+            .await
+            .expect("claim")
+    }
+
+    async fn run(&self, worker: &SyncWorker, connector: &Scripted, at: Timestamp) -> JobOutcome {
+        let job = self.claim_at(worker, at).await.expect("a due job");
+        worker
+            .run_job(&self.state, Some(connector), job)
+            .await
+            .expect("recorded")
+    }
+
+    async fn job(&self, job: &Job) -> Job {
+        self.state
+            .store
+            .get_job(job.tenant_id, job.id)
+            .await
+            .expect("get")
+            .expect("exists")
+    }
+
+    async fn connection(&self) -> Connection {
+        self.state
+            .store
+            .get_connection(self.connection.tenant_id, self.connection.id)
+            .await
+            .expect("get")
+            .expect("exists")
+    }
+
+    async fn dedupe_keys(&self) -> Vec<String> {
+        let filter = SignalFilter {
+            connection_id: Some(self.connection.id),
+            ..Default::default()
+        };
+        let page = PageRequest {
+            after: None,
+            fetch: 100,
+        };
+        let mut keys: Vec<String> = self
+            .state
+            .store
+            .list_signals(self.connection.tenant_id, &filter, page)
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|s| s.dedupe_key)
+            .collect();
+        keys.sort_by_key(|k| {
+            k.trim_start_matches("scripted:")
+                .parse::<u64>()
+                .unwrap_or(0)
+        });
+        keys
+    }
+
+    async fn cursor(&self) -> Option<Value> {
+        self.state
+            .store
+            .sync_cursor(self.connection.id)
+            .await
+            .expect("cursor")
+    }
+}
+
+fn keys(range: std::ops::RangeInclusive<u64>) -> Vec<String> {
+    range.map(|n| format!("scripted:{n}")).collect()
+}
+
+fn hours(n: i64) -> chrono::Duration {
+    chrono::Duration::hours(n)
+}
+
+#[tokio::test]
+async fn pages_are_committed_with_their_cursor_until_the_last() {
+    let h = harness().await;
+    let job = h.enqueue(5).await;
+    let worker = SyncWorker::new();
+    let connector = Scripted::new([Step::Page(2, true), Step::Page(3, false)]);
+    let outcome = h.run(&worker, &connector, now()).await;
+    assert_eq!(outcome.result, JobResult::Succeeded);
+    assert_eq!((outcome.pages, outcome.new_signals), (2, 5));
+    let cursors: Vec<_> = connector.calls().into_iter().map(|c| c.cursor).collect();
+    assert_eq!(cursors, [None, Some(json!({ "n": 2 }))]);
+    assert_eq!(h.cursor().await, Some(json!({ "n": 5 })));
+    assert_eq!(h.dedupe_keys().await, keys(1..=5));
+    let stored = h.job(&job).await;
+    assert_eq!(stored.status, JobStatus::Succeeded);
+    assert_eq!(stored.attempts, 1);
+    assert!(stored.finished_at.is_some() && stored.error.is_none());
+    assert!(h.connection().await.last_synced_at.is_some());
+}
+
+#[tokio::test]
+async fn an_outage_is_retried_with_backoff_and_the_cursor_stays_at_the_last_committed_page() {
+    let h = harness().await;
+    let job = h.enqueue(5).await;
+    let worker = SyncWorker::new();
+    let before = now();
+    let connector = Scripted::new([Step::Page(3, true), Step::Unavailable]);
+    let outcome = h.run(&worker, &connector, now()).await;
+    let JobResult::Retrying { at, error } = &outcome.result else {
+        panic!("{outcome:?}");
+    };
+    assert!(error.contains("503"), "{error}");
+    // First retry: full jitter below 1 s × 2^1.
+    let ceiling = chrono::Duration::from_std(backoff::ceiling(1)).expect("ceiling");
+    assert!(*at >= before && *at <= now() + ceiling, "{at}");
+    let stored = h.job(&job).await;
+    assert_eq!(stored.status, JobStatus::Queued);
+    assert_eq!(stored.scheduled_at, *at);
+    assert_eq!(stored.error.as_deref(), Some(error.as_str()));
+    assert_eq!(stored.attempts, 1);
+    // The first page stands; the failed one left no trace.
+    assert_eq!(h.cursor().await, Some(json!({ "n": 3 })));
+    assert_eq!(h.dedupe_keys().await, keys(1..=3));
+    assert!(h.connection().await.last_error.is_none(), "not failed yet");
+
+    // The retry resumes after the committed page.
+    let retry = Scripted::new([Step::Page(2, false)]);
+    let outcome = h.run(&worker, &retry, now() + hours(1)).await;
+    assert_eq!(outcome.result, JobResult::Succeeded);
+    assert_eq!(outcome.attempt, 2);
+    assert_eq!(retry.calls()[0].cursor, Some(json!({ "n": 3 })));
+    assert_eq!(h.dedupe_keys().await, keys(1..=5));
+    assert!(h.job(&job).await.error.is_none());
+}
+
+#[tokio::test]
+async fn retry_after_is_a_floor_for_the_next_attempt() {
+    let h = harness().await;
+    let job = h.enqueue(5).await;
+    let before = now();
+    let connector = Scripted::new([Step::RateLimited(Some(600))]);
+    let outcome = h.run(&SyncWorker::new(), &connector, now()).await;
+    let JobResult::Retrying { at, .. } = outcome.result else {
+        panic!("{outcome:?}");
+    };
+    assert!(at >= before + chrono::Duration::seconds(600), "{at}");
+    assert_eq!(h.job(&job).await.scheduled_at, at);
+    // Not due before then.
+    assert!(h
+        .claim_at(&SyncWorker::new(), at - chrono::Duration::seconds(1))
+        .await
+        .is_none());
+    assert!(h.claim_at(&SyncWorker::new(), at).await.is_some());
+}
+
+#[tokio::test]
+async fn a_refused_token_is_refreshed_once_and_the_page_retried() {
+    let h = harness().await;
+    h.enqueue(5).await;
+    let connector = Scripted::new([Step::Unauthorized, Step::Page(1, false)]);
+    let outcome = h.run(&SyncWorker::new(), &connector, now()).await;
+    assert_eq!(outcome.result, JobResult::Succeeded);
+    let calls = connector.calls();
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[0].token, FIRST_TOKEN);
+    assert_ne!(
+        calls[1].token, FIRST_TOKEN,
+        "the page is retried with a new token"
+    );
+    assert_eq!(calls[1].cursor, None, "the same page");
+    let stored = open_tokens(&h.state, &h.connection).await.expect("tokens");
+    assert_eq!(stored.access_token.expose(), calls[1].token);
+    assert_eq!(h.dedupe_keys().await, keys(1..=1));
+}
+
+#[tokio::test]
+async fn a_token_refused_twice_is_not_refreshed_again() {
+    let h = harness().await;
+    h.enqueue(5).await;
+    let connector = Scripted::new([Step::Unauthorized, Step::Unauthorized, Step::Page(1, false)]);
+    let outcome = h.run(&SyncWorker::new(), &connector, now()).await;
+    assert!(
+        matches!(outcome.result, JobResult::Retrying { .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(connector.calls().len(), 2);
+}
+
+#[tokio::test]
+async fn a_lost_grant_fails_at_once_and_the_connection_needs_reauth() {
+    let h = harness().await;
+    let job = h.enqueue(5).await;
+    let connector = Scripted::new([Step::InvalidGrant]);
+    let outcome = h.run(&SyncWorker::new(), &connector, now()).await;
+    assert!(
+        matches!(outcome.result, JobResult::Failed { .. }),
+        "{outcome:?}"
+    );
+    let stored = h.job(&job).await;
+    assert_eq!((stored.status, stored.attempts), (JobStatus::Failed, 1));
+    let connection = h.connection().await;
+    assert_eq!(connection.status, ConnectionStatus::NeedsReauth);
+    assert!(connection
+        .last_error
+        .expect("error")
+        .contains("reauthorization"));
+}
+
+#[tokio::test]
+async fn a_job_fails_after_max_attempts_and_the_next_scheduled_sync_still_happens() {
+    let h = harness().await;
+    let job = h.enqueue(3).await;
+    let worker = SyncWorker::new();
+    let connector = Scripted::new([Step::Unavailable, Step::Unavailable, Step::Unavailable]);
+    let mut at = now();
+    for attempt in 1..=3 {
+        let outcome = h.run(&worker, &connector, at).await;
+        assert_eq!(outcome.attempt, attempt);
+        if attempt < 3 {
+            assert!(
+                matches!(outcome.result, JobResult::Retrying { .. }),
+                "{outcome:?}"
+            );
+        } else {
+            assert!(
+                matches!(outcome.result, JobResult::Failed { .. }),
+                "{outcome:?}"
+            );
+        }
+        at += hours(1);
+    }
+    let stored = h.job(&job).await;
+    assert_eq!((stored.status, stored.attempts), (JobStatus::Failed, 3));
+    let error = stored.error.expect("error visible");
+    assert!(error.contains("503"), "{error}");
+    assert_eq!(h.connection().await.last_error, Some(error));
+    assert!(
+        h.claim_at(&worker, at + hours(24)).await.is_none(),
+        "failed is final"
+    );
+
+    // The scheduler enqueues the next run as usual.
+    assert_eq!(Scheduler.tick(&h.state, now()).await.expect("tick"), 1);
+    let outcome = h
+        .run(&worker, &Scripted::new([Step::Page(1, false)]), now())
+        .await;
+    assert_eq!(outcome.result, JobResult::Succeeded);
+    assert!(
+        h.connection().await.last_error.is_none(),
+        "a success clears the error"
+    );
+}
+
+#[tokio::test]
+async fn an_expired_lease_is_taken_over_and_the_first_worker_writes_nothing_more() {
+    let h = harness().await;
+    let job = h.enqueue(5).await;
+    let (a, b) = (SyncWorker::new(), SyncWorker::new());
+    let start = now();
+    let claimed = h.claim_at(&a, start).await.expect("claimed by a");
+    let lease_a = Lease {
+        job: claimed.id,
+        owner: a.owner(),
+    };
+    // A commits its first page, then stalls.
+    let page: Vec<_> = (1..=2)
+        .map(|n| {
+            SignalDraft {
+                kind: "scripted_event".into(),
+                occurred_at: now(),
+                actor: None,
+                title: None,
+                url: None,
+                external_id: None,
+                dedupe_key: format!("scripted:{n}"),
+                payload: json!({}),
+            }
+            .into_signal(&h.connection)
+        })
+        .collect();
+    let committed = h
+        .state
+        .store
+        .commit_sync_page(
+            lease_a,
+            h.connection.id,
+            &page,
+            &json!({ "n": 2 }),
+            start + chrono::Duration::seconds(60),
+            start,
+        )
+        .await
+        .expect("commit");
+    assert_eq!(committed, Some(2));
+
+    // While A's lease holds, nobody else gets the job.
+    assert!(h
+        .claim_at(&b, start + chrono::Duration::seconds(30))
+        .await
+        .is_none());
+    // Once it expired, B takes over and counts an attempt.
+    let taken = h
+        .claim_at(&b, start + chrono::Duration::seconds(61))
+        .await
+        .expect("taken over");
+    assert_eq!((taken.id, taken.attempts), (job.id, 2));
+
+    // A wakes up: its next page and its finish change nothing.
+    let late: Vec<_> = page
+        .iter()
+        .map(|s| {
+            let mut s = s.clone();
+            s.id = crate::domain::SignalId::generate();
+            s.dedupe_key = s.dedupe_key.replace("scripted:", "late:");
+            s
+        })
+        .collect();
+    let committed = h
+        .state
+        .store
+        .commit_sync_page(
+            lease_a,
+            h.connection.id,
+            &late,
+            &json!({ "n": 99 }),
+            now(),
+            now(),
+        )
+        .await
+        .expect("commit");
+    assert_eq!(committed, None);
+    let finished = h
+        .state
+        .store
+        .finish_sync_job(lease_a, crate::store::JobFinish::Succeeded, now())
+        .await
+        .expect("finish");
+    assert!(!finished);
+    assert_eq!(h.cursor().await, Some(json!({ "n": 2 })));
+
+    // B resumes from A's committed page; nothing is lost or doubled.
+    let connector = Scripted::new([Step::Page(2, false)]);
+    let outcome = b
+        .run_job(&h.state, Some(&connector), taken)
+        .await
+        .expect("run");
+    assert_eq!(outcome.result, JobResult::Succeeded);
+    assert_eq!(connector.calls()[0].cursor, Some(json!({ "n": 2 })));
+    assert_eq!(h.dedupe_keys().await, keys(1..=4));
+
+    // A's run, had it gone on, stops at its next page.
+    let connector = Scripted::new([Step::Page(1, false)]);
+    let outcome = a
+        .run_job(&h.state, Some(&connector), claimed)
+        .await
+        .expect("run");
+    assert_eq!(outcome.result, JobResult::LeaseLost);
+    assert!(connector.calls().is_empty());
+}
+
+#[tokio::test]
+async fn a_job_whose_workers_keep_dying_is_abandoned() {
+    let h = harness().await;
+    let job = h.enqueue(1).await;
+    let (a, b) = (SyncWorker::new(), SyncWorker::new());
+    let start = now();
+    h.claim_at(&a, start).await.expect("claimed");
+    let taken = h.claim_at(&b, start + hours(1)).await.expect("taken over");
+    assert_eq!(taken.attempts, 2);
+    let connector = Scripted::new([Step::Page(1, false)]);
+    let outcome = b
+        .run_job(&h.state, Some(&connector), taken)
+        .await
+        .expect("run");
+    assert!(
+        matches!(outcome.result, JobResult::Failed { .. }),
+        "{outcome:?}"
+    );
+    assert!(connector.calls().is_empty());
+    assert_eq!(h.job(&job).await.status, JobStatus::Failed);
+}
+
+#[tokio::test]
+async fn a_far_away_rate_limit_token_defers_the_job_without_counting_an_attempt() {
+    let h = harness_with(&[
+        ("POBLYSH_SANDBOX_RATE_LIMIT_REQUESTS", "1"),
+        ("POBLYSH_SANDBOX_RATE_LIMIT_WINDOW_SECS", "3600"),
+        ("POBLYSH_SANDBOX_RATE_LIMIT_BURST", "1"),
+    ])
+    .await;
+    let job = h.enqueue(5).await;
+    let before = now();
+    let connector = Scripted::new([Step::Page(1, true), Step::Page(1, false)]);
+    let outcome = h.run(&SyncWorker::new(), &connector, now()).await;
+    let JobResult::Deferred { at } = outcome.result else {
+        panic!("{outcome:?}");
+    };
+    assert_eq!(
+        connector.calls().len(),
+        1,
+        "the second call waits for a token"
+    );
+    assert!(at >= before + chrono::Duration::seconds(3590), "{at}");
+    let stored = h.job(&job).await;
+    assert_eq!((stored.status, stored.attempts), (JobStatus::Queued, 0));
+    assert!(stored.error.expect("note").contains("rate limit"));
+    assert_eq!(h.cursor().await, Some(json!({ "n": 1 })));
+}
+
+#[tokio::test]
+async fn a_connection_that_is_not_active_fails_its_job_without_calling_the_provider() {
+    let h = harness().await;
+    let job = h.enqueue(5).await;
+    h.state
+        .store
+        .revoke_connection(h.connection.tenant_id, h.connection.id, now())
+        .await
+        .expect("revoke");
+    let connector = Scripted::new([Step::Page(1, false)]);
+    let outcome = h.run(&SyncWorker::new(), &connector, now()).await;
+    assert!(
+        matches!(outcome.result, JobResult::Failed { .. }),
+        "{outcome:?}"
+    );
+    assert!(connector.calls().is_empty());
+    assert_eq!(h.job(&job).await.attempts, 1);
+}

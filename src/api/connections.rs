@@ -1,4 +1,5 @@
-//! `GET /connections` and `GET /connections/{id}`: a tenant's connections, never with tokens.
+//! `GET /connections` and `GET /connections/{id}`: a tenant's connections, never with tokens;
+//! `DELETE /connections/{id}` disconnects; `POST /connections/{id}/sync` enqueues a sync.
 
 use axum::extract::{RawQuery, State};
 use axum::Json;
@@ -7,7 +8,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::errors::{ItemErrors, ListErrors};
-use crate::domain::{Connection, ConnectionId, ConnectionStatus};
+use super::jobs::JobView;
+use crate::domain::{Connection, ConnectionId, ConnectionStatus, JobType};
 use crate::http::cursor::CursorScope;
 use crate::http::query::{self, QueryParams};
 use crate::http::{ApiError, AppState, ErrorCode, IdPath, Tenant, TenantHeader};
@@ -218,4 +220,33 @@ pub async fn delete_connection(
         .await?
         .ok_or_else(not_found)?;
     Ok(Json(ConnectionView::from(revoked)).into_response())
+}
+
+/// Enqueues an incremental sync of the connection now. A connection syncs at most once at a
+/// time: when a job is already queued or running (or waiting to retry), that job is answered
+/// instead of a new one. Follow it with `GET /jobs/{id}`.
+#[utoipa::path(
+    post,
+    path = "/connections/{id}/sync",
+    tag = "connections",
+    params(("id" = uuid::Uuid, Path, description = "Connection id"), TenantHeader),
+    security(("operator_token" = [])),
+    responses(
+        (status = 202, description = "The queued or running job", body = JobView),
+        ItemErrors
+    )
+)]
+pub async fn sync_connection(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    IdPath(id): IdPath<ConnectionId>,
+) -> Result<(axum::http::StatusCode, Json<JobView>), ApiError> {
+    let connection = state
+        .store
+        .get_connection(tenant, id)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::ConnectionNotFound, "no such connection"))?;
+    let job = crate::ingest::sync::new_job(&connection, JobType::Incremental, crate::domain::now());
+    let enqueued = state.store.enqueue_sync(&job).await?;
+    Ok((axum::http::StatusCode::ACCEPTED, Json(enqueued.job.into())))
 }

@@ -40,6 +40,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
             connections::get_connection,
             connections::delete_connection
         ))
+        .routes(routes!(connections::sync_connection))
         .routes(routes!(signals::list_signals))
         .routes(routes!(signals::get_signal))
         .routes(routes!(jobs::list_jobs))

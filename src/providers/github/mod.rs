@@ -1,18 +1,33 @@
 //! GitHub: issues, pull requests, reviews, pushes and releases.
 //!
+//! The [`Connector`] implementation only delegates: `oauth` (OAuth App, account lookup),
+//! `webhook` (signature and routing), `normalize` (payloads to signals, dedupe keys), `sync`
+//! (incremental listing, cursor) and `wire` (GitHub's JSON). Operator guide:
+//! `docs/providers/github.md`.
+//!
 //! Rate limit: 5,000 requests an hour for a user token, and requests for one user sent one at
 //! a time (https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api).
 
+mod normalize;
 mod oauth;
+mod sync;
+mod webhook;
+mod wire;
 
 use async_trait::async_trait;
+use axum::http::HeaderMap;
+use serde_json::Value;
 use url::Url;
 
 use crate::config::ProviderSettings;
+use crate::domain::{Connection, ConnectionId};
+use crate::ingest::{Normalized, SyncPage, Verified, WebhookEvent, WebhookRejection};
 use crate::oauth::{
     ConnectionTokens, ExternalAccount, OAuthEndpoints, ProviderCallError, ProviderContext, TokenSet,
 };
-use crate::providers::{AuthType, Connector, Descriptor, RateLimitPolicy};
+use crate::providers::{AuthType, Connector, Descriptor, RateLimitPolicy, SyncContext};
+
+pub use sync::INITIAL_LOOKBACK_DAYS;
 
 /// The GitHub provider.
 pub struct GithubConnector;
@@ -72,5 +87,34 @@ impl Connector for GithubConnector {
         tokens: &ConnectionTokens,
     ) -> Result<(), ProviderCallError> {
         oauth::revoke_grant(ctx, &tokens.access_token).await
+    }
+
+    fn verify_webhook(
+        &self,
+        settings: &ProviderSettings,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Verified, WebhookRejection> {
+        webhook::verify(settings, headers, body)
+    }
+
+    fn route_webhook(
+        &self,
+        event: &WebhookEvent,
+        connections: &[Connection],
+    ) -> Option<ConnectionId> {
+        webhook::route(event, connections)
+    }
+
+    fn normalize_webhook(&self, event: &WebhookEvent) -> Result<Normalized, String> {
+        normalize::normalize(event)
+    }
+
+    async fn sync_page(
+        &self,
+        ctx: SyncContext<'_>,
+        cursor: Option<&Value>,
+    ) -> Result<SyncPage, ProviderCallError> {
+        sync::sync_page(ctx, cursor).await
     }
 }

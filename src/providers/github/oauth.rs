@@ -20,7 +20,8 @@ use crate::oauth::{
 
 const AUTH_BASE: &str = "https://github.com";
 const API_BASE: &str = "https://api.github.com";
-const API_VERSION: &str = "2022-11-28";
+/// The REST API version asked for (<https://docs.github.com/en/rest/about-the-rest-api/api-versions>).
+pub(super) const API_VERSION: &str = "2022-11-28";
 
 fn base(configured: Option<&Url>, default: &str) -> Url {
     configured

@@ -1,0 +1,576 @@
+//! Incremental sync: issues and pull requests updated since the cursor, then the releases of
+//! the repositories they live in. One HTTP request per page.
+//!
+//! **Issues and pull requests** come from `GET /issues?filter=all&state=all&sort=updated&
+//! direction=asc&since=…&per_page=100`, every issue and pull request the user can see across
+//! owned, member and organization repositories
+//! (<https://docs.github.com/en/rest/issues/issues#list-issues-assigned-to-the-authenticated-user>).
+//! Paging is by watermark: after a page, `since` moves to its latest `updated_at` (less one
+//! second, in case `since` is exclusive) and the listing is asked again, so an item updated
+//! while we page moves ahead of the watermark instead of shifting an unread item onto a page
+//! already read. Only when a whole page shares one second (the watermark cannot move) is the
+//! `Link: rel="next"` URL followed
+//! (<https://docs.github.com/en/rest/using-the-rest-api/using-pagination-in-the-rest-api>);
+//! a `Link` header is also how we know more follows.
+//!
+//! **Releases**: `GET /repos/{owner}/{repo}/releases` for each repository seen (the 50 most
+//! recently active), newest first
+//! (<https://docs.github.com/en/rest/releases/releases#list-releases>).
+//!
+//! **Conditional requests**: each listing's `ETag` is kept and sent back as `If-None-Match`;
+//! a `304` costs no rate limit
+//! (<https://docs.github.com/en/rest/using-the-rest-api/best-practices-for-using-the-rest-api#use-conditional-requests-if-appropriate>).
+//!
+//! **Rate limits**
+//! (<https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api#exceeding-the-rate-limit>):
+//! a `403`/`429` with `Retry-After` waits that long; with `X-RateLimit-Remaining: 0` until
+//! `X-RateLimit-Reset`; other secondary limits at least a minute. A successful answer with
+//! `X-RateLimit-Remaining: 0` is used, and the next page waits for the reset without calling.
+//! `401` is [`ProviderCallError::Unauthorized`] (the engine refreshes once and retries).
+//!
+//! # The cursor
+//!
+//! ```json
+//! {
+//!   "v": 1,
+//!   "floor": "2026-01-01T00:00:00Z",
+//!   "since": "2026-01-30T09:59:59Z",
+//!   "next": "https://api.github.com/issues?...&page=2",
+//!   "issues_etag": { "url": "https://api.github.com/issues?...", "etag": "W/\"…\"" },
+//!   "phase": "issues",
+//!   "repos": [ { "full_name": "octo/app", "etag": "\"…\"" } ],
+//!   "release_index": 0,
+//!   "rate_limited_until": "2026-01-30T11:00:00Z"
+//! }
+//! ```
+//!
+//! - `floor`: changes before it are history and never reported (the first sync starts
+//!   [`INITIAL_LOOKBACK_DAYS`] back); fixed for the connection's life.
+//! - `since`: the watermark for the next issues request.
+//! - `next`: set only while following `Link: rel="next"` (same host as the API base only).
+//! - `issues_etag`: the validator of the last first-page request, sent when the URL is the same.
+//! - `phase`: `issues` or `releases`; `release_index` is the next repository to ask.
+//! - `repos`: repositories seen in the listing, most recent first, with their releases' `ETag`.
+//! - `rate_limited_until`: no request before this (the quota ran out on a successful answer).
+//!
+//! A cursor that cannot be read (another version) starts over; dedupe keys keep that from
+//! repeating signals. A cycle is: issues pages until the listing is exhausted, then one page per
+//! repository's releases; `more` is `false` at the end of a cycle.
+
+use chrono::{DateTime, Duration, Utc};
+use reqwest::header::{HeaderMap, ACCEPT, ETAG, IF_NONE_MATCH, LINK, RETRY_AFTER};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use url::Url;
+
+use super::normalize::{key_time, listed_issue, listed_release, listed_repository};
+use super::oauth::{api_base, join, API_VERSION};
+use super::wire::{Issue, Release};
+use crate::domain::{now, parse_rfc3339, Timestamp};
+use crate::ingest::{SignalDraft, SyncPage};
+use crate::oauth::client::transport;
+use crate::oauth::ProviderCallError;
+use crate::providers::SyncContext;
+
+/// The cursor format.
+const VERSION: u32 = 1;
+/// How far back the first sync of a connection looks.
+pub const INITIAL_LOOKBACK_DAYS: i64 = 30;
+/// Repositories whose releases are followed.
+const MAX_REPOS: usize = 50;
+/// The wait for a secondary rate limit that names none ("at least one minute").
+const SECONDARY_WAIT_SECS: u64 = 60;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Phase {
+    #[default]
+    Issues,
+    Releases,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Validator {
+    url: String,
+    etag: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct RepoState {
+    full_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    etag: Option<String>,
+}
+
+/// Where a connection's sync stands (see the module documentation).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Cursor {
+    v: u32,
+    floor: Timestamp,
+    since: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    next: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    issues_etag: Option<Validator>,
+    #[serde(default)]
+    phase: Phase,
+    #[serde(default)]
+    repos: Vec<RepoState>,
+    #[serde(default)]
+    release_index: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rate_limited_until: Option<Timestamp>,
+}
+
+impl Cursor {
+    fn start(now: Timestamp) -> Self {
+        let floor = whole_seconds(now - Duration::days(INITIAL_LOOKBACK_DAYS));
+        Self {
+            v: VERSION,
+            floor,
+            since: floor,
+            next: None,
+            issues_etag: None,
+            phase: Phase::Issues,
+            repos: Vec::new(),
+            release_index: 0,
+            rate_limited_until: None,
+        }
+    }
+
+    fn read(value: Option<&Value>, now: Timestamp) -> Self {
+        value
+            .and_then(|v| serde_json::from_value::<Cursor>(v.clone()).ok())
+            .filter(|c| c.v == VERSION)
+            .unwrap_or_else(|| Self::start(now))
+    }
+
+    fn page(&self, signals: Vec<SignalDraft>, more: bool) -> SyncPage {
+        SyncPage {
+            signals,
+            cursor: serde_json::to_value(self).expect("the cursor serializes"),
+            more,
+        }
+    }
+
+    /// Remembers a repository as the most recently active.
+    fn saw(&mut self, full_name: String) {
+        let state = match self.repos.iter().position(|r| r.full_name == full_name) {
+            Some(i) => self.repos.remove(i),
+            None => RepoState {
+                full_name,
+                etag: None,
+            },
+        };
+        self.repos.insert(0, state);
+        self.repos.truncate(MAX_REPOS);
+    }
+
+    /// The issues listing is done: the releases follow, if any repository is known.
+    fn begin_releases(&mut self) -> bool {
+        self.next = None;
+        self.release_index = 0;
+        if self.repos.is_empty() {
+            self.phase = Phase::Issues;
+            false
+        } else {
+            self.phase = Phase::Releases;
+            true
+        }
+    }
+}
+
+fn whole_seconds(at: Timestamp) -> Timestamp {
+    DateTime::from_timestamp(at.timestamp(), 0).unwrap_or(at)
+}
+
+/// One page of the sync (see the module documentation).
+pub(super) async fn sync_page(
+    ctx: SyncContext<'_>,
+    cursor: Option<&Value>,
+) -> Result<SyncPage, ProviderCallError> {
+    let now = now();
+    let mut cursor = Cursor::read(cursor, now);
+    if let Some(until) = cursor.rate_limited_until.take() {
+        if until > now {
+            return Err(ProviderCallError::RateLimited {
+                retry_after: Some(seconds_until(until, now)),
+            });
+        }
+    }
+    match cursor.phase {
+        Phase::Issues => issues_page(&ctx, cursor, now).await,
+        Phase::Releases => releases_page(&ctx, cursor, now).await,
+    }
+}
+
+fn issues_url(base: &Url, since: &Timestamp) -> Url {
+    let mut url = join(base, "/issues");
+    url.query_pairs_mut()
+        .append_pair("filter", "all")
+        .append_pair("state", "all")
+        .append_pair("sort", "updated")
+        .append_pair("direction", "asc")
+        .append_pair("since", &key_time(since))
+        .append_pair("per_page", "100");
+    url
+}
+
+async fn issues_page(
+    ctx: &SyncContext<'_>,
+    mut cursor: Cursor,
+    now: Timestamp,
+) -> Result<SyncPage, ProviderCallError> {
+    let base = api_base(ctx.provider.settings);
+    let following = cursor
+        .next
+        .as_deref()
+        .and_then(|n| Url::parse(n).ok())
+        .filter(|u| u.origin() == base.origin());
+    let url = following
+        .clone()
+        .unwrap_or_else(|| issues_url(&base, &cursor.since));
+    let etag = cursor
+        .issues_etag
+        .as_ref()
+        .filter(|v| v.url == url.as_str())
+        .map(|v| v.etag.clone());
+    let answer = fetch(ctx, &base, url.clone(), etag.as_deref(), now).await?;
+    cursor.rate_limited_until = answer.exhausted_until;
+    match answer.status {
+        304 => {
+            let more = cursor.begin_releases();
+            return Ok(cursor.page(Vec::new(), more));
+        }
+        200 => {}
+        status => {
+            return Err(ProviderCallError::Rejected(format!(
+                "GitHub /issues answered {status}"
+            )))
+        }
+    }
+    let items: Vec<Issue> = serde_json::from_slice(&answer.body).map_err(|_| {
+        ProviderCallError::Rejected("GitHub /issues answered an unexpected body".into())
+    })?;
+    if following.is_none() {
+        if let Some(etag) = answer.etag {
+            cursor.issues_etag = Some(Validator {
+                url: url.to_string(),
+                etag,
+            });
+        }
+    }
+    let mut signals = Vec::new();
+    let mut latest: Option<Timestamp> = None;
+    for item in &items {
+        match listed_issue(item, &cursor.floor) {
+            Ok(drafts) => signals.extend(drafts),
+            Err(problem) => tracing::warn!(issue_id = item.id, problem, "skipped a GitHub issue"),
+        }
+        if let Ok(updated) = parse_rfc3339(&item.updated_at) {
+            latest = latest.max(Some(updated));
+        }
+        if let Some(repository) = listed_repository(item) {
+            cursor.saw(repository);
+        }
+    }
+    let advanced = latest
+        .map(|l| whole_seconds(l) - Duration::seconds(1))
+        .filter(|s| *s > cursor.since);
+    if let Some(since) = advanced {
+        cursor.since = since;
+    }
+    match (answer.next, advanced) {
+        (Some(_), Some(_)) => {
+            cursor.next = None;
+            Ok(cursor.page(signals, true))
+        }
+        // A whole page within one second: only the next link moves on.
+        (Some(next), None) => {
+            cursor.next = Some(next.to_string());
+            Ok(cursor.page(signals, true))
+        }
+        (None, _) => {
+            let more = cursor.begin_releases();
+            Ok(cursor.page(signals, more))
+        }
+    }
+}
+
+/// Whether `full_name` is a plain `owner/repo` (safe to put in a path).
+fn plain_full_name(full_name: &str) -> bool {
+    let mut parts = full_name.split('/');
+    let ok = |p: Option<&str>| {
+        p.is_some_and(|p| {
+            !p.is_empty()
+                && p != "."
+                && p != ".."
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        })
+    };
+    ok(parts.next()) && ok(parts.next()) && parts.next().is_none()
+}
+
+async fn releases_page(
+    ctx: &SyncContext<'_>,
+    mut cursor: Cursor,
+    now: Timestamp,
+) -> Result<SyncPage, ProviderCallError> {
+    let index = cursor.release_index;
+    let mut signals = Vec::new();
+    if let Some(repo) = cursor.repos.get(index).cloned() {
+        if plain_full_name(&repo.full_name) {
+            let base = api_base(ctx.provider.settings);
+            let mut url = join(&base, &format!("/repos/{}/releases", repo.full_name));
+            url.query_pairs_mut().append_pair("per_page", "30");
+            let answer = fetch(ctx, &base, url, repo.etag.as_deref(), now).await?;
+            cursor.rate_limited_until = answer.exhausted_until;
+            match answer.status {
+                200 => {
+                    let releases: Vec<Release> =
+                        serde_json::from_slice(&answer.body).map_err(|_| {
+                            ProviderCallError::Rejected(
+                                "GitHub releases answered an unexpected body".into(),
+                            )
+                        })?;
+                    signals.extend(
+                        releases
+                            .iter()
+                            .filter_map(|r| listed_release(r, &repo.full_name, &cursor.floor)),
+                    );
+                    cursor.repos[index].etag = answer.etag;
+                    cursor.release_index += 1;
+                }
+                304 => cursor.release_index += 1,
+                // Renamed, deleted or no longer visible: forget it (a rename is seen anew).
+                301 | 403 | 404 | 410 | 451 => {
+                    cursor.repos.remove(index);
+                }
+                status => {
+                    return Err(ProviderCallError::Rejected(format!(
+                        "GitHub releases of {} answered {status}",
+                        repo.full_name
+                    )))
+                }
+            }
+        } else {
+            cursor.repos.remove(index);
+        }
+    }
+    let more = cursor.release_index < cursor.repos.len();
+    if !more {
+        cursor.phase = Phase::Issues;
+        cursor.release_index = 0;
+    }
+    Ok(cursor.page(signals, more))
+}
+
+/// A GitHub answer that is not an error for every caller alike.
+struct Answer {
+    status: u16,
+    etag: Option<String>,
+    next: Option<Url>,
+    body: Vec<u8>,
+    /// The reset time, when this answer used the last request of the quota.
+    exhausted_until: Option<Timestamp>,
+}
+
+fn header(headers: &HeaderMap, name: impl reqwest::header::AsHeaderName) -> Option<&str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+}
+
+async fn fetch(
+    ctx: &SyncContext<'_>,
+    base: &Url,
+    url: Url,
+    etag: Option<&str>,
+    now: Timestamp,
+) -> Result<Answer, ProviderCallError> {
+    let mut request = ctx
+        .provider
+        .http
+        .get(url)
+        .bearer_auth(ctx.access_token.expose())
+        .header(ACCEPT, "application/vnd.github+json")
+        .header("X-GitHub-Api-Version", API_VERSION);
+    if let Some(etag) = etag {
+        request = request.header(IF_NONE_MATCH, etag);
+    }
+    let response = request.send().await.map_err(transport)?;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let remaining: Option<u64> =
+        header(&headers, "x-ratelimit-remaining").and_then(|v| v.parse().ok());
+    let reset: Option<Timestamp> = header(&headers, "x-ratelimit-reset")
+        .and_then(|v| v.parse().ok())
+        .and_then(|secs| DateTime::<Utc>::from_timestamp(secs, 0));
+    match status {
+        401 => return Err(ProviderCallError::Unauthorized),
+        403 | 429 => {
+            let body = response.text().await.unwrap_or_default();
+            if let Some(wait) = rate_limit_wait(status, &headers, remaining, reset, &body, now) {
+                return Err(ProviderCallError::RateLimited {
+                    retry_after: Some(wait),
+                });
+            }
+            // Forbidden for another reason (scopes, SSO, a blocked repository).
+            return Ok(Answer {
+                status,
+                etag: None,
+                next: None,
+                body: body.into_bytes(),
+                exhausted_until: None,
+            });
+        }
+        500..=599 => {
+            return Err(ProviderCallError::Unavailable(format!(
+                "GitHub answered {status}"
+            )))
+        }
+        _ => {}
+    }
+    let body = response.bytes().await.map_err(transport)?.to_vec();
+    Ok(Answer {
+        status,
+        etag: header(&headers, ETAG).map(str::to_string),
+        next: next_link(&headers, base),
+        body,
+        exhausted_until: reset.filter(|_| remaining == Some(0)),
+    })
+}
+
+/// How long GitHub asks us to wait, if this `403`/`429` is a rate limit.
+fn rate_limit_wait(
+    status: u16,
+    headers: &HeaderMap,
+    remaining: Option<u64>,
+    reset: Option<Timestamp>,
+    body: &str,
+    now: Timestamp,
+) -> Option<u64> {
+    if let Some(secs) = header(headers, RETRY_AFTER).and_then(|v| v.parse::<u64>().ok()) {
+        return Some(secs.max(1));
+    }
+    if remaining == Some(0) {
+        return Some(reset.map_or(SECONDARY_WAIT_SECS, |r| seconds_until(r, now)));
+    }
+    if status == 429 || body.to_ascii_lowercase().contains("rate limit") {
+        return Some(SECONDARY_WAIT_SECS);
+    }
+    None
+}
+
+/// Whole seconds from `now` until `at`, rounded up, at least one.
+fn seconds_until(at: Timestamp, now: Timestamp) -> u64 {
+    let millis = (at - now).num_milliseconds().max(0);
+    ((millis + 999) / 1000).max(1) as u64
+}
+
+/// The `rel="next"` target of a `Link` header, if it is on the API's own host (the token is
+/// never sent elsewhere).
+fn next_link(headers: &HeaderMap, base: &Url) -> Option<Url> {
+    let value = header(headers, LINK)?;
+    value.split(',').find_map(|part| {
+        let mut pieces = part.split(';');
+        let target = pieces.next()?.trim().strip_prefix('<')?.strip_suffix('>')?;
+        let is_next = pieces.any(|p| {
+            p.trim()
+                .strip_prefix("rel=")
+                .is_some_and(|rel| rel.trim_matches('"').split(' ').any(|r| r == "next"))
+        });
+        let url = Url::parse(target).ok()?;
+        (is_next && url.origin() == base.origin()).then_some(url)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_links_are_read_and_kept_on_the_api_host() {
+        let base = Url::parse("https://api.github.com").expect("url");
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            LINK,
+            r#"<https://api.github.com/issues?page=2>; rel="next", <https://api.github.com/issues?page=5>; rel="last""#
+                .parse()
+                .expect("value"),
+        );
+        assert_eq!(
+            next_link(&headers, &base).map(String::from),
+            Some("https://api.github.com/issues?page=2".to_string())
+        );
+        headers.insert(
+            LINK,
+            r#"<https://evil.example/issues?page=2>; rel="next""#
+                .parse()
+                .expect("value"),
+        );
+        assert_eq!(next_link(&headers, &base), None);
+        headers.insert(
+            LINK,
+            r#"<https://api.github.com/issues?page=1>; rel="prev""#
+                .parse()
+                .expect("value"),
+        );
+        assert_eq!(next_link(&headers, &base), None);
+    }
+
+    #[test]
+    fn waits_follow_github_rules() {
+        let now = parse_rfc3339("2026-01-01T00:00:00.400Z").expect("time");
+        let reset = parse_rfc3339("2026-01-01T00:01:00Z").ok();
+        let mut headers = HeaderMap::new();
+        assert_eq!(
+            rate_limit_wait(403, &headers, Some(0), reset, "", now),
+            Some(60)
+        );
+        assert_eq!(
+            rate_limit_wait(403, &headers, Some(10), reset, "", now),
+            None
+        );
+        assert_eq!(
+            rate_limit_wait(
+                403,
+                &headers,
+                Some(10),
+                reset,
+                "You have exceeded a secondary rate limit",
+                now
+            ),
+            Some(SECONDARY_WAIT_SECS)
+        );
+        assert_eq!(
+            rate_limit_wait(429, &headers, None, None, "", now),
+            Some(SECONDARY_WAIT_SECS)
+        );
+        headers.insert(RETRY_AFTER, "17".parse().expect("value"));
+        assert_eq!(
+            rate_limit_wait(403, &headers, Some(0), reset, "", now),
+            Some(17)
+        );
+    }
+
+    #[test]
+    fn only_plain_repository_names_reach_a_path() {
+        assert!(plain_full_name("octo-org/hello.world_2"));
+        for bad in ["octo", "a/b/c", "../x", "a/..", "a/b?c", "a/ b", "/b"] {
+            assert!(!plain_full_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_cursor_of_another_version_starts_over() {
+        let now = parse_rfc3339("2026-03-01T12:30:45.5Z").expect("time");
+        let fresh = Cursor::read(Some(&serde_json::json!({ "v": 99 })), now);
+        assert_eq!(key_time(&fresh.floor), "2026-01-30T12:30:45Z");
+        assert_eq!(fresh.since, fresh.floor);
+        let value = fresh.page(Vec::new(), false).cursor;
+        assert_eq!(Cursor::read(Some(&value), now), fresh);
+    }
+}

@@ -1,0 +1,271 @@
+//! GitHub webhook deliveries: verification and routing to a connection.
+//!
+//! Headers (<https://docs.github.com/en/webhooks/webhook-events-and-payloads#delivery-headers>):
+//! `X-GitHub-Delivery` (a GUID, kept by redeliveries: the dedupe key), `X-GitHub-Event` (the
+//! event type) and, when the webhook has a secret, `X-Hub-Signature-256: sha256=<hex>`, the
+//! HMAC-SHA256 of the raw body under the secret. The legacy `X-Hub-Signature` (SHA-1) is never
+//! accepted on its own
+//! (<https://docs.github.com/en/webhooks/using-webhooks/validating-webhook-deliveries>).
+//! GitHub signs no timestamp, so there is no replay window; redeliveries are caught by their
+//! delivery id.
+
+use axum::http::HeaderMap;
+use serde_json::Value;
+
+use super::normalize::parse_body;
+use crate::config::ProviderSettings;
+use crate::domain::{Connection, ConnectionId};
+use crate::ingest::signature::hmac_sha256_hex_matches;
+use crate::ingest::{Verified, WebhookEvent, WebhookRejection};
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+pub(super) fn verify(
+    settings: &ProviderSettings,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Verified, WebhookRejection> {
+    let secret = settings
+        .webhook_secret
+        .as_ref()
+        .ok_or(WebhookRejection::NotConfigured)?;
+    let invalid = |why: &str| WebhookRejection::InvalidSignature(why.to_string());
+    let signature = match header(headers, "x-hub-signature-256") {
+        Some(signature) => signature,
+        None if headers.contains_key("x-hub-signature") => {
+            return Err(invalid(
+                "only the SHA-1 X-Hub-Signature was sent; X-Hub-Signature-256 is required",
+            ))
+        }
+        None => return Err(invalid("the X-Hub-Signature-256 header is missing")),
+    };
+    let hex = signature
+        .strip_prefix("sha256=")
+        .ok_or_else(|| invalid("X-Hub-Signature-256 must start with sha256="))?;
+    if !hmac_sha256_hex_matches(secret, &[body], hex) {
+        return Err(invalid("the signature does not match the body"));
+    }
+    let malformed =
+        |what: &str| WebhookRejection::Malformed(format!("the {what} header is missing"));
+    let delivery = header(headers, "x-github-delivery")
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .ok_or_else(|| malformed("X-GitHub-Delivery"))?;
+    let event = header(headers, "x-github-event")
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .ok_or_else(|| malformed("X-GitHub-Event"))?;
+    Ok(Verified::Event {
+        dedupe_key: delivery.to_string(),
+        event_type: Some(event.to_string()),
+    })
+}
+
+/// The connection whose GitHub account the payload names (see [`account_ids`]); else the only
+/// connection; else none.
+pub(super) fn route(event: &WebhookEvent, connections: &[Connection]) -> Option<ConnectionId> {
+    if let Ok(body) = parse_body(event) {
+        for id in account_ids(&body) {
+            if let Some(found) = connections.iter().find(|c| c.external_account_id == id) {
+                return Some(found.id);
+            }
+        }
+    }
+    match connections {
+        [only] => Some(only.id),
+        _ => None,
+    }
+}
+
+/// The GitHub account ids a payload names, most specific owner first: the App installation's
+/// account, the organization, the repository owner, then the sender. Connections store the
+/// numeric user id as `external_account_id`.
+fn account_ids(body: &Value) -> Vec<String> {
+    let id = |path: &[&str]| {
+        path.iter()
+            .try_fold(body, |value, key| value.get(key))
+            .and_then(Value::as_u64)
+            .map(|id| id.to_string())
+    };
+    [
+        id(&["installation", "account", "id"]),
+        id(&["organization", "id"]),
+        id(&["repository", "owner", "id"]),
+        id(&["sender", "id"]),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::Secret;
+    use crate::domain::{now, ConnectionStatus, TenantId};
+    use crate::ingest::signature::hmac_sha256_hex;
+    use crate::providers::RateLimitPolicy;
+
+    fn settings(secret: Option<&str>) -> ProviderSettings {
+        ProviderSettings {
+            slug: "github",
+            client_id: None,
+            client_secret: None,
+            webhook_secret: secret.map(Secret::new),
+            api_base_url: None,
+            auth_base_url: None,
+            scopes: None,
+            rate_limit: RateLimitPolicy {
+                requests: 1,
+                window_secs: 1,
+                burst: 1,
+                max_concurrency: 1,
+            },
+        }
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, value.parse().expect("header value"));
+        }
+        map
+    }
+
+    #[test]
+    fn github_documented_signature_verifies() {
+        // The example of https://docs.github.com/en/webhooks/using-webhooks/validating-webhook-deliveries
+        let signature = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+        let verdict = verify(
+            &settings(Some("It's a Secret to Everybody")),
+            &headers(&[
+                ("x-hub-signature-256", signature),
+                ("x-github-delivery", "72d3162e-cc78-11e3-81ab-4c9367dc0958"),
+                ("x-github-event", "ping"),
+            ]),
+            b"Hello, World!",
+        );
+        assert_eq!(
+            verdict,
+            Ok(Verified::Event {
+                dedupe_key: "72d3162e-cc78-11e3-81ab-4c9367dc0958".into(),
+                event_type: Some("ping".into()),
+            })
+        );
+    }
+
+    #[test]
+    fn everything_but_a_good_sha256_signature_is_refused() {
+        let secret = "s3cret";
+        let body = br#"{"zen":"Keep it logically awesome."}"#;
+        let good = hmac_sha256_hex(&Secret::new(secret), &[body]);
+        let invalid = |h: HeaderMap| {
+            matches!(
+                verify(&settings(Some(secret)), &h, body),
+                Err(WebhookRejection::InvalidSignature(_))
+            )
+        };
+        let base = [("x-github-delivery", "d"), ("x-github-event", "ping")];
+        assert!(invalid(headers(&base)));
+        assert!(invalid(headers(&[
+            base[0],
+            base[1],
+            ("x-hub-signature", "sha1=0123")
+        ])));
+        for bad in [
+            format!("sha1={good}"),
+            format!("SHA256={good}"),
+            good.clone(),
+            "sha256=zz".into(),
+            format!("sha256={}", &good[..40]),
+            format!("sha256={}", "0".repeat(64)),
+        ] {
+            assert!(
+                invalid(headers(&[base[0], base[1], ("x-hub-signature-256", &bad)])),
+                "{bad}"
+            );
+        }
+        let signed = format!("sha256={good}");
+        assert_eq!(
+            verify(
+                &settings(None),
+                &headers(&[("x-hub-signature-256", &signed)]),
+                body
+            ),
+            Err(WebhookRejection::NotConfigured)
+        );
+        for missing in ["x-github-delivery", "x-github-event"] {
+            let mut h = headers(&[base[0], base[1], ("x-hub-signature-256", &signed)]);
+            h.remove(missing);
+            assert!(matches!(
+                verify(&settings(Some(secret)), &h, body),
+                Err(WebhookRejection::Malformed(_))
+            ));
+        }
+    }
+
+    fn connection(account: &str) -> Connection {
+        Connection {
+            id: ConnectionId::generate(),
+            tenant_id: TenantId(uuid::Uuid::nil()),
+            provider: "github".into(),
+            external_account_id: account.into(),
+            external_account_name: None,
+            status: ConnectionStatus::Active,
+            scopes: vec![],
+            token_expires_at: None,
+            last_synced_at: None,
+            last_error: None,
+            created_at: now(),
+            updated_at: now(),
+        }
+    }
+
+    fn event(body: Value) -> WebhookEvent {
+        WebhookEvent {
+            tenant_id: TenantId(uuid::Uuid::nil()),
+            provider: "github".into(),
+            event_type: Some("issues".into()),
+            headers: Default::default(),
+            body: serde_json::to_vec(&body).expect("json"),
+            received_at: now(),
+        }
+    }
+
+    #[test]
+    fn routing_prefers_the_owner_then_the_sender_then_the_only_connection() {
+        let (org, owner, sender, other) = (
+            connection("100"),
+            connection("200"),
+            connection("300"),
+            connection("400"),
+        );
+        let body = serde_json::json!({
+            "organization": { "id": 100, "login": "octo-org" },
+            "repository": { "id": 1, "full_name": "octo-org/r", "owner": { "id": 200 } },
+            "sender": { "id": 300, "login": "octocat" }
+        });
+        let all = [other.clone(), sender.clone(), owner.clone(), org.clone()];
+        assert_eq!(route(&event(body.clone()), &all), Some(org.id));
+        let some = [other.clone(), sender.clone(), owner.clone()];
+        assert_eq!(route(&event(body.clone()), &some), Some(owner.id));
+        let few = [other.clone(), sender.clone()];
+        assert_eq!(route(&event(body.clone()), &few), Some(sender.id));
+        assert_eq!(
+            route(&event(body.clone()), std::slice::from_ref(&other)),
+            Some(other.id)
+        );
+        assert_eq!(route(&event(body), &[other, connection("500")]), None);
+        let installation = serde_json::json!({
+            "installation": { "id": 9, "account": { "id": 400 } },
+            "sender": { "id": 300 }
+        });
+        let installed = connection("400");
+        assert_eq!(
+            route(&event(installation), &[sender, installed.clone()]),
+            Some(installed.id)
+        );
+    }
+}

@@ -147,8 +147,6 @@ pub struct Config {
     pub allowed_redirect_uris: Vec<Url>,
     pub sandbox_enabled: bool,
     pub roles: Roles,
-    /// Whether this process runs the sync scheduler and workers (`POBLYSH_SYNC_ENABLED`).
-    pub sync_enabled: bool,
     /// How often each connection is synced, unless its provider sets its own interval.
     pub sync_interval: Duration,
     /// Per-provider sync intervals (`POBLYSH_<SLUG>_SYNC_INTERVAL_SECS`).
@@ -270,9 +268,6 @@ impl Config {
             api: true,
             worker: true,
         });
-        // Off by default under automated tests, which drive the engine themselves.
-        let sync_enabled = parse::optional(source, "POBLYSH_SYNC_ENABLED", parse::boolean)?
-            .unwrap_or(profile != Profile::Test);
         let sync_interval = parse::optional(
             source,
             "POBLYSH_SYNC_INTERVAL_SECS",
@@ -334,7 +329,6 @@ impl Config {
             allowed_redirect_uris,
             sandbox_enabled,
             roles,
-            sync_enabled,
             sync_interval,
             provider_sync_intervals,
             providers,

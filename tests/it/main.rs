@@ -15,6 +15,7 @@ mod openapi;
 mod pagination;
 mod providers_oauth;
 mod refresh;
+mod sync;
 mod tenancy;
 mod validation;
 mod webhooks;

@@ -90,10 +90,13 @@ pub struct CallPermit {
     _slot: OwnedSemaphorePermit,
 }
 
+/// Limiters by provider slug and connection.
+type LimiterMap = HashMap<(String, ConnectionId), Arc<Limiter>>;
+
 /// Every connection's limiter, created on first use.
 #[derive(Clone, Default)]
 pub struct RateLimiters {
-    limiters: Arc<Mutex<HashMap<(String, ConnectionId), Arc<Limiter>>>>,
+    limiters: Arc<Mutex<LimiterMap>>,
 }
 
 impl RateLimiters {

@@ -68,10 +68,10 @@ pub struct SyncTasks {
     workers: Option<JoinHandle<()>>,
 }
 
-/// Starts the scheduler and the workers in a process with the `worker` role, unless
-/// `POBLYSH_SYNC_ENABLED` is off.
+/// Starts the scheduler and the workers in a process with the `worker` role
+/// (`POBLYSH_ROLES`).
 pub fn spawn(state: &AppState) -> SyncTasks {
-    if !state.config.roles.worker || !state.config.sync_enabled {
+    if !state.config.roles.worker {
         return SyncTasks {
             scheduler: None,
             workers: None,

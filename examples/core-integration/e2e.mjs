@@ -49,12 +49,27 @@ let core;
 let context;
 let step = 'start the connectors service';
 
+let cleaned = false;
 async function cleanup() {
+  if (cleaned) return;
+  cleaned = true;
   await context?.close().catch(() => {});
   core?.server.close();
   await connectors?.stop().catch(() => {});
   rmSync(work, { recursive: true, force: true });
 }
+
+// Never leave the service or the browser behind: not on a signal, not when a step hangs.
+for (const signal of ['SIGTERM', 'SIGINT']) {
+  process.on(signal, async () => {
+    await cleanup();
+    fail(`stopped by ${signal} while trying to ${step}`);
+  });
+}
+setTimeout(async () => {
+  await cleanup();
+  fail(`timed out after 180 s while trying to ${step}`);
+}, 180_000).unref();
 
 try {
   mkdirSync(join(work, 'data'));

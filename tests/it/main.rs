@@ -8,6 +8,7 @@ mod cli;
 mod connect;
 mod errors;
 mod filters;
+mod github;
 mod guide;
 mod keys;
 mod meta;

@@ -8,6 +8,7 @@
 
 import { spawnSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { startCoreServer } from './server.mjs';
@@ -16,7 +17,8 @@ import { newOperatorToken, startConnectors } from './stack.mjs';
 const HERE = fileURLToPath(new URL('.', import.meta.url));
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
-let binary = process.env.CONNECTORS_BIN;
+// npm runs scripts in this directory; a relative CONNECTORS_BIN is relative to where npm ran.
+let binary = process.env.CONNECTORS_BIN && resolve(process.env.INIT_CWD ?? process.cwd(), process.env.CONNECTORS_BIN);
 if (!binary) {
   console.log('Building the connectors binary (cargo build --bin connectors)…');
   const build = spawnSync('cargo', ['build', '--quiet', '--bin', 'connectors'], { cwd: ROOT, stdio: 'inherit' });

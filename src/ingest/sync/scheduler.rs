@@ -53,12 +53,20 @@ impl Scheduler {
                 {
                     continue;
                 }
-                let enqueued = state
+                // A connection deleted meanwhile fails alone; the others are still scheduled.
+                match state
                     .store
                     .enqueue_sync(&new_job(&connection, JobType::Incremental, now))
-                    .await?;
-                if enqueued.created {
-                    created += 1;
+                    .await
+                {
+                    Ok(enqueued) if enqueued.created => created += 1,
+                    Ok(_) => {}
+                    Err(err) if err.is_unavailable() => return Err(err.into()),
+                    Err(err) => tracing::warn!(
+                        connection_id = %connection.id,
+                        error = %err,
+                        "could not enqueue a sync"
+                    ),
                 }
             }
             if last_batch {

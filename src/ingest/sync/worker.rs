@@ -279,6 +279,9 @@ impl SyncWorker {
             let Ok(slot) = slots.clone().acquire_owned().await else {
                 break;
             };
+            if state.is_shutting_down() {
+                break;
+            }
             match self.claim(&state).await {
                 Ok(Some(job)) => {
                     let worker = self.clone();

@@ -490,6 +490,55 @@ fn backticked(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// GitHub's anchor for a heading: lower case, punctuation dropped, spaces as hyphens.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || *c == ' ' || *c == '-' || *c == '_')
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+#[test]
+fn every_link_of_the_guide_leads_somewhere() {
+    let guide = Guide::load();
+    let anchors: BTreeSet<String> = guide
+        .prose
+        .iter()
+        .filter_map(|(_, l)| l.trim_start().strip_prefix('#'))
+        .map(|h| anchor(h.trim_start_matches('#')))
+        .collect();
+    let dir = root().join("docs/integration");
+    let mut problems = Vec::new();
+    for (line, text) in &guide.prose {
+        for piece in text.split("](").skip(1) {
+            let target = &piece[..piece.find(')').unwrap_or(piece.len())];
+            if target.starts_with("http://") || target.starts_with("https://") {
+                continue;
+            }
+            if let Some(fragment) = target.strip_prefix('#') {
+                if !anchors.contains(fragment) {
+                    problems.push(format!(
+                        "line {line}: no heading has the anchor #{fragment}"
+                    ));
+                }
+            } else if !dir
+                .join(target.split('#').next().unwrap_or(target))
+                .exists()
+            {
+                problems.push(format!("line {line}: {target} does not exist"));
+            }
+        }
+    }
+    let readme = read("README.md");
+    if !readme.contains("](docs/integration/connectors-service.md)") {
+        problems.push("README.md does not link the guide".into());
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
 // ---------------------------------------------------------------------------------------------
 // curl commands
 

@@ -65,10 +65,30 @@ async fn spawn(extra: &[(&str, &str)]) -> TestApp {
     TestApp::spawn_with(&settings).await
 }
 
-/// Posts `body` as GitHub delivers it, signed; `tweak` may change the headers first.
+/// Posts `body` as GitHub delivers it, signed, to the tenant's URL; `tweak` may change the
+/// headers first.
 async fn deliver(
     app: &TestApp,
     t: TenantId,
+    event: &str,
+    delivery: &str,
+    body: &[u8],
+    tweak: impl FnOnce(&mut Vec<(&'static str, String)>),
+) -> reqwest::Response {
+    deliver_to(
+        app,
+        &format!("/webhooks/github/{t}"),
+        event,
+        delivery,
+        body,
+        tweak,
+    )
+    .await
+}
+
+async fn deliver_to(
+    app: &TestApp,
+    path: &str,
     event: &str,
     delivery: &str,
     body: &[u8],
@@ -84,9 +104,7 @@ async fn deliver(
         ("Content-Type", "application/json".to_string()),
     ];
     tweak(&mut headers);
-    let mut request = app
-        .anonymous(Method::POST, &format!("/webhooks/github/{t}"))
-        .body(body.to_vec());
+    let mut request = app.anonymous(Method::POST, path).body(body.to_vec());
     for (name, value) in headers {
         request = request.header(name, value);
     }
@@ -690,6 +708,35 @@ async fn deliveries_go_to_the_connection_of_the_account_they_name_or_stay_unmatc
     assert_eq!(signals.len(), 1);
     assert_eq!(signals[0].connection_id, codertocat.id);
     assert_ne!(signals[0].connection_id, octocat.id);
+}
+
+#[tokio::test]
+async fn app_level_deliveries_reach_every_tenant_that_connected_the_owning_account() {
+    let app = spawn(&[]).await;
+    let (a, b, other) = (tenant(), tenant(), tenant());
+    // Codertocat (21031067) owns the repository of the examples.
+    let in_a = github_connection(&app, a, "21031067", "Codertocat").await;
+    let in_b = github_connection(&app, b, "21031067", "Codertocat").await;
+    github_connection(&app, other, "583231", "octocat").await;
+    let body = serde_json::to_vec(&example("issues", "opened")).expect("json");
+    let answer =
+        accepted(deliver_to(&app, "/webhooks/github", "issues", "app-1", &body, |_| {}).await)
+            .await;
+    assert_eq!(answer["duplicate"], false);
+    inbox::drain(&app.state).await.expect("drain");
+    for (t, connection) in [(a, &in_a), (b, &in_b)] {
+        let signals = signals_of(&app, t).await;
+        assert_eq!(signals.len(), 1);
+        assert_eq!(signals[0].connection_id, connection.id);
+        assert_eq!(signals[0].kind, "issue_created");
+    }
+    assert!(signals_of(&app, other).await.is_empty());
+    // Unsigned, it is refused like any delivery.
+    let response = deliver_to(&app, "/webhooks/github", "issues", "app-2", &body, |h| {
+        h.retain(|(n, _)| *n != "X-Hub-Signature-256")
+    })
+    .await;
+    assert_problem(response, 401, "INVALID_SIGNATURE").await;
 }
 
 // ---------------------------------------------------------------------------------------------

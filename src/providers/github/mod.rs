@@ -98,6 +98,10 @@ impl Connector for GithubConnector {
         webhook::verify(settings, headers, body)
     }
 
+    fn webhook_account(&self, headers: &HeaderMap, body: &[u8]) -> Option<String> {
+        webhook::app_account(headers, body)
+    }
+
     fn route_webhook(
         &self,
         event: &WebhookEvent,

@@ -121,15 +121,18 @@ pub(super) fn normalize(event: &WebhookEvent) -> Result<Normalized, String> {
 /// (`application/x-www-form-urlencoded`, GitHub's other content type:
 /// <https://docs.github.com/en/webhooks/webhook-events-and-payloads#delivery-headers>).
 pub(super) fn parse_body(event: &WebhookEvent) -> Result<Value, String> {
-    if let Ok(value) = serde_json::from_slice::<Value>(&event.body) {
+    parse_payload(event.header("content-type"), &event.body)
+}
+
+/// [`parse_body`] on a body and its `Content-Type`.
+pub(super) fn parse_payload(content_type: Option<&str>, body: &[u8]) -> Result<Value, String> {
+    if let Ok(value) = serde_json::from_slice::<Value>(body) {
         return Ok(value);
     }
-    let form = event
-        .header("content-type")
-        .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"));
+    let form = content_type.is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"));
     if form {
         if let Some((_, payload)) =
-            url::form_urlencoded::parse(&event.body).find(|(name, _)| name == "payload")
+            url::form_urlencoded::parse(body).find(|(name, _)| name == "payload")
         {
             return serde_json::from_str(&payload)
                 .map_err(|e| format!("the payload form field is not JSON: {e}"));
@@ -332,7 +335,8 @@ fn pull_request_review(
 
 fn push(body: Value, sender: Option<Actor>) -> Result<Option<SignalDraft>, String> {
     let push: Push = read(body, "push")?;
-    // Tags point at code already pushed (releases report them); deletions push nothing.
+    // Tags point at code already pushed (releases report them); deletions push nothing and
+    // carry `head_commit: null` (https://docs.github.com/en/webhooks/webhook-events-and-payloads#push).
     let Some(branch) = push.git_ref.strip_prefix("refs/heads/") else {
         return Ok(None);
     };
@@ -437,6 +441,7 @@ pub(super) fn listed_issue(issue: &Issue, floor: &Timestamp) -> Result<Vec<Signa
         .and_then(|p| p.merged_at.as_deref())
         .map(|m| time("merged_at", m))
         .transpose()?;
+    // The listing gives a pull request's issue id, not its own (https://docs.github.com/en/rest/issues/issues#list-issues-assigned-to-the-authenticated-user).
     let (subject, external_id) = match pull {
         Some(_) => {
             let identity = pull_identity(&repository, issue.number);

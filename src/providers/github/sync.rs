@@ -238,6 +238,7 @@ async fn issues_page(
     let answer = fetch(ctx, &base, url.clone(), etag.as_deref(), now).await?;
     cursor.rate_limited_until = answer.exhausted_until;
     match answer.status {
+        // Unchanged since the ETag: costs no rate limit (https://docs.github.com/en/rest/using-the-rest-api/best-practices-for-using-the-rest-api#use-conditional-requests-if-appropriate).
         304 => {
             let more = cursor.begin_releases();
             return Ok(cursor.page(Vec::new(), more));
@@ -274,6 +275,7 @@ async fn issues_page(
             cursor.saw(repository);
         }
     }
+    // `since` is "updated after" (https://docs.github.com/en/rest/issues/issues#list-issues-assigned-to-the-authenticated-user): one second of overlap in case it is exclusive.
     let advanced = latest
         .map(|l| whole_seconds(l) - Duration::seconds(1))
         .filter(|s| *s > cursor.since);
@@ -452,6 +454,7 @@ fn rate_limit_wait(
     body: &str,
     now: Timestamp,
 ) -> Option<u64> {
+    // Order as GitHub documents it: https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api#exceeding-the-rate-limit
     if let Some(secs) = header(headers, RETRY_AFTER).and_then(|v| v.parse::<u64>().ok()) {
         return Some(secs.max(1));
     }

@@ -12,7 +12,7 @@
 use axum::http::HeaderMap;
 use serde_json::Value;
 
-use super::normalize::parse_body;
+use super::normalize::{parse_body, parse_payload};
 use crate::config::ProviderSettings;
 use crate::domain::{Connection, ConnectionId};
 use crate::ingest::signature::hmac_sha256_hex_matches;
@@ -34,6 +34,7 @@ pub(super) fn verify(
     let invalid = |why: &str| WebhookRejection::InvalidSignature(why.to_string());
     let signature = match header(headers, "x-hub-signature-256") {
         Some(signature) => signature,
+        // SHA-1 is legacy, sent only for compatibility (https://docs.github.com/en/webhooks/using-webhooks/validating-webhook-deliveries).
         None if headers.contains_key("x-hub-signature") => {
             return Err(invalid(
                 "only the SHA-1 X-Hub-Signature was sent; X-Hub-Signature-256 is required",
@@ -67,7 +68,7 @@ pub(super) fn verify(
 /// connection; else none.
 pub(super) fn route(event: &WebhookEvent, connections: &[Connection]) -> Option<ConnectionId> {
     if let Ok(body) = parse_body(event) {
-        for id in account_ids(&body) {
+        for (_, id) in account_ids(&body) {
             if let Some(found) = connections.iter().find(|c| c.external_account_id == id) {
                 return Some(found.id);
             }
@@ -79,21 +80,44 @@ pub(super) fn route(event: &WebhookEvent, connections: &[Connection]) -> Option<
     }
 }
 
+/// The account an app-level delivery (`POST /webhooks/github`, no tenant) belongs to: the GitHub
+/// App installation's account when the payload names it (`installation` events:
+/// <https://docs.github.com/en/webhooks/webhook-events-and-payloads#installation>), else the
+/// organization, else the repository owner. Never the sender: acting on a repository does not
+/// make its events the actor's.
+pub(super) fn app_account(headers: &HeaderMap, body: &[u8]) -> Option<String> {
+    let body = parse_payload(header(headers, "content-type"), body).ok()?;
+    account_ids(&body)
+        .into_iter()
+        .filter(|(source, _)| *source != Source::Sender)
+        .map(|(_, id)| id)
+        .next()
+}
+
+/// Where in a payload an account id was found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    Installation,
+    Organization,
+    RepositoryOwner,
+    Sender,
+}
+
 /// The GitHub account ids a payload names, most specific owner first: the App installation's
 /// account, the organization, the repository owner, then the sender. Connections store the
 /// numeric user id as `external_account_id`.
-fn account_ids(body: &Value) -> Vec<String> {
-    let id = |path: &[&str]| {
+fn account_ids(body: &Value) -> Vec<(Source, String)> {
+    let id = |source, path: &[&str]| {
         path.iter()
             .try_fold(body, |value, key| value.get(key))
             .and_then(Value::as_u64)
-            .map(|id| id.to_string())
+            .map(|id| (source, id.to_string()))
     };
     [
-        id(&["installation", "account", "id"]),
-        id(&["organization", "id"]),
-        id(&["repository", "owner", "id"]),
-        id(&["sender", "id"]),
+        id(Source::Installation, &["installation", "account", "id"]),
+        id(Source::Organization, &["organization", "id"]),
+        id(Source::RepositoryOwner, &["repository", "owner", "id"]),
+        id(Source::Sender, &["sender", "id"]),
     ]
     .into_iter()
     .flatten()
@@ -204,6 +228,28 @@ mod tests {
                 Err(WebhookRejection::Malformed(_))
             ));
         }
+    }
+
+    #[test]
+    fn an_app_level_delivery_belongs_to_the_installation_or_the_owner_never_the_sender() {
+        let account =
+            |body: Value| app_account(&HeaderMap::new(), &serde_json::to_vec(&body).expect("json"));
+        assert_eq!(
+            account(serde_json::json!({
+                "installation": { "id": 1, "account": { "id": 7 } },
+                "repository": { "owner": { "id": 8 } },
+                "sender": { "id": 9 }
+            })),
+            Some("7".into())
+        );
+        assert_eq!(
+            account(
+                serde_json::json!({ "repository": { "owner": { "id": 8 } }, "sender": { "id": 9 } })
+            ),
+            Some("8".into())
+        );
+        assert_eq!(account(serde_json::json!({ "sender": { "id": 9 } })), None);
+        assert_eq!(app_account(&HeaderMap::new(), b"not json"), None);
     }
 
     fn connection(account: &str) -> Connection {

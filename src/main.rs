@@ -10,6 +10,12 @@ use connectors::config::{Config, StartupNote};
 use connectors::crypto::CryptoKey;
 use connectors::telemetry;
 
+/// glibc's allocator serializes the API threads and the SQLite worker threads on its arena
+/// locks under load; mimalloc's per-thread heaps do not. (`.cargo/config.toml` builds it to
+/// commit memory as it is used, so the idle process stays small.)
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit code for configuration errors.
 const EXIT_CONFIG: u8 = 2;
 

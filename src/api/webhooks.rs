@@ -16,8 +16,8 @@ use sha2::{Digest, Sha256};
 use crate::domain::{now, ConnectionId, NewWebhookEvent, TenantId};
 use crate::http::auth::{bearer_token, tenant_header};
 use crate::http::{ApiError, AppState, ErrorCode, Problem};
-use crate::providers::RegistryEntry;
 use crate::ingest::{Verified, WebhookRejection};
+use crate::providers::RegistryEntry;
 
 /// Headers never stored with an event: credentials of any kind.
 const SECRET_HEADERS: &[&str] = &[
@@ -74,7 +74,10 @@ pub async fn receive(
         Ok(delivery) => delivery,
         Err(handshake) => return Ok(handshake),
     };
-    let stored = store(&state, tenant, &provider, None, dedupe_key, event_type, &headers, &body).await?;
+    let stored = store(
+        &state, tenant, &provider, None, dedupe_key, event_type, &headers, &body,
+    )
+    .await?;
     Ok(accepted(stored.0, stored.1))
 }
 
@@ -125,7 +128,12 @@ pub async fn receive_app(
     };
     let connector = provider_entry(&state, &provider)?.connector;
     let connections = match connector.webhook_account(&headers, &body) {
-        Some(account) => state.store.connections_for_account(&provider, &account).await?,
+        Some(account) => {
+            state
+                .store
+                .connections_for_account(&provider, &account)
+                .await?
+        }
         None => Vec::new(),
     };
     // One event per tenant that connected the account; the nil tenant keeps what no one owns.
@@ -160,11 +168,23 @@ pub async fn receive_app(
 }
 
 /// An event relayed by Core with its operator token.
-async fn relay(state: &AppState, provider: &str, headers: &HeaderMap, body: &[u8]) -> Result<Response, ApiError> {
-    let token = bearer_token(headers)
-        .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "an operator token is required: Authorization: Bearer <token>"))?;
+async fn relay(
+    state: &AppState,
+    provider: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let token = bearer_token(headers).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::Unauthorized,
+            "an operator token is required: Authorization: Bearer <token>",
+        )
+    })?;
     if !state.operators.verify(token) {
-        return Err(ApiError::new(ErrorCode::Unauthorized, "the operator token is not valid"));
+        return Err(ApiError::new(
+            ErrorCode::Unauthorized,
+            "the operator token is not valid",
+        ));
     }
     provider_entry(state, provider)?;
     let tenant = tenant_header(headers)?;
@@ -179,23 +199,45 @@ async fn relay(state: &AppState, provider: &str, headers: &HeaderMap, body: &[u8
             let found = state.store.get_connection(tenant, id).await?;
             match found {
                 Some(c) if c.provider == provider => Some(c.id),
-                _ => return Err(ApiError::new(ErrorCode::ConnectionNotFound, "no such connection")),
+                _ => {
+                    return Err(ApiError::new(
+                        ErrorCode::ConnectionNotFound,
+                        "no such connection",
+                    ))
+                }
             }
         }
     };
-    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
     let dedupe_key = text("idempotency-key")
         .filter(|k| !k.is_empty() && k.len() <= 200)
         .unwrap_or_else(|| format!("sha256:{}", crate::oauth::flow::hex(&Sha256::digest(body))));
-    let (id, duplicate) = store(state, tenant, provider, connection, dedupe_key, text("x-event-type"), headers, body).await?;
+    let (id, duplicate) = store(
+        state,
+        tenant,
+        provider,
+        connection,
+        dedupe_key,
+        text("x-event-type"),
+        headers,
+        body,
+    )
+    .await?;
     Ok(accepted(id, duplicate))
 }
 
 fn provider_entry<'a>(state: &'a AppState, provider: &str) -> Result<&'a RegistryEntry, ApiError> {
-    state
-        .registry
-        .get(provider)
-        .ok_or_else(|| ApiError::new(ErrorCode::ProviderNotFound, format!("no provider named {provider:?}")))
+    state.registry.get(provider).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::ProviderNotFound,
+            format!("no provider named {provider:?}"),
+        )
+    })
 }
 
 /// Runs the provider's verification: the delivery's dedupe key and type, or the handshake
@@ -207,10 +249,12 @@ fn verify(
     body: &[u8],
 ) -> Result<Result<(String, Option<String>), Response>, ApiError> {
     let entry = provider_entry(state, provider)?;
-    let settings = state
-        .config
-        .provider(provider)
-        .ok_or_else(|| ApiError::new(ErrorCode::ProviderNotFound, format!("no provider named {provider:?}")))?;
+    let settings = state.config.provider(provider).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::ProviderNotFound,
+            format!("no provider named {provider:?}"),
+        )
+    })?;
     let verdict = entry.connector.verify_webhook(settings, headers, body);
     let outcome = match &verdict {
         Ok(_) => "verified",
@@ -220,15 +264,25 @@ fn verify(
     };
     metrics::counter!("webhook_verifications_total", "provider" => provider.to_string(), "outcome" => outcome).increment(1);
     match verdict {
-        Ok(Verified::Event { dedupe_key, event_type }) => Ok(Ok((dedupe_key, event_type))),
-        Ok(Verified::Handshake { content_type, body }) => {
-            Ok(Err((StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body).into_response()))
-        }
+        Ok(Verified::Event {
+            dedupe_key,
+            event_type,
+        }) => Ok(Ok((dedupe_key, event_type))),
+        Ok(Verified::Handshake { content_type, body }) => Ok(Err((
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, content_type)],
+            body,
+        )
+            .into_response())),
         Err(WebhookRejection::NotConfigured) => Err(ApiError::new(
             ErrorCode::InvalidSignature,
-            format!("no webhook secret is configured for {provider}; the delivery cannot be verified"),
+            format!(
+                "no webhook secret is configured for {provider}; the delivery cannot be verified"
+            ),
         )),
-        Err(WebhookRejection::InvalidSignature(why)) => Err(ApiError::new(ErrorCode::InvalidSignature, why)),
+        Err(WebhookRejection::InvalidSignature(why)) => {
+            Err(ApiError::new(ErrorCode::InvalidSignature, why))
+        }
         Err(WebhookRejection::Malformed(why)) => Err(ApiError::invalid_field("headers", why)),
     }
 }

@@ -79,13 +79,14 @@ async fn tenant_operations_declare_security_the_tenant_header_and_their_errors()
         for p in &params {
             let name = p["name"].as_str().expect("name");
             // Headers are Title-Case with dashes; query parameters snake_case.
-            let expected = if name.starts_with(|c: char| c.is_ascii_uppercase()) && name.contains('-') {
-                "header"
-            } else if path.contains(&format!("{{{name}}}")) {
-                "path"
-            } else {
-                "query"
-            };
+            let expected =
+                if name.starts_with(|c: char| c.is_ascii_uppercase()) && name.contains('-') {
+                    "header"
+                } else if path.contains(&format!("{{{name}}}")) {
+                    "path"
+                } else {
+                    "query"
+                };
             assert_eq!(p["in"], expected, "{method} {path} parameter {name}");
         }
         let responses = op["responses"].as_object().expect("responses");

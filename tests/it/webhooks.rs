@@ -412,11 +412,17 @@ async fn an_app_level_delivery_reaches_every_tenant_that_connected_the_account_a
     connect_sandbox(&app, a).await;
     connect_sandbox(&app, b).await;
     accepted(deliver_app(&app, "app-1", &account_body("shared", "sandbox-user")).await).await;
-    let again = accepted(deliver_app(&app, "app-1", &account_body("shared", "sandbox-user")).await).await;
+    let again =
+        accepted(deliver_app(&app, "app-1", &account_body("shared", "sandbox-user")).await).await;
     assert_eq!(again["duplicate"], true);
-    let nobody = accepted(deliver_app(&app, "app-2", &account_body("orphan", "someone-else")).await).await;
+    let nobody =
+        accepted(deliver_app(&app, "app-2", &account_body("orphan", "someone-else")).await).await;
     let bad = deliver_app(&app, "app-3", b"{}").await;
-    assert_eq!(bad.status(), 202, "signature is over the bytes, whatever they hold");
+    assert_eq!(
+        bad.status(),
+        202,
+        "signature is over the bytes, whatever they hold"
+    );
     inbox::drain(&app.state).await.expect("drain");
     for t in [a, b] {
         let (_, signals) = app.get_json(t, "/signals").await;
@@ -427,8 +433,17 @@ async fn an_app_level_delivery_reaches_every_tenant_that_connected_the_account_a
     let (_, none) = app.get_json(bystander, "/signals").await;
     assert_eq!(none["signals"], json!([]));
     let nil = TenantId(uuid::Uuid::nil());
-    let id = nobody["event_id"].as_str().expect("id").parse().expect("uuid");
-    let kept = app.store().get_webhook_event(nil, id).await.expect("read").expect("kept");
+    let id = nobody["event_id"]
+        .as_str()
+        .expect("id")
+        .parse()
+        .expect("uuid");
+    let kept = app
+        .store()
+        .get_webhook_event(nil, id)
+        .await
+        .expect("read")
+        .expect("kept");
     assert_eq!(kept.status, EventStatus::Unmatched);
 }
 
@@ -438,7 +453,10 @@ async fn an_app_level_delivery_with_a_bad_signature_is_refused() {
     let response = app
         .anonymous(Method::POST, "/webhooks/sandbox")
         .header("X-Sandbox-Delivery", "x")
-        .header("X-Sandbox-Timestamp", connectors::domain::now().timestamp().to_string())
+        .header(
+            "X-Sandbox-Timestamp",
+            connectors::domain::now().timestamp().to_string(),
+        )
         .header("X-Sandbox-Signature", "v1=00")
         .body(account_body("x", "sandbox-user"))
         .send()
@@ -480,6 +498,11 @@ async fn core_can_relay_an_event_for_a_tenant_and_connection() {
         .await
         .expect("sent");
     assert_problem(response, 401, "UNAUTHORIZED").await;
-    let response = app.operator(Method::POST, "/webhooks/sandbox").body(event_body("x")).send().await.expect("sent");
+    let response = app
+        .operator(Method::POST, "/webhooks/sandbox")
+        .body(event_body("x"))
+        .send()
+        .await
+        .expect("sent");
     assert_problem(response, 400, "TENANT_HEADER_REQUIRED").await;
 }

@@ -140,12 +140,20 @@ impl Inbox for SqliteStore {
         row.as_ref().map(decode).transpose()
     }
 
-    async fn connections_for_account(&self, provider: &str, external_account_id: &str) -> Result<Vec<Connection>, StoreError> {
+    async fn connections_for_account(
+        &self,
+        provider: &str,
+        external_account_id: &str,
+    ) -> Result<Vec<Connection>, StoreError> {
         let sql = format!(
             "SELECT {CONNECTION_COLUMNS} FROM connections WHERE provider = ? \
              AND external_account_id = ? AND status = 'active' ORDER BY created_at, id"
         );
-        let rows = sqlx::query(&sql).bind(provider).bind(external_account_id).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(&sql)
+            .bind(provider)
+            .bind(external_account_id)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(decode_connection).collect()
     }
 

@@ -103,7 +103,10 @@ async fn metrics_count_requests_by_route_and_status() {
         "{text}"
     );
     // Routes are labelled by template; no tenant id ever becomes a label value.
-    assert!(!text.contains(&caller.to_string()), "no tenant ids in labels");
+    assert!(
+        !text.contains(&caller.to_string()),
+        "no tenant ids in labels"
+    );
     assert!(!text.contains("tenant_id=\""), "no tenant label");
 }
 

@@ -40,7 +40,10 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // The worker thread streams rows through this channel; room for a whole page
+            // (the API reads up to 101 rows) spares a thread hand-off per row.
+            .row_buffer_size(256);
         // The data directory may not exist yet on a first start.
         if let Some(dir) = connect.get_filename().parent() {
             if !dir.as_os_str().is_empty() {

@@ -7,6 +7,7 @@ mod auth;
 mod cli;
 mod connect;
 mod errors;
+mod faults;
 mod filters;
 mod github;
 mod guide;

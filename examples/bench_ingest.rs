@@ -1,0 +1,584 @@
+//! Benchmark harness for ingest: webhook deliveries accepted per second and their latency to
+//! `202`, the inbox lag from `202` to the signal, and sync throughput over many connections.
+//! It starts the real release server as a separate process (with the helpers of
+//! `examples/bench_signals/`), drives it over HTTP and prints Markdown for
+//! `docs/benchmarks.md`.
+//!
+//! This is a harness to run by hand, not a test. Build the server first, then run:
+//!
+//! ```text
+//! cargo build --release
+//! cargo run --release --example bench_ingest -- --db sqlite
+//! cargo run --release --example bench_ingest -- --db postgres --postgres-url postgres://127.0.0.1:5432/test
+//! ```
+//!
+//! Scenarios (`--scenarios`, default all three), each on a fresh database and server:
+//!
+//! * `ingest`: `POBLYSH_ROLES=api`; `--concurrency` senders post signed 7 KB sandbox
+//!   deliveries back to back; accepted/s and latency to `202`.
+//! * `ingest-worker`: the same with `POBLYSH_ROLES=api,worker`, so deliveries are normalized
+//!   into signals while they arrive; adds the inbox lag (from `202` to the signal), measured
+//!   from the stored events' `processed_at` for a sample of the load and by a probe polling
+//!   `GET /signals`.
+//! * `sync`: `--connections` sandbox connections made through the connect journey, one
+//!   `POST /connections/{id}/sync` each, then a server with workers runs every job; signals
+//!   per second. The sandbox makes no provider calls (see the report's note).
+//!
+//! The senders run on the same machine as the server (and the database) and compete with them
+//! for CPU; the report shows the harness's CPU use next to the server's.
+
+// Shared with bench_signals; not every helper is used here.
+#[allow(dead_code)]
+#[path = "bench_signals/database.rs"]
+mod database;
+#[path = "bench_signals/server.rs"]
+mod server;
+
+#[path = "bench_ingest/api.rs"]
+mod api;
+#[path = "bench_ingest/ingest.rs"]
+mod ingest;
+#[path = "bench_ingest/report.rs"]
+mod report;
+#[path = "bench_ingest/sync.rs"]
+mod sync;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Parser, ValueEnum};
+use connectors::crypto::{random_token, CryptoKey};
+use connectors::domain::TenantId;
+use uuid::Uuid;
+
+use crate::api::Api;
+use crate::report::{thousands, IngestReport};
+
+/// Which database the benchmark runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DbKind {
+    Sqlite,
+    Postgres,
+}
+
+impl DbKind {
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            DbKind::Sqlite => "sqlite",
+            DbKind::Postgres => "postgres",
+        }
+    }
+}
+
+/// What to measure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    /// Webhook ingest with `POBLYSH_ROLES=api`.
+    Ingest,
+    /// Webhook ingest with `POBLYSH_ROLES=api,worker`, and the inbox lag.
+    IngestWorker,
+    /// Sync jobs over many sandbox connections.
+    Sync,
+}
+
+/// Benchmark of webhook ingest, inbox lag and sync against the release server (run
+/// `cargo build --release` first).
+#[derive(Debug, Parser)]
+#[command(name = "bench_ingest")]
+struct Args {
+    /// Database to benchmark.
+    #[arg(long, value_enum)]
+    db: DbKind,
+    /// Scenarios to run, comma-separated.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "ingest,ingest-worker,sync"
+    )]
+    scenarios: Vec<Scenario>,
+    /// Concurrent senders (keep-alive connections).
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Recorded seconds per ingest scenario.
+    #[arg(long, default_value_t = 20)]
+    duration_secs: u64,
+    /// Unrecorded warm-up seconds before each ingest scenario.
+    #[arg(long, default_value_t = 2)]
+    warmup_secs: u64,
+    /// Deliveries per second over all senders (paced); 0: each sender sends back to back.
+    #[arg(long, default_value_t = 0)]
+    rate: u32,
+    /// Bytes of each delivery's body.
+    #[arg(long, default_value_t = 7 * 1024)]
+    payload_bytes: usize,
+    /// Tenants the deliveries are spread over, each with one sandbox connection.
+    #[arg(long, default_value_t = 8)]
+    tenants: usize,
+    /// Deliveries of the recorded window whose lag is read from the store.
+    #[arg(long, default_value_t = 2_000)]
+    lag_samples: usize,
+    /// Seconds to wait after the load for the sampled deliveries to be processed.
+    #[arg(long, default_value_t = 300)]
+    drain_timeout_secs: u64,
+    /// Sandbox connections (one tenant each) for the sync scenario.
+    #[arg(long, default_value_t = 1_000)]
+    connections: usize,
+    /// Minutes (0–60) each connection's sandbox cursor is set back before its sync; 0: a
+    /// first sync (5 signals).
+    #[arg(long, default_value_t = 60)]
+    sync_backlog_minutes: i64,
+    /// Seconds to wait for every sync job to end.
+    #[arg(long, default_value_t = 900)]
+    sync_timeout_secs: u64,
+    /// Concurrent requests while setting up (connect journeys, sync requests, read-back).
+    #[arg(long, default_value_t = 16)]
+    setup_concurrency: usize,
+    /// Server to create the throw-away PostgreSQL databases on (`--db postgres`).
+    #[arg(long, default_value = "postgres://127.0.0.1:5432/test")]
+    postgres_url: String,
+    /// Directory for SQLite files and server logs (a fresh subdirectory is created and
+    /// removed at the end); default: the system temp directory.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// `POBLYSH_DB_MAX_CONNECTIONS` of the server.
+    #[arg(long, default_value_t = 8)]
+    db_connections: u32,
+    /// Server binary; default: `connectors` next to this example's directory (target/release).
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
+    /// Seconds to wait for `/readyz` to answer 200.
+    #[arg(long, default_value_t = 30)]
+    ready_timeout_secs: u64,
+}
+
+impl Args {
+    fn validate(&self) -> Result<()> {
+        if self.concurrency == 0 || self.duration_secs == 0 || self.tenants == 0 {
+            bail!("--concurrency, --duration-secs and --tenants must be at least 1");
+        }
+        if self.connections == 0 || self.lag_samples == 0 || self.db_connections == 0 {
+            bail!("--connections, --lag-samples and --db-connections must be at least 1");
+        }
+        if !(0..=60).contains(&self.sync_backlog_minutes) {
+            bail!("--sync-backlog-minutes must be between 0 and 60 (the sandbox's backlog cap)");
+        }
+        if self.scenarios.is_empty() {
+            bail!("--scenarios names nothing to run");
+        }
+        Ok(())
+    }
+}
+
+/// What every scenario shares.
+struct Ctx {
+    args: Args,
+    server_bin: PathBuf,
+    root: PathBuf,
+    token: String,
+    crypto_key: String,
+    secret: String,
+    api: Arc<Api>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("bench_ingest: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<()> {
+    args.validate()?;
+    if cfg!(debug_assertions) {
+        eprintln!(
+            "warning: this harness is a debug build; its own overhead will distort the figures \
+             (use cargo run --release)"
+        );
+    }
+    let server_bin = server::locate(args.server_bin.as_deref())?;
+    let workdir = {
+        let mut builder = tempfile::Builder::new();
+        builder.prefix("bench_ingest_");
+        match &args.data_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+                builder.tempdir_in(dir)
+            }
+            None => builder.tempdir(),
+        }
+        .context("creating the work directory")?
+    };
+    let machine = report::Machine::detect();
+    println!(
+        "bench_ingest: {}, load average {}",
+        machine.describe(),
+        machine.load_before.as_deref().unwrap_or("n/a")
+    );
+    println!(
+        "note: senders and server share this machine's {} CPU(s); the harness's CPU use is \
+         shown next to the server's",
+        machine.cpus
+    );
+    println!("server binary: {}", server_bin.display());
+    println!("work directory: {}", workdir.path().display());
+
+    let token = random_token().expose().to_string();
+    let secret = random_token().expose().to_string();
+    let api = Arc::new(Api::new(
+        &token,
+        &secret,
+        args.concurrency.max(args.setup_concurrency),
+        args.payload_bytes,
+    )?);
+    let ctx = Ctx {
+        server_bin,
+        root: workdir.path().to_path_buf(),
+        token,
+        crypto_key: CryptoKey::generate().to_base64().to_string(),
+        secret,
+        api,
+        args,
+    };
+
+    let mut ingest_reports = Vec::new();
+    let mut sync_outcome = None;
+    for scenario in ctx.args.scenarios.clone() {
+        let dir = match scenario {
+            Scenario::Ingest => "ingest",
+            Scenario::IngestWorker => "ingest_worker",
+            Scenario::Sync => "sync",
+        };
+        let db = fresh_database(&ctx, dir).await?;
+        match scenario {
+            Scenario::Ingest => {
+                let outcome = interruptible(ingest_scenario(&ctx, &db, false)).await;
+                ingest_reports.push(dropping(db, outcome).await?);
+            }
+            Scenario::IngestWorker => {
+                let outcome = interruptible(ingest_scenario(&ctx, &db, true)).await;
+                ingest_reports.push(dropping(db, outcome).await?);
+            }
+            Scenario::Sync => {
+                let outcome = interruptible(sync_scenario(&ctx, &db)).await;
+                sync_outcome = Some(dropping(db, outcome).await?);
+            }
+        }
+    }
+    let summary = report::Summary {
+        backend: ctx.args.db,
+        concurrency: ctx.args.concurrency,
+        rate: ctx.args.rate,
+        payload_bytes: ctx.args.payload_bytes,
+        tenants: ctx.args.tenants,
+        warmup: Duration::from_secs(ctx.args.warmup_secs),
+        duration: Duration::from_secs(ctx.args.duration_secs),
+        db_connections: ctx.args.db_connections,
+        ingest: ingest_reports,
+        sync: sync_outcome,
+        backlog_minutes: ctx.args.sync_backlog_minutes,
+        machine,
+        load_after: report::load_average(),
+        commit: report::git_commit(),
+        finished_at: chrono::Utc::now(),
+    };
+    println!("\n{}", report::markdown(&summary));
+    Ok(())
+}
+
+/// The scenario directory `name` with a fresh database.
+async fn fresh_database(ctx: &Ctx, name: &str) -> Result<database::BenchDb> {
+    let dir = ctx.root.join(name);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let db = database::prepare(ctx.args.db, &ctx.args.postgres_url, &dir).await?;
+    println!("\nscenario {name}: database {}", db.describe());
+    Ok(db)
+}
+
+/// `work`, or an error on Ctrl-C (the servers are killed when dropped).
+async fn interruptible<T>(work: impl Future<Output = Result<T>>) -> Result<T> {
+    tokio::select! {
+        result = work => result,
+        _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
+    }
+}
+
+/// Drops the scenario's database (PostgreSQL), whatever the outcome.
+async fn dropping<T>(db: database::BenchDb, outcome: Result<T>) -> Result<T> {
+    match (outcome, db.cleanup().await) {
+        (Ok(value), Ok(())) => Ok(value),
+        (Err(err), Ok(())) => Err(err),
+        (Ok(_), Err(err)) => Err(err),
+        (Err(err), Err(cleanup_err)) => {
+            eprintln!("bench_ingest: cleanup also failed: {cleanup_err:#}");
+            Err(err)
+        }
+    }
+}
+
+/// Starts the release server in `dir` over `database_url` with `roles` and waits until ready.
+///
+/// `server.rs` clears every inherited `POBLYSH_*` variable and sets the essentials (profile
+/// `test`, address, token, key, pool size, log level); the rest of this harness's settings go
+/// into `.env.test` in the server's working directory, which the service reads for the `test`
+/// profile.
+async fn start_server(
+    ctx: &Ctx,
+    dir: &Path,
+    database_url: &str,
+    roles: &str,
+) -> Result<server::Server> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::write(
+        dir.join(".env.test"),
+        format!(
+            "POBLYSH_ROLES={roles}\nPOBLYSH_SANDBOX_ENABLED=true\n\
+             POBLYSH_SANDBOX_WEBHOOK_SECRET={}\n",
+            ctx.secret
+        ),
+    )
+    .context("writing the server's .env.test")?;
+    let mut srv = server::start(&server::Spec {
+        bin: &ctx.server_bin,
+        workdir: dir,
+        database_url,
+        token: &ctx.token,
+        crypto_key: &ctx.crypto_key,
+        db_connections: ctx.args.db_connections,
+    })?;
+    let ready = srv
+        .wait_ready(
+            ctx.api.client(),
+            Duration::from_secs(ctx.args.ready_timeout_secs),
+        )
+        .await;
+    match ready {
+        Ok(took) => {
+            println!(
+                "started the server (pid {}, POBLYSH_ROLES={roles}) on {}; ready in {} ms",
+                srv.pid,
+                srv.base,
+                took.as_millis()
+            );
+            Ok(srv)
+        }
+        Err(err) => Err(anyhow!(
+            "{err:#}\nlast lines of the server log:\n{}",
+            srv.log_tail(30)
+        )),
+    }
+}
+
+/// Runs `work` against a started server, then stops it; a failure carries the log's tail.
+async fn with_server<T>(srv: server::Server, work: impl Future<Output = Result<T>>) -> Result<T> {
+    match work.await {
+        Ok(value) => {
+            let status = srv.stop().await?;
+            if !status.success() {
+                eprintln!("warning: the server exited with {status} after SIGTERM");
+            }
+            Ok(value)
+        }
+        Err(err) => {
+            let tail = srv.log_tail(30);
+            let log = srv.log_path.display().to_string();
+            let _ = srv.stop().await;
+            Err(anyhow!(
+                "{err:#}\nlast lines of the server log {log}:\n{tail}"
+            ))
+        }
+    }
+}
+
+fn fresh_tenants(n: usize) -> Vec<TenantId> {
+    (0..n).map(|_| TenantId(Uuid::new_v4())).collect()
+}
+
+/// `ingest` (`with_worker: false`) or `ingest+worker`.
+async fn ingest_scenario(
+    ctx: &Ctx,
+    db: &database::BenchDb,
+    with_worker: bool,
+) -> Result<IngestReport> {
+    let (name, roles) = if with_worker {
+        ("ingest+worker", "api,worker")
+    } else {
+        ("ingest", "api")
+    };
+    let dir = ctx.root.join(if with_worker {
+        "ingest_worker"
+    } else {
+        "ingest"
+    });
+    let srv = start_server(ctx, &dir.join("server"), &db.url, roles).await?;
+    let base = srv.base.clone();
+    let pid = srv.pid;
+    with_server(srv, async {
+        let api = &ctx.api;
+        let tenants = fresh_tenants(ctx.args.tenants);
+        api.connect_all(&base, &tenants, ctx.args.setup_concurrency)
+            .await?;
+        let probe = if with_worker {
+            let probe = TenantId(Uuid::new_v4());
+            api.connect_sandbox(&base, probe).await?;
+            Some(probe)
+        } else {
+            None
+        };
+        println!(
+            "connected {} tenants{}; {} senders, {} B payload, {} s warm-up + {} s",
+            tenants.len(),
+            if probe.is_some() {
+                " and the probe's"
+            } else {
+                ""
+            },
+            ctx.args.concurrency,
+            ctx.args.payload_bytes,
+            ctx.args.warmup_secs,
+            ctx.args.duration_secs
+        );
+        let load = ingest::LoadSettings {
+            name,
+            roles,
+            concurrency: ctx.args.concurrency,
+            warmup: Duration::from_secs(ctx.args.warmup_secs),
+            duration: Duration::from_secs(ctx.args.duration_secs),
+            rate: (ctx.args.rate > 0).then_some(f64::from(ctx.args.rate)),
+        };
+        let run = ingest::run(api, &base, &Arc::new(tenants), &load, pid, probe).await?;
+        println!("  {}", run.one_line());
+        if run.errors > 0 {
+            eprintln!("  {} errors; samples: {:?}", run.errors, run.error_samples);
+        }
+        if run.accepted == 0 {
+            bail!("no delivery was accepted");
+        }
+        let lag = if with_worker {
+            println!(
+                "  waiting for the inbox to drain (up to {} s), then reading the lag of {} \
+                 sampled deliveries",
+                ctx.args.drain_timeout_secs,
+                thousands(ctx.args.lag_samples.min(run.acks.len()) as u64)
+            );
+            let lag = ingest::store_lag(
+                &db.url,
+                &run,
+                ctx.args.lag_samples,
+                Duration::from_secs(ctx.args.drain_timeout_secs),
+            )
+            .await?;
+            let q = |x: f64| lag.lag.value_at_quantile(x) as f64 / 1000.0;
+            println!(
+                "  inbox lag by processed_at: {} samples, p50 {:.1} ms, p99 {:.1} ms, max {:.1} \
+                 ms; drained {}",
+                lag.lag.len(),
+                q(0.5),
+                q(0.99),
+                lag.lag.max() as f64 / 1000.0,
+                match (lag.drained_in, lag.worker_rate) {
+                    (Some(d), Some(rate)) => format!(
+                        "{:.1} s after the load ({:.0} deliveries/s normalized over the run)",
+                        d.as_secs_f64(),
+                        rate
+                    ),
+                    _ => format!("NOT within the timeout ({} pending)", lag.pending),
+                }
+            );
+            if !lag.other.is_empty() {
+                eprintln!("  sampled events not processed: {:?}", lag.other);
+            }
+            if let Some(probe) = &run.probe {
+                println!(
+                    "  inbox lag by the probe: {} samples, p50 {:.1} ms, p99 {:.1} ms, {} not \
+                     listed within 30 s",
+                    probe.lag.len(),
+                    probe.lag.value_at_quantile(0.5) as f64 / 1000.0,
+                    probe.lag.value_at_quantile(0.99) as f64 / 1000.0,
+                    probe.not_listed
+                );
+            }
+            Some(lag)
+        } else {
+            None
+        };
+        Ok(IngestReport { run, lag })
+    })
+    .await
+}
+
+/// Connects `--connections` tenants, enqueues one sync each, prepares the cursors, then runs
+/// every job on a server with workers.
+async fn sync_scenario(ctx: &Ctx, db: &database::BenchDb) -> Result<sync::SyncOutcome> {
+    let dir = ctx.root.join("sync");
+    let api = &ctx.api;
+    let setup = start_server(ctx, &dir.join("setup"), &db.url, "api").await?;
+    let base = setup.base.clone();
+    let queued = with_server(setup, async {
+        let tenants = fresh_tenants(ctx.args.connections);
+        let started = Instant::now();
+        let connections = api
+            .connect_all(&base, &tenants, ctx.args.setup_concurrency)
+            .await?;
+        println!(
+            "connected {} tenants to the sandbox in {:.1} s",
+            thousands(connections.len() as u64),
+            started.elapsed().as_secs_f64()
+        );
+        let queued = sync::enqueue_all(
+            api,
+            &base,
+            tenants.into_iter().zip(connections).collect(),
+            ctx.args.setup_concurrency,
+        )
+        .await?;
+        println!("enqueued {} sync jobs", thousands(queued.len() as u64));
+        Ok(queued)
+    })
+    .await?;
+    sync::prepare(&db.url, &queued, ctx.args.sync_backlog_minutes).await?;
+    if ctx.args.sync_backlog_minutes > 0 {
+        println!(
+            "set every connection's cursor {} minutes back",
+            ctx.args.sync_backlog_minutes
+        );
+    }
+
+    let started = Instant::now();
+    let srv = start_server(ctx, &dir.join("run"), &db.url, "api,worker").await?;
+    let base = srv.base.clone();
+    with_server(srv, async {
+        let wall = sync::wait_finished(
+            api,
+            &base,
+            queued.len(),
+            started,
+            Duration::from_secs(ctx.args.sync_timeout_secs),
+        )
+        .await?;
+        let outcome = sync::collect(api, &base, &queued, wall, ctx.args.setup_concurrency).await?;
+        println!(
+            "  {} jobs succeeded, {} failed, {} signals in {:.2} s: {} signals/s ({} pages; wall \
+             {:.2} s)",
+            thousands(outcome.succeeded as u64),
+            outcome.failed,
+            thousands(outcome.signals),
+            outcome.window.as_secs_f64(),
+            thousands(outcome.signals_per_sec().round() as u64),
+            thousands(outcome.pages),
+            outcome.wall.as_secs_f64()
+        );
+        Ok(outcome)
+    })
+    .await
+}

@@ -1,0 +1,265 @@
+//! The sync scenario: many sandbox connections, one sync job each, run by the release server's
+//! background workers; signals per second from the first job's start to the last job's end.
+//!
+//! The sandbox makes no HTTP calls: its pages cost no provider latency. Its first sync emits
+//! 5 signals; with `--sync-backlog-minutes N` each connection's cursor is first set N minutes
+//! back (through the store, as an earlier sync that stopped there would have left it), so
+//! each job catches up N signals in pages of 20.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use chrono::{DateTime, Utc};
+use connectors::domain::{format_time, now, TenantId};
+use connectors::store::{JobFinish, Lease, StoreOptions};
+use futures::stream::{self, StreamExt, TryStreamExt};
+use reqwest::Url;
+use serde_json::{json, Value};
+
+use crate::api::Api;
+use crate::report::thousands;
+
+/// One connection with its queued job.
+pub struct Queued {
+    pub tenant: TenantId,
+    pub connection: String,
+    pub job: String,
+}
+
+/// `POST /connections/{id}/sync` for every connection.
+pub async fn enqueue_all(
+    api: &Api,
+    base: &Url,
+    connections: Vec<(TenantId, String)>,
+    concurrency: usize,
+) -> Result<Vec<Queued>> {
+    stream::iter(connections)
+        .map(|(tenant, connection)| async move {
+            let job = api.sync_now(base, tenant, &connection).await?;
+            Ok::<_, anyhow::Error>(Queued {
+                tenant,
+                connection,
+                job,
+            })
+        })
+        .buffered(concurrency.max(1))
+        .try_collect()
+        .await
+}
+
+/// Prepares the queued jobs through the store while no worker runs: claims every one, stores
+/// a sandbox cursor `backlog_minutes` back for its connection (when more than zero), puts it
+/// back in the queue due now, and moves the connection's next scheduled sync a day ahead so
+/// the scheduler adds no job of its own during the measurement.
+pub async fn prepare(database_url: &str, queued: &[Queued], backlog_minutes: i64) -> Result<()> {
+    let store = connectors::store::connect(database_url, &StoreOptions { max_connections: 2 })
+        .await
+        .context("opening the store")?;
+    let owner = "bench-setup";
+    let at = now();
+    let lease_until = at + chrono::Duration::minutes(30);
+    let mut claimed = Vec::with_capacity(queued.len());
+    // Everything is claimed before anything is released, so each claim is a different job.
+    while let Some(job) = store.claim_sync_job(owner, at, lease_until).await? {
+        claimed.push(job);
+    }
+    if claimed.len() != queued.len() {
+        bail!(
+            "claimed {} queued jobs, expected {}",
+            claimed.len(),
+            queued.len()
+        );
+    }
+    let cursor = json!({
+        "seq": 0,
+        "at": format_time(&(at - chrono::Duration::minutes(backlog_minutes))),
+    });
+    for job in &claimed {
+        let lease = Lease { job: job.id, owner };
+        if backlog_minutes > 0 {
+            store
+                .commit_sync_page(lease, job.connection_id, &[], &cursor, lease_until, at)
+                .await?
+                .ok_or_else(|| anyhow!("lost the setup lease of job {}", job.id))?;
+        }
+        let next = at + chrono::Duration::days(1);
+        store.advance_next_sync(job.connection_id, at, next).await?;
+        let released = store
+            .finish_sync_job(
+                lease,
+                JobFinish::Defer {
+                    at: now(),
+                    note: None,
+                },
+                now(),
+            )
+            .await?;
+        if !released {
+            bail!("could not put job {} back in the queue", job.id);
+        }
+    }
+    store.close().await;
+    Ok(())
+}
+
+/// Waits until the server's `sync_jobs_total` counts `jobs` finished jobs (succeeded or
+/// failed), polling `/metrics` every 100 ms; returns the wall time since `started`.
+pub async fn wait_finished(
+    api: &Api,
+    base: &Url,
+    jobs: usize,
+    started: Instant,
+    timeout: Duration,
+) -> Result<Duration> {
+    let mut last_report = Instant::now();
+    loop {
+        let succeeded = api
+            .counter(
+                base,
+                "sync_jobs_total",
+                &["provider=\"sandbox\"", "outcome=\"succeeded\""],
+            )
+            .await
+            .unwrap_or(0);
+        let failed = api
+            .counter(
+                base,
+                "sync_jobs_total",
+                &["provider=\"sandbox\"", "outcome=\"failed\""],
+            )
+            .await
+            .unwrap_or(0);
+        if (succeeded + failed) as usize >= jobs {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > timeout {
+            bail!(
+                "after {} s only {succeeded} of {jobs} jobs succeeded ({failed} failed)",
+                timeout.as_secs()
+            );
+        }
+        if last_report.elapsed() > Duration::from_secs(5) {
+            println!(
+                "  {} of {} jobs done after {:.0} s",
+                thousands(succeeded + failed),
+                thousands(jobs as u64),
+                started.elapsed().as_secs_f64()
+            );
+            last_report = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// What the jobs and the connections' signals say once every job has ended.
+pub struct SyncOutcome {
+    pub connections: usize,
+    pub succeeded: usize,
+    pub failed: usize,
+    /// Attempts beyond the first, summed over the jobs.
+    pub extra_attempts: i64,
+    /// Signals listed for the connections.
+    pub signals: u64,
+    /// Provider calls (pages) the server counted.
+    pub pages: u64,
+    /// From the first job's `started_at` to the last job's `finished_at`.
+    pub window: Duration,
+    /// From starting the server to the last job counted (includes start-up).
+    pub wall: Duration,
+}
+
+impl SyncOutcome {
+    pub fn signals_per_sec(&self) -> f64 {
+        self.signals as f64 / self.window.as_secs_f64().max(1e-9)
+    }
+
+    pub fn jobs_per_sec(&self) -> f64 {
+        self.succeeded as f64 / self.window.as_secs_f64().max(1e-9)
+    }
+}
+
+fn time(value: &Value) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(value.as_str()?)
+        .ok()
+        .map(|t| t.to_utc())
+}
+
+/// Reads every job (`GET /jobs/{id}`) and counts every connection's signals (`GET /signals`,
+/// page by page), after the measurement.
+pub async fn collect(
+    api: &Api,
+    base: &Url,
+    queued: &[Queued],
+    wall: Duration,
+    concurrency: usize,
+) -> Result<SyncOutcome> {
+    let jobs: Vec<Value> = stream::iter(queued)
+        .map(|q| async move {
+            api.get_json(base, q.tenant, &format!("jobs/{}", q.job))
+                .await
+        })
+        .buffered(concurrency.max(1))
+        .try_collect()
+        .await?;
+    let mut first_start: Option<DateTime<Utc>> = None;
+    let mut last_finish: Option<DateTime<Utc>> = None;
+    let (mut succeeded, mut failed, mut extra_attempts) = (0, 0, 0);
+    for job in &jobs {
+        match job["status"].as_str() {
+            Some("succeeded") => succeeded += 1,
+            Some("failed") => failed += 1,
+            other => bail!("job {} ended {other:?}", job["id"]),
+        }
+        extra_attempts += job["attempts"].as_i64().unwrap_or(1) - 1;
+        if let Some(t) = time(&job["started_at"]) {
+            first_start = Some(first_start.map_or(t, |f| f.min(t)));
+        }
+        if let Some(t) = time(&job["finished_at"]) {
+            last_finish = Some(last_finish.map_or(t, |l| l.max(t)));
+        }
+    }
+    let window = match (first_start, last_finish) {
+        (Some(a), Some(b)) => (b - a).to_std().unwrap_or_default(),
+        _ => bail!("the jobs carry no start or finish times"),
+    };
+    let counts: Vec<u64> = stream::iter(queued)
+        .map(|q| count_signals(api, base, q))
+        .buffered(concurrency.max(1))
+        .try_collect()
+        .await?;
+    let pages = api
+        .counter(
+            base,
+            "provider_calls_total",
+            &["provider=\"sandbox\"", "outcome=\"ok\""],
+        )
+        .await?;
+    Ok(SyncOutcome {
+        connections: queued.len(),
+        succeeded,
+        failed,
+        extra_attempts,
+        signals: counts.iter().sum(),
+        pages,
+        window,
+        wall,
+    })
+}
+
+async fn count_signals(api: &Api, base: &Url, q: &Queued) -> Result<u64> {
+    let mut count = 0;
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut path = format!("signals?limit=100&connection_id={}", q.connection);
+        if let Some(c) = &cursor {
+            path.push_str("&cursor=");
+            path.push_str(&url::form_urlencoded::byte_serialize(c.as_bytes()).collect::<String>());
+        }
+        let page = api.get_json(base, q.tenant, &path).await?;
+        count += page["signals"].as_array().map_or(0, Vec::len) as u64;
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => return Ok(count),
+        }
+    }
+}

@@ -2,21 +2,23 @@
 //! connector, and records each event's outcome. `run_once` and `drain` let tests process the
 //! inbox deterministically; `run` is the background loop, woken by new deliveries.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Notify;
 
 use super::{Normalized, WebhookEvent};
-use crate::domain::{now, EventStatus, StoredWebhookEvent};
+use crate::domain::{now, Connection, EventStatus, StoredWebhookEvent, TenantId};
 use crate::http::AppState;
+use crate::store::EventCompletion;
 
 /// Attempts before a failing event is marked `failed`.
 pub const MAX_ATTEMPTS: i32 = 5;
 /// How long a claimed event is reserved for its worker.
 const LEASE: chrono::Duration = chrono::Duration::seconds(60);
 /// Events claimed per round.
-const BATCH: u32 = 32;
+const BATCH: u32 = 128;
 
 /// Wakes the worker when a delivery is stored.
 #[derive(Clone, Default)]
@@ -29,14 +31,46 @@ impl InboxSignal {
     }
 }
 
-/// Processes one batch of due events; returns how many.
+/// Processes one batch of due events; returns how many. The batch's signals and outcomes are
+/// written in one transaction, so throughput is bounded by batches, not by events.
 pub async fn run_once(state: &AppState) -> anyhow::Result<usize> {
     let claimed = state
         .store
         .claim_webhook_events(now(), now() + LEASE, BATCH)
         .await?;
+    let mut candidates: HashMap<(TenantId, String), Vec<Connection>> = HashMap::new();
+    let mut completions = Vec::with_capacity(claimed.len());
+    let mut failures = Vec::new();
     for event in &claimed {
-        process(state, event).await;
+        match decide(state, event, &mut candidates).await {
+            Ok(completion) => completions.push(completion),
+            Err(err) => failures.push((event, format!("{err:#}"))),
+        }
+    }
+    if let Err(err) = state
+        .store
+        .complete_webhook_events(&completions, now())
+        .await
+    {
+        let error = format!("{err:#}");
+        for completion in &completions {
+            if let Some(event) = claimed.iter().find(|e| e.id == completion.id) {
+                failures.push((event, error.clone()));
+            }
+        }
+        completions.clear();
+    }
+    for completion in &completions {
+        let provider = claimed
+            .iter()
+            .find(|e| e.id == completion.id)
+            .map(|e| e.provider.clone())
+            .unwrap_or_default();
+        metrics::counter!("webhook_events_total", "provider" => provider, "outcome" => completion.outcome.as_str()).increment(1);
+    }
+    for (event, error) in failures {
+        metrics::counter!("webhook_events_total", "provider" => event.provider.clone(), "outcome" => "retry").increment(1);
+        give_up_or_retry(state, event, &error).await;
     }
     Ok(claimed.len())
 }
@@ -68,48 +102,10 @@ pub async fn run(state: AppState) {
     }
 }
 
-async fn process(state: &AppState, stored: &StoredWebhookEvent) {
-    let outcome = normalize_and_store(state, stored).await;
-    let label = match &outcome {
-        Ok(status) => status.as_str(),
-        Err(_) => "retry",
-    };
-    metrics::counter!("webhook_events_total", "provider" => stored.provider.clone(), "outcome" => label).increment(1);
-    if let Err(err) = outcome {
-        let error = format!("{err:#}");
-        let result = if stored.attempts >= MAX_ATTEMPTS {
-            tracing::warn!(event_id = %stored.id, error, "webhook event failed for good");
-            state
-                .store
-                .complete_webhook_event(
-                    stored.id,
-                    EventStatus::Failed,
-                    None,
-                    &[],
-                    Some(&error),
-                    now(),
-                )
-                .await
-        } else {
-            let backoff = chrono::Duration::seconds(2_i64.pow(stored.attempts.clamp(0, 10) as u32));
-            state
-                .store
-                .retry_webhook_event(stored.id, &error, now() + backoff)
-                .await
-        };
-        if let Err(err) = result {
-            // The lease expires and the event is claimed again.
-            tracing::warn!(event_id = %stored.id, error = %err, "could not record the event's failure");
-        }
-    }
-}
-
-/// Normalizes, routes and stores one event; `Err` for failures worth retrying.
-async fn normalize_and_store(
-    state: &AppState,
-    stored: &StoredWebhookEvent,
-) -> anyhow::Result<EventStatus> {
-    let Some(entry) = state.registry.get(&stored.provider) else {
+/// After a failure worth retrying: another attempt later, or `failed` after the last one.
+async fn give_up_or_retry(state: &AppState, stored: &StoredWebhookEvent, error: &str) {
+    let result = if stored.attempts >= MAX_ATTEMPTS {
+        tracing::warn!(event_id = %stored.id, error, "webhook event failed for good");
         state
             .store
             .complete_webhook_event(
@@ -117,11 +113,45 @@ async fn normalize_and_store(
                 EventStatus::Failed,
                 None,
                 &[],
-                Some("provider is not enabled"),
+                Some(error),
                 now(),
             )
-            .await?;
-        return Ok(EventStatus::Failed);
+            .await
+    } else {
+        let backoff = chrono::Duration::seconds(2_i64.pow(stored.attempts.clamp(0, 10) as u32));
+        state
+            .store
+            .retry_webhook_event(stored.id, error, now() + backoff)
+            .await
+    };
+    if let Err(err) = result {
+        // The lease expires and the event is claimed again.
+        tracing::warn!(event_id = %stored.id, error = %err, "could not record the event's failure");
+    }
+}
+
+/// What one event comes to: its outcome, connection and signals. `Err` only when the
+/// candidates could not be read (worth retrying).
+async fn decide(
+    state: &AppState,
+    stored: &StoredWebhookEvent,
+    candidates: &mut HashMap<(TenantId, String), Vec<Connection>>,
+) -> anyhow::Result<EventCompletion> {
+    let done =
+        |outcome: EventStatus, connection_id, signals, error: Option<&str>| EventCompletion {
+            id: stored.id,
+            outcome,
+            connection_id,
+            signals,
+            error: error.map(str::to_string),
+        };
+    let Some(entry) = state.registry.get(&stored.provider) else {
+        return Ok(done(
+            EventStatus::Failed,
+            None,
+            Vec::new(),
+            Some("provider is not enabled"),
+        ));
     };
     let event = WebhookEvent {
         tenant_id: stored.tenant_id,
@@ -133,60 +163,36 @@ async fn normalize_and_store(
     };
     let drafts = match entry.connector.normalize_webhook(&event) {
         Ok(Normalized::Signals(drafts)) => drafts,
-        Ok(Normalized::Ignored) => {
-            state
-                .store
-                .complete_webhook_event(stored.id, EventStatus::Ignored, None, &[], None, now())
-                .await?;
-            return Ok(EventStatus::Ignored);
-        }
+        Ok(Normalized::Ignored) => return Ok(done(EventStatus::Ignored, None, Vec::new(), None)),
         // An unreadable payload does not get better with retries.
-        Err(problem) => {
-            state
-                .store
-                .complete_webhook_event(
-                    stored.id,
-                    EventStatus::Failed,
-                    None,
-                    &[],
-                    Some(&problem),
-                    now(),
-                )
-                .await?;
-            return Ok(EventStatus::Failed);
-        }
+        Err(problem) => return Ok(done(EventStatus::Failed, None, Vec::new(), Some(&problem))),
     };
-    let candidates = state
-        .store
-        .active_connections(stored.tenant_id, &stored.provider)
-        .await?;
+    let key = (stored.tenant_id, stored.provider.clone());
+    if !candidates.contains_key(&key) {
+        let found = state
+            .store
+            .active_connections(stored.tenant_id, &stored.provider)
+            .await?;
+        candidates.insert(key.clone(), found);
+    }
+    let candidates = &candidates[&key];
     // Only this tenant's connections are candidates, whatever the connector answers.
     let chosen = match stored.connection_id {
         Some(named) => Some(named),
-        None => entry.connector.route_webhook(&event, &candidates),
+        None => entry.connector.route_webhook(&event, candidates),
     }
     .and_then(|id| candidates.iter().find(|c| c.id == id));
     let Some(connection) = chosen else {
-        state
-            .store
-            .complete_webhook_event(stored.id, EventStatus::Unmatched, None, &[], None, now())
-            .await?;
-        return Ok(EventStatus::Unmatched);
+        return Ok(done(EventStatus::Unmatched, None, Vec::new(), None));
     };
-    let signals: Vec<_> = drafts
+    let signals = drafts
         .into_iter()
         .map(|d| d.into_signal(connection))
         .collect();
-    state
-        .store
-        .complete_webhook_event(
-            stored.id,
-            EventStatus::Processed,
-            Some(connection.id),
-            &signals,
-            None,
-            now(),
-        )
-        .await?;
-    Ok(EventStatus::Processed)
+    Ok(done(
+        EventStatus::Processed,
+        Some(connection.id),
+        signals,
+        None,
+    ))
 }

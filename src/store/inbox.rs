@@ -9,6 +9,17 @@ use crate::domain::{
     TenantId, Timestamp,
 };
 
+/// The outcome of one processed event.
+#[derive(Clone, Debug)]
+pub struct EventCompletion {
+    pub id: Uuid,
+    pub outcome: EventStatus,
+    /// The connection the event was routed to, if any.
+    pub connection_id: Option<ConnectionId>,
+    pub signals: Vec<NewSignal>,
+    pub error: Option<String>,
+}
+
 /// Storing verified webhook deliveries and handing them to the inbox worker.
 #[async_trait]
 pub trait Inbox: Send + Sync {
@@ -27,8 +38,15 @@ pub trait Inbox: Send + Sync {
         limit: u32,
     ) -> Result<Vec<StoredWebhookEvent>, StoreError>;
 
-    /// Stores an event's signals and records its outcome (`processed`, `ignored`,
-    /// `unmatched` or `failed`).
+    /// Records the outcomes of a batch of events (`processed`, `ignored`, `unmatched` or
+    /// `failed`) together with their signals, in one transaction.
+    async fn complete_webhook_events(
+        &self,
+        completions: &[EventCompletion],
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+
+    /// Records one event's outcome with its signals.
     async fn complete_webhook_event(
         &self,
         id: Uuid,
@@ -37,7 +55,17 @@ pub trait Inbox: Send + Sync {
         signals: &[NewSignal],
         error: Option<&str>,
         now: Timestamp,
-    ) -> Result<(), StoreError>;
+    ) -> Result<(), StoreError> {
+        let completion = EventCompletion {
+            id,
+            outcome,
+            connection_id,
+            signals: signals.to_vec(),
+            error: error.map(str::to_string),
+        };
+        self.complete_webhook_events(std::slice::from_ref(&completion), now)
+            .await
+    }
 
     /// Releases an event for another attempt at `next_attempt_at`, keeping the error.
     async fn retry_webhook_event(

@@ -22,7 +22,7 @@ use crate::domain::{
 };
 
 pub use error::StoreError;
-pub use inbox::Inbox;
+pub use inbox::{EventCompletion, Inbox};
 pub use lock::ConnectionLock;
 pub use postgres::PostgresStore;
 pub use queue::{Enqueued, JobFinish, Lease, SyncQueue};

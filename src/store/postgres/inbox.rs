@@ -9,10 +9,9 @@ use uuid::Uuid;
 use super::connections::{decode as decode_connection, COLUMNS as CONNECTION_COLUMNS};
 use super::{signals, PostgresStore};
 use crate::domain::{
-    Connection, ConnectionId, EventStatus, NewSignal, NewWebhookEvent, StoredWebhookEvent,
-    TenantId, Timestamp,
+    Connection, ConnectionId, NewSignal, NewWebhookEvent, StoredWebhookEvent, TenantId, Timestamp,
 };
-use crate::store::{Inbox, StoreError};
+use crate::store::{EventCompletion, Inbox, StoreError};
 
 const COLUMNS: &str = "id, tenant_id, provider, connection_id, dedupe_key, event_type, headers, \
      body, status, attempts, last_error, received_at, processed_at";
@@ -76,31 +75,34 @@ impl Inbox for PostgresStore {
         rows.iter().map(decode).collect()
     }
 
-    async fn complete_webhook_event(
+    async fn complete_webhook_events(
         &self,
-        id: Uuid,
-        outcome: EventStatus,
-        connection_id: Option<ConnectionId>,
-        signals: &[NewSignal],
-        error: Option<&str>,
+        completions: &[EventCompletion],
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        // Signals first, outcome second: if the process dies in between, the event is leased
-        // again later and its signals deduplicate on (connection, dedupe key).
+        // One transaction for the whole batch: the signals and every outcome land together.
+        let signals: Vec<NewSignal> = completions
+            .iter()
+            .flat_map(|c| c.signals.iter().cloned())
+            .collect();
+        let mut tx = self.pool.begin().await?;
         if !signals.is_empty() {
-            signals::insert(&self.pool, signals).await?;
+            signals::insert_in(&mut tx, &signals).await?;
         }
-        sqlx::query(
-            "UPDATE webhook_events SET status = $1, connection_id = COALESCE($2, connection_id), \
-             last_error = $3, processed_at = $4, lease_expires_at = NULL WHERE id = $5",
-        )
-        .bind(outcome.as_str())
-        .bind(connection_id.map(|c| c.0))
-        .bind(error)
-        .bind(now)
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
+        for c in completions {
+            sqlx::query(
+                "UPDATE webhook_events SET status = $1, connection_id = COALESCE($2, connection_id), \
+                 last_error = $3, processed_at = $4, lease_expires_at = NULL WHERE id = $5",
+            )
+            .bind(c.outcome.as_str())
+            .bind(c.connection_id.map(|id| id.0))
+            .bind(&c.error)
+            .bind(now)
+            .bind(c.id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 

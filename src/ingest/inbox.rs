@@ -87,8 +87,16 @@ pub async fn drain(state: &AppState) -> anyhow::Result<usize> {
     }
 }
 
-/// The background loop: runs whenever woken, and at least every second.
+/// Batches processed at once: one normalizes while the other writes.
+const CONCURRENT_BATCHES: usize = 2;
+
+/// The background loops: each runs whenever woken, and at least every second.
 pub async fn run(state: AppState) {
+    let loops = (0..CONCURRENT_BATCHES).map(|_| run_loop(state.clone()));
+    futures::future::join_all(loops).await;
+}
+
+async fn run_loop(state: AppState) {
     loop {
         if state.is_shutting_down() {
             break;

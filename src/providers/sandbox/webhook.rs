@@ -78,7 +78,12 @@ pub(super) fn normalize(event: &WebhookEvent) -> Result<Normalized, String> {
         external_id: Some(payload.id.clone()),
         // The change, not the delivery: the same change synced later is the same signal.
         dedupe_key: format!("{kind}:{}:{}", payload.id, payload.occurred_at),
-        payload: serde_json::from_slice(&event.body).unwrap_or_default(),
+        // The normalized fields only: the raw delivery stays in the inbox.
+        payload: serde_json::json!({
+            "id": payload.id,
+            "event": event.event_type,
+            "occurred_at": payload.occurred_at,
+        }),
     }]))
 }
 

@@ -117,10 +117,9 @@ pub async fn start(
             json!("must be at most 50 non-empty scopes without spaces"),
         );
     }
-    if !problems.is_empty() {
+    let (Some(redirect_uri), true) = (redirect_uri, problems.is_empty()) else {
         return Err(ApiError::validation(problems));
-    }
-    let redirect_uri = redirect_uri.expect("checked above");
+    };
 
     let state_token = pkce::new_state();
     let state_hash = pkce::state_hash(state_token.expose());

@@ -39,6 +39,26 @@ async fn deliver(
     body: &[u8],
     tweak: impl FnOnce(&mut Vec<(&'static str, String)>),
 ) -> reqwest::Response {
+    deliver_to(
+        app,
+        &format!("/webhooks/sandbox/{t}"),
+        delivery,
+        event,
+        body,
+        tweak,
+    )
+    .await
+}
+
+/// Sends a signed delivery to `path`.
+async fn deliver_to(
+    app: &TestApp,
+    path: &str,
+    delivery: &str,
+    event: &str,
+    body: &[u8],
+    tweak: impl FnOnce(&mut Vec<(&'static str, String)>),
+) -> reqwest::Response {
     let timestamp = connectors::domain::now().timestamp().to_string();
     let signature = hmac_sha256_hex(&Secret::new(SECRET), &[timestamp.as_bytes(), b".", body]);
     let mut headers = vec![
@@ -49,9 +69,7 @@ async fn deliver(
         ("Content-Type", "application/json".to_string()),
     ];
     tweak(&mut headers);
-    let mut request = app
-        .anonymous(Method::POST, &format!("/webhooks/sandbox/{t}"))
-        .body(body.to_vec());
+    let mut request = app.anonymous(Method::POST, path).body(body.to_vec());
     for (name, value) in headers {
         request = request.header(name, value);
     }
@@ -386,17 +404,15 @@ async fn stored_headers_never_keep_credentials() {
 
 /// Sends a signed delivery to the app-level URL (no tenant in the path).
 async fn deliver_app(app: &TestApp, delivery: &str, body: &[u8]) -> reqwest::Response {
-    let timestamp = connectors::domain::now().timestamp().to_string();
-    let signature = hmac_sha256_hex(&Secret::new(SECRET), &[timestamp.as_bytes(), b".", body]);
-    app.anonymous(Method::POST, "/webhooks/sandbox")
-        .header("X-Sandbox-Delivery", delivery)
-        .header("X-Sandbox-Event", "event.created")
-        .header("X-Sandbox-Timestamp", timestamp)
-        .header("X-Sandbox-Signature", format!("v1={signature}"))
-        .body(body.to_vec())
-        .send()
-        .await
-        .expect("sent")
+    deliver_to(
+        app,
+        "/webhooks/sandbox",
+        delivery,
+        "event.created",
+        body,
+        |_| {},
+    )
+    .await
 }
 
 fn account_body(id: &str, account: &str) -> Vec<u8> {

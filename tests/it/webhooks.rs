@@ -2,7 +2,7 @@
 //! the inbox worker into signals of the right tenant's connection, and never lost.
 
 use connectors::crypto::Secret;
-use connectors::domain::{EventStatus, TenantId};
+use connectors::domain::{EventStatus, StoredWebhookEvent, TenantId};
 use connectors::ingest::inbox;
 use connectors::ingest::signature::hmac_sha256_hex;
 use reqwest::Method;
@@ -76,6 +76,19 @@ async fn deliver_to(
     request.send().await.expect("sent")
 }
 
+/// The inbox event an accepted delivery's `event_id` names.
+async fn stored_event(app: &TestApp, t: TenantId, accepted: &Value) -> StoredWebhookEvent {
+    let id = accepted["event_id"]
+        .as_str()
+        .and_then(|id| id.parse().ok())
+        .expect("event_id is a UUID");
+    app.store()
+        .get_webhook_event(t, id)
+        .await
+        .expect("read")
+        .expect("the accepted event is stored")
+}
+
 async fn accepted(response: reqwest::Response) -> Value {
     let (status, body) = json(response).await;
     assert_eq!(status, 202, "{body}");
@@ -91,28 +104,13 @@ async fn a_signed_delivery_is_stored_acknowledged_and_becomes_a_signal() {
     let body =
         accepted(deliver(&app, t, "d-1", "event.created", &event_body("e1"), |_| {}).await).await;
     assert_eq!(body["duplicate"], false);
-    let id: uuid::Uuid = body["event_id"]
-        .as_str()
-        .expect("id")
-        .parse()
-        .expect("uuid");
-    let stored = app
-        .store()
-        .get_webhook_event(t, id)
-        .await
-        .expect("read")
-        .expect("stored before 202");
+    let stored = stored_event(&app, t, &body).await;
     assert_eq!(stored.status, EventStatus::Pending);
     assert_eq!(stored.body, event_body("e1"));
     assert_eq!(stored.event_type.as_deref(), Some("event.created"));
 
     inbox::drain(&app.state).await.expect("drain");
-    let stored = app
-        .store()
-        .get_webhook_event(t, id)
-        .await
-        .expect("read")
-        .expect("exists");
+    let stored = stored_event(&app, t, &body).await;
     assert_eq!(stored.status, EventStatus::Processed);
     assert_eq!(
         stored.connection_id.map(|c| c.to_string()),
@@ -275,30 +273,10 @@ async fn events_are_ignored_unmatched_or_failed_but_always_kept() {
         (&ignored, EventStatus::Ignored),
         (&failed, EventStatus::Failed),
     ] {
-        let id = body["event_id"]
-            .as_str()
-            .expect("id")
-            .parse()
-            .expect("uuid");
-        let stored = app
-            .store()
-            .get_webhook_event(t, id)
-            .await
-            .expect("read")
-            .expect("kept");
+        let stored = stored_event(&app, t, body).await;
         assert_eq!(stored.status, status, "{body}");
     }
-    let failed_id = failed["event_id"]
-        .as_str()
-        .expect("id")
-        .parse()
-        .expect("uuid");
-    let stored = app
-        .store()
-        .get_webhook_event(t, failed_id)
-        .await
-        .expect("read")
-        .expect("kept");
+    let stored = stored_event(&app, t, &failed).await;
     assert!(stored
         .last_error
         .expect("error kept")
@@ -319,17 +297,7 @@ async fn an_event_for_a_tenant_without_a_connection_stays_unmatched() {
     let body =
         accepted(deliver(&app, t, "lonely", "event.created", &event_body("z"), |_| {}).await).await;
     inbox::drain(&app.state).await.expect("drain");
-    let id = body["event_id"]
-        .as_str()
-        .expect("id")
-        .parse()
-        .expect("uuid");
-    let stored = app
-        .store()
-        .get_webhook_event(t, id)
-        .await
-        .expect("read")
-        .expect("kept");
+    let stored = stored_event(&app, t, &body).await;
     assert_eq!(stored.status, EventStatus::Unmatched);
 }
 
@@ -386,17 +354,7 @@ async fn stored_headers_never_keep_credentials() {
         .await,
     )
     .await;
-    let id = body["event_id"]
-        .as_str()
-        .expect("id")
-        .parse()
-        .expect("uuid");
-    let stored = app
-        .store()
-        .get_webhook_event(t, id)
-        .await
-        .expect("read")
-        .expect("stored");
+    let stored = stored_event(&app, t, &body).await;
     let text = serde_json::to_string(&stored.headers).expect("json");
     assert!(!text.contains("should-not-be-stored"), "{text}");
     assert_eq!(stored.headers["x-sandbox-delivery"], "h-1");
@@ -449,17 +407,7 @@ async fn an_app_level_delivery_reaches_every_tenant_that_connected_the_account_a
     let (_, none) = app.get_json(bystander, "/signals").await;
     assert_eq!(none["signals"], json!([]));
     let nil = TenantId(uuid::Uuid::nil());
-    let id = nobody["event_id"]
-        .as_str()
-        .expect("id")
-        .parse()
-        .expect("uuid");
-    let kept = app
-        .store()
-        .get_webhook_event(nil, id)
-        .await
-        .expect("read")
-        .expect("kept");
+    let kept = stored_event(&app, nil, &nobody).await;
     assert_eq!(kept.status, EventStatus::Unmatched);
 }
 

@@ -1,8 +1,11 @@
 //! Sandbox: a built-in provider that needs no credentials. Its authorize page
 //! redirects straight back with a code and its sync emits a steady trickle of synthetic
 //! signals, so the whole journey runs on a laptop in a minute. Enabled by default only in the
-//! local profile (`POBLYSH_SANDBOX_ENABLED`).
+//! local profile (`POBLYSH_SANDBOX_ENABLED`). With `POBLYSH_SANDBOX_API_BASE_URL` set, its sync
+//! reads an HTTP API instead (`api.rs`), which tests and benchmarks fake.
 
+mod api;
+mod event;
 mod oauth;
 mod sync;
 mod webhook;
@@ -108,7 +111,10 @@ impl Connector for SandboxConnector {
         ctx: SyncContext<'_>,
         cursor: Option<&Value>,
     ) -> Result<SyncPage, ProviderCallError> {
-        sync::page(ctx.connection, cursor, crate::domain::now())
+        match &ctx.provider.settings.api_base_url {
+            Some(base) => api::page(ctx, base, cursor).await,
+            None => sync::page(ctx.connection, cursor, crate::domain::now()),
+        }
     }
 
     fn routes(&self) -> Option<axum::Router<AppState>> {

@@ -3,15 +3,15 @@
 //! `X-Sandbox-Timestamp` (Unix seconds) and `X-Sandbox-Signature: v1=<hex>`, the HMAC-SHA256
 //! of `"{timestamp}." + body` under `POBLYSH_SANDBOX_WEBHOOK_SECRET`, accepted within five
 //! minutes of its timestamp. The body:
-//! `{"id": "...", "title": "...", "occurred_at": "<RFC 3339>", "actor": {"id": "...", "name": "..."}}`.
+//! `{"id": "...", "title": "...", "occurred_at": "<RFC 3339>", "actor": {"id": "...", "name": "..."}}`,
+//! mapped by [`super::event`] exactly as the same change listed by the remote API.
 
 use axum::http::HeaderMap;
-use serde::Deserialize;
 
+use super::event::{kind, Change};
 use crate::config::ProviderSettings;
-use crate::domain::{parse_rfc3339, Actor};
 use crate::ingest::signature::{check_replay_window, hmac_sha256_hex_matches};
-use crate::ingest::{Normalized, SignalDraft, Verified, WebhookEvent, WebhookRejection};
+use crate::ingest::{Normalized, Verified, WebhookEvent, WebhookRejection};
 
 const REPLAY_WINDOW_SECS: i64 = 300;
 
@@ -51,40 +51,16 @@ pub(super) fn verify(
     })
 }
 
-#[derive(Deserialize)]
-struct Payload {
-    id: String,
-    title: Option<String>,
-    occurred_at: String,
-    actor: Option<Actor>,
-}
-
 pub(super) fn normalize(event: &WebhookEvent) -> Result<Normalized, String> {
-    let kind = match event.event_type.as_deref() {
-        Some("event.created") => "sandbox_event_created",
-        Some("event.updated") => "sandbox_event_updated",
-        _ => return Ok(Normalized::Ignored),
+    let Some(event_type) = event.event_type.as_deref().filter(|t| kind(t).is_some()) else {
+        return Ok(Normalized::Ignored);
     };
-    let payload: Payload = serde_json::from_slice(&event.body)
+    let change: Change = serde_json::from_slice(&event.body)
         .map_err(|e| format!("the body is not a sandbox event: {e}"))?;
-    let occurred_at =
-        parse_rfc3339(&payload.occurred_at).map_err(|e| format!("occurred_at {e}"))?;
-    Ok(Normalized::Signals(vec![SignalDraft {
-        kind: kind.to_string(),
-        occurred_at,
-        actor: payload.actor,
-        title: payload.title,
-        url: None,
-        external_id: Some(payload.id.clone()),
-        // The change, not the delivery: the same change synced later is the same signal.
-        dedupe_key: format!("{kind}:{}:{}", payload.id, payload.occurred_at),
-        // The normalized fields only: the raw delivery stays in the inbox.
-        payload: serde_json::json!({
-            "id": payload.id,
-            "event": event.event_type,
-            "occurred_at": payload.occurred_at,
-        }),
-    }]))
+    Ok(match change.signal(event_type)? {
+        Some(draft) => Normalized::Signals(vec![draft]),
+        None => Normalized::Ignored,
+    })
 }
 
 /// The account an app-level delivery names (`account` in the body).

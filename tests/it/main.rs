@@ -19,6 +19,7 @@ mod pagination;
 mod providers_oauth;
 mod refresh;
 mod sync;
+mod sync_faults;
 mod tenancy;
 mod validation;
 mod webhooks;

@@ -21,8 +21,9 @@
 //!   from the stored events' `processed_at` for a sample of the load and by a probe polling
 //!   `GET /signals`.
 //! * `sync`: `--connections` sandbox connections made through the connect journey, one
-//!   `POST /connections/{id}/sync` each, then a server with workers runs every job; signals
-//!   per second. The sandbox makes no provider calls (see the report's note).
+//!   `POST /connections/{id}/sync` each, then a server with workers runs every job against a
+//!   fake sandbox API served by the harness (`--pages-per-connection` pages of `--page-size`
+//!   events, `--provider-latency-ms` per request); signals per second.
 //!
 //! The senders run on the same machine as the server (and the database) and compete with them
 //! for CPU; the report shows the harness's CPU use next to the server's.
@@ -36,6 +37,8 @@ mod server;
 
 #[path = "bench_ingest/api.rs"]
 mod api;
+#[path = "bench_ingest/fake_api.rs"]
+mod fake_api;
 #[path = "bench_ingest/ingest.rs"]
 mod ingest;
 #[path = "bench_ingest/report.rs"]
@@ -53,9 +56,12 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, ValueEnum};
 use connectors::crypto::{random_token, CryptoKey};
 use connectors::domain::TenantId;
+use connectors::providers::sandbox::SandboxConnector;
+use connectors::providers::Connector;
 use uuid::Uuid;
 
 use crate::api::Api;
+use crate::fake_api::{FakeApi, FakeSettings};
 use crate::report::{thousands, IngestReport};
 
 /// Which database the benchmark runs on.
@@ -128,10 +134,15 @@ struct Args {
     /// Sandbox connections (one tenant each) for the sync scenario.
     #[arg(long, default_value_t = 1_000)]
     connections: usize,
-    /// Minutes (0–60) each connection's sandbox cursor is set back before its sync; 0: a
-    /// first sync (5 signals).
-    #[arg(long, default_value_t = 60)]
-    sync_backlog_minutes: i64,
+    /// Milliseconds the fake sandbox API waits before answering each page (sync scenario).
+    #[arg(long, default_value_t = 20)]
+    provider_latency_ms: u64,
+    /// Events per page of the fake sandbox API (1–100, the sandbox asks for 100).
+    #[arg(long, default_value_t = 100)]
+    page_size: u64,
+    /// Pages the fake sandbox API holds for each connection.
+    #[arg(long, default_value_t = 5)]
+    pages_per_connection: u64,
     /// Seconds to wait for every sync job to end.
     #[arg(long, default_value_t = 900)]
     sync_timeout_secs: u64,
@@ -164,8 +175,8 @@ impl Args {
         if self.connections == 0 || self.lag_samples == 0 || self.db_connections == 0 {
             bail!("--connections, --lag-samples and --db-connections must be at least 1");
         }
-        if !(0..=60).contains(&self.sync_backlog_minutes) {
-            bail!("--sync-backlog-minutes must be between 0 and 60 (the sandbox's backlog cap)");
+        if !(1..=100).contains(&self.page_size) || self.pages_per_connection == 0 {
+            bail!("--page-size must be between 1 and 100, --pages-per-connection at least 1");
         }
         if self.scenarios.is_empty() {
             bail!("--scenarios names nothing to run");
@@ -286,7 +297,6 @@ async fn run(args: Args) -> Result<()> {
         db_connections: ctx.args.db_connections,
         ingest: ingest_reports,
         sync: sync_outcome,
-        backlog_minutes: ctx.args.sync_backlog_minutes,
         machine,
         load_after: report::load_average(),
         commit: report::git_commit(),
@@ -337,17 +347,18 @@ async fn start_server(
     dir: &Path,
     database_url: &str,
     roles: &str,
+    extra: &[(&str, String)],
 ) -> Result<server::Server> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    std::fs::write(
-        dir.join(".env.test"),
-        format!(
-            "POBLYSH_ROLES={roles}\nPOBLYSH_SANDBOX_ENABLED=true\n\
-             POBLYSH_SANDBOX_WEBHOOK_SECRET={}\n",
-            ctx.secret
-        ),
-    )
-    .context("writing the server's .env.test")?;
+    let mut env = format!(
+        "POBLYSH_ROLES={roles}\nPOBLYSH_SANDBOX_ENABLED=true\n\
+         POBLYSH_SANDBOX_WEBHOOK_SECRET={}\n",
+        ctx.secret
+    );
+    for (name, value) in extra {
+        env.push_str(&format!("{name}={value}\n"));
+    }
+    std::fs::write(dir.join(".env.test"), env).context("writing the server's .env.test")?;
     let mut srv = server::start(&server::Spec {
         bin: &ctx.server_bin,
         workdir: dir,
@@ -420,7 +431,7 @@ async fn ingest_scenario(
     } else {
         "ingest"
     });
-    let srv = start_server(ctx, &dir.join("server"), &db.url, roles).await?;
+    let srv = start_server(ctx, &dir.join("server"), &db.url, roles, &[]).await?;
     let base = srv.base.clone();
     let pid = srv.pid;
     with_server(srv, async {
@@ -517,12 +528,12 @@ async fn ingest_scenario(
     .await
 }
 
-/// Connects `--connections` tenants, enqueues one sync each, prepares the cursors, then runs
-/// every job on a server with workers.
+/// Connects `--connections` tenants and enqueues one sync each, then runs every job on a
+/// server with workers whose sandbox reads the harness's fake API.
 async fn sync_scenario(ctx: &Ctx, db: &database::BenchDb) -> Result<sync::SyncOutcome> {
     let dir = ctx.root.join("sync");
     let api = &ctx.api;
-    let setup = start_server(ctx, &dir.join("setup"), &db.url, "api").await?;
+    let setup = start_server(ctx, &dir.join("setup"), &db.url, "api", &[]).await?;
     let base = setup.base.clone();
     let queued = with_server(setup, async {
         let tenants = fresh_tenants(ctx.args.connections);
@@ -546,16 +557,33 @@ async fn sync_scenario(ctx: &Ctx, db: &database::BenchDb) -> Result<sync::SyncOu
         Ok(queued)
     })
     .await?;
-    sync::prepare(&db.url, &queued, ctx.args.sync_backlog_minutes).await?;
-    if ctx.args.sync_backlog_minutes > 0 {
-        println!(
-            "set every connection's cursor {} minutes back",
-            ctx.args.sync_backlog_minutes
-        );
-    }
+    sync::prepare(&db.url, &queued).await?;
 
+    let settings = FakeSettings {
+        latency: Duration::from_millis(ctx.args.provider_latency_ms),
+        page_size: ctx.args.page_size,
+        pages: ctx.args.pages_per_connection,
+    };
+    let fake = FakeApi::start(settings).await?;
+    println!(
+        "fake sandbox API on {}: {} pages of {} events per connection, {} ms per request",
+        fake.base,
+        settings.pages,
+        settings.page_size,
+        settings.latency.as_millis()
+    );
+    let mut extra = vec![("POBLYSH_SANDBOX_API_BASE_URL", fake.base.to_string())];
+    // A job's pages are asked back to back: a burst as large as the job keeps the client-side
+    // limiter from pacing them.
+    let burst = SandboxConnector.descriptor().rate_limit.burst;
+    if settings.pages > u64::from(burst) {
+        extra.push((
+            "POBLYSH_SANDBOX_RATE_LIMIT_BURST",
+            settings.pages.to_string(),
+        ));
+    }
     let started = Instant::now();
-    let srv = start_server(ctx, &dir.join("run"), &db.url, "api,worker").await?;
+    let srv = start_server(ctx, &dir.join("run"), &db.url, "api,worker", &extra).await?;
     let base = srv.base.clone();
     with_server(srv, async {
         let wall = sync::wait_finished(
@@ -566,18 +594,22 @@ async fn sync_scenario(ctx: &Ctx, db: &database::BenchDb) -> Result<sync::SyncOu
             Duration::from_secs(ctx.args.sync_timeout_secs),
         )
         .await?;
-        let outcome = sync::collect(api, &base, &queued, wall, ctx.args.setup_concurrency).await?;
-        println!(
-            "  {} jobs succeeded, {} failed, {} signals in {:.2} s: {} signals/s ({} pages; wall \
-             {:.2} s)",
-            thousands(outcome.succeeded as u64),
-            outcome.failed,
-            thousands(outcome.signals),
-            outcome.window.as_secs_f64(),
-            thousands(outcome.signals_per_sec().round() as u64),
-            thousands(outcome.pages),
-            outcome.wall.as_secs_f64()
-        );
+        let outcome = sync::collect(
+            api,
+            &base,
+            &queued,
+            wall,
+            ctx.args.setup_concurrency,
+            (settings, fake.stats()),
+        )
+        .await?;
+        println!("  {}", outcome.one_line());
+        if outcome.signals != outcome.expected_signals {
+            eprintln!(
+                "  {} signals listed, {} expected",
+                outcome.signals, outcome.expected_signals
+            );
+        }
         Ok(outcome)
     })
     .await

@@ -113,7 +113,6 @@ pub struct Summary {
     pub db_connections: u32,
     pub ingest: Vec<IngestReport>,
     pub sync: Option<SyncOutcome>,
-    pub backlog_minutes: i64,
     pub machine: Machine,
     pub load_after: Option<String>,
     pub commit: Option<String>,
@@ -347,60 +346,82 @@ fn ingest_section(md: &mut String, s: &Summary, backend: &str) {
 }
 
 fn sync_section(md: &mut String, s: &Summary, backend: &str, sync: &SyncOutcome) {
+    let fake = &sync.fake;
     let _ = writeln!(
         md,
-        "### {backend}: sync over {} sandbox connections\n",
-        thousands(sync.connections as u64)
+        "### {backend}: sync over {} sandbox connections, fake provider: {} pages of {} events, \
+         {} ms each\n",
+        thousands(sync.connections as u64),
+        fake.pages,
+        fake.page_size,
+        fake.latency.as_millis()
     );
     md.push_str(
-        "| Backend | Connections | Jobs succeeded | Failed | Retries | Pages | Signals | Window s \
-         | signals/s | jobs/s | Wall s |\n",
+        "| Backend | Connections | Jobs succeeded | Failed | Retries | Pages | Provider requests \
+         | Signals | Window s | signals/s | jobs/s | Request gap p50 ms | p99 ms | Wall s |\n",
     );
-    md.push_str("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+    md.push_str("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
     let _ = writeln!(
         md,
-        "| {} | {} | {} | {} | {} | {} | {} | {:.2} | {} | {:.0} | {:.2} |\n",
+        "| {} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {} | {:.0} | {:.1} | {:.1} | {:.2} |\n",
         s.backend.as_str(),
         thousands(sync.connections as u64),
         thousands(sync.succeeded as u64),
         sync.failed,
         sync.extra_attempts,
         thousands(sync.pages),
+        thousands(sync.provider.requests),
         thousands(sync.signals),
         sync.window.as_secs_f64(),
         thousands(sync.signals_per_sec().round() as u64),
         sync.jobs_per_sec(),
+        sync.gap_ms(0.5),
+        sync.gap_ms(0.99),
         sync.wall.as_secs_f64(),
     );
-    let backlog = if s.backlog_minutes > 0 {
-        format!(
-            "each connection's cursor was set {} minutes back first, so each job catches up \
-             {} signals in pages of 20",
-            s.backlog_minutes, s.backlog_minutes
-        )
-    } else {
-        "each job is a first sync (5 signals, one page)".to_string()
-    };
     let _ = writeln!(
         md,
         "- Setup: {} tenants, each connected to the sandbox through the connect journey over \
          HTTP (tokens sealed by the server), one `POST /connections/{{id}}/sync` each, with a \
-         server running `POBLYSH_ROLES=api`; {backlog}. The harness moved each connection's \
-         next scheduled sync a day ahead, so the scheduler adds no job of its own.",
+         server running `POBLYSH_ROLES=api`. The harness moved each connection's next \
+         scheduled sync a day ahead, so the scheduler adds no job of its own.",
         thousands(sync.connections as u64)
+    );
+    let _ = writeln!(
+        md,
+        "- Fake provider: the harness serves the sandbox's remote API \
+         (`POBLYSH_SANDBOX_API_BASE_URL`) on 127.0.0.1 in its own process; each request waits \
+         {} ms, then lists up to {} events; each connection holds {} pages ({} signals, {} in \
+         all, {}); requests came from {} connections{}. Request gap: time between one \
+         connection's consecutive requests (latency plus the engine's work on the page before).",
+        fake.latency.as_millis(),
+        fake.page_size,
+        fake.pages,
+        fake.pages * fake.page_size,
+        thousands(sync.expected_signals),
+        if sync.signals == sync.expected_signals {
+            "every one listed afterwards".to_string()
+        } else {
+            format!("but {} listed afterwards", thousands(sync.signals))
+        },
+        thousands(sync.provider.connections as u64),
+        if sync.provider.refused > 0 {
+            format!(
+                ", {} requests without a token refused",
+                sync.provider.refused
+            )
+        } else {
+            String::new()
+        }
     );
     md.push_str(
         "- Measured: a second server over the same database with `POBLYSH_ROLES=api,worker` \
-         (4 jobs at a time per process) runs the queued jobs. Window: first job's `started_at` \
-         to last job's `finished_at`; signals are counted through `GET /signals` per \
-         connection afterwards; pages are the server's `provider_calls_total`. Wall: from \
-         starting the server until its `sync_jobs_total` counted every job.\n",
-    );
-    md.push_str(
-        "- **No provider latency**: the sandbox computes its pages in process and makes no HTTP \
-         call, so this is the engine's own cost (claim, rate limiter, page commit with its \
-         cursor, finish) per page. The issue's fake provider (100-item pages, 20 ms each) is \
-         not reachable through the sandbox; with 4 jobs in flight per process, 20 ms per page \
-         alone would cap one process at 4 × 100 / 0.020 = 20,000 signals/s.\n",
+         (4 jobs at a time per process) runs the queued jobs, each a first sync reading every \
+         page. Window: first job's `started_at` to last job's `finished_at`; signals are \
+         counted through `GET /signals` per connection afterwards; pages are the server's \
+         `provider_calls_total` (ok), provider requests the fake's own count. Wall: from \
+         starting the server until its `sync_jobs_total` counted every job. With 4 jobs in \
+         flight per process and one call at a time per job, the latency alone caps one process \
+         at 4 × page size / latency signals/s.\n",
     );
 }

@@ -1,22 +1,23 @@
 //! The sync scenario: many sandbox connections, one sync job each, run by the release server's
-//! background workers; signals per second from the first job's start to the last job's end.
+//! background workers against the harness's fake sandbox API ([`crate::fake_api`]); signals
+//! per second from the first job's start to the last job's end.
 //!
-//! The sandbox makes no HTTP calls: its pages cost no provider latency. Its first sync emits
-//! 5 signals; with `--sync-backlog-minutes N` each connection's cursor is first set N minutes
-//! back (through the store, as an earlier sync that stopped there would have left it), so
-//! each job catches up N signals in pages of 20.
+//! Each job is a first sync: it reads every page the fake holds for its connection
+//! (`--pages-per-connection` pages of `--page-size` events, each answered after
+//! `--provider-latency-ms`).
 
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
-use connectors::domain::{format_time, now, TenantId};
+use connectors::domain::{now, TenantId};
 use connectors::store::{JobFinish, Lease, StoreOptions};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use reqwest::Url;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::api::Api;
+use crate::fake_api::{FakeSettings, FakeStats};
 use crate::report::thousands;
 
 /// One connection with its queued job.
@@ -47,11 +48,10 @@ pub async fn enqueue_all(
         .await
 }
 
-/// Prepares the queued jobs through the store while no worker runs: claims every one, stores
-/// a sandbox cursor `backlog_minutes` back for its connection (when more than zero), puts it
+/// Prepares the queued jobs through the store while no worker runs: claims every one, puts it
 /// back in the queue due now, and moves the connection's next scheduled sync a day ahead so
 /// the scheduler adds no job of its own during the measurement.
-pub async fn prepare(database_url: &str, queued: &[Queued], backlog_minutes: i64) -> Result<()> {
+pub async fn prepare(database_url: &str, queued: &[Queued]) -> Result<()> {
     let store = connectors::store::connect(database_url, &StoreOptions { max_connections: 2 })
         .await
         .context("opening the store")?;
@@ -70,18 +70,8 @@ pub async fn prepare(database_url: &str, queued: &[Queued], backlog_minutes: i64
             queued.len()
         );
     }
-    let cursor = json!({
-        "seq": 0,
-        "at": format_time(&(at - chrono::Duration::minutes(backlog_minutes))),
-    });
     for job in &claimed {
         let lease = Lease { job: job.id, owner };
-        if backlog_minutes > 0 {
-            store
-                .commit_sync_page(lease, job.connection_id, &[], &cursor, lease_until, at)
-                .await?
-                .ok_or_else(|| anyhow!("lost the setup lease of job {}", job.id))?;
-        }
         let next = at + chrono::Duration::days(1);
         store.advance_next_sync(job.connection_id, at, next).await?;
         let released = store
@@ -160,8 +150,14 @@ pub struct SyncOutcome {
     pub extra_attempts: i64,
     /// Signals listed for the connections.
     pub signals: u64,
+    /// Signals the fake holds for the connections.
+    pub expected_signals: u64,
     /// Provider calls (pages) the server counted.
     pub pages: u64,
+    /// What the fake provider served.
+    pub fake: FakeSettings,
+    /// What the fake provider saw.
+    pub provider: FakeStats,
     /// From the first job's `started_at` to the last job's `finished_at`.
     pub window: Duration,
     /// From starting the server to the last job counted (includes start-up).
@@ -169,6 +165,29 @@ pub struct SyncOutcome {
 }
 
 impl SyncOutcome {
+    /// The figures on one line, for the console.
+    pub fn one_line(&self) -> String {
+        format!(
+            "{} jobs succeeded, {} failed, {} signals in {:.2} s: {} signals/s ({} pages; {} \
+             provider requests, per connection {:.1} ms p50 / {:.1} ms p99 apart; wall {:.2} s)",
+            thousands(self.succeeded as u64),
+            self.failed,
+            thousands(self.signals),
+            self.window.as_secs_f64(),
+            thousands(self.signals_per_sec().round() as u64),
+            thousands(self.pages),
+            thousands(self.provider.requests),
+            self.gap_ms(0.5),
+            self.gap_ms(0.99),
+            self.wall.as_secs_f64()
+        )
+    }
+
+    /// The time between a connection's consecutive provider requests at quantile `q`, ms.
+    pub fn gap_ms(&self, q: f64) -> f64 {
+        self.provider.gaps.value_at_quantile(q) as f64 / 1000.0
+    }
+
     pub fn signals_per_sec(&self) -> f64 {
         self.signals as f64 / self.window.as_secs_f64().max(1e-9)
     }
@@ -192,6 +211,7 @@ pub async fn collect(
     queued: &[Queued],
     wall: Duration,
     concurrency: usize,
+    fake: (FakeSettings, FakeStats),
 ) -> Result<SyncOutcome> {
     let jobs: Vec<Value> = stream::iter(queued)
         .map(|q| async move {
@@ -234,13 +254,17 @@ pub async fn collect(
             &["provider=\"sandbox\"", "outcome=\"ok\""],
         )
         .await?;
+    let (settings, provider) = fake;
     Ok(SyncOutcome {
         connections: queued.len(),
         succeeded,
         failed,
         extra_attempts,
         signals: counts.iter().sum(),
+        expected_signals: queued.len() as u64 * settings.pages * settings.page_size,
         pages,
+        fake: settings,
+        provider,
         window,
         wall,
     })

@@ -35,43 +35,51 @@ const START_TIMEOUT: Duration = Duration::from_secs(90);
 const LOG_LINES: usize = 400;
 
 /// A database that exists for one test, and the directory the processes run in.
-struct Database {
-    url: String,
+pub(crate) struct Database {
+    pub(crate) url: String,
     dir: tempfile::TempDir,
     postgres: Option<(String, String)>,
 }
 
 impl Database {
     async fn create() -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
         match std::env::var("POBLYSH_TEST_DATABASE_URL") {
-            Ok(admin_url) if !admin_url.is_empty() => {
-                let name = format!("poblysh_test_{}", Uuid::new_v4().simple());
-                let mut admin = PgConnection::connect(&admin_url)
-                    .await
-                    .expect("POBLYSH_TEST_DATABASE_URL must point at a reachable PostgreSQL");
-                admin
-                    .execute(format!("CREATE DATABASE \"{name}\"").as_str())
-                    .await
-                    .expect("create test database");
-                let mut url = url::Url::parse(&admin_url).expect("valid database URL");
-                url.set_path(&format!("/{name}"));
+            Ok(admin_url) if !admin_url.is_empty() => Self::create_postgres(&admin_url).await,
+            _ => {
+                let dir = tempfile::tempdir().expect("temp dir");
                 Self {
-                    url: url.to_string(),
+                    url: format!("sqlite://{}", dir.path().join("connectors.db").display()),
                     dir,
-                    postgres: Some((admin_url, name)),
+                    postgres: None,
                 }
             }
-            _ => Self {
-                url: format!("sqlite://{}", dir.path().join("connectors.db").display()),
-                dir,
-                postgres: None,
-            },
+        }
+    }
+
+    /// A new database on the PostgreSQL server that `admin_url` reaches.
+    pub(crate) async fn create_postgres(admin_url: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let name = format!("poblysh_test_{}", Uuid::new_v4().simple());
+        let mut admin = PgConnection::connect(admin_url)
+            .await
+            .unwrap_or_else(|err| {
+                panic!("no PostgreSQL at {admin_url} (POBLYSH_TEST_DATABASE_URL picks one): {err}")
+            });
+        admin
+            .execute(format!("CREATE DATABASE \"{name}\"").as_str())
+            .await
+            .expect("create test database");
+        let mut url = url::Url::parse(admin_url).expect("valid database URL");
+        url.set_path(&format!("/{name}"));
+        Self {
+            url: url.to_string(),
+            dir,
+            postgres: Some((admin_url.to_string(), name)),
         }
     }
 
     /// A store of the test's own over the database (migrated by the first process).
-    async fn store(&self) -> Arc<dyn Store> {
+    pub(crate) async fn store(&self) -> Arc<dyn Store> {
         connectors::store::connect(&self.url, &StoreOptions { max_connections: 2 })
             .await
             .expect("the test opens the database")
@@ -114,16 +122,28 @@ impl Killer {
 }
 
 /// `connectors serve` in a process of its own; killed when dropped.
-struct Service {
+pub(crate) struct Service {
     name: &'static str,
     child: Arc<Mutex<Child>>,
-    base: String,
+    pub(crate) base: String,
     log: Arc<Mutex<VecDeque<String>>>,
 }
 
 impl Service {
     /// Starts the binary over `db` with `roles` (`POBLYSH_ROLES`) and waits until it is ready.
     async fn start(name: &'static str, db: &Database, key: &str, roles: &str) -> Self {
+        Self::start_on(name, db, &db.url, key, roles).await
+    }
+
+    /// Starts the binary in `db`'s directory over the database at `url` (which may reach
+    /// `db` by another route) and waits until it is ready.
+    pub(crate) async fn start_on(
+        name: &'static str,
+        db: &Database,
+        url: &str,
+        key: &str,
+        roles: &str,
+    ) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_connectors"))
             .arg("serve")
             .current_dir(db.dir.path())
@@ -131,7 +151,7 @@ impl Service {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("POBLYSH_PROFILE", "test")
             .env("POBLYSH_API_BIND_ADDR", "127.0.0.1:0")
-            .env("POBLYSH_DATABASE_URL", &db.url)
+            .env("POBLYSH_DATABASE_URL", url)
             .env("POBLYSH_DATA_DIR", db.dir.path().join("data"))
             .env("POBLYSH_OPERATOR_TOKENS", TOKEN)
             .env("POBLYSH_CRYPTO_KEY", key)
@@ -183,7 +203,7 @@ impl Service {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
@@ -192,10 +212,16 @@ impl Service {
     }
 
     /// The last lines the process wrote.
-    fn log_tail(&self) -> String {
+    pub(crate) fn log_tail(&self) -> String {
         let log = self.log.lock().expect("log lock");
         let lines: Vec<&str> = log.iter().map(String::as_str).collect();
         lines.join("\n")
+    }
+
+    /// How the process ended, or `None` while it runs.
+    pub(crate) fn exited(&self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.lock().expect("child lock");
+        child.try_wait().expect("process status")
     }
 
     /// The value of a counter on the process's `/metrics` (0 when absent).
@@ -251,14 +277,14 @@ fn read_lines(
 }
 
 /// A bound on a polling loop.
-struct Deadline {
+pub(crate) struct Deadline {
     what: String,
     started: Instant,
     limit: Duration,
 }
 
 impl Deadline {
-    fn new(what: impl Into<String>, limit: Duration) -> Self {
+    pub(crate) fn new(what: impl Into<String>, limit: Duration) -> Self {
         Self {
             what: what.into(),
             started: Instant::now(),
@@ -267,7 +293,7 @@ impl Deadline {
     }
 
     /// Pauses before the next probe; fails the test with `state` once the bound has passed.
-    async fn tick(&self, state: impl Display, service: &Service) {
+    pub(crate) async fn tick(&self, state: impl Display, service: &Service) {
         if self.started.elapsed() > self.limit {
             panic!(
                 "waited {} s for {}; last seen: {state}\nlast lines of {}'s log:\n{}",
@@ -281,7 +307,7 @@ impl Deadline {
     }
 }
 
-fn client() -> Client {
+pub(crate) fn client() -> Client {
     Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(60))
@@ -289,13 +315,13 @@ fn client() -> Client {
         .expect("client")
 }
 
-fn crypto_key() -> String {
+pub(crate) fn crypto_key() -> String {
     CryptoKey::generate().to_base64().to_string()
 }
 
 /// The sandbox journey over HTTP (`POST /connect/sandbox`, the authorize page's `303`, the
 /// callback); returns the connection's id.
-async fn connect_sandbox(client: &Client, service: &Service, t: TenantId) -> String {
+pub(crate) async fn connect_sandbox(client: &Client, service: &Service, t: TenantId) -> String {
     let response = client
         .post(service.url("/connect/sandbox"))
         .bearer_auth(TOKEN)
@@ -322,7 +348,7 @@ async fn connect_sandbox(client: &Client, service: &Service, t: TenantId) -> Str
 }
 
 /// A signed sandbox delivery whose signal's `external_id` is `id`.
-async fn deliver(
+pub(crate) async fn deliver(
     client: &Client,
     service_base: &str,
     t: TenantId,
@@ -350,14 +376,14 @@ async fn deliver(
 }
 
 /// The `event_id` of a `202`.
-async fn event_id(response: reqwest::Response) -> Option<Uuid> {
+pub(crate) async fn event_id(response: reqwest::Response) -> Option<Uuid> {
     let body: Value = response.json().await.ok()?;
     body["event_id"].as_str()?.parse().ok()
 }
 
 /// The `external_id`s of every signal of `t` whose id starts with `prefix`, as listed by
 /// `GET /signals` page by page (a signal listed twice appears twice).
-async fn listed(
+pub(crate) async fn listed(
     client: &Client,
     service: &Service,
     t: TenantId,
@@ -393,14 +419,14 @@ async fn listed(
     }
 }
 
-fn parse_time(text: &str) -> Option<Timestamp> {
+pub(crate) fn parse_time(text: &str) -> Option<Timestamp> {
     chrono::DateTime::parse_from_rfc3339(text)
         .ok()
         .map(|t| t.to_utc())
 }
 
 /// Asserts that `ids` holds each of `expected` exactly once and nothing else.
-fn assert_exactly_once(ids: &[String], expected: &HashSet<String>, what: &str) {
+pub(crate) fn assert_exactly_once(ids: &[String], expected: &HashSet<String>, what: &str) {
     let mut counts: HashMap<&str, usize> = HashMap::new();
     for id in ids {
         *counts.entry(id).or_default() += 1;
@@ -420,7 +446,7 @@ fn assert_exactly_once(ids: &[String], expected: &HashSet<String>, what: &str) {
 }
 
 /// Polls the store until each of `events` is `processed`; returns them.
-async fn all_processed(
+pub(crate) async fn all_processed(
     store: &Arc<dyn Store>,
     service: &Service,
     events: &[(TenantId, Uuid)],

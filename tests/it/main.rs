@@ -15,6 +15,7 @@ mod keys;
 mod meta;
 mod oidc;
 mod openapi;
+mod outage;
 mod pagination;
 mod providers_oauth;
 mod refresh;

@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 use super::{Normalized, WebhookEvent};
 use crate::domain::{now, Connection, EventStatus, StoredWebhookEvent, TenantId};
 use crate::http::AppState;
-use crate::store::EventCompletion;
+use crate::store::{Backend, EventCompletion};
 
 /// Attempts before a failing event is marked `failed`.
 pub const MAX_ATTEMPTS: i32 = 5;
@@ -47,7 +47,9 @@ pub async fn run_once(state: &AppState) -> anyhow::Result<usize> {
             Err(err) => failures.push((event, format!("{err:#}"))),
         }
     }
-    if let Err(err) = state
+    if completions.is_empty() {
+        // Nothing to record.
+    } else if let Err(err) = state
         .store
         .complete_webhook_events(&completions, now())
         .await
@@ -87,12 +89,18 @@ pub async fn drain(state: &AppState) -> anyhow::Result<usize> {
     }
 }
 
-/// Batches processed at once: one normalizes while the other writes.
-const CONCURRENT_BATCHES: usize = 2;
+/// Batches processed at once. SQLite writes one at a time, so two suffice there: one normalizes
+/// while the other writes. PostgreSQL writes them side by side (claims skip each other's rows).
+fn concurrent_batches(backend: Backend) -> usize {
+    match backend {
+        Backend::Sqlite => 2,
+        Backend::Postgres => 4,
+    }
+}
 
 /// The background loops: each runs whenever woken, and at least every second.
 pub async fn run(state: AppState) {
-    let loops = (0..CONCURRENT_BATCHES).map(|_| run_loop(state.clone()));
+    let loops = (0..concurrent_batches(state.store.backend())).map(|_| run_loop(state.clone()));
     futures::future::join_all(loops).await;
 }
 

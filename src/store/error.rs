@@ -51,7 +51,17 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict {
                 constraint: db.constraint().unwrap_or("unique").to_string(),
             },
+            // SQLite's lock still held by another process when the busy timeout ran out.
+            sqlx::Error::Database(db) if is_sqlite_busy(db.code().as_deref()) => {
+                StoreError::Unavailable(err)
+            }
             _ => StoreError::Database(err),
         }
     }
+}
+
+/// `SQLITE_BUSY` or `SQLITE_LOCKED`, extended codes included (the low byte is the primary code).
+fn is_sqlite_busy(code: Option<&str>) -> bool {
+    code.and_then(|c| c.parse::<i32>().ok())
+        .is_some_and(|c| matches!(c & 0xff, 5 | 6))
 }

@@ -1,9 +1,9 @@
 //! The sync engine through the API: `POST /connections/{id}/sync`, workers draining the queue
 //! (tests call `drain`, they never wait for the background loop, except the one test that
 //! checks it runs), the scheduler's ticks, the sandbox's trickle of signals, client-side rate
-//! limits, and two instances sharing one database. Failure paths the sandbox cannot produce
-//! (outages, `Retry-After`, refused tokens, lease takeover) are covered by the engine's own
-//! tests in `src/ingest/sync/tests.rs`.
+//! limits, and two instances sharing one database. Provider failures over HTTP (`429`, `5xx`,
+//! time-outs, malformed answers, refused tokens) are in `sync_faults.rs`, through the sandbox's
+//! API mode; lease takeover is covered by the engine's own tests in `src/ingest/sync/tests.rs`.
 
 use std::collections::HashSet;
 use std::time::Duration;

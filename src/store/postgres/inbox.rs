@@ -89,19 +89,28 @@ impl Inbox for PostgresStore {
         if !signals.is_empty() {
             signals::insert_in(&mut tx, &signals).await?;
         }
-        for c in completions {
-            sqlx::query(
-                "UPDATE webhook_events SET status = $1, connection_id = COALESCE($2, connection_id), \
-                 last_error = $3, processed_at = $4, lease_expires_at = NULL WHERE id = $5",
-            )
-            .bind(c.outcome.as_str())
-            .bind(c.connection_id.map(|id| id.0))
-            .bind(&c.error)
-            .bind(now)
-            .bind(c.id)
-            .execute(&mut *tx)
-            .await?;
-        }
+        // Every outcome in one statement: one round trip however large the batch.
+        let ids: Vec<Uuid> = completions.iter().map(|c| c.id).collect();
+        let outcomes: Vec<&str> = completions.iter().map(|c| c.outcome.as_str()).collect();
+        let connections: Vec<Option<Uuid>> = completions
+            .iter()
+            .map(|c| c.connection_id.map(|id| id.0))
+            .collect();
+        let errors: Vec<Option<&str>> = completions.iter().map(|c| c.error.as_deref()).collect();
+        sqlx::query(
+            "UPDATE webhook_events AS e SET status = o.status, \
+             connection_id = COALESCE(o.connection_id, e.connection_id), \
+             last_error = o.last_error, processed_at = $5, lease_expires_at = NULL \
+             FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::text[]) \
+             AS o (id, status, connection_id, last_error) WHERE e.id = o.id",
+        )
+        .bind(&ids)
+        .bind(&outcomes)
+        .bind(&connections)
+        .bind(&errors)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use sqlx::sqlite::SqliteRow;
-use sqlx::Row;
+use sqlx::{QueryBuilder, Row, Sqlite};
 use uuid::Uuid;
 
 use super::connections::{decode as decode_connection, COLUMNS as CONNECTION_COLUMNS};
@@ -22,39 +22,7 @@ impl Inbox for SqliteStore {
         &self,
         new: &NewWebhookEvent,
     ) -> Result<(Uuid, bool), StoreError> {
-        let headers =
-            serde_json::to_string(&new.headers).map_err(|e| StoreError::corrupt("headers", e))?;
-        let received = to_micros(&new.received_at);
-        let inserted: Option<Uuid> = sqlx::query_scalar(
-            "INSERT INTO webhook_events (id, tenant_id, provider, connection_id, dedupe_key, \
-             event_type, headers, body, status, next_attempt_at, received_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?) \
-             ON CONFLICT (tenant_id, provider, dedupe_key) DO NOTHING RETURNING id",
-        )
-        .bind(new.id)
-        .bind(new.tenant_id.0)
-        .bind(&new.provider)
-        .bind(new.connection_id.map(|c| c.0))
-        .bind(&new.dedupe_key)
-        .bind(&new.event_type)
-        .bind(headers)
-        .bind(&new.body)
-        .bind(received)
-        .bind(received)
-        .fetch_optional(&self.pool)
-        .await?;
-        if let Some(id) = inserted {
-            return Ok((id, false));
-        }
-        let existing: Uuid = sqlx::query_scalar(
-            "SELECT id FROM webhook_events WHERE tenant_id = ? AND provider = ? AND dedupe_key = ?",
-        )
-        .bind(new.tenant_id.0)
-        .bind(&new.provider)
-        .bind(&new.dedupe_key)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok((existing, true))
+        self.deliveries.insert(new).await
     }
 
     async fn claim_webhook_events(
@@ -70,6 +38,7 @@ impl Inbox for SqliteStore {
              AND next_attempt_at <= ? AND (lease_expires_at IS NULL OR lease_expires_at < ?) \
              ORDER BY next_attempt_at LIMIT ?) RETURNING {COLUMNS}"
         );
+        let _turn = self.gate.lock().await;
         let rows = sqlx::query(&sql)
             .bind(to_micros(&lease_until))
             .bind(now)
@@ -90,22 +59,40 @@ impl Inbox for SqliteStore {
             .iter()
             .flat_map(|c| c.signals.iter().cloned())
             .collect();
+        let _turn = self.gate.lock().await;
         let mut tx = self.pool.begin().await?;
         if !signals.is_empty() {
             signals::insert_in(&mut tx, &signals).await?;
         }
+        // One statement per distinct outcome: a batch is mostly alike, so a handful at most.
+        let mut alike: Vec<(&EventCompletion, Vec<Uuid>)> = Vec::new();
         for c in completions {
-            sqlx::query(
-                "UPDATE webhook_events SET status = ?, connection_id = COALESCE(?, connection_id), \
-                 last_error = ?, processed_at = ?, lease_expires_at = NULL WHERE id = ?",
-            )
-            .bind(c.outcome.as_str())
-            .bind(c.connection_id.map(|id| id.0))
-            .bind(&c.error)
-            .bind(to_micros(&now))
-            .bind(c.id)
-            .execute(&mut *tx)
-            .await?;
+            let same = |(first, _): &&mut (&EventCompletion, Vec<Uuid>)| {
+                first.outcome == c.outcome
+                    && first.connection_id == c.connection_id
+                    && first.error == c.error
+            };
+            match alike.iter_mut().find(same) {
+                Some((_, ids)) => ids.push(c.id),
+                None => alike.push((c, vec![c.id])),
+            }
+        }
+        for (c, ids) in alike {
+            let mut q = QueryBuilder::<Sqlite>::new("UPDATE webhook_events SET status = ");
+            q.push_bind(c.outcome.as_str())
+                .push(", connection_id = COALESCE(")
+                .push_bind(c.connection_id.map(|id| id.0))
+                .push(", connection_id), last_error = ")
+                .push_bind(c.error.as_deref())
+                .push(", processed_at = ")
+                .push_bind(to_micros(&now))
+                .push(", lease_expires_at = NULL WHERE id IN (");
+            let mut list = q.separated(", ");
+            for id in ids {
+                list.push_bind(id);
+            }
+            q.push(")");
+            q.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -117,6 +104,7 @@ impl Inbox for SqliteStore {
         error: &str,
         next_attempt_at: Timestamp,
     ) -> Result<(), StoreError> {
+        let _turn = self.gate.lock().await;
         sqlx::query(
             "UPDATE webhook_events SET last_error = ?, next_attempt_at = ?, lease_expires_at = NULL \
              WHERE id = ?",

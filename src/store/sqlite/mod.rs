@@ -1,8 +1,10 @@
 //! The SQLite store: the embedded default. WAL journal so readers never wait for the writer,
 //! a busy timeout so concurrent writers queue instead of failing.
 
+mod checkpoint;
 mod connections;
 mod credentials;
+mod deliveries;
 mod inbox;
 mod jobs;
 mod oauth_states;
@@ -10,6 +12,7 @@ mod queue;
 mod signals;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -30,7 +33,16 @@ use crate::domain::{
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Taken by this process's inbox writers (deliveries, the worker's claims and outcomes), so
+    /// they take turns in order instead of racing for SQLite's lock in its busy handler.
+    gate: WriteGate,
+    deliveries: deliveries::Deliveries,
+    /// Keeps the background checkpoints going while any clone of the store lives.
+    _alive: Arc<()>,
 }
+
+/// One turn at writing the inbox.
+type WriteGate = Arc<tokio::sync::Mutex<()>>;
 
 impl SqliteStore {
     /// Opens (creating if missing) the database at `url`, e.g. `sqlite://data/connectors.db`.
@@ -43,7 +55,8 @@ impl SqliteStore {
             .foreign_keys(true)
             // The worker thread streams rows through this channel; room for a whole page
             // (the API reads up to 101 rows) spares a thread hand-off per row.
-            .row_buffer_size(256);
+            .row_buffer_size(256)
+            .pragma("wal_autocheckpoint", checkpoint::AUTOCHECKPOINT_PAGES);
         // The data directory may not exist yet on a first start.
         if let Some(dir) = connect.get_filename().parent() {
             if !dir.as_os_str().is_empty() {
@@ -56,7 +69,16 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(connect)
             .await?;
-        Ok(Self { pool })
+        let gate = WriteGate::default();
+        let deliveries = deliveries::Deliveries::start(pool.clone(), gate.clone());
+        let alive = Arc::new(());
+        checkpoint::start(pool.clone(), Arc::downgrade(&alive));
+        Ok(Self {
+            pool,
+            gate,
+            deliveries,
+            _alive: alive,
+        })
     }
 }
 

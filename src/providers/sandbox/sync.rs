@@ -36,7 +36,11 @@ pub fn page(
     now: Timestamp,
 ) -> Result<SyncPage, ProviderCallError> {
     let (mut seq, mut at) = match cursor {
+        // No cursor, or the API mode's (`{"after": n}`): the trickle starts afresh.
         None | Some(Value::Null) => (0, now - Duration::minutes(FIRST_SYNC)),
+        Some(value) if value.get("after").is_some() && value.get("seq").is_none() => {
+            (0, now - Duration::minutes(FIRST_SYNC))
+        }
         Some(value) => {
             let cursor: Cursor = serde_json::from_value(value.clone())
                 .map_err(|e| ProviderCallError::Rejected(format!("unreadable cursor: {e}")))?;
@@ -189,6 +193,14 @@ mod tests {
             }
         }
         assert_eq!(total, MAX_BACKLOG as usize);
+    }
+
+    #[test]
+    fn a_cursor_left_by_the_api_mode_starts_the_trickle_afresh() {
+        let t = now();
+        let p = page(&connection(), Some(&json!({ "after": 41 })), t).expect("page");
+        assert_eq!(p.signals.len(), FIRST_SYNC as usize);
+        assert!(p.signals[0].dedupe_key.ends_with(":1"));
     }
 
     #[test]

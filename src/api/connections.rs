@@ -12,7 +12,7 @@ use super::jobs::JobView;
 use crate::domain::{Connection, ConnectionId, ConnectionStatus, JobType};
 use crate::http::cursor::CursorScope;
 use crate::http::query::{self, QueryParams};
-use crate::http::{ApiError, AppState, ErrorCode, IdPath, Tenant, TenantHeader};
+use crate::http::{ApiError, AppState, ErrorCode, IdPath, Problem, Tenant, TenantHeader};
 use crate::providers::Registry;
 use crate::store::{ConnectionFilter, PageKey};
 
@@ -225,6 +225,9 @@ pub async fn delete_connection(
 /// Enqueues an incremental sync of the connection now. A connection syncs at most once at a
 /// time: when a job is already queued or running (or waiting to retry), that job is answered
 /// instead of a new one. Follow it with `GET /jobs/{id}`.
+///
+/// Only an `active` connection syncs: any other status answers `409 CONNECTION_NOT_ACTIVE`
+/// and enqueues nothing.
 #[utoipa::path(
     post,
     path = "/connections/{id}/sync",
@@ -233,6 +236,7 @@ pub async fn delete_connection(
     security(("operator_token" = [])),
     responses(
         (status = 202, description = "The queued or running job", body = JobView),
+        (status = 409, description = "The connection is not `active` (`CONNECTION_NOT_ACTIVE`); `details.connection_status` says why: `needs_reauth` or `error` (connect again through `POST /connect/{provider}`) or `revoked` (disconnected)", body = Problem, content_type = "application/problem+json"),
         ItemErrors
     )
 )]
@@ -246,7 +250,36 @@ pub async fn sync_connection(
         .get_connection(tenant, id)
         .await?
         .ok_or_else(|| ApiError::new(ErrorCode::ConnectionNotFound, "no such connection"))?;
+    if connection.status != ConnectionStatus::Active {
+        return Err(not_active(&connection));
+    }
     let job = crate::ingest::sync::new_job(&connection, JobType::Incremental, crate::domain::now());
     let enqueued = state.store.enqueue_sync(&job).await?;
     Ok((axum::http::StatusCode::ACCEPTED, Json(enqueued.job.into())))
+}
+
+/// `409 CONNECTION_NOT_ACTIVE`: the connection's status and what the caller does about it. A
+/// job enqueued anyway would only fail, so the caller hears it now.
+fn not_active(connection: &Connection) -> ApiError {
+    let (status, provider) = (connection.status, &connection.provider);
+    let reconnect = format!("connect again through POST /connect/{provider}");
+    let what_to_do = match status {
+        ConnectionStatus::NeedsReauth => {
+            format!("the provider no longer accepts its authorization; {reconnect}")
+        }
+        ConnectionStatus::Revoked => {
+            format!("it was disconnected; to sync this account again, {reconnect}")
+        }
+        ConnectionStatus::Error | ConnectionStatus::Active => {
+            format!("see its last_error; {reconnect}")
+        }
+    };
+    ApiError::new(
+        ErrorCode::ConnectionNotActive,
+        format!("the connection's status is {status}, not active: {what_to_do}"),
+    )
+    .with_details(serde_json::json!({
+        "connection_status": status,
+        "provider": provider,
+    }))
 }

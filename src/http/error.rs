@@ -76,6 +76,7 @@ error_codes! {
     NotFound => (NOT_FOUND, "NOT_FOUND", "not-found", "Not found"),
     MethodNotAllowed => (METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED", "method-not-allowed", "Method not allowed"),
     ProviderNotConfigured => (CONFLICT, "PROVIDER_NOT_CONFIGURED", "provider-not-configured", "Provider not configured"),
+    ConnectionNotActive => (CONFLICT, "CONNECTION_NOT_ACTIVE", "connection-not-active", "Connection not active"),
     PayloadTooLarge => (PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", "payload-too-large", "Payload too large"),
     RateLimited => (TOO_MANY_REQUESTS, "RATE_LIMITED", "rate-limited", "Rate limited"),
     InternalError => (INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", "internal-error", "Internal error"),

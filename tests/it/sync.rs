@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::DateTime;
-use connectors::domain::{now, ConnectionId, JobId, TenantId};
+use connectors::domain::{now, ConnectionId, ConnectionStatus, JobId, TenantId};
 use connectors::ingest::sync::{JobResult, Scheduler, SyncWorker};
 use connectors::store::{JobFinish, Lease};
 use reqwest::Method;
@@ -293,8 +293,87 @@ async fn a_backlog_is_synced_in_pages_and_replaying_pages_stores_nothing_twice()
     assert_eq!(ids, before, "the stored signals are the same ones");
 }
 
+/// The connection's jobs, newest first.
+async fn jobs_of(app: &TestApp, t: TenantId, id: &str) -> Vec<Value> {
+    let (status, body) = app.get_json(t, &format!("/jobs?connection_id={id}")).await;
+    assert_eq!(status, 200, "{body}");
+    body["jobs"].as_array().expect("jobs").clone()
+}
+
+/// Sets the connection's status through the store, as the engine and the refresher do.
+async fn set_status(app: &TestApp, t: TenantId, id: &str, status: ConnectionStatus, error: &str) {
+    let id: ConnectionId = id.parse().expect("uuid");
+    app.store()
+        .set_connection_status(t, id, status, Some(error), now())
+        .await
+        .expect("set status")
+        .expect("the connection");
+}
+
+/// Asserts that syncing answers `409 CONNECTION_NOT_ACTIVE` for `status`; returns the detail.
+async fn refused(app: &TestApp, t: TenantId, id: &str, status: &str) -> String {
+    let problem = assert_problem(post_sync(app, t, id).await, 409, "CONNECTION_NOT_ACTIVE").await;
+    assert_eq!(problem["details"]["connection_status"], status, "{problem}");
+    assert_eq!(problem["details"]["provider"], "sandbox", "{problem}");
+    let detail = problem["detail"].as_str().expect("detail").to_string();
+    assert!(detail.contains(&format!("is {status}")), "{detail}");
+    detail
+}
+
 #[tokio::test]
-async fn a_job_of_a_revoked_connection_fails_with_its_error_visible() {
+async fn syncing_a_revoked_connection_is_refused_at_once_and_enqueues_nothing() {
+    let app = TestApp::spawn().await;
+    let (t, stranger) = (tenant(), tenant());
+    let cid = id(&connect_sandbox(&app, t).await);
+    let response = app
+        .operator(Method::DELETE, &format!("/connections/{cid}"))
+        .header("X-Tenant-Id", t.to_string())
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+
+    let detail = refused(&app, t, &cid, "revoked").await;
+    assert!(detail.contains("disconnected"), "{detail}");
+    assert!(jobs_of(&app, t, &cid).await.is_empty(), "nothing enqueued");
+    let outcomes = SyncWorker::new().drain(&app.state).await.expect("drain");
+    assert!(outcomes.is_empty(), "{outcomes:?}");
+
+    // Another tenant learns nothing about the connection, not even its status.
+    let response = post_sync(&app, stranger, &cid).await;
+    assert_problem(response, 404, "CONNECTION_NOT_FOUND").await;
+}
+
+#[tokio::test]
+async fn syncing_a_connection_that_needs_reauth_is_refused_with_how_to_reconnect() {
+    let app = TestApp::spawn().await;
+    let (t, stranger) = (tenant(), tenant());
+    let cid = id(&connect_sandbox(&app, t).await);
+    let lost = "reauthorization needed: invalid_grant";
+    set_status(&app, t, &cid, ConnectionStatus::NeedsReauth, lost).await;
+
+    let detail = refused(&app, t, &cid, "needs_reauth").await;
+    assert!(detail.contains("POST /connect/sandbox"), "{detail}");
+    assert!(jobs_of(&app, t, &cid).await.is_empty(), "nothing enqueued");
+    let response = post_sync(&app, stranger, &cid).await;
+    assert_problem(response, 404, "CONNECTION_NOT_FOUND").await;
+
+    // Any status other than active is refused the same way.
+    set_status(&app, t, &cid, ConnectionStatus::Error, "repeated failures").await;
+    let detail = refused(&app, t, &cid, "error").await;
+    assert!(detail.contains("POST /connect/sandbox"), "{detail}");
+    assert!(jobs_of(&app, t, &cid).await.is_empty(), "nothing enqueued");
+
+    // Connecting the account again makes it active, and it syncs.
+    assert_eq!(id(&connect_sandbox(&app, t).await), cid);
+    let queued = sync_now(&app, t, &cid).await;
+    let outcomes = SyncWorker::new().drain(&app.state).await.expect("drain");
+    assert_eq!(outcomes[0].result, JobResult::Succeeded, "{outcomes:?}");
+    assert_eq!(job(&app, t, &queued["id"]).await["status"], "succeeded");
+}
+
+#[tokio::test]
+async fn a_job_queued_before_a_disconnect_fails_with_its_error_visible() {
     let app = TestApp::spawn().await;
     let t = tenant();
     let cid = id(&connect_sandbox(&app, t).await);

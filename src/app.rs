@@ -94,6 +94,7 @@ impl App {
         if state.config.roles.worker {
             background.push(tokio::spawn(state.tokens.clone().run(state.clone())));
             background.push(tokio::spawn(crate::ingest::inbox::run(state.clone())));
+            background.push(tokio::spawn(crate::ingest::relay_wake_ups(state.clone())));
         }
         let sync = crate::ingest::sync::spawn(&state);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

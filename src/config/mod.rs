@@ -147,6 +147,9 @@ pub struct Config {
     pub allowed_redirect_uris: Vec<Url>,
     pub sandbox_enabled: bool,
     pub roles: Roles,
+    /// How often idle workers look for due events and jobs when nothing wakes them
+    /// (`POBLYSH_WORKER_POLL_INTERVAL_MS`).
+    pub worker_poll_interval: Duration,
     /// How often each connection is synced, unless its provider sets its own interval.
     pub sync_interval: Duration,
     /// Per-provider sync intervals (`POBLYSH_<SLUG>_SYNC_INTERVAL_SECS`).
@@ -268,6 +271,13 @@ impl Config {
             api: true,
             worker: true,
         });
+        let worker_poll_interval = parse::optional(
+            source,
+            "POBLYSH_WORKER_POLL_INTERVAL_MS",
+            parse::bounded(10u64, 3_600_000),
+        )?
+        .map(Duration::from_millis)
+        .unwrap_or(Duration::from_secs(1));
         let sync_interval = parse::optional(
             source,
             "POBLYSH_SYNC_INTERVAL_SECS",
@@ -329,6 +339,7 @@ impl Config {
             allowed_redirect_uris,
             sandbox_enabled,
             roles,
+            worker_poll_interval,
             sync_interval,
             provider_sync_intervals,
             providers,

@@ -10,6 +10,7 @@ use super::cursor::CursorCodec;
 use crate::config::Config;
 use crate::crypto::Vault;
 use crate::ingest::inbox::InboxSignal;
+use crate::ingest::sync::SyncSignal;
 use crate::oauth::refresh::TokenManager;
 use crate::providers::Registry;
 use crate::store::Store;
@@ -31,6 +32,8 @@ pub struct AppState {
     pub tokens: TokenManager,
     /// Wakes the inbox worker when a delivery is stored.
     pub inbox: InboxSignal,
+    /// Wakes the idle sync workers when a job is enqueued.
+    pub sync: SyncSignal,
     /// Set once shutdown begins, so `/readyz` turns load balancers away.
     pub shutting_down: Arc<AtomicBool>,
 }
@@ -49,6 +52,7 @@ impl AppState {
             http: crate::oauth::client::http_client(config.provider_timeout),
             tokens: TokenManager::default(),
             inbox: InboxSignal::default(),
+            sync: SyncSignal::default(),
             config,
             store,
             metrics,

@@ -19,6 +19,8 @@ pub const MAX_ATTEMPTS: i32 = 5;
 const LEASE: chrono::Duration = chrono::Duration::seconds(60);
 /// Events claimed per round.
 const BATCH: u32 = 128;
+/// The longest pause before the next round after one failed.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
 
 /// Wakes the worker when a delivery is stored.
 #[derive(Clone, Default)]
@@ -98,23 +100,28 @@ fn concurrent_batches(backend: Backend) -> usize {
     }
 }
 
-/// The background loops: each runs whenever woken, and at least every second.
+/// The background loops: each runs whenever woken, and at least every
+/// `worker_poll_interval`.
 pub async fn run(state: AppState) {
     let loops = (0..concurrent_batches(state.store.backend())).map(|_| run_loop(state.clone()));
     futures::future::join_all(loops).await;
 }
 
 async fn run_loop(state: AppState) {
+    let poll = state.config.worker_poll_interval;
     loop {
         if state.is_shutting_down() {
             break;
         }
-        match drain(&state).await {
-            Ok(_) => {}
+        let pause = match drain(&state).await {
+            Ok(_) => poll,
             // The database may be away; try again shortly, losing nothing.
-            Err(err) => tracing::warn!(error = format!("{err:#}"), "inbox round failed"),
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(1), state.inbox.0.notified()).await;
+            Err(err) => {
+                tracing::warn!(error = format!("{err:#}"), "inbox round failed");
+                poll.min(RETRY_AFTER_FAILURE)
+            }
+        };
+        let _ = tokio::time::timeout(pause, state.inbox.0.notified()).await;
     }
 }
 

@@ -9,6 +9,7 @@ mod migrations;
 mod postgres;
 mod queue;
 mod sqlite;
+mod wake;
 
 use std::sync::Arc;
 
@@ -27,6 +28,7 @@ pub use lock::ConnectionLock;
 pub use postgres::PostgresStore;
 pub use queue::{Enqueued, JobFinish, Lease, SyncQueue};
 pub use sqlite::SqliteStore;
+pub use wake::{WakeUp, WakeUps};
 
 /// Which database a store talks to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,6 +114,13 @@ pub trait Store: Inbox + SyncQueue + Send + Sync + 'static {
 
     /// Closes every pooled connection; later calls fail as unavailable.
     async fn close(&self);
+
+    /// Wake-ups announced by every instance sharing the database (this one included) as they
+    /// commit new work, over a connection of their own; `None` where the database cannot
+    /// announce (SQLite: one process, woken in-process). Each call opens its own listener.
+    fn wake_ups(&self) -> Option<WakeUps> {
+        None
+    }
 
     /// Creates a connection.
     async fn insert_connection(&self, new: &NewConnection) -> Result<Connection, StoreError>;

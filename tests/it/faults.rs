@@ -34,6 +34,15 @@ const START_TIMEOUT: Duration = Duration::from_secs(90);
 /// Lines of each process's log kept for failure messages.
 const LOG_LINES: usize = 400;
 
+/// The PostgreSQL server used by tests that need one whatever the pass:
+/// `POBLYSH_TEST_DATABASE_URL`, or the one at 127.0.0.1:5432.
+pub(crate) fn postgres_admin_url() -> String {
+    std::env::var("POBLYSH_TEST_DATABASE_URL")
+        .ok()
+        .filter(|url| !url.is_empty())
+        .unwrap_or_else(|| "postgres://127.0.0.1:5432/test".to_string())
+}
+
 /// A database that exists for one test, and the directory the processes run in.
 pub(crate) struct Database {
     pub(crate) url: String,
@@ -144,6 +153,18 @@ impl Service {
         key: &str,
         roles: &str,
     ) -> Self {
+        Self::start_with(name, db, url, key, roles, &[]).await
+    }
+
+    /// [`Service::start_on`] with more variables in the process's environment.
+    pub(crate) async fn start_with(
+        name: &'static str,
+        db: &Database,
+        url: &str,
+        key: &str,
+        roles: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_connectors"))
             .arg("serve")
             .current_dir(db.dir.path())
@@ -160,6 +181,7 @@ impl Service {
             .env("POBLYSH_ROLES", roles)
             .env("POBLYSH_LOG_FORMAT", "json")
             .env("POBLYSH_LOG_LEVEL", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -900,4 +922,117 @@ async fn work_leased_by_a_dead_instance_is_taken_over_when_the_lease_expires() {
         }
     }
     drop(api);
+}
+
+/// Instances split by role on PostgreSQL (in every pass of the suite): an API-only process
+/// stores deliveries and enqueues jobs, a worker-only process whose polling is slowed to a
+/// minute runs them. The database announces each delivery and each job as it commits
+/// (`LISTEN/NOTIFY`), so a delivery becomes a signal, and a requested sync runs, within seconds
+/// rather than at the worker's next poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_only_process_is_woken_by_work_stored_through_another_process() {
+    const POLL: Duration = Duration::from_secs(60);
+    /// Far below the poll interval, yet generous for a busy machine.
+    const WOKEN: Duration = Duration::from_secs(10);
+    const DELIVERIES: usize = 5;
+
+    let db = Database::create_postgres(&postgres_admin_url()).await;
+    let key = crypto_key();
+    let http = client();
+    let api = Service::start("the API-only process", &db, &key, "api").await;
+    let t = tenant();
+    let connection = connect_sandbox(&http, &api, t).await;
+    let poll = POLL.as_millis().to_string();
+    let worker = Service::start_with(
+        "the worker-only process",
+        &db,
+        &db.url,
+        &key,
+        "worker",
+        &[("POBLYSH_WORKER_POLL_INTERVAL_MS", poll.as_str())],
+    )
+    .await;
+
+    // The worker listens, and its scheduler has run the connection's first sync (enqueued and
+    // woken within the worker itself), so it is idle now.
+    let deadline = Deadline::new("the worker to listen and sync once", START_TIMEOUT);
+    loop {
+        let listening = worker
+            .log_tail()
+            .contains("\"message\":\"listening for wake-ups\"");
+        let jobs = jobs_of(&http, &api, t).await;
+        if listening && !jobs.is_empty() && jobs.iter().all(|j| j["status"] == "succeeded") {
+            break;
+        }
+        deadline
+            .tick(format!("listening: {listening}, jobs: {jobs:?}"), &worker)
+            .await;
+    }
+
+    let mut latencies = Vec::new();
+    for i in 0..DELIVERIES {
+        let id = format!("woken-{i}");
+        let response = deliver(&http, &api.base, t, &id).await.expect("sent");
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+        let accepted = Instant::now();
+        let deadline = Deadline::new(format!("the signal of {id}"), WOKEN);
+        loop {
+            match listed(&http, &api, t, &id).await {
+                Ok(ids) if ids.contains(&id) => break,
+                Ok(_) => deadline.tick("no signal yet", &worker).await,
+                Err(err) => deadline.tick(err, &worker).await,
+            }
+        }
+        latencies.push(accepted.elapsed());
+    }
+
+    let response = http
+        .post(api.url(&format!("/connections/{connection}/sync")))
+        .bearer_auth(TOKEN)
+        .header("X-Tenant-Id", t.to_string())
+        .send()
+        .await
+        .expect("sync");
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let requested = Instant::now();
+    let job: Value = response.json().await.expect("json");
+    let job_id = job["id"].as_str().expect("job id").to_string();
+    assert_eq!(job["status"], "queued", "a new job: {job}");
+    let deadline = Deadline::new(format!("job {job_id} to succeed"), WOKEN);
+    loop {
+        let job: Value = http
+            .get(api.url(&format!("/jobs/{job_id}")))
+            .bearer_auth(TOKEN)
+            .header("X-Tenant-Id", t.to_string())
+            .send()
+            .await
+            .expect("job")
+            .json()
+            .await
+            .expect("json");
+        if job["status"] == "succeeded" {
+            break;
+        }
+        deadline.tick(&job, &worker).await;
+    }
+    let synced = requested.elapsed();
+    println!(
+        "with a {} s poll: signals {:?} after their 202, the requested sync done {} ms after its 202",
+        POLL.as_secs(),
+        latencies.iter().map(|l| l.as_millis()).collect::<Vec<_>>(),
+        synced.as_millis()
+    );
+}
+
+/// Every job of `t`, newest first.
+async fn jobs_of(client: &Client, service: &Service, t: TenantId) -> Vec<Value> {
+    let response = client
+        .get(service.url("/jobs?limit=100"))
+        .bearer_auth(TOKEN)
+        .header("X-Tenant-Id", t.to_string())
+        .send()
+        .await
+        .expect("jobs");
+    let body: Value = response.json().await.expect("json");
+    body["jobs"].as_array().cloned().unwrap_or_default()
 }

@@ -26,12 +26,10 @@ use uuid::Uuid;
 
 use crate::faults::{
     all_processed, assert_exactly_once, client, connect_sandbox, crypto_key, deliver, event_id,
-    listed, parse_time, Database, Deadline, Service,
+    listed, parse_time, postgres_admin_url, Database, Deadline, Service,
 };
 use crate::helpers::{assert_problem, tenant, TOKEN};
 
-/// The PostgreSQL server used when `POBLYSH_TEST_DATABASE_URL` is not set.
-const DEFAULT_ADMIN_URL: &str = "postgres://127.0.0.1:5432/test";
 /// How long the service may take to become ready again once the database is back.
 const RECOVERY: Duration = Duration::from_secs(60);
 /// How long accepted deliveries may take to become signals. An event the worker had claimed
@@ -145,11 +143,7 @@ async fn when_the_database_goes_away_and_comes_back_the_service_refuses_then_res
     const AT_THE_CUT: usize = 10;
     const DURING: usize = 5;
 
-    let admin_url = std::env::var("POBLYSH_TEST_DATABASE_URL")
-        .ok()
-        .filter(|url| !url.is_empty())
-        .unwrap_or_else(|| DEFAULT_ADMIN_URL.to_string());
-    let db = Database::create_postgres(&admin_url).await;
+    let db = Database::create_postgres(&postgres_admin_url()).await;
     let proxy = Proxy::start(upstream(&db.url)).await;
     let key = crypto_key();
     let http = client();

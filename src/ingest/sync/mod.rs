@@ -36,6 +36,23 @@ pub use run::MAX_PAGES_PER_JOB;
 pub use scheduler::Scheduler;
 pub use worker::{JobOutcome, JobResult, SyncWorker};
 
+/// Wakes the idle sync workers of this process: jobs were enqueued (here, or by another
+/// instance when the store announces it).
+#[derive(Clone, Default)]
+pub struct SyncSignal(Arc<Notify>);
+
+impl SyncSignal {
+    /// Tells the workers there may be a due job.
+    pub fn notify(&self) {
+        self.0.notify_one();
+    }
+
+    /// Completes once notified (at once if a notification is waiting).
+    pub(crate) async fn notified(&self) {
+        self.0.notified().await;
+    }
+}
+
 /// Attempts a job may make before it fails.
 pub const DEFAULT_MAX_ATTEMPTS: i32 = 5;
 /// Jobs one instance runs at once.
@@ -77,9 +94,8 @@ pub fn spawn(state: &AppState) -> SyncTasks {
             workers: None,
         };
     }
-    let wake = Arc::new(Notify::new());
-    let scheduler = tokio::spawn(Scheduler.run(state.clone(), wake.clone()));
-    let workers = tokio::spawn(SyncWorker::new().run(state.clone(), wake, WORKER_CONCURRENCY));
+    let scheduler = tokio::spawn(Scheduler.run(state.clone()));
+    let workers = tokio::spawn(SyncWorker::new().run(state.clone(), WORKER_CONCURRENCY));
     SyncTasks {
         scheduler: Some(scheduler),
         workers: Some(workers),

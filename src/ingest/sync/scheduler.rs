@@ -1,10 +1,7 @@
 //! [`Scheduler`]: enqueues an incremental sync for every connection that is due, and moves its
 //! next sync one interval (±10 %) ahead.
 
-use std::sync::Arc;
 use std::time::Duration;
-
-use tokio::sync::Notify;
 
 use super::{backoff, new_job};
 use crate::domain::{from_micros, now, to_micros, JobType, Timestamp};
@@ -76,8 +73,9 @@ impl Scheduler {
         Ok(created)
     }
 
-    /// Ticks until the task is stopped, waking `wake` when it enqueued something.
-    pub async fn run(self, state: AppState, wake: Arc<Notify>) {
+    /// Ticks until the task is stopped, waking this process's workers when it enqueued
+    /// something.
+    pub async fn run(self, state: AppState) {
         let period = state
             .config
             .provider_sync_intervals
@@ -97,7 +95,7 @@ impl Scheduler {
                 Ok(0) => {}
                 Ok(created) => {
                     tracing::debug!(created, "sync jobs scheduled");
-                    wake.notify_waiters();
+                    state.sync.notify();
                 }
                 Err(err) => tracing::warn!(error = format!("{err:#}"), "sync scheduling failed"),
             }

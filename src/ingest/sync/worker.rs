@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -17,8 +17,8 @@ use crate::store::{JobFinish, Lease, StoreError};
 
 /// The shortest lease; longer when provider calls may take longer (three time-outs).
 const MIN_LEASE: Duration = Duration::from_secs(60);
-/// How often an idle worker looks for due jobs (sooner when the scheduler enqueues).
-const IDLE_POLL: Duration = Duration::from_secs(1);
+/// The longest pause before claiming again after a claim failed.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
 
 /// How a job run ended.
 #[derive(Clone, Debug, PartialEq)]
@@ -270,8 +270,10 @@ impl SyncWorker {
     }
 
     /// Claims and runs jobs, up to `concurrency` at once, until shutdown begins; then lets the
-    /// jobs in flight stop at their next page boundary.
-    pub async fn run(self, state: AppState, wake: Arc<Notify>, concurrency: usize) {
+    /// jobs in flight stop at their next page boundary. Idle, it looks again when woken
+    /// (`AppState::sync`) and at least every `worker_poll_interval`.
+    pub async fn run(self, state: AppState, concurrency: usize) {
+        let poll = state.config.worker_poll_interval;
         let slots = Arc::new(Semaphore::new(concurrency.max(1)));
         let mut running = JoinSet::new();
         while !state.is_shutting_down() {
@@ -300,14 +302,14 @@ impl SyncWorker {
                 Ok(None) => {
                     drop(slot);
                     tokio::select! {
-                        _ = wake.notified() => {}
-                        _ = tokio::time::sleep(IDLE_POLL) => {}
+                        _ = state.sync.notified() => {}
+                        _ = tokio::time::sleep(poll) => {}
                     }
                 }
                 Err(err) => {
                     drop(slot);
                     tracing::warn!(error = %err, "claiming a sync job failed");
-                    tokio::time::sleep(IDLE_POLL).await;
+                    tokio::time::sleep(poll.min(RETRY_AFTER_FAILURE)).await;
                 }
             }
         }

@@ -4,6 +4,7 @@ mod connections;
 mod credentials;
 mod inbox;
 mod jobs;
+mod notify;
 mod oauth_states;
 mod queue;
 mod signals;
@@ -16,7 +17,7 @@ use sqlx::PgPool;
 
 use super::{
     migrations, Backend, ConnectionFilter, ConnectionLock, JobFilter, PageRequest, Readiness,
-    SignalFilter, Store, StoreError, StoreOptions,
+    SignalFilter, Store, StoreError, StoreOptions, WakeUps,
 };
 use crate::domain::{
     Connection, ConnectionId, ConnectionStatus, ConnectionUpsert, Job, JobId, NewConnection,
@@ -77,6 +78,10 @@ impl Store for PostgresStore {
 
     async fn close(&self) {
         self.pool.close().await;
+    }
+
+    fn wake_ups(&self) -> Option<WakeUps> {
+        Some(notify::listen(self.pool.connect_options().as_ref().clone()))
     }
 
     async fn insert_connection(&self, new: &NewConnection) -> Result<Connection, StoreError> {

@@ -9,6 +9,7 @@ use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
 use super::connections::{decode as decode_connection, COLUMNS as CONNECTION_COLUMNS};
+use super::notify::JOBS_CHANNEL;
 use super::{jobs, signals, PostgresStore};
 use crate::domain::{Connection, ConnectionId, Job, JobId, NewJob, NewSignal, TenantId, Timestamp};
 use crate::store::{Enqueued, JobFinish, Lease, StoreError, SyncQueue};
@@ -22,29 +23,33 @@ async fn reread(pool: &PgPool, tenant: Uuid, id: Uuid) -> Result<Job, StoreError
 
 async fn enqueue(pool: &PgPool, new: &NewJob) -> Result<Enqueued, StoreError> {
     // A finished job may free the slot between the insert and the look-up: try again then.
+    // A new job is announced to idle workers when its insert commits.
+    let sql = format!(
+        "WITH inserted AS (INSERT INTO sync_jobs (id, tenant_id, connection_id, provider, \
+         job_type, status, attempts, max_attempts, scheduled_at, started_at, finished_at, error, \
+         created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13) \
+         ON CONFLICT (connection_id) WHERE status IN ('queued', 'running') DO NOTHING \
+         RETURNING id, tenant_id) \
+         SELECT id, tenant_id, pg_notify('{JOBS_CHANNEL}', '') FROM inserted"
+    );
     for _ in 0..5 {
-        let inserted = sqlx::query(
-            "INSERT INTO sync_jobs (id, tenant_id, connection_id, provider, job_type, status, \
-             attempts, max_attempts, scheduled_at, started_at, finished_at, error, created_at, \
-             updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13) \
-             ON CONFLICT (connection_id) WHERE status IN ('queued', 'running') DO NOTHING \
-             RETURNING id, tenant_id",
-        )
-        .bind(new.id.0)
-        .bind(new.tenant_id.0)
-        .bind(new.connection_id.0)
-        .bind(&new.provider)
-        .bind(new.job_type.as_str())
-        .bind(new.status.as_str())
-        .bind(new.attempts)
-        .bind(new.max_attempts)
-        .bind(new.scheduled_at)
-        .bind(new.started_at)
-        .bind(new.finished_at)
-        .bind(&new.error)
-        .bind(new.created_at)
-        .fetch_optional(pool)
-        .await?;
+        let inserted = sqlx::query(&sql)
+            .bind(new.id.0)
+            .bind(new.tenant_id.0)
+            .bind(new.connection_id.0)
+            .bind(&new.provider)
+            .bind(new.job_type.as_str())
+            .bind(new.status.as_str())
+            .bind(new.attempts)
+            .bind(new.max_attempts)
+            .bind(new.scheduled_at)
+            .bind(new.started_at)
+            .bind(new.finished_at)
+            .bind(&new.error)
+            .bind(new.created_at)
+            .fetch_optional(pool)
+            .await?;
         if let Some(row) = inserted {
             let job = reread(pool, row.try_get("tenant_id")?, row.try_get("id")?).await?;
             return Ok(Enqueued { job, created: true });

@@ -3,15 +3,16 @@
 //! inbox deterministically; `run` is the background loop, woken by new deliveries.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Notify;
+use uuid::Uuid;
 
 use super::{Normalized, WebhookEvent};
-use crate::domain::{now, Connection, EventStatus, StoredWebhookEvent, TenantId};
+use crate::domain::{now, Connection, EventStatus, StoredWebhookEvent, TenantId, Timestamp};
 use crate::http::AppState;
-use crate::store::{Backend, EventCompletion};
+use crate::store::{Backend, EventCompletion, StoreError};
 
 /// Attempts before a failing event is marked `failed`.
 pub const MAX_ATTEMPTS: i32 = 5;
@@ -21,6 +22,8 @@ const LEASE: chrono::Duration = chrono::Duration::seconds(60);
 const BATCH: u32 = 128;
 /// The longest pause before the next round after one failed.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
+/// Stranded claims remembered at most (see [`Stranded`]).
+const MAX_STRANDED: usize = 64;
 
 /// Wakes the worker when a delivery is stored.
 #[derive(Clone, Default)]
@@ -36,17 +39,103 @@ impl InboxSignal {
 /// Processes one batch of due events; returns how many. The batch's signals and outcomes are
 /// written in one transaction, so throughput is bounded by batches, not by events.
 pub async fn run_once(state: &AppState) -> anyhow::Result<usize> {
-    let claimed = state
+    round(state, &Stranded::default()).await
+}
+
+/// Claims this process made but could not record outcomes for, because the database went
+/// away: the lease each claim set, with the events it returned (`None` when the claim's answer
+/// was lost). They are given back as soon as the store answers again, rather than left until
+/// their leases expire. Bounded: past [`MAX_STRANDED`] claims, later ones are not remembered
+/// (the first are those the outage interrupted; their leases expire either way). A lease
+/// stands for its claim: another claim setting the very same microsecond is too unlikely to
+/// matter, and an event processed twice still yields each signal once.
+#[derive(Clone, Default)]
+struct Stranded(Arc<Mutex<Vec<StrandedClaim>>>);
+
+/// The lease a claim set, and the events it returned if its answer arrived.
+type StrandedClaim = (Timestamp, Option<Vec<Uuid>>);
+
+impl Stranded {
+    /// Remembers `events` of the claim that set `lease`.
+    fn keep<'a>(&self, lease: Timestamp, events: impl IntoIterator<Item = &'a StoredWebhookEvent>) {
+        self.hold(lease, Some(events.into_iter().map(|e| e.id).collect()));
+    }
+
+    /// Remembers a claim whose answer was lost: whatever it leased is given back.
+    fn keep_lost(&self, lease: Timestamp) {
+        self.hold(lease, None);
+    }
+
+    fn hold(&self, lease: Timestamp, ids: Option<Vec<Uuid>>) {
+        let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if held.len() < MAX_STRANDED {
+            held.push((lease, ids));
+        }
+    }
+
+    /// Gives every held claim back; keeps those not given back for the next try.
+    async fn release(&self, state: &AppState) -> Result<(), StoreError> {
+        let mut claims = std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut released = 0;
+        while let Some((lease, ids)) = claims.first() {
+            match state
+                .store
+                .release_webhook_events(*lease, ids.as_deref(), now())
+                .await
+            {
+                Ok(n) => {
+                    released += n;
+                    claims.remove(0);
+                }
+                Err(err) => {
+                    // Ahead of any kept meanwhile: these are older.
+                    let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
+                    held.splice(0..0, claims);
+                    held.truncate(MAX_STRANDED);
+                    return Err(err);
+                }
+            }
+        }
+        if released > 0 {
+            tracing::info!(
+                released,
+                "events claimed before the database went away are due again"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// One round: gives back stranded claims, then claims and processes one batch.
+async fn round(state: &AppState, stranded: &Stranded) -> anyhow::Result<usize> {
+    stranded.release(state).await?;
+    let lease_until = now() + LEASE;
+    let claimed = match state
         .store
-        .claim_webhook_events(now(), now() + LEASE, BATCH)
-        .await?;
+        .claim_webhook_events(now(), lease_until, BATCH)
+        .await
+    {
+        Ok(claimed) => claimed,
+        Err(err) => {
+            if err.answer_lost() {
+                // The claim may have been made without its answer getting back.
+                stranded.keep_lost(lease_until);
+            }
+            return Err(err.into());
+        }
+    };
     let mut candidates: HashMap<(TenantId, String), Vec<Connection>> = HashMap::new();
     let mut completions = Vec::with_capacity(claimed.len());
     let mut failures = Vec::new();
     for event in &claimed {
         match decide(state, event, &mut candidates).await {
             Ok(completion) => completions.push(completion),
-            Err(err) => failures.push((event, format!("{err:#}"))),
+            Err(err) if err.is_unavailable() => {
+                // No outcome of this batch can be recorded now.
+                stranded.keep(lease_until, &claimed);
+                return Err(err.into());
+            }
+            Err(err) => failures.push((event, format!("{:#}", anyhow::Error::from(err)))),
         }
     }
     if completions.is_empty() {
@@ -56,7 +145,11 @@ pub async fn run_once(state: &AppState) -> anyhow::Result<usize> {
         .complete_webhook_events(&completions, now())
         .await
     {
-        let error = format!("{err:#}");
+        if err.is_unavailable() {
+            stranded.keep(lease_until, &claimed);
+            return Err(err.into());
+        }
+        let error = format!("{:#}", anyhow::Error::from(err));
         for completion in &completions {
             if let Some(event) = claimed.iter().find(|e| e.id == completion.id) {
                 failures.push((event, error.clone()));
@@ -72,9 +165,17 @@ pub async fn run_once(state: &AppState) -> anyhow::Result<usize> {
             .unwrap_or_default();
         metrics::counter!("webhook_events_total", "provider" => provider, "outcome" => completion.outcome.as_str()).increment(1);
     }
-    for (event, error) in failures {
+    for (n, (event, error)) in failures.iter().enumerate() {
         metrics::counter!("webhook_events_total", "provider" => event.provider.clone(), "outcome" => "retry").increment(1);
-        give_up_or_retry(state, event, &error).await;
+        if let Err(err) = give_up_or_retry(state, event, error).await {
+            if err.is_unavailable() {
+                // This failure and the ones after it are recorded once the store answers.
+                stranded.keep(lease_until, failures[n..].iter().map(|(e, _)| *e));
+                return Err(err.into());
+            }
+            // The lease expires and the event is claimed again.
+            tracing::warn!(event_id = %event.id, error = %err, "could not record the event's failure");
+        }
     }
     Ok(claimed.len())
 }
@@ -103,22 +204,27 @@ fn concurrent_batches(backend: Backend) -> usize {
 /// The background loops: each runs whenever woken, and at least every
 /// `worker_poll_interval`.
 pub async fn run(state: AppState) {
-    let loops = (0..concurrent_batches(state.store.backend())).map(|_| run_loop(state.clone()));
+    let stranded = Stranded::default();
+    let loops = (0..concurrent_batches(state.store.backend()))
+        .map(|_| run_loop(state.clone(), stranded.clone()));
     futures::future::join_all(loops).await;
 }
 
-async fn run_loop(state: AppState) {
+async fn run_loop(state: AppState, stranded: Stranded) {
     let poll = state.config.worker_poll_interval;
     loop {
         if state.is_shutting_down() {
             break;
         }
-        let pause = match drain(&state).await {
-            Ok(_) => poll,
-            // The database may be away; try again shortly, losing nothing.
-            Err(err) => {
-                tracing::warn!(error = format!("{err:#}"), "inbox round failed");
-                poll.min(RETRY_AFTER_FAILURE)
+        let pause = loop {
+            match round(&state, &stranded).await {
+                Ok(0) => break poll,
+                Ok(_) => {}
+                // The database may be away; try again shortly, losing nothing.
+                Err(err) => {
+                    tracing::warn!(error = format!("{err:#}"), "inbox round failed");
+                    break poll.min(RETRY_AFTER_FAILURE);
+                }
             }
         };
         let _ = tokio::time::timeout(pause, state.inbox.0.notified()).await;
@@ -126,8 +232,12 @@ async fn run_loop(state: AppState) {
 }
 
 /// After a failure worth retrying: another attempt later, or `failed` after the last one.
-async fn give_up_or_retry(state: &AppState, stored: &StoredWebhookEvent, error: &str) {
-    let result = if stored.attempts >= MAX_ATTEMPTS {
+async fn give_up_or_retry(
+    state: &AppState,
+    stored: &StoredWebhookEvent,
+    error: &str,
+) -> Result<(), StoreError> {
+    if stored.attempts >= MAX_ATTEMPTS {
         tracing::warn!(event_id = %stored.id, error, "webhook event failed for good");
         state
             .store
@@ -146,10 +256,6 @@ async fn give_up_or_retry(state: &AppState, stored: &StoredWebhookEvent, error: 
             .store
             .retry_webhook_event(stored.id, error, now() + backoff)
             .await
-    };
-    if let Err(err) = result {
-        // The lease expires and the event is claimed again.
-        tracing::warn!(event_id = %stored.id, error = %err, "could not record the event's failure");
     }
 }
 
@@ -159,7 +265,7 @@ async fn decide(
     state: &AppState,
     stored: &StoredWebhookEvent,
     candidates: &mut HashMap<(TenantId, String), Vec<Connection>>,
-) -> anyhow::Result<EventCompletion> {
+) -> Result<EventCompletion, StoreError> {
     let done =
         |outcome: EventStatus, connection_id, signals, error: Option<&str>| EventCompletion {
             id: stored.id,

@@ -32,6 +32,15 @@ impl StoreError {
         matches!(self, StoreError::Unavailable(_))
     }
 
+    /// Whether a statement that failed this way may have been carried out all the same: the
+    /// connection broke once it was under way, so only its answer is known to be lost.
+    pub fn answer_lost(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Unavailable(sqlx::Error::Io(_) | sqlx::Error::WorkerCrashed)
+        )
+    }
+
     pub(crate) fn corrupt(column: &'static str, problem: impl ToString) -> Self {
         StoreError::Corrupt {
             column,

@@ -75,6 +75,18 @@ pub trait Inbox: Send + Sync {
         next_attempt_at: Timestamp,
     ) -> Result<(), StoreError>;
 
+    /// Gives back a claim whose outcomes could not be recorded: the events of the claim that set
+    /// `lease` (those of `ids`, or every one when the claim's answer was lost) that are still
+    /// `pending` under that very lease are due again at `now`, without counting the interrupted
+    /// attempt. An event finished, retried or claimed again since is left alone. Returns how
+    /// many were released.
+    async fn release_webhook_events(
+        &self,
+        lease: Timestamp,
+        ids: Option<&[Uuid]>,
+        now: Timestamp,
+    ) -> Result<u64, StoreError>;
+
     /// One of the tenant's stored events.
     async fn get_webhook_event(
         &self,

@@ -138,6 +138,26 @@ impl Inbox for PostgresStore {
         Ok(())
     }
 
+    async fn release_webhook_events(
+        &self,
+        lease: Timestamp,
+        ids: Option<&[Uuid]>,
+        now: Timestamp,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE webhook_events SET lease_expires_at = NULL, next_attempt_at = $1, \
+             attempts = GREATEST(attempts - 1, 0) \
+             WHERE status = 'pending' AND lease_expires_at = $2 \
+             AND ($3::uuid[] IS NULL OR id = ANY($3))",
+        )
+        .bind(now)
+        .bind(lease)
+        .bind(ids)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     async fn get_webhook_event(
         &self,
         tenant: TenantId,

@@ -117,6 +117,35 @@ impl Inbox for SqliteStore {
         Ok(())
     }
 
+    async fn release_webhook_events(
+        &self,
+        lease: Timestamp,
+        ids: Option<&[Uuid]>,
+        now: Timestamp,
+    ) -> Result<u64, StoreError> {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "UPDATE webhook_events SET lease_expires_at = NULL, attempts = MAX(attempts - 1, 0), \
+             next_attempt_at = ",
+        );
+        q.push_bind(to_micros(&now))
+            .push(" WHERE status = 'pending' AND lease_expires_at = ")
+            .push_bind(to_micros(&lease));
+        if let Some(ids) = ids {
+            if ids.is_empty() {
+                return Ok(0);
+            }
+            q.push(" AND id IN (");
+            let mut list = q.separated(", ");
+            for id in ids {
+                list.push_bind(*id);
+            }
+            q.push(")");
+        }
+        let _turn = self.gate.lock().await;
+        let done = q.build().execute(&self.pool).await?;
+        Ok(done.rows_affected())
+    }
+
     async fn get_webhook_event(
         &self,
         tenant: TenantId,
@@ -188,4 +217,66 @@ fn decode(row: &SqliteRow) -> Result<StoredWebhookEvent, StoreError> {
         received_at: time("received_at", row.try_get("received_at")?)?,
         processed_at: opt_time("processed_at", row.try_get("processed_at")?)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SqliteStore;
+    use crate::domain::{now, EventStatus, NewWebhookEvent, TenantId};
+    use crate::store::{Inbox, Store, StoreOptions};
+
+    fn delivery(tenant: TenantId, key: &str) -> NewWebhookEvent {
+        NewWebhookEvent {
+            id: uuid::Uuid::now_v7(),
+            tenant_id: tenant,
+            provider: "sandbox".into(),
+            connection_id: None,
+            dedupe_key: key.into(),
+            event_type: None,
+            headers: serde_json::Map::new(),
+            body: b"{}".to_vec(),
+            received_at: now(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_claim_is_given_back_only_under_its_own_lease() {
+        let dir = tempfile::tempdir().expect("dir");
+        let url = format!("sqlite://{}", dir.path().join("inbox.db").display());
+        let store = SqliteStore::connect(&url, &StoreOptions { max_connections: 2 })
+            .await
+            .expect("open");
+        store.migrate().await.expect("migrate");
+        let tenant = TenantId(uuid::Uuid::new_v4());
+        let (a, b) = (delivery(tenant, "a"), delivery(tenant, "b"));
+        store.insert_webhook_event(&a).await.expect("a");
+        store.insert_webhook_event(&b).await.expect("b");
+        let lease = now() + chrono::Duration::seconds(60);
+        let claimed = store
+            .claim_webhook_events(now(), lease, 10)
+            .await
+            .expect("claim");
+        assert_eq!(claimed.len(), 2);
+
+        // Another lease, or a finished event, is left alone.
+        let other = lease + chrono::Duration::microseconds(1);
+        let released = store.release_webhook_events(other, None, now()).await;
+        assert_eq!(released.expect("release"), 0);
+        store
+            .complete_webhook_event(b.id, EventStatus::Ignored, None, &[], None, now())
+            .await
+            .expect("complete");
+        let released = store
+            .release_webhook_events(lease, Some(&[a.id, b.id]), now())
+            .await;
+        assert_eq!(released.expect("release"), 1);
+
+        // Due again at once, the interrupted attempt not counted.
+        let again = store
+            .claim_webhook_events(now(), now() + chrono::Duration::seconds(60), 10)
+            .await
+            .expect("claim again");
+        assert_eq!(again.len(), 1);
+        assert_eq!((again[0].id, again[0].attempts), (a.id, 1));
+    }
 }

@@ -255,6 +255,8 @@ pub async fn sync_connection(
     }
     let job = crate::ingest::sync::new_job(&connection, JobType::Incremental, crate::domain::now());
     let enqueued = state.store.enqueue_sync(&job).await?;
+    // This process's workers, if it runs any, start now rather than at their next poll.
+    state.sync.notify();
     Ok((axum::http::StatusCode::ACCEPTED, Json(enqueued.job.into())))
 }
 

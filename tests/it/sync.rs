@@ -525,3 +525,28 @@ async fn the_background_workers_run_queued_jobs_and_count_them() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn a_requested_sync_starts_at_once_not_at_the_next_poll() {
+    // Workers poll once a minute here: only the request's own wake-up can start the job soon.
+    let app = TestApp::spawn_with(&[
+        ("POBLYSH_ROLES", "api,worker"),
+        ("POBLYSH_WORKER_POLL_INTERVAL_MS", "60000"),
+    ])
+    .await;
+    let t = tenant();
+    let cid = id(&connect_sandbox(&app, t).await);
+    for _ in 0..2 {
+        // The first may be the scheduler's job for the new connection; the second is new.
+        let queued = sync_now(&app, t, &cid).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let current = job(&app, t, &queued["id"]).await;
+            if current["status"] == "succeeded" {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "still {current}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

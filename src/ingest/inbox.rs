@@ -20,6 +20,8 @@ pub const MAX_ATTEMPTS: i32 = 5;
 const LEASE: chrono::Duration = chrono::Duration::seconds(60);
 /// Events claimed per round.
 const BATCH: u32 = 128;
+/// The pause after a round that found fewer than [`BATCH`] events and before the next.
+const LINGER: Duration = Duration::from_millis(20);
 /// The longest pause before the next round after one failed.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
 /// Stranded claims remembered at most (see [`Stranded`]).
@@ -219,6 +221,9 @@ async fn run_loop(state: AppState, stranded: Stranded) {
         let pause = loop {
             match round(&state, &stranded).await {
                 Ok(0) => break poll,
+                // The inbox ran dry mid-batch: let deliveries gather for a moment, so that
+                // under load each round (and its commit) carries many events, not a few.
+                Ok(n) if n < BATCH as usize => tokio::time::sleep(LINGER).await,
                 Ok(_) => {}
                 // The database may be away; try again shortly, losing nothing.
                 Err(err) => {

@@ -7,7 +7,6 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use super::connections::{decode as decode_connection, COLUMNS as CONNECTION_COLUMNS};
-use super::notify::INBOX_CHANNEL;
 use super::{signals, PostgresStore};
 use crate::domain::{
     Connection, ConnectionId, NewSignal, NewWebhookEvent, StoredWebhookEvent, TenantId, Timestamp,
@@ -23,28 +22,26 @@ impl Inbox for PostgresStore {
         &self,
         new: &NewWebhookEvent,
     ) -> Result<(Uuid, bool), StoreError> {
-        // The notification goes out when the insert commits, in the same round trip; a
-        // duplicate announces nothing.
-        let sql = format!(
-            "WITH inserted AS (INSERT INTO webhook_events (id, tenant_id, provider, connection_id, \
-             dedupe_key, event_type, headers, body, status, next_attempt_at, received_at) \
+        let inserted: Option<Uuid> = sqlx::query_scalar(
+            "INSERT INTO webhook_events (id, tenant_id, provider, connection_id, dedupe_key, \
+             event_type, headers, body, status, next_attempt_at, received_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $9) \
-             ON CONFLICT (tenant_id, provider, dedupe_key) DO NOTHING RETURNING id) \
-             SELECT id, pg_notify('{INBOX_CHANNEL}', '') FROM inserted"
-        );
-        let inserted: Option<Uuid> = sqlx::query_scalar(&sql)
-            .bind(new.id)
-            .bind(new.tenant_id.0)
-            .bind(&new.provider)
-            .bind(new.connection_id.map(|c| c.0))
-            .bind(&new.dedupe_key)
-            .bind(&new.event_type)
-            .bind(Json(&new.headers))
-            .bind(&new.body)
-            .bind(new.received_at)
-            .fetch_optional(&self.pool)
-            .await?;
+             ON CONFLICT (tenant_id, provider, dedupe_key) DO NOTHING RETURNING id",
+        )
+        .bind(new.id)
+        .bind(new.tenant_id.0)
+        .bind(&new.provider)
+        .bind(new.connection_id.map(|c| c.0))
+        .bind(&new.dedupe_key)
+        .bind(&new.event_type)
+        .bind(Json(&new.headers))
+        .bind(&new.body)
+        .bind(new.received_at)
+        .fetch_optional(&self.pool)
+        .await?;
         if let Some(id) = inserted {
+            // Committed: worker instances elsewhere hear of it (a duplicate is no news).
+            self.announcer.inbox();
             return Ok((id, false));
         }
         let existing: Uuid = sqlx::query_scalar(

@@ -1,5 +1,6 @@
 //! The PostgreSQL store: for production and for several instances sharing one database.
 
+mod announce;
 mod connections;
 mod credentials;
 mod inbox;
@@ -29,6 +30,7 @@ use crate::domain::{
 #[derive(Clone, Debug)]
 pub struct PostgresStore {
     pool: PgPool,
+    announcer: announce::Announcer,
 }
 
 impl PostgresStore {
@@ -39,7 +41,8 @@ impl PostgresStore {
             .acquire_timeout(Duration::from_secs(5))
             .connect(url)
             .await?;
-        Ok(Self { pool })
+        let announcer = announce::Announcer::start(pool.clone());
+        Ok(Self { pool, announcer })
     }
 }
 

@@ -1,5 +1,6 @@
-//! Wake-ups over `LISTEN/NOTIFY`. Storing a delivery or enqueuing a job notifies a channel in
-//! the same statement, so the notification goes out only if, and when, the write commits. A
+//! Wake-ups over `LISTEN/NOTIFY`. Enqueuing a job notifies a channel in the same statement, so
+//! the notification goes out only if, and when, the write commits; stored deliveries are
+//! announced after their commit, coalesced ([`super::announce`]). A
 //! listener holds one connection of its own (outside the pool) and turns each notification
 //! into a [`WakeUp`]. When that connection is lost it reconnects with backoff, warning once
 //! per outage, and announces every kind once it listens again, since notifications sent

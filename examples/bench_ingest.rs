@@ -143,6 +143,9 @@ struct Args {
     /// Pages the fake sandbox API holds for each connection.
     #[arg(long, default_value_t = 5)]
     pages_per_connection: u64,
+    /// Sync jobs the measured server runs at once (`POBLYSH_SYNC_CONCURRENCY`).
+    #[arg(long, default_value_t = 8)]
+    sync_concurrency: usize,
     /// Seconds to wait for every sync job to end.
     #[arg(long, default_value_t = 900)]
     sync_timeout_secs: u64,
@@ -572,7 +575,13 @@ async fn sync_scenario(ctx: &Ctx, db: &database::BenchDb) -> Result<sync::SyncOu
         settings.page_size,
         settings.latency.as_millis()
     );
-    let mut extra = vec![("POBLYSH_SANDBOX_API_BASE_URL", fake.base.to_string())];
+    let mut extra = vec![
+        ("POBLYSH_SANDBOX_API_BASE_URL", fake.base.to_string()),
+        (
+            "POBLYSH_SYNC_CONCURRENCY",
+            ctx.args.sync_concurrency.to_string(),
+        ),
+    ];
     // A job's pages are asked back to back: a burst as large as the job keeps the client-side
     // limiter from pacing them.
     let burst = SandboxConnector.descriptor().rate_limit.burst;
@@ -601,6 +610,7 @@ async fn sync_scenario(ctx: &Ctx, db: &database::BenchDb) -> Result<sync::SyncOu
             wall,
             ctx.args.setup_concurrency,
             (settings, fake.stats()),
+            ctx.args.sync_concurrency,
         )
         .await?;
         println!("  {}", outcome.one_line());

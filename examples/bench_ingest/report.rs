@@ -414,14 +414,20 @@ fn sync_section(md: &mut String, s: &Summary, backend: &str, sync: &SyncOutcome)
             String::new()
         }
     );
-    md.push_str(
+    let _ = writeln!(
+        md,
         "- Measured: a second server over the same database with `POBLYSH_ROLES=api,worker` \
-         (4 jobs at a time per process) runs the queued jobs, each a first sync reading every \
-         page. Window: first job's `started_at` to last job's `finished_at`; signals are \
-         counted through `GET /signals` per connection afterwards; pages are the server's \
-         `provider_calls_total` (ok), provider requests the fake's own count. Wall: from \
-         starting the server until its `sync_jobs_total` counted every job. With 4 jobs in \
-         flight per process and one call at a time per job, the latency alone caps one process \
-         at 4 × page size / latency signals/s.\n",
+         ({jobs} jobs at a time, `POBLYSH_SYNC_CONCURRENCY={jobs}`) runs the queued jobs, each a \
+         first sync reading every page. Window: first job's `started_at` to last job's \
+         `finished_at`; signals are counted through `GET /signals` per connection afterwards; \
+         pages are the server's `provider_calls_total` (ok), provider requests the fake's own \
+         count. Wall: from starting the server until its `sync_jobs_total` counted every job. \
+         With {jobs} jobs in flight and one call at a time per job, the latency alone caps the \
+         process at {jobs} × page size / latency = {cap} signals/s.",
+        jobs = sync.jobs_at_once,
+        cap = thousands(
+            (sync.jobs_at_once as u64 * sync.fake.page_size * 1000)
+                / (sync.fake.latency.as_millis().max(1) as u64)
+        ),
     );
 }

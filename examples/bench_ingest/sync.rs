@@ -158,6 +158,8 @@ pub struct SyncOutcome {
     pub fake: FakeSettings,
     /// What the fake provider saw.
     pub provider: FakeStats,
+    /// Jobs the server ran at once (`POBLYSH_SYNC_CONCURRENCY`).
+    pub jobs_at_once: usize,
     /// From the first job's `started_at` to the last job's `finished_at`.
     pub window: Duration,
     /// From starting the server to the last job counted (includes start-up).
@@ -212,6 +214,7 @@ pub async fn collect(
     wall: Duration,
     concurrency: usize,
     fake: (FakeSettings, FakeStats),
+    jobs_at_once: usize,
 ) -> Result<SyncOutcome> {
     let jobs: Vec<Value> = stream::iter(queued)
         .map(|q| async move {
@@ -265,6 +268,7 @@ pub async fn collect(
         pages,
         fake: settings,
         provider,
+        jobs_at_once,
         window,
         wall,
     })

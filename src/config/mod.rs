@@ -150,6 +150,8 @@ pub struct Config {
     /// How often idle workers look for due events and jobs when nothing wakes them
     /// (`POBLYSH_WORKER_POLL_INTERVAL_MS`).
     pub worker_poll_interval: Duration,
+    /// Sync jobs one process runs at once (`POBLYSH_SYNC_CONCURRENCY`).
+    pub sync_concurrency: usize,
     /// How often each connection is synced, unless its provider sets its own interval.
     pub sync_interval: Duration,
     /// Per-provider sync intervals (`POBLYSH_<SLUG>_SYNC_INTERVAL_SECS`).
@@ -278,6 +280,12 @@ impl Config {
         )?
         .map(Duration::from_millis)
         .unwrap_or(Duration::from_secs(1));
+        let sync_concurrency = parse::optional(
+            source,
+            "POBLYSH_SYNC_CONCURRENCY",
+            parse::bounded(1usize, 256),
+        )?
+        .unwrap_or(crate::ingest::sync::DEFAULT_CONCURRENCY);
         let sync_interval = parse::optional(
             source,
             "POBLYSH_SYNC_INTERVAL_SECS",
@@ -340,6 +348,7 @@ impl Config {
             sandbox_enabled,
             roles,
             worker_poll_interval,
+            sync_concurrency,
             sync_interval,
             provider_sync_intervals,
             providers,
@@ -382,10 +391,25 @@ mod tests {
             ("POBLYSH_OPERATOR_TOKENS", "tiny"),
             ("POBLYSH_PROFILE", "staging"),
             ("POBLYSH_DATABASE_URL", "mysql://x"),
+            ("POBLYSH_SYNC_CONCURRENCY", "0"),
+            ("POBLYSH_SYNC_CONCURRENCY", "1000"),
+            ("POBLYSH_WORKER_POLL_INTERVAL_MS", "5"),
         ] {
             let err = Config::from_source(&test_source(&[(name, value)])).expect_err(name);
             assert_eq!(err.variable, name, "{err}");
         }
+    }
+
+    #[test]
+    fn sync_concurrency_has_a_default_and_can_be_set() {
+        let default = Config::from_source(&test_source(&[])).expect("valid");
+        assert_eq!(
+            default.sync_concurrency,
+            crate::ingest::sync::DEFAULT_CONCURRENCY
+        );
+        let set = Config::from_source(&test_source(&[("POBLYSH_SYNC_CONCURRENCY", "32")]))
+            .expect("valid");
+        assert_eq!(set.sync_concurrency, 32);
     }
 
     #[test]

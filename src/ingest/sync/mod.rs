@@ -55,8 +55,10 @@ impl SyncSignal {
 
 /// Attempts a job may make before it fails.
 pub const DEFAULT_MAX_ATTEMPTS: i32 = 5;
-/// Jobs one instance runs at once.
-pub const WORKER_CONCURRENCY: usize = 4;
+/// Jobs one instance runs at once unless `POBLYSH_SYNC_CONCURRENCY` says otherwise. A job
+/// mostly waits for its provider, so several share a core; each provider's own limit on
+/// concurrent calls per connection still applies.
+pub const DEFAULT_CONCURRENCY: usize = 8;
 /// How long stopping waits for jobs in flight to reach a page boundary.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
@@ -95,7 +97,7 @@ pub fn spawn(state: &AppState) -> SyncTasks {
         };
     }
     let scheduler = tokio::spawn(Scheduler.run(state.clone()));
-    let workers = tokio::spawn(SyncWorker::new().run(state.clone(), WORKER_CONCURRENCY));
+    let workers = tokio::spawn(SyncWorker::new().run(state.clone(), state.config.sync_concurrency));
     SyncTasks {
         scheduler: Some(scheduler),
         workers: Some(workers),

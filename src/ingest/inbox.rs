@@ -3,14 +3,14 @@
 //! inbox deterministically; `run` is the background loop, woken by new deliveries.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Notify;
-use uuid::Uuid;
 
+use super::stranded::Stranded;
 use super::{Normalized, WebhookEvent};
-use crate::domain::{now, Connection, EventStatus, StoredWebhookEvent, TenantId, Timestamp};
+use crate::domain::{now, Connection, EventStatus, StoredWebhookEvent, TenantId};
 use crate::http::AppState;
 use crate::store::{Backend, EventCompletion, StoreError};
 
@@ -24,8 +24,6 @@ const BATCH: u32 = 128;
 const LINGER: Duration = Duration::from_millis(20);
 /// The longest pause before the next round after one failed.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
-/// Stranded claims remembered at most (see [`Stranded`]).
-const MAX_STRANDED: usize = 64;
 
 /// Wakes the worker when a delivery is stored.
 #[derive(Clone, Default)]
@@ -42,70 +40,6 @@ impl InboxSignal {
 /// written in one transaction, so throughput is bounded by batches, not by events.
 pub async fn run_once(state: &AppState) -> anyhow::Result<usize> {
     round(state, &Stranded::default()).await
-}
-
-/// Claims this process made but could not record outcomes for, because the database went
-/// away: the lease each claim set, with the events it returned (`None` when the claim's answer
-/// was lost). They are given back as soon as the store answers again, rather than left until
-/// their leases expire. Bounded: past [`MAX_STRANDED`] claims, later ones are not remembered
-/// (the first are those the outage interrupted; their leases expire either way). A lease
-/// stands for its claim: another claim setting the very same microsecond is too unlikely to
-/// matter, and an event processed twice still yields each signal once.
-#[derive(Clone, Default)]
-struct Stranded(Arc<Mutex<Vec<StrandedClaim>>>);
-
-/// The lease a claim set, and the events it returned if its answer arrived.
-type StrandedClaim = (Timestamp, Option<Vec<Uuid>>);
-
-impl Stranded {
-    /// Remembers `events` of the claim that set `lease`.
-    fn keep<'a>(&self, lease: Timestamp, events: impl IntoIterator<Item = &'a StoredWebhookEvent>) {
-        self.hold(lease, Some(events.into_iter().map(|e| e.id).collect()));
-    }
-
-    /// Remembers a claim whose answer was lost: whatever it leased is given back.
-    fn keep_lost(&self, lease: Timestamp) {
-        self.hold(lease, None);
-    }
-
-    fn hold(&self, lease: Timestamp, ids: Option<Vec<Uuid>>) {
-        let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if held.len() < MAX_STRANDED {
-            held.push((lease, ids));
-        }
-    }
-
-    /// Gives every held claim back; keeps those not given back for the next try.
-    async fn release(&self, state: &AppState) -> Result<(), StoreError> {
-        let mut claims = std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()));
-        let mut released = 0;
-        while let Some((lease, ids)) = claims.first() {
-            match state
-                .store
-                .release_webhook_events(*lease, ids.as_deref(), now())
-                .await
-            {
-                Ok(n) => {
-                    released += n;
-                    claims.remove(0);
-                }
-                Err(err) => {
-                    // Ahead of any kept meanwhile: these are older.
-                    let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
-                    held.splice(0..0, claims);
-                    held.truncate(MAX_STRANDED);
-                    return Err(err);
-                }
-            }
-        }
-        if released > 0 {
-            tracing::info!(
-                released,
-                "events claimed before the database went away are due again"
-            );
-        }
-        Ok(())
-    }
 }
 
 /// One round: gives back stranded claims, then claims and processes one batch.

@@ -4,6 +4,7 @@
 
 pub mod inbox;
 pub mod signature;
+mod stranded;
 pub mod sync;
 mod types;
 

@@ -299,6 +299,10 @@ async fn store(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<(uuid::Uuid, bool), ApiError> {
+    let provider_secrets = state
+        .registry
+        .get(provider)
+        .map_or(&[][..], |entry| entry.connector.webhook_secret_headers());
     let event = NewWebhookEvent {
         id: uuid::Uuid::now_v7(),
         tenant_id: tenant,
@@ -306,7 +310,7 @@ async fn store(
         connection_id,
         dedupe_key,
         event_type,
-        headers: stored_headers(headers),
+        headers: stored_headers(headers, provider_secrets),
         body: body.to_vec(),
         received_at: now(),
     };
@@ -329,11 +333,15 @@ fn accepted(event_id: uuid::Uuid, duplicate: bool) -> Response {
         .into_response()
 }
 
-/// The headers kept with an event: lower-case names, text values, no credentials.
-fn stored_headers(headers: &HeaderMap) -> Map<String, Value> {
+/// The headers kept with an event: lower-case names, text values, no credentials and none of
+/// the provider's secret headers.
+fn stored_headers(headers: &HeaderMap, provider_secrets: &[&str]) -> Map<String, Value> {
     headers
         .iter()
-        .filter(|(name, _)| !SECRET_HEADERS.contains(&name.as_str()))
+        .filter(|(name, _)| {
+            let name = name.as_str();
+            !SECRET_HEADERS.contains(&name) && !provider_secrets.contains(&name)
+        })
         .filter_map(|(name, value)| {
             Some((name.as_str().to_string(), Value::from(value.to_str().ok()?)))
         })

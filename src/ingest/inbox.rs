@@ -10,7 +10,7 @@ use tokio::sync::Notify;
 
 use super::stranded::Stranded;
 use super::{Normalized, WebhookEvent};
-use crate::domain::{now, Connection, EventStatus, StoredWebhookEvent, TenantId};
+use crate::domain::{now, Connection, EventStatus, JobType, StoredWebhookEvent, TenantId};
 use crate::http::AppState;
 use crate::store::{Backend, EventCompletion, StoreError};
 
@@ -229,9 +229,9 @@ async fn decide(
         body: stored.body.clone(),
         received_at: stored.received_at,
     };
-    let drafts = match entry.connector.normalize_webhook(&event) {
-        Ok(Normalized::Signals(drafts)) => drafts,
+    let normalized = match entry.connector.normalize_webhook(&event) {
         Ok(Normalized::Ignored) => return Ok(done(EventStatus::Ignored, None, Vec::new(), None)),
+        Ok(normalized) => normalized,
         // An unreadable payload does not get better with retries.
         Err(problem) => return Ok(done(EventStatus::Failed, None, Vec::new(), Some(&problem))),
     };
@@ -253,14 +253,32 @@ async fn decide(
     let Some(connection) = chosen else {
         return Ok(done(EventStatus::Unmatched, None, Vec::new(), None));
     };
-    let signals = drafts
-        .into_iter()
-        .map(|d| d.into_signal(connection))
-        .collect();
+    let signals = match normalized {
+        Normalized::Signals(drafts) => drafts
+            .into_iter()
+            .map(|d| d.into_signal(connection))
+            .collect(),
+        Normalized::SyncRequested => {
+            request_sync(state, connection).await?;
+            Vec::new()
+        }
+        Normalized::Ignored => Vec::new(),
+    };
     Ok(done(
         EventStatus::Processed,
         Some(connection.id),
         signals,
         None,
     ))
+}
+
+/// Enqueues a `webhook` sync of `connection` (or finds the one already queued or running) and
+/// wakes this process's sync workers. Enqueuing again when the event is retried finds the same
+/// job, so a notification never queues two.
+async fn request_sync(state: &AppState, connection: &Connection) -> Result<(), StoreError> {
+    let job = super::sync::new_job(connection, JobType::Webhook, now());
+    let enqueued = state.store.enqueue_sync(&job).await?;
+    tracing::debug!(connection_id = %connection.id, job_id = %enqueued.job.id, "a provider notification requested a sync");
+    state.sync.notify();
+    Ok(())
 }

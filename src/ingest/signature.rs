@@ -2,7 +2,8 @@
 //! constant time, and replay windows for providers that sign a timestamp.
 
 use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 use super::WebhookRejection;
 use crate::crypto::Secret;
@@ -33,6 +34,14 @@ pub fn hmac_sha256_hex(secret: &Secret, parts: &[&[u8]]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// Whether `presented` is the shared token `secret`, for schemes that echo a token instead of
+/// signing. Compares digests in constant time, so neither the value nor its length leaks.
+pub fn token_matches(secret: &Secret, presented: &str) -> bool {
+    let expected = Sha256::digest(secret.expose().as_bytes());
+    let presented = Sha256::digest(presented.as_bytes());
+    expected.ct_eq(&presented).into()
 }
 
 /// Refuses a signed Unix timestamp further than `window_secs` from now, either way.
@@ -89,6 +98,20 @@ mod tests {
                 !hmac_sha256_hex_matches(&secret, &[b"Hello, World!"], bad),
                 "{bad}"
             );
+        }
+    }
+
+    #[test]
+    fn only_the_very_token_matches() {
+        let secret = Secret::new("channel-token-0123456789");
+        assert!(token_matches(&secret, "channel-token-0123456789"));
+        for other in [
+            "",
+            "channel-token-012345678",
+            "channel-token-01234567890",
+            "CHANNEL-TOKEN-0123456789",
+        ] {
+            assert!(!token_matches(&secret, other), "{other:?}");
         }
     }
 

@@ -59,6 +59,9 @@ pub enum Normalized {
     Signals(Vec<SignalDraft>),
     /// An event type this provider does not map.
     Ignored,
+    /// The provider says something changed without saying what (Google's push channels):
+    /// the connection is synced now, and the sync yields the signals.
+    SyncRequested,
 }
 
 /// A signal as a connector describes it; the engine adds ids, tenant and connection.

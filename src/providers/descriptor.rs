@@ -159,6 +159,12 @@ pub trait Connector: Send + Sync + 'static {
         Err(WebhookRejection::NotConfigured)
     }
 
+    /// Request headers that carry a secret of the provider's scheme (a channel token) and are
+    /// therefore never stored with the event, beside the credentials no event keeps.
+    fn webhook_secret_headers(&self) -> &'static [&'static str] {
+        &[]
+    }
+
     /// The provider account a verified app-level delivery belongs to (a Slack workspace, a
     /// GitHub App installation's account), as stored in `external_account_id`; `None` when the
     /// payload names none.

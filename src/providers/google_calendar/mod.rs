@@ -1,15 +1,22 @@
 //! Google Calendar: event changes, from push notifications and sync tokens.
 //!
+//! Webhooks: Google's push notification channels (`super::google::push`): verified by their
+//! channel token, the `sync` handshake answered, and every change notification a request to
+//! sync the connection. The sync step itself (incremental `events.list` with sync tokens) and opening the channels (`watch`) are
+//! not built yet: until they are, a requested sync finds nothing.
+//!
 //! Rate limit: Calendar's per-user quota of 600 queries a minute
 //! (https://developers.google.com/calendar/api/guides/quota).
 //!
 //! OAuth: Google's web server flow, shared with the other Google providers (`super::google`).
 
 use async_trait::async_trait;
+use axum::http::HeaderMap;
 use url::Url;
 
 use super::google;
 use crate::config::ProviderSettings;
+use crate::ingest::{Normalized, Verified, WebhookEvent, WebhookRejection};
 use crate::oauth::{
     ConnectionTokens, ExternalAccount, OAuthEndpoints, ProviderCallError, ProviderContext, TokenSet,
 };
@@ -50,6 +57,24 @@ impl Connector for GoogleCalendarConnector {
 
     fn oauth(&self, settings: &ProviderSettings, _public_base_url: &Url) -> Option<OAuthEndpoints> {
         Some(google::endpoints(settings))
+    }
+
+    /// Push notifications of the channels opened for this provider (`super::google::push`).
+    fn verify_webhook(
+        &self,
+        settings: &ProviderSettings,
+        headers: &HeaderMap,
+        _body: &[u8],
+    ) -> Result<Verified, WebhookRejection> {
+        google::push::verify(settings, headers)
+    }
+
+    fn webhook_secret_headers(&self) -> &'static [&'static str] {
+        google::push::SECRET_HEADERS
+    }
+
+    fn normalize_webhook(&self, event: &WebhookEvent) -> Result<Normalized, String> {
+        google::push::normalize(event)
     }
 
     async fn identify(

@@ -10,6 +10,7 @@ mod errors;
 mod faults;
 mod filters;
 mod github;
+mod google_push;
 mod guide;
 mod keys;
 mod meta;

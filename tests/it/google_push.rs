@@ -1,0 +1,190 @@
+//! Google push notification channels (Drive and Calendar): the channel token proves a message,
+//! the `sync` handshake is answered and not stored, and a change notification, which never says
+//! what changed, becomes a `webhook` sync job of its connection.
+
+use connectors::domain::{EventStatus, TenantId};
+use connectors::ingest::inbox;
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::helpers::{assert_problem, json, tenant, TestApp};
+
+const TOKEN: &str = "google-channel-token-for-tests";
+const CHANNEL: &str = "01234567-89ab-cdef-0123-456789abcdef";
+const PROVIDERS: [(&str, &str); 2] = [("google_drive", "update"), ("google_calendar", "exists")];
+
+async fn spawn() -> TestApp {
+    TestApp::spawn_with(&[
+        ("POBLYSH_GOOGLE_DRIVE_WEBHOOK_SECRET", TOKEN),
+        ("POBLYSH_GOOGLE_CALENDAR_WEBHOOK_SECRET", TOKEN),
+    ])
+    .await
+}
+
+/// Posts a notification shaped as Google sends them: headers only, an empty body.
+async fn notify(
+    app: &TestApp,
+    provider: &str,
+    t: TenantId,
+    state: &str,
+    number: u64,
+    token: Option<&str>,
+) -> reqwest::Response {
+    let mut request = app
+        .anonymous(Method::POST, &format!("/webhooks/{provider}/{t}"))
+        .header("X-Goog-Channel-ID", CHANNEL)
+        .header("X-Goog-Channel-Expiration", "Wed, 09 Dec 2026 10:00:00 GMT")
+        .header("X-Goog-Resource-State", state)
+        .header("X-Goog-Message-Number", number.to_string())
+        .header("X-Goog-Resource-ID", "ret08u3rv24htgh289g")
+        .header(
+            "X-Goog-Resource-URI",
+            "https://www.googleapis.com/drive/v3/changes?pageToken=42",
+        )
+        .header("Content-Length", "0");
+    if let Some(token) = token {
+        request = request.header("X-Goog-Channel-Token", token);
+    }
+    request.send().await.expect("sent")
+}
+
+async fn webhook_jobs(app: &TestApp, t: TenantId, connection: &str) -> Vec<Value> {
+    let (status, body) = app
+        .get_json(
+            t,
+            &format!("/jobs?connection_id={connection}&job_type=webhook"),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["jobs"].as_array().cloned().expect("jobs")
+}
+
+#[tokio::test]
+async fn the_sync_handshake_is_answered_and_stores_nothing() {
+    let app = spawn().await;
+    let t = tenant();
+    for (provider, _) in PROVIDERS {
+        app.connection(t, provider).await;
+        let response = notify(&app, provider, t, "sync", 1, Some(TOKEN)).await;
+        assert_eq!(response.status(), 200, "{provider}");
+        assert_eq!(response.bytes().await.expect("body").len(), 0);
+    }
+    assert_eq!(inbox::drain(&app.state).await.expect("drain"), 0);
+}
+
+#[tokio::test]
+async fn a_change_notification_queues_one_webhook_sync_of_its_connection() {
+    let app = spawn().await;
+    let t = tenant();
+    for (provider, state) in PROVIDERS {
+        let connection = app.connection(t, provider).await;
+        let connection_id = connection.id.to_string();
+        let (status, first) = json(notify(&app, provider, t, state, 2, Some(TOKEN)).await).await;
+        assert_eq!(status, 202, "{first}");
+        assert_eq!(first["duplicate"], false);
+
+        // The message is kept, but never its token.
+        let id = first["event_id"].as_str().and_then(|id| id.parse().ok());
+        let stored = app
+            .store()
+            .get_webhook_event(t, id.expect("event id"))
+            .await
+            .expect("read")
+            .expect("stored");
+        assert_eq!(stored.event_type.as_deref(), Some(state));
+        assert_eq!(
+            stored
+                .headers
+                .get("x-goog-channel-id")
+                .and_then(Value::as_str),
+            Some(CHANNEL)
+        );
+        assert!(
+            !stored.headers.contains_key("x-goog-channel-token"),
+            "{:?}",
+            stored.headers
+        );
+
+        // Google's retry of the same message is recognized.
+        let (_, again) = json(notify(&app, provider, t, state, 2, Some(TOKEN)).await).await;
+        assert_eq!(again["duplicate"], true);
+        assert_eq!(again["event_id"], first["event_id"]);
+
+        // A second change while the sync is still queued joins that sync.
+        let (status, _) = json(notify(&app, provider, t, state, 3, Some(TOKEN)).await).await;
+        assert_eq!(status, 202);
+
+        assert!(webhook_jobs(&app, t, &connection_id).await.is_empty());
+        assert_eq!(inbox::drain(&app.state).await.expect("drain"), 2);
+        let stored = app
+            .store()
+            .get_webhook_event(t, id.expect("event id"))
+            .await
+            .expect("read")
+            .expect("stored");
+        assert_eq!(stored.status, EventStatus::Processed);
+        assert_eq!(stored.connection_id, Some(connection.id));
+
+        let jobs = webhook_jobs(&app, t, &connection_id).await;
+        assert_eq!(jobs.len(), 1, "{jobs:?}");
+        assert_eq!(jobs[0]["status"], "queued");
+        assert_eq!(jobs[0]["provider"], provider);
+    }
+}
+
+#[tokio::test]
+async fn a_notification_for_a_tenant_without_the_connection_is_unmatched_and_syncs_nothing() {
+    let app = spawn().await;
+    let (owner, other) = (tenant(), tenant());
+    let connection = app.connection(owner, "google_drive").await;
+    let (status, body) =
+        json(notify(&app, "google_drive", other, "change", 5, Some(TOKEN)).await).await;
+    assert_eq!(status, 202, "{body}");
+    inbox::drain(&app.state).await.expect("drain");
+    let id = body["event_id"].as_str().and_then(|id| id.parse().ok());
+    let stored = app
+        .store()
+        .get_webhook_event(other, id.expect("event id"))
+        .await
+        .expect("read")
+        .expect("stored");
+    assert_eq!(stored.status, EventStatus::Unmatched);
+    assert!(webhook_jobs(&app, owner, &connection.id.to_string())
+        .await
+        .is_empty());
+}
+
+#[tokio::test]
+async fn a_missing_or_wrong_token_is_refused_and_nothing_is_stored() {
+    let app = spawn().await;
+    let t = tenant();
+    app.connection(t, "google_calendar").await;
+    for token in [None, Some("not-the-channel-token")] {
+        for state in ["sync", "exists"] {
+            let response = notify(&app, "google_calendar", t, state, 9, token).await;
+            assert_problem(response, 401, "INVALID_SIGNATURE").await;
+        }
+    }
+    // Without a configured token nothing can be verified.
+    let unconfigured = TestApp::spawn().await;
+    let response = notify(&unconfigured, "google_drive", t, "update", 9, Some(TOKEN)).await;
+    assert_problem(response, 401, "INVALID_SIGNATURE").await;
+    assert_eq!(inbox::drain(&app.state).await.expect("drain"), 0);
+    assert_eq!(inbox::drain(&unconfigured.state).await.expect("drain"), 0);
+}
+
+#[tokio::test]
+async fn a_notification_without_its_message_number_is_a_validation_error() {
+    let app = spawn().await;
+    let t = tenant();
+    let response = app
+        .anonymous(Method::POST, &format!("/webhooks/google_drive/{t}"))
+        .header("X-Goog-Channel-ID", CHANNEL)
+        .header("X-Goog-Channel-Token", TOKEN)
+        .header("X-Goog-Resource-State", "update")
+        .send()
+        .await
+        .expect("sent");
+    assert_problem(response, 400, "VALIDATION_FAILED").await;
+    assert_eq!(inbox::drain(&app.state).await.expect("drain"), 0);
+}

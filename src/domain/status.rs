@@ -94,7 +94,8 @@ text_enum!(
         Full => "full",
         /// Changes since the stored cursor.
         Incremental => "incremental",
-        /// Processing of received webhook events.
+        /// Changes since the stored cursor, at once, because the provider's notification said
+        /// something changed without saying what.
         Webhook => "webhook",
     }
 );

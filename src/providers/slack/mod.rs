@@ -1,17 +1,34 @@
-//! Slack: messages and reactions in channels the app can read.
+//! Slack: messages and reactions in channels the app can read, from Slack's Events API.
+//!
+//! The [`Connector`] implementation only delegates: `oauth` (the v2 install flow; the connected
+//! account is the workspace, or the organization for an org-wide Enterprise Grid install),
+//! `webhook` (signature, `url_verification` and `app_rate_limited` handshakes, dedupe key,
+//! account and routing), `normalize` (events to `message_posted`, `message_updated`,
+//! `message_deleted` and `reaction_added` signals) and `wire` (Slack's JSON). Operator guide:
+//! `docs/providers/slack.md`.
+//!
+//! Events arrive at the app's one Request URL, `POST /webhooks/slack`, signed with the app's
+//! signing secret (`POBLYSH_SLACK_WEBHOOK_SECRET`), and are routed by the installation they
+//! name to every tenant that connected that workspace. Sync (`conversations.history`) is not
+//! implemented: a sync job of a Slack connection finds nothing, so only events delivered while
+//! the app is installed become signals.
 //!
 //! Rate limit: the Tier 3 budget of `conversations.history`, about 50 calls a minute
 //! (https://api.slack.com/apis/rate-limits).
-//!
-//! OAuth: Slack's v2 install flow; the connected account is the workspace. See [`oauth`].
 
+mod normalize;
 mod oauth;
+mod webhook;
+mod wire;
 
 use async_trait::async_trait;
+use axum::http::HeaderMap;
 use serde_json::{Map, Value};
 use url::Url;
 
 use crate::config::ProviderSettings;
+use crate::domain::{Connection, ConnectionId};
+use crate::ingest::{Normalized, Verified, WebhookEvent, WebhookRejection};
 use crate::oauth::{
     ConnectionTokens, ExternalAccount, OAuthEndpoints, ProviderCallError, ProviderContext, TokenSet,
 };
@@ -83,5 +100,30 @@ impl Connector for SlackConnector {
         tokens: &ConnectionTokens,
     ) -> Result<(), ProviderCallError> {
         oauth::revoke(ctx, &tokens.access_token).await
+    }
+
+    fn verify_webhook(
+        &self,
+        settings: &ProviderSettings,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Verified, WebhookRejection> {
+        webhook::verify(settings, headers, body)
+    }
+
+    fn webhook_account(&self, _headers: &HeaderMap, body: &[u8]) -> Option<String> {
+        webhook::app_account(body)
+    }
+
+    fn route_webhook(
+        &self,
+        event: &WebhookEvent,
+        connections: &[Connection],
+    ) -> Option<ConnectionId> {
+        webhook::route(event, connections)
+    }
+
+    fn normalize_webhook(&self, event: &WebhookEvent) -> Result<Normalized, String> {
+        normalize::normalize(event)
     }
 }

@@ -20,6 +20,7 @@ mod outage;
 mod pagination;
 mod providers_oauth;
 mod refresh;
+mod slack;
 mod sync;
 mod sync_faults;
 mod tenancy;

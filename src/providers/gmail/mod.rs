@@ -28,8 +28,8 @@ static DESCRIPTOR: Descriptor = Descriptor {
         "https://www.googleapis.com/auth/gmail.readonly",
     ],
     kinds: &["email_received", "email_sent"],
-    webhooks: true,
-    sync: true,
+    webhooks: false,
+    sync: false,
     rate_limit: RateLimitPolicy {
         requests: 3000,
         window_secs: 60,

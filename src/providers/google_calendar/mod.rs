@@ -40,7 +40,7 @@ static DESCRIPTOR: Descriptor = Descriptor {
         "calendar_event_deleted",
     ],
     webhooks: true,
-    sync: true,
+    sync: false,
     rate_limit: RateLimitPolicy {
         requests: 600,
         window_secs: 60,

@@ -36,7 +36,7 @@ static DESCRIPTOR: Descriptor = Descriptor {
     ],
     kinds: &["file_created", "file_updated", "file_deleted"],
     webhooks: true,
-    sync: true,
+    sync: false,
     rate_limit: RateLimitPolicy {
         requests: 600,
         window_secs: 60,

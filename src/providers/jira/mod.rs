@@ -32,8 +32,8 @@ static DESCRIPTOR: Descriptor = Descriptor {
         "issue_deleted",
         "issue_commented",
     ],
-    webhooks: true,
-    sync: true,
+    webhooks: false,
+    sync: false,
     rate_limit: RateLimitPolicy {
         requests: 100,
         window_secs: 60,

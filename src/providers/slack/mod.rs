@@ -56,7 +56,7 @@ static DESCRIPTOR: Descriptor = Descriptor {
         "reaction_added",
     ],
     webhooks: true,
-    sync: true,
+    sync: false,
     rate_limit: RateLimitPolicy {
         requests: 50,
         window_secs: 60,

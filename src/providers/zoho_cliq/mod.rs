@@ -29,8 +29,8 @@ static DESCRIPTOR: Descriptor = Descriptor {
         "ZohoCliq.Users.READ",
     ],
     kinds: &["message_posted", "message_updated", "message_deleted"],
-    webhooks: true,
-    sync: true,
+    webhooks: false,
+    sync: false,
     rate_limit: RateLimitPolicy {
         requests: 60,
         window_secs: 60,

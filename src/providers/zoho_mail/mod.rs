@@ -25,8 +25,8 @@ static DESCRIPTOR: Descriptor = Descriptor {
     auth_type: AuthType::Oauth2,
     default_scopes: &["ZohoMail.accounts.READ", "ZohoMail.messages.READ"],
     kinds: &["email_received", "email_sent"],
-    webhooks: true,
-    sync: true,
+    webhooks: false,
+    sync: false,
     rate_limit: RateLimitPolicy {
         requests: 60,
         window_secs: 60,

@@ -258,9 +258,13 @@ async fn decide(
             .into_iter()
             .map(|d| d.into_signal(connection))
             .collect(),
-        Normalized::SyncRequested => {
+        Normalized::SyncRequested if entry.descriptor().sync => {
             request_sync(state, connection).await?;
             Vec::new()
+        }
+        // Nothing could find out what changed.
+        Normalized::SyncRequested => {
+            return Ok(done(EventStatus::Ignored, None, Vec::new(), None));
         }
         Normalized::Ignored => Vec::new(),
     };

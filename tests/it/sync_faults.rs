@@ -1,8 +1,8 @@
 //! Sync against a provider that misbehaves at the HTTP level: the sandbox in remote API mode
 //! (`POBLYSH_SANDBOX_API_BASE_URL`) with a wiremock server playing its API. Rate limits,
 //! outages, time-outs and malformed answers are backed off and recovered from, a failed page
-//! stores nothing and leaves the cursor where it was, and a change that also arrived by
-//! webhook is one signal. Tests run the worker themselves; a backed-off job is made due by
+//! stores nothing and leaves the cursor where it was, a change that also arrived by webhook
+//! is one signal, and a notification that names no change syncs its connection at once. Tests run the worker themselves; a backed-off job is made due by
 //! claiming it as of its retry time, never by sleeping.
 
 use std::collections::HashMap;
@@ -413,12 +413,17 @@ async fn deliver(app: &TestApp, t: TenantId, seq: u64) {
     object.remove("seq");
     object.remove("type");
     let body = serde_json::to_vec(&change).expect("json");
+    deliver_as(app, t, &format!("delivery-{seq}"), "event.created", body).await;
+}
+
+/// Posts a signed sandbox delivery of `event_type` and lets the inbox worker process it.
+async fn deliver_as(app: &TestApp, t: TenantId, delivery: &str, event_type: &str, body: Vec<u8>) {
     let timestamp = now().timestamp().to_string();
     let signature = hmac_sha256_hex(&Secret::new(SECRET), &[timestamp.as_bytes(), b".", &body]);
     let response = app
         .anonymous(Method::POST, &format!("/webhooks/sandbox/{t}"))
-        .header("X-Sandbox-Delivery", format!("delivery-{seq}"))
-        .header("X-Sandbox-Event", "event.created")
+        .header("X-Sandbox-Delivery", delivery)
+        .header("X-Sandbox-Event", event_type)
         .header("X-Sandbox-Timestamp", timestamp)
         .header("X-Sandbox-Signature", format!("v1={signature}"))
         .header("Content-Type", "application/json")
@@ -428,6 +433,50 @@ async fn deliver(app: &TestApp, t: TenantId, seq: u64) {
         .expect("sent");
     assert_eq!(response.status(), 202);
     inbox::drain(&app.state).await.expect("inbox");
+}
+
+/// The connection's `webhook` jobs, newest first.
+async fn webhook_jobs(app: &TestApp, t: TenantId, connection: &str) -> Vec<Value> {
+    let (status, body) = app
+        .get_json(
+            t,
+            &format!("/jobs?connection_id={connection}&job_type=webhook"),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["jobs"].as_array().expect("jobs").clone()
+}
+
+#[tokio::test]
+async fn a_notification_that_names_no_change_syncs_its_connection_at_once() {
+    let api = MockServer::start().await;
+    always(&api, 0, page(1..=3, false)).await;
+    let app = spawn(&api).await;
+    let (t, cid) = connected(&app).await;
+    let (other, other_cid) = connected(&app).await;
+
+    // Two notifications before the worker runs: one job, which the second joins.
+    deliver_as(&app, t, "note-1", "sync.requested", b"{}".to_vec()).await;
+    deliver_as(&app, t, "note-2", "sync.requested", b"{}".to_vec()).await;
+    let jobs = webhook_jobs(&app, t, &cid).await;
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert_eq!(jobs[0]["status"], "queued");
+    assert!(webhook_jobs(&app, other, &other_cid).await.is_empty());
+
+    let outcome = run_now(&app).await;
+    assert_eq!(outcome.result, JobResult::Succeeded);
+    assert_eq!(outcome.new_signals, 3);
+    assert_eq!(items(&app, t, &cid).await, item_ids(1..=3));
+    assert!(items(&app, other, &other_cid).await.is_empty());
+    assert!(
+        SyncWorker::new()
+            .run_once(&app.state)
+            .await
+            .expect("recorded")
+            .is_none(),
+        "nothing else was queued"
+    );
+    assert_eq!(webhook_jobs(&app, t, &cid).await[0]["status"], "succeeded");
 }
 
 #[tokio::test]

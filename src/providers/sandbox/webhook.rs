@@ -1,5 +1,6 @@
 //! The sandbox's webhooks, shaped like the common "timestamp + HMAC" schemes: headers
-//! `X-Sandbox-Delivery` (dedupe key), `X-Sandbox-Event` (`event.created` or `event.updated`),
+//! `X-Sandbox-Delivery` (dedupe key), `X-Sandbox-Event` (`event.created`, `event.updated`, or
+//! `sync.requested`: something changed, sync to find out what),
 //! `X-Sandbox-Timestamp` (Unix seconds) and `X-Sandbox-Signature: v1=<hex>`, the HMAC-SHA256
 //! of `"{timestamp}." + body` under `POBLYSH_SANDBOX_WEBHOOK_SECRET`, accepted within five
 //! minutes of its timestamp. The body:
@@ -14,6 +15,9 @@ use crate::ingest::signature::{check_replay_window, hmac_sha256_hex_matches};
 use crate::ingest::{Normalized, Verified, WebhookEvent, WebhookRejection};
 
 const REPLAY_WINDOW_SECS: i64 = 300;
+/// The event type of a notification that names no change (as Google's push channels send
+/// them): it requests a sync of the connection.
+const SYNC_REQUESTED: &str = "sync.requested";
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
@@ -52,6 +56,9 @@ pub(super) fn verify(
 }
 
 pub(super) fn normalize(event: &WebhookEvent) -> Result<Normalized, String> {
+    if event.event_type.as_deref() == Some(SYNC_REQUESTED) {
+        return Ok(Normalized::SyncRequested);
+    }
     let Some(event_type) = event.event_type.as_deref().filter(|t| kind(t).is_some()) else {
         return Ok(Normalized::Ignored);
     };

@@ -54,7 +54,7 @@ pub struct WebhookAccepted {
     responses(
         (status = 202, body = WebhookAccepted),
         (status = 200, description = "A provider handshake, answered as the provider requires"),
-        (status = 400, description = "Bad tenant id or a delivery missing required headers (`VALIDATION_FAILED`)", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Bad tenant id, or a verified delivery that lacks what the provider always sends, such as its delivery id (`VALIDATION_FAILED`, `details.delivery` says what)", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Signature missing, malformed, wrong, outside the replay window, or no webhook secret configured (`INVALID_SIGNATURE`)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown provider (`PROVIDER_NOT_FOUND`)", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over the limit (`PAYLOAD_TOO_LARGE`)", body = Problem, content_type = "application/problem+json"),
@@ -283,7 +283,7 @@ fn verify(
         Err(WebhookRejection::InvalidSignature(why)) => {
             Err(ApiError::new(ErrorCode::InvalidSignature, why))
         }
-        Err(WebhookRejection::Malformed(why)) => Err(ApiError::invalid_field("headers", why)),
+        Err(WebhookRejection::Malformed(why)) => Err(ApiError::invalid_field("delivery", why)),
     }
 }
 

@@ -34,6 +34,29 @@ impl ProviderSettings {
     }
 }
 
+#[cfg(test)]
+impl ProviderSettings {
+    /// Settings of `slug` with nothing configured and a one-request rate limit, for tests to
+    /// fill in what they need.
+    pub(crate) fn bare(slug: &'static str) -> Self {
+        Self {
+            slug,
+            client_id: None,
+            client_secret: None,
+            webhook_secret: None,
+            api_base_url: None,
+            auth_base_url: None,
+            scopes: None,
+            rate_limit: RateLimitPolicy {
+                requests: 1,
+                window_secs: 1,
+                burst: 1,
+                max_concurrency: 1,
+            },
+        }
+    }
+}
+
 pub(super) fn load(source: &Source) -> Result<Vec<ProviderSettings>, ConfigError> {
     providers::descriptors()
         .iter()

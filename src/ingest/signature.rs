@@ -1,12 +1,18 @@
 //! Signature checks shared by connectors: HMAC-SHA256 over the raw bytes, compared in
 //! constant time, and replay windows for providers that sign a timestamp.
 
+use axum::http::HeaderMap;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::WebhookRejection;
 use crate::crypto::Secret;
+
+/// A request header's value as text; `None` when absent or not visible ASCII.
+pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
 
 /// Whether `presented_hex` is the HMAC-SHA256 of `parts` (concatenated) under `secret`.
 /// Malformed hex, wrong length and wrong value are all just "no", decided in constant time.

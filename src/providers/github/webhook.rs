@@ -15,12 +15,8 @@ use serde_json::Value;
 use super::normalize::{parse_body, parse_payload};
 use crate::config::ProviderSettings;
 use crate::domain::{Connection, ConnectionId};
-use crate::ingest::signature::hmac_sha256_hex_matches;
+use crate::ingest::signature::{header, hmac_sha256_hex_matches};
 use crate::ingest::{Verified, WebhookEvent, WebhookRejection};
-
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
-}
 
 pub(super) fn verify(
     settings: &ProviderSettings,
@@ -130,23 +126,11 @@ mod tests {
     use crate::crypto::Secret;
     use crate::domain::{now, ConnectionStatus, TenantId};
     use crate::ingest::signature::hmac_sha256_hex;
-    use crate::providers::RateLimitPolicy;
 
     fn settings(secret: Option<&str>) -> ProviderSettings {
         ProviderSettings {
-            slug: "github",
-            client_id: None,
-            client_secret: None,
             webhook_secret: secret.map(Secret::new),
-            api_base_url: None,
-            auth_base_url: None,
-            scopes: None,
-            rate_limit: RateLimitPolicy {
-                requests: 1,
-                window_secs: 1,
-                burst: 1,
-                max_concurrency: 1,
-            },
+            ..ProviderSettings::bare("github")
         }
     }
 

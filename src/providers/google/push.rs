@@ -19,7 +19,7 @@
 use axum::http::HeaderMap;
 
 use crate::config::ProviderSettings;
-use crate::ingest::signature::token_matches;
+use crate::ingest::signature::{header, token_matches};
 use crate::ingest::{Normalized, Verified, WebhookEvent, WebhookRejection};
 
 /// The header carrying the channel token: a secret, never stored.
@@ -28,11 +28,9 @@ pub(in crate::providers) const SECRET_HEADERS: &[&str] = &["x-goog-channel-token
 /// The resource state of a channel's first message.
 const SYNC_STATE: &str = "sync";
 
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty())
+/// A header's value, unless absent or empty.
+fn present<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    header(headers, name).filter(|v| !v.is_empty())
 }
 
 /// Checks the channel token, answers the `sync` handshake, and names any other message by its
@@ -45,7 +43,7 @@ pub(in crate::providers) fn verify(
         .webhook_secret
         .as_ref()
         .ok_or(WebhookRejection::NotConfigured)?;
-    let token = header(headers, "x-goog-channel-token").ok_or_else(|| {
+    let token = present(headers, "x-goog-channel-token").ok_or_else(|| {
         WebhookRejection::InvalidSignature("the X-Goog-Channel-Token header is missing".into())
     })?;
     if !token_matches(secret, token) {
@@ -54,7 +52,7 @@ pub(in crate::providers) fn verify(
         ));
     }
     let required = |name: &str| {
-        header(headers, name)
+        present(headers, name)
             .ok_or_else(|| WebhookRejection::Malformed(format!("the {name} header is missing")))
     };
     let channel = required("x-goog-channel-id")?;
@@ -88,23 +86,11 @@ mod tests {
 
     use super::*;
     use crate::crypto::Secret;
-    use crate::providers::RateLimitPolicy;
 
     fn settings(secret: Option<&str>) -> ProviderSettings {
         ProviderSettings {
-            slug: "google_calendar",
-            client_id: None,
-            client_secret: None,
             webhook_secret: secret.map(Secret::new),
-            api_base_url: None,
-            auth_base_url: None,
-            scopes: None,
-            rate_limit: RateLimitPolicy {
-                requests: 1,
-                window_secs: 1,
-                burst: 1,
-                max_concurrency: 1,
-            },
+            ..ProviderSettings::bare("google_calendar")
         }
     }
 

@@ -11,17 +11,13 @@ use axum::http::HeaderMap;
 
 use super::event::{kind, Change};
 use crate::config::ProviderSettings;
-use crate::ingest::signature::{check_replay_window, hmac_sha256_hex_matches};
+use crate::ingest::signature::{check_replay_window, header, hmac_sha256_hex_matches};
 use crate::ingest::{Normalized, Verified, WebhookEvent, WebhookRejection};
 
 const REPLAY_WINDOW_SECS: i64 = 300;
 /// The event type of a notification that names no change (as Google's push channels send
 /// them): it requests a sync of the connection.
 const SYNC_REQUESTED: &str = "sync.requested";
-
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
-}
 
 pub(super) fn verify(
     settings: &ProviderSettings,

@@ -21,16 +21,12 @@ use serde_json::{json, Value};
 use super::wire::Envelope;
 use crate::config::ProviderSettings;
 use crate::domain::{Connection, ConnectionId};
-use crate::ingest::signature::{check_replay_window, hmac_sha256_hex_matches};
+use crate::ingest::signature::{check_replay_window, header, hmac_sha256_hex_matches};
 use crate::ingest::{Verified, WebhookEvent, WebhookRejection};
 
 /// Slack's replay window: requests signed more than five minutes away from now are refused
 /// (<https://api.slack.com/authentication/verifying-requests-from-slack>).
 const REPLAY_WINDOW_SECS: i64 = 300;
-
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
-}
 
 pub(super) fn verify(
     settings: &ProviderSettings,
@@ -189,25 +185,13 @@ mod tests {
     use crate::crypto::Secret;
     use crate::domain::{now, ConnectionStatus, TenantId};
     use crate::ingest::signature::hmac_sha256_hex;
-    use crate::providers::RateLimitPolicy;
 
     const SECRET: &str = "slack-signing-secret";
 
     fn settings(secret: Option<&str>) -> ProviderSettings {
         ProviderSettings {
-            slug: "slack",
-            client_id: None,
-            client_secret: None,
             webhook_secret: secret.map(Secret::new),
-            api_base_url: None,
-            auth_base_url: None,
-            scopes: None,
-            rate_limit: RateLimitPolicy {
-                requests: 1,
-                window_secs: 1,
-                burst: 1,
-                max_concurrency: 1,
-            },
+            ..ProviderSettings::bare("slack")
         }
     }
 

@@ -168,23 +168,12 @@ pub(super) async fn revoke(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::providers::RateLimitPolicy;
 
     fn settings(auth: Option<&str>, api: Option<&str>) -> ProviderSettings {
         ProviderSettings {
-            slug: "zoho_mail",
-            client_id: None,
-            client_secret: None,
-            webhook_secret: None,
             api_base_url: api.map(|u| Url::parse(u).expect("url")),
             auth_base_url: auth.map(|u| Url::parse(u).expect("url")),
-            scopes: None,
-            rate_limit: RateLimitPolicy {
-                requests: 1,
-                window_secs: 1,
-                burst: 1,
-                max_concurrency: 1,
-            },
+            ..ProviderSettings::bare("zoho_mail")
         }
     }
 

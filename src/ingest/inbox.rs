@@ -278,7 +278,8 @@ async fn decide(
 
 /// Enqueues a `webhook` sync of `connection` (or finds the one already queued or running) and
 /// wakes this process's sync workers. Enqueuing again when the event is retried finds the same
-/// job, so a notification never queues two.
+/// job, so a notification never queues two. A sync already running may have read its last page
+/// before the change: the next scheduled sync finds it then.
 async fn request_sync(state: &AppState, connection: &Connection) -> Result<(), StoreError> {
     let job = super::sync::new_job(connection, JobType::Webhook, now());
     let enqueued = state.store.enqueue_sync(&job).await?;

@@ -39,6 +39,28 @@ pub struct Connection {
     pub updated_at: Timestamp,
 }
 
+#[cfg(test)]
+impl Connection {
+    /// An active connection of the nil tenant to `provider` for `account`, for unit tests.
+    pub(crate) fn active_for_tests(provider: &str, account: &str) -> Self {
+        let at = super::now();
+        Self {
+            id: ConnectionId::generate(),
+            tenant_id: TenantId(uuid::Uuid::nil()),
+            provider: provider.into(),
+            external_account_id: account.into(),
+            external_account_name: None,
+            status: super::ConnectionStatus::Active,
+            scopes: vec![],
+            token_expires_at: None,
+            last_synced_at: None,
+            last_error: None,
+            created_at: at,
+            updated_at: at,
+        }
+    }
+}
+
 /// What is needed to create a connection.
 #[derive(Clone, Debug)]
 pub struct NewConnection {

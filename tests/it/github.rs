@@ -25,7 +25,7 @@ use url::Url;
 use wiremock::matchers::{header, method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::helpers::{assert_problem, json, tenant, TestApp};
+use crate::helpers::{accepted, assert_problem, json, post_delivery, tenant, TestApp};
 
 const SECRET: &str = "github-webhook-secret-value";
 
@@ -104,17 +104,7 @@ async fn deliver_to(
         ("Content-Type", "application/json".to_string()),
     ];
     tweak(&mut headers);
-    let mut request = app.anonymous(Method::POST, path).body(body.to_vec());
-    for (name, value) in headers {
-        request = request.header(name, value);
-    }
-    request.send().await.expect("sent")
-}
-
-async fn accepted(response: reqwest::Response) -> Value {
-    let (status, body) = json(response).await;
-    assert_eq!(status, 202, "{body}");
-    body
+    post_delivery(app, path, headers, body).await
 }
 
 fn event_id(accepted: &Value) -> uuid::Uuid {

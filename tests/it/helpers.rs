@@ -317,3 +317,25 @@ pub async fn assert_problem(response: Response, status: u16, code: &str) -> Valu
     );
     body
 }
+
+/// Posts `body` to `path` with no credentials but `headers`, as a provider delivers a webhook.
+pub async fn post_delivery(
+    app: &TestApp,
+    path: &str,
+    headers: Vec<(&'static str, String)>,
+    body: &[u8],
+) -> Response {
+    let mut request = app.anonymous(Method::POST, path).body(body.to_vec());
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    request.send().await.expect("sent")
+}
+
+/// The body of a `202` webhook answer (asserting it).
+pub async fn accepted(response: Response) -> Value {
+    let (status, body) = json(response).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["status"], "accepted");
+    body
+}

@@ -11,7 +11,7 @@ use connectors::ingest::signature::hmac_sha256_hex;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_problem, json, tenant, TestApp};
+use crate::helpers::{accepted, assert_problem, json, post_delivery, tenant, TestApp};
 
 const SECRET: &str = "slack-signing-secret-value";
 /// The workspace of every published example.
@@ -75,18 +75,7 @@ async fn deliver(
         ),
     ];
     tweak(&mut headers);
-    let mut request = app.anonymous(Method::POST, path).body(body.to_vec());
-    for (name, value) in headers {
-        request = request.header(name, value);
-    }
-    request.send().await.expect("sent")
-}
-
-async fn accepted(response: reqwest::Response) -> Value {
-    let (status, body) = json(response).await;
-    assert_eq!(status, 202, "{body}");
-    assert_eq!(body["status"], "accepted");
-    body
+    post_delivery(app, path, headers, body).await
 }
 
 async fn signals(app: &TestApp, t: TenantId) -> Vec<Value> {

@@ -9,7 +9,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::connect::connect_sandbox;
-use crate::helpers::{assert_problem, json, tenant, TestApp};
+use crate::helpers::{accepted, assert_problem, post_delivery, tenant, TestApp};
 
 const SECRET: &str = "sandbox-webhook-secret-value";
 
@@ -69,11 +69,7 @@ async fn deliver_to(
         ("Content-Type", "application/json".to_string()),
     ];
     tweak(&mut headers);
-    let mut request = app.anonymous(Method::POST, path).body(body.to_vec());
-    for (name, value) in headers {
-        request = request.header(name, value);
-    }
-    request.send().await.expect("sent")
+    post_delivery(app, path, headers, body).await
 }
 
 /// The inbox event an accepted delivery's `event_id` names.
@@ -87,13 +83,6 @@ async fn stored_event(app: &TestApp, t: TenantId, accepted: &Value) -> StoredWeb
         .await
         .expect("read")
         .expect("the accepted event is stored")
-}
-
-async fn accepted(response: reqwest::Response) -> Value {
-    let (status, body) = json(response).await;
-    assert_eq!(status, 202, "{body}");
-    assert_eq!(body["status"], "accepted");
-    body
 }
 
 #[tokio::test]

@@ -124,7 +124,7 @@ fn account_ids(body: &Value) -> Vec<(Source, String)> {
 mod tests {
     use super::*;
     use crate::crypto::Secret;
-    use crate::domain::{now, ConnectionStatus, TenantId};
+    use crate::domain::{now, TenantId};
     use crate::ingest::signature::hmac_sha256_hex;
 
     fn settings(secret: Option<&str>) -> ProviderSettings {
@@ -237,20 +237,7 @@ mod tests {
     }
 
     fn connection(account: &str) -> Connection {
-        Connection {
-            id: ConnectionId::generate(),
-            tenant_id: TenantId(uuid::Uuid::nil()),
-            provider: "github".into(),
-            external_account_id: account.into(),
-            external_account_name: None,
-            status: ConnectionStatus::Active,
-            scopes: vec![],
-            token_expires_at: None,
-            last_synced_at: None,
-            last_error: None,
-            created_at: now(),
-            updated_at: now(),
-        }
+        Connection::active_for_tests("github", account)
     }
 
     fn event(body: Value) -> WebhookEvent {

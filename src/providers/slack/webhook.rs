@@ -183,7 +183,7 @@ pub(super) fn route(event: &WebhookEvent, connections: &[Connection]) -> Option<
 mod tests {
     use super::*;
     use crate::crypto::Secret;
-    use crate::domain::{now, ConnectionStatus, TenantId};
+    use crate::domain::{now, TenantId};
     use crate::ingest::signature::hmac_sha256_hex;
 
     const SECRET: &str = "slack-signing-secret";
@@ -420,20 +420,7 @@ mod tests {
     }
 
     fn connection(account: &str) -> Connection {
-        Connection {
-            id: ConnectionId::generate(),
-            tenant_id: TenantId(uuid::Uuid::nil()),
-            provider: "slack".into(),
-            external_account_id: account.into(),
-            external_account_name: None,
-            status: ConnectionStatus::Active,
-            scopes: vec![],
-            token_expires_at: None,
-            last_synced_at: None,
-            last_error: None,
-            created_at: now(),
-            updated_at: now(),
-        }
+        Connection::active_for_tests("slack", account)
     }
 
     fn event(body: &[u8]) -> WebhookEvent {

@@ -266,6 +266,7 @@ async fn decide(
         Normalized::SyncRequested => {
             return Ok(done(EventStatus::Ignored, None, Vec::new(), None));
         }
+        // Returned above, before routing.
         Normalized::Ignored => Vec::new(),
     };
     Ok(done(

@@ -14,6 +14,18 @@ pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// A header map of `pairs`, for tests that play a provider's delivery.
+#[cfg(test)]
+pub(crate) fn header_map(pairs: &[(&'static str, &str)]) -> HeaderMap {
+    pairs
+        .iter()
+        .map(|(name, value)| {
+            let value = value.parse().expect("header value");
+            (axum::http::HeaderName::from_static(name), value)
+        })
+        .collect()
+}
+
 /// Whether `presented_hex` is the HMAC-SHA256 of `parts` (concatenated) under `secret`.
 /// Malformed hex, wrong length and wrong value are all just "no", decided in constant time.
 pub fn hmac_sha256_hex_matches(secret: &Secret, parts: &[&[u8]], presented_hex: &str) -> bool {

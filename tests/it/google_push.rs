@@ -9,7 +9,7 @@ use connectors::ingest::inbox;
 use reqwest::Method;
 use serde_json::Value;
 
-use crate::helpers::{assert_problem, json, tenant, TestApp};
+use crate::helpers::{assert_problem, json, stored_event, tenant, webhook_jobs, TestApp};
 
 const TOKEN: &str = "google-channel-token-for-tests";
 const CHANNEL: &str = "01234567-89ab-cdef-0123-456789abcdef";
@@ -50,17 +50,6 @@ async fn notify(
     request.send().await.expect("sent")
 }
 
-async fn webhook_jobs(app: &TestApp, t: TenantId, connection: &str) -> Vec<Value> {
-    let (status, body) = app
-        .get_json(
-            t,
-            &format!("/jobs?connection_id={connection}&job_type=webhook"),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    body["jobs"].as_array().cloned().expect("jobs")
-}
-
 #[tokio::test]
 async fn the_sync_handshake_is_answered_and_stores_nothing() {
     let app = spawn().await;
@@ -86,13 +75,7 @@ async fn a_change_notification_is_kept_without_its_token_and_its_retry_recognize
         assert_eq!(first["duplicate"], false);
 
         // The message is kept, but never its token.
-        let id = first["event_id"].as_str().and_then(|id| id.parse().ok());
-        let stored = app
-            .store()
-            .get_webhook_event(t, id.expect("event id"))
-            .await
-            .expect("read")
-            .expect("stored");
+        let stored = stored_event(&app, t, &first).await;
         assert_eq!(stored.event_type.as_deref(), Some(state));
         assert_eq!(
             stored
@@ -113,12 +96,7 @@ async fn a_change_notification_is_kept_without_its_token_and_its_retry_recognize
         assert_eq!(again["event_id"], first["event_id"]);
 
         assert_eq!(inbox::drain(&app.state).await.expect("drain"), 1);
-        let stored = app
-            .store()
-            .get_webhook_event(t, id.expect("event id"))
-            .await
-            .expect("read")
-            .expect("stored");
+        let stored = stored_event(&app, t, &first).await;
         assert_eq!(
             stored.status,
             EventStatus::Ignored,
@@ -137,13 +115,7 @@ async fn a_notification_for_a_tenant_without_the_connection_is_unmatched_and_syn
         json(notify(&app, "google_drive", other, "change", 5, Some(TOKEN)).await).await;
     assert_eq!(status, 202, "{body}");
     inbox::drain(&app.state).await.expect("drain");
-    let id = body["event_id"].as_str().and_then(|id| id.parse().ok());
-    let stored = app
-        .store()
-        .get_webhook_event(other, id.expect("event id"))
-        .await
-        .expect("read")
-        .expect("stored");
+    let stored = stored_event(&app, other, &body).await;
     assert_eq!(stored.status, EventStatus::Unmatched);
     assert!(webhook_jobs(&app, owner, &connection.id.to_string())
         .await

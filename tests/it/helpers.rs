@@ -12,7 +12,7 @@ use connectors::domain::{
     now, ConnectionId, ConnectionStatus, JobId, JobStatus, JobType, NewConnection, NewJob,
     NewSignal, SignalId, TenantId, Timestamp,
 };
-use connectors::domain::{Connection, Job};
+use connectors::domain::{Connection, Job, StoredWebhookEvent};
 use connectors::http::AppState;
 use connectors::store::Store;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
@@ -338,4 +338,29 @@ pub async fn accepted(response: Response) -> Value {
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["status"], "accepted");
     body
+}
+
+/// The inbox event an accepted delivery's `event_id` names, as stored for tenant `t`.
+pub async fn stored_event(app: &TestApp, t: TenantId, accepted: &Value) -> StoredWebhookEvent {
+    let id = accepted["event_id"]
+        .as_str()
+        .and_then(|id| id.parse().ok())
+        .expect("event_id is a UUID");
+    app.store()
+        .get_webhook_event(t, id)
+        .await
+        .expect("read")
+        .expect("the accepted event is stored")
+}
+
+/// The connection's `webhook` jobs (syncs a provider notification started), newest first.
+pub async fn webhook_jobs(app: &TestApp, t: TenantId, connection: &str) -> Vec<Value> {
+    let (status, body) = app
+        .get_json(
+            t,
+            &format!("/jobs?connection_id={connection}&job_type=webhook"),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["jobs"].as_array().expect("jobs").clone()
 }

@@ -11,7 +11,9 @@ use connectors::ingest::signature::hmac_sha256_hex;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::helpers::{accepted, assert_problem, json, post_delivery, tenant, TestApp};
+use crate::helpers::{
+    accepted, assert_problem, json, post_delivery, stored_event, tenant, TestApp,
+};
 
 const SECRET: &str = "slack-signing-secret-value";
 /// The workspace of every published example.
@@ -205,19 +207,7 @@ async fn a_message_reaches_every_tenant_that_connected_its_workspace_and_no_one_
     let body = example_as("message", "Ev-message-1");
     let first = accepted(deliver(&app, "/webhooks/slack", &body, |_| {}).await).await;
     assert_eq!(first["duplicate"], false);
-    let stored = app
-        .store()
-        .get_webhook_event(
-            a,
-            first["event_id"]
-                .as_str()
-                .expect("id")
-                .parse()
-                .expect("uuid"),
-        )
-        .await
-        .expect("read")
-        .expect("stored for the first tenant");
+    let stored = stored_event(&app, a, &first).await;
     assert_eq!(stored.dedupe_key, "Ev-message-1");
     assert_eq!(stored.event_type.as_deref(), Some("message"));
     assert_eq!(stored.connection_id, Some(connection.id));
@@ -307,17 +297,7 @@ async fn an_event_of_a_workspace_no_tenant_connected_is_kept_unmatched() {
     inbox::drain(&app.state).await.expect("drain");
     let nil = TenantId(uuid::Uuid::nil());
     for (owner, accepted) in [(nil, &kept), (t, &on_tenant_url)] {
-        let id = accepted["event_id"]
-            .as_str()
-            .expect("id")
-            .parse()
-            .expect("uuid");
-        let event = app
-            .store()
-            .get_webhook_event(owner, id)
-            .await
-            .expect("read")
-            .expect("stored");
+        let event = stored_event(&app, owner, accepted).await;
         assert_eq!(event.status, EventStatus::Unmatched);
     }
     assert!(signals(&app, t).await.is_empty());

@@ -19,7 +19,7 @@ use wiremock::matchers::{header_regex, method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::connect::connect_sandbox;
-use crate::helpers::{json, tenant, TestApp};
+use crate::helpers::{json, tenant, webhook_jobs, TestApp};
 
 const SECRET: &str = "sync-faults-sandbox-webhook-secret";
 
@@ -433,18 +433,6 @@ async fn deliver_as(app: &TestApp, t: TenantId, delivery: &str, event_type: &str
         .expect("sent");
     assert_eq!(response.status(), 202);
     inbox::drain(&app.state).await.expect("inbox");
-}
-
-/// The connection's `webhook` jobs, newest first.
-async fn webhook_jobs(app: &TestApp, t: TenantId, connection: &str) -> Vec<Value> {
-    let (status, body) = app
-        .get_json(
-            t,
-            &format!("/jobs?connection_id={connection}&job_type=webhook"),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    body["jobs"].as_array().expect("jobs").clone()
 }
 
 #[tokio::test]

@@ -2,14 +2,14 @@
 //! the inbox worker into signals of the right tenant's connection, and never lost.
 
 use connectors::crypto::Secret;
-use connectors::domain::{EventStatus, StoredWebhookEvent, TenantId};
+use connectors::domain::{EventStatus, TenantId};
 use connectors::ingest::inbox;
 use connectors::ingest::signature::hmac_sha256_hex;
 use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::connect::connect_sandbox;
-use crate::helpers::{accepted, assert_problem, post_delivery, tenant, TestApp};
+use crate::helpers::{accepted, assert_problem, post_delivery, stored_event, tenant, TestApp};
 
 const SECRET: &str = "sandbox-webhook-secret-value";
 
@@ -70,19 +70,6 @@ async fn deliver_to(
     ];
     tweak(&mut headers);
     post_delivery(app, path, headers, body).await
-}
-
-/// The inbox event an accepted delivery's `event_id` names.
-async fn stored_event(app: &TestApp, t: TenantId, accepted: &Value) -> StoredWebhookEvent {
-    let id = accepted["event_id"]
-        .as_str()
-        .and_then(|id| id.parse().ok())
-        .expect("event_id is a UUID");
-    app.store()
-        .get_webhook_event(t, id)
-        .await
-        .expect("read")
-        .expect("the accepted event is stored")
 }
 
 #[tokio::test]

@@ -196,11 +196,7 @@ mod tests {
     }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.insert(*name, value.parse().expect("header value"));
-        }
-        map
+        crate::ingest::signature::header_map(pairs)
     }
 
     /// Headers Slack would send for `body` at `timestamp`, signed with `secret`.

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
 use connectors::domain::{now, TenantId};
-use connectors::store::{JobFinish, Lease, StoreOptions};
+use connectors::store::{Finished, JobFinish, Lease, StoreOptions};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use reqwest::Url;
 use serde_json::Value;
@@ -84,7 +84,7 @@ pub async fn prepare(database_url: &str, queued: &[Queued]) -> Result<()> {
                 now(),
             )
             .await?;
-        if !released {
+        if released != Finished::Done {
             bail!("could not put job {} back in the queue", job.id);
         }
     }

@@ -14,7 +14,7 @@ use crate::http::cursor::CursorScope;
 use crate::http::query::{self, QueryParams};
 use crate::http::{ApiError, AppState, ErrorCode, IdPath, Problem, Tenant, TenantHeader};
 use crate::providers::Registry;
-use crate::store::{ConnectionFilter, PageKey};
+use crate::store::{ConnectionFilter, IfRunning, PageKey};
 
 /// The account at the provider a connection is for.
 #[derive(Serialize, ToSchema)]
@@ -224,7 +224,8 @@ pub async fn delete_connection(
 
 /// Enqueues an incremental sync of the connection now. A connection syncs at most once at a
 /// time: when a job is already queued or running (or waiting to retry), that job is answered
-/// instead of a new one. Follow it with `GET /jobs/{id}`.
+/// instead of a new one. A running job may have read its last page before this request, so
+/// another sync is queued as soon as it succeeds. Follow the job with `GET /jobs/{id}`.
 ///
 /// Only an `active` connection syncs: any other status answers `409 CONNECTION_NOT_ACTIVE`
 /// and enqueues nothing.
@@ -254,7 +255,7 @@ pub async fn sync_connection(
         return Err(not_active(&connection));
     }
     let job = crate::ingest::sync::new_job(&connection, JobType::Incremental, crate::domain::now());
-    let enqueued = state.store.enqueue_sync(&job).await?;
+    let enqueued = state.store.enqueue_sync(&job, IfRunning::FollowUp).await?;
     // This process's workers, if it runs any, start now rather than at their next poll.
     state.sync.notify();
     Ok((axum::http::StatusCode::ACCEPTED, Json(enqueued.job.into())))

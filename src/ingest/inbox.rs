@@ -12,7 +12,7 @@ use super::stranded::Stranded;
 use super::{Normalized, WebhookEvent};
 use crate::domain::{now, Connection, EventStatus, JobType, StoredWebhookEvent, TenantId};
 use crate::http::AppState;
-use crate::store::{Backend, EventCompletion, StoreError};
+use crate::store::{Backend, EventCompletion, IfRunning, StoreError};
 
 /// Attempts before a failing event is marked `failed`.
 pub const MAX_ATTEMPTS: i32 = 5;
@@ -280,10 +280,10 @@ async fn decide(
 /// Enqueues a `webhook` sync of `connection` (or finds the one already queued or running) and
 /// wakes this process's sync workers. Enqueuing again when the event is retried finds the same
 /// job, so a notification never queues two. A sync already running may have read its last page
-/// before the change: the next scheduled sync finds it then.
+/// before the change: another is queued as soon as it succeeds.
 async fn request_sync(state: &AppState, connection: &Connection) -> Result<(), StoreError> {
     let job = super::sync::new_job(connection, JobType::Webhook, now());
-    let enqueued = state.store.enqueue_sync(&job).await?;
+    let enqueued = state.store.enqueue_sync(&job, IfRunning::FollowUp).await?;
     tracing::debug!(connection_id = %connection.id, job_id = %enqueued.job.id, "a provider notification requested a sync");
     state.sync.notify();
     Ok(())

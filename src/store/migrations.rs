@@ -8,17 +8,31 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 /// `(version, description, sql)` of one migration.
 type Embedded = (i64, &'static str, &'static str);
 
-const SQLITE: &[Embedded] = &[(
-    1,
-    "initial schema",
-    include_str!("../../migrations/sqlite/0001_initial_schema.sql"),
-)];
+const SQLITE: &[Embedded] = &[
+    (
+        1,
+        "initial schema",
+        include_str!("../../migrations/sqlite/0001_initial_schema.sql"),
+    ),
+    (
+        2,
+        "sync follow-up",
+        include_str!("../../migrations/sqlite/0002_sync_follow_up.sql"),
+    ),
+];
 
-const POSTGRES: &[Embedded] = &[(
-    1,
-    "initial schema",
-    include_str!("../../migrations/postgres/0001_initial_schema.sql"),
-)];
+const POSTGRES: &[Embedded] = &[
+    (
+        1,
+        "initial schema",
+        include_str!("../../migrations/postgres/0001_initial_schema.sql"),
+    ),
+    (
+        2,
+        "sync follow-up",
+        include_str!("../../migrations/postgres/0002_sync_follow_up.sql"),
+    ),
+];
 
 fn migrator(embedded: &[Embedded]) -> Migrator {
     let migrations = embedded

@@ -20,6 +20,28 @@ pub struct Enqueued {
     pub created: bool,
 }
 
+/// What an enqueue does when the connection's job is already running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IfRunning {
+    /// The running job answers for the request (the scheduler's due syncs).
+    Join,
+    /// The running job answers for the request, and a job like the requested one is queued
+    /// when it succeeds: it may have read its last page before the change that prompted the
+    /// request (a provider notification, a caller's sync request).
+    FollowUp,
+}
+
+/// What finishing a leased job did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Finished {
+    /// The lease was no longer ours: nothing was written.
+    NotOurs,
+    /// The job ended, or went back to the queue.
+    Done,
+    /// The job succeeded and the follow-up requested while it ran was queued.
+    FollowedBy(JobId),
+}
+
 /// A claimed job's lease: who holds it. Every lease-bound write names it.
 #[derive(Clone, Copy, Debug)]
 pub struct Lease<'a> {
@@ -48,8 +70,13 @@ pub enum JobFinish<'a> {
 #[async_trait]
 pub trait SyncQueue: Send + Sync {
     /// Enqueues `new` unless the connection has a queued or running job, which is returned
-    /// instead (`created: false`).
-    async fn enqueue_sync(&self, new: &NewJob) -> Result<Enqueued, StoreError>;
+    /// instead (`created: false`); a running one is marked for a follow-up of `new`'s type
+    /// when `if_running` asks for it.
+    async fn enqueue_sync(
+        &self,
+        new: &NewJob,
+        if_running: IfRunning,
+    ) -> Result<Enqueued, StoreError>;
 
     /// Claims the next due job for `owner` until `lease_until`: a queued job scheduled at or
     /// before `now`, or a running job whose lease expired before `now` (its worker died).
@@ -85,13 +112,15 @@ pub trait SyncQueue: Send + Sync {
         now: Timestamp,
     ) -> Result<Option<u64>, StoreError>;
 
-    /// Ends or requeues a leased job; `false` when the lease was no longer ours.
+    /// Ends or requeues a leased job. A job that succeeds with a follow-up requested queues
+    /// that follow-up in the same transaction; a job that goes back to the queue drops its
+    /// request, since its next attempt starts after it.
     async fn finish_sync_job(
         &self,
         lease: Lease<'_>,
         finish: JobFinish<'_>,
         now: Timestamp,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<Finished, StoreError>;
 
     /// Active connections of these providers whose next sync is due (`next_sync_at` unset or
     /// at or before `now`), longest waiting first.

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use connectors::domain::{now, ConnectionId, EventStatus, JobStatus, JobType, TenantId, Timestamp};
-use connectors::store::Store;
+use connectors::store::{IfRunning, Store};
 use reqwest::{Client, StatusCode};
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
@@ -184,7 +184,10 @@ async fn when_the_database_goes_away_and_comes_back_the_service_refuses_then_res
         .expect("the connection");
     let mut due = connectors::ingest::sync::new_job(&row, JobType::Incremental, now());
     due.scheduled_at = now() + chrono::Duration::seconds(1);
-    let enqueued = store.enqueue_sync(&due).await.expect("enqueue");
+    let enqueued = store
+        .enqueue_sync(&due, IfRunning::Join)
+        .await
+        .expect("enqueue");
     assert!(enqueued.created, "no other job of the connection is active");
     for i in 0..AT_THE_CUT {
         accepted.push(accept(&http, &service, t, &format!("outage-at-cut-{i}")).await);

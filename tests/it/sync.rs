@@ -11,7 +11,7 @@ use std::time::Duration;
 use chrono::DateTime;
 use connectors::domain::{now, ConnectionId, ConnectionStatus, JobId, TenantId};
 use connectors::ingest::sync::{JobResult, Scheduler, SyncWorker};
-use connectors::store::{JobFinish, Lease};
+use connectors::store::{Finished, JobFinish, Lease};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -95,7 +95,7 @@ async fn set_cursor(app: &TestApp, t: TenantId, connection: &str, cursor: Value)
         )
         .await
         .expect("finish");
-    assert!(requeued);
+    assert_eq!(requeued, Finished::Done);
     queued
 }
 

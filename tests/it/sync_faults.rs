@@ -2,8 +2,9 @@
 //! (`POBLYSH_SANDBOX_API_BASE_URL`) with a wiremock server playing its API. Rate limits,
 //! outages, time-outs and malformed answers are backed off and recovered from, a failed page
 //! stores nothing and leaves the cursor where it was, a change that also arrived by webhook
-//! is one signal, and a notification that names no change syncs its connection at once. Tests run the worker themselves; a backed-off job is made due by
-//! claiming it as of its retry time, never by sleeping.
+//! is one signal, and a notification that names no change syncs its connection at once, or
+//! again after the sync that is running when it arrives. Tests run the worker themselves; a
+//! backed-off job is made due by claiming it as of its retry time, never by sleeping.
 
 use std::collections::HashMap;
 
@@ -465,6 +466,94 @@ async fn a_notification_that_names_no_change_syncs_its_connection_at_once() {
         "nothing else was queued"
     );
     assert_eq!(webhook_jobs(&app, t, &cid).await[0]["status"], "succeeded");
+}
+
+#[tokio::test]
+async fn a_sync_requested_while_one_runs_is_queued_again_when_it_succeeds() {
+    let api = MockServer::start().await;
+    // The running job's read, which the change it is told about came too late for.
+    once(&api, 0, page(1..=3, false)).await;
+    always(&api, 3, page(4..=4, false)).await;
+    let app = spawn(&api).await;
+    let (t, cid) = connected(&app).await;
+    let (other, other_cid) = connected(&app).await;
+
+    deliver_as(&app, t, "note-1", "sync.requested", b"{}".to_vec()).await;
+    let worker = SyncWorker::new();
+    let running = worker
+        .claim(&app.state)
+        .await
+        .expect("claim")
+        .expect("the queued job");
+    // While it runs: a notification, and a caller asking for a sync, both answered by it.
+    deliver_as(&app, t, "note-2", "sync.requested", b"{}".to_vec()).await;
+    let asked = sync_now(&app, t, &cid).await;
+    assert_eq!(asked, running.id.to_string());
+    assert_eq!(job(&app, t, &asked).await["status"], "running");
+    assert_eq!(webhook_jobs(&app, t, &cid).await.len(), 1);
+
+    let connector = app.state.registry.get("sandbox").map(|e| e.connector);
+    let outcome = worker
+        .run_job(&app.state, connector, running)
+        .await
+        .expect("recorded");
+    assert_eq!(outcome.result, JobResult::Succeeded);
+    assert_eq!(items(&app, t, &cid).await, item_ids(1..=3));
+    let jobs = webhook_jobs(&app, t, &cid).await;
+    assert_eq!(jobs.len(), 2, "one follow-up for both requests: {jobs:?}");
+    assert_eq!(jobs[0]["status"], "queued");
+    assert_eq!(jobs[0]["attempts"], 0);
+    assert_eq!(jobs[1]["id"], asked.as_str());
+    assert_eq!(jobs[1]["status"], "succeeded");
+
+    let outcome = run_now(&app).await;
+    assert_eq!(
+        outcome.job_id.to_string(),
+        jobs[0]["id"].as_str().expect("id")
+    );
+    assert_eq!(outcome.result, JobResult::Succeeded);
+    assert_eq!(items(&app, t, &cid).await, item_ids(1..=4));
+    assert_eq!(afters(&api).await, vec![0, 3]);
+    assert!(
+        worker.run_once(&app.state).await.expect("run").is_none(),
+        "the follow-up asked for no other"
+    );
+    assert!(webhook_jobs(&app, other, &other_cid).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_sync_requested_while_one_runs_is_answered_by_its_retry() {
+    let api = MockServer::start().await;
+    once(&api, 0, ResponseTemplate::new(500)).await;
+    always(&api, 0, page(1..=3, false)).await;
+    let app = spawn(&api).await;
+    let (t, cid) = connected(&app).await;
+
+    deliver_as(&app, t, "note-1", "sync.requested", b"{}".to_vec()).await;
+    let worker = SyncWorker::new();
+    let running = worker
+        .claim(&app.state)
+        .await
+        .expect("claim")
+        .expect("the queued job");
+    deliver_as(&app, t, "note-2", "sync.requested", b"{}".to_vec()).await;
+    let connector = app.state.registry.get("sandbox").map(|e| e.connector);
+    let outcome = worker
+        .run_job(&app.state, connector, running)
+        .await
+        .expect("recorded");
+    let (at, _) = retrying(&outcome);
+
+    // The retry starts after the notification, so it reads what the notification announced.
+    let retried = run_at(&app, at).await.expect("the retry");
+    assert_eq!(retried.job_id, outcome.job_id);
+    assert_eq!(retried.result, JobResult::Succeeded);
+    assert_eq!(items(&app, t, &cid).await, item_ids(1..=3));
+    assert!(
+        run_at(&app, at).await.is_none(),
+        "no follow-up after a retry"
+    );
+    assert_eq!(webhook_jobs(&app, t, &cid).await.len(), 1);
 }
 
 #[tokio::test]

@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::{backoff, new_job};
 use crate::domain::{from_micros, now, to_micros, JobType, Timestamp};
 use crate::http::AppState;
+use crate::store::IfRunning;
 
 /// Connections looked at per query.
 const BATCH: u32 = 200;
@@ -53,7 +54,10 @@ impl Scheduler {
                 // A connection deleted meanwhile fails alone; the others are still scheduled.
                 match state
                     .store
-                    .enqueue_sync(&new_job(&connection, JobType::Incremental, now))
+                    .enqueue_sync(
+                        &new_job(&connection, JobType::Incremental, now),
+                        IfRunning::Join,
+                    )
                     .await
                 {
                     Ok(enqueued) if enqueued.created => created += 1,

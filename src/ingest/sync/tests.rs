@@ -255,7 +255,7 @@ impl Harness {
         job.max_attempts = max_attempts;
         self.state
             .store
-            .enqueue_sync(&job)
+            .enqueue_sync(&job, crate::store::IfRunning::Join)
             .await
             .expect("enqueue")
             .job
@@ -597,7 +597,7 @@ async fn an_expired_lease_is_taken_over_and_the_first_worker_writes_nothing_more
         .finish_sync_job(lease_a, crate::store::JobFinish::Succeeded, now())
         .await
         .expect("finish");
-    assert!(!finished);
+    assert_eq!(finished, crate::store::Finished::NotOurs);
     assert_eq!(h.cursor().await, Some(json!({ "n": 2 })));
 
     // B resumes from A's committed page; nothing is lost or doubled.

@@ -13,7 +13,7 @@ use super::run::{retry_delay, Progress, Stop};
 use crate::domain::{from_micros, now, to_micros, ConnectionId, Job, JobId, JobType, Timestamp};
 use crate::http::AppState;
 use crate::providers::Connector;
-use crate::store::{JobFinish, Lease, StoreError};
+use crate::store::{Finished, JobFinish, Lease, StoreError};
 
 /// The shortest lease; longer when provider calls may take longer (three time-outs).
 const MIN_LEASE: Duration = Duration::from_secs(60);
@@ -218,10 +218,17 @@ impl SyncWorker {
             },
         };
         let result = match finish {
-            Some(finish) if !state.store.finish_sync_job(lease, finish, at).await? => {
-                JobResult::LeaseLost
-            }
-            _ => result,
+            Some(finish) => match state.store.finish_sync_job(lease, finish, at).await? {
+                Finished::NotOurs => JobResult::LeaseLost,
+                Finished::Done => result,
+                Finished::FollowedBy(follow_up) => {
+                    tracing::info!(follow_up = %follow_up, "a sync requested while this one ran is queued");
+                    // This process's idle workers start it now rather than at their next poll.
+                    state.sync.notify();
+                    result
+                }
+            },
+            None => result,
         };
         metrics::counter!(
             "sync_jobs_total",

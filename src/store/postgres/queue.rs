@@ -12,7 +12,7 @@ use super::connections::{decode as decode_connection, COLUMNS as CONNECTION_COLU
 use super::notify::JOBS_CHANNEL;
 use super::{jobs, signals, PostgresStore};
 use crate::domain::{Connection, ConnectionId, Job, JobId, NewJob, NewSignal, TenantId, Timestamp};
-use crate::store::{Enqueued, JobFinish, Lease, StoreError, SyncQueue};
+use crate::store::{Enqueued, Finished, IfRunning, JobFinish, Lease, StoreError, SyncQueue};
 
 /// Re-reads a job named by a statement's `RETURNING id, tenant_id`.
 async fn reread(pool: &PgPool, tenant: Uuid, id: Uuid) -> Result<Job, StoreError> {
@@ -21,7 +21,11 @@ async fn reread(pool: &PgPool, tenant: Uuid, id: Uuid) -> Result<Job, StoreError
         .ok_or_else(|| StoreError::corrupt("sync_jobs", "job vanished after being written"))
 }
 
-async fn enqueue(pool: &PgPool, new: &NewJob) -> Result<Enqueued, StoreError> {
+async fn enqueue(
+    pool: &PgPool,
+    new: &NewJob,
+    if_running: IfRunning,
+) -> Result<Enqueued, StoreError> {
     // A finished job may free the slot between the insert and the look-up: try again then.
     // A new job is announced to idle workers when its insert commits.
     let sql = format!(
@@ -54,13 +58,31 @@ async fn enqueue(pool: &PgPool, new: &NewJob) -> Result<Enqueued, StoreError> {
             let job = reread(pool, row.try_get("tenant_id")?, row.try_get("id")?).await?;
             return Ok(Enqueued { job, created: true });
         }
-        let active = sqlx::query(
-            "SELECT id, tenant_id FROM sync_jobs WHERE connection_id = $1 \
-             AND status IN ('queued', 'running')",
-        )
-        .bind(new.connection_id.0)
-        .fetch_optional(pool)
-        .await?;
+        let marked = match if_running {
+            IfRunning::Join => None,
+            IfRunning::FollowUp => {
+                sqlx::query(
+                    "UPDATE sync_jobs SET follow_up = COALESCE(follow_up, $2) \
+                     WHERE connection_id = $1 AND status = 'running' RETURNING id, tenant_id",
+                )
+                .bind(new.connection_id.0)
+                .bind(new.job_type.as_str())
+                .fetch_optional(pool)
+                .await?
+            }
+        };
+        let active = match marked {
+            Some(row) => Some(row),
+            None => {
+                sqlx::query(
+                    "SELECT id, tenant_id FROM sync_jobs WHERE connection_id = $1 \
+                     AND status IN ('queued', 'running')",
+                )
+                .bind(new.connection_id.0)
+                .fetch_optional(pool)
+                .await?
+            }
+        };
         if let Some(row) = active {
             let job = reread(pool, row.try_get("tenant_id")?, row.try_get("id")?).await?;
             return Ok(Enqueued {
@@ -174,7 +196,7 @@ async fn finish(
     lease: Lease<'_>,
     finish: JobFinish<'_>,
     now: Timestamp,
-) -> Result<bool, StoreError> {
+) -> Result<Finished, StoreError> {
     let mut q = QueryBuilder::<Postgres>::new("UPDATE sync_jobs SET lease_owner = NULL, ");
     q.push("lease_expires_at = NULL, updated_at = ")
         .push_bind(now);
@@ -184,17 +206,20 @@ async fn finish(
                 .push_bind(now);
         }
         JobFinish::Retry { at, error } => {
-            q.push(", status = 'queued', scheduled_at = ")
+            q.push(", status = 'queued', follow_up = NULL, scheduled_at = ")
                 .push_bind(at)
                 .push(", error = ")
                 .push_bind(error.to_string());
         }
         JobFinish::Defer { at, note } => {
-            q.push(", status = 'queued', attempts = GREATEST(attempts - 1, 0), scheduled_at = ")
-                .push_bind(at)
-                .push(", error = COALESCE(")
-                .push_bind(note.map(str::to_string))
-                .push(", error)");
+            q.push(
+                ", status = 'queued', follow_up = NULL, attempts = GREATEST(attempts - 1, 0), \
+                 scheduled_at = ",
+            )
+            .push_bind(at)
+            .push(", error = COALESCE(")
+            .push_bind(note.map(str::to_string))
+            .push(", error)");
         }
         JobFinish::Failed { error } => {
             q.push(", status = 'failed', finished_at = ")
@@ -207,15 +232,38 @@ async fn finish(
         .push_bind(lease.job.0)
         .push(" AND lease_owner = ")
         .push_bind(lease.owner.to_string())
-        .push(" AND status = 'running' RETURNING connection_id");
+        .push(" AND status = 'running' RETURNING connection_id, follow_up");
     let mut tx = pool.begin().await?;
-    let connection: Option<Uuid> = q.build_query_scalar().fetch_optional(&mut *tx).await?;
-    let Some(connection) = connection else {
+    let Some(row) = q.build().fetch_optional(&mut *tx).await? else {
         tx.rollback().await?;
-        return Ok(false);
+        return Ok(Finished::NotOurs);
     };
+    let connection: Uuid = row.try_get("connection_id")?;
+    let follow_up: Option<String> = row.try_get("follow_up")?;
+    let mut finished = Finished::Done;
     match finish {
         JobFinish::Succeeded => {
+            if follow_up.is_some() {
+                let id = JobId::generate();
+                let queued = sqlx::query(&format!(
+                    "WITH inserted AS (INSERT INTO sync_jobs (id, tenant_id, connection_id, \
+                     provider, job_type, status, attempts, max_attempts, scheduled_at, \
+                     created_at, updated_at) \
+                     SELECT $1, tenant_id, connection_id, provider, follow_up, 'queued', 0, \
+                     max_attempts, $2, $2, $2 FROM sync_jobs WHERE id = $3 \
+                     ON CONFLICT (connection_id) WHERE status IN ('queued', 'running') \
+                     DO NOTHING RETURNING id) \
+                     SELECT id, pg_notify('{JOBS_CHANNEL}', '') FROM inserted"
+                ))
+                .bind(id.0)
+                .bind(now)
+                .bind(lease.job.0)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if queued.is_some() {
+                    finished = Finished::FollowedBy(id);
+                }
+            }
             sqlx::query(
                 "UPDATE connections SET last_synced_at = $1, last_error = NULL, updated_at = $1 \
                  WHERE id = $2",
@@ -236,7 +284,7 @@ async fn finish(
         JobFinish::Retry { .. } | JobFinish::Defer { .. } => {}
     }
     tx.commit().await?;
-    Ok(true)
+    Ok(finished)
 }
 
 async fn due(
@@ -282,8 +330,12 @@ async fn advance(
 
 #[async_trait]
 impl SyncQueue for PostgresStore {
-    async fn enqueue_sync(&self, new: &NewJob) -> Result<Enqueued, StoreError> {
-        enqueue(&self.pool, new).await
+    async fn enqueue_sync(
+        &self,
+        new: &NewJob,
+        if_running: IfRunning,
+    ) -> Result<Enqueued, StoreError> {
+        enqueue(&self.pool, new, if_running).await
     }
 
     async fn claim_sync_job(
@@ -334,7 +386,7 @@ impl SyncQueue for PostgresStore {
         lease: Lease<'_>,
         finish_as: JobFinish<'_>,
         now: Timestamp,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Finished, StoreError> {
         finish(&self.pool, lease, finish_as, now).await
     }
 

@@ -11,7 +11,7 @@ use super::{jobs, signals, SqliteStore};
 use crate::domain::{
     to_micros, Connection, ConnectionId, Job, JobId, NewJob, NewSignal, TenantId, Timestamp,
 };
-use crate::store::{Enqueued, JobFinish, Lease, StoreError, SyncQueue};
+use crate::store::{Enqueued, Finished, IfRunning, JobFinish, Lease, StoreError, SyncQueue};
 
 /// Re-reads a job named by a statement's `RETURNING id, tenant_id`.
 async fn reread(pool: &SqlitePool, tenant: Uuid, id: Uuid) -> Result<Job, StoreError> {
@@ -20,7 +20,11 @@ async fn reread(pool: &SqlitePool, tenant: Uuid, id: Uuid) -> Result<Job, StoreE
         .ok_or_else(|| StoreError::corrupt("sync_jobs", "job vanished after being written"))
 }
 
-async fn enqueue(pool: &SqlitePool, new: &NewJob) -> Result<Enqueued, StoreError> {
+async fn enqueue(
+    pool: &SqlitePool,
+    new: &NewJob,
+    if_running: IfRunning,
+) -> Result<Enqueued, StoreError> {
     let created = to_micros(&new.created_at);
     // A finished job may free the slot between the insert and the look-up: try again then.
     for _ in 0..5 {
@@ -51,13 +55,31 @@ async fn enqueue(pool: &SqlitePool, new: &NewJob) -> Result<Enqueued, StoreError
             let job = reread(pool, row.try_get("tenant_id")?, row.try_get("id")?).await?;
             return Ok(Enqueued { job, created: true });
         }
-        let active = sqlx::query(
-            "SELECT id, tenant_id FROM sync_jobs WHERE connection_id = ? \
-             AND status IN ('queued', 'running')",
-        )
-        .bind(new.connection_id.0)
-        .fetch_optional(pool)
-        .await?;
+        let marked = match if_running {
+            IfRunning::Join => None,
+            IfRunning::FollowUp => {
+                sqlx::query(
+                    "UPDATE sync_jobs SET follow_up = COALESCE(follow_up, ?) \
+                     WHERE connection_id = ? AND status = 'running' RETURNING id, tenant_id",
+                )
+                .bind(new.job_type.as_str())
+                .bind(new.connection_id.0)
+                .fetch_optional(pool)
+                .await?
+            }
+        };
+        let active = match marked {
+            Some(row) => Some(row),
+            None => {
+                sqlx::query(
+                    "SELECT id, tenant_id FROM sync_jobs WHERE connection_id = ? \
+                     AND status IN ('queued', 'running')",
+                )
+                .bind(new.connection_id.0)
+                .fetch_optional(pool)
+                .await?
+            }
+        };
         if let Some(row) = active {
             let job = reread(pool, row.try_get("tenant_id")?, row.try_get("id")?).await?;
             return Ok(Enqueued {
@@ -177,7 +199,7 @@ async fn finish(
     lease: Lease<'_>,
     finish: JobFinish<'_>,
     now: Timestamp,
-) -> Result<bool, StoreError> {
+) -> Result<Finished, StoreError> {
     let now = to_micros(&now);
     let mut q = QueryBuilder::<Sqlite>::new("UPDATE sync_jobs SET lease_owner = NULL, ");
     q.push("lease_expires_at = NULL, updated_at = ")
@@ -188,17 +210,20 @@ async fn finish(
                 .push_bind(now);
         }
         JobFinish::Retry { at, error } => {
-            q.push(", status = 'queued', scheduled_at = ")
+            q.push(", status = 'queued', follow_up = NULL, scheduled_at = ")
                 .push_bind(to_micros(&at))
                 .push(", error = ")
                 .push_bind(error.to_string());
         }
         JobFinish::Defer { at, note } => {
-            q.push(", status = 'queued', attempts = MAX(attempts - 1, 0), scheduled_at = ")
-                .push_bind(to_micros(&at))
-                .push(", error = COALESCE(")
-                .push_bind(note.map(str::to_string))
-                .push(", error)");
+            q.push(
+                ", status = 'queued', follow_up = NULL, attempts = MAX(attempts - 1, 0), \
+                 scheduled_at = ",
+            )
+            .push_bind(to_micros(&at))
+            .push(", error = COALESCE(")
+            .push_bind(note.map(str::to_string))
+            .push(", error)");
         }
         JobFinish::Failed { error } => {
             q.push(", status = 'failed', finished_at = ")
@@ -211,15 +236,39 @@ async fn finish(
         .push_bind(lease.job.0)
         .push(" AND lease_owner = ")
         .push_bind(lease.owner.to_string())
-        .push(" AND status = 'running' RETURNING connection_id");
+        .push(" AND status = 'running' RETURNING connection_id, follow_up");
     let mut tx = pool.begin().await?;
-    let connection: Option<Uuid> = q.build_query_scalar().fetch_optional(&mut *tx).await?;
-    let Some(connection) = connection else {
+    let Some(row) = q.build().fetch_optional(&mut *tx).await? else {
         tx.rollback().await?;
-        return Ok(false);
+        return Ok(Finished::NotOurs);
     };
+    let connection: Uuid = row.try_get("connection_id")?;
+    let follow_up: Option<String> = row.try_get("follow_up")?;
+    let mut finished = Finished::Done;
     match finish {
         JobFinish::Succeeded => {
+            if follow_up.is_some() {
+                let id = JobId::generate();
+                let queued = sqlx::query(
+                    "INSERT INTO sync_jobs (id, tenant_id, connection_id, provider, job_type, \
+                     status, attempts, max_attempts, scheduled_at, created_at, updated_at) \
+                     SELECT ?, tenant_id, connection_id, provider, follow_up, 'queued', 0, \
+                     max_attempts, ?, ?, ? FROM sync_jobs WHERE id = ? \
+                     ON CONFLICT (connection_id) WHERE status IN ('queued', 'running') \
+                     DO NOTHING",
+                )
+                .bind(id.0)
+                .bind(now)
+                .bind(now)
+                .bind(now)
+                .bind(lease.job.0)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if queued == 1 {
+                    finished = Finished::FollowedBy(id);
+                }
+            }
             sqlx::query(
                 "UPDATE connections SET last_synced_at = ?, last_error = NULL, updated_at = ? \
                  WHERE id = ?",
@@ -241,7 +290,7 @@ async fn finish(
         JobFinish::Retry { .. } | JobFinish::Defer { .. } => {}
     }
     tx.commit().await?;
-    Ok(true)
+    Ok(finished)
 }
 
 async fn due(
@@ -289,8 +338,12 @@ async fn advance(
 
 #[async_trait]
 impl SyncQueue for SqliteStore {
-    async fn enqueue_sync(&self, new: &NewJob) -> Result<Enqueued, StoreError> {
-        enqueue(&self.pool, new).await
+    async fn enqueue_sync(
+        &self,
+        new: &NewJob,
+        if_running: IfRunning,
+    ) -> Result<Enqueued, StoreError> {
+        enqueue(&self.pool, new, if_running).await
     }
 
     async fn claim_sync_job(
@@ -341,7 +394,7 @@ impl SyncQueue for SqliteStore {
         lease: Lease<'_>,
         finish_as: JobFinish<'_>,
         now: Timestamp,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Finished, StoreError> {
         finish(&self.pool, lease, finish_as, now).await
     }
 

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use chrono::DateTime;
 use connectors::crypto::Secret;
-use connectors::domain::{now, ConnectionId, TenantId, Timestamp};
+use connectors::domain::{now, ConnectionId, Job, TenantId, Timestamp};
 use connectors::ingest::inbox;
 use connectors::ingest::signature::hmac_sha256_hex;
 use connectors::ingest::sync::{JobOutcome, JobResult, SyncWorker};
@@ -126,13 +126,30 @@ async fn run_at(app: &TestApp, at: Timestamp) -> Option<JobOutcome> {
         .claim_sync_job(worker.owner(), at, at + lease)
         .await
         .expect("claim")?;
+    Some(run_claimed(app, &worker, job).await)
+}
+
+/// Runs a job `worker` claimed to its end (or its next retry).
+async fn run_claimed(app: &TestApp, worker: &SyncWorker, job: Job) -> JobOutcome {
     let connector = app.state.registry.get(&job.provider).map(|e| e.connector);
-    Some(
-        worker
-            .run_job(&app.state, connector, job)
-            .await
-            .expect("recorded"),
-    )
+    worker
+        .run_job(&app.state, connector, job)
+        .await
+        .expect("recorded")
+}
+
+/// The job a `sync.requested` notification queued for `t`, claimed by the returned worker,
+/// and a second notification that arrived while that job ran.
+async fn notified_while_running(app: &TestApp, t: TenantId) -> (SyncWorker, Job) {
+    deliver_as(app, t, "note-1", "sync.requested", b"{}".to_vec()).await;
+    let worker = SyncWorker::new();
+    let running = worker
+        .claim(&app.state)
+        .await
+        .expect("claim")
+        .expect("the queued job");
+    deliver_as(app, t, "note-2", "sync.requested", b"{}".to_vec()).await;
+    (worker, running)
 }
 
 /// The retry time and error of an outcome that must be a retry.
@@ -478,25 +495,14 @@ async fn a_sync_requested_while_one_runs_is_queued_again_when_it_succeeds() {
     let (t, cid) = connected(&app).await;
     let (other, other_cid) = connected(&app).await;
 
-    deliver_as(&app, t, "note-1", "sync.requested", b"{}".to_vec()).await;
-    let worker = SyncWorker::new();
-    let running = worker
-        .claim(&app.state)
-        .await
-        .expect("claim")
-        .expect("the queued job");
-    // While it runs: a notification, and a caller asking for a sync, both answered by it.
-    deliver_as(&app, t, "note-2", "sync.requested", b"{}".to_vec()).await;
+    // While the job runs: a notification, and a caller asking for a sync, both answered by it.
+    let (worker, running) = notified_while_running(&app, t).await;
     let asked = sync_now(&app, t, &cid).await;
     assert_eq!(asked, running.id.to_string());
     assert_eq!(job(&app, t, &asked).await["status"], "running");
     assert_eq!(webhook_jobs(&app, t, &cid).await.len(), 1);
 
-    let connector = app.state.registry.get("sandbox").map(|e| e.connector);
-    let outcome = worker
-        .run_job(&app.state, connector, running)
-        .await
-        .expect("recorded");
+    let outcome = run_claimed(&app, &worker, running).await;
     assert_eq!(outcome.result, JobResult::Succeeded);
     assert_eq!(items(&app, t, &cid).await, item_ids(1..=3));
     let jobs = webhook_jobs(&app, t, &cid).await;
@@ -529,24 +535,13 @@ async fn a_sync_requested_while_one_runs_is_answered_by_its_retry() {
     let app = spawn(&api).await;
     let (t, cid) = connected(&app).await;
 
-    deliver_as(&app, t, "note-1", "sync.requested", b"{}".to_vec()).await;
-    let worker = SyncWorker::new();
-    let running = worker
-        .claim(&app.state)
-        .await
-        .expect("claim")
-        .expect("the queued job");
-    deliver_as(&app, t, "note-2", "sync.requested", b"{}".to_vec()).await;
-    let connector = app.state.registry.get("sandbox").map(|e| e.connector);
-    let outcome = worker
-        .run_job(&app.state, connector, running)
-        .await
-        .expect("recorded");
-    let (at, _) = retrying(&outcome);
+    let (worker, running) = notified_while_running(&app, t).await;
+    let id = running.id;
+    let (at, _) = retrying(&run_claimed(&app, &worker, running).await);
 
     // The retry starts after the notification, so it reads what the notification announced.
     let retried = run_at(&app, at).await.expect("the retry");
-    assert_eq!(retried.job_id, outcome.job_id);
+    assert_eq!(retried.job_id, id);
     assert_eq!(retried.result, JobResult::Succeeded);
     assert_eq!(items(&app, t, &cid).await, item_ids(1..=3));
     assert!(

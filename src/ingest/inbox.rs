@@ -85,13 +85,30 @@ async fn round(state: &AppState, stranded: &Stranded) -> anyhow::Result<usize> {
             stranded.keep(lease_until, &claimed);
             return Err(err.into());
         }
-        let error = format!("{:#}", anyhow::Error::from(err));
-        for completion in &completions {
-            if let Some(event) = claimed.iter().find(|e| e.id == completion.id) {
-                failures.push((event, error.clone()));
+        // One event's write (a signal the database refuses, a connection deleted meanwhile)
+        // fails the batch's transaction: record each alone, so that only that event retries.
+        let event = |id| claimed.iter().find(|e| e.id == id);
+        let batch = std::mem::take(&mut completions);
+        for (n, completion) in batch.iter().enumerate() {
+            match state
+                .store
+                .complete_webhook_events(std::slice::from_ref(completion), now())
+                .await
+            {
+                Ok(()) => completions.push(completion.clone()),
+                Err(err) if err.is_unavailable() => {
+                    let unrecorded = batch[n..].iter().filter_map(|c| event(c.id));
+                    let failed = failures.iter().map(|(e, _)| *e);
+                    stranded.keep(lease_until, unrecorded.chain(failed));
+                    return Err(err.into());
+                }
+                Err(err) => {
+                    if let Some(event) = event(completion.id) {
+                        failures.push((event, format!("{:#}", anyhow::Error::from(err))));
+                    }
+                }
             }
         }
-        completions.clear();
     }
     for completion in &completions {
         let provider = claimed

@@ -79,24 +79,63 @@ pub struct SignalDraft {
 }
 
 impl SignalDraft {
-    /// The signal to store for `connection`.
+    /// The signal to store for `connection`. Text that a provider's data carried a NUL
+    /// character in (valid JSON, `\u0000`) keeps a U+FFFD in its place: PostgreSQL's text and
+    /// `jsonb` refuse NUL, and both backends store the same signal.
     pub fn into_signal(self, connection: &Connection) -> NewSignal {
+        let text = |s: Option<String>| s.map(without_nul);
         NewSignal {
             id: SignalId::generate(),
             tenant_id: connection.tenant_id,
             connection_id: connection.id,
             provider: connection.provider.clone(),
-            kind: self.kind,
+            kind: without_nul(self.kind),
             occurred_at: self.occurred_at,
             received_at: now(),
-            actor: self.actor,
-            title: self.title,
-            url: self.url,
-            external_id: self.external_id,
-            dedupe_key: self.dedupe_key,
-            payload: self.payload,
+            actor: self.actor.map(|a| Actor {
+                id: without_nul(a.id),
+                name: text(a.name),
+                email: text(a.email),
+            }),
+            title: text(self.title),
+            url: text(self.url),
+            external_id: text(self.external_id),
+            dedupe_key: without_nul(self.dedupe_key),
+            payload: json_without_nul(self.payload),
         }
     }
+}
+
+/// `s` with each NUL character replaced by U+FFFD.
+fn without_nul(s: String) -> String {
+    if s.contains('\0') {
+        s.replace('\0', "\u{FFFD}")
+    } else {
+        s
+    }
+}
+
+/// `value` with [`without_nul`] applied to every string and key in it, in place: a payload
+/// without NUL (nearly all) is walked, not copied.
+fn json_without_nul(mut value: Value) -> Value {
+    fn scrub(value: &mut Value) {
+        match value {
+            Value::String(s) if s.contains('\0') => *s = s.replace('\0', "\u{FFFD}"),
+            Value::Array(items) => items.iter_mut().for_each(scrub),
+            Value::Object(fields) => {
+                if fields.keys().any(|k| k.contains('\0')) {
+                    *fields = std::mem::take(fields)
+                        .into_iter()
+                        .map(|(k, v)| (without_nul(k), v))
+                        .collect();
+                }
+                fields.values_mut().for_each(scrub);
+            }
+            _ => {}
+        }
+    }
+    scrub(&mut value);
+    value
 }
 
 /// One page of an incremental sync.
@@ -107,4 +146,50 @@ pub struct SyncPage {
     pub cursor: Value,
     /// Whether another page follows right away.
     pub more: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nul_characters_become_replacement_characters_everywhere_in_a_signal() {
+        let draft = SignalDraft {
+            kind: "issue_created".into(),
+            occurred_at: now(),
+            actor: Some(Actor {
+                id: "1\0".into(),
+                name: Some("Ada\0".into()),
+                email: None,
+            }),
+            title: Some("a\0b".into()),
+            url: Some("https://example.com/\0".into()),
+            external_id: Some("x\0".into()),
+            dedupe_key: "k\0".into(),
+            payload: serde_json::json!({
+                "clean": "kept as is",
+                "na\0me": ["v\0", { "deep": "\0" }, 7, null],
+            }),
+        };
+        let connection = Connection::active_for_tests("github", "1");
+        let signal = draft.into_signal(&connection);
+        assert_eq!(signal.connection_id, connection.id);
+        assert_eq!(signal.title.as_deref(), Some("a\u{FFFD}b"));
+        assert_eq!(signal.url.as_deref(), Some("https://example.com/\u{FFFD}"));
+        assert_eq!(signal.external_id.as_deref(), Some("x\u{FFFD}"));
+        assert_eq!(signal.dedupe_key, "k\u{FFFD}");
+        let actor = signal.actor.expect("actor");
+        assert_eq!(
+            (actor.id.as_str(), actor.name.as_deref()),
+            ("1\u{FFFD}", Some("Ada\u{FFFD}"))
+        );
+        assert_eq!(
+            signal.payload,
+            serde_json::json!({
+                "clean": "kept as is",
+                "na\u{FFFD}me": ["v\u{FFFD}", { "deep": "\u{FFFD}" }, 7, null],
+            })
+        );
+        assert!(!signal.payload.to_string().contains("\\u0000"));
+    }
 }

@@ -149,6 +149,22 @@ impl TestApp {
         }
     }
 
+    /// Runs `sqlite` or `postgres`, whichever the service's database speaks, on a connection
+    /// of the test's own: a trigger or a row the service's API cannot make.
+    pub async fn execute_sql(&self, sqlite: &str, postgres: &str) {
+        if self.database_url.starts_with("sqlite:") {
+            let mut conn = sqlx::SqliteConnection::connect(&self.database_url)
+                .await
+                .expect("connect to SQLite");
+            conn.execute(sqlite).await.expect("SQLite statement");
+        } else {
+            let mut conn = PgConnection::connect(&self.database_url)
+                .await
+                .expect("connect to PostgreSQL");
+            conn.execute(postgres).await.expect("PostgreSQL statement");
+        }
+    }
+
     /// The store behind the service.
     pub fn store(&self) -> Arc<dyn Store> {
         self.state.store.clone()

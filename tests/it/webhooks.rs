@@ -105,6 +105,87 @@ async fn a_signed_delivery_is_stored_acknowledged_and_becomes_a_signal() {
 }
 
 #[tokio::test]
+async fn text_with_nul_characters_is_stored_with_replacement_characters() {
+    let app = spawn().await;
+    let t = tenant();
+    connect_sandbox(&app, t).await;
+    let body = serde_json::to_vec(&json!({
+        "id": "nul\u{0}1",
+        "title": "before\u{0}after",
+        "occurred_at": "2026-11-20T10:00:00Z",
+        "actor": { "id": "u1", "name": "A\u{0}da" }
+    }))
+    .expect("json");
+    assert!(
+        body.windows(6).any(|w| w == b"\\u0000"),
+        "the body carries an escaped NUL"
+    );
+    let accepted = accepted(deliver(&app, t, "nul-1", "event.created", &body, |_| {}).await).await;
+    inbox::drain(&app.state).await.expect("drain");
+    assert_eq!(
+        stored_event(&app, t, &accepted).await.status,
+        EventStatus::Processed
+    );
+    let (_, signals) = app.get_json(t, "/signals?include_payload=true").await;
+    let signal = &signals["signals"][0];
+    assert_eq!(signal["title"], "before\u{FFFD}after");
+    assert_eq!(signal["actor"]["name"], "A\u{FFFD}da");
+    assert_eq!(signal["external_id"], "nul\u{FFFD}1");
+    assert_eq!(signal["payload"]["id"], "nul\u{FFFD}1");
+}
+
+#[tokio::test]
+async fn an_event_whose_signal_cannot_be_stored_fails_alone_and_its_batch_is_processed() {
+    let app = spawn().await;
+    let t = tenant();
+    connect_sandbox(&app, t).await;
+    // The database refuses one signal, as it would a row it cannot take.
+    app.execute_sql(
+        "CREATE TRIGGER refuse_poison BEFORE INSERT ON signals \
+         WHEN NEW.external_id = 'poison' BEGIN SELECT RAISE(ABORT, 'poison refused'); END",
+        "CREATE FUNCTION refuse_poison() RETURNS trigger AS $$ BEGIN \
+           IF NEW.external_id = 'poison' THEN RAISE EXCEPTION 'poison refused'; END IF; \
+           RETURN NEW; END $$ LANGUAGE plpgsql; \
+         CREATE TRIGGER refuse_poison BEFORE INSERT ON signals \
+           FOR EACH ROW EXECUTE FUNCTION refuse_poison()",
+    )
+    .await;
+    let mut events = Vec::new();
+    for id in ["fine-1", "poison", "fine-2"] {
+        let response = deliver(&app, t, id, "event.created", &event_body(id), |_| {}).await;
+        events.push(accepted(response).await);
+    }
+
+    assert_eq!(
+        inbox::run_once(&app.state).await.expect("round"),
+        3,
+        "one batch"
+    );
+    let (_, signals) = app.get_json(t, "/signals").await;
+    let mut listed: Vec<&str> = signals["signals"]
+        .as_array()
+        .expect("signals")
+        .iter()
+        .filter_map(|s| s["external_id"].as_str())
+        .collect();
+    listed.sort();
+    assert_eq!(listed, ["fine-1", "fine-2"]);
+    for (event, status) in events.iter().zip([
+        EventStatus::Processed,
+        EventStatus::Pending,
+        EventStatus::Processed,
+    ]) {
+        let stored = stored_event(&app, t, event).await;
+        assert_eq!(stored.status, status, "{stored:?}");
+        if status == EventStatus::Pending {
+            assert_eq!(stored.attempts, 1);
+            let error = stored.last_error.expect("the refusal is kept");
+            assert!(error.contains("poison refused"), "{error}");
+        }
+    }
+}
+
+#[tokio::test]
 async fn a_redelivery_is_a_duplicate_and_stores_nothing_new() {
     let app = spawn().await;
     let t = tenant();

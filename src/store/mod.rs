@@ -26,7 +26,7 @@ pub use error::StoreError;
 pub use inbox::{EventCompletion, Inbox};
 pub use lock::ConnectionLock;
 pub use postgres::PostgresStore;
-pub use queue::{Enqueued, Finished, IfRunning, JobFinish, Lease, SyncQueue};
+pub use queue::{Enqueued, Finished, IfRunning, JobFinish, Lease, PageCommit, SyncQueue};
 pub use sqlite::SqliteStore;
 pub use wake::{WakeUp, WakeUps};
 

@@ -42,6 +42,18 @@ pub enum Finished {
     FollowedBy(JobId),
 }
 
+/// What committing a page did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PageCommit {
+    /// Stored, with how many of the page's signals were new.
+    Stored(u64),
+    /// The lease was no longer ours: nothing was written.
+    LeaseLost,
+    /// The connection stopped being `active` (disconnected) while the job ran: nothing was
+    /// written, and the job should end.
+    ConnectionInactive,
+}
+
 /// A claimed job's lease: who holds it. Every lease-bound write names it.
 #[derive(Clone, Copy, Debug)]
 pub struct Lease<'a> {
@@ -99,9 +111,9 @@ pub trait SyncQueue: Send + Sync {
     /// A connection's stored sync cursor.
     async fn sync_cursor(&self, connection: ConnectionId) -> Result<Option<Value>, StoreError>;
 
-    /// In one transaction, while the lease is still ours: stores the page's signals (skipping
-    /// known `(connection_id, dedupe_key)`s), stores the cursor and extends the lease. `None`
-    /// when the lease was lost (nothing is written); otherwise how many signals were new.
+    /// In one transaction, while the lease is still ours and the connection still `active`:
+    /// stores the page's signals (skipping known `(connection_id, dedupe_key)`s), stores the
+    /// cursor and extends the lease.
     async fn commit_sync_page(
         &self,
         lease: Lease<'_>,
@@ -110,7 +122,7 @@ pub trait SyncQueue: Send + Sync {
         cursor: &Value,
         lease_until: Timestamp,
         now: Timestamp,
-    ) -> Result<Option<u64>, StoreError>;
+    ) -> Result<PageCommit, StoreError>;
 
     /// Ends or requeues a leased job. A job that succeeds with a follow-up requested queues
     /// that follow-up in the same transaction; a job that goes back to the queue drops its

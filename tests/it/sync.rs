@@ -11,7 +11,7 @@ use std::time::Duration;
 use chrono::DateTime;
 use connectors::domain::{now, ConnectionId, ConnectionStatus, JobId, TenantId};
 use connectors::ingest::sync::{JobResult, Scheduler, SyncWorker};
-use connectors::store::{Finished, JobFinish, Lease};
+use connectors::store::{Finished, JobFinish, Lease, PageCommit};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -83,7 +83,7 @@ async fn set_cursor(app: &TestApp, t: TenantId, connection: &str, cursor: Value)
         .commit_sync_page(lease, connection_id, &[], &cursor, lease_until, at)
         .await
         .expect("commit");
-    assert_eq!(committed, Some(0));
+    assert_eq!(committed, PageCommit::Stored(0));
     let requeued = store
         .finish_sync_job(
             lease,

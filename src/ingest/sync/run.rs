@@ -11,7 +11,7 @@ use crate::http::AppState;
 use crate::oauth::refresh::TokenError;
 use crate::oauth::{ProviderCallError, ProviderContext};
 use crate::providers::{Connector, SyncContext};
-use crate::store::{Lease, StoreError};
+use crate::store::{Lease, PageCommit, StoreError};
 
 /// A job stops after this many pages; its cursor is kept and the next run goes on from it.
 pub const MAX_PAGES_PER_JOB: u32 = 500;
@@ -222,8 +222,17 @@ impl SyncWorker {
                             at,
                         )
                         .await?;
-                    let Some(new) = committed else {
-                        return Err(Stop::LeaseLost);
+                    let new = match committed {
+                        PageCommit::Stored(new) => new,
+                        PageCommit::LeaseLost => return Err(Stop::LeaseLost),
+                        PageCommit::ConnectionInactive => {
+                            return Err(Failure::permanent(
+                                "the connection stopped being active during the sync \
+                                 (disconnected, or its authorization refused); the page read \
+                                 after that was not stored",
+                            )
+                            .into())
+                        }
                     };
                     progress.pages += 1;
                     progress.new_signals += new;

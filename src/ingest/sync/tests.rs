@@ -166,6 +166,8 @@ enum Step {
     Unavailable,
     RateLimited(Option<u64>),
     InvalidGrant,
+    /// The connection is disconnected (through `Scripted::store`) while the page is read.
+    DisconnectedThenPage(u64, bool),
 }
 
 /// What `sync_page` was called with.
@@ -181,6 +183,8 @@ struct Call {
 struct Scripted {
     steps: Mutex<VecDeque<Step>>,
     calls: Mutex<Vec<Call>>,
+    /// Where `Step::DisconnectedThenPage` disconnects.
+    store: Option<Arc<dyn crate::store::Store>>,
 }
 
 impl Scripted {
@@ -188,7 +192,14 @@ impl Scripted {
         Self {
             steps: Mutex::new(steps.into_iter().collect()),
             calls: Mutex::default(),
+            store: None,
         }
+    }
+
+    /// Disconnects through `h`'s store when the script says so.
+    fn disconnecting(mut self, h: &Harness) -> Self {
+        self.store = Some(h.state.store.clone());
+        self
     }
 
     fn calls(&self) -> Vec<Call> {
@@ -227,6 +238,16 @@ impl Connector for Scripted {
             }
             Some(Step::InvalidGrant) => {
                 return Err(ProviderCallError::InvalidGrant("invalid_grant".into()))
+            }
+            Some(Step::DisconnectedThenPage(count, more)) => {
+                let store = self.store.as_ref().expect("a store to disconnect through");
+                let connection = ctx.connection;
+                store
+                    .revoke_connection(connection.tenant_id, connection.id, now())
+                    .await
+                    .expect("revoke")
+                    .expect("revoked");
+                (count, more)
             }
         };
         let signals = (from + 1..=from + count)
@@ -553,7 +574,7 @@ async fn an_expired_lease_is_taken_over_and_the_first_worker_writes_nothing_more
         )
         .await
         .expect("commit");
-    assert_eq!(committed, Some(2));
+    assert_eq!(committed, crate::store::PageCommit::Stored(2));
 
     // While A's lease holds, nobody else gets the job.
     assert!(h
@@ -590,7 +611,7 @@ async fn an_expired_lease_is_taken_over_and_the_first_worker_writes_nothing_more
         )
         .await
         .expect("commit");
-    assert_eq!(committed, None);
+    assert_eq!(committed, crate::store::PageCommit::LeaseLost);
     let finished = h
         .state
         .store
@@ -686,4 +707,62 @@ async fn a_connection_that_is_not_active_fails_its_job_without_calling_the_provi
     );
     assert!(connector.calls().is_empty());
     assert_eq!(h.job(&job).await.attempts, 1);
+}
+
+#[tokio::test]
+async fn a_page_read_after_a_disconnect_is_not_stored_and_the_job_ends() {
+    let h = harness().await;
+    let connector =
+        Scripted::new([Step::Page(3, true), Step::DisconnectedThenPage(2, true)]).disconnecting(&h);
+    let job = h.enqueue(5).await;
+    let worker = SyncWorker::new();
+    let outcome = h.run(&worker, &connector, now()).await;
+    match &outcome.result {
+        JobResult::Failed { error } => assert!(error.contains("stopped being active"), "{error}"),
+        other => panic!("expected the job to end, got {other:?}"),
+    }
+    assert_eq!(outcome.pages, 1);
+    assert_eq!(h.dedupe_keys().await, keys(1..=3));
+    assert_eq!(h.cursor().await, Some(json!({ "n": 3 })));
+    assert_eq!(h.job(&job).await.status, JobStatus::Failed);
+    assert_eq!(h.connection().await.status, ConnectionStatus::Revoked);
+    assert_eq!(connector.calls().len(), 2, "no page after the disconnect");
+}
+
+#[tokio::test]
+async fn a_follow_up_is_not_queued_for_a_connection_disconnected_meanwhile() {
+    let h = harness().await;
+    let job = h.enqueue(5).await;
+    let worker = SyncWorker::new();
+    let claimed = h.claim_at(&worker, now()).await.expect("the job");
+    assert_eq!(claimed.id, job.id);
+    let requested = h
+        .state
+        .store
+        .enqueue_sync(
+            &new_job(&h.connection, JobType::Incremental, now()),
+            crate::store::IfRunning::FollowUp,
+        )
+        .await
+        .expect("enqueue");
+    assert!(!requested.created);
+    assert_eq!(requested.job.id, job.id);
+    h.state
+        .store
+        .revoke_connection(h.connection.tenant_id, h.connection.id, now())
+        .await
+        .expect("revoke")
+        .expect("revoked");
+    let lease = Lease {
+        job: job.id,
+        owner: worker.owner(),
+    };
+    let finished = h
+        .state
+        .store
+        .finish_sync_job(lease, crate::store::JobFinish::Succeeded, now())
+        .await
+        .expect("finish");
+    assert_eq!(finished, crate::store::Finished::Done);
+    assert!(h.claim_at(&worker, now()).await.is_none(), "nothing queued");
 }

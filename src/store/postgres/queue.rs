@@ -12,7 +12,9 @@ use super::connections::{decode as decode_connection, COLUMNS as CONNECTION_COLU
 use super::notify::JOBS_CHANNEL;
 use super::{jobs, signals, PostgresStore};
 use crate::domain::{Connection, ConnectionId, Job, JobId, NewJob, NewSignal, TenantId, Timestamp};
-use crate::store::{Enqueued, Finished, IfRunning, JobFinish, Lease, StoreError, SyncQueue};
+use crate::store::{
+    Enqueued, Finished, IfRunning, JobFinish, Lease, PageCommit, StoreError, SyncQueue,
+};
 
 /// Re-reads a job named by a statement's `RETURNING id, tenant_id`.
 async fn reread(pool: &PgPool, tenant: Uuid, id: Uuid) -> Result<Job, StoreError> {
@@ -127,6 +129,17 @@ async fn claim(
 const EXTEND: &str = "UPDATE sync_jobs SET lease_expires_at = $1, updated_at = $2 \
      WHERE id = $3 AND lease_owner = $4 AND status = 'running'";
 
+/// [`EXTEND`], only while the job's connection is `active`. The connection row is not
+/// locked: a disconnect committed while the page is written lands after it, and the next
+/// page stops.
+const EXTEND_WHILE_ACTIVE: &str = "UPDATE sync_jobs SET lease_expires_at = $1, updated_at = $2 \
+     WHERE id = $3 AND lease_owner = $4 AND status = 'running' AND EXISTS (SELECT 1 FROM \
+     connections c WHERE c.id = sync_jobs.connection_id AND c.status = 'active')";
+
+/// Whether the lease is still held.
+const HELD: &str =
+    "SELECT 1 FROM sync_jobs WHERE id = $1 AND lease_owner = $2 AND status = 'running'";
+
 async fn extend(
     pool: &PgPool,
     lease: Lease<'_>,
@@ -160,10 +173,10 @@ async fn commit_page(
     cursor: &Value,
     lease_until: Timestamp,
     now: Timestamp,
-) -> Result<Option<u64>, StoreError> {
+) -> Result<PageCommit, StoreError> {
     let mut tx = pool.begin().await?;
     // First, so the job row stays locked (no takeover) until this page is committed.
-    let ours = sqlx::query(EXTEND)
+    let ours = sqlx::query(EXTEND_WHILE_ACTIVE)
         .bind(lease_until)
         .bind(now)
         .bind(lease.job.0)
@@ -173,8 +186,18 @@ async fn commit_page(
         .rows_affected()
         == 1;
     if !ours {
+        let held = sqlx::query(HELD)
+            .bind(lease.job.0)
+            .bind(lease.owner)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
         tx.rollback().await?;
-        return Ok(None);
+        return Ok(if held {
+            PageCommit::ConnectionInactive
+        } else {
+            PageCommit::LeaseLost
+        });
     }
     let inserted = signals::insert_in(&mut tx, page).await?;
     sqlx::query(
@@ -188,7 +211,7 @@ async fn commit_page(
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(Some(inserted))
+    Ok(PageCommit::Stored(inserted))
 }
 
 async fn finish(
@@ -250,7 +273,9 @@ async fn finish(
                      provider, job_type, status, attempts, max_attempts, scheduled_at, \
                      created_at, updated_at) \
                      SELECT $1, tenant_id, connection_id, provider, follow_up, 'queued', 0, \
-                     max_attempts, $2, $2, $2 FROM sync_jobs WHERE id = $3 \
+                     max_attempts, $2, $2, $2 FROM sync_jobs WHERE id = $3 AND EXISTS (SELECT 1 \
+                     FROM connections c WHERE c.id = sync_jobs.connection_id \
+                     AND c.status = 'active') \
                      ON CONFLICT (connection_id) WHERE status IN ('queued', 'running') \
                      DO NOTHING RETURNING id) \
                      SELECT id, pg_notify('{JOBS_CHANNEL}', '') FROM inserted"
@@ -368,7 +393,7 @@ impl SyncQueue for PostgresStore {
         cursor: &Value,
         lease_until: Timestamp,
         now: Timestamp,
-    ) -> Result<Option<u64>, StoreError> {
+    ) -> Result<PageCommit, StoreError> {
         commit_page(
             &self.pool,
             lease,

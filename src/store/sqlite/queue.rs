@@ -11,7 +11,9 @@ use super::{jobs, signals, SqliteStore};
 use crate::domain::{
     to_micros, Connection, ConnectionId, Job, JobId, NewJob, NewSignal, TenantId, Timestamp,
 };
-use crate::store::{Enqueued, Finished, IfRunning, JobFinish, Lease, StoreError, SyncQueue};
+use crate::store::{
+    Enqueued, Finished, IfRunning, JobFinish, Lease, PageCommit, StoreError, SyncQueue,
+};
 
 /// Re-reads a job named by a statement's `RETURNING id, tenant_id`.
 async fn reread(pool: &SqlitePool, tenant: Uuid, id: Uuid) -> Result<Job, StoreError> {
@@ -128,6 +130,15 @@ async fn claim(
 const EXTEND: &str = "UPDATE sync_jobs SET lease_expires_at = ?, updated_at = ? \
      WHERE id = ? AND lease_owner = ? AND status = 'running'";
 
+/// [`EXTEND`], only while the job's connection is `active`.
+const EXTEND_WHILE_ACTIVE: &str = "UPDATE sync_jobs SET lease_expires_at = ?, updated_at = ? \
+     WHERE id = ? AND lease_owner = ? AND status = 'running' AND EXISTS (SELECT 1 FROM \
+     connections c WHERE c.id = sync_jobs.connection_id AND c.status = 'active')";
+
+/// Whether the lease is still held.
+const HELD: &str =
+    "SELECT 1 FROM sync_jobs WHERE id = ? AND lease_owner = ? AND status = 'running'";
+
 async fn extend(
     pool: &SqlitePool,
     lease: Lease<'_>,
@@ -162,11 +173,11 @@ async fn commit_page(
     cursor: &Value,
     lease_until: Timestamp,
     now: Timestamp,
-) -> Result<Option<u64>, StoreError> {
+) -> Result<PageCommit, StoreError> {
     let cursor = serde_json::to_string(cursor).map_err(|e| StoreError::corrupt("cursor", e))?;
     let mut tx = pool.begin().await?;
     // First, so the transaction holds the write lock from its first statement on.
-    let ours = sqlx::query(EXTEND)
+    let ours = sqlx::query(EXTEND_WHILE_ACTIVE)
         .bind(to_micros(&lease_until))
         .bind(to_micros(&now))
         .bind(lease.job.0)
@@ -176,8 +187,18 @@ async fn commit_page(
         .rows_affected()
         == 1;
     if !ours {
+        let held = sqlx::query(HELD)
+            .bind(lease.job.0)
+            .bind(lease.owner)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
         tx.rollback().await?;
-        return Ok(None);
+        return Ok(if held {
+            PageCommit::ConnectionInactive
+        } else {
+            PageCommit::LeaseLost
+        });
     }
     let inserted = signals::insert_in(&mut tx, page).await?;
     sqlx::query(
@@ -191,7 +212,7 @@ async fn commit_page(
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(Some(inserted))
+    Ok(PageCommit::Stored(inserted))
 }
 
 async fn finish(
@@ -253,7 +274,9 @@ async fn finish(
                     "INSERT INTO sync_jobs (id, tenant_id, connection_id, provider, job_type, \
                      status, attempts, max_attempts, scheduled_at, created_at, updated_at) \
                      SELECT ?, tenant_id, connection_id, provider, follow_up, 'queued', 0, \
-                     max_attempts, ?, ?, ? FROM sync_jobs WHERE id = ? \
+                     max_attempts, ?, ?, ? FROM sync_jobs WHERE id = ? AND EXISTS (SELECT 1 \
+                     FROM connections c WHERE c.id = sync_jobs.connection_id \
+                     AND c.status = 'active') \
                      ON CONFLICT (connection_id) WHERE status IN ('queued', 'running') \
                      DO NOTHING",
                 )
@@ -376,7 +399,7 @@ impl SyncQueue for SqliteStore {
         cursor: &Value,
         lease_until: Timestamp,
         now: Timestamp,
-    ) -> Result<Option<u64>, StoreError> {
+    ) -> Result<PageCommit, StoreError> {
         commit_page(
             &self.pool,
             lease,

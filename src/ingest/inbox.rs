@@ -10,7 +10,9 @@ use tokio::sync::Notify;
 
 use super::stranded::Stranded;
 use super::{Normalized, WebhookEvent};
-use crate::domain::{now, Connection, EventStatus, JobType, StoredWebhookEvent, TenantId};
+use crate::domain::{
+    now, Connection, EventStatus, JobType, StoredWebhookEvent, TenantId, Timestamp,
+};
 use crate::http::AppState;
 use crate::store::{Backend, EventCompletion, IfRunning, StoreError};
 
@@ -78,7 +80,7 @@ async fn round(state: &AppState, stranded: &Stranded) -> anyhow::Result<usize> {
         // Nothing to record.
     } else if let Err(err) = state
         .store
-        .complete_webhook_events(&completions, now())
+        .complete_webhook_events(&completions, lease_until, now())
         .await
     {
         if err.is_unavailable() {
@@ -92,7 +94,7 @@ async fn round(state: &AppState, stranded: &Stranded) -> anyhow::Result<usize> {
         for (n, completion) in batch.iter().enumerate() {
             match state
                 .store
-                .complete_webhook_events(std::slice::from_ref(completion), now())
+                .complete_webhook_events(std::slice::from_ref(completion), lease_until, now())
                 .await
             {
                 Ok(()) => completions.push(completion.clone()),
@@ -120,7 +122,7 @@ async fn round(state: &AppState, stranded: &Stranded) -> anyhow::Result<usize> {
     }
     for (n, (event, error)) in failures.iter().enumerate() {
         metrics::counter!("webhook_events_total", "provider" => event.provider.clone(), "outcome" => "retry").increment(1);
-        if let Err(err) = give_up_or_retry(state, event, error).await {
+        if let Err(err) = give_up_or_retry(state, event, error, lease_until).await {
             if err.is_unavailable() {
                 // This failure and the ones after it are recorded once the store answers.
                 stranded.keep(lease_until, failures[n..].iter().map(|(e, _)| *e));
@@ -187,11 +189,13 @@ async fn run_loop(state: AppState, stranded: Stranded) {
     }
 }
 
-/// After a failure worth retrying: another attempt later, or `failed` after the last one.
+/// After a failure worth retrying: another attempt later, or `failed` after the last one; for
+/// an event still held under `lease`.
 async fn give_up_or_retry(
     state: &AppState,
     stored: &StoredWebhookEvent,
     error: &str,
+    lease: Timestamp,
 ) -> Result<(), StoreError> {
     if stored.attempts >= MAX_ATTEMPTS {
         tracing::warn!(event_id = %stored.id, error, "webhook event failed for good");
@@ -203,6 +207,7 @@ async fn give_up_or_retry(
                 None,
                 &[],
                 Some(error),
+                lease,
                 now(),
             )
             .await
@@ -210,7 +215,7 @@ async fn give_up_or_retry(
         let backoff = chrono::Duration::seconds(2_i64.pow(stored.attempts.clamp(0, 10) as u32));
         state
             .store
-            .retry_webhook_event(stored.id, error, now() + backoff)
+            .retry_webhook_event(stored.id, error, lease, now() + backoff)
             .await
     }
 }
@@ -295,9 +300,9 @@ async fn decide(
 }
 
 /// Enqueues a `webhook` sync of `connection` (or finds the one already queued or running) and
-/// wakes this process's sync workers. Enqueuing again when the event is retried finds the same
-/// job, so a notification never queues two. A sync already running may have read its last page
-/// before the change: another is queued as soon as it succeeds.
+/// wakes this process's sync workers. A sync already running may have read its last page
+/// before the change: another is queued as soon as it succeeds, one however many requests
+/// arrive meanwhile, so an event retried after its job started adds at most that one.
 async fn request_sync(state: &AppState, connection: &Connection) -> Result<(), StoreError> {
     let job = super::sync::new_job(connection, JobType::Webhook, now());
     let enqueued = state.store.enqueue_sync(&job, IfRunning::FollowUp).await?;

@@ -39,14 +39,19 @@ pub trait Inbox: Send + Sync {
     ) -> Result<Vec<StoredWebhookEvent>, StoreError>;
 
     /// Records the outcomes of a batch of events (`processed`, `ignored`, `unmatched` or
-    /// `failed`) together with their signals, in one transaction.
+    /// `failed`) together with their signals, in one transaction. An outcome is recorded only
+    /// on an event still `pending` under `lease`, the lease its claim set: a worker that
+    /// outlived its lease cannot overwrite what the worker that took the event over recorded
+    /// (the signals it stores are the same ones, so they are skipped as known).
     async fn complete_webhook_events(
         &self,
         completions: &[EventCompletion],
+        lease: Timestamp,
         now: Timestamp,
     ) -> Result<(), StoreError>;
 
-    /// Records one event's outcome with its signals.
+    /// Records one event's outcome with its signals, as [`Inbox::complete_webhook_events`].
+    #[allow(clippy::too_many_arguments)]
     async fn complete_webhook_event(
         &self,
         id: Uuid,
@@ -54,6 +59,7 @@ pub trait Inbox: Send + Sync {
         connection_id: Option<ConnectionId>,
         signals: &[NewSignal],
         error: Option<&str>,
+        lease: Timestamp,
         now: Timestamp,
     ) -> Result<(), StoreError> {
         let completion = EventCompletion {
@@ -63,15 +69,17 @@ pub trait Inbox: Send + Sync {
             signals: signals.to_vec(),
             error: error.map(str::to_string),
         };
-        self.complete_webhook_events(std::slice::from_ref(&completion), now)
+        self.complete_webhook_events(std::slice::from_ref(&completion), lease, now)
             .await
     }
 
-    /// Releases an event for another attempt at `next_attempt_at`, keeping the error.
+    /// Releases an event for another attempt at `next_attempt_at`, keeping the error; only
+    /// while it is still `pending` under `lease`, the lease its claim set.
     async fn retry_webhook_event(
         &self,
         id: Uuid,
         error: &str,
+        lease: Timestamp,
         next_attempt_at: Timestamp,
     ) -> Result<(), StoreError>;
 

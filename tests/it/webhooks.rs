@@ -2,7 +2,7 @@
 //! the inbox worker into signals of the right tenant's connection, and never lost.
 
 use connectors::crypto::Secret;
-use connectors::domain::{EventStatus, TenantId};
+use connectors::domain::{now, EventStatus, TenantId};
 use connectors::ingest::inbox;
 use connectors::ingest::signature::hmac_sha256_hex;
 use reqwest::Method;
@@ -183,6 +183,82 @@ async fn an_event_whose_signal_cannot_be_stored_fails_alone_and_its_batch_is_pro
             assert!(error.contains("poison refused"), "{error}");
         }
     }
+}
+
+#[tokio::test]
+async fn a_worker_that_outlived_its_lease_cannot_overwrite_the_outcome() {
+    let app = spawn().await;
+    let t = tenant();
+    connect_sandbox(&app, t).await;
+    let event = accepted(
+        deliver(
+            &app,
+            t,
+            "late-1",
+            "event.created",
+            &event_body("late-1"),
+            |_| {},
+        )
+        .await,
+    )
+    .await;
+    let id: uuid::Uuid = event["event_id"]
+        .as_str()
+        .expect("id")
+        .parse()
+        .expect("uuid");
+    let store = app.store();
+
+    // A worker claims the event and stalls past its lease; another takes it over.
+    let claimed_at = now();
+    let stale = claimed_at + chrono::Duration::seconds(5);
+    let first = store
+        .claim_webhook_events(claimed_at, stale, 10)
+        .await
+        .expect("claim");
+    assert_eq!(first.len(), 1);
+    let later = stale + chrono::Duration::seconds(1);
+    let current = later + chrono::Duration::seconds(60);
+    let second = store
+        .claim_webhook_events(later, current, 10)
+        .await
+        .expect("take over");
+    assert_eq!(second.len(), 1, "the expired lease is taken over");
+
+    // The stalled worker's failure or retry changes nothing while the event is held anew.
+    store
+        .complete_webhook_event(
+            id,
+            EventStatus::Failed,
+            None,
+            &[],
+            Some("stalled"),
+            stale,
+            now(),
+        )
+        .await
+        .expect("stale outcome");
+    store
+        .retry_webhook_event(id, "stalled", stale, now())
+        .await
+        .expect("stale retry");
+    let held = stored_event(&app, t, &event).await;
+    assert_eq!(held.status, EventStatus::Pending);
+    assert_eq!(held.last_error, None);
+
+    // The worker that holds it now records the outcome; the stalled one cannot undo it.
+    store
+        .complete_webhook_event(id, EventStatus::Ignored, None, &[], None, current, now())
+        .await
+        .expect("outcome");
+    store
+        .retry_webhook_event(id, "stalled", current, now())
+        .await
+        .expect("late retry");
+    let done = stored_event(&app, t, &event).await;
+    assert_eq!(done.status, EventStatus::Ignored);
+    assert_eq!(done.last_error, None);
+    assert_eq!(done.attempts, 2);
 }
 
 #[tokio::test]

@@ -80,6 +80,7 @@ impl Inbox for PostgresStore {
     async fn complete_webhook_events(
         &self,
         completions: &[EventCompletion],
+        lease: Timestamp,
         now: Timestamp,
     ) -> Result<(), StoreError> {
         // One transaction for the whole batch: the signals and every outcome land together.
@@ -104,13 +105,15 @@ impl Inbox for PostgresStore {
              connection_id = COALESCE(o.connection_id, e.connection_id), \
              last_error = o.last_error, processed_at = $5, lease_expires_at = NULL \
              FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::text[]) \
-             AS o (id, status, connection_id, last_error) WHERE e.id = o.id",
+             AS o (id, status, connection_id, last_error) WHERE e.id = o.id \
+             AND e.status = 'pending' AND e.lease_expires_at = $6",
         )
         .bind(&ids)
         .bind(&outcomes)
         .bind(&connections)
         .bind(&errors)
         .bind(now)
+        .bind(lease)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -121,15 +124,17 @@ impl Inbox for PostgresStore {
         &self,
         id: Uuid,
         error: &str,
+        lease: Timestamp,
         next_attempt_at: Timestamp,
     ) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE webhook_events SET last_error = $1, next_attempt_at = $2, lease_expires_at = NULL \
-             WHERE id = $3",
+             WHERE id = $3 AND status = 'pending' AND lease_expires_at = $4",
         )
         .bind(error)
         .bind(next_attempt_at)
         .bind(id)
+        .bind(lease)
         .execute(&self.pool)
         .await?;
         Ok(())

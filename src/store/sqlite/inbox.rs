@@ -52,6 +52,7 @@ impl Inbox for SqliteStore {
     async fn complete_webhook_events(
         &self,
         completions: &[EventCompletion],
+        lease: Timestamp,
         now: Timestamp,
     ) -> Result<(), StoreError> {
         // One transaction for the whole batch: the signals and every outcome land together.
@@ -86,7 +87,9 @@ impl Inbox for SqliteStore {
                 .push_bind(c.error.as_deref())
                 .push(", processed_at = ")
                 .push_bind(to_micros(&now))
-                .push(", lease_expires_at = NULL WHERE id IN (");
+                .push(", lease_expires_at = NULL WHERE status = 'pending' AND lease_expires_at = ")
+                .push_bind(to_micros(&lease))
+                .push(" AND id IN (");
             let mut list = q.separated(", ");
             for id in ids {
                 list.push_bind(id);
@@ -102,16 +105,18 @@ impl Inbox for SqliteStore {
         &self,
         id: Uuid,
         error: &str,
+        lease: Timestamp,
         next_attempt_at: Timestamp,
     ) -> Result<(), StoreError> {
         let _turn = self.gate.lock().await;
         sqlx::query(
             "UPDATE webhook_events SET last_error = ?, next_attempt_at = ?, lease_expires_at = NULL \
-             WHERE id = ?",
+             WHERE id = ? AND status = 'pending' AND lease_expires_at = ?",
         )
         .bind(error)
         .bind(to_micros(&next_attempt_at))
         .bind(id)
+        .bind(to_micros(&lease))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -263,7 +268,7 @@ mod tests {
         let released = store.release_webhook_events(other, None, now()).await;
         assert_eq!(released.expect("release"), 0);
         store
-            .complete_webhook_event(b.id, EventStatus::Ignored, None, &[], None, now())
+            .complete_webhook_event(b.id, EventStatus::Ignored, None, &[], None, lease, now())
             .await
             .expect("complete");
         let released = store

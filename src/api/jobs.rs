@@ -35,6 +35,11 @@ pub struct JobView {
     finished_at: Option<DateTime<Utc>>,
     /// The last attempt's error.
     error: Option<String>,
+    /// A sync of the connection was asked for (`POST /connections/{id}/sync`, or a provider
+    /// notification) while this job was running, after it may have read its last page: when
+    /// it succeeds, another job of the connection is queued (`GET /jobs?connection_id=...`).
+    /// A job that fails queues none; the connection's next scheduled sync follows.
+    follow_up_requested: bool,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -53,6 +58,7 @@ impl From<Job> for JobView {
             started_at: j.started_at,
             finished_at: j.finished_at,
             error: j.error,
+            follow_up_requested: j.follow_up.is_some(),
             created_at: j.created_at,
             updated_at: j.updated_at,
         }

@@ -127,6 +127,8 @@ pub struct Job {
     pub started_at: Option<Timestamp>,
     pub finished_at: Option<Timestamp>,
     pub error: Option<String>,
+    /// The type of the job to queue when this one succeeds: a sync was requested while it ran.
+    pub follow_up: Option<JobType>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }

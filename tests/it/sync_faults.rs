@@ -499,7 +499,9 @@ async fn a_sync_requested_while_one_runs_is_queued_again_when_it_succeeds() {
     let (worker, running) = notified_while_running(&app, t).await;
     let asked = sync_now(&app, t, &cid).await;
     assert_eq!(asked, running.id.to_string());
-    assert_eq!(job(&app, t, &asked).await["status"], "running");
+    let answered = job(&app, t, &asked).await;
+    assert_eq!(answered["status"], "running");
+    assert_eq!(answered["follow_up_requested"], true);
     assert_eq!(webhook_jobs(&app, t, &cid).await.len(), 1);
 
     let outcome = run_claimed(&app, &worker, running).await;
@@ -509,6 +511,7 @@ async fn a_sync_requested_while_one_runs_is_queued_again_when_it_succeeds() {
     assert_eq!(jobs.len(), 2, "one follow-up for both requests: {jobs:?}");
     assert_eq!(jobs[0]["status"], "queued");
     assert_eq!(jobs[0]["attempts"], 0);
+    assert_eq!(jobs[0]["follow_up_requested"], false);
     assert_eq!(jobs[1]["id"], asked.as_str());
     assert_eq!(jobs[1]["status"], "succeeded");
 
@@ -548,7 +551,12 @@ async fn a_sync_requested_while_one_runs_is_answered_by_its_retry() {
         run_at(&app, at).await.is_none(),
         "no follow-up after a retry"
     );
-    assert_eq!(webhook_jobs(&app, t, &cid).await.len(), 1);
+    let jobs = webhook_jobs(&app, t, &cid).await;
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(
+        jobs[0]["follow_up_requested"], false,
+        "the retry dropped the request"
+    );
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use crate::domain::{ConnectionId, Job, JobId, NewJob, TenantId};
 use crate::store::{JobFilter, PageRequest, StoreError};
 
 const COLUMNS: &str = "id, tenant_id, connection_id, provider, job_type, status, attempts, \
-     max_attempts, scheduled_at, started_at, finished_at, error, created_at, updated_at";
+     max_attempts, scheduled_at, started_at, finished_at, error, follow_up, created_at, updated_at";
 
 pub(super) async fn insert(pool: &PgPool, new: &NewJob) -> Result<Job, StoreError> {
     let sql = format!(
@@ -111,6 +111,11 @@ fn decode(row: &PgRow) -> Result<Job, StoreError> {
         started_at: row.try_get("started_at")?,
         finished_at: row.try_get("finished_at")?,
         error: row.try_get("error")?,
+        follow_up: row
+            .try_get::<Option<String>, _>("follow_up")?
+            .map(|t| t.parse())
+            .transpose()
+            .map_err(|e| StoreError::corrupt("follow_up", e))?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })

@@ -9,7 +9,7 @@ use crate::domain::{to_micros, ConnectionId, Job, JobId, NewJob, TenantId};
 use crate::store::{JobFilter, PageRequest, StoreError};
 
 const COLUMNS: &str = "id, tenant_id, connection_id, provider, job_type, status, attempts, \
-     max_attempts, scheduled_at, started_at, finished_at, error, created_at, updated_at";
+     max_attempts, scheduled_at, started_at, finished_at, error, follow_up, created_at, updated_at";
 
 pub(super) async fn insert(pool: &SqlitePool, new: &NewJob) -> Result<Job, StoreError> {
     let created = to_micros(&new.created_at);
@@ -113,6 +113,11 @@ fn decode(row: &SqliteRow) -> Result<Job, StoreError> {
         started_at: opt_time("started_at", row.try_get("started_at")?)?,
         finished_at: opt_time("finished_at", row.try_get("finished_at")?)?,
         error: row.try_get("error")?,
+        follow_up: row
+            .try_get::<Option<String>, _>("follow_up")?
+            .map(|t| t.parse())
+            .transpose()
+            .map_err(|e| StoreError::corrupt("follow_up", e))?,
         created_at: time("created_at", row.try_get("created_at")?)?,
         updated_at: time("updated_at", row.try_get("updated_at")?)?,
     })

@@ -23,7 +23,7 @@ Every error is `application/problem+json` with a stable `code`.",
     components(schemas(Problem, ErrorCode)),
     tags(
         (name = "operations", description = "Health, readiness, metrics and this document. Public."),
-        (name = "providers", description = "The catalogue of providers. Public."),
+        (name = "providers", description = "The catalogue of providers (public), and what to register at a provider for a tenant's webhook (operator)."),
         (name = "connect", description = "The OAuth journey that creates connections."),
         (name = "connections", description = "A tenant's connections to provider accounts."),
         (name = "signals", description = "Normalized events from connected providers."),

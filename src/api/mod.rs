@@ -10,6 +10,7 @@ mod jobs;
 mod meta;
 mod providers;
 mod signals;
+mod tenant_webhooks;
 mod webhooks;
 
 pub use meta::render_metrics;
@@ -33,6 +34,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(meta::root))
         .routes(routes!(meta::openapi_json))
         .routes(routes!(providers::list_providers))
+        .routes(routes!(tenant_webhooks::tenant_webhook))
         .routes(routes!(connect::start_connect))
         .routes(routes!(connect::callback))
         .routes(routes!(connections::list_connections))

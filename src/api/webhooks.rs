@@ -17,7 +17,7 @@ use crate::domain::{now, ConnectionId, NewWebhookEvent, TenantId};
 use crate::http::auth::{bearer_token, tenant_header};
 use crate::http::{ApiError, AppState, ErrorCode, Problem};
 use crate::ingest::{Verified, WebhookRejection};
-use crate::providers::RegistryEntry;
+use crate::providers::{RegistryEntry, WebhookUrl};
 
 /// Headers never stored with an event: credentials of any kind.
 const SECRET_HEADERS: &[&str] = &[
@@ -55,7 +55,7 @@ pub struct WebhookAccepted {
         (status = 202, body = WebhookAccepted),
         (status = 200, description = "A provider handshake, answered as the provider requires"),
         (status = 400, description = "Bad tenant id, or a verified delivery that lacks what the provider always sends, such as its delivery id (`VALIDATION_FAILED`, `details.delivery` says what)", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Signature missing, malformed, wrong, outside the replay window, or no webhook secret configured (`INVALID_SIGNATURE`)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Signature missing, malformed, wrong (made with another tenant's secret, too), outside the replay window, or no webhook secret configured (`INVALID_SIGNATURE`)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown provider (`PROVIDER_NOT_FOUND`)", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over the limit (`PAYLOAD_TOO_LARGE`)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unreachable (`SERVICE_UNAVAILABLE`); the provider should redeliver", body = Problem, content_type = "application/problem+json"),
@@ -70,7 +70,8 @@ pub async fn receive(
     let tenant: TenantId = tenant
         .parse()
         .map_err(|_| ApiError::invalid_field("tenant_id", "must be a UUID"))?;
-    let (dedupe_key, event_type) = match verify(&state, &provider, &headers, &body)? {
+    let url = WebhookUrl::Tenant(tenant);
+    let (dedupe_key, event_type) = match verify(&state, &provider, url, &headers, &body)? {
         Ok(delivery) => delivery,
         Err(handshake) => return Ok(handshake),
     };
@@ -122,10 +123,11 @@ pub async fn receive_app(
     if headers.contains_key(header::AUTHORIZATION) {
         return relay(&state, &provider, &headers, &body).await;
     }
-    let (dedupe_key, event_type) = match verify(&state, &provider, &headers, &body)? {
-        Ok(delivery) => delivery,
-        Err(handshake) => return Ok(handshake),
-    };
+    let (dedupe_key, event_type) =
+        match verify(&state, &provider, WebhookUrl::App, &headers, &body)? {
+            Ok(delivery) => delivery,
+            Err(handshake) => return Ok(handshake),
+        };
     let connector = provider_entry(&state, &provider)?.connector;
     let connections = match connector.webhook_account(&headers, &body) {
         Some(account) => {
@@ -240,11 +242,12 @@ fn provider_entry<'a>(state: &'a AppState, provider: &str) -> Result<&'a Registr
     })
 }
 
-/// Runs the provider's verification: the delivery's dedupe key and type, or the handshake
-/// answer to send back as is.
+/// Runs the provider's verification of a delivery to `url`: its dedupe key and type, or the
+/// handshake answer to send back as is.
 fn verify(
     state: &AppState,
     provider: &str,
+    url: WebhookUrl,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Result<(String, Option<String>), Response>, ApiError> {
@@ -255,7 +258,7 @@ fn verify(
             format!("no provider named {provider:?}"),
         )
     })?;
-    let verdict = entry.connector.verify_webhook(settings, headers, body);
+    let verdict = entry.connector.verify_webhook(settings, url, headers, body);
     let outcome = match &verdict {
         Ok(_) => "verified",
         Err(WebhookRejection::NotConfigured) => "not_configured",

@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 
 use crate::config::ProviderSettings;
 use crate::crypto::Secret;
-use crate::domain::{Connection, ConnectionId};
+use crate::domain::{Connection, ConnectionId, TenantId};
 use crate::http::AppState;
 use crate::ingest::{Normalized, SyncPage, Verified, WebhookEvent, WebhookRejection};
 use crate::oauth::{
@@ -39,6 +39,28 @@ pub struct RateLimitPolicy {
     pub burst: u32,
     /// Requests in flight at once, per connection.
     pub max_concurrency: u32,
+}
+
+/// The URL a webhook delivery arrived at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WebhookUrl {
+    /// `/webhooks/{provider}/{tenant_id}`: registered for one tenant.
+    Tenant(TenantId),
+    /// `/webhooks/{provider}`: one URL for the whole provider app.
+    App,
+}
+
+/// What an operator registers at the provider so that one tenant's deliveries reach
+/// `/webhooks/{provider}/{tenant_id}`.
+#[derive(Debug)]
+pub struct TenantWebhook {
+    /// The secret the provider signs those deliveries with; `None` while the provider's
+    /// webhook secret is not configured.
+    pub secret: Option<Secret>,
+    /// The content type to choose.
+    pub content_type: &'static str,
+    /// The provider's event types to subscribe to.
+    pub events: &'static [&'static str],
 }
 
 /// A provider's static description.
@@ -148,15 +170,28 @@ pub trait Connector: Send + Sync + 'static {
         ctx.revoke_token(endpoints, token).await
     }
 
-    /// Verifies a webhook delivery on its raw bytes, in constant time, within the provider's
-    /// replay window, and names its dedupe key. The default refuses every delivery.
+    /// Verifies a webhook delivery that arrived at `url` on its raw bytes, in constant time,
+    /// within the provider's replay window, and names its dedupe key. The default refuses every
+    /// delivery.
     fn verify_webhook(
         &self,
         _settings: &ProviderSettings,
+        _url: WebhookUrl,
         _headers: &HeaderMap,
         _body: &[u8],
     ) -> Result<Verified, WebhookRejection> {
         Err(WebhookRejection::NotConfigured)
+    }
+
+    /// What to register at the provider for one tenant's webhook URL; `None` when the
+    /// provider's webhooks are not registered per tenant (one URL per app, or channels the
+    /// service opens itself).
+    fn tenant_webhook(
+        &self,
+        _settings: &ProviderSettings,
+        _tenant: TenantId,
+    ) -> Option<TenantWebhook> {
+        None
     }
 
     /// Request headers that carry a secret of the provider's scheme (a channel token) and are

@@ -17,5 +17,7 @@ mod zoho;
 pub mod zoho_cliq;
 pub mod zoho_mail;
 
-pub use descriptor::{AuthType, Connector, Descriptor, RateLimitPolicy, SyncContext};
+pub use descriptor::{
+    AuthType, Connector, Descriptor, RateLimitPolicy, SyncContext, TenantWebhook, WebhookUrl,
+};
 pub use registry::{descriptors, Registry, RegistryEntry};

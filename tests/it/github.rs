@@ -65,8 +65,17 @@ async fn spawn(extra: &[(&str, &str)]) -> TestApp {
     TestApp::spawn_with(&settings).await
 }
 
-/// Posts `body` as GitHub delivers it, signed, to the tenant's URL; `tweak` may change the
-/// headers first.
+/// The secret of tenant `t`'s webhook URL, derived as `docs/providers/github.md` says: the
+/// HMAC-SHA256 of `github-webhook:{tenant_id}` under the configured secret, in hex.
+fn tenant_secret(t: TenantId) -> Secret {
+    Secret::new(hmac_sha256_hex(
+        &Secret::new(SECRET),
+        &[format!("github-webhook:{t}").as_bytes()],
+    ))
+}
+
+/// Posts `body` as GitHub delivers it, signed with the tenant's secret, to the tenant's URL;
+/// `tweak` may change the headers first.
 async fn deliver(
     app: &TestApp,
     t: TenantId,
@@ -78,6 +87,7 @@ async fn deliver(
     deliver_to(
         app,
         &format!("/webhooks/github/{t}"),
+        &tenant_secret(t),
         event,
         delivery,
         body,
@@ -86,15 +96,17 @@ async fn deliver(
     .await
 }
 
+/// Posts `body` as GitHub delivers it to `path`, signed with `secret`.
 async fn deliver_to(
     app: &TestApp,
     path: &str,
+    secret: &Secret,
     event: &str,
     delivery: &str,
     body: &[u8],
     tweak: impl FnOnce(&mut Vec<(&'static str, String)>),
 ) -> reqwest::Response {
-    let signature = hmac_sha256_hex(&Secret::new(SECRET), &[body]);
+    let signature = hmac_sha256_hex(secret, &[body]);
     let mut headers = vec![
         ("X-GitHub-Delivery", delivery.to_string()),
         ("X-GitHub-Event", event.to_string()),
@@ -504,7 +516,13 @@ async fn bad_signatures_are_refused_with_401_and_nothing_is_stored() {
     let t = tenant();
     app.connection(t, "github").await;
     let body = serde_json::to_vec(&example("issues", "opened")).expect("json");
-    let good = hmac_sha256_hex(&Secret::new(SECRET), &[&body]);
+    let good = hmac_sha256_hex(&tenant_secret(t), &[&body]);
+    let signed_with = |secret: &Secret| {
+        set(
+            "X-Hub-Signature-256",
+            format!("sha256={}", hmac_sha256_hex(secret, &[&body])),
+        )
+    };
     let sha1_only: Tweak = Box::new(|h| {
         h.retain(|(n, _)| *n != "X-Hub-Signature-256");
         h.push((
@@ -533,13 +551,14 @@ async fn bad_signatures_are_refused_with_401_and_nothing_is_stored() {
         ),
         (
             "another secret",
-            set(
-                "X-Hub-Signature-256",
-                format!(
-                    "sha256={}",
-                    hmac_sha256_hex(&Secret::new("not-the-secret"), &[&body])
-                ),
-            ),
+            signed_with(&Secret::new("not-the-secret")),
+        ),
+        // Only the app-level URL takes the configured secret itself.
+        ("the configured secret", signed_with(&Secret::new(SECRET))),
+        // A delivery signed for another tenant's webhook, replayed on this tenant's URL.
+        (
+            "another tenant's secret",
+            signed_with(&tenant_secret(tenant())),
         ),
     ];
     for (label, tweak) in cases {
@@ -709,9 +728,20 @@ async fn app_level_deliveries_reach_every_tenant_that_connected_the_owning_accou
     let in_b = github_connection(&app, b, "21031067", "Codertocat").await;
     github_connection(&app, other, "583231", "octocat").await;
     let body = serde_json::to_vec(&example("issues", "opened")).expect("json");
-    let answer =
-        accepted(deliver_to(&app, "/webhooks/github", "issues", "app-1", &body, |_| {}).await)
-            .await;
+    let app_secret = Secret::new(SECRET);
+    let answer = accepted(
+        deliver_to(
+            &app,
+            "/webhooks/github",
+            &app_secret,
+            "issues",
+            "app-1",
+            &body,
+            |_| {},
+        )
+        .await,
+    )
+    .await;
     assert_eq!(answer["duplicate"], false);
     inbox::drain(&app.state).await.expect("drain");
     for (t, connection) in [(a, &in_a), (b, &in_b)] {
@@ -722,11 +752,111 @@ async fn app_level_deliveries_reach_every_tenant_that_connected_the_owning_accou
     }
     assert!(signals_of(&app, other).await.is_empty());
     // Unsigned, it is refused like any delivery.
-    let response = deliver_to(&app, "/webhooks/github", "issues", "app-2", &body, |h| {
-        h.retain(|(n, _)| *n != "X-Hub-Signature-256")
-    })
+    let response = deliver_to(
+        &app,
+        "/webhooks/github",
+        &app_secret,
+        "issues",
+        "app-2",
+        &body,
+        |h| h.retain(|(n, _)| *n != "X-Hub-Signature-256"),
+    )
     .await;
     assert_problem(response, 401, "INVALID_SIGNATURE").await;
+    // Nor does a tenant's own secret verify there.
+    let response = deliver_to(
+        &app,
+        "/webhooks/github",
+        &tenant_secret(a),
+        "issues",
+        "app-3",
+        &body,
+        |_| {},
+    )
+    .await;
+    assert_problem(response, 401, "INVALID_SIGNATURE").await;
+}
+
+#[tokio::test]
+async fn a_tenants_webhook_registration_holds_a_secret_that_verifies_on_its_url_only() {
+    let app = spawn(&[]).await;
+    let (t, other) = (tenant(), tenant());
+    app.connection(t, "github").await;
+    let path = "/providers/github/webhook";
+
+    let response = app.anonymous(Method::GET, path).send().await.expect("sent");
+    assert_problem(response, 401, "UNAUTHORIZED").await;
+    let response = app.operator(Method::GET, path).send().await.expect("sent");
+    assert_problem(response, 400, "TENANT_HEADER_REQUIRED").await;
+
+    let response = app.get(t, path).send().await.expect("sent");
+    assert_eq!(
+        response
+            .headers()
+            .get("cache-control")
+            .map(|v| v.to_str().ok()),
+        Some(Some("no-store")),
+        "a secret is never cached"
+    );
+    let (status, registration) = json(response).await;
+    assert_eq!(status, 200, "{registration}");
+    let mut base = app.state.config.public_base_url.to_string();
+    if base.ends_with('/') {
+        base.pop();
+    }
+    assert_eq!(registration["provider"], "github");
+    assert_eq!(registration["url"], format!("{base}/webhooks/github/{t}"));
+    assert_eq!(registration["content_type"], "application/json");
+    assert_eq!(
+        registration["events"],
+        json!([
+            "issues",
+            "issue_comment",
+            "pull_request",
+            "pull_request_review",
+            "push",
+            "release"
+        ])
+    );
+    let secret = Secret::new(registration["secret"].as_str().expect("secret"));
+    assert_eq!(secret.expose(), tenant_secret(t).expose());
+    let (_, theirs) = app.get_json(other, path).await;
+    assert_ne!(
+        theirs["secret"], registration["secret"],
+        "one secret per tenant"
+    );
+
+    // Registered as told, a delivery is accepted; replayed on another tenant's URL, refused.
+    let body = serde_json::to_vec(&example("issues", "opened")).expect("json");
+    let url = Url::parse(registration["url"].as_str().expect("url")).expect("url");
+    let answer =
+        accepted(deliver_to(&app, url.path(), &secret, "issues", "reg-1", &body, |_| {}).await)
+            .await;
+    assert_eq!(answer["duplicate"], false);
+    let elsewhere = format!("/webhooks/github/{other}");
+    let response = deliver_to(&app, &elsewhere, &secret, "issues", "reg-1", &body, |_| {}).await;
+    assert_problem(response, 401, "INVALID_SIGNATURE").await;
+    inbox::drain(&app.state).await.expect("drain");
+    assert_eq!(signals_of(&app, t).await.len(), 1);
+    assert!(signals_of(&app, other).await.is_empty());
+
+    // Slack's events come to one URL per app; unknown providers are unknown.
+    let response = app
+        .get(t, "/providers/slack/webhook")
+        .send()
+        .await
+        .expect("sent");
+    assert_problem(response, 404, "NOT_FOUND").await;
+    let response = app
+        .get(t, "/providers/nope/webhook")
+        .send()
+        .await
+        .expect("sent");
+    assert_problem(response, 404, "PROVIDER_NOT_FOUND").await;
+    // Without a configured secret there is nothing to register.
+    let bare = TestApp::spawn().await;
+    let response = bare.get(t, path).send().await.expect("sent");
+    assert_problem(response, 409, "PROVIDER_NOT_CONFIGURED").await;
 }
 
 // ---------------------------------------------------------------------------------------------

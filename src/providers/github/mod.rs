@@ -20,12 +20,14 @@ use serde_json::Value;
 use url::Url;
 
 use crate::config::ProviderSettings;
-use crate::domain::{Connection, ConnectionId};
+use crate::domain::{Connection, ConnectionId, TenantId};
 use crate::ingest::{Normalized, SyncPage, Verified, WebhookEvent, WebhookRejection};
 use crate::oauth::{
     ConnectionTokens, ExternalAccount, OAuthEndpoints, ProviderCallError, ProviderContext, TokenSet,
 };
-use crate::providers::{AuthType, Connector, Descriptor, RateLimitPolicy, SyncContext};
+use crate::providers::{
+    AuthType, Connector, Descriptor, RateLimitPolicy, SyncContext, TenantWebhook, WebhookUrl,
+};
 
 pub use sync::INITIAL_LOOKBACK_DAYS;
 
@@ -92,10 +94,19 @@ impl Connector for GithubConnector {
     fn verify_webhook(
         &self,
         settings: &ProviderSettings,
+        url: WebhookUrl,
         headers: &HeaderMap,
         body: &[u8],
     ) -> Result<Verified, WebhookRejection> {
-        webhook::verify(settings, headers, body)
+        webhook::verify(settings, url, headers, body)
+    }
+
+    fn tenant_webhook(
+        &self,
+        settings: &ProviderSettings,
+        tenant: TenantId,
+    ) -> Option<TenantWebhook> {
+        Some(webhook::tenant_webhook(settings, tenant))
     }
 
     fn webhook_account(&self, headers: &HeaderMap, body: &[u8]) -> Option<String> {

@@ -8,25 +8,69 @@
 //! (<https://docs.github.com/en/webhooks/using-webhooks/validating-webhook-deliveries>).
 //! GitHub signs no timestamp, so there is no replay window; redeliveries are caught by their
 //! delivery id.
+//!
+//! Each tenant's URL has its own secret, derived from the configured one (see
+//! [`tenant_secret`]): a delivery signed for one tenant's webhook never verifies on another
+//! tenant's URL. The app-level URL takes the configured secret itself.
 
 use axum::http::HeaderMap;
 use serde_json::Value;
 
 use super::normalize::{parse_body, parse_payload};
 use crate::config::ProviderSettings;
-use crate::domain::{Connection, ConnectionId};
-use crate::ingest::signature::{header, hmac_sha256_hex_matches};
+use crate::crypto::Secret;
+use crate::domain::{Connection, ConnectionId, TenantId};
+use crate::ingest::signature::{header, hmac_sha256_hex, hmac_sha256_hex_matches};
 use crate::ingest::{Verified, WebhookEvent, WebhookRejection};
+use crate::providers::{TenantWebhook, WebhookUrl};
+
+/// The events whose deliveries become signals (see `normalize`).
+pub(super) const EVENTS: &[&str] = &[
+    "issues",
+    "issue_comment",
+    "pull_request",
+    "pull_request_review",
+    "push",
+    "release",
+];
+
+/// The secret of one tenant's webhook URL: the HMAC-SHA256 of `github-webhook:{tenant_id}`
+/// (the id in lower-case hyphenated form) under the configured secret, as lower-case hex.
+pub fn tenant_secret(secret: &Secret, tenant: TenantId) -> Secret {
+    let scope = format!("github-webhook:{tenant}");
+    Secret::new(hmac_sha256_hex(secret, &[scope.as_bytes()]))
+}
+
+/// What to register on a repository or organization for one tenant.
+pub(super) fn tenant_webhook(settings: &ProviderSettings, tenant: TenantId) -> TenantWebhook {
+    TenantWebhook {
+        secret: settings
+            .webhook_secret
+            .as_ref()
+            .map(|secret| tenant_secret(secret, tenant)),
+        content_type: "application/json",
+        events: EVENTS,
+    }
+}
 
 pub(super) fn verify(
     settings: &ProviderSettings,
+    url: WebhookUrl,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Verified, WebhookRejection> {
-    let secret = settings
+    let configured = settings
         .webhook_secret
         .as_ref()
         .ok_or(WebhookRejection::NotConfigured)?;
+    let derived;
+    let secret = match url {
+        WebhookUrl::App => configured,
+        WebhookUrl::Tenant(tenant) => {
+            derived = tenant_secret(configured, tenant);
+            &derived
+        }
+    };
     let invalid = |why: &str| WebhookRejection::InvalidSignature(why.to_string());
     let signature = match header(headers, "x-hub-signature-256") {
         Some(signature) => signature,
@@ -144,6 +188,7 @@ mod tests {
         let signature = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
         let verdict = verify(
             &settings(Some("It's a Secret to Everybody")),
+            WebhookUrl::App,
             &headers(&[
                 ("x-hub-signature-256", signature),
                 ("x-github-delivery", "72d3162e-cc78-11e3-81ab-4c9367dc0958"),
@@ -167,7 +212,7 @@ mod tests {
         let good = hmac_sha256_hex(&Secret::new(secret), &[body]);
         let invalid = |h: HeaderMap| {
             matches!(
-                verify(&settings(Some(secret)), &h, body),
+                verify(&settings(Some(secret)), WebhookUrl::App, &h, body),
                 Err(WebhookRejection::InvalidSignature(_))
             )
         };
@@ -195,6 +240,7 @@ mod tests {
         assert_eq!(
             verify(
                 &settings(None),
+                WebhookUrl::App,
                 &headers(&[("x-hub-signature-256", &signed)]),
                 body
             ),
@@ -204,10 +250,50 @@ mod tests {
             let mut h = headers(&[base[0], base[1], ("x-hub-signature-256", &signed)]);
             h.remove(missing);
             assert!(matches!(
-                verify(&settings(Some(secret)), &h, body),
+                verify(&settings(Some(secret)), WebhookUrl::App, &h, body),
                 Err(WebhookRejection::Malformed(_))
             ));
         }
+    }
+
+    #[test]
+    fn a_tenant_url_takes_only_that_tenants_derived_secret() {
+        let configured = "It's a Secret to Everybody";
+        let tenant: TenantId = "7b0c9c1e-4c1e-4d0a-9a55-1c2f3e4d5a6b"
+            .parse()
+            .expect("uuid");
+        let other = TenantId(uuid::Uuid::now_v7());
+        let derived = tenant_secret(&Secret::new(configured), tenant);
+        // HMAC-SHA256("github-webhook:7b0c9c1e-...", configured), computed independently.
+        assert_eq!(
+            derived.expose(),
+            "a9876a2bfb9489ee28a42bcc7f8d8256c3f7a23d56617f9de4b892587c7fd65c"
+        );
+        let body = br#"{"zen":"Design for failure."}"#;
+        let signed_with = |secret: &Secret| {
+            headers(&[
+                ("x-github-delivery", "d"),
+                ("x-github-event", "ping"),
+                (
+                    "x-hub-signature-256",
+                    &format!("sha256={}", hmac_sha256_hex(secret, &[body])),
+                ),
+            ])
+        };
+        let verdict =
+            |url, h: HeaderMap| verify(&settings(Some(configured)), url, &h, body).is_ok();
+        assert!(verdict(WebhookUrl::Tenant(tenant), signed_with(&derived)));
+        assert!(!verdict(WebhookUrl::Tenant(other), signed_with(&derived)));
+        assert!(!verdict(WebhookUrl::App, signed_with(&derived)));
+        let master = Secret::new(configured);
+        assert!(!verdict(WebhookUrl::Tenant(tenant), signed_with(&master)));
+        assert!(verdict(WebhookUrl::App, signed_with(&master)));
+        let registration = tenant_webhook(&settings(Some(configured)), tenant);
+        assert_eq!(
+            registration.secret.as_ref().map(Secret::expose),
+            Some(derived.expose())
+        );
+        assert!(tenant_webhook(&settings(None), tenant).secret.is_none());
     }
 
     #[test]

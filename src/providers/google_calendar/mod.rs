@@ -20,7 +20,7 @@ use crate::ingest::{Normalized, Verified, WebhookEvent, WebhookRejection};
 use crate::oauth::{
     ConnectionTokens, ExternalAccount, OAuthEndpoints, ProviderCallError, ProviderContext, TokenSet,
 };
-use crate::providers::{AuthType, Connector, Descriptor, RateLimitPolicy};
+use crate::providers::{AuthType, Connector, Descriptor, RateLimitPolicy, WebhookUrl};
 
 /// The Google Calendar provider.
 pub struct GoogleCalendarConnector;
@@ -63,6 +63,7 @@ impl Connector for GoogleCalendarConnector {
     fn verify_webhook(
         &self,
         settings: &ProviderSettings,
+        _url: WebhookUrl,
         headers: &HeaderMap,
         _body: &[u8],
     ) -> Result<Verified, WebhookRejection> {

@@ -21,7 +21,7 @@ use crate::ingest::{Normalized, SyncPage, Verified, WebhookEvent, WebhookRejecti
 use crate::oauth::{
     ConnectionTokens, ExternalAccount, OAuthEndpoints, ProviderCallError, ProviderContext, TokenSet,
 };
-use crate::providers::{AuthType, Connector, Descriptor, RateLimitPolicy, SyncContext};
+use crate::providers::{AuthType, Connector, Descriptor, RateLimitPolicy, SyncContext, WebhookUrl};
 
 /// The Sandbox provider.
 pub struct SandboxConnector;
@@ -92,6 +92,7 @@ impl Connector for SandboxConnector {
     fn verify_webhook(
         &self,
         settings: &ProviderSettings,
+        _url: WebhookUrl,
         headers: &axum::http::HeaderMap,
         body: &[u8],
     ) -> Result<Verified, WebhookRejection> {

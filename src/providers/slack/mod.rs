@@ -32,7 +32,7 @@ use crate::ingest::{Normalized, Verified, WebhookEvent, WebhookRejection};
 use crate::oauth::{
     ConnectionTokens, ExternalAccount, OAuthEndpoints, ProviderCallError, ProviderContext, TokenSet,
 };
-use crate::providers::{AuthType, Connector, Descriptor, RateLimitPolicy};
+use crate::providers::{AuthType, Connector, Descriptor, RateLimitPolicy, WebhookUrl};
 
 /// The Slack provider.
 pub struct SlackConnector;
@@ -105,6 +105,7 @@ impl Connector for SlackConnector {
     fn verify_webhook(
         &self,
         settings: &ProviderSettings,
+        _url: WebhookUrl,
         headers: &HeaderMap,
         body: &[u8],
     ) -> Result<Verified, WebhookRejection> {

@@ -8,7 +8,7 @@ use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::domain::TenantId;
+use crate::config::join_path;
 use crate::http::{ApiError, AppState, ErrorCode, Problem, Tenant, TenantHeader};
 
 /// A tenant's webhook, as it is registered at the provider.
@@ -64,12 +64,7 @@ pub async fn tenant_webhook(
         .registry
         .get(&provider)
         .zip(state.config.provider(&provider))
-        .ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::ProviderNotFound,
-                format!("no provider named {provider:?}"),
-            )
-        })?;
+        .ok_or_else(|| ApiError::unknown_provider(&provider))?;
     let slug = entry.descriptor().slug;
     let registration = entry
         .connector
@@ -90,19 +85,14 @@ pub async fn tenant_webhook(
     })?;
     let view = TenantWebhookView {
         provider: slug,
-        url: payload_url(&state.config.public_base_url, slug, tenant),
+        url: join_path(
+            &state.config.public_base_url,
+            &format!("/webhooks/{slug}/{tenant}"),
+        )
+        .to_string(),
         secret: secret.expose().to_string(),
         content_type: registration.content_type,
         events: registration.events.to_vec(),
     };
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(view)).into_response())
-}
-
-/// `{public_base_url}/webhooks/{slug}/{tenant}`.
-fn payload_url(public_base_url: &url::Url, slug: &str, tenant: TenantId) -> String {
-    let mut url = public_base_url.clone();
-    let base = url.path().trim_end_matches('/').to_string();
-    url.set_path(&format!("{base}/webhooks/{slug}/{tenant}"));
-    url.set_query(None);
-    url.to_string()
 }

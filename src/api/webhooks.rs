@@ -234,12 +234,10 @@ async fn relay(
 }
 
 fn provider_entry<'a>(state: &'a AppState, provider: &str) -> Result<&'a RegistryEntry, ApiError> {
-    state.registry.get(provider).ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::ProviderNotFound,
-            format!("no provider named {provider:?}"),
-        )
-    })
+    state
+        .registry
+        .get(provider)
+        .ok_or_else(|| ApiError::unknown_provider(provider))
 }
 
 /// Runs the provider's verification of a delivery to `url`: its dedupe key and type, or the
@@ -252,12 +250,10 @@ fn verify(
     body: &[u8],
 ) -> Result<Result<(String, Option<String>), Response>, ApiError> {
     let entry = provider_entry(state, provider)?;
-    let settings = state.config.provider(provider).ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::ProviderNotFound,
-            format!("no provider named {provider:?}"),
-        )
-    })?;
+    let settings = state
+        .config
+        .provider(provider)
+        .ok_or_else(|| ApiError::unknown_provider(provider))?;
     let verdict = entry.connector.verify_webhook(settings, url, headers, body);
     let outcome = match &verdict {
         Ok(_) => "verified",

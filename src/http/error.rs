@@ -180,6 +180,14 @@ impl ApiError {
         Self::validation(fields)
     }
 
+    /// `404 PROVIDER_NOT_FOUND` for a slug no provider of this deployment has.
+    pub fn unknown_provider(slug: &str) -> Self {
+        Self::new(
+            ErrorCode::ProviderNotFound,
+            format!("no provider named {slug:?}"),
+        )
+    }
+
     /// `500 INTERNAL_ERROR`; the cause is logged, not returned.
     pub fn internal(cause: impl Into<anyhow::Error>) -> Self {
         let mut err = Self::new(ErrorCode::InternalError, "an internal error occurred");

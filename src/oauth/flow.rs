@@ -51,12 +51,10 @@ fn oauth_provider<'a>(
     state: &'a AppState,
     slug: &str,
 ) -> Result<(&'a RegistryEntry, OAuthEndpoints), ApiError> {
-    let entry = state.registry.get(slug).ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::ProviderNotFound,
-            format!("no provider named {slug:?}"),
-        )
-    })?;
+    let entry = state
+        .registry
+        .get(slug)
+        .ok_or_else(|| ApiError::unknown_provider(slug))?;
     let not_configured = || {
         ApiError::new(
             ErrorCode::ProviderNotConfigured,
@@ -184,11 +182,7 @@ pub async fn start(
 
 /// Our callback URL for a provider.
 pub fn default_redirect_uri(public_base_url: &Url, slug: &str) -> Url {
-    let mut url = public_base_url.clone();
-    let base = url.path().trim_end_matches('/').to_string();
-    url.set_path(&format!("{base}/connect/{slug}/callback"));
-    url.set_query(None);
-    url
+    crate::config::join_path(public_base_url, &format!("/connect/{slug}/callback"))
 }
 
 /// `raw` if it is an absolute URL under one of the allowed prefixes (same origin, path prefix).
@@ -225,13 +219,7 @@ pub async fn complete(state: &AppState, slug: &str, params: CallbackParams) -> C
         return failed(ApiError::invalid_field("state", "is required"), None);
     };
     if state.registry.get(slug).is_none() {
-        return failed(
-            ApiError::new(
-                ErrorCode::ProviderNotFound,
-                format!("no provider named {slug:?}"),
-            ),
-            None,
-        );
+        return failed(ApiError::unknown_provider(slug), None);
     }
     let consumed = match state
         .store

@@ -11,7 +11,7 @@ use reqwest::header::{ACCEPT, AUTHORIZATION};
 use serde::Deserialize;
 use url::Url;
 
-use crate::config::ProviderSettings;
+use crate::config::{join_path, ProviderSettings};
 use crate::crypto::Secret;
 use crate::oauth::client::{check_status, rate_limited, transport};
 use crate::oauth::{
@@ -29,15 +29,6 @@ fn base(configured: Option<&Url>, default: &str) -> Url {
         .unwrap_or_else(|| Url::parse(default).expect("default base URL is valid"))
 }
 
-/// `base` joined with `path`, keeping any path prefix of the base (GitHub Enterprise Server
-/// serves its API under `/api/v3`).
-pub(super) fn join(base: &Url, path: &str) -> Url {
-    let mut url = base.clone();
-    let prefix = url.path().trim_end_matches('/').to_string();
-    url.set_path(&format!("{prefix}{path}"));
-    url
-}
-
 /// The API base URL (`POBLYSH_GITHUB_API_BASE_URL`).
 pub(super) fn api_base(settings: &ProviderSettings) -> Url {
     base(settings.api_base_url.as_ref(), API_BASE)
@@ -46,8 +37,8 @@ pub(super) fn api_base(settings: &ProviderSettings) -> Url {
 pub(super) fn endpoints(settings: &ProviderSettings) -> OAuthEndpoints {
     let auth = base(settings.auth_base_url.as_ref(), AUTH_BASE);
     OAuthEndpoints {
-        authorize_url: join(&auth, "/login/oauth/authorize"),
-        token_url: join(&auth, "/login/oauth/access_token"),
+        authorize_url: join_path(&auth, "/login/oauth/authorize"),
+        token_url: join_path(&auth, "/login/oauth/access_token"),
         revoke_url: None,
         pkce: true,
         extra_authorize_params: Vec::new(),
@@ -69,7 +60,7 @@ pub(super) async fn identify(
 ) -> Result<ExternalAccount, ProviderCallError> {
     let response = ctx
         .http
-        .get(join(&api_base(ctx.settings), "/user"))
+        .get(join_path(&api_base(ctx.settings), "/user"))
         .header(AUTHORIZATION, format!("Bearer {}", token.expose()))
         .header(ACCEPT, "application/vnd.github+json")
         .header("X-GitHub-Api-Version", API_VERSION)
@@ -101,7 +92,7 @@ pub(super) async fn revoke_grant(
     };
     let response = ctx
         .http
-        .delete(join(
+        .delete(join_path(
             &api_base(ctx.settings),
             &format!("/applications/{client_id}/grant"),
         ))

@@ -64,8 +64,9 @@ use serde_json::Value;
 use url::Url;
 
 use super::normalize::{key_time, listed_issue, listed_release, listed_repository};
-use super::oauth::{api_base, join, API_VERSION};
+use super::oauth::{api_base, API_VERSION};
 use super::wire::{Issue, Release};
+use crate::config::join_path;
 use crate::domain::{now, parse_rfc3339, Timestamp};
 use crate::ingest::{SignalDraft, SyncPage};
 use crate::oauth::client::transport;
@@ -205,7 +206,7 @@ pub(super) async fn sync_page(
 }
 
 fn issues_url(base: &Url, since: &Timestamp) -> Url {
-    let mut url = join(base, "/issues");
+    let mut url = join_path(base, "/issues");
     url.query_pairs_mut()
         .append_pair("filter", "all")
         .append_pair("state", "all")
@@ -324,7 +325,7 @@ async fn releases_page(
     if let Some(repo) = cursor.repos.get(index).cloned() {
         if plain_full_name(&repo.full_name) {
             let base = api_base(ctx.provider.settings);
-            let mut url = join(&base, &format!("/repos/{}/releases", repo.full_name));
+            let mut url = join_path(&base, &format!("/repos/{}/releases", repo.full_name));
             url.query_pairs_mut().append_pair("per_page", "30");
             let answer = fetch(ctx, &base, url, repo.etag.as_deref(), now).await?;
             cursor.rate_limited_until = answer.exhausted_until;

@@ -18,7 +18,7 @@ use reqwest::header::{ACCEPT, AUTHORIZATION};
 use serde::Deserialize;
 use url::Url;
 
-use crate::config::ProviderSettings;
+use crate::config::{join_path, ProviderSettings};
 use crate::crypto::Secret;
 use crate::oauth::client::{check_status, rate_limited, transport};
 use crate::oauth::{
@@ -35,21 +35,13 @@ fn url(text: &str) -> Url {
     Url::parse(text).expect("default URL is valid")
 }
 
-/// `base` joined with `path`, keeping any path prefix of the base.
-fn join(base: &Url, path: &str) -> Url {
-    let mut url = base.clone();
-    let prefix = url.path().trim_end_matches('/').to_string();
-    url.set_path(&format!("{prefix}{path}"));
-    url
-}
-
 /// Google's endpoints under `settings` (see the module docs for the base URL override).
 pub(in crate::providers) fn endpoints(settings: &ProviderSettings) -> OAuthEndpoints {
     let (authorize_url, token_url, revoke_url) = match &settings.auth_base_url {
         Some(base) => (
-            join(base, "/o/oauth2/v2/auth"),
-            join(base, "/token"),
-            join(base, "/revoke"),
+            join_path(base, "/o/oauth2/v2/auth"),
+            join_path(base, "/token"),
+            join_path(base, "/revoke"),
         ),
         None => (url(AUTHORIZE_URL), url(TOKEN_URL), url(REVOKE_URL)),
     };
@@ -98,7 +90,7 @@ pub(in crate::providers) async fn identify(
         .unwrap_or_else(|| url(API_BASE));
     let response = ctx
         .http
-        .get(join(&api, "/v1/userinfo"))
+        .get(join_path(&api, "/v1/userinfo"))
         .header(AUTHORIZATION, format!("Bearer {}", token.expose()))
         .header(ACCEPT, "application/json")
         .send()

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use url::Url;
 
-use crate::config::ProviderSettings;
+use crate::config::{join_path, ProviderSettings};
 use crate::crypto::Secret;
 use crate::oauth::client::{check_status, rate_limited, transport};
 use crate::oauth::{
@@ -30,19 +30,11 @@ fn base(configured: Option<&Url>, default: &str) -> Url {
         .unwrap_or_else(|| Url::parse(default).expect("default base URL is valid"))
 }
 
-/// `base` joined with `path`, keeping any path prefix of the base.
-fn join(base: &Url, path: &str) -> Url {
-    let mut url = base.clone();
-    let prefix = url.path().trim_end_matches('/').to_string();
-    url.set_path(&format!("{prefix}{path}"));
-    url
-}
-
 pub(super) fn endpoints(settings: &ProviderSettings) -> OAuthEndpoints {
     let auth = base(settings.auth_base_url.as_ref(), AUTH_BASE);
     OAuthEndpoints {
-        authorize_url: join(&auth, "/authorize"),
-        token_url: join(&auth, "/oauth/token"),
+        authorize_url: join_path(&auth, "/authorize"),
+        token_url: join_path(&auth, "/oauth/token"),
         // 3LO has no revocation endpoint (see the module docs).
         revoke_url: None,
         // PKCE is not part of the documented 3LO flow for confidential clients; the client
@@ -133,7 +125,7 @@ pub(super) async fn identify(
     let api = base(ctx.settings.api_base_url.as_ref(), API_BASE);
     let response = ctx
         .http
-        .get(join(&api, "/oauth/token/accessible-resources"))
+        .get(join_path(&api, "/oauth/token/accessible-resources"))
         .header(AUTHORIZATION, format!("Bearer {}", token.expose()))
         .header(ACCEPT, "application/json")
         .send()

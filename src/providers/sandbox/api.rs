@@ -95,11 +95,8 @@ pub(super) async fn page(
 
 /// `{base}/v1/events?after=…&limit=…`, keeping any path `base` has.
 fn events_url(base: &Url, cursor: Cursor) -> Url {
-    let mut url = base.clone();
-    let prefix = url.path().trim_end_matches('/').to_string();
-    url.set_path(&format!("{prefix}/v1/events"));
+    let mut url = crate::config::join_path(base, "/v1/events");
     url.query_pairs_mut()
-        .clear()
         .append_pair("after", &cursor.after.to_string())
         .append_pair("limit", &PAGE_LIMIT.to_string());
     url

@@ -26,9 +26,7 @@ const REFRESH_PREFIX: &str = "sandbox-refresh.";
 const SLUG: &str = "sandbox";
 
 pub(super) fn endpoints(public_base_url: &Url) -> OAuthEndpoints {
-    let mut authorize_url = public_base_url.clone();
-    let base = authorize_url.path().trim_end_matches('/').to_string();
-    authorize_url.set_path(&format!("{base}{AUTHORIZE_PATH}"));
+    let authorize_url = crate::config::join_path(public_base_url, AUTHORIZE_PATH);
     OAuthEndpoints {
         token_url: authorize_url.clone(),
         authorize_url,

@@ -12,7 +12,7 @@ use reqwest::header::AUTHORIZATION;
 use serde_json::{Map, Value};
 use url::Url;
 
-use crate::config::ProviderSettings;
+use crate::config::{join_path, ProviderSettings};
 use crate::crypto::Secret;
 use crate::oauth::client::{check_status, rate_limited, transport};
 use crate::oauth::{
@@ -29,19 +29,11 @@ fn base(configured: Option<&Url>, default: &str) -> Url {
         .unwrap_or_else(|| Url::parse(default).expect("default base URL is valid"))
 }
 
-/// `base` joined with `path`, keeping any path prefix of the base (`/api` for Web API methods).
-fn join(base: &Url, path: &str) -> Url {
-    let mut url = base.clone();
-    let prefix = url.path().trim_end_matches('/').to_string();
-    url.set_path(&format!("{prefix}{path}"));
-    url
-}
-
 pub(super) fn endpoints(settings: &ProviderSettings) -> OAuthEndpoints {
     let auth = base(settings.auth_base_url.as_ref(), AUTH_BASE);
     OAuthEndpoints {
-        authorize_url: join(&auth, "/oauth/v2/authorize"),
-        token_url: join(&auth, "/api/oauth.v2.access"),
+        authorize_url: join_path(&auth, "/oauth/v2/authorize"),
+        token_url: join_path(&auth, "/api/oauth.v2.access"),
         // Revocation is the Web API method `auth.revoke`, called by `revoke` below.
         revoke_url: None,
         // Slack documents PKCE only for its user-token flow (`oauth.v2.user.access`); the bot
@@ -125,7 +117,7 @@ pub(super) async fn revoke(
     let api = base(ctx.settings.api_base_url.as_ref(), API_BASE);
     let response = ctx
         .http
-        .post(join(&api, "/auth.revoke"))
+        .post(join_path(&api, "/auth.revoke"))
         .header(AUTHORIZATION, format!("Bearer {}", token.expose()))
         .send()
         .await

@@ -23,7 +23,7 @@ use reqwest::header::{ACCEPT, AUTHORIZATION};
 use serde_json::{Map, Value};
 use url::Url;
 
-use crate::config::ProviderSettings;
+use crate::config::{join_path, ProviderSettings};
 use crate::crypto::Secret;
 use crate::oauth::client::{check_status, rate_limited, transport};
 use crate::oauth::{
@@ -32,14 +32,6 @@ use crate::oauth::{
 };
 
 const ACCOUNTS_BASE: &str = "https://accounts.zoho.com";
-
-/// `base` joined with `path`, keeping any path prefix of the base.
-pub(super) fn join(base: &Url, path: &str) -> Url {
-    let mut url = base.clone();
-    let prefix = url.path().trim_end_matches('/').to_string();
-    url.set_path(&format!("{prefix}{path}"));
-    url
-}
 
 fn accounts_base(settings: &ProviderSettings) -> Url {
     settings
@@ -51,11 +43,11 @@ fn accounts_base(settings: &ProviderSettings) -> Url {
 pub(super) fn endpoints(settings: &ProviderSettings) -> OAuthEndpoints {
     let accounts = accounts_base(settings);
     OAuthEndpoints {
-        authorize_url: join(&accounts, "/oauth/v2/auth"),
-        token_url: join(&accounts, "/oauth/v2/token"),
+        authorize_url: join_path(&accounts, "/oauth/v2/auth"),
+        token_url: join_path(&accounts, "/oauth/v2/token"),
         // Called with the token in the query by `revoke` below, as Zoho documents it
         // (https://www.zoho.com/crm/developer/docs/api/revoke-tokens.html).
-        revoke_url: Some(join(&accounts, "/oauth/v2/token/revoke")),
+        revoke_url: Some(join_path(&accounts, "/oauth/v2/token/revoke")),
         // The server-based flow authenticates with the client secret; PKCE is not part of it.
         pkce: false,
         // `access_type=offline` yields a refresh token, only on first consent unless

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use url::Url;
 
 use super::zoho;
-use crate::config::ProviderSettings;
+use crate::config::{join_path, ProviderSettings};
 use crate::oauth::{
     ConnectionTokens, ExternalAccount, OAuthEndpoints, ProviderCallError, ProviderContext, TokenSet,
 };
@@ -67,7 +67,7 @@ impl Connector for ZohoCliqConnector {
         tokens: &TokenSet,
     ) -> Result<ExternalAccount, ProviderCallError> {
         let api = zoho::api_base(ctx.settings, "cliq");
-        let url = zoho::join(&api, "/api/v2/users/me");
+        let url = join_path(&api, "/api/v2/users/me");
         let body = zoho::get_json(ctx, url, &tokens.access_token, "Zoho Cliq users/me").await?;
         let user = body.get("data").unwrap_or(&body);
         let id = zoho::id_text(user.get("id"))

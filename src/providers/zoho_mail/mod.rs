@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use url::Url;
 
 use super::zoho;
-use crate::config::ProviderSettings;
+use crate::config::{join_path, ProviderSettings};
 use crate::oauth::{
     ConnectionTokens, ExternalAccount, OAuthEndpoints, ProviderCallError, ProviderContext, TokenSet,
 };
@@ -65,7 +65,7 @@ impl Connector for ZohoMailConnector {
         tokens: &TokenSet,
     ) -> Result<ExternalAccount, ProviderCallError> {
         let api = zoho::api_base(ctx.settings, "mail");
-        let url = zoho::join(&api, "/api/accounts");
+        let url = join_path(&api, "/api/accounts");
         let body = zoho::get_json(ctx, url, &tokens.access_token, "Zoho Mail accounts").await?;
         let account = body
             .get("data")

@@ -32,6 +32,22 @@ impl ProviderSettings {
     pub fn has_client_credentials(&self) -> bool {
         self.client_id.is_some() && self.client_secret.is_some()
     }
+
+    /// `_API_BASE_URL`, else the provider's `default`.
+    pub fn api_base(&self, default: &str) -> Url {
+        or_default(self.api_base_url.as_ref(), default)
+    }
+
+    /// `_AUTH_BASE_URL`, else the provider's `default`.
+    pub fn auth_base(&self, default: &str) -> Url {
+        or_default(self.auth_base_url.as_ref(), default)
+    }
+}
+
+fn or_default(configured: Option<&Url>, default: &str) -> Url {
+    configured
+        .cloned()
+        .unwrap_or_else(|| Url::parse(default).expect("a provider's default base URL is valid"))
 }
 
 #[cfg(test)]

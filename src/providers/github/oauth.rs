@@ -23,19 +23,13 @@ const API_BASE: &str = "https://api.github.com";
 /// The REST API version asked for (<https://docs.github.com/en/rest/about-the-rest-api/api-versions>).
 pub(super) const API_VERSION: &str = "2022-11-28";
 
-fn base(configured: Option<&Url>, default: &str) -> Url {
-    configured
-        .cloned()
-        .unwrap_or_else(|| Url::parse(default).expect("default base URL is valid"))
-}
-
 /// The API base URL (`POBLYSH_GITHUB_API_BASE_URL`).
 pub(super) fn api_base(settings: &ProviderSettings) -> Url {
-    base(settings.api_base_url.as_ref(), API_BASE)
+    settings.api_base(API_BASE)
 }
 
 pub(super) fn endpoints(settings: &ProviderSettings) -> OAuthEndpoints {
-    let auth = base(settings.auth_base_url.as_ref(), AUTH_BASE);
+    let auth = settings.auth_base(AUTH_BASE);
     OAuthEndpoints {
         authorize_url: join_path(&auth, "/login/oauth/authorize"),
         token_url: join_path(&auth, "/login/oauth/access_token"),

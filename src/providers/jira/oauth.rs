@@ -12,7 +12,6 @@
 use reqwest::header::{ACCEPT, AUTHORIZATION};
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use url::Url;
 
 use crate::config::{join_path, ProviderSettings};
 use crate::crypto::Secret;
@@ -24,14 +23,8 @@ use crate::oauth::{
 const AUTH_BASE: &str = "https://auth.atlassian.com";
 const API_BASE: &str = "https://api.atlassian.com";
 
-fn base(configured: Option<&Url>, default: &str) -> Url {
-    configured
-        .cloned()
-        .unwrap_or_else(|| Url::parse(default).expect("default base URL is valid"))
-}
-
 pub(super) fn endpoints(settings: &ProviderSettings) -> OAuthEndpoints {
-    let auth = base(settings.auth_base_url.as_ref(), AUTH_BASE);
+    let auth = settings.auth_base(AUTH_BASE);
     OAuthEndpoints {
         authorize_url: join_path(&auth, "/authorize"),
         token_url: join_path(&auth, "/oauth/token"),
@@ -122,7 +115,7 @@ pub(super) async fn identify(
     ctx: ProviderContext<'_>,
     token: &Secret,
 ) -> Result<ExternalAccount, ProviderCallError> {
-    let api = base(ctx.settings.api_base_url.as_ref(), API_BASE);
+    let api = ctx.settings.api_base(API_BASE);
     let response = ctx
         .http
         .get(join_path(&api, "/oauth/token/accessible-resources"))

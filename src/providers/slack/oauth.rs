@@ -10,7 +10,6 @@
 
 use reqwest::header::AUTHORIZATION;
 use serde_json::{Map, Value};
-use url::Url;
 
 use crate::config::{join_path, ProviderSettings};
 use crate::crypto::Secret;
@@ -23,14 +22,8 @@ use crate::oauth::{
 const AUTH_BASE: &str = "https://slack.com";
 const API_BASE: &str = "https://slack.com/api";
 
-fn base(configured: Option<&Url>, default: &str) -> Url {
-    configured
-        .cloned()
-        .unwrap_or_else(|| Url::parse(default).expect("default base URL is valid"))
-}
-
 pub(super) fn endpoints(settings: &ProviderSettings) -> OAuthEndpoints {
-    let auth = base(settings.auth_base_url.as_ref(), AUTH_BASE);
+    let auth = settings.auth_base(AUTH_BASE);
     OAuthEndpoints {
         authorize_url: join_path(&auth, "/oauth/v2/authorize"),
         token_url: join_path(&auth, "/api/oauth.v2.access"),
@@ -114,7 +107,7 @@ pub(super) async fn revoke(
     ctx: ProviderContext<'_>,
     token: &Secret,
 ) -> Result<(), ProviderCallError> {
-    let api = base(ctx.settings.api_base_url.as_ref(), API_BASE);
+    let api = ctx.settings.api_base(API_BASE);
     let response = ctx
         .http
         .post(join_path(&api, "/auth.revoke"))

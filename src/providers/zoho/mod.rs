@@ -33,15 +33,8 @@ use crate::oauth::{
 
 const ACCOUNTS_BASE: &str = "https://accounts.zoho.com";
 
-fn accounts_base(settings: &ProviderSettings) -> Url {
-    settings
-        .auth_base_url
-        .clone()
-        .unwrap_or_else(|| Url::parse(ACCOUNTS_BASE).expect("default base URL is valid"))
-}
-
 pub(super) fn endpoints(settings: &ProviderSettings) -> OAuthEndpoints {
-    let accounts = accounts_base(settings);
+    let accounts = settings.auth_base(ACCOUNTS_BASE);
     OAuthEndpoints {
         authorize_url: join_path(&accounts, "/oauth/v2/auth"),
         token_url: join_path(&accounts, "/oauth/v2/token"),

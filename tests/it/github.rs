@@ -431,6 +431,20 @@ async fn every_documented_github_webhook_is_accepted_and_the_mapped_ones_become_
     for kind in GithubConnector.descriptor().kinds {
         assert_eq!(seen.contains(*kind), !lacking.contains(kind), "{kind}");
     }
+    // The events a tenant's webhook is told to subscribe to are exactly those that gave signals.
+    let signalling: std::collections::BTreeSet<&str> = examples
+        .iter()
+        .filter(|(event, example)| expected(event, example).is_some())
+        .map(|(event, _)| event.as_str())
+        .collect();
+    let (_, registration) = app.get_json(tenant(), "/providers/github/webhook").await;
+    let subscribed: std::collections::BTreeSet<&str> = registration["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e.as_str().expect("event"))
+        .collect();
+    assert_eq!(subscribed, signalling);
 }
 
 /// The first example of `event` whose action is `action`.

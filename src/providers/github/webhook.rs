@@ -36,7 +36,7 @@ pub(super) const EVENTS: &[&str] = &[
 
 /// The secret of one tenant's webhook URL: the HMAC-SHA256 of `github-webhook:{tenant_id}`
 /// (the id in lower-case hyphenated form) under the configured secret, as lower-case hex.
-pub fn tenant_secret(secret: &Secret, tenant: TenantId) -> Secret {
+fn tenant_secret(secret: &Secret, tenant: TenantId) -> Secret {
     let scope = format!("github-webhook:{tenant}");
     Secret::new(hmac_sha256_hex(secret, &[scope.as_bytes()]))
 }

@@ -54,10 +54,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, ValueEnum};
+use connectors::connector::Connector;
 use connectors::crypto::{random_token, CryptoKey};
 use connectors::domain::TenantId;
 use connectors::providers::sandbox::SandboxConnector;
-use connectors::providers::Connector;
 use uuid::Uuid;
 
 use crate::api::Api;

@@ -3,7 +3,6 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -15,6 +14,7 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::config::Config;
 use crate::http::edge::{self, EdgeSettings};
 use crate::http::{ApiError, AppState, ErrorCode};
+use crate::services::Services;
 use crate::store::{self, Store, StoreOptions};
 use crate::telemetry;
 
@@ -55,7 +55,8 @@ impl App {
             let port = listener.local_addr()?.port();
             let _ = config.public_base_url.set_port(Some(port));
         }
-        let state = AppState::new(Arc::new(config), store, telemetry::metrics());
+        let services = Services::new(Arc::new(config), store);
+        let state = AppState::new(services, telemetry::metrics());
         Ok(Self {
             state,
             listener,
@@ -89,19 +90,22 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let state = self.state.clone();
+        let services = state.services.clone();
         let upkeep = tokio::spawn(telemetry::metrics_upkeep(state.metrics.clone()));
         let mut background = Vec::new();
-        if state.config.roles.worker {
-            background.push(tokio::spawn(state.tokens.clone().run(state.clone())));
-            background.push(tokio::spawn(crate::ingest::inbox::run(state.clone())));
-            background.push(tokio::spawn(crate::ingest::relay_wake_ups(state.clone())));
+        if services.config.roles.worker {
+            background.push(tokio::spawn(crate::oauth::refresh::run(services.clone())));
+            background.push(tokio::spawn(crate::ingest::inbox::run(services.clone())));
+            background.push(tokio::spawn(crate::ingest::relay_wake_ups(
+                services.clone(),
+            )));
         }
-        let sync = crate::ingest::sync::spawn(&state);
+        let sync = crate::ingest::sync::spawn(&services);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let flag = state.shutting_down.clone();
+        let stopping = services.clone();
         tokio::spawn(async move {
             shutdown.await;
-            flag.store(true, Ordering::Relaxed);
+            stopping.begin_shutdown();
             let _ = stop_tx.send(true);
         });
         let metrics_server = self.metrics_listener.map(|listener| {
@@ -172,8 +176,10 @@ pub fn router(state: AppState) -> Router {
         .registry
         .entries()
         .iter()
-        .filter_map(|e| e.connector.routes())
-        .fold(Router::new(), Router::merge);
+        .flat_map(|e| e.connector.pages())
+        .fold(Router::new(), |router, page| {
+            router.route(page.path, get(crate::http::pages::serve(*page)))
+        });
     let router = api
         .merge(docs)
         .merge(providers)

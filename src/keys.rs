@@ -60,7 +60,7 @@ pub async fn rotate(
 /// The AAD a value was sealed with, rebuilt from where it is stored.
 fn aad_of(value: &SealedValue) -> anyhow::Result<Aad> {
     let row = match value.field {
-        SealedField::AccessToken | SealedField::RefreshToken => {
+        SealedField::AccessToken | SealedField::RefreshToken | SealedField::ProviderSecrets => {
             uuid::Uuid::from_slice(&value.row)?.to_string()
         }
         SealedField::PkceVerifier => hex(&value.row),

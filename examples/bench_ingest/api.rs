@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
+use connectors::connector::signature::hmac_sha256_hex;
 use connectors::crypto::Secret;
 use connectors::domain::{format_time, now, TenantId};
-use connectors::ingest::signature::hmac_sha256_hex;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use reqwest::header::{HeaderValue, AUTHORIZATION};
 use reqwest::{Client, Method, RequestBuilder, StatusCode, Url};

@@ -4,12 +4,12 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use connectors::connector::Connector;
 use connectors::domain::{
     from_micros, now, to_micros, Actor, ConnectionId, ConnectionStatus, NewConnection, NewSignal,
     SignalId, TenantId, Timestamp,
 };
 use connectors::providers::github::GithubConnector;
-use connectors::providers::Connector;
 use connectors::store::{connect, StoreOptions};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

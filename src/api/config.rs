@@ -8,8 +8,8 @@ use utoipa::ToSchema;
 
 use super::errors::OperatorErrors;
 use crate::config::{Config, LogFormat, TokenSource};
+use crate::connector::RateLimitPolicy;
 use crate::http::{AppState, Operator};
-use crate::providers::RateLimitPolicy;
 
 /// Database settings; any password in the URL is replaced by `***`.
 #[derive(Serialize, ToSchema)]

@@ -1,7 +1,7 @@
 //! `POST /connect/{provider}` and `GET /connect/{provider}/callback`: the OAuth connect journey.
 //! The work happens in [`crate::oauth::flow`]; these handlers translate HTTP.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -121,15 +121,24 @@ pub async fn callback(
     State(state): State<AppState>,
     Path(provider): Path<String>,
     Query(query): Query<CallbackQuery>,
+    RawQuery(raw): RawQuery,
 ) -> Response {
+    let named = ["code", "state", "error", "error_description"];
+    let extra = url::form_urlencoded::parse(raw.as_deref().unwrap_or_default().as_bytes())
+        .filter(|(name, _)| !named.contains(&name.as_ref()))
+        .map(|(name, value)| (name.into_owned(), value.into_owned()))
+        .take(20)
+        .collect();
     let params = CallbackParams {
         code: query.code,
         state: query.state,
         error: query.error,
         error_description: query.error_description,
+        extra,
     };
     let completed = flow::complete(&state, &provider, params).await;
-    match (completed.result, completed.return_to) {
+    let result = completed.result.map_err(ApiError::from);
+    match (result, completed.return_to) {
         (Ok(connection), None) => Json(CallbackResponse {
             connection: connection.into(),
         })

@@ -13,7 +13,7 @@ use crate::domain::{Connection, ConnectionId, ConnectionStatus, JobType};
 use crate::http::cursor::CursorScope;
 use crate::http::query::{self, QueryParams};
 use crate::http::{ApiError, AppState, ErrorCode, IdPath, Problem, Tenant, TenantHeader};
-use crate::providers::Registry;
+use crate::services::Registry;
 use crate::store::{ConnectionFilter, IfRunning, PageKey};
 
 /// The account at the provider a connection is for.

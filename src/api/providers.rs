@@ -5,8 +5,8 @@ use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::connector::AuthType;
 use crate::http::AppState;
-use crate::providers::AuthType;
 
 /// One provider a tenant can connect.
 #[derive(Serialize, ToSchema)]

@@ -8,7 +8,7 @@ use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::config::join_path;
+use crate::connector::join_path;
 use crate::http::{ApiError, AppState, ErrorCode, Problem, Tenant, TenantHeader};
 
 /// A tenant's webhook, as it is registered at the provider.

@@ -13,11 +13,11 @@ use utoipa::ToSchema;
 
 use sha2::{Digest, Sha256};
 
+use crate::connector::{Verified, WebhookRejection, WebhookRequest, WebhookUrl};
 use crate::domain::{now, ConnectionId, NewWebhookEvent, TenantId};
 use crate::http::auth::{bearer_token, tenant_header};
 use crate::http::{ApiError, AppState, ErrorCode, Problem};
-use crate::ingest::{Verified, WebhookRejection};
-use crate::providers::{RegistryEntry, WebhookUrl};
+use crate::services::RegistryEntry;
 
 /// Headers never stored with an event: credentials of any kind.
 const SECRET_HEADERS: &[&str] = &[
@@ -71,7 +71,7 @@ pub async fn receive(
         .parse()
         .map_err(|_| ApiError::invalid_field("tenant_id", "must be a UUID"))?;
     let url = WebhookUrl::Tenant(tenant);
-    let (dedupe_key, event_type) = match verify(&state, &provider, url, &headers, &body)? {
+    let (dedupe_key, event_type) = match verify(&state, &provider, url, &headers, &body).await? {
         Ok(delivery) => delivery,
         Err(handshake) => return Ok(handshake),
     };
@@ -124,7 +124,7 @@ pub async fn receive_app(
         return relay(&state, &provider, &headers, &body).await;
     }
     let (dedupe_key, event_type) =
-        match verify(&state, &provider, WebhookUrl::App, &headers, &body)? {
+        match verify(&state, &provider, WebhookUrl::App, &headers, &body).await? {
             Ok(delivery) => delivery,
             Err(handshake) => return Ok(handshake),
         };
@@ -242,7 +242,7 @@ fn provider_entry<'a>(state: &'a AppState, provider: &str) -> Result<&'a Registr
 
 /// Runs the provider's verification of a delivery to `url`: its dedupe key and type, or the
 /// handshake answer to send back as is.
-fn verify(
+async fn verify(
     state: &AppState,
     provider: &str,
     url: WebhookUrl,
@@ -250,11 +250,13 @@ fn verify(
     body: &[u8],
 ) -> Result<Result<(String, Option<String>), Response>, ApiError> {
     let entry = provider_entry(state, provider)?;
-    let settings = state
-        .config
-        .provider(provider)
-        .ok_or_else(|| ApiError::unknown_provider(provider))?;
-    let verdict = entry.connector.verify_webhook(settings, url, headers, body);
+    let request = WebhookRequest {
+        settings: &entry.settings,
+        url,
+        headers,
+        body,
+    };
+    let verdict = entry.connector.verify_webhook(request).await;
     let outcome = match &verdict {
         Ok(_) => "verified",
         Err(WebhookRejection::NotConfigured) => "not_configured",

@@ -14,11 +14,16 @@ use std::time::Duration;
 
 use url::Url;
 
+use crate::connector::ProviderSettings;
 use crate::crypto::{CryptoKey, Secret};
 
 pub use local_secrets::StartupNote;
-pub use providers::ProviderSettings;
 pub use source::Source;
+
+/// Sync jobs one instance runs at once unless `POBLYSH_SYNC_CONCURRENCY` says otherwise. A job
+/// mostly waits for its provider, so several share a core; each provider's own limit on
+/// concurrent calls per connection still applies.
+pub const DEFAULT_SYNC_CONCURRENCY: usize = 8;
 
 /// A variable that could not be used, and why. Displays as one line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -285,7 +290,7 @@ impl Config {
             "POBLYSH_SYNC_CONCURRENCY",
             parse::bounded(1usize, 256),
         )?
-        .unwrap_or(crate::ingest::sync::DEFAULT_CONCURRENCY);
+        .unwrap_or(DEFAULT_SYNC_CONCURRENCY);
         let sync_interval = parse::optional(
             source,
             "POBLYSH_SYNC_INTERVAL_SECS",
@@ -436,10 +441,7 @@ mod tests {
     #[test]
     fn sync_concurrency_has_a_default_and_can_be_set() {
         let default = Config::from_source(&test_source(&[])).expect("valid");
-        assert_eq!(
-            default.sync_concurrency,
-            crate::ingest::sync::DEFAULT_CONCURRENCY
-        );
+        assert_eq!(default.sync_concurrency, DEFAULT_SYNC_CONCURRENCY);
         let set = Config::from_source(&test_source(&[("POBLYSH_SYNC_CONCURRENCY", "32")]))
             .expect("valid");
         assert_eq!(set.sync_concurrency, 32);

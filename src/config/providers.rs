@@ -1,77 +1,16 @@
 //! Per-provider settings: `POBLYSH_<SLUG>_CLIENT_ID`, `_CLIENT_SECRET`, `_WEBHOOK_SECRET`,
 //! `_API_BASE_URL`, `_AUTH_BASE_URL`, `_SCOPES`, and rate-limit overrides
 //! (`_RATE_LIMIT_REQUESTS`, `_RATE_LIMIT_WINDOW_SECS`, `_RATE_LIMIT_BURST`,
-//! `_MAX_CONCURRENCY`), and the sync interval (`_SYNC_INTERVAL_SECS`). The slugs come from the
+//! `_MAX_CONCURRENCY`), the sync interval (`_SYNC_INTERVAL_SECS`) and the variables a provider
+//! declares for itself ([`Descriptor::settings`]). The slugs come from the
 //! provider registry, so a new provider needs no change here.
 
 use std::time::Duration;
 
-use url::Url;
-
 use super::{parse, ConfigError, Source};
+use crate::connector::{Descriptor, ProviderSettings, RateLimitPolicy};
 use crate::crypto::Secret;
-use crate::providers::{self, Descriptor, RateLimitPolicy};
-
-/// One provider's effective settings.
-#[derive(Clone, Debug)]
-pub struct ProviderSettings {
-    pub slug: &'static str,
-    pub client_id: Option<String>,
-    pub client_secret: Option<Secret>,
-    pub webhook_secret: Option<Secret>,
-    pub api_base_url: Option<Url>,
-    pub auth_base_url: Option<Url>,
-    /// Scopes to request instead of the descriptor's defaults.
-    pub scopes: Option<Vec<String>>,
-    /// The descriptor's policy with any overrides applied.
-    pub rate_limit: RateLimitPolicy,
-}
-
-impl ProviderSettings {
-    /// Whether OAuth client credentials are present.
-    pub fn has_client_credentials(&self) -> bool {
-        self.client_id.is_some() && self.client_secret.is_some()
-    }
-
-    /// `_API_BASE_URL`, else the provider's `default`.
-    pub fn api_base(&self, default: &str) -> Url {
-        or_default(self.api_base_url.as_ref(), default)
-    }
-
-    /// `_AUTH_BASE_URL`, else the provider's `default`.
-    pub fn auth_base(&self, default: &str) -> Url {
-        or_default(self.auth_base_url.as_ref(), default)
-    }
-}
-
-fn or_default(configured: Option<&Url>, default: &str) -> Url {
-    configured
-        .cloned()
-        .unwrap_or_else(|| Url::parse(default).expect("a provider's default base URL is valid"))
-}
-
-#[cfg(test)]
-impl ProviderSettings {
-    /// Settings of `slug` with nothing configured and a one-request rate limit, for tests to
-    /// fill in what they need.
-    pub(crate) fn bare(slug: &'static str) -> Self {
-        Self {
-            slug,
-            client_id: None,
-            client_secret: None,
-            webhook_secret: None,
-            api_base_url: None,
-            auth_base_url: None,
-            scopes: None,
-            rate_limit: RateLimitPolicy {
-                requests: 1,
-                window_secs: 1,
-                burst: 1,
-                max_concurrency: 1,
-            },
-        }
-    }
-}
+use crate::providers;
 
 pub(super) fn load(source: &Source) -> Result<Vec<ProviderSettings>, ConfigError> {
     providers::descriptors()
@@ -119,6 +58,11 @@ fn load_one(source: &Source, d: &'static Descriptor) -> Result<ProviderSettings,
         auth_base_url: parse::optional(source, &var("AUTH_BASE_URL"), parse::http_url)?,
         scopes: parse::optional(source, &var("SCOPES"), parse::word_list)?,
         rate_limit,
+        extra: d
+            .settings
+            .iter()
+            .filter_map(|name| Some((*name, source.get(&var(name))?.trim().to_string())))
+            .collect(),
     })
 }
 

@@ -7,9 +7,9 @@ mod time;
 
 pub use ids::{ConnectionId, JobId, SignalId, TenantId};
 pub use records::{
-    Actor, Connection, ConnectionUpsert, Job, NewConnection, NewJob, NewOAuthState, NewSignal,
-    NewWebhookEvent, OAuthState, SealedField, SealedTokens, SealedValue, Signal, StateConsumption,
-    StoredWebhookEvent,
+    merge_metadata, Actor, Connection, ConnectionUpsert, Job, NewConnection, NewJob, NewOAuthState,
+    NewSignal, NewWebhookEvent, OAuthState, SealedField, SealedTokens, SealedValue, Signal,
+    StateConsumption, StoredWebhookEvent,
 };
 pub use status::{ConnectionStatus, EventStatus, JobStatus, JobType, ParseEnumError};
 pub use time::{format as format_time, from_micros, now, parse_rfc3339, to_micros, Timestamp};

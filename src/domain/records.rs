@@ -1,7 +1,7 @@
 //! Rows as the rest of the service sees them, independent of the database behind the store.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use super::{
@@ -22,6 +22,18 @@ pub struct Actor {
     pub email: Option<String>,
 }
 
+/// Applies a metadata patch: each member of `patch` replaces the one in `target`, and a member
+/// set to `null` removes it.
+pub fn merge_metadata(target: &mut Map<String, Value>, patch: Map<String, Value>) {
+    for (name, value) in patch {
+        if value.is_null() {
+            target.remove(&name);
+        } else {
+            target.insert(name, value);
+        }
+    }
+}
+
 /// A tenant's link to one account at one provider.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Connection {
@@ -35,6 +47,9 @@ pub struct Connection {
     pub token_expires_at: Option<Timestamp>,
     pub last_synced_at: Option<Timestamp>,
     pub last_error: Option<String>,
+    /// Non-secret provider state (data centre, site, account address), shown to Core as
+    /// `account_details`.
+    pub metadata: Map<String, Value>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -55,6 +70,7 @@ impl Connection {
             token_expires_at: None,
             last_synced_at: None,
             last_error: None,
+            metadata: Map::new(),
             created_at: at,
             updated_at: at,
         }
@@ -211,6 +227,10 @@ pub struct ConnectionUpsert {
     pub external_account_name: Option<String>,
     pub scopes: Vec<String>,
     pub tokens: SealedTokens,
+    /// The connection's metadata from now on (the caller merges what it had).
+    pub metadata: Map<String, Value>,
+    /// Sealed provider secrets; `None` keeps those the connection has.
+    pub secrets_sealed: Option<Vec<u8>>,
     pub now: Timestamp,
 }
 
@@ -232,14 +252,17 @@ pub enum SealedField {
     AccessToken,
     RefreshToken,
     PkceVerifier,
+    /// A connection's provider secrets (a sealed JSON object).
+    ProviderSecrets,
 }
 
 impl SealedField {
     /// Every sealed column.
-    pub const ALL: [SealedField; 3] = [
+    pub const ALL: [SealedField; 4] = [
         SealedField::AccessToken,
         SealedField::RefreshToken,
         SealedField::PkceVerifier,
+        SealedField::ProviderSecrets,
     ];
 
     /// The name bound into the value's AAD.
@@ -248,6 +271,7 @@ impl SealedField {
             SealedField::AccessToken => "access_token",
             SealedField::RefreshToken => "refresh_token",
             SealedField::PkceVerifier => "pkce_verifier",
+            SealedField::ProviderSecrets => "provider_secrets",
         }
     }
 }

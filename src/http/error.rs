@@ -5,10 +5,11 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 use utoipa::ToSchema;
 
 use super::trace;
+use crate::oauth::FlowError;
 use crate::store::StoreError;
 
 /// Base of the stable `type` URIs.
@@ -228,6 +229,41 @@ impl From<StoreError> for ApiError {
             api
         } else {
             ApiError::internal(err)
+        }
+    }
+}
+
+impl From<FlowError> for ApiError {
+    fn from(err: FlowError) -> Self {
+        match err {
+            FlowError::UnknownProvider(slug) => ApiError::unknown_provider(&slug),
+            FlowError::NotConfigured(_) => {
+                ApiError::new(ErrorCode::ProviderNotConfigured, err.to_string())
+            }
+            FlowError::Invalid(fields) => ApiError::validation(fields),
+            FlowError::StateInvalid(reason) => {
+                ApiError::new(ErrorCode::OauthStateInvalid, err.to_string())
+                    .with_details(json!({ "reason": reason }))
+            }
+            FlowError::Denied {
+                ref error,
+                ref description,
+            } => ApiError::new(ErrorCode::OauthDenied, err.to_string()).with_details(json!({
+                "provider_error": error,
+                "provider_error_description": description,
+            })),
+            FlowError::Provider {
+                ref provider,
+                ref source,
+            } => {
+                tracing::warn!(provider = %provider, error = %source, "provider call failed during connect");
+                ApiError::new(ErrorCode::ProviderError, err.to_string()).with_details(json!({
+                    "provider": provider,
+                    "provider_error": source.to_string(),
+                }))
+            }
+            FlowError::Store(store) => store.into(),
+            FlowError::Internal(cause) => ApiError::internal(cause),
         }
     }
 }

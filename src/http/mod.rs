@@ -5,6 +5,7 @@ pub mod auth;
 pub mod cursor;
 pub mod edge;
 pub mod error;
+pub mod pages;
 pub mod path;
 pub mod query;
 pub mod state;

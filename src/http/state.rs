@@ -1,67 +1,39 @@
-//! What every handler can reach.
+//! What every handler can reach: the engine's [`Services`] plus what only HTTP needs
+//! (operator tokens, the cursor codec, the metrics handle).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::ops::Deref;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use super::auth::OperatorTokens;
 use super::cursor::CursorCodec;
-use crate::config::Config;
-use crate::crypto::Vault;
-use crate::ingest::inbox::InboxSignal;
-use crate::ingest::sync::SyncSignal;
-use crate::oauth::refresh::TokenManager;
-use crate::providers::Registry;
-use crate::store::Store;
+use crate::services::Services;
 
-/// Shared, cheaply cloned application state.
+/// Shared, cheaply cloned application state. Reads through to its [`Services`].
 #[derive(Clone)]
 pub struct AppState {
-    pub config: Arc<Config>,
-    pub store: Arc<dyn Store>,
-    pub registry: Registry,
+    pub services: Services,
     pub operators: OperatorTokens,
     pub cursors: CursorCodec,
     pub metrics: PrometheusHandle,
-    /// Seals and opens secrets at rest.
-    pub vault: Vault,
-    /// The HTTP client for provider calls.
-    pub http: reqwest::Client,
-    /// Hands out fresh access tokens.
-    pub tokens: TokenManager,
-    /// Wakes the inbox worker when a delivery is stored.
-    pub inbox: InboxSignal,
-    /// Wakes the idle sync workers when a job is enqueued.
-    pub sync: SyncSignal,
-    /// Set once shutdown begins, so `/readyz` turns load balancers away.
-    pub shutting_down: Arc<AtomicBool>,
 }
 
 impl AppState {
-    /// State for `config` over `store`.
-    pub fn new(config: Arc<Config>, store: Arc<dyn Store>, metrics: PrometheusHandle) -> Self {
+    /// State over `services`.
+    pub fn new(services: Services, metrics: PrometheusHandle) -> Self {
         Self {
-            registry: Registry::from_config(&config),
-            operators: OperatorTokens::new(&config.operator_tokens),
-            cursors: CursorCodec::new(&config.crypto_key),
-            vault: Vault::new(
-                config.crypto_key.clone(),
-                config.previous_crypto_keys.clone(),
-            ),
-            http: crate::oauth::client::http_client(config.provider_timeout),
-            tokens: TokenManager::default(),
-            inbox: InboxSignal::default(),
-            sync: SyncSignal::default(),
-            config,
-            store,
+            operators: OperatorTokens::new(&services.config.operator_tokens),
+            cursors: CursorCodec::new(&services.config.crypto_key),
+            services,
             metrics,
-            shutting_down: Arc::new(AtomicBool::new(false)),
         }
     }
+}
 
-    /// Whether shutdown has begun.
-    pub fn is_shutting_down(&self) -> bool {
-        self.shutting_down.load(Ordering::Relaxed)
+impl Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.services
     }
 }

@@ -3,17 +3,14 @@
 //! inbox deterministically; `run` is the background loop, woken by new deliveries.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Notify;
-
 use super::stranded::Stranded;
-use super::{Normalized, WebhookEvent};
+use crate::connector::{Normalized, WebhookEvent};
 use crate::domain::{
     now, Connection, EventStatus, JobType, StoredWebhookEvent, TenantId, Timestamp,
 };
-use crate::http::AppState;
+use crate::services::Services;
 use crate::store::{Backend, EventCompletion, IfRunning, StoreError};
 
 /// Attempts before a failing event is marked `failed`.
@@ -27,25 +24,14 @@ const LINGER: Duration = Duration::from_millis(20);
 /// The longest pause before the next round after one failed.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
 
-/// Wakes the worker when a delivery is stored.
-#[derive(Clone, Default)]
-pub struct InboxSignal(Arc<Notify>);
-
-impl InboxSignal {
-    /// Tells the worker there is work.
-    pub fn notify(&self) {
-        self.0.notify_one();
-    }
-}
-
 /// Processes one batch of due events; returns how many. The batch's signals and outcomes are
 /// written in one transaction, so throughput is bounded by batches, not by events.
-pub async fn run_once(state: &AppState) -> anyhow::Result<usize> {
+pub async fn run_once(state: &Services) -> anyhow::Result<usize> {
     round(state, &Stranded::default()).await
 }
 
 /// One round: gives back stranded claims, then claims and processes one batch.
-async fn round(state: &AppState, stranded: &Stranded) -> anyhow::Result<usize> {
+async fn round(state: &Services, stranded: &Stranded) -> anyhow::Result<usize> {
     stranded.release(state).await?;
     let lease_until = now() + LEASE;
     let claimed = match state
@@ -136,7 +122,7 @@ async fn round(state: &AppState, stranded: &Stranded) -> anyhow::Result<usize> {
 }
 
 /// Processes events until none is due.
-pub async fn drain(state: &AppState) -> anyhow::Result<usize> {
+pub async fn drain(state: &Services) -> anyhow::Result<usize> {
     let mut total = 0;
     loop {
         let n = run_once(state).await?;
@@ -158,14 +144,14 @@ fn concurrent_batches(backend: Backend) -> usize {
 
 /// The background loops: each runs whenever woken, and at least every
 /// `worker_poll_interval`.
-pub async fn run(state: AppState) {
+pub async fn run(state: Services) {
     let stranded = Stranded::default();
     let loops = (0..concurrent_batches(state.store.backend()))
         .map(|_| run_loop(state.clone(), stranded.clone()));
     futures::future::join_all(loops).await;
 }
 
-async fn run_loop(state: AppState, stranded: Stranded) {
+async fn run_loop(state: Services, stranded: Stranded) {
     let poll = state.config.worker_poll_interval;
     loop {
         if state.is_shutting_down() {
@@ -185,14 +171,14 @@ async fn run_loop(state: AppState, stranded: Stranded) {
                 }
             }
         };
-        let _ = tokio::time::timeout(pause, state.inbox.0.notified()).await;
+        let _ = tokio::time::timeout(pause, state.inbox.notified()).await;
     }
 }
 
 /// After a failure worth retrying: another attempt later, or `failed` after the last one; for
 /// an event still held under `lease`.
 async fn give_up_or_retry(
-    state: &AppState,
+    state: &Services,
     stored: &StoredWebhookEvent,
     error: &str,
     lease: Timestamp,
@@ -223,7 +209,7 @@ async fn give_up_or_retry(
 /// What one event comes to: its outcome, connection and signals. `Err` only when the
 /// candidates could not be read (worth retrying).
 async fn decide(
-    state: &AppState,
+    state: &Services,
     stored: &StoredWebhookEvent,
     candidates: &mut HashMap<(TenantId, String), Vec<Connection>>,
 ) -> Result<EventCompletion, StoreError> {
@@ -303,7 +289,7 @@ async fn decide(
 /// wakes this process's sync workers. A sync already running may have read its last page
 /// before the change: another is queued as soon as it succeeds, one however many requests
 /// arrive meanwhile, so an event retried after its job started adds at most that one.
-async fn request_sync(state: &AppState, connection: &Connection) -> Result<(), StoreError> {
+async fn request_sync(state: &Services, connection: &Connection) -> Result<(), StoreError> {
     let job = super::sync::new_job(connection, JobType::Webhook, now());
     let enqueued = state.store.enqueue_sync(&job, IfRunning::FollowUp).await?;
     tracing::debug!(connection_id = %connection.id, job_id = %enqueued.job.id, "a provider notification requested a sync");

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use uuid::Uuid;
 
 use crate::domain::{now, StoredWebhookEvent, Timestamp};
-use crate::http::AppState;
+use crate::services::Services;
 use crate::store::StoreError;
 
 /// Stranded claims remembered at most (see [`Stranded`]).
@@ -48,7 +48,7 @@ impl Stranded {
     }
 
     /// Gives every held claim back; keeps those not given back for the next try.
-    pub(super) async fn release(&self, state: &AppState) -> Result<(), StoreError> {
+    pub(super) async fn release(&self, state: &Services) -> Result<(), StoreError> {
         let mut claims = std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()));
         let mut released = 0;
         while let Some((lease, ids)) = claims.first() {

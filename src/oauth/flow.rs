@@ -1,20 +1,25 @@
 //! The connect journey: `start` mints a single-use state (and PKCE verifier) and builds the
 //! provider's authorize URL; `complete` consumes the state once, exchanges the code, asks the
-//! provider who the account is, seals the tokens and upserts the connection.
+//! provider who the account is, seals the tokens and provider secrets, upserts the connection
+//! and queues the opening of its provider-side subscriptions. Failures are [`FlowError`]s, turned
+//! into HTTP answers once, at the edge.
 
 use chrono::Duration;
-use serde_json::json;
+use serde_json::{json, Map, Value};
 use url::Url;
 
-use super::pkce;
-use super::{ExternalAccount, OAuthEndpoints, ProviderCallError, ProviderContext, TokenSet};
+use super::error::FlowError;
+use crate::connector::pkce;
+use crate::connector::{callback_url, CodeExchange, ExternalAccount, OAuthEndpoints, TokenSet};
 use crate::crypto::{Aad, Secret};
 use crate::domain::{
-    now, Connection, ConnectionId, ConnectionUpsert, NewOAuthState, SealedField, SealedTokens,
-    StateConsumption, TenantId, Timestamp,
+    merge_metadata, now, Connection, ConnectionId, ConnectionUpsert, NewOAuthState, OAuthState,
+    SealedField, SealedTokens, StateConsumption, TenantId, Timestamp,
 };
-use crate::http::{ApiError, AppState, ErrorCode};
-use crate::providers::RegistryEntry;
+use crate::services::{RegistryEntry, Services};
+
+/// At most this many scopes may be asked for.
+const MAX_SCOPES: usize = 50;
 
 /// What Core may ask for when starting a connection.
 #[derive(Debug, Default)]
@@ -38,61 +43,104 @@ pub struct CallbackParams {
     pub state: Option<String>,
     pub error: Option<String>,
     pub error_description: Option<String>,
+    /// Every other parameter, as sent (untrusted; connectors read what they document).
+    pub extra: Vec<(String, String)>,
 }
 
 /// How a callback ended, and where the user goes next when Core gave a `return_to`.
 pub struct Completed {
-    pub result: Result<Connection, ApiError>,
+    pub result: Result<Connection, FlowError>,
     pub return_to: Option<Url>,
+}
+
+/// A checked connect request.
+struct Checked {
+    return_to: Option<Url>,
+    redirect_uri: Url,
+    scopes: Vec<String>,
 }
 
 /// The enabled provider `slug`, configured for OAuth, with its endpoints.
 fn oauth_provider<'a>(
-    state: &'a AppState,
+    services: &'a Services,
     slug: &str,
-) -> Result<(&'a RegistryEntry, OAuthEndpoints), ApiError> {
-    let entry = state
+) -> Result<(&'a RegistryEntry, OAuthEndpoints), FlowError> {
+    let entry = services
         .registry
         .get(slug)
-        .ok_or_else(|| ApiError::unknown_provider(slug))?;
-    let not_configured = || {
-        ApiError::new(
-            ErrorCode::ProviderNotConfigured,
-            format!("the {slug} provider has no client credentials configured"),
-        )
-    };
-    let settings = state.config.provider(slug).ok_or_else(not_configured)?;
+        .ok_or_else(|| FlowError::UnknownProvider(slug.to_string()))?;
+    let not_configured = || FlowError::NotConfigured(entry.descriptor().slug);
     if !entry.configured {
         return Err(not_configured());
     }
     let endpoints = entry
         .connector
-        .oauth(settings, &state.config.public_base_url)
+        .oauth(&entry.settings, &services.config.public_base_url)
         .ok_or_else(not_configured)?;
     Ok((entry, endpoints))
 }
 
 /// Starts connecting `tenant` to `slug`.
 pub async fn start(
-    state: &AppState,
+    services: &Services,
     tenant: TenantId,
     slug: &str,
     params: ConnectParams,
-) -> Result<Started, ApiError> {
-    let (entry, endpoints) = oauth_provider(state, slug)?;
-    let config = &state.config;
-    let mut problems = serde_json::Map::new();
+) -> Result<Started, FlowError> {
+    let (entry, endpoints) = oauth_provider(services, slug)?;
+    let checked = check(services, entry, params)?;
+    let state_token = pkce::new_state();
+    let state_hash = pkce::state_hash(state_token.expose());
+    let verifier = endpoints.pkce.then(pkce::new_verifier);
+    let aad = verifier_aad(tenant, slug, &state_hash);
+    let created_at = now();
+    let ttl = Duration::from_std(services.config.oauth_state_ttl).unwrap_or(Duration::minutes(10));
+    let expires_at = created_at + ttl;
+    services
+        .store
+        .insert_oauth_state(&NewOAuthState {
+            state_hash,
+            tenant_id: tenant,
+            provider: slug.to_string(),
+            pkce_verifier_sealed: verifier.as_ref().map(|v| services.vault.seal_str(v, &aad)),
+            scopes: checked.scopes.clone(),
+            redirect_uri: checked.redirect_uri.to_string(),
+            return_to: checked.return_to.as_ref().map(Url::to_string),
+            created_at,
+            expires_at,
+        })
+        .await?;
+    let client_id = entry.settings.client_id.as_deref().unwrap_or(slug);
+    Ok(Started {
+        authorize_url: authorize_url(
+            &endpoints,
+            client_id,
+            &checked,
+            &state_token,
+            verifier.as_ref(),
+        ),
+        state_expires_at: expires_at,
+    })
+}
+
+/// Checks what Core asked for against the allow-lists; every problem is named at once.
+fn check(
+    services: &Services,
+    entry: &RegistryEntry,
+    params: ConnectParams,
+) -> Result<Checked, FlowError> {
+    let config = &services.config;
+    let mut problems = Map::new();
     let return_to = params.return_to.as_deref().and_then(|raw| {
-        match allowed_return_to(raw, &config.allowed_return_urls) {
-            Ok(url) => Some(url),
-            Err(problem) => {
-                problems.insert("return_to".into(), json!(problem));
-                None
-            }
-        }
+        allowed_return_to(raw, &config.allowed_return_urls)
+            .map_err(|problem| problems.insert("return_to".into(), json!(problem)))
+            .ok()
     });
     let redirect_uri = match params.redirect_uri.as_deref() {
-        None => Some(default_redirect_uri(&config.public_base_url, slug)),
+        None => Some(callback_url(
+            &config.public_base_url,
+            entry.descriptor().slug,
+        )),
         Some(raw) => match Url::parse(raw) {
             Ok(url) if config.allowed_redirect_uris.contains(&url) => Some(url),
             _ => {
@@ -105,67 +153,44 @@ pub async fn start(
         },
     };
     let scopes = params.scopes.unwrap_or_else(|| entry.scopes.clone());
-    if scopes.len() > 50
-        || scopes
-            .iter()
-            .any(|s| s.is_empty() || s.len() > 200 || s.contains(char::is_whitespace))
-    {
+    let bad_scope = |s: &String| s.is_empty() || s.len() > 200 || s.contains(char::is_whitespace);
+    if scopes.len() > MAX_SCOPES || scopes.iter().any(bad_scope) {
         problems.insert(
             "scopes".into(),
             json!("must be at most 50 non-empty scopes without spaces"),
         );
     }
-    let (Some(redirect_uri), true) = (redirect_uri, problems.is_empty()) else {
-        return Err(ApiError::validation(problems));
-    };
+    match redirect_uri {
+        Some(redirect_uri) if problems.is_empty() => Ok(Checked {
+            return_to,
+            redirect_uri,
+            scopes,
+        }),
+        _ => Err(FlowError::Invalid(problems)),
+    }
+}
 
-    let state_token = pkce::new_state();
-    let state_hash = pkce::state_hash(state_token.expose());
-    let verifier = endpoints.pkce.then(pkce::new_verifier);
-    let aad = Aad::new(
-        tenant,
-        slug,
-        &hex(&state_hash),
-        SealedField::PkceVerifier.aad_name(),
-    );
-    let created_at = now();
-    let expires_at =
-        created_at + Duration::from_std(config.oauth_state_ttl).unwrap_or(Duration::minutes(10));
-    state
-        .store
-        .insert_oauth_state(&NewOAuthState {
-            state_hash,
-            tenant_id: tenant,
-            provider: slug.to_string(),
-            pkce_verifier_sealed: verifier.as_ref().map(|v| state.vault.seal_str(v, &aad)),
-            scopes: scopes.clone(),
-            redirect_uri: redirect_uri.to_string(),
-            return_to: return_to.map(|u| u.to_string()),
-            created_at,
-            expires_at,
-        })
-        .await?;
-
+/// The provider's authorize URL for a minted state.
+fn authorize_url(
+    endpoints: &OAuthEndpoints,
+    client_id: &str,
+    checked: &Checked,
+    state: &Secret,
+    verifier: Option<&Secret>,
+) -> Url {
     let mut url = endpoints.authorize_url.clone();
     {
         let mut query = url.query_pairs_mut();
         query
             .append_pair("response_type", "code")
-            .append_pair(
-                "client_id",
-                state
-                    .config
-                    .provider(slug)
-                    .and_then(|p| p.client_id.as_deref())
-                    .unwrap_or(slug),
-            )
-            .append_pair("redirect_uri", redirect_uri.as_str())
+            .append_pair("client_id", client_id)
+            .append_pair("redirect_uri", checked.redirect_uri.as_str())
             .append_pair(
                 endpoints.scope_param,
-                &scopes.join(endpoints.scope_separator),
+                &checked.scopes.join(endpoints.scope_separator),
             )
-            .append_pair("state", state_token.expose());
-        if let Some(verifier) = &verifier {
+            .append_pair("state", state.expose());
+        if let Some(verifier) = verifier {
             query
                 .append_pair("code_challenge", &pkce::challenge(verifier))
                 .append_pair("code_challenge_method", "S256");
@@ -174,15 +199,12 @@ pub async fn start(
             query.append_pair(name, value);
         }
     }
-    Ok(Started {
-        authorize_url: url,
-        state_expires_at: expires_at,
-    })
+    url
 }
 
 /// Our callback URL for a provider.
 pub fn default_redirect_uri(public_base_url: &Url, slug: &str) -> Url {
-    crate::config::join_path(public_base_url, &format!("/connect/{slug}/callback"))
+    callback_url(public_base_url, slug)
 }
 
 /// `raw` if it is an absolute URL under one of the allowed prefixes (same origin, path prefix).
@@ -200,148 +222,141 @@ fn allowed_return_to(raw: &str, allowed: &[Url]) -> Result<Url, String> {
     }
 }
 
-fn state_invalid(reason: &str, message: &str) -> ApiError {
-    ApiError::new(ErrorCode::OauthStateInvalid, message).with_details(json!({ "reason": reason }))
-}
-
-fn provider_error(slug: &str, err: &ProviderCallError) -> ApiError {
-    tracing::warn!(provider = slug, error = %err, "provider call failed during connect");
-    ApiError::new(
-        ErrorCode::ProviderError,
-        format!("the {slug} provider did not complete the connection"),
-    )
-    .with_details(json!({ "provider": slug, "provider_error": err.to_string() }))
-}
-
 /// Completes a callback for `slug`. The state is consumed whatever happens next.
-pub async fn complete(state: &AppState, slug: &str, params: CallbackParams) -> Completed {
-    let Some(raw_state) = params.state.as_deref().filter(|s| !s.is_empty()) else {
-        return failed(ApiError::invalid_field("state", "is required"), None);
-    };
-    if state.registry.get(slug).is_none() {
-        return failed(ApiError::unknown_provider(slug), None);
-    }
-    let consumed = match state
-        .store
-        .consume_oauth_state(&pkce::state_hash(raw_state), now())
-        .await
-    {
-        Ok(consumed) => consumed,
-        Err(err) => return failed(err.into(), None),
-    };
-    let saved = match consumed {
-        StateConsumption::Consumed(saved) => saved,
-        StateConsumption::Unknown => {
-            return failed(state_invalid("unknown", "the state is unknown"), None)
-        }
-        StateConsumption::Expired { return_to } => {
-            return failed(
-                state_invalid("expired", "the state has expired; start again"),
-                parse_url(return_to),
-            )
-        }
-        StateConsumption::AlreadyUsed { return_to } => {
-            return failed(
-                state_invalid("already_used", "the state was already used"),
-                parse_url(return_to),
-            )
+pub async fn complete(services: &Services, slug: &str, params: CallbackParams) -> Completed {
+    let saved = match consume(services, slug, &params).await {
+        Ok(saved) => saved,
+        Err((error, return_to)) => {
+            return Completed {
+                result: Err(error),
+                return_to,
+            }
         }
     };
     let return_to = parse_url(saved.return_to.clone());
-    if saved.provider != slug {
-        return failed(
-            state_invalid(
-                "provider_mismatch",
-                "the state was issued for another provider",
-            ),
-            return_to,
-        );
-    }
-    if let Some(error) = params.error {
-        let err = ApiError::new(ErrorCode::OauthDenied, "the user or the provider declined the authorization")
-            .with_details(json!({ "provider_error": error, "provider_error_description": params.error_description }));
-        return failed(err, return_to);
-    }
-    let Some(code) = params.code.filter(|c| !c.is_empty()) else {
-        return failed(ApiError::invalid_field("code", "is required"), return_to);
+    let result = match (params.error, params.code.filter(|c| !c.is_empty())) {
+        (Some(error), _) => Err(FlowError::Denied {
+            error,
+            description: params.error_description,
+        }),
+        (None, None) => Err(FlowError::invalid("code", "is required")),
+        (None, Some(code)) => connect(services, slug, &saved, &code, &params.extra).await,
     };
-    let result = connect(state, slug, &saved, &code).await;
     Completed { result, return_to }
 }
 
-async fn connect(
-    state: &AppState,
+/// Consumes the callback's state: the saved connect, or why not (with where to send the user
+/// when the state named a `return_to`).
+async fn consume(
+    services: &Services,
     slug: &str,
-    saved: &crate::domain::OAuthState,
-    code: &str,
-) -> Result<Connection, ApiError> {
-    let (entry, endpoints) = oauth_provider(state, slug)?;
-    let settings = state
-        .config
-        .provider(slug)
-        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("settings of {slug}")))?;
-    let ctx = ProviderContext {
-        http: &state.http,
-        settings,
+    params: &CallbackParams,
+) -> Result<OAuthState, (FlowError, Option<Url>)> {
+    let Some(raw_state) = params.state.as_deref().filter(|s| !s.is_empty()) else {
+        return Err((FlowError::invalid("state", "is required"), None));
     };
-    let verifier = match &saved.pkce_verifier_sealed {
-        Some(sealed) => {
-            let aad = Aad::new(
-                saved.tenant_id,
-                slug,
-                &hex(&saved.state_hash),
-                SealedField::PkceVerifier.aad_name(),
-            );
-            Some(
-                state
-                    .vault
-                    .open_str(sealed, &aad)
-                    .map_err(ApiError::internal)?,
-            )
+    if services.registry.get(slug).is_none() {
+        return Err((FlowError::UnknownProvider(slug.to_string()), None));
+    }
+    let consumed = services
+        .store
+        .consume_oauth_state(&pkce::state_hash(raw_state), now())
+        .await
+        .map_err(|e| (e.into(), None))?;
+    let invalid = FlowError::state_invalid;
+    let saved = match consumed {
+        StateConsumption::Consumed(saved) => saved,
+        StateConsumption::Unknown => return Err((invalid("unknown"), None)),
+        StateConsumption::Expired { return_to } => {
+            return Err((invalid("expired"), parse_url(return_to)))
         }
-        None => None,
+        StateConsumption::AlreadyUsed { return_to } => {
+            return Err((invalid("already_used"), parse_url(return_to)))
+        }
+    };
+    if saved.provider != slug {
+        let return_to = parse_url(saved.return_to.clone());
+        return Err((invalid("provider_mismatch"), return_to));
+    }
+    Ok(saved)
+}
+
+async fn connect(
+    services: &Services,
+    slug: &str,
+    saved: &OAuthState,
+    code: &str,
+    extra: &[(String, String)],
+) -> Result<Connection, FlowError> {
+    let (entry, endpoints) = oauth_provider(services, slug)?;
+    let ctx = services.provider_context(entry);
+    let verifier = saved
+        .pkce_verifier_sealed
+        .as_ref()
+        .map(|sealed| {
+            let aad = verifier_aad(saved.tenant_id, slug, &saved.state_hash);
+            services.vault.open_str(sealed, &aad)
+        })
+        .transpose()
+        .map_err(anyhow::Error::from)?;
+    let exchange = CodeExchange {
+        code,
+        redirect_uri: &saved.redirect_uri,
+        verifier: verifier.as_ref(),
+        params: extra,
+    };
+    let provider_error = |source| FlowError::Provider {
+        provider: slug.to_string(),
+        source,
     };
     let tokens = entry
         .connector
-        .exchange_code(
-            ctx,
-            &endpoints,
-            code,
-            &saved.redirect_uri,
-            verifier.as_ref(),
-        )
+        .exchange_code(ctx, &endpoints, exchange)
         .await
-        .map_err(|e| provider_error(slug, &e))?;
+        .map_err(provider_error)?;
     let account = entry
         .connector
         .identify(ctx, &tokens)
         .await
-        .map_err(|e| provider_error(slug, &e))?;
+        .map_err(provider_error)?;
     let scopes = tokens
         .scopes
         .clone()
         .unwrap_or_else(|| saved.scopes.clone());
-    store_connection(state, saved.tenant_id, slug, &account, &tokens, scopes).await
+    let connection =
+        store_connection(services, saved.tenant_id, slug, &account, &tokens, scopes).await?;
+    crate::subscriptions::request_opening(services, &connection).await?;
+    Ok(connection)
 }
 
-/// Seals the tokens for the row they will live in and upserts it; retried when a concurrent
-/// first connect of the same account created the row under another id.
+/// Seals the tokens and provider secrets for the row they will live in and upserts it;
+/// retried when a concurrent first connect of the same account created the row under another
+/// id.
 async fn store_connection(
-    state: &AppState,
+    services: &Services,
     tenant: TenantId,
     slug: &str,
     account: &ExternalAccount,
     tokens: &TokenSet,
     scopes: Vec<String>,
-) -> Result<Connection, ApiError> {
+) -> Result<Connection, FlowError> {
     for _ in 0..3 {
-        let id = state
+        let existing = match services
             .store
             .find_connection_id(tenant, slug, &account.id)
             .await?
-            .unwrap_or_else(ConnectionId::generate);
+        {
+            Some(id) => services.store.get_connection(tenant, id).await?,
+            None => None,
+        };
+        let id = existing
+            .as_ref()
+            .map_or_else(ConnectionId::generate, |c| c.id);
+        // What sync and subscription steps recorded stays; what the provider says now wins.
+        let mut metadata = existing.map(|c| c.metadata).unwrap_or_default();
+        merge_metadata(&mut metadata, account.metadata.clone());
         let sealed = seal_tokens(
-            state,
+            services,
             tenant,
             slug,
             id,
@@ -349,6 +364,9 @@ async fn store_connection(
             tokens.refresh_token.as_ref(),
             tokens.expires_at,
         );
+        let secrets = (!account.secrets.is_empty())
+            .then(|| seal_secrets(services, tenant, slug, id, account.secrets.expose()))
+            .transpose()?;
         let upsert = ConnectionUpsert {
             id,
             tenant_id: tenant,
@@ -357,21 +375,33 @@ async fn store_connection(
             external_account_name: account.display_name.clone(),
             scopes: scopes.clone(),
             tokens: sealed,
+            metadata,
+            secrets_sealed: secrets,
             now: now(),
         };
-        if let Some(connection) = state.store.upsert_connection(&upsert).await? {
+        if let Some(connection) = services.store.upsert_connection(&upsert).await? {
             tracing::info!(provider = slug, connection_id = %connection.id, "connection stored");
             return Ok(connection);
         }
     }
-    Err(ApiError::internal(anyhow::anyhow!(
+    Err(FlowError::Internal(anyhow::anyhow!(
         "connection upsert kept conflicting"
     )))
 }
 
+/// The AAD binding a PKCE verifier to its state.
+fn verifier_aad(tenant: TenantId, slug: &str, state_hash: &[u8]) -> Aad {
+    Aad::new(
+        tenant,
+        slug,
+        &hex(state_hash),
+        SealedField::PkceVerifier.aad_name(),
+    )
+}
+
 /// Seals a token pair for connection `id`.
 pub fn seal_tokens(
-    state: &AppState,
+    services: &Services,
     tenant: TenantId,
     slug: &str,
     id: ConnectionId,
@@ -382,17 +412,32 @@ pub fn seal_tokens(
     let row = id.to_string();
     let aad = |field: SealedField| Aad::new(tenant, slug, &row, field.aad_name());
     SealedTokens {
-        access_token: Some(state.vault.seal_str(access, &aad(SealedField::AccessToken))),
-        refresh_token: refresh.map(|r| state.vault.seal_str(r, &aad(SealedField::RefreshToken))),
+        access_token: Some(
+            services
+                .vault
+                .seal_str(access, &aad(SealedField::AccessToken)),
+        ),
+        refresh_token: refresh.map(|r| services.vault.seal_str(r, &aad(SealedField::RefreshToken))),
         expires_at,
     }
 }
 
-fn failed(error: ApiError, return_to: Option<Url>) -> Completed {
-    Completed {
-        result: Err(error),
-        return_to,
-    }
+/// Seals a connection's provider secrets for connection `id`.
+pub fn seal_secrets(
+    services: &Services,
+    tenant: TenantId,
+    slug: &str,
+    id: ConnectionId,
+    secrets: &Map<String, Value>,
+) -> Result<Vec<u8>, FlowError> {
+    let text = Secret::new(serde_json::to_string(secrets).map_err(anyhow::Error::from)?);
+    let aad = Aad::new(
+        tenant,
+        slug,
+        &id.to_string(),
+        SealedField::ProviderSecrets.aad_name(),
+    );
+    Ok(services.vault.seal_str(&text, &aad))
 }
 
 fn parse_url(raw: Option<String>) -> Option<Url> {

@@ -1,18 +1,16 @@
-//! Token refresh: ahead of expiry by a background task, and once on a `401` through
-//! [`TokenManager::refresh_after_unauthorized`]. One refresh per connection at a time: an
-//! in-process lock per connection plus the store's cross-instance lock. A rotated refresh
+//! Token refresh: ahead of expiry by a background task ([`run`]), and once on a `401` through
+//! [`refresh_after_unauthorized`]. One refresh per connection at a time: an in-process lock per
+//! connection ([`Services::refresh_locks`]) plus the store's cross-instance lock. A rotated refresh
 //! token is stored before the new access token is handed out; `invalid_grant` moves the
 //! connection to `needs_reauth`; an outage leaves it as it is.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::flow::seal_tokens;
-use super::{ConnectionTokens, ProviderCallError, ProviderContext};
+use crate::connector::{ConnectionTokens, ProviderCallError, ProviderSecrets, TokenSet};
 use crate::crypto::{Aad, Secret};
-use crate::domain::{now, Connection, ConnectionId, ConnectionStatus, SealedField, Timestamp};
-use crate::http::AppState;
+use crate::domain::{now, Connection, ConnectionStatus, SealedField, Timestamp};
+use crate::services::Services;
 
 /// Why no usable token could be had.
 #[derive(Debug, thiserror::Error)]
@@ -31,12 +29,6 @@ pub enum TokenError {
     Internal(#[from] anyhow::Error),
 }
 
-/// Hands out fresh access tokens and keeps them fresh.
-#[derive(Clone, Default)]
-pub struct TokenManager {
-    locks: Arc<Mutex<HashMap<ConnectionId, Arc<tokio::sync::Mutex<()>>>>>,
-}
-
 /// What a caller needs refreshed.
 enum Need<'a> {
     /// A token valid beyond the lead time.
@@ -45,197 +37,165 @@ enum Need<'a> {
     Replacing(&'a Secret),
 }
 
-impl TokenManager {
-    fn lock_for(&self, id: ConnectionId) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-        locks.entry(id).or_default().clone()
+/// An access token valid beyond the refresh lead time, refreshing first if needed.
+pub async fn access_token(state: &Services, connection: &Connection) -> Result<Secret, TokenError> {
+    let current = open_tokens(state, connection).await?;
+    if !expires_within(current.expires_at, lead(state)) || current.refresh_token.is_none() {
+        return Ok(current.access_token);
     }
+    refresh(state, connection, Need::Fresh).await
+}
 
-    fn forget_lock(&self, id: ConnectionId) {
-        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-        if locks.get(&id).is_some_and(|l| Arc::strong_count(l) == 1) {
-            locks.remove(&id);
-        }
-    }
+/// After the provider refused `rejected`, a replacement: refreshed once, or the one another
+/// task refreshed meanwhile.
+pub async fn refresh_after_unauthorized(
+    state: &Services,
+    connection: &Connection,
+    rejected: &Secret,
+) -> Result<Secret, TokenError> {
+    refresh(state, connection, Need::Replacing(rejected)).await
+}
 
-    /// An access token valid beyond the refresh lead time, refreshing first if needed.
-    pub async fn access_token(
-        &self,
-        state: &AppState,
-        connection: &Connection,
-    ) -> Result<Secret, TokenError> {
-        let current = open_tokens(state, connection).await?;
-        if !expires_within(current.expires_at, lead(state)) || current.refresh_token.is_none() {
-            return Ok(current.access_token);
-        }
-        self.refresh(state, connection, Need::Fresh).await
-    }
-
-    /// After the provider refused `rejected`, a replacement: refreshed once, or the one another
-    /// task refreshed meanwhile.
-    pub async fn refresh_after_unauthorized(
-        &self,
-        state: &AppState,
-        connection: &Connection,
-        rejected: &Secret,
-    ) -> Result<Secret, TokenError> {
-        self.refresh(state, connection, Need::Replacing(rejected))
+async fn refresh(
+    state: &Services,
+    connection: &Connection,
+    need: Need<'_>,
+) -> Result<Secret, TokenError> {
+    let work = async {
+        let _shared = state
+            .store
+            .lock_connection(connection.id)
             .await
-    }
+            .map_err(anyhow::Error::from)?;
+        refresh_locked(state, connection, need).await
+    };
+    state.refresh_locks.with(&connection.id, work).await
+}
 
-    async fn refresh(
-        &self,
-        state: &AppState,
-        connection: &Connection,
-        need: Need<'_>,
-    ) -> Result<Secret, TokenError> {
-        let local = self.lock_for(connection.id);
-        let result = {
-            let _local = local.lock().await;
-            let _shared = state
+async fn refresh_locked(
+    state: &Services,
+    connection: &Connection,
+    need: Need<'_>,
+) -> Result<Secret, TokenError> {
+    // Re-read under the lock: whoever held it before may have refreshed already.
+    let current = open_tokens(state, connection).await?;
+    let done_by_other = match need {
+        Need::Fresh => !expires_within(current.expires_at, lead(state)),
+        Need::Replacing(rejected) => current.access_token != *rejected,
+    };
+    if done_by_other {
+        return Ok(current.access_token);
+    }
+    let Some(refresh_token) = current.refresh_token.as_ref() else {
+        return Err(needs_reauth(
+            state,
+            connection,
+            "the provider refused the token and there is no refresh token",
+        )
+        .await);
+    };
+    let slug = connection.provider.as_str();
+    let entry = state.registry.get(slug).ok_or(TokenError::Missing)?;
+    let endpoints = entry
+        .connector
+        .oauth(&entry.settings, &state.config.public_base_url)
+        .ok_or(TokenError::Missing)?;
+    let outcome = entry
+        .connector
+        .refresh_tokens(
+            state.provider_context(entry),
+            &endpoints,
+            connection,
+            refresh_token,
+        )
+        .await;
+    metrics::counter!("token_refresh_total", "provider" => slug.to_string(), "outcome" => outcome_label(&outcome)).increment(1);
+    match outcome {
+        Ok(tokens) => {
+            // Stored before use: a crash after this line loses nothing, and a rotated
+            // refresh token is never held only in memory.
+            let sealed = seal_tokens(
+                state,
+                connection.tenant_id,
+                slug,
+                connection.id,
+                &tokens.access_token,
+                tokens.refresh_token.as_ref(),
+                tokens.expires_at,
+            );
+            state
                 .store
-                .lock_connection(connection.id)
+                .replace_tokens(connection.tenant_id, connection.id, &sealed, now())
                 .await
                 .map_err(anyhow::Error::from)?;
-            self.refresh_locked(state, connection, need).await
-        };
-        drop(local);
-        self.forget_lock(connection.id);
-        result
-    }
-
-    async fn refresh_locked(
-        &self,
-        state: &AppState,
-        connection: &Connection,
-        need: Need<'_>,
-    ) -> Result<Secret, TokenError> {
-        // Re-read under the lock: whoever held it before may have refreshed already.
-        let current = open_tokens(state, connection).await?;
-        let done_by_other = match need {
-            Need::Fresh => !expires_within(current.expires_at, lead(state)),
-            Need::Replacing(rejected) => current.access_token != *rejected,
-        };
-        if done_by_other {
-            return Ok(current.access_token);
+            tracing::info!(provider = slug, connection_id = %connection.id, "token refreshed");
+            Ok(tokens.access_token)
         }
-        let Some(refresh_token) = current.refresh_token.as_ref() else {
-            return Err(self
-                .needs_reauth(
-                    state,
-                    connection,
-                    "the provider refused the token and there is no refresh token",
-                )
-                .await);
-        };
-        let slug = connection.provider.as_str();
-        let entry = state.registry.get(slug).ok_or(TokenError::Missing)?;
-        let settings = state.config.provider(slug).ok_or(TokenError::Missing)?;
-        let endpoints = entry
-            .connector
-            .oauth(settings, &state.config.public_base_url)
-            .ok_or(TokenError::Missing)?;
-        let ctx = ProviderContext {
-            http: &state.http,
-            settings,
-        };
-        let outcome = entry
-            .connector
-            .refresh_tokens(ctx, &endpoints, refresh_token)
-            .await;
-        metrics::counter!("token_refresh_total", "provider" => slug.to_string(), "outcome" => outcome_label(&outcome)).increment(1);
-        match outcome {
-            Ok(tokens) => {
-                // Stored before use: a crash after this line loses nothing, and a rotated
-                // refresh token is never held only in memory.
-                let sealed = seal_tokens(
-                    state,
-                    connection.tenant_id,
-                    slug,
-                    connection.id,
-                    &tokens.access_token,
-                    tokens.refresh_token.as_ref(),
-                    tokens.expires_at,
-                );
-                state
-                    .store
-                    .replace_tokens(connection.tenant_id, connection.id, &sealed, now())
-                    .await
-                    .map_err(anyhow::Error::from)?;
-                tracing::info!(provider = slug, connection_id = %connection.id, "token refreshed");
-                Ok(tokens.access_token)
-            }
-            Err(ProviderCallError::InvalidGrant(why)) => {
-                Err(self.needs_reauth(state, connection, &why).await)
-            }
-            Err(err) => {
-                tracing::warn!(provider = slug, connection_id = %connection.id, error = %err, "token refresh failed");
-                Err(TokenError::Provider(err))
-            }
+        Err(ProviderCallError::InvalidGrant(why)) => {
+            Err(needs_reauth(state, connection, &why).await)
         }
-    }
-
-    async fn needs_reauth(
-        &self,
-        state: &AppState,
-        connection: &Connection,
-        why: &str,
-    ) -> TokenError {
-        tracing::warn!(provider = %connection.provider, connection_id = %connection.id, "connection needs reauthorization");
-        let message = format!("reauthorization needed: {why}");
-        if let Err(err) = state
-            .store
-            .set_connection_status(
-                connection.tenant_id,
-                connection.id,
-                ConnectionStatus::NeedsReauth,
-                Some(&message),
-                now(),
-            )
-            .await
-        {
-            return TokenError::Internal(err.into());
-        }
-        TokenError::NeedsReauth
-    }
-
-    /// One scan: refreshes every active connection whose token expires within the lead time.
-    /// Returns how many were refreshed.
-    pub async fn refresh_due(&self, state: &AppState) -> anyhow::Result<usize> {
-        let horizon = now() + chrono::Duration::from_std(lead(state))?;
-        let due = state
-            .store
-            .connections_needing_refresh(horizon, 100)
-            .await?;
-        let mut refreshed = 0;
-        for connection in due {
-            match self.refresh(state, &connection, Need::Fresh).await {
-                Ok(_) => refreshed += 1,
-                Err(err) => {
-                    tracing::debug!(connection_id = %connection.id, error = %err, "not refreshed")
-                }
-            }
-        }
-        Ok(refreshed)
-    }
-
-    /// Scans every `POBLYSH_TOKEN_REFRESH_INTERVAL_SECS` until the process stops.
-    pub async fn run(self, state: AppState) {
-        let mut tick = tokio::time::interval(state.config.token_refresh_interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            if state.is_shutting_down() {
-                break;
-            }
-            if let Err(err) = self.refresh_due(&state).await {
-                tracing::warn!(error = format!("{err:#}"), "token refresh scan failed");
-            }
+        Err(err) => {
+            tracing::warn!(provider = slug, connection_id = %connection.id, error = %err, "token refresh failed");
+            Err(TokenError::Provider(err))
         }
     }
 }
 
-fn lead(state: &AppState) -> Duration {
+async fn needs_reauth(state: &Services, connection: &Connection, why: &str) -> TokenError {
+    tracing::warn!(provider = %connection.provider, connection_id = %connection.id, "connection needs reauthorization");
+    let message = format!("reauthorization needed: {why}");
+    if let Err(err) = state
+        .store
+        .set_connection_status(
+            connection.tenant_id,
+            connection.id,
+            ConnectionStatus::NeedsReauth,
+            Some(&message),
+            now(),
+        )
+        .await
+    {
+        return TokenError::Internal(err.into());
+    }
+    TokenError::NeedsReauth
+}
+
+/// One scan: refreshes every active connection whose token expires within the lead time.
+/// Returns how many were refreshed.
+pub async fn refresh_due(state: &Services) -> anyhow::Result<usize> {
+    let horizon = now() + chrono::Duration::from_std(lead(state))?;
+    let due = state
+        .store
+        .connections_needing_refresh(horizon, 100)
+        .await?;
+    let mut refreshed = 0;
+    for connection in due {
+        match refresh(state, &connection, Need::Fresh).await {
+            Ok(_) => refreshed += 1,
+            Err(err) => {
+                tracing::debug!(connection_id = %connection.id, error = %err, "not refreshed")
+            }
+        }
+    }
+    Ok(refreshed)
+}
+
+/// Scans every `POBLYSH_TOKEN_REFRESH_INTERVAL_SECS` until the process stops.
+pub async fn run(state: Services) {
+    let mut tick = tokio::time::interval(state.config.token_refresh_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if state.is_shutting_down() {
+            break;
+        }
+        if let Err(err) = refresh_due(&state).await {
+            tracing::warn!(error = format!("{err:#}"), "token refresh scan failed");
+        }
+    }
+}
+
+fn lead(state: &Services) -> Duration {
     state.config.token_refresh_lead
 }
 
@@ -244,7 +204,7 @@ fn expires_within(expires_at: Option<Timestamp>, lead: Duration) -> bool {
     expires_at.is_some_and(|at| at <= now() + lead)
 }
 
-fn outcome_label(outcome: &Result<super::TokenSet, ProviderCallError>) -> &'static str {
+fn outcome_label(outcome: &Result<TokenSet, ProviderCallError>) -> &'static str {
     match outcome {
         Ok(_) => "refreshed",
         Err(ProviderCallError::InvalidGrant(_)) => "invalid_grant",
@@ -257,7 +217,7 @@ fn outcome_label(outcome: &Result<super::TokenSet, ProviderCallError>) -> &'stat
 
 /// Opens a connection's current tokens from the vault.
 pub async fn open_tokens(
-    state: &AppState,
+    state: &Services,
     connection: &Connection,
 ) -> Result<ConnectionTokens, TokenError> {
     let sealed = state
@@ -290,4 +250,32 @@ pub async fn open_tokens(
         refresh_token,
         expires_at: sealed.expires_at,
     })
+}
+
+/// Opens a connection's sealed provider secrets (empty when it has none).
+pub async fn open_secrets(
+    state: &Services,
+    connection: &Connection,
+) -> Result<ProviderSecrets, TokenError> {
+    let Some(sealed) = state
+        .store
+        .connection_secrets(connection.tenant_id, connection.id)
+        .await
+        .map_err(anyhow::Error::from)?
+    else {
+        return Ok(ProviderSecrets::default());
+    };
+    let aad = Aad::new(
+        connection.tenant_id,
+        &connection.provider,
+        &connection.id.to_string(),
+        SealedField::ProviderSecrets.aad_name(),
+    );
+    let text = state
+        .vault
+        .open_str(&sealed, &aad)
+        .map_err(|e| TokenError::Internal(e.into()))?;
+    let values = serde_json::from_str(text.expose())
+        .map_err(|e| TokenError::Internal(anyhow::anyhow!("sealed provider secrets: {e}")))?;
+    Ok(ProviderSecrets::new(values))
 }

@@ -1,9 +1,9 @@
 //! Provider connectors. Each provider is a folder under `src/providers/<slug>/` and owns
-//! everything specific to it; core code reaches providers only through [`Connector`] and the
-//! [`Registry`], and never matches on a slug.
+//! everything specific to it; the engine reaches providers only through
+//! [`crate::connector::Connector`] and the registry built from [`CATALOGUE`], and never
+//! matches on a slug.
 
-mod descriptor;
-mod registry;
+use crate::connector::{Connector, Descriptor};
 
 pub mod github;
 pub mod gmail;
@@ -17,7 +17,20 @@ mod zoho;
 pub mod zoho_cliq;
 pub mod zoho_mail;
 
-pub use descriptor::{
-    AuthType, Connector, Descriptor, RateLimitPolicy, SyncContext, TenantWebhook, WebhookUrl,
-};
-pub use registry::{descriptors, Registry, RegistryEntry};
+/// Every provider this build knows, in catalogue order. Adding a provider is one line here.
+pub static CATALOGUE: &[&dyn Connector] = &[
+    &github::GithubConnector,
+    &slack::SlackConnector,
+    &jira::JiraConnector,
+    &google_drive::GoogleDriveConnector,
+    &google_calendar::GoogleCalendarConnector,
+    &gmail::GmailConnector,
+    &zoho_cliq::ZohoCliqConnector,
+    &zoho_mail::ZohoMailConnector,
+    &sandbox::SandboxConnector,
+];
+
+/// The descriptors of every provider this build knows (enabled or not).
+pub fn descriptors() -> Vec<&'static Descriptor> {
+    CATALOGUE.iter().map(|c| c.descriptor()).collect()
+}

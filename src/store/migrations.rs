@@ -19,6 +19,11 @@ const SQLITE: &[Embedded] = &[
         "sync follow-up",
         include_str!("../../migrations/sqlite/0002_sync_follow_up.sql"),
     ),
+    (
+        3,
+        "connection provider state",
+        include_str!("../../migrations/sqlite/0003_connection_provider_state.sql"),
+    ),
 ];
 
 const POSTGRES: &[Embedded] = &[
@@ -31,6 +36,11 @@ const POSTGRES: &[Embedded] = &[
         2,
         "sync follow-up",
         include_str!("../../migrations/postgres/0002_sync_follow_up.sql"),
+    ),
+    (
+        3,
+        "connection provider state",
+        include_str!("../../migrations/postgres/0003_connection_provider_state.sql"),
     ),
 ];
 

@@ -26,7 +26,9 @@ pub use error::StoreError;
 pub use inbox::{EventCompletion, Inbox};
 pub use lock::ConnectionLock;
 pub use postgres::PostgresStore;
-pub use queue::{Enqueued, Finished, IfRunning, JobFinish, Lease, PageCommit, SyncQueue};
+pub use queue::{
+    Enqueued, Finished, IfRunning, JobFinish, Lease, PageCommit, SyncCommit, SyncQueue,
+};
 pub use sqlite::SqliteStore;
 pub use wake::{WakeUp, WakeUps};
 
@@ -209,6 +211,13 @@ pub trait Store: Inbox + SyncQueue + Send + Sync + 'static {
         id: ConnectionId,
     ) -> Result<Option<SealedTokens>, StoreError>;
 
+    /// The sealed provider secrets of one of the tenant's connections, if it has any.
+    async fn connection_secrets(
+        &self,
+        tenant: TenantId,
+        id: ConnectionId,
+    ) -> Result<Option<Vec<u8>>, StoreError>;
+
     /// Replaces a connection's sealed tokens (after a refresh).
     async fn replace_tokens(
         &self,
@@ -297,5 +306,6 @@ pub(crate) const fn sealed_location(
         SealedField::AccessToken => ("connections", "id", "access_token_sealed"),
         SealedField::RefreshToken => ("connections", "id", "refresh_token_sealed"),
         SealedField::PkceVerifier => ("oauth_states", "state_hash", "pkce_verifier_sealed"),
+        SealedField::ProviderSecrets => ("connections", "id", "secrets_sealed"),
     }
 }

@@ -6,7 +6,7 @@
 //! has taken an expired lease over, the first one's commits and finishes change nothing.
 
 use async_trait::async_trait;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::StoreError;
 use crate::domain::{Connection, ConnectionId, Job, JobId, NewJob, NewSignal, Timestamp};
@@ -52,6 +52,16 @@ pub enum PageCommit {
     /// The connection stopped being `active` (disconnected) while the job ran: nothing was
     /// written, and the job should end.
     ConnectionInactive,
+}
+
+/// What one committed page stores: its signals, the cursor after them and, when the page
+/// changed it, the connection's metadata.
+#[derive(Clone, Copy, Debug)]
+pub struct SyncCommit<'a> {
+    pub signals: &'a [NewSignal],
+    pub cursor: &'a Value,
+    /// Members to set in the connection's metadata (`null` removes one).
+    pub metadata: Option<&'a Map<String, Value>>,
 }
 
 /// A claimed job's lease: who holds it. Every lease-bound write names it.
@@ -113,13 +123,13 @@ pub trait SyncQueue: Send + Sync {
 
     /// In one transaction, while the lease is still ours and the connection still `active`:
     /// stores the page's signals (skipping known `(connection_id, dedupe_key)`s), stores the
-    /// cursor and extends the lease.
+    /// cursor, applies the metadata patch ([`crate::domain::merge_metadata`]) and extends the
+    /// lease.
     async fn commit_sync_page(
         &self,
         lease: Lease<'_>,
         connection: ConnectionId,
-        signals: &[NewSignal],
-        cursor: &Value,
+        page: &SyncCommit<'_>,
         lease_until: Timestamp,
         now: Timestamp,
     ) -> Result<PageCommit, StoreError>;

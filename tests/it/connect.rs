@@ -135,11 +135,11 @@ async fn forged_expired_and_cross_provider_states_are_refused() {
     assert_eq!(body["details"]["reason"], "already_used");
 
     // An expired state.
-    let state = connectors::oauth::pkce::new_state();
+    let state = connectors::connector::pkce::new_state();
     let past = connectors::domain::now() - chrono::Duration::minutes(1);
     app.store()
         .insert_oauth_state(&connectors::domain::NewOAuthState {
-            state_hash: connectors::oauth::pkce::state_hash(state.expose()),
+            state_hash: connectors::connector::pkce::state_hash(state.expose()),
             tenant_id: tenant(),
             provider: "sandbox".into(),
             pkce_verifier_sealed: None,
@@ -385,7 +385,7 @@ async fn github_connects_with_pkce_and_the_callback_exchanges_the_code() {
         .1
         .clone();
     assert_eq!(
-        connectors::oauth::pkce::challenge(&connectors::crypto::Secret::new(verifier)),
+        connectors::connector::pkce::challenge(&connectors::crypto::Secret::new(verifier)),
         challenge
     );
     let sent_redirect = form

@@ -16,9 +16,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use connectors::connector::signature::hmac_sha256_hex;
 use connectors::crypto::{CryptoKey, Secret};
 use connectors::domain::{now, EventStatus, TenantId, Timestamp};
-use connectors::ingest::signature::hmac_sha256_hex;
 use connectors::store::{Store, StoreOptions};
 use futures::stream::{self, StreamExt};
 use reqwest::{Client, StatusCode};

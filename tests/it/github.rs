@@ -8,16 +8,17 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use chrono::{Duration, SecondsFormat};
+use connectors::connector::signature::hmac_sha256_hex;
+use connectors::connector::SyncPage;
+use connectors::connector::{Connector, ProviderSecrets, SyncContext};
+use connectors::connector::{ProviderCallError, ProviderContext};
 use connectors::crypto::Secret;
 use connectors::domain::{
     now, Connection, ConnectionId, ConnectionStatus, EventStatus, Signal, TenantId,
 };
-use connectors::ingest::signature::hmac_sha256_hex;
+use connectors::ingest::inbox;
 use connectors::ingest::sync::{JobResult, SyncWorker};
-use connectors::ingest::{inbox, SyncPage};
-use connectors::oauth::{ProviderCallError, ProviderContext};
 use connectors::providers::github::GithubConnector;
-use connectors::providers::{Connector, SyncContext};
 use connectors::store::{PageRequest, SignalFilter};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -882,7 +883,7 @@ const TOKEN: &str = "gho_16C7e42F292c6912E7710c838347Ae178B4a";
 struct FakeGithub {
     mock: MockServer,
     http: reqwest::Client,
-    settings: connectors::config::ProviderSettings,
+    settings: connectors::connector::ProviderSettings,
     connection: Connection,
     token: Secret,
 }
@@ -890,7 +891,7 @@ struct FakeGithub {
 impl FakeGithub {
     async fn start() -> Self {
         let mock = MockServer::start().await;
-        let settings = connectors::config::ProviderSettings {
+        let settings = connectors::connector::ProviderSettings {
             slug: "github",
             client_id: Some("Iv1.test-client".into()),
             client_secret: Some(Secret::new("github-test-secret-value")),
@@ -899,6 +900,7 @@ impl FakeGithub {
             auth_base_url: None,
             scopes: None,
             rate_limit: GithubConnector.descriptor().rate_limit,
+            extra: Vec::new(),
         };
         let connection = Connection {
             id: ConnectionId::generate(),
@@ -911,12 +913,13 @@ impl FakeGithub {
             token_expires_at: None,
             last_synced_at: None,
             last_error: None,
+            metadata: Default::default(),
             created_at: now(),
             updated_at: now(),
         };
         Self {
             mock,
-            http: connectors::oauth::client::http_client(std::time::Duration::from_secs(5)),
+            http: connectors::connector::http_client(std::time::Duration::from_secs(5)),
             settings,
             connection,
             token: Secret::new(TOKEN),
@@ -930,6 +933,7 @@ impl FakeGithub {
                 settings: &self.settings,
             },
             connection: &self.connection,
+            secrets: &ProviderSecrets::default(),
             access_token: &self.token,
         };
         GithubConnector.sync_page(ctx, cursor).await

@@ -46,11 +46,11 @@ async fn rotation_reseals_every_secret_and_can_be_resumed() {
         .expect("get")
         .expect("exists");
     let mut state = app.state.clone();
-    state.vault = Vault::new(new, vec![]);
+    state.services.vault = Vault::new(new, vec![]);
     let tokens = open_tokens(&state, &conn)
         .await
         .expect("opens under the new key");
     assert!(tokens.access_token.expose().starts_with("sandbox-access."));
-    state.vault = Vault::new(old, vec![]);
+    state.services.vault = Vault::new(old, vec![]);
     assert!(open_tokens(&state, &conn).await.is_err());
 }

@@ -9,6 +9,7 @@ mod connect;
 mod errors;
 mod faults;
 mod filters;
+mod floors;
 mod github;
 mod google_push;
 mod guide;

@@ -13,11 +13,12 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use connectors::connector::pkce;
+use connectors::connector::{CodeExchange, ProviderCallError, ProviderContext};
 use connectors::crypto::{Aad, Secret};
 use connectors::domain::{now, ConnectionId, SealedField, StateConsumption, TenantId};
 use connectors::oauth::flow::{default_redirect_uri, hex};
 use connectors::oauth::refresh::{open_tokens, TokenError};
-use connectors::oauth::{pkce, ProviderCallError, ProviderContext};
 use reqwest::header::LOCATION;
 use reqwest::{Method, Response, StatusCode};
 use serde_json::{json, Value};
@@ -404,11 +405,7 @@ async fn connects_refreshes_and_refuses_replays_against_a_real_authorization_ser
 
     // Due within the lead time: `access_token` refreshes at the server and stores the result,
     // the rotated refresh token included.
-    let second = j
-        .app
-        .state
-        .tokens
-        .access_token(&j.app.state, &connection)
+    let second = connectors::oauth::refresh::access_token(&j.app.state, &connection)
         .await
         .expect("refreshed ahead of expiry");
     assert_ne!(second, first.access_token, "a new access token");
@@ -430,13 +427,10 @@ async fn connects_refreshes_and_refuses_replays_against_a_real_authorization_ser
     );
 
     // Refused with a 401: one refresh, against the stored (rotated) refresh token.
-    let third = j
-        .app
-        .state
-        .tokens
-        .refresh_after_unauthorized(&j.app.state, &connection, &second)
-        .await
-        .expect("refreshed after a 401");
+    let third =
+        connectors::oauth::refresh::refresh_after_unauthorized(&j.app.state, &connection, &second)
+            .await
+            .expect("refreshed after a 401");
     assert_ne!(third, second, "a new access token");
     assert_eq!(
         j.oidc.event("grant.success").await["grant_type"],
@@ -473,7 +467,7 @@ async fn connects_refreshes_and_refuses_replays_against_a_real_authorization_ser
     };
     let reused = entry
         .connector
-        .refresh_tokens(ctx, &endpoints, &first_refresh)
+        .refresh_tokens(ctx, &endpoints, &connection, &first_refresh)
         .await
         .expect_err("a used refresh token is refused");
     assert!(
@@ -491,12 +485,9 @@ async fn connects_refreshes_and_refuses_replays_against_a_real_authorization_ser
     );
 
     // The service's next refresh meets `invalid_grant`: the tenant must connect again.
-    let outcome = j
-        .app
-        .state
-        .tokens
-        .refresh_after_unauthorized(&j.app.state, &connection, &third)
-        .await;
+    let outcome =
+        connectors::oauth::refresh::refresh_after_unauthorized(&j.app.state, &connection, &third)
+            .await;
     assert!(
         matches!(outcome, Err(TokenError::NeedsReauth)),
         "{outcome:?}"
@@ -594,9 +585,16 @@ async fn a_code_exchanged_twice_is_refused_and_its_tokens_revoked() {
         settings,
     };
     let exchange = || {
-        entry
-            .connector
-            .exchange_code(ctx, &endpoints, &code, &saved.redirect_uri, Some(&verifier))
+        entry.connector.exchange_code(
+            ctx,
+            &endpoints,
+            CodeExchange {
+                code: &code,
+                redirect_uri: &saved.redirect_uri,
+                verifier: Some(&verifier),
+                params: &[],
+            },
+        )
     };
 
     let tokens = exchange().await.expect("the first exchange succeeds");
@@ -629,9 +627,10 @@ async fn a_code_exchanged_twice_is_refused_and_its_tokens_revoked() {
         "{identified:?}"
     );
     let refresh = tokens.refresh_token.as_ref().expect("a refresh token");
+    let unrelated = j.app.connection(j.tenant, "github").await;
     let refreshed = entry
         .connector
-        .refresh_tokens(ctx, &endpoints, refresh)
+        .refresh_tokens(ctx, &endpoints, &unrelated, refresh)
         .await;
     assert!(
         matches!(refreshed, Err(ProviderCallError::InvalidGrant(_))),

@@ -2,12 +2,12 @@
 //! posted signed as Slack signs them to the app's Request URL (`POST /webhooks/slack`) and to a
 //! tenant's URL, answered, stored, routed by workspace and normalized into signals.
 
+use connectors::connector::signature::hmac_sha256_hex;
 use connectors::crypto::Secret;
 use connectors::domain::{
     now, Connection, ConnectionId, ConnectionStatus, EventStatus, NewConnection, TenantId,
 };
 use connectors::ingest::inbox;
-use connectors::ingest::signature::hmac_sha256_hex;
 use reqwest::Method;
 use serde_json::{json, Value};
 

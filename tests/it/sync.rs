@@ -11,7 +11,7 @@ use std::time::Duration;
 use chrono::DateTime;
 use connectors::domain::{now, ConnectionId, ConnectionStatus, JobId, TenantId};
 use connectors::ingest::sync::{JobResult, Scheduler, SyncWorker};
-use connectors::store::{Finished, JobFinish, Lease, PageCommit};
+use connectors::store::{Finished, JobFinish, Lease, PageCommit, SyncCommit};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -80,7 +80,17 @@ async fn set_cursor(app: &TestApp, t: TenantId, connection: &str, cursor: Value)
     };
     let connection_id: ConnectionId = connection.parse().expect("uuid");
     let committed = store
-        .commit_sync_page(lease, connection_id, &[], &cursor, lease_until, at)
+        .commit_sync_page(
+            lease,
+            connection_id,
+            &SyncCommit {
+                signals: &[],
+                cursor: &cursor,
+                metadata: None,
+            },
+            lease_until,
+            at,
+        )
         .await
         .expect("commit");
     assert_eq!(committed, PageCommit::Stored(0));

@@ -9,10 +9,10 @@
 use std::collections::HashMap;
 
 use chrono::DateTime;
+use connectors::connector::signature::hmac_sha256_hex;
 use connectors::crypto::Secret;
 use connectors::domain::{now, ConnectionId, Job, TenantId, Timestamp};
 use connectors::ingest::inbox;
-use connectors::ingest::signature::hmac_sha256_hex;
 use connectors::ingest::sync::{JobOutcome, JobResult, SyncWorker};
 use reqwest::Method;
 use serde_json::{json, Value};

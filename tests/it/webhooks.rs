@@ -1,10 +1,10 @@
 //! Webhook ingest: verified on the raw bytes, stored before `202`, deduplicated, normalized by
 //! the inbox worker into signals of the right tenant's connection, and never lost.
 
+use connectors::connector::signature::hmac_sha256_hex;
 use connectors::crypto::Secret;
 use connectors::domain::{now, EventStatus, TenantId};
 use connectors::ingest::inbox;
-use connectors::ingest::signature::hmac_sha256_hex;
 use reqwest::Method;
 use serde_json::{json, Value};
 

@@ -10,8 +10,8 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
+use crate::connector::RateLimitPolicy;
 use crate::domain::ConnectionId;
-use crate::providers::RateLimitPolicy;
 
 /// Limiters beyond this many are pruned of idle ones.
 const PRUNE_ABOVE: usize = 10_000;

@@ -19,14 +19,12 @@ mod worker;
 #[cfg(test)]
 mod tests;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::domain::{Connection, JobId, JobStatus, JobType, NewJob, Timestamp};
-use crate::http::AppState;
+use crate::services::Services;
 
 pub use backoff::{
     ceiling as backoff_ceiling, retry_delay, BASE as BACKOFF_BASE, CAP as BACKOFF_CAP,
@@ -36,29 +34,8 @@ pub use run::MAX_PAGES_PER_JOB;
 pub use scheduler::Scheduler;
 pub use worker::{JobOutcome, JobResult, SyncWorker};
 
-/// Wakes the idle sync workers of this process: jobs were enqueued (here, or by another
-/// instance when the store announces it).
-#[derive(Clone, Default)]
-pub struct SyncSignal(Arc<Notify>);
-
-impl SyncSignal {
-    /// Tells the workers there may be a due job.
-    pub fn notify(&self) {
-        self.0.notify_one();
-    }
-
-    /// Completes once notified (at once if a notification is waiting).
-    pub(crate) async fn notified(&self) {
-        self.0.notified().await;
-    }
-}
-
 /// Attempts a job may make before it fails.
 pub const DEFAULT_MAX_ATTEMPTS: i32 = 5;
-/// Jobs one instance runs at once unless `POBLYSH_SYNC_CONCURRENCY` says otherwise. A job
-/// mostly waits for its provider, so several share a core; each provider's own limit on
-/// concurrent calls per connection still applies.
-pub const DEFAULT_CONCURRENCY: usize = 8;
 /// How long stopping waits for jobs in flight to reach a page boundary.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
@@ -89,7 +66,7 @@ pub struct SyncTasks {
 
 /// Starts the scheduler and the workers in a process with the `worker` role
 /// (`POBLYSH_ROLES`).
-pub fn spawn(state: &AppState) -> SyncTasks {
+pub fn spawn(state: &Services) -> SyncTasks {
     if !state.config.roles.worker {
         return SyncTasks {
             scheduler: None,

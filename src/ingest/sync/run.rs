@@ -4,14 +4,19 @@
 
 use std::time::Duration;
 
+use serde_json::Value;
+
 use super::backoff;
 use super::worker::SyncWorker;
-use crate::domain::{now, Connection, ConnectionStatus, Job};
-use crate::http::AppState;
-use crate::oauth::refresh::TokenError;
-use crate::oauth::{ProviderCallError, ProviderContext};
-use crate::providers::{Connector, SyncContext};
-use crate::store::{Lease, PageCommit, StoreError};
+use crate::connector::{
+    Connector, ProviderCallError, ProviderContext, ProviderSecrets, ProviderSettings,
+    RateLimitPolicy, SyncContext, SyncPage,
+};
+use crate::crypto::Secret;
+use crate::domain::{merge_metadata, now, Connection, ConnectionStatus, Job};
+use crate::oauth::refresh::{self, TokenError};
+use crate::services::Services;
+use crate::store::{Lease, PageCommit, StoreError, SyncCommit};
 
 /// A job stops after this many pages; its cursor is kept and the next run goes on from it.
 pub const MAX_PAGES_PER_JOB: u32 = 500;
@@ -83,18 +88,6 @@ impl From<Failure> for Stop {
     }
 }
 
-/// The label of a provider call's outcome in `provider_calls_total`.
-pub(super) fn call_outcome<T>(result: &Result<T, ProviderCallError>) -> &'static str {
-    match result {
-        Ok(_) => "ok",
-        Err(ProviderCallError::InvalidGrant(_)) => "invalid_grant",
-        Err(ProviderCallError::Unauthorized) => "unauthorized",
-        Err(ProviderCallError::RateLimited { .. }) => "rate_limited",
-        Err(ProviderCallError::Rejected(_)) => "rejected",
-        Err(ProviderCallError::Unavailable(_)) => "unavailable",
-    }
-}
-
 fn token_failure(err: TokenError) -> Failure {
     match err {
         TokenError::Missing | TokenError::NeedsReauth => Failure::permanent(err.to_string()),
@@ -109,11 +102,22 @@ fn token_failure(err: TokenError) -> Failure {
     }
 }
 
+/// What a run reads once, before its first page.
+struct Run<'a> {
+    connector: &'a dyn Connector,
+    settings: &'a ProviderSettings,
+    policy: RateLimitPolicy,
+    connection: Connection,
+    secrets: ProviderSecrets,
+    cursor: Option<Value>,
+    token: Secret,
+}
+
 impl SyncWorker {
     /// Runs `job` (claimed by this worker) page by page with `connector`.
     pub(super) async fn execute(
         &self,
-        state: &AppState,
+        state: &Services,
         connector: Option<&dyn Connector>,
         job: &Job,
         progress: &mut Progress,
@@ -122,46 +126,7 @@ impl SyncWorker {
             job: job.id,
             owner: self.owner(),
         };
-        if job.attempts > job.max_attempts {
-            // Only a job whose workers kept dying gets here: each takeover counted an attempt.
-            return Err(Failure::permanent(format!(
-                "abandoned after {} attempts whose workers stopped before finishing",
-                job.max_attempts
-            ))
-            .into());
-        }
-        let slug = job.provider.as_str();
-        let connector = connector
-            .ok_or_else(|| Failure::permanent(format!("provider {slug} is not enabled")))?;
-        if !connector.descriptor().sync {
-            return Err(Failure::permanent(format!("provider {slug} does not sync")).into());
-        }
-        let settings = state
-            .config
-            .provider(slug)
-            .ok_or_else(|| Failure::permanent(format!("provider {slug} has no settings")))?;
-        let policy = state
-            .registry
-            .get(slug)
-            .map_or(connector.descriptor().rate_limit, |e| e.rate_limit);
-        let connection = state
-            .store
-            .get_connection(job.tenant_id, job.connection_id)
-            .await?
-            .ok_or_else(|| Failure::permanent("the connection no longer exists"))?;
-        if connection.status != ConnectionStatus::Active {
-            return Err(Failure::permanent(format!(
-                "the connection is {}, not active",
-                connection.status
-            ))
-            .into());
-        }
-        let mut cursor = state.store.sync_cursor(connection.id).await?;
-        let mut token = state
-            .tokens
-            .access_token(state, &connection)
-            .await
-            .map_err(token_failure)?;
+        let mut run = prepare(state, connector, job).await?;
         let mut refreshed = false;
         loop {
             if state.is_shutting_down() {
@@ -170,95 +135,188 @@ impl SyncWorker {
                     note: None,
                 });
             }
-            // Keep the lease through the wait for the limiter and the call.
-            let at = now();
-            if !state
-                .store
-                .extend_sync_lease(lease, at + self.lease_chrono(state), at)
-                .await?
-            {
-                return Err(Stop::LeaseLost);
-            }
-            let permit = self
-                .limiters()
-                .acquire(slug, connection.id, policy, self.max_limiter_wait(state))
-                .await
-                .map_err(|wait| Stop::Defer {
-                    wait,
-                    note: Some("waiting for the client-side rate limit"),
-                })?;
-            let ctx = SyncContext {
-                provider: ProviderContext {
-                    http: &state.http,
-                    settings,
-                },
-                connection: &connection,
-                access_token: &token,
-            };
-            let result = connector.sync_page(ctx, cursor.as_ref()).await;
-            drop(permit);
-            metrics::counter!(
-                "provider_calls_total",
-                "provider" => slug.to_string(),
-                "outcome" => call_outcome(&result)
-            )
-            .increment(1);
-            match result {
+            match self.fetch_page(state, lease, &run).await? {
                 Ok(page) => {
-                    let signals: Vec<_> = page
-                        .signals
-                        .into_iter()
-                        .map(|draft| draft.into_signal(&connection))
-                        .collect();
-                    let at = now();
-                    let committed = state
-                        .store
-                        .commit_sync_page(
-                            lease,
-                            connection.id,
-                            &signals,
-                            &page.cursor,
-                            at + self.lease_chrono(state),
-                            at,
-                        )
-                        .await?;
-                    let new = match committed {
-                        PageCommit::Stored(new) => new,
-                        PageCommit::LeaseLost => return Err(Stop::LeaseLost),
-                        PageCommit::ConnectionInactive => {
-                            return Err(Failure::permanent(
-                                "the connection stopped being active during the sync \
-                                 (disconnected, or its authorization refused); the page read \
-                                 after that was not stored",
-                            )
-                            .into())
-                        }
-                    };
-                    progress.pages += 1;
-                    progress.new_signals += new;
-                    cursor = Some(page.cursor);
+                    let more = page.more;
+                    self.commit(state, lease, &mut run, page, progress).await?;
                     refreshed = false;
-                    if !page.more || progress.pages >= MAX_PAGES_PER_JOB {
+                    if !more || progress.pages >= MAX_PAGES_PER_JOB {
                         return Ok(());
                     }
                 }
                 Err(ProviderCallError::Unauthorized) if !refreshed => {
                     // One refresh, then this page once more.
-                    token = state
-                        .tokens
-                        .refresh_after_unauthorized(state, &connection, &token)
-                        .await
-                        .map_err(token_failure)?;
+                    run.token =
+                        refresh::refresh_after_unauthorized(state, &run.connection, &run.token)
+                            .await
+                            .map_err(token_failure)?;
                     refreshed = true;
                 }
-                Err(err) => return Err(call_failure(state, &connection, err).await.into()),
+                Err(err) => return Err(call_failure(state, &run.connection, err).await.into()),
             }
         }
     }
+
+    /// Keeps the lease, waits for the client-side rate limit, and asks the connector for the
+    /// page after the run's cursor.
+    async fn fetch_page(
+        &self,
+        state: &Services,
+        lease: Lease<'_>,
+        run: &Run<'_>,
+    ) -> Result<Result<SyncPage, ProviderCallError>, Stop> {
+        // Keep the lease through the wait for the limiter and the call.
+        let at = now();
+        if !state
+            .store
+            .extend_sync_lease(lease, at + self.lease_chrono(state), at)
+            .await?
+        {
+            return Err(Stop::LeaseLost);
+        }
+        let slug = run.connection.provider.as_str();
+        let permit = self
+            .limiters()
+            .acquire(
+                slug,
+                run.connection.id,
+                run.policy,
+                self.max_limiter_wait(state),
+            )
+            .await
+            .map_err(|wait| Stop::Defer {
+                wait,
+                note: Some("waiting for the client-side rate limit"),
+            })?;
+        let ctx = SyncContext {
+            provider: ProviderContext {
+                http: &state.http,
+                settings: run.settings,
+            },
+            connection: &run.connection,
+            secrets: &run.secrets,
+            access_token: &run.token,
+        };
+        let result = run.connector.sync_page(ctx, run.cursor.as_ref()).await;
+        drop(permit);
+        let outcome = result
+            .as_ref()
+            .map_or_else(ProviderCallError::label, |_| "ok");
+        metrics::counter!("provider_calls_total", "provider" => slug.to_string(), "outcome" => outcome)
+            .increment(1);
+        Ok(result)
+    }
+
+    /// Stores a page's signals with the cursor (and metadata) that follow them, while the
+    /// lease is ours and the connection active.
+    async fn commit(
+        &self,
+        state: &Services,
+        lease: Lease<'_>,
+        run: &mut Run<'_>,
+        page: SyncPage,
+        progress: &mut Progress,
+    ) -> Result<(), Stop> {
+        let signals: Vec<_> = page
+            .signals
+            .into_iter()
+            .map(|draft| draft.into_signal(&run.connection))
+            .collect();
+        let at = now();
+        let committed = state
+            .store
+            .commit_sync_page(
+                lease,
+                run.connection.id,
+                &SyncCommit {
+                    signals: &signals,
+                    cursor: &page.cursor,
+                    metadata: page.metadata.as_ref(),
+                },
+                at + self.lease_chrono(state),
+                at,
+            )
+            .await?;
+        let new =
+            match committed {
+                PageCommit::Stored(new) => new,
+                PageCommit::LeaseLost => return Err(Stop::LeaseLost),
+                PageCommit::ConnectionInactive => return Err(Failure::permanent(
+                    "the connection stopped being active during the sync (disconnected, or its \
+                     authorization refused); the page read after that was not stored",
+                )
+                .into()),
+            };
+        if let Some(patch) = page.metadata {
+            merge_metadata(&mut run.connection.metadata, patch);
+        }
+        progress.pages += 1;
+        progress.new_signals += new;
+        run.cursor = Some(page.cursor);
+        Ok(())
+    }
+}
+
+/// Checks that the job can run and reads what its run needs.
+async fn prepare<'a>(
+    state: &'a Services,
+    connector: Option<&'a dyn Connector>,
+    job: &Job,
+) -> Result<Run<'a>, Stop> {
+    if job.attempts > job.max_attempts {
+        // Only a job whose workers kept dying gets here: each takeover counted an attempt.
+        return Err(Failure::permanent(format!(
+            "abandoned after {} attempts whose workers stopped before finishing",
+            job.max_attempts
+        ))
+        .into());
+    }
+    let slug = job.provider.as_str();
+    let connector =
+        connector.ok_or_else(|| Failure::permanent(format!("provider {slug} is not enabled")))?;
+    if !connector.descriptor().sync {
+        return Err(Failure::permanent(format!("provider {slug} does not sync")).into());
+    }
+    let settings = state
+        .config
+        .provider(slug)
+        .ok_or_else(|| Failure::permanent(format!("provider {slug} has no settings")))?;
+    let policy = state
+        .registry
+        .get(slug)
+        .map_or(connector.descriptor().rate_limit, |e| e.rate_limit);
+    let connection = state
+        .store
+        .get_connection(job.tenant_id, job.connection_id)
+        .await?
+        .ok_or_else(|| Failure::permanent("the connection no longer exists"))?;
+    if connection.status != ConnectionStatus::Active {
+        return Err(Failure::permanent(format!(
+            "the connection is {}, not active",
+            connection.status
+        ))
+        .into());
+    }
+    let cursor = state.store.sync_cursor(connection.id).await?;
+    let token = refresh::access_token(state, &connection)
+        .await
+        .map_err(token_failure)?;
+    let secrets = refresh::open_secrets(state, &connection)
+        .await
+        .map_err(token_failure)?;
+    Ok(Run {
+        connector,
+        settings,
+        policy,
+        connection,
+        secrets,
+        cursor,
+        token,
+    })
 }
 
 async fn call_failure(
-    state: &AppState,
+    state: &Services,
     connection: &Connection,
     err: ProviderCallError,
 ) -> Failure {

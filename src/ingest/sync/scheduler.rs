@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::{backoff, new_job};
 use crate::domain::{from_micros, now, to_micros, JobType, Timestamp};
-use crate::http::AppState;
+use crate::services::Services;
 use crate::store::IfRunning;
 
 /// Connections looked at per query.
@@ -23,7 +23,7 @@ impl Scheduler {
     /// enqueues an `incremental` job (unless one is queued or running). Several instances may
     /// tick at once: each connection is scheduled by whichever moves `next_sync_at` first.
     /// Returns how many jobs were created.
-    pub async fn tick(&self, state: &AppState, now: Timestamp) -> anyhow::Result<usize> {
+    pub async fn tick(&self, state: &Services, now: Timestamp) -> anyhow::Result<usize> {
         let providers: Vec<&str> = state
             .registry
             .entries()
@@ -79,7 +79,7 @@ impl Scheduler {
 
     /// Ticks until the task is stopped, waking this process's workers when it enqueued
     /// something.
-    pub async fn run(self, state: AppState) {
+    pub async fn run(self, state: Services) {
         let period = state
             .config
             .provider_sync_intervals

@@ -12,18 +12,18 @@ use uuid::Uuid;
 
 use super::{backoff, new_job, JobOutcome, JobResult, Scheduler, SyncWorker};
 use crate::config::{Config, Source};
+use crate::connector::ProviderCallError;
+use crate::connector::{AuthType, Connector, Descriptor, RateLimitPolicy, SyncContext};
+use crate::connector::{SignalDraft, SyncPage};
 use crate::crypto::Secret;
 use crate::domain::{
     now, Connection, ConnectionId, ConnectionStatus, ConnectionUpsert, Job, JobStatus, JobType,
     TenantId, Timestamp,
 };
-use crate::http::AppState;
-use crate::ingest::{SignalDraft, SyncPage};
 use crate::oauth::flow::seal_tokens;
 use crate::oauth::refresh::open_tokens;
-use crate::oauth::ProviderCallError;
-use crate::providers::{AuthType, Connector, Descriptor, RateLimitPolicy, SyncContext};
-use crate::store::{Lease, PageRequest, SignalFilter, StoreOptions};
+use crate::services::Services;
+use crate::store::{Lease, PageRequest, SignalFilter, StoreOptions, SyncCommit};
 
 /// A database for one test, dropped with it.
 enum TestDatabase {
@@ -78,7 +78,7 @@ impl Drop for TestDatabase {
 }
 
 struct Harness {
-    state: AppState,
+    state: Services,
     connection: Connection,
     _db: TestDatabase,
 }
@@ -104,7 +104,7 @@ async fn harness_with(extra: &[(&str, &str)]) -> Harness {
         .await
         .expect("store");
     store.migrate().await.expect("migrated");
-    let state = AppState::new(Arc::new(config), store, crate::telemetry::metrics());
+    let state = Services::new(Arc::new(config), store);
     let connection = sandbox_connection(&state).await;
     Harness {
         state,
@@ -113,7 +113,7 @@ async fn harness_with(extra: &[(&str, &str)]) -> Harness {
     }
 }
 
-async fn sandbox_connection(state: &AppState) -> Connection {
+async fn sandbox_connection(state: &Services) -> Connection {
     let id = ConnectionId::generate();
     let tenant = TenantId(Uuid::new_v4());
     let tokens = seal_tokens(
@@ -135,6 +135,8 @@ async fn sandbox_connection(state: &AppState) -> Connection {
             external_account_name: None,
             scopes: vec![],
             tokens,
+            metadata: Default::default(),
+            secrets_sealed: None,
             now: now(),
         })
         .await
@@ -156,6 +158,7 @@ static SCRIPTED: Descriptor = Descriptor {
         burst: 1000,
         max_concurrency: 4,
     },
+    settings: &[],
 };
 
 /// One scripted answer of `sync_page`.
@@ -266,6 +269,7 @@ impl Connector for Scripted {
             signals,
             cursor: json!({ "n": from + count }),
             more,
+            metadata: None,
         })
     }
 }
@@ -567,8 +571,11 @@ async fn an_expired_lease_is_taken_over_and_the_first_worker_writes_nothing_more
         .commit_sync_page(
             lease_a,
             h.connection.id,
-            &page,
-            &json!({ "n": 2 }),
+            &SyncCommit {
+                signals: &page,
+                cursor: &json!({ "n": 2 }),
+                metadata: None,
+            },
             start + chrono::Duration::seconds(60),
             start,
         )
@@ -604,8 +611,11 @@ async fn an_expired_lease_is_taken_over_and_the_first_worker_writes_nothing_more
         .commit_sync_page(
             lease_a,
             h.connection.id,
-            &late,
-            &json!({ "n": 99 }),
+            &SyncCommit {
+                signals: &late,
+                cursor: &json!({ "n": 99 }),
+                metadata: None,
+            },
             now(),
             now(),
         )

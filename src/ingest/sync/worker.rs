@@ -10,9 +10,9 @@ use uuid::Uuid;
 
 use super::limiter::RateLimiters;
 use super::run::{retry_delay, Progress, Stop};
+use crate::connector::Connector;
 use crate::domain::{from_micros, now, to_micros, ConnectionId, Job, JobId, JobType, Timestamp};
-use crate::http::AppState;
-use crate::providers::Connector;
+use crate::services::Services;
 use crate::store::{Finished, JobFinish, Lease, StoreError};
 
 /// The shortest lease; longer when provider calls may take longer (three time-outs).
@@ -104,21 +104,21 @@ impl SyncWorker {
 
     /// How long a lease lasts without being extended: long enough for a limiter wait, a
     /// provider call and a commit.
-    pub fn lease(state: &AppState) -> Duration {
+    pub fn lease(state: &Services) -> Duration {
         MIN_LEASE.max(state.config.provider_timeout * 3)
     }
 
-    pub(super) fn lease_chrono(&self, state: &AppState) -> chrono::Duration {
+    pub(super) fn lease_chrono(&self, state: &Services) -> chrono::Duration {
         chrono::Duration::from_std(Self::lease(state)).unwrap_or(chrono::Duration::minutes(1))
     }
 
     /// A token further away than this is not waited for: the job is deferred instead.
-    pub(super) fn max_limiter_wait(&self, state: &AppState) -> Duration {
+    pub(super) fn max_limiter_wait(&self, state: &Services) -> Duration {
         Self::lease(state) / 4
     }
 
     /// Claims the next due job, if any.
-    pub async fn claim(&self, state: &AppState) -> Result<Option<Job>, StoreError> {
+    pub async fn claim(&self, state: &Services) -> Result<Option<Job>, StoreError> {
         let at = now();
         state
             .store
@@ -127,7 +127,7 @@ impl SyncWorker {
     }
 
     /// Claims one due job and runs it to its end (or its next retry); `None` when no job is due.
-    pub async fn run_once(&self, state: &AppState) -> anyhow::Result<Option<JobOutcome>> {
+    pub async fn run_once(&self, state: &Services) -> anyhow::Result<Option<JobOutcome>> {
         let Some(job) = self.claim(state).await? else {
             return Ok(None);
         };
@@ -136,7 +136,7 @@ impl SyncWorker {
     }
 
     /// Runs jobs until none is due (a retry scheduled in the future is not waited for).
-    pub async fn drain(&self, state: &AppState) -> anyhow::Result<Vec<JobOutcome>> {
+    pub async fn drain(&self, state: &Services) -> anyhow::Result<Vec<JobOutcome>> {
         let mut outcomes = Vec::new();
         while !state.is_shutting_down() {
             match self.run_once(state).await? {
@@ -151,7 +151,7 @@ impl SyncWorker {
     /// and records how it ended.
     pub async fn run_job(
         &self,
-        state: &AppState,
+        state: &Services,
         connector: Option<&dyn Connector>,
         job: Job,
     ) -> anyhow::Result<JobOutcome> {
@@ -169,7 +169,7 @@ impl SyncWorker {
 
     async fn run_job_inner(
         &self,
-        state: &AppState,
+        state: &Services,
         connector: Option<&dyn Connector>,
         job: Job,
     ) -> anyhow::Result<JobOutcome> {
@@ -278,8 +278,8 @@ impl SyncWorker {
 
     /// Claims and runs jobs, up to `concurrency` at once, until shutdown begins; then lets the
     /// jobs in flight stop at their next page boundary. Idle, it looks again when woken
-    /// (`AppState::sync`) and at least every `worker_poll_interval`.
-    pub async fn run(self, state: AppState, concurrency: usize) {
+    /// (`Services::sync`) and at least every `worker_poll_interval`.
+    pub async fn run(self, state: Services, concurrency: usize) {
         let poll = state.config.worker_poll_interval;
         let slots = Arc::new(Semaphore::new(concurrency.max(1)));
         let mut running = JoinSet::new();

@@ -19,15 +19,17 @@ use axum::http::HeaderMap;
 use serde_json::Value;
 use url::Url;
 
-use crate::config::ProviderSettings;
-use crate::domain::{Connection, ConnectionId, TenantId};
-use crate::ingest::{Normalized, SyncPage, Verified, WebhookEvent, WebhookRejection};
-use crate::oauth::{
+use crate::connector::ProviderSettings;
+use crate::connector::{
+    AuthType, Connector, Descriptor, RateLimitPolicy, SyncContext, TenantWebhook,
+};
+use crate::connector::{
     ConnectionTokens, ExternalAccount, OAuthEndpoints, ProviderCallError, ProviderContext, TokenSet,
 };
-use crate::providers::{
-    AuthType, Connector, Descriptor, RateLimitPolicy, SyncContext, TenantWebhook, WebhookUrl,
+use crate::connector::{
+    Normalized, SyncPage, Verified, WebhookEvent, WebhookRejection, WebhookRequest,
 };
+use crate::domain::{Connection, ConnectionId, TenantId};
 
 pub use sync::INITIAL_LOOKBACK_DAYS;
 
@@ -62,6 +64,7 @@ static DESCRIPTOR: Descriptor = Descriptor {
         burst: 100,
         max_concurrency: 1,
     },
+    settings: &[],
 };
 
 #[async_trait]
@@ -86,19 +89,17 @@ impl Connector for GithubConnector {
         &self,
         ctx: ProviderContext<'_>,
         _endpoints: &OAuthEndpoints,
+        _connection: &Connection,
         tokens: &ConnectionTokens,
     ) -> Result<(), ProviderCallError> {
         oauth::revoke_grant(ctx, &tokens.access_token).await
     }
 
-    fn verify_webhook(
+    async fn verify_webhook(
         &self,
-        settings: &ProviderSettings,
-        url: WebhookUrl,
-        headers: &HeaderMap,
-        body: &[u8],
+        request: WebhookRequest<'_>,
     ) -> Result<Verified, WebhookRejection> {
-        webhook::verify(settings, url, headers, body)
+        webhook::verify(request.settings, request.url, request.headers, request.body)
     }
 
     fn tenant_webhook(

@@ -36,8 +36,8 @@ use super::wire::{
     Account, Issue, IssueCommentEvent, IssuesEvent, PullRequest, PullRequestEvent,
     PullRequestReviewEvent, Push, Release, ReleaseEvent, Repository,
 };
+use crate::connector::{Normalized, SignalDraft, WebhookEvent};
 use crate::domain::{parse_rfc3339, Actor, Timestamp};
-use crate::ingest::{Normalized, SignalDraft, WebhookEvent};
 
 /// What happened to an issue or pull request; decides the dedupe key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

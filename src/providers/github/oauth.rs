@@ -11,12 +11,12 @@ use reqwest::header::{ACCEPT, AUTHORIZATION};
 use serde::Deserialize;
 use url::Url;
 
-use crate::config::{join_path, ProviderSettings};
-use crate::crypto::Secret;
-use crate::oauth::client::{check_status, rate_limited, transport};
-use crate::oauth::{
+use crate::connector::{check_status, rate_limited, transport};
+use crate::connector::{join_path, ProviderSettings};
+use crate::connector::{
     ClientAuth, ExternalAccount, OAuthEndpoints, ProviderCallError, ProviderContext,
 };
+use crate::crypto::Secret;
 
 const AUTH_BASE: &str = "https://github.com";
 const API_BASE: &str = "https://api.github.com";
@@ -68,10 +68,7 @@ pub(super) async fn identify(
     let user: User = response.json().await.map_err(|_| {
         ProviderCallError::Rejected("GitHub /user answered an unexpected body".into())
     })?;
-    Ok(ExternalAccount {
-        id: user.id.to_string(),
-        display_name: Some(user.login),
-    })
+    Ok(ExternalAccount::new(user.id.to_string(), Some(user.login)))
 }
 
 pub(super) async fn revoke_grant(

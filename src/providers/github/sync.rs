@@ -66,12 +66,12 @@ use url::Url;
 use super::normalize::{key_time, listed_issue, listed_release, listed_repository};
 use super::oauth::{api_base, API_VERSION};
 use super::wire::{Issue, Release};
-use crate::config::join_path;
+use crate::connector::join_path;
+use crate::connector::transport;
+use crate::connector::ProviderCallError;
+use crate::connector::SyncContext;
+use crate::connector::{SignalDraft, SyncPage};
 use crate::domain::{now, parse_rfc3339, Timestamp};
-use crate::ingest::{SignalDraft, SyncPage};
-use crate::oauth::client::transport;
-use crate::oauth::ProviderCallError;
-use crate::providers::SyncContext;
 
 /// The cursor format.
 const VERSION: u32 = 1;
@@ -151,6 +151,7 @@ impl Cursor {
             signals,
             cursor: serde_json::to_value(self).expect("the cursor serializes"),
             more,
+            metadata: None,
         }
     }
 

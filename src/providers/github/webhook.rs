@@ -17,12 +17,12 @@ use axum::http::HeaderMap;
 use serde_json::Value;
 
 use super::normalize::{parse_body, parse_payload};
-use crate::config::ProviderSettings;
+use crate::connector::signature::{header, hmac_sha256_hex, hmac_sha256_hex_matches};
+use crate::connector::ProviderSettings;
+use crate::connector::{TenantWebhook, WebhookUrl};
+use crate::connector::{Verified, WebhookEvent, WebhookRejection};
 use crate::crypto::Secret;
 use crate::domain::{Connection, ConnectionId, TenantId};
-use crate::ingest::signature::{header, hmac_sha256_hex, hmac_sha256_hex_matches};
-use crate::ingest::{Verified, WebhookEvent, WebhookRejection};
-use crate::providers::{TenantWebhook, WebhookUrl};
 
 /// The events whose deliveries become signals (see `normalize`).
 pub(super) const EVENTS: &[&str] = &[
@@ -167,9 +167,9 @@ fn account_ids(body: &Value) -> Vec<(Source, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::connector::signature::hmac_sha256_hex;
     use crate::crypto::Secret;
     use crate::domain::{now, TenantId};
-    use crate::ingest::signature::hmac_sha256_hex;
 
     fn settings(secret: Option<&str>) -> ProviderSettings {
         ProviderSettings {
@@ -179,7 +179,7 @@ mod tests {
     }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
-        crate::ingest::signature::header_map(pairs)
+        crate::connector::signature::header_map(pairs)
     }
 
     #[test]

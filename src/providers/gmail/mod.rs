@@ -9,11 +9,12 @@ use async_trait::async_trait;
 use url::Url;
 
 use super::google;
-use crate::config::ProviderSettings;
-use crate::oauth::{
+use crate::connector::ProviderSettings;
+use crate::connector::{AuthType, Connector, Descriptor, RateLimitPolicy};
+use crate::connector::{
     ConnectionTokens, ExternalAccount, OAuthEndpoints, ProviderCallError, ProviderContext, TokenSet,
 };
-use crate::providers::{AuthType, Connector, Descriptor, RateLimitPolicy};
+use crate::domain::Connection;
 
 /// The Gmail provider.
 pub struct GmailConnector;
@@ -36,6 +37,7 @@ static DESCRIPTOR: Descriptor = Descriptor {
         burst: 100,
         max_concurrency: 4,
     },
+    settings: &[],
 };
 
 #[async_trait]
@@ -60,6 +62,7 @@ impl Connector for GmailConnector {
         &self,
         ctx: ProviderContext<'_>,
         endpoints: &OAuthEndpoints,
+        _connection: &Connection,
         tokens: &ConnectionTokens,
     ) -> Result<(), ProviderCallError> {
         google::revoke(ctx, endpoints, tokens).await

@@ -18,13 +18,13 @@ use reqwest::header::{ACCEPT, AUTHORIZATION};
 use serde::Deserialize;
 use url::Url;
 
-use crate::config::{join_path, ProviderSettings};
-use crate::crypto::Secret;
-use crate::oauth::client::{check_status, rate_limited, transport};
-use crate::oauth::{
+use crate::connector::{check_status, rate_limited, transport};
+use crate::connector::{join_path, Metadata, ProviderSettings};
+use crate::connector::{
     ClientAuth, ConnectionTokens, ExternalAccount, OAuthEndpoints, ProviderCallError,
     ProviderContext,
 };
+use crate::crypto::Secret;
 
 const AUTHORIZE_URL: &str = "https://accounts.google.com/o/oauth2/v2/auth";
 const TOKEN_URL: &str = "https://oauth2.googleapis.com/token";
@@ -103,10 +103,11 @@ pub(in crate::providers) async fn identify(
     let info: UserInfo = response.json().await.map_err(|_| {
         ProviderCallError::Rejected("Google userinfo answered an unexpected body".into())
     })?;
-    Ok(ExternalAccount {
-        id: info.sub,
-        display_name: info.email.or(info.name),
-    })
+    let mut metadata = Metadata::new();
+    if let Some(email) = &info.email {
+        metadata.insert("email".into(), email.clone().into());
+    }
+    Ok(ExternalAccount::new(info.sub, info.email.or(info.name)).with_metadata(metadata))
 }
 
 /// Revokes the grant: a form POST of `token=` with no client authentication

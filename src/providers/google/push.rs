@@ -18,9 +18,9 @@
 
 use axum::http::HeaderMap;
 
-use crate::config::ProviderSettings;
-use crate::ingest::signature::{header, token_matches};
-use crate::ingest::{Normalized, Verified, WebhookEvent, WebhookRejection};
+use crate::connector::signature::{header, token_matches};
+use crate::connector::ProviderSettings;
+use crate::connector::{Normalized, Verified, WebhookEvent, WebhookRejection};
 
 /// The header carrying the channel token: a secret, never stored.
 pub(in crate::providers) const SECRET_HEADERS: &[&str] = &["x-goog-channel-token"];

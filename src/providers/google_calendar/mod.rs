@@ -11,16 +11,16 @@
 //! OAuth: Google's web server flow, shared with the other Google providers (`super::google`).
 
 use async_trait::async_trait;
-use axum::http::HeaderMap;
 use url::Url;
 
 use super::google;
-use crate::config::ProviderSettings;
-use crate::ingest::{Normalized, Verified, WebhookEvent, WebhookRejection};
-use crate::oauth::{
+use crate::connector::ProviderSettings;
+use crate::connector::{AuthType, Connector, Descriptor, RateLimitPolicy};
+use crate::connector::{
     ConnectionTokens, ExternalAccount, OAuthEndpoints, ProviderCallError, ProviderContext, TokenSet,
 };
-use crate::providers::{AuthType, Connector, Descriptor, RateLimitPolicy, WebhookUrl};
+use crate::connector::{Normalized, Verified, WebhookEvent, WebhookRejection, WebhookRequest};
+use crate::domain::Connection;
 
 /// The Google Calendar provider.
 pub struct GoogleCalendarConnector;
@@ -47,6 +47,7 @@ static DESCRIPTOR: Descriptor = Descriptor {
         burst: 50,
         max_concurrency: 4,
     },
+    settings: &[],
 };
 
 #[async_trait]
@@ -60,14 +61,11 @@ impl Connector for GoogleCalendarConnector {
     }
 
     /// Push notifications of the channels opened for this provider (`super::google::push`).
-    fn verify_webhook(
+    async fn verify_webhook(
         &self,
-        settings: &ProviderSettings,
-        _url: WebhookUrl,
-        headers: &HeaderMap,
-        _body: &[u8],
+        request: WebhookRequest<'_>,
     ) -> Result<Verified, WebhookRejection> {
-        google::push::verify(settings, headers)
+        google::push::verify(request.settings, request.headers)
     }
 
     fn webhook_secret_headers(&self) -> &'static [&'static str] {
@@ -90,6 +88,7 @@ impl Connector for GoogleCalendarConnector {
         &self,
         ctx: ProviderContext<'_>,
         endpoints: &OAuthEndpoints,
+        _connection: &Connection,
         tokens: &ConnectionTokens,
     ) -> Result<(), ProviderCallError> {
         google::revoke(ctx, endpoints, tokens).await

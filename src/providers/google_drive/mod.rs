@@ -11,16 +11,16 @@
 //! OAuth: Google's web server flow, shared with the other Google providers (`super::google`).
 
 use async_trait::async_trait;
-use axum::http::HeaderMap;
 use url::Url;
 
 use super::google;
-use crate::config::ProviderSettings;
-use crate::ingest::{Normalized, Verified, WebhookEvent, WebhookRejection};
-use crate::oauth::{
+use crate::connector::ProviderSettings;
+use crate::connector::{AuthType, Connector, Descriptor, RateLimitPolicy};
+use crate::connector::{
     ConnectionTokens, ExternalAccount, OAuthEndpoints, ProviderCallError, ProviderContext, TokenSet,
 };
-use crate::providers::{AuthType, Connector, Descriptor, RateLimitPolicy, WebhookUrl};
+use crate::connector::{Normalized, Verified, WebhookEvent, WebhookRejection, WebhookRequest};
+use crate::domain::Connection;
 
 /// The Google Drive provider.
 pub struct GoogleDriveConnector;
@@ -43,6 +43,7 @@ static DESCRIPTOR: Descriptor = Descriptor {
         burst: 50,
         max_concurrency: 4,
     },
+    settings: &[],
 };
 
 #[async_trait]
@@ -56,14 +57,11 @@ impl Connector for GoogleDriveConnector {
     }
 
     /// Push notifications of the channels opened for this provider (`super::google::push`).
-    fn verify_webhook(
+    async fn verify_webhook(
         &self,
-        settings: &ProviderSettings,
-        _url: WebhookUrl,
-        headers: &HeaderMap,
-        _body: &[u8],
+        request: WebhookRequest<'_>,
     ) -> Result<Verified, WebhookRejection> {
-        google::push::verify(settings, headers)
+        google::push::verify(request.settings, request.headers)
     }
 
     fn webhook_secret_headers(&self) -> &'static [&'static str] {
@@ -86,6 +84,7 @@ impl Connector for GoogleDriveConnector {
         &self,
         ctx: ProviderContext<'_>,
         endpoints: &OAuthEndpoints,
+        _connection: &Connection,
         tokens: &ConnectionTokens,
     ) -> Result<(), ProviderCallError> {
         google::revoke(ctx, endpoints, tokens).await

@@ -10,12 +10,14 @@ mod oauth;
 use async_trait::async_trait;
 use url::Url;
 
-use crate::config::ProviderSettings;
-use crate::crypto::Secret;
-use crate::oauth::{
-    ConnectionTokens, ExternalAccount, OAuthEndpoints, ProviderCallError, ProviderContext, TokenSet,
+use crate::connector::ProviderSettings;
+use crate::connector::{AuthType, Connector, Descriptor, RateLimitPolicy};
+use crate::connector::{
+    CodeExchange, ConnectionTokens, ExternalAccount, OAuthEndpoints, ProviderCallError,
+    ProviderContext, TokenSet,
 };
-use crate::providers::{AuthType, Connector, Descriptor, RateLimitPolicy};
+use crate::crypto::Secret;
+use crate::domain::Connection;
 
 /// The Jira provider.
 pub struct JiraConnector;
@@ -40,6 +42,7 @@ static DESCRIPTOR: Descriptor = Descriptor {
         burst: 20,
         max_concurrency: 2,
     },
+    settings: &[],
 };
 
 #[async_trait]
@@ -56,14 +59,12 @@ impl Connector for JiraConnector {
         &self,
         ctx: ProviderContext<'_>,
         endpoints: &OAuthEndpoints,
-        code: &str,
-        redirect_uri: &str,
-        _verifier: Option<&Secret>,
+        exchange: CodeExchange<'_>,
     ) -> Result<TokenSet, ProviderCallError> {
         let fields = [
             ("grant_type", "authorization_code"),
-            ("code", code),
-            ("redirect_uri", redirect_uri),
+            ("code", exchange.code),
+            ("redirect_uri", exchange.redirect_uri),
         ];
         let (status, body) = oauth::token_request(ctx, endpoints, &fields).await?;
         self.interpret_token_response(status, &body)
@@ -73,6 +74,7 @@ impl Connector for JiraConnector {
         &self,
         ctx: ProviderContext<'_>,
         endpoints: &OAuthEndpoints,
+        _connection: &Connection,
         refresh_token: &Secret,
     ) -> Result<TokenSet, ProviderCallError> {
         let fields = [
@@ -96,6 +98,7 @@ impl Connector for JiraConnector {
         &self,
         _ctx: ProviderContext<'_>,
         _endpoints: &OAuthEndpoints,
+        _connection: &Connection,
         _tokens: &ConnectionTokens,
     ) -> Result<(), ProviderCallError> {
         Ok(())

@@ -13,12 +13,12 @@ use reqwest::header::{ACCEPT, AUTHORIZATION};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::config::{join_path, ProviderSettings};
-use crate::crypto::Secret;
-use crate::oauth::client::{check_status, rate_limited, transport};
-use crate::oauth::{
+use crate::connector::{check_status, rate_limited, transport};
+use crate::connector::{join_path, Metadata, ProviderSettings};
+use crate::connector::{
     ClientAuth, ExternalAccount, OAuthEndpoints, ProviderCallError, ProviderContext,
 };
+use crate::crypto::Secret;
 
 const AUTH_BASE: &str = "https://auth.atlassian.com";
 const API_BASE: &str = "https://api.atlassian.com";
@@ -137,8 +137,13 @@ pub(super) async fn identify(
         .into_iter()
         .next()
         .ok_or_else(|| ProviderCallError::Rejected("the grant covers no Atlassian site".into()))?;
-    Ok(ExternalAccount {
-        id: site.id,
-        display_name: site.name.filter(|n| !n.is_empty()).or(site.url),
-    })
+    let name = site.name.filter(|n| !n.is_empty());
+    let mut metadata = Metadata::new();
+    if let Some(url) = &site.url {
+        metadata.insert("site_url".into(), url.clone().into());
+    }
+    if let Some(name) = &name {
+        metadata.insert("site_name".into(), name.clone().into());
+    }
+    Ok(ExternalAccount::new(site.id, name.or(site.url)).with_metadata(metadata))
 }

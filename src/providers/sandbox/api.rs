@@ -32,10 +32,10 @@ use serde_json::Value;
 use url::Url;
 
 use super::event::Change;
-use crate::ingest::{SignalDraft, SyncPage};
-use crate::oauth::client::transport;
-use crate::oauth::ProviderCallError;
-use crate::providers::SyncContext;
+use crate::connector::transport;
+use crate::connector::ProviderCallError;
+use crate::connector::SyncContext;
+use crate::connector::{SignalDraft, SyncPage};
 
 /// Events asked for per page.
 pub const PAGE_LIMIT: u32 = 100;
@@ -95,7 +95,7 @@ pub(super) async fn page(
 
 /// `{base}/v1/events?after=…&limit=…`, keeping any path `base` has.
 fn events_url(base: &Url, cursor: Cursor) -> Url {
-    let mut url = crate::config::join_path(base, "/v1/events");
+    let mut url = crate::connector::join_path(base, "/v1/events");
     url.query_pairs_mut()
         .append_pair("after", &cursor.after.to_string())
         .append_pair("limit", &PAGE_LIMIT.to_string());
@@ -143,6 +143,7 @@ fn read_page(cursor: Cursor, body: &[u8]) -> Result<SyncPage, ProviderCallError>
         // A page that did not move the cursor cannot lead anywhere new.
         more: listing.has_more && after > cursor.after,
         cursor: serde_json::json!(Cursor { after }),
+        metadata: None,
     })
 }
 
@@ -332,7 +333,7 @@ mod tests {
         let object = delivered.as_object_mut().expect("object");
         object.remove("seq");
         object.remove("type");
-        let webhook = crate::ingest::WebhookEvent {
+        let webhook = crate::connector::WebhookEvent {
             tenant_id: crate::domain::TenantId(uuid::Uuid::new_v4()),
             provider: "sandbox".into(),
             event_type: Some("event.created".into()),
@@ -340,7 +341,7 @@ mod tests {
             body: serde_json::to_vec(&delivered).expect("json"),
             received_at: crate::domain::now(),
         };
-        let crate::ingest::Normalized::Signals(signals) =
+        let crate::connector::Normalized::Signals(signals) =
             super::super::webhook::normalize(&webhook).expect("normalized")
         else {
             panic!("the delivery is mapped");

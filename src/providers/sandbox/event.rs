@@ -5,8 +5,8 @@
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::connector::SignalDraft;
 use crate::domain::{parse_rfc3339, Actor};
-use crate::ingest::SignalDraft;
 
 /// The signal kind of a sandbox event type; `None` for types the sandbox does not map.
 pub(super) fn kind(event_type: &str) -> Option<&'static str> {

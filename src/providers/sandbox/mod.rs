@@ -14,14 +14,17 @@ use async_trait::async_trait;
 use serde_json::Value;
 use url::Url;
 
-use crate::config::ProviderSettings;
-use crate::crypto::Secret;
-use crate::http::AppState;
-use crate::ingest::{Normalized, SyncPage, Verified, WebhookEvent, WebhookRejection};
-use crate::oauth::{
+use crate::connector::ProviderSettings;
+use crate::connector::{AuthType, Connector, Descriptor, RateLimitPolicy, SyncContext};
+use crate::connector::{
+    CodeExchange, Normalized, ProviderPage, SyncPage, Verified, WebhookEvent, WebhookRejection,
+    WebhookRequest,
+};
+use crate::connector::{
     ConnectionTokens, ExternalAccount, OAuthEndpoints, ProviderCallError, ProviderContext, TokenSet,
 };
-use crate::providers::{AuthType, Connector, Descriptor, RateLimitPolicy, SyncContext, WebhookUrl};
+use crate::crypto::Secret;
+use crate::domain::Connection;
 
 /// The Sandbox provider.
 pub struct SandboxConnector;
@@ -40,6 +43,7 @@ static DESCRIPTOR: Descriptor = Descriptor {
         burst: 60,
         max_concurrency: 4,
     },
+    settings: &[],
 };
 
 #[async_trait]
@@ -56,17 +60,16 @@ impl Connector for SandboxConnector {
         &self,
         _ctx: ProviderContext<'_>,
         _endpoints: &OAuthEndpoints,
-        code: &str,
-        _redirect_uri: &str,
-        verifier: Option<&Secret>,
+        exchange: CodeExchange<'_>,
     ) -> Result<TokenSet, ProviderCallError> {
-        oauth::exchange(code, verifier)
+        oauth::exchange(exchange.code, exchange.verifier)
     }
 
     async fn refresh_tokens(
         &self,
         _ctx: ProviderContext<'_>,
         _endpoints: &OAuthEndpoints,
+        _connection: &Connection,
         refresh_token: &Secret,
     ) -> Result<TokenSet, ProviderCallError> {
         oauth::refresh(refresh_token)
@@ -84,19 +87,17 @@ impl Connector for SandboxConnector {
         &self,
         _ctx: ProviderContext<'_>,
         _endpoints: &OAuthEndpoints,
+        _connection: &Connection,
         _tokens: &ConnectionTokens,
     ) -> Result<(), ProviderCallError> {
         Ok(())
     }
 
-    fn verify_webhook(
+    async fn verify_webhook(
         &self,
-        settings: &ProviderSettings,
-        _url: WebhookUrl,
-        headers: &axum::http::HeaderMap,
-        body: &[u8],
+        request: WebhookRequest<'_>,
     ) -> Result<Verified, WebhookRejection> {
-        webhook::verify(settings, headers, body)
+        webhook::verify(request.settings, request.headers, request.body)
     }
 
     fn normalize_webhook(&self, event: &WebhookEvent) -> Result<Normalized, String> {
@@ -118,7 +119,7 @@ impl Connector for SandboxConnector {
         }
     }
 
-    fn routes(&self) -> Option<axum::Router<AppState>> {
-        Some(oauth::routes())
+    fn pages(&self) -> &'static [ProviderPage] {
+        oauth::PAGES
     }
 }

@@ -2,23 +2,18 @@
 //! redirects back with a code, and tokens minted in-process. The code carries the PKCE
 //! challenge, so the exchange checks the verifier exactly as a real provider would.
 
-use axum::extract::{Query, State};
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::Duration;
-use serde::Deserialize;
 use url::Url;
 
+use crate::connector::pkce::challenge;
+use crate::connector::{
+    callback_url, ClientAuth, ExternalAccount, Metadata, OAuthEndpoints, PageRequest, PageResponse,
+    ProviderCallError, ProviderPage, TokenSet,
+};
 use crate::crypto::{random_token, Secret};
 use crate::domain::now;
-use crate::http::{ApiError, AppState, ErrorCode};
-use crate::oauth::flow::default_redirect_uri;
-use crate::oauth::pkce::challenge;
-use crate::oauth::{ClientAuth, ExternalAccount, OAuthEndpoints, ProviderCallError, TokenSet};
 
 const AUTHORIZE_PATH: &str = "/sandbox/authorize";
 const CODE_PREFIX: &str = "sandbox-code.";
@@ -26,7 +21,7 @@ const REFRESH_PREFIX: &str = "sandbox-refresh.";
 const SLUG: &str = "sandbox";
 
 pub(super) fn endpoints(public_base_url: &Url) -> OAuthEndpoints {
-    let authorize_url = crate::config::join_path(public_base_url, AUTHORIZE_PATH);
+    let authorize_url = crate::connector::join_path(public_base_url, AUTHORIZE_PATH);
     OAuthEndpoints {
         token_url: authorize_url.clone(),
         authorize_url,
@@ -39,46 +34,42 @@ pub(super) fn endpoints(public_base_url: &Url) -> OAuthEndpoints {
     }
 }
 
-#[derive(Deserialize)]
-struct AuthorizeQuery {
-    redirect_uri: String,
-    state: String,
-    code_challenge: Option<String>,
-}
-
-pub(super) fn routes() -> Router<AppState> {
-    Router::new().route(AUTHORIZE_PATH, get(authorize))
-}
+/// The sandbox's authorize page.
+pub(super) static PAGES: &[ProviderPage] = &[ProviderPage {
+    path: AUTHORIZE_PATH,
+    handle: authorize,
+}];
 
 /// Approves at once. Redirects only to this service's own callback or an allow-listed
 /// redirect URI, so the page cannot be used as an open redirect.
-async fn authorize(State(state): State<AppState>, Query(query): Query<AuthorizeQuery>) -> Response {
-    let Ok(mut target) = Url::parse(&query.redirect_uri) else {
-        return ApiError::invalid_field("redirect_uri", "must be an absolute URL").into_response();
+fn authorize(request: &PageRequest<'_>) -> PageResponse {
+    let invalid = |field, problem: &str| PageResponse::Invalid {
+        field,
+        problem: problem.to_string(),
     };
-    let ours = default_redirect_uri(&state.config.public_base_url, SLUG);
-    if target != ours && !state.config.allowed_redirect_uris.contains(&target) {
-        return ApiError::new(
-            ErrorCode::ValidationFailed,
-            "redirect_uri is not registered for the sandbox",
-        )
-        .with_details(serde_json::json!({ "redirect_uri": "not registered" }))
-        .into_response();
+    let Some(raw) = request.param("redirect_uri") else {
+        return invalid("redirect_uri", "is required");
+    };
+    let Some(state) = request.param("state") else {
+        return invalid("state", "is required");
+    };
+    let Ok(mut target) = Url::parse(raw) else {
+        return invalid("redirect_uri", "must be an absolute URL");
+    };
+    let ours = callback_url(request.public_base_url, SLUG);
+    if target != ours && !request.allowed_redirect_uris.contains(&target) {
+        return invalid("redirect_uri", "is not registered for the sandbox");
     }
     let code = format!(
         "{CODE_PREFIX}{}.{}",
         random_token().expose(),
-        query.code_challenge.unwrap_or_default()
+        request.param("code_challenge").unwrap_or_default()
     );
     target
         .query_pairs_mut()
         .append_pair("code", &code)
-        .append_pair("state", &query.state);
-    (
-        StatusCode::SEE_OTHER,
-        [(header::LOCATION, target.to_string())],
-    )
-        .into_response()
+        .append_pair("state", state);
+    PageResponse::Redirect(target)
 }
 
 fn tokens() -> TokenSet {
@@ -124,8 +115,7 @@ pub(super) fn refresh(refresh_token: &Secret) -> Result<TokenSet, ProviderCallEr
 }
 
 pub(super) fn account() -> ExternalAccount {
-    ExternalAccount {
-        id: "sandbox-user".into(),
-        display_name: Some("Sandbox User".into()),
-    }
+    let mut metadata = Metadata::new();
+    metadata.insert("workspace".into(), "Sandbox Workspace".into());
+    ExternalAccount::new("sandbox-user", Some("Sandbox User".into())).with_metadata(metadata)
 }

@@ -9,9 +9,9 @@ use chrono::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::connector::ProviderCallError;
+use crate::connector::{SignalDraft, SyncPage};
 use crate::domain::{parse_rfc3339, Actor, Connection, Timestamp};
-use crate::ingest::{SignalDraft, SyncPage};
-use crate::oauth::ProviderCallError;
 
 /// Signals per page.
 pub const PAGE_SIZE: i64 = 20;
@@ -67,6 +67,7 @@ pub fn page(
             at: crate::domain::format_time(&at),
         }),
         more: elapsed > PAGE_SIZE,
+        metadata: None,
     })
 }
 
@@ -111,6 +112,7 @@ mod tests {
             token_expires_at: None,
             last_synced_at: None,
             last_error: None,
+            metadata: Default::default(),
             created_at: now(),
             updated_at: now(),
         }

@@ -10,9 +10,9 @@
 use axum::http::HeaderMap;
 
 use super::event::{kind, Change};
-use crate::config::ProviderSettings;
-use crate::ingest::signature::{check_replay_window, header, hmac_sha256_hex_matches};
-use crate::ingest::{Normalized, Verified, WebhookEvent, WebhookRejection};
+use crate::connector::signature::{check_replay_window, header, hmac_sha256_hex_matches};
+use crate::connector::ProviderSettings;
+use crate::connector::{Normalized, Verified, WebhookEvent, WebhookRejection};
 
 const REPLAY_WINDOW_SECS: i64 = 300;
 /// The event type of a notification that names no change (as Google's push channels send

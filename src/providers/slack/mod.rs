@@ -26,13 +26,13 @@ use axum::http::HeaderMap;
 use serde_json::{Map, Value};
 use url::Url;
 
-use crate::config::ProviderSettings;
-use crate::domain::{Connection, ConnectionId};
-use crate::ingest::{Normalized, Verified, WebhookEvent, WebhookRejection};
-use crate::oauth::{
+use crate::connector::ProviderSettings;
+use crate::connector::{AuthType, Connector, Descriptor, RateLimitPolicy};
+use crate::connector::{
     ConnectionTokens, ExternalAccount, OAuthEndpoints, ProviderCallError, ProviderContext, TokenSet,
 };
-use crate::providers::{AuthType, Connector, Descriptor, RateLimitPolicy, WebhookUrl};
+use crate::connector::{Normalized, Verified, WebhookEvent, WebhookRejection, WebhookRequest};
+use crate::domain::{Connection, ConnectionId};
 
 /// The Slack provider.
 pub struct SlackConnector;
@@ -63,6 +63,7 @@ static DESCRIPTOR: Descriptor = Descriptor {
         burst: 10,
         max_concurrency: 2,
     },
+    settings: &[],
 };
 
 #[async_trait]
@@ -97,19 +98,17 @@ impl Connector for SlackConnector {
         &self,
         ctx: ProviderContext<'_>,
         _endpoints: &OAuthEndpoints,
+        _connection: &Connection,
         tokens: &ConnectionTokens,
     ) -> Result<(), ProviderCallError> {
         oauth::revoke(ctx, &tokens.access_token).await
     }
 
-    fn verify_webhook(
+    async fn verify_webhook(
         &self,
-        settings: &ProviderSettings,
-        _url: WebhookUrl,
-        headers: &HeaderMap,
-        body: &[u8],
+        request: WebhookRequest<'_>,
     ) -> Result<Verified, WebhookRejection> {
-        webhook::verify(settings, headers, body)
+        webhook::verify(request.settings, request.headers, request.body)
     }
 
     fn webhook_account(&self, _headers: &HeaderMap, body: &[u8]) -> Option<String> {

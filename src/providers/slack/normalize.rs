@@ -27,8 +27,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use super::wire::{Changed, Deleted, Envelope, Message, Posted, ReactionAdded};
+use crate::connector::{Normalized, SignalDraft, WebhookEvent};
 use crate::domain::{from_micros, Actor, Timestamp};
-use crate::ingest::{Normalized, SignalDraft, WebhookEvent};
 
 /// Longest title taken from a message's text, in characters.
 const TITLE_CHARS: usize = 120;

@@ -11,13 +11,13 @@
 use reqwest::header::AUTHORIZATION;
 use serde_json::{Map, Value};
 
-use crate::config::{join_path, ProviderSettings};
-use crate::crypto::Secret;
-use crate::oauth::client::{check_status, rate_limited, transport};
-use crate::oauth::{
+use crate::connector::{check_status, rate_limited, transport};
+use crate::connector::{join_path, ProviderSettings};
+use crate::connector::{
     standard_token_response, ClientAuth, ExternalAccount, OAuthEndpoints, ProviderCallError,
     ProviderContext, TokenSet,
 };
+use crate::crypto::Secret;
 
 const AUTH_BASE: &str = "https://slack.com";
 const API_BASE: &str = "https://slack.com/api";
@@ -97,7 +97,7 @@ pub(super) fn identify(tokens: &TokenSet) -> Result<ExternalAccount, ProviderCal
         .ok_or_else(|| {
             ProviderCallError::Rejected("Slack's token response names no workspace".into())
         })?;
-    Ok(ExternalAccount { id, display_name })
+    Ok(ExternalAccount::new(id, display_name))
 }
 
 /// `auth.revoke` with the token as Bearer (https://api.slack.com/methods/auth.revoke). Like

@@ -19,10 +19,10 @@ use axum::http::HeaderMap;
 use serde_json::{json, Value};
 
 use super::wire::Envelope;
-use crate::config::ProviderSettings;
+use crate::connector::signature::{check_replay_window, header, hmac_sha256_hex_matches};
+use crate::connector::ProviderSettings;
+use crate::connector::{Verified, WebhookEvent, WebhookRejection};
 use crate::domain::{Connection, ConnectionId};
-use crate::ingest::signature::{check_replay_window, header, hmac_sha256_hex_matches};
-use crate::ingest::{Verified, WebhookEvent, WebhookRejection};
 
 /// Slack's replay window: requests signed more than five minutes away from now are refused
 /// (<https://api.slack.com/authentication/verifying-requests-from-slack>).
@@ -182,9 +182,9 @@ pub(super) fn route(event: &WebhookEvent, connections: &[Connection]) -> Option<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::connector::signature::hmac_sha256_hex;
     use crate::crypto::Secret;
     use crate::domain::{now, TenantId};
-    use crate::ingest::signature::hmac_sha256_hex;
 
     const SECRET: &str = "slack-signing-secret";
 
@@ -196,7 +196,7 @@ mod tests {
     }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
-        crate::ingest::signature::header_map(pairs)
+        crate::connector::signature::header_map(pairs)
     }
 
     /// Headers Slack would send for `body` at `timestamp`, signed with `secret`.

@@ -23,13 +23,13 @@ use reqwest::header::{ACCEPT, AUTHORIZATION};
 use serde_json::{Map, Value};
 use url::Url;
 
-use crate::config::{join_path, ProviderSettings};
-use crate::crypto::Secret;
-use crate::oauth::client::{check_status, rate_limited, transport};
-use crate::oauth::{
+use crate::connector::{check_status, rate_limited, transport};
+use crate::connector::{join_path, ProviderSettings};
+use crate::connector::{
     standard_token_response, ClientAuth, ConnectionTokens, OAuthEndpoints, ProviderCallError,
     ProviderContext, TokenSet,
 };
+use crate::crypto::Secret;
 
 const ACCOUNTS_BASE: &str = "https://accounts.zoho.com";
 

@@ -10,11 +10,12 @@ use serde_json::{Map, Value};
 use url::Url;
 
 use super::zoho;
-use crate::config::{join_path, ProviderSettings};
-use crate::oauth::{
+use crate::connector::{join_path, ProviderSettings};
+use crate::connector::{AuthType, Connector, Descriptor, RateLimitPolicy};
+use crate::connector::{
     ConnectionTokens, ExternalAccount, OAuthEndpoints, ProviderCallError, ProviderContext, TokenSet,
 };
-use crate::providers::{AuthType, Connector, Descriptor, RateLimitPolicy};
+use crate::domain::Connection;
 
 /// The Zoho Cliq provider.
 pub struct ZohoCliqConnector;
@@ -37,6 +38,7 @@ static DESCRIPTOR: Descriptor = Descriptor {
         burst: 10,
         max_concurrency: 2,
     },
+    settings: &[],
 };
 
 #[async_trait]
@@ -83,13 +85,14 @@ impl Connector for ZohoCliqConnector {
                     .filter(|s| !s.is_empty())
             })
             .map(str::to_string);
-        Ok(ExternalAccount { id, display_name })
+        Ok(ExternalAccount::new(id, display_name))
     }
 
     async fn revoke(
         &self,
         ctx: ProviderContext<'_>,
         endpoints: &OAuthEndpoints,
+        _connection: &Connection,
         tokens: &ConnectionTokens,
     ) -> Result<(), ProviderCallError> {
         zoho::revoke(ctx, endpoints, tokens).await

@@ -10,7 +10,8 @@ use crate::store::{ConnectionFilter, PageRequest, StoreError};
 
 pub(super) const COLUMNS: &str =
     "id, tenant_id, provider, external_account_id, external_account_name, \
-     status, scopes, token_expires_at, last_synced_at, last_error, created_at, updated_at";
+     status, scopes, token_expires_at, last_synced_at, last_error, metadata, created_at, \
+     updated_at";
 
 pub(super) async fn insert(pool: &PgPool, new: &NewConnection) -> Result<Connection, StoreError> {
     let sql = format!(
@@ -79,6 +80,8 @@ pub(super) async fn list(
 pub(super) fn decode(row: &PgRow) -> Result<Connection, StoreError> {
     let status: String = row.try_get("status")?;
     let Json(scopes): Json<Vec<String>> = row.try_get("scopes")?;
+    let Json(metadata): Json<serde_json::Map<String, serde_json::Value>> =
+        row.try_get("metadata")?;
     Ok(Connection {
         id: ConnectionId(row.try_get::<Uuid, _>("id")?),
         tenant_id: TenantId(row.try_get::<Uuid, _>("tenant_id")?),
@@ -92,6 +95,7 @@ pub(super) fn decode(row: &PgRow) -> Result<Connection, StoreError> {
         token_expires_at: row.try_get("token_expires_at")?,
         last_synced_at: row.try_get("last_synced_at")?,
         last_error: row.try_get("last_error")?,
+        metadata,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })

@@ -39,13 +39,15 @@ pub(super) async fn upsert(
     let sql = format!(
         "INSERT INTO connections (id, tenant_id, provider, external_account_id, \
          external_account_name, status, scopes, access_token_sealed, refresh_token_sealed, \
-         token_expires_at, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, 'active', $6, $7, $8, $9, $10, $10) \
+         token_expires_at, metadata, secrets_sealed, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, 'active', $6, $7, $8, $9, $11, $12, $10, $10) \
          ON CONFLICT (tenant_id, provider, external_account_id) DO UPDATE SET \
          external_account_name = excluded.external_account_name, status = 'active', \
          scopes = excluded.scopes, access_token_sealed = excluded.access_token_sealed, \
          refresh_token_sealed = COALESCE(excluded.refresh_token_sealed, connections.refresh_token_sealed), \
          token_expires_at = excluded.token_expires_at, last_error = NULL, \
+         metadata = excluded.metadata, \
+         secrets_sealed = COALESCE(excluded.secrets_sealed, connections.secrets_sealed), \
          updated_at = excluded.updated_at \
          WHERE connections.id = excluded.id \
          RETURNING {COLUMNS}"
@@ -61,6 +63,8 @@ pub(super) async fn upsert(
         .bind(&u.tokens.refresh_token)
         .bind(u.tokens.expires_at)
         .bind(u.now)
+        .bind(Json(&u.metadata))
+        .bind(&u.secrets_sealed)
         .fetch_optional(pool)
         .await?;
     row.as_ref().map(decode).transpose()
@@ -87,6 +91,21 @@ pub(super) async fn tokens(
         })
     })
     .transpose()
+}
+
+pub(super) async fn secrets(
+    pool: &PgPool,
+    tenant: TenantId,
+    id: ConnectionId,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    let sealed: Option<Option<Vec<u8>>> = sqlx::query_scalar(
+        "SELECT secrets_sealed FROM connections WHERE tenant_id = $1 AND id = $2",
+    )
+    .bind(tenant.0)
+    .bind(id.0)
+    .fetch_optional(pool)
+    .await?;
+    Ok(sealed.flatten())
 }
 
 pub(super) async fn replace_tokens(
@@ -143,7 +162,8 @@ pub(super) async fn revoke(
 ) -> Result<Option<Connection>, StoreError> {
     let sql = format!(
         "UPDATE connections SET status = 'revoked', access_token_sealed = NULL, \
-         refresh_token_sealed = NULL, token_expires_at = NULL, next_sync_at = NULL, \
+         refresh_token_sealed = NULL, secrets_sealed = NULL, token_expires_at = NULL, \
+         next_sync_at = NULL, \
          updated_at = $1 WHERE tenant_id = $2 AND id = $3 RETURNING {COLUMNS}"
     );
     let row = sqlx::query(&sql)

@@ -11,9 +11,11 @@ use uuid::Uuid;
 use super::connections::{decode as decode_connection, COLUMNS as CONNECTION_COLUMNS};
 use super::notify::JOBS_CHANNEL;
 use super::{jobs, signals, PostgresStore};
-use crate::domain::{Connection, ConnectionId, Job, JobId, NewJob, NewSignal, TenantId, Timestamp};
+use crate::domain::{
+    merge_metadata, Connection, ConnectionId, Job, JobId, NewJob, TenantId, Timestamp,
+};
 use crate::store::{
-    Enqueued, Finished, IfRunning, JobFinish, Lease, PageCommit, StoreError, SyncQueue,
+    Enqueued, Finished, IfRunning, JobFinish, Lease, PageCommit, StoreError, SyncCommit, SyncQueue,
 };
 
 /// Re-reads a job named by a statement's `RETURNING id, tenant_id`.
@@ -169,11 +171,11 @@ async fn commit_page(
     pool: &PgPool,
     lease: Lease<'_>,
     connection: ConnectionId,
-    page: &[NewSignal],
-    cursor: &Value,
+    page: &SyncCommit<'_>,
     lease_until: Timestamp,
     now: Timestamp,
 ) -> Result<PageCommit, StoreError> {
+    let cursor = page.cursor;
     let mut tx = pool.begin().await?;
     // First, so the job row stays locked (no takeover) until this page is committed.
     let ours = sqlx::query(EXTEND_WHILE_ACTIVE)
@@ -199,7 +201,10 @@ async fn commit_page(
             PageCommit::LeaseLost
         });
     }
-    let inserted = signals::insert_in(&mut tx, page).await?;
+    let inserted = signals::insert_in(&mut tx, page.signals).await?;
+    if let Some(patch) = page.metadata {
+        patch_metadata(&mut tx, connection, patch, now).await?;
+    }
     sqlx::query(
         "INSERT INTO sync_cursors (connection_id, cursor, updated_at) VALUES ($1, $2, $3) \
          ON CONFLICT (connection_id) DO UPDATE SET cursor = excluded.cursor, \
@@ -212,6 +217,29 @@ async fn commit_page(
     .await?;
     tx.commit().await?;
     Ok(PageCommit::Stored(inserted))
+}
+
+/// Applies a metadata patch to a connection inside a page's transaction (the row is locked
+/// while it is read, merged and written).
+async fn patch_metadata(
+    tx: &mut sqlx::Transaction<'_, Postgres>,
+    connection: ConnectionId,
+    patch: &serde_json::Map<String, Value>,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let Json(mut metadata): Json<serde_json::Map<String, Value>> =
+        sqlx::query_scalar("SELECT metadata FROM connections WHERE id = $1 FOR UPDATE")
+            .bind(connection.0)
+            .fetch_one(&mut **tx)
+            .await?;
+    merge_metadata(&mut metadata, patch.clone());
+    sqlx::query("UPDATE connections SET metadata = $1, updated_at = $2 WHERE id = $3")
+        .bind(Json(&metadata))
+        .bind(now)
+        .bind(connection.0)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 async fn finish(
@@ -389,21 +417,11 @@ impl SyncQueue for PostgresStore {
         &self,
         lease: Lease<'_>,
         connection: ConnectionId,
-        signals: &[NewSignal],
-        cursor: &Value,
+        page: &SyncCommit<'_>,
         lease_until: Timestamp,
         now: Timestamp,
     ) -> Result<PageCommit, StoreError> {
-        commit_page(
-            &self.pool,
-            lease,
-            connection,
-            signals,
-            cursor,
-            lease_until,
-            now,
-        )
-        .await
+        commit_page(&self.pool, lease, connection, page, lease_until, now).await
     }
 
     async fn finish_sync_job(

@@ -10,7 +10,8 @@ use crate::store::{ConnectionFilter, PageRequest, StoreError};
 
 pub(super) const COLUMNS: &str =
     "id, tenant_id, provider, external_account_id, external_account_name, \
-     status, scopes, token_expires_at, last_synced_at, last_error, created_at, updated_at";
+     status, scopes, token_expires_at, last_synced_at, last_error, metadata, created_at, \
+     updated_at";
 
 pub(super) async fn insert(
     pool: &SqlitePool,
@@ -85,6 +86,7 @@ pub(super) async fn list(
 pub(super) fn decode(row: &SqliteRow) -> Result<Connection, StoreError> {
     let status: String = row.try_get("status")?;
     let scopes: String = row.try_get("scopes")?;
+    let metadata: String = row.try_get("metadata")?;
     Ok(Connection {
         id: ConnectionId(row.try_get::<Uuid, _>("id")?),
         tenant_id: TenantId(row.try_get::<Uuid, _>("tenant_id")?),
@@ -98,6 +100,8 @@ pub(super) fn decode(row: &SqliteRow) -> Result<Connection, StoreError> {
         token_expires_at: opt_time("token_expires_at", row.try_get("token_expires_at")?)?,
         last_synced_at: opt_time("last_synced_at", row.try_get("last_synced_at")?)?,
         last_error: row.try_get("last_error")?,
+        metadata: serde_json::from_str(&metadata)
+            .map_err(|e| StoreError::corrupt("metadata", e))?,
         created_at: time("created_at", row.try_get("created_at")?)?,
         updated_at: time("updated_at", row.try_get("updated_at")?)?,
     })

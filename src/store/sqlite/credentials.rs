@@ -34,18 +34,22 @@ pub(super) async fn upsert(
     u: &ConnectionUpsert,
 ) -> Result<Option<Connection>, StoreError> {
     let scopes = serde_json::to_string(&u.scopes).map_err(|e| StoreError::corrupt("scopes", e))?;
+    let metadata =
+        serde_json::to_string(&u.metadata).map_err(|e| StoreError::corrupt("metadata", e))?;
     let now = to_micros(&u.now);
     // A provider that sends no new refresh token on reconnect keeps the one we hold.
     let sql = format!(
         "INSERT INTO connections (id, tenant_id, provider, external_account_id, \
          external_account_name, status, scopes, access_token_sealed, refresh_token_sealed, \
-         token_expires_at, created_at, updated_at) \
-         VALUES (?, ?, ?, ?, ?, 'active', ?, ?, ?, ?, ?, ?) \
+         token_expires_at, metadata, secrets_sealed, created_at, updated_at) \
+         VALUES (?, ?, ?, ?, ?, 'active', ?, ?, ?, ?, ?, ?, ?, ?) \
          ON CONFLICT (tenant_id, provider, external_account_id) DO UPDATE SET \
          external_account_name = excluded.external_account_name, status = 'active', \
          scopes = excluded.scopes, access_token_sealed = excluded.access_token_sealed, \
          refresh_token_sealed = COALESCE(excluded.refresh_token_sealed, connections.refresh_token_sealed), \
          token_expires_at = excluded.token_expires_at, last_error = NULL, \
+         metadata = excluded.metadata, \
+         secrets_sealed = COALESCE(excluded.secrets_sealed, connections.secrets_sealed), \
          updated_at = excluded.updated_at \
          WHERE connections.id = excluded.id \
          RETURNING {COLUMNS}"
@@ -60,6 +64,8 @@ pub(super) async fn upsert(
         .bind(&u.tokens.access_token)
         .bind(&u.tokens.refresh_token)
         .bind(u.tokens.expires_at.as_ref().map(to_micros))
+        .bind(metadata)
+        .bind(&u.secrets_sealed)
         .bind(now)
         .bind(now)
         .fetch_optional(pool)
@@ -88,6 +94,20 @@ pub(super) async fn tokens(
         })
     })
     .transpose()
+}
+
+pub(super) async fn secrets(
+    pool: &SqlitePool,
+    tenant: TenantId,
+    id: ConnectionId,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    let sealed: Option<Option<Vec<u8>>> =
+        sqlx::query_scalar("SELECT secrets_sealed FROM connections WHERE tenant_id = ? AND id = ?")
+            .bind(tenant.0)
+            .bind(id.0)
+            .fetch_optional(pool)
+            .await?;
+    Ok(sealed.flatten())
 }
 
 pub(super) async fn replace_tokens(
@@ -144,7 +164,8 @@ pub(super) async fn revoke(
 ) -> Result<Option<Connection>, StoreError> {
     let sql = format!(
         "UPDATE connections SET status = 'revoked', access_token_sealed = NULL, \
-         refresh_token_sealed = NULL, token_expires_at = NULL, next_sync_at = NULL, \
+         refresh_token_sealed = NULL, secrets_sealed = NULL, token_expires_at = NULL, \
+         next_sync_at = NULL, \
          updated_at = ? WHERE tenant_id = ? AND id = ? RETURNING {COLUMNS}"
     );
     let row = sqlx::query(&sql)

@@ -230,6 +230,14 @@ impl Store for SqliteStore {
         credentials::tokens(&self.pool, tenant, id).await
     }
 
+    async fn connection_secrets(
+        &self,
+        tenant: TenantId,
+        id: ConnectionId,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        credentials::secrets(&self.pool, tenant, id).await
+    }
+
     async fn replace_tokens(
         &self,
         tenant: TenantId,

@@ -9,10 +9,10 @@ use uuid::Uuid;
 use super::connections::{decode as decode_connection, COLUMNS as CONNECTION_COLUMNS};
 use super::{jobs, signals, SqliteStore};
 use crate::domain::{
-    to_micros, Connection, ConnectionId, Job, JobId, NewJob, NewSignal, TenantId, Timestamp,
+    merge_metadata, to_micros, Connection, ConnectionId, Job, JobId, NewJob, TenantId, Timestamp,
 };
 use crate::store::{
-    Enqueued, Finished, IfRunning, JobFinish, Lease, PageCommit, StoreError, SyncQueue,
+    Enqueued, Finished, IfRunning, JobFinish, Lease, PageCommit, StoreError, SyncCommit, SyncQueue,
 };
 
 /// Re-reads a job named by a statement's `RETURNING id, tenant_id`.
@@ -169,11 +169,11 @@ async fn commit_page(
     pool: &SqlitePool,
     lease: Lease<'_>,
     connection: ConnectionId,
-    page: &[NewSignal],
-    cursor: &Value,
+    page: &SyncCommit<'_>,
     lease_until: Timestamp,
     now: Timestamp,
 ) -> Result<PageCommit, StoreError> {
+    let cursor = page.cursor;
     let cursor = serde_json::to_string(cursor).map_err(|e| StoreError::corrupt("cursor", e))?;
     let mut tx = pool.begin().await?;
     // First, so the transaction holds the write lock from its first statement on.
@@ -200,7 +200,10 @@ async fn commit_page(
             PageCommit::LeaseLost
         });
     }
-    let inserted = signals::insert_in(&mut tx, page).await?;
+    let inserted = signals::insert_in(&mut tx, page.signals).await?;
+    if let Some(patch) = page.metadata {
+        patch_metadata(&mut tx, connection, patch, now).await?;
+    }
     sqlx::query(
         "INSERT INTO sync_cursors (connection_id, cursor, updated_at) VALUES (?, ?, ?) \
          ON CONFLICT (connection_id) DO UPDATE SET cursor = excluded.cursor, \
@@ -213,6 +216,30 @@ async fn commit_page(
     .await?;
     tx.commit().await?;
     Ok(PageCommit::Stored(inserted))
+}
+
+/// Applies a metadata patch to a connection inside a page's transaction.
+async fn patch_metadata(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    connection: ConnectionId,
+    patch: &serde_json::Map<String, Value>,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let text: String = sqlx::query_scalar("SELECT metadata FROM connections WHERE id = ?")
+        .bind(connection.0)
+        .fetch_one(&mut **tx)
+        .await?;
+    let mut metadata =
+        serde_json::from_str(&text).map_err(|e| StoreError::corrupt("metadata", e))?;
+    merge_metadata(&mut metadata, patch.clone());
+    let text = serde_json::to_string(&metadata).map_err(|e| StoreError::corrupt("metadata", e))?;
+    sqlx::query("UPDATE connections SET metadata = ?, updated_at = ? WHERE id = ?")
+        .bind(text)
+        .bind(to_micros(&now))
+        .bind(connection.0)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 async fn finish(
@@ -395,21 +422,11 @@ impl SyncQueue for SqliteStore {
         &self,
         lease: Lease<'_>,
         connection: ConnectionId,
-        signals: &[NewSignal],
-        cursor: &Value,
+        page: &SyncCommit<'_>,
         lease_until: Timestamp,
         now: Timestamp,
     ) -> Result<PageCommit, StoreError> {
-        commit_page(
-            &self.pool,
-            lease,
-            connection,
-            signals,
-            cursor,
-            lease_until,
-            now,
-        )
-        .await
+        commit_page(&self.pool, lease, connection, page, lease_until, now).await
     }
 
     async fn finish_sync_job(

@@ -1,87 +1,46 @@
-//! What a provider declares about itself (the catalogue entry behind `GET /providers`) and the
-//! [`Connector`] trait through which core code reaches it.
+//! The contract between the engine and every provider: the [`Connector`] trait and every type
+//! a connector speaks. A provider is a folder under `src/providers/` implementing it; the
+//! engine (OAuth flow, inbox, sync, subscriptions) reaches providers only through it. This
+//! module depends on nothing above `domain` and `crypto`, so both sides can see it.
+//!
+//! How to add a provider: `docs/providers/adding-a-provider.md`.
+
+mod call;
+mod descriptor;
+mod oauth;
+mod page;
+pub mod pkce;
+mod settings;
+mod signal;
+pub mod signature;
+mod sync;
+mod token;
+mod webhook;
 
 use async_trait::async_trait;
 use axum::http::HeaderMap;
-use serde::Serialize;
 use serde_json::{Map, Value};
 use url::Url;
-use utoipa::ToSchema;
 
-use crate::config::ProviderSettings;
 use crate::crypto::Secret;
 use crate::domain::{Connection, ConnectionId, TenantId};
-use crate::http::AppState;
-use crate::ingest::{Normalized, SyncPage, Verified, WebhookEvent, WebhookRejection};
-use crate::oauth::{
-    standard_token_response, ConnectionTokens, ExternalAccount, OAuthEndpoints, ProviderCallError,
-    ProviderContext, TokenSet,
+
+pub use call::{
+    check_status, http_client, rate_limited, transport, ProviderCallError, ProviderContext,
 };
-
-/// How a tenant authorizes the service at a provider.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum AuthType {
-    /// OAuth 2.0 authorization code flow.
-    Oauth2,
-    /// No credentials (the built-in sandbox).
-    None,
-}
-
-/// Client-side limits on calls to a provider, enforced before requests are sent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
-pub struct RateLimitPolicy {
-    /// Requests allowed per window, per connection.
-    pub requests: u32,
-    /// Window length in seconds.
-    pub window_secs: u32,
-    /// Requests that may be sent back to back before pacing starts.
-    pub burst: u32,
-    /// Requests in flight at once, per connection.
-    pub max_concurrency: u32,
-}
-
-/// The URL a webhook delivery arrived at.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WebhookUrl {
-    /// `/webhooks/{provider}/{tenant_id}`: registered for one tenant.
-    Tenant(TenantId),
-    /// `/webhooks/{provider}`: one URL for the whole provider app.
-    App,
-}
-
-/// What an operator registers at the provider so that one tenant's deliveries reach
-/// `/webhooks/{provider}/{tenant_id}`.
-#[derive(Debug)]
-pub struct TenantWebhook {
-    /// The secret the provider signs those deliveries with; `None` while the provider's
-    /// webhook secret is not configured.
-    pub secret: Option<Secret>,
-    /// The content type to choose.
-    pub content_type: &'static str,
-    /// The provider's event types to subscribe to.
-    pub events: &'static [&'static str],
-}
-
-/// A provider's static description.
-#[derive(Debug)]
-pub struct Descriptor {
-    /// Stable identifier used in routes and filters, e.g. `github`.
-    pub slug: &'static str,
-    /// Human-readable name.
-    pub display_name: &'static str,
-    pub auth_type: AuthType,
-    /// Scopes requested when the caller names none.
-    pub default_scopes: &'static [&'static str],
-    /// Signal kinds this provider emits.
-    pub kinds: &'static [&'static str],
-    /// Whether the provider pushes events to `/webhooks/{provider}/...`.
-    pub webhooks: bool,
-    /// Whether the sync engine polls it.
-    pub sync: bool,
-    /// Default client-side rate limits.
-    pub rate_limit: RateLimitPolicy,
-}
+pub use descriptor::{AuthType, Descriptor, RateLimitPolicy};
+pub use oauth::{
+    ClientAuth, CodeExchange, ConnectionTokens, ExternalAccount, Metadata, OAuthEndpoints,
+    ProviderSecrets,
+};
+pub use page::{PageRequest, PageResponse, ProviderPage};
+pub use settings::{callback_url, join_path, ProviderSettings};
+pub use signal::SignalDraft;
+pub use sync::{SyncContext, SyncPage};
+pub use token::{standard_token_response, TokenSet};
+pub use webhook::{
+    Normalized, TenantWebhook, Verified, WebhookEvent, WebhookRejection, WebhookRequest, WebhookUrl,
+};
 
 /// A provider's behaviour: its catalogue entry, OAuth endpoints and quirks, and who an account
 /// is. Default methods implement plain RFC 6749; a provider overrides only where it differs.
@@ -113,27 +72,26 @@ pub trait Connector: Send + Sync + 'static {
         &self,
         ctx: ProviderContext<'_>,
         endpoints: &OAuthEndpoints,
-        code: &str,
-        redirect_uri: &str,
-        verifier: Option<&Secret>,
+        exchange: CodeExchange<'_>,
     ) -> Result<TokenSet, ProviderCallError> {
         let mut form = vec![
             ("grant_type", "authorization_code"),
-            ("code", code),
-            ("redirect_uri", redirect_uri),
+            ("code", exchange.code),
+            ("redirect_uri", exchange.redirect_uri),
         ];
-        if let Some(verifier) = verifier {
+        if let Some(verifier) = exchange.verifier {
             form.push(("code_verifier", verifier.expose()));
         }
         let (status, body) = ctx.token_request(endpoints, &form).await?;
         self.interpret_token_response(status, &body)
     }
 
-    /// Uses a refresh token (RFC 6749 §6).
+    /// Uses a connection's refresh token (RFC 6749 §6).
     async fn refresh_tokens(
         &self,
         ctx: ProviderContext<'_>,
         endpoints: &OAuthEndpoints,
+        _connection: &Connection,
         refresh_token: &Secret,
     ) -> Result<TokenSet, ProviderCallError> {
         let form = [
@@ -144,7 +102,8 @@ pub trait Connector: Send + Sync + 'static {
         self.interpret_token_response(status, &body)
     }
 
-    /// Who the account behind fresh tokens is.
+    /// Who the account behind fresh tokens is, with the provider state to keep beside it
+    /// (taken from the token response's other members or asked of the provider).
     async fn identify(
         &self,
         _ctx: ProviderContext<'_>,
@@ -161,6 +120,7 @@ pub trait Connector: Send + Sync + 'static {
         &self,
         ctx: ProviderContext<'_>,
         endpoints: &OAuthEndpoints,
+        _connection: &Connection,
         tokens: &ConnectionTokens,
     ) -> Result<(), ProviderCallError> {
         let token = tokens
@@ -173,12 +133,9 @@ pub trait Connector: Send + Sync + 'static {
     /// Verifies a webhook delivery that arrived at `url` on its raw bytes, in constant time,
     /// within the provider's replay window, and names its dedupe key. The default refuses every
     /// delivery.
-    fn verify_webhook(
+    async fn verify_webhook(
         &self,
-        _settings: &ProviderSettings,
-        _url: WebhookUrl,
-        _headers: &HeaderMap,
-        _body: &[u8],
+        _request: WebhookRequest<'_>,
     ) -> Result<Verified, WebhookRejection> {
         Err(WebhookRejection::NotConfigured)
     }
@@ -237,20 +194,13 @@ pub trait Connector: Send + Sync + 'static {
             signals: Vec::new(),
             cursor: Value::Null,
             more: false,
+            metadata: None,
         })
     }
 
-    /// Routes the provider serves itself (the sandbox's authorize page); not part of the API.
-    fn routes(&self) -> Option<axum::Router<AppState>> {
-        None
+    /// Pages the provider serves from this service (the sandbox's authorize page); not part
+    /// of the API.
+    fn pages(&self) -> &'static [ProviderPage] {
+        &[]
     }
-}
-
-/// What a sync step may use: the provider's HTTP client and settings, the connection and a
-/// fresh access token.
-#[derive(Clone, Copy)]
-pub struct SyncContext<'a> {
-    pub provider: ProviderContext<'a>,
-    pub connection: &'a Connection,
-    pub access_token: &'a Secret,
 }

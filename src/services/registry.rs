@@ -1,33 +1,18 @@
-//! The provider registry: every provider this build knows, with its effective configuration.
-//! Adding a provider is one line in [`CONNECTORS`].
+//! The provider registry: the providers of [`crate::providers::CATALOGUE`] this process
+//! enables, with their effective configuration.
 
 use std::sync::Arc;
 
-use super::{AuthType, Connector, Descriptor, RateLimitPolicy};
 use crate::config::Config;
-
-/// Every provider this build knows, in catalogue order.
-static CONNECTORS: &[&dyn Connector] = &[
-    &super::github::GithubConnector,
-    &super::slack::SlackConnector,
-    &super::jira::JiraConnector,
-    &super::google_drive::GoogleDriveConnector,
-    &super::google_calendar::GoogleCalendarConnector,
-    &super::gmail::GmailConnector,
-    &super::zoho_cliq::ZohoCliqConnector,
-    &super::zoho_mail::ZohoMailConnector,
-    &super::sandbox::SandboxConnector,
-];
-
-/// The descriptors of every provider this build knows (enabled or not).
-pub fn descriptors() -> Vec<&'static Descriptor> {
-    CONNECTORS.iter().map(|c| c.descriptor()).collect()
-}
+use crate::connector::{AuthType, Connector, Descriptor, ProviderSettings, RateLimitPolicy};
+use crate::providers::CATALOGUE;
 
 /// One enabled provider with its effective settings.
 #[derive(Clone)]
 pub struct RegistryEntry {
     pub connector: &'static dyn Connector,
+    /// Its settings.
+    pub settings: ProviderSettings,
     /// Whether it has what it needs to connect (client credentials, unless it needs none).
     pub configured: bool,
     /// The scopes requested by default (configured override, else the descriptor's).
@@ -51,7 +36,7 @@ pub struct Registry {
 impl Registry {
     /// Enables every provider, the sandbox only when configured so.
     pub fn from_config(config: &Config) -> Self {
-        let entries = CONNECTORS
+        let entries = CATALOGUE
             .iter()
             .copied()
             .filter(|c| c.descriptor().auth_type != AuthType::None || config.sandbox_enabled)
@@ -60,6 +45,7 @@ impl Registry {
                 let settings = config.provider(d.slug)?;
                 Some(RegistryEntry {
                     connector,
+                    settings: settings.clone(),
                     configured: d.auth_type == AuthType::None || settings.has_client_credentials(),
                     scopes: settings.scopes.clone().unwrap_or_else(|| {
                         d.default_scopes.iter().map(|s| s.to_string()).collect()

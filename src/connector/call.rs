@@ -1,4 +1,5 @@
-//! Calls to a provider's OAuth endpoints over HTTP.
+//! Calling a provider: the HTTP client, how a call fails ([`ProviderCallError`]), and the
+//! OAuth token and revocation requests every connector may use.
 
 use std::time::Duration;
 
@@ -6,9 +7,41 @@ use reqwest::header::{ACCEPT, RETRY_AFTER};
 use serde_json::{Map, Value};
 
 use super::token::body_to_map;
-use super::{ClientAuth, OAuthEndpoints, ProviderCallError};
-use crate::config::ProviderSettings;
+use super::{ClientAuth, OAuthEndpoints, ProviderSettings};
 use crate::crypto::Secret;
+
+/// How a call to a provider failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderCallError {
+    /// The grant (code or refresh token) is invalid, expired or revoked: the user must connect again.
+    #[error("the provider rejected the grant: {0}")]
+    InvalidGrant(String),
+    /// The access token was refused.
+    #[error("the provider refused the access token")]
+    Unauthorized,
+    /// The provider asked us to slow down.
+    #[error("rate limited by the provider")]
+    RateLimited { retry_after: Option<u64> },
+    /// The provider answered in a way we cannot use (4xx, error body, malformed response).
+    #[error("the provider answered badly: {0}")]
+    Rejected(String),
+    /// The provider could not be reached or failed (network, timeout, 5xx); worth retrying.
+    #[error("the provider is unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl ProviderCallError {
+    /// The label of this outcome in metrics (`provider_calls_total`, ...).
+    pub fn label(&self) -> &'static str {
+        match self {
+            ProviderCallError::InvalidGrant(_) => "invalid_grant",
+            ProviderCallError::Unauthorized => "unauthorized",
+            ProviderCallError::RateLimited { .. } => "rate_limited",
+            ProviderCallError::Rejected(_) => "rejected",
+            ProviderCallError::Unavailable(_) => "unavailable",
+        }
+    }
+}
 
 /// Everything a connector needs to call its provider.
 #[derive(Clone, Copy)]

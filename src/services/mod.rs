@@ -1,0 +1,101 @@
+//! [`Services`]: everything the engine needs, in one cheaply cloned value: configuration,
+//! store, provider registry, vault, the provider HTTP client, in-process locks and wake-ups,
+//! and the shutdown flag. Workers, the OAuth flow and subscription steps take it; the HTTP
+//! layer wraps it and adds only HTTP things. Nothing here knows HTTP.
+
+mod locks;
+mod registry;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+
+use crate::config::Config;
+use crate::connector::{ProviderContext, ProviderSettings};
+use crate::crypto::Vault;
+use crate::domain::ConnectionId;
+use crate::store::Store;
+
+pub use locks::KeyedLocks;
+pub use registry::{Registry, RegistryEntry};
+
+/// What the engine runs on. Clones share everything.
+#[derive(Clone)]
+pub struct Services {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn Store>,
+    pub registry: Registry,
+    /// Seals and opens secrets at rest.
+    pub vault: Vault,
+    /// The HTTP client for provider calls.
+    pub http: reqwest::Client,
+    /// One token refresh per connection at a time in this process (the store serializes
+    /// instances).
+    pub refresh_locks: KeyedLocks<ConnectionId>,
+    /// Wakes the inbox worker when a delivery is stored.
+    pub inbox: Wake,
+    /// Wakes the idle sync workers when a job is enqueued.
+    pub sync: Wake,
+    /// Set once shutdown begins: loops stop, `/readyz` turns load balancers away.
+    pub shutting_down: Arc<AtomicBool>,
+}
+
+impl Services {
+    /// Services for `config` over `store`.
+    pub fn new(config: Arc<Config>, store: Arc<dyn Store>) -> Self {
+        Self {
+            registry: Registry::from_config(&config),
+            vault: Vault::new(
+                config.crypto_key.clone(),
+                config.previous_crypto_keys.clone(),
+            ),
+            http: crate::connector::http_client(config.provider_timeout),
+            refresh_locks: KeyedLocks::default(),
+            inbox: Wake::default(),
+            sync: Wake::default(),
+            config,
+            store,
+            shutting_down: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Relaxed)
+    }
+
+    /// Marks the start of shutdown.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Relaxed);
+    }
+
+    /// What a connector needs to call its provider, for an enabled provider.
+    pub fn provider_context<'a>(&'a self, entry: &'a RegistryEntry) -> ProviderContext<'a> {
+        ProviderContext {
+            http: &self.http,
+            settings: &entry.settings,
+        }
+    }
+
+    /// The settings of an enabled provider.
+    pub fn settings(&self, slug: &str) -> Option<&ProviderSettings> {
+        self.registry.get(slug).map(|e| &e.settings)
+    }
+}
+
+/// Wakes the idle workers of one kind in this process.
+#[derive(Clone, Default)]
+pub struct Wake(Arc<Notify>);
+
+impl Wake {
+    /// Tells a waiting worker there may be work (remembered if none waits).
+    pub fn notify(&self) {
+        self.0.notify_one();
+    }
+
+    /// Completes once notified (at once if a notification is waiting).
+    pub async fn notified(&self) {
+        self.0.notified().await;
+    }
+}

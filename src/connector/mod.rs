@@ -1,0 +1,3 @@
+//! Webhook verification building blocks: JWKS-checked JWTs and per-subscription derived secrets.
+pub mod derive;
+pub mod keys;

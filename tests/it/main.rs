@@ -12,6 +12,7 @@ mod filters;
 mod github;
 mod google_push;
 mod guide;
+mod jwks;
 mod keys;
 mod meta;
 mod oidc;

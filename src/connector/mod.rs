@@ -6,7 +6,9 @@
 //! How to add a provider: `docs/providers/adding-a-provider.md`.
 
 mod call;
+pub mod derive;
 mod descriptor;
+pub mod keys;
 mod oauth;
 mod page;
 pub mod pkce;

@@ -13,6 +13,7 @@ mod floors;
 mod github;
 mod google_push;
 mod guide;
+mod jwks;
 mod keys;
 mod meta;
 mod oidc;

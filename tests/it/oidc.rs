@@ -26,10 +26,10 @@ use url::Url;
 
 use crate::helpers::{assert_problem, json, tenant, TestApp};
 
-const CLIENT_ID: &str = "poblysh-connectors-test";
-const CLIENT_SECRET: &str = "test-client-secret-0123456789abcdef";
+pub(crate) const CLIENT_ID: &str = "poblysh-connectors-test";
+pub(crate) const CLIENT_SECRET: &str = "test-client-secret-0123456789abcdef";
 /// GitHub's own example account.
-const ACCOUNT_ID: u64 = 583231;
+pub(crate) const ACCOUNT_ID: u64 = 583231;
 const ACCOUNT_LOGIN: &str = "octocat";
 /// `openid` lets the access token read the userinfo endpoint that stands in for `GET /user`.
 const SCOPES: [&str; 4] = ["openid", "repo", "read:org", "read:user"];
@@ -39,8 +39,8 @@ const WAIT: Duration = Duration::from_secs(15);
 
 /// `node tests/oidc/server.mjs`: killed when dropped, and it exits on its own when its stdin
 /// closes.
-struct OidcServer {
-    base: String,
+pub(crate) struct OidcServer {
+    pub(crate) base: String,
     child: Child,
     stdin: Option<ChildStdin>,
     stdout: tokio::sync::mpsc::UnboundedReceiver<String>,
@@ -49,7 +49,7 @@ struct OidcServer {
 }
 
 impl OidcServer {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/oidc");
         assert!(
             dir.join("node_modules/oidc-provider/package.json").is_file(),
@@ -107,7 +107,7 @@ impl OidcServer {
     }
 
     /// Registers our client, with the one redirect URI it may use, and the account that signs in.
-    async fn configure(&mut self, redirect_uri: &str) {
+    pub(crate) async fn configure(&mut self, redirect_uri: &str) {
         let settings = json!({
             "client_id": CLIENT_ID,
             "client_secret": CLIENT_SECRET,
@@ -120,7 +120,7 @@ impl OidcServer {
         self.line("CONFIGURED").await;
     }
 
-    fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         self.stderr
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -185,6 +185,46 @@ impl Drop for OidcServer {
     }
 }
 
+/// Follows `authorize_url` with `browser` (which keeps the server's cookies and does not follow
+/// redirects itself), signing in and consenting, until the server redirects to `redirect_uri`;
+/// returns that redirect.
+pub(crate) async fn follow_to_callback(
+    browser: &reqwest::Client,
+    oidc: &OidcServer,
+    authorize_url: &Url,
+    redirect_uri: &str,
+) -> Url {
+    let mut url = authorize_url.clone();
+    let mut hops = Vec::new();
+    for _ in 0..10 {
+        let response = browser
+            .get(url.clone())
+            .send()
+            .await
+            .expect("authorization server reachable");
+        let status = response.status();
+        hops.push(format!("{status} {url}"));
+        let location = response
+            .headers()
+            .get(LOCATION)
+            .map(|l| l.to_str().expect("ascii location").to_string());
+        let Some(location) = location.filter(|_| status.is_redirection()) else {
+            let body = response.text().await.unwrap_or_default();
+            panic!(
+                "the authorization server answered {status} instead of redirecting; \
+                 hops: {hops:#?}\nbody: {body}\nstderr: {}",
+                oidc.stderr()
+            );
+        };
+        let next = url.join(&location).expect("location is a URL");
+        if next.as_str().starts_with(redirect_uri) {
+            return next;
+        }
+        url = next;
+    }
+    panic!("no redirect to our callback after {hops:#?}");
+}
+
 /// The service configured for GitHub at the authorization server, a tenant, and a browser.
 struct Journey {
     oidc: OidcServer,
@@ -244,36 +284,7 @@ impl Journey {
     /// Follows `authorize_url` like a browser, signing in and consenting, until the server
     /// redirects to our callback; returns that redirect.
     async fn authorize(&self, authorize_url: &Url) -> Url {
-        let mut url = authorize_url.clone();
-        let mut hops = Vec::new();
-        for _ in 0..10 {
-            let response = self
-                .browser
-                .get(url.clone())
-                .send()
-                .await
-                .expect("authorization server reachable");
-            let status = response.status();
-            hops.push(format!("{status} {url}"));
-            let location = response
-                .headers()
-                .get(LOCATION)
-                .map(|l| l.to_str().expect("ascii location").to_string());
-            let Some(location) = location.filter(|_| status.is_redirection()) else {
-                let body = response.text().await.unwrap_or_default();
-                panic!(
-                    "the authorization server answered {status} instead of redirecting; \
-                     hops: {hops:#?}\nbody: {body}\nstderr: {}",
-                    self.oidc.stderr()
-                );
-            };
-            let next = url.join(&location).expect("location is a URL");
-            if next.as_str().starts_with(&self.redirect_uri) {
-                return next;
-            }
-            url = next;
-        }
-        panic!("no redirect to our callback after {hops:#?}");
+        follow_to_callback(&self.browser, &self.oidc, authorize_url, &self.redirect_uri).await
     }
 
     /// `GET` our callback as the browser's redirect would.
@@ -306,7 +317,7 @@ impl Journey {
     }
 }
 
-fn query(url: &Url, name: &str) -> String {
+pub(crate) fn query(url: &Url, name: &str) -> String {
     url.query_pairs()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.into_owned())

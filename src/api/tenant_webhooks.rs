@@ -25,7 +25,7 @@ pub struct TenantWebhookView {
     url: String,
     /// The secret the provider signs this tenant's deliveries with. It verifies on this
     /// tenant's URL only; keep it with whoever registers the webhook.
-    #[schema(example = "a9876a2bfb9489ee28a42bcc7f8d8256c3f7a23d56617f9de4b892587c7fd65c")]
+    #[schema(example = "be3bdb1a4382d0ff3b925c9db1fdaa84105cd786d68339dcd9c5159f2632f7d7")]
     secret: String,
     /// The content type to choose.
     #[schema(example = "application/json")]

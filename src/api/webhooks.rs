@@ -255,6 +255,7 @@ async fn verify(
         url,
         headers,
         body,
+        keys: &state.keys,
     };
     let verdict = entry.connector.verify_webhook(request).await;
     let outcome = match &verdict {

@@ -4,6 +4,7 @@
 use axum::http::HeaderMap;
 use serde_json::Value;
 
+use super::keys::KeyCache;
 use super::{ProviderSettings, SignalDraft};
 use crate::crypto::Secret;
 use crate::domain::{TenantId, Timestamp};
@@ -25,6 +26,8 @@ pub struct WebhookRequest<'a> {
     pub headers: &'a HeaderMap,
     /// The body exactly as received.
     pub body: &'a [u8],
+    /// Published keys (JWKS) for schemes that sign with them (Pub/Sub push's OIDC token).
+    pub keys: &'a KeyCache,
 }
 
 /// What an operator registers at the provider so that one tenant's deliveries reach

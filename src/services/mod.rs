@@ -12,6 +12,7 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 use crate::config::Config;
+use crate::connector::keys::{KeyCache, KeyCachePolicy};
 use crate::connector::{ProviderContext, ProviderSettings};
 use crate::crypto::Vault;
 use crate::domain::ConnectionId;
@@ -30,6 +31,8 @@ pub struct Services {
     pub vault: Vault,
     /// The HTTP client for provider calls.
     pub http: reqwest::Client,
+    /// Keys providers publish (JWKS), fetched and cached for webhook verification.
+    pub keys: KeyCache,
     /// One token refresh per connection at a time in this process (the store serializes
     /// instances).
     pub refresh_locks: KeyedLocks<ConnectionId>,
@@ -44,13 +47,15 @@ pub struct Services {
 impl Services {
     /// Services for `config` over `store`.
     pub fn new(config: Arc<Config>, store: Arc<dyn Store>) -> Self {
+        let http = crate::connector::http_client(config.provider_timeout);
         Self {
             registry: Registry::from_config(&config),
+            keys: KeyCache::new(http.clone(), KeyCachePolicy::default()),
+            http,
             vault: Vault::new(
                 config.crypto_key.clone(),
                 config.previous_crypto_keys.clone(),
             ),
-            http: crate::connector::http_client(config.provider_timeout),
             refresh_locks: KeyedLocks::default(),
             inbox: Wake::default(),
             sync: Wake::default(),

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use chrono::{Duration, SecondsFormat};
+use connectors::connector::derive::derive_secret;
 use connectors::connector::signature::hmac_sha256_hex;
 use connectors::connector::SyncPage;
 use connectors::connector::{Connector, ProviderSecrets, SyncContext};
@@ -66,13 +67,10 @@ async fn spawn(extra: &[(&str, &str)]) -> TestApp {
     TestApp::spawn_with(&settings).await
 }
 
-/// The secret of tenant `t`'s webhook URL, derived as `docs/providers/github.md` says: the
-/// HMAC-SHA256 of `github-webhook:{tenant_id}` under the configured secret, in hex.
+/// The secret of tenant `t`'s webhook URL, derived as `docs/providers/github.md` says: from the
+/// configured secret for the purpose `github-webhook` and the tenant id.
 fn tenant_secret(t: TenantId) -> Secret {
-    Secret::new(hmac_sha256_hex(
-        &Secret::new(SECRET),
-        &[format!("github-webhook:{t}").as_bytes()],
-    ))
+    derive_secret(&Secret::new(SECRET), "github-webhook", &[&t.to_string()])
 }
 
 /// Posts `body` as GitHub delivers it, signed with the tenant's secret, to the tenant's URL;

@@ -17,7 +17,8 @@ use axum::http::HeaderMap;
 use serde_json::Value;
 
 use super::normalize::{parse_body, parse_payload};
-use crate::connector::signature::{header, hmac_sha256_hex, hmac_sha256_hex_matches};
+use crate::connector::derive::derive_secret;
+use crate::connector::signature::{header, hmac_sha256_hex_matches};
 use crate::connector::ProviderSettings;
 use crate::connector::{TenantWebhook, WebhookUrl};
 use crate::connector::{Verified, WebhookEvent, WebhookRejection};
@@ -34,11 +35,11 @@ pub(super) const EVENTS: &[&str] = &[
     "release",
 ];
 
-/// The secret of one tenant's webhook URL: the HMAC-SHA256 of `github-webhook:{tenant_id}`
-/// (the id in lower-case hyphenated form) under the configured secret, as lower-case hex.
+/// The secret of one tenant's webhook URL, derived from the configured secret for the purpose
+/// `github-webhook` and the tenant id (lower-case hyphenated form) by
+/// [`crate::connector::derive`].
 fn tenant_secret(secret: &Secret, tenant: TenantId) -> Secret {
-    let scope = format!("github-webhook:{tenant}");
-    Secret::new(hmac_sha256_hex(secret, &[scope.as_bytes()]))
+    derive_secret(secret, "github-webhook", &[&tenant.to_string()])
 }
 
 /// What to register on a repository or organization for one tenant.
@@ -264,10 +265,10 @@ mod tests {
             .expect("uuid");
         let other = TenantId(uuid::Uuid::now_v7());
         let derived = tenant_secret(&Secret::new(configured), tenant);
-        // HMAC-SHA256("github-webhook:7b0c9c1e-...", configured), computed independently.
+        // HKDF-SHA256 as `connector::derive` documents it, computed independently.
         assert_eq!(
             derived.expose(),
-            "a9876a2bfb9489ee28a42bcc7f8d8256c3f7a23d56617f9de4b892587c7fd65c"
+            "be3bdb1a4382d0ff3b925c9db1fdaa84105cd786d68339dcd9c5159f2632f7d7"
         );
         let body = br#"{"zen":"Design for failure."}"#;
         let signed_with = |secret: &Secret| {

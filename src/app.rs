@@ -94,7 +94,7 @@ impl App {
         let upkeep = tokio::spawn(telemetry::metrics_upkeep(state.metrics.clone()));
         let mut background = Vec::new();
         if services.config.roles.worker {
-            background.push(tokio::spawn(crate::oauth::refresh::run(services.clone())));
+            background.push(tokio::spawn(crate::tokens::run(services.clone())));
             background.push(tokio::spawn(crate::ingest::inbox::run(services.clone())));
             background.push(tokio::spawn(crate::ingest::relay_wake_ups(
                 services.clone(),

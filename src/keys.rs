@@ -2,9 +2,9 @@
 //! only if it is still what was read (so a concurrent refresh wins), and values already under
 //! the current key are skipped, so an interrupted run is resumed by running it again.
 
+use crate::crypto::hex;
 use crate::crypto::{Aad, Vault};
 use crate::domain::{SealedField, SealedValue};
-use crate::oauth::flow::hex;
 use crate::store::Store;
 
 /// What a rotation run did.

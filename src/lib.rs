@@ -21,3 +21,4 @@ pub mod services;
 pub mod store;
 pub mod subscriptions;
 pub mod telemetry;
+pub mod tokens;

@@ -9,7 +9,10 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::errors::{ItemErrors, ListErrors};
 use super::jobs::JobView;
-use crate::domain::{Connection, ConnectionId, ConnectionStatus, JobType};
+use crate::domain::{
+    Connection, ConnectionId, ConnectionStatus, JobType, Subscription, SubscriptionId,
+    SubscriptionStatus,
+};
 use crate::http::cursor::CursorScope;
 use crate::http::query::{self, QueryParams};
 use crate::http::{ApiError, AppState, ErrorCode, IdPath, Problem, Tenant, TenantHeader};
@@ -45,6 +48,15 @@ pub struct ConnectionView {
     last_synced_at: Option<DateTime<Utc>>,
     /// The last sync or refresh error, cleared by the next success.
     last_error: Option<String>,
+    /// What the service keeps about the account at the provider, beside its tokens: the
+    /// provider's own facts (a Jira site's URL, a mailbox address, a Zoho data centre). Never
+    /// secret; its members depend on the provider.
+    #[schema(value_type = Object, example = json!({ "site_url": "https://your-domain.atlassian.net", "site_name": "your-domain" }))]
+    account_details: serde_json::Map<String, serde_json::Value>,
+    /// What the service keeps open at the provider for it (watch channels, dynamic webhooks);
+    /// empty for providers that need nothing opened. Shown by `GET /connections/{id}` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subscriptions: Option<Vec<SubscriptionView>>,
 }
 
 impl From<Connection> for ConnectionView {
@@ -63,6 +75,37 @@ impl From<Connection> for ConnectionView {
             token_expires_at: c.token_expires_at,
             last_synced_at: c.last_synced_at,
             last_error: c.last_error,
+            account_details: c.metadata,
+            subscriptions: None,
+        }
+    }
+}
+
+/// A subscription the service keeps open at the provider for a connection (a watch channel,
+/// a dynamic webhook): opened after connect, renewed before it expires, closed on disconnect.
+#[derive(Serialize, ToSchema)]
+pub struct SubscriptionView {
+    #[schema(value_type = uuid::Uuid)]
+    id: SubscriptionId,
+    /// What it watches at the provider.
+    #[schema(example = "events")]
+    resource: String,
+    status: SubscriptionStatus,
+    /// When the provider lets it lapse, if it does; renewed well before.
+    expires_at: Option<DateTime<Utc>>,
+    /// Why the last attempt to open or renew it failed; cleared by the next success. A
+    /// `failed` subscription is tried again later; the connection keeps syncing meanwhile.
+    last_error: Option<String>,
+}
+
+impl From<Subscription> for SubscriptionView {
+    fn from(s: Subscription) -> Self {
+        Self {
+            id: s.id,
+            resource: s.resource,
+            status: s.status,
+            expires_at: s.expires_at,
+            last_error: s.last_error,
         }
     }
 }
@@ -146,7 +189,7 @@ pub async fn list_connections(
     }))
 }
 
-/// One connection of the tenant, with its health and last sync.
+/// One connection of the tenant, with its health, last sync and provider-side subscriptions.
 #[utoipa::path(
     get,
     path = "/connections/{id}",
@@ -165,7 +208,10 @@ pub async fn get_connection(
         .get_connection(tenant, id)
         .await?
         .ok_or_else(|| ApiError::new(ErrorCode::ConnectionNotFound, "no such connection"))?;
-    Ok(Json(connection.into()))
+    let subscriptions = state.store.connection_subscriptions(tenant, id).await?;
+    let mut view = ConnectionView::from(connection);
+    view.subscriptions = Some(subscriptions.into_iter().map(Into::into).collect());
+    Ok(Json(view))
 }
 
 /// Query parameters of `DELETE /connections/{id}`.
@@ -178,8 +224,9 @@ pub struct DeleteQuery {
     purge: Option<String>,
 }
 
-/// Disconnects: revokes the grant at the provider where it supports that (best effort), erases
-/// the sealed tokens and stops syncing. The connection stays listed as `revoked` with its
+/// Disconnects: closes the connection's provider-side subscriptions and revokes the grant at
+/// the provider where it supports that (both best effort), erases the sealed tokens and
+/// provider secrets, and stops syncing. The connection stays listed as `revoked` with its
 /// signals, unless `purge=true` deletes it with its signals and jobs (`204`).
 #[utoipa::path(
     delete,
@@ -209,7 +256,9 @@ pub async fn delete_connection(
         .get_connection(tenant, id)
         .await?
         .ok_or_else(not_found)?;
-    crate::oauth::revoke::revoke_at_provider(&state, &connection).await;
+    // Subscriptions first: the provider refuses calls once the grant is revoked.
+    crate::subscriptions::close_all(&state, &connection).await;
+    crate::tokens::revoke::revoke_at_provider(&state, &connection).await;
     if purge {
         state.store.delete_connection(tenant, id).await?;
         return Ok(axum::http::StatusCode::NO_CONTENT.into_response());

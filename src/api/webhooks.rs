@@ -218,7 +218,7 @@ async fn relay(
     };
     let dedupe_key = text("idempotency-key")
         .filter(|k| !k.is_empty() && k.len() <= 200)
-        .unwrap_or_else(|| format!("sha256:{}", crate::oauth::flow::hex(&Sha256::digest(body))));
+        .unwrap_or_else(|| format!("sha256:{}", crate::crypto::hex(&Sha256::digest(body))));
     let (id, duplicate) = store(
         state,
         tenant,

@@ -58,12 +58,25 @@ fn load_one(source: &Source, d: &'static Descriptor) -> Result<ProviderSettings,
         auth_base_url: parse::optional(source, &var("AUTH_BASE_URL"), parse::http_url)?,
         scopes: parse::optional(source, &var("SCOPES"), parse::word_list)?,
         rate_limit,
-        extra: d
-            .settings
-            .iter()
-            .filter_map(|name| Some((*name, source.get(&var(name))?.trim().to_string())))
-            .collect(),
+        extra: own_settings(source, d)?,
     })
+}
+
+/// The provider's own settings that are set, each checked.
+fn own_settings(
+    source: &Source,
+    d: &'static Descriptor,
+) -> Result<Vec<(&'static str, String)>, ConfigError> {
+    let mut set = Vec::new();
+    for setting in d.settings {
+        let name = format!("POBLYSH_{}_{}", d.slug.to_ascii_uppercase(), setting.name);
+        if let Some(value) = source.get(&name) {
+            let value = value.trim();
+            (setting.check)(value).map_err(|problem| ConfigError::new(&name, problem))?;
+            set.push((setting.name, value.to_string()));
+        }
+    }
+    Ok(set)
 }
 
 /// Per-provider sync intervals (`POBLYSH_<SLUG>_SYNC_INTERVAL_SECS`), for the providers that

@@ -47,5 +47,13 @@ pub struct Descriptor {
     pub rate_limit: RateLimitPolicy,
     /// Settings of its own beyond the common ones, read from `POBLYSH_<SLUG>_<NAME>` into
     /// [`super::ProviderSettings::extra`] (e.g. the sandbox's `SUBSCRIPTION_TTL_SECS`).
-    pub settings: &'static [&'static str],
+    pub settings: &'static [Setting],
+}
+
+/// A provider's own setting: its name (after `POBLYSH_<SLUG>_`) and the check a value must
+/// pass, so a malformed value stops start-up naming the variable.
+#[derive(Debug)]
+pub struct Setting {
+    pub name: &'static str,
+    pub check: fn(&str) -> Result<(), String>,
 }

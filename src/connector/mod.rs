@@ -15,6 +15,7 @@ pub mod pkce;
 mod settings;
 mod signal;
 pub mod signature;
+mod subscription;
 mod sync;
 mod token;
 mod webhook;
@@ -30,7 +31,7 @@ use crate::domain::{Connection, ConnectionId, TenantId};
 pub use call::{
     check_status, http_client, rate_limited, transport, ProviderCallError, ProviderContext,
 };
-pub use descriptor::{AuthType, Descriptor, RateLimitPolicy};
+pub use descriptor::{AuthType, Descriptor, RateLimitPolicy, Setting};
 pub use oauth::{
     ClientAuth, CodeExchange, ConnectionTokens, ExternalAccount, Metadata, OAuthEndpoints,
     ProviderSecrets,
@@ -38,6 +39,7 @@ pub use oauth::{
 pub use page::{PageRequest, PageResponse, ProviderPage};
 pub use settings::{callback_url, join_path, ProviderSettings};
 pub use signal::SignalDraft;
+pub use subscription::{Opened, SubscriptionContext};
 pub use sync::{SyncContext, SyncPage};
 pub use token::{standard_token_response, TokenSet};
 pub use webhook::{
@@ -198,6 +200,41 @@ pub trait Connector: Send + Sync + 'static {
             more: false,
             metadata: None,
         })
+    }
+
+    /// The resources this connection needs subscriptions on at the provider (watch channels,
+    /// dynamic webhooks, mailbox watches), one name each; none by default. The engine opens
+    /// each after connect, renews it before it expires and closes it on disconnect.
+    fn subscriptions(&self, _connection: &Connection) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Opens the subscription on `ctx.subscription.resource`.
+    async fn open_subscription(
+        &self,
+        _ctx: SubscriptionContext<'_>,
+    ) -> Result<Opened, ProviderCallError> {
+        Err(ProviderCallError::Rejected(
+            "this provider opens no subscriptions".into(),
+        ))
+    }
+
+    /// Renews an open subscription before it expires. The default opens a fresh one; when
+    /// the answer names another `external_id`, the engine closes the old one.
+    async fn renew_subscription(
+        &self,
+        ctx: SubscriptionContext<'_>,
+    ) -> Result<Opened, ProviderCallError> {
+        self.open_subscription(ctx).await
+    }
+
+    /// Closes a subscription (`ctx.subscription.external_id`) at the provider. Best effort:
+    /// the engine logs a failure and goes on.
+    async fn close_subscription(
+        &self,
+        _ctx: SubscriptionContext<'_>,
+    ) -> Result<(), ProviderCallError> {
+        Ok(())
     }
 
     /// Pages the provider serves from this service (the sandbox's authorize page); not part

@@ -59,6 +59,18 @@ uuid_id!(
     JobId
 );
 
+uuid_id!(
+    /// A provider-side subscription of a connection.
+    SubscriptionId
+);
+
+impl SubscriptionId {
+    /// A fresh, time-ordered id.
+    pub fn generate() -> Self {
+        Self(Uuid::now_v7())
+    }
+}
+
 impl ConnectionId {
     /// A fresh, time-ordered id.
     pub fn generate() -> Self {

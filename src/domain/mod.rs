@@ -5,11 +5,13 @@ mod records;
 mod status;
 mod time;
 
-pub use ids::{ConnectionId, JobId, SignalId, TenantId};
+pub use ids::{ConnectionId, JobId, SignalId, SubscriptionId, TenantId};
 pub use records::{
     merge_metadata, Actor, Connection, ConnectionUpsert, Job, NewConnection, NewJob, NewOAuthState,
-    NewSignal, NewWebhookEvent, OAuthState, SealedField, SealedTokens, SealedValue, Signal,
-    StateConsumption, StoredWebhookEvent,
+    NewSignal, NewWebhookEvent, OAuthState, OpenedSubscription, SealedField, SealedTokens,
+    SealedValue, Signal, StateConsumption, StoredWebhookEvent, Subscription,
 };
-pub use status::{ConnectionStatus, EventStatus, JobStatus, JobType, ParseEnumError};
+pub use status::{
+    ConnectionStatus, EventStatus, JobStatus, JobType, ParseEnumError, SubscriptionStatus,
+};
 pub use time::{format as format_time, from_micros, now, parse_rfc3339, to_micros, Timestamp};

@@ -5,8 +5,8 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use super::{
-    ConnectionId, ConnectionStatus, EventStatus, JobId, JobStatus, JobType, SignalId, TenantId,
-    Timestamp,
+    ConnectionId, ConnectionStatus, EventStatus, JobId, JobStatus, JobType, SignalId,
+    SubscriptionId, SubscriptionStatus, TenantId, Timestamp,
 };
 
 /// Who did the thing a signal reports.
@@ -167,6 +167,30 @@ pub struct NewJob {
     pub created_at: Timestamp,
 }
 
+impl NewJob {
+    /// Attempts a job may make before it fails.
+    pub const DEFAULT_MAX_ATTEMPTS: i32 = 5;
+
+    /// A queued job of `job_type` for `connection`, due at `at`.
+    pub fn queued(connection: &Connection, job_type: JobType, at: Timestamp) -> Self {
+        Self {
+            id: JobId::generate(),
+            tenant_id: connection.tenant_id,
+            connection_id: connection.id,
+            provider: connection.provider.clone(),
+            job_type,
+            status: JobStatus::Queued,
+            attempts: 0,
+            max_attempts: Self::DEFAULT_MAX_ATTEMPTS,
+            scheduled_at: at,
+            started_at: None,
+            finished_at: None,
+            error: None,
+            created_at: at,
+        }
+    }
+}
+
 /// A minted OAuth state, stored by its hash until the callback consumes it.
 #[derive(Clone, Debug)]
 pub struct NewOAuthState {
@@ -308,4 +332,36 @@ pub struct StoredWebhookEvent {
     pub last_error: Option<String>,
     pub received_at: Timestamp,
     pub processed_at: Option<Timestamp>,
+}
+
+/// A provider-side subscription of a connection: a watch channel, a dynamic webhook, a mailbox
+/// watch. One per connection and watched resource.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Subscription {
+    pub id: SubscriptionId,
+    pub tenant_id: TenantId,
+    pub connection_id: ConnectionId,
+    pub provider: String,
+    /// What it watches, in the provider's terms (e.g. `changes`, `calendar:primary`).
+    pub resource: String,
+    /// The provider's id of it (channel id, webhook id), once opened.
+    pub external_id: Option<String>,
+    pub status: SubscriptionStatus,
+    pub expires_at: Option<Timestamp>,
+    /// When the engine renews it (or, `failed`, tries again); `None`: nothing to do.
+    pub renew_at: Option<Timestamp>,
+    /// The provider's non-secret data about it (a channel's resource id).
+    pub state: Map<String, Value>,
+    pub last_error: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// A subscription opened (or renewed) at the provider, to record.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OpenedSubscription {
+    pub external_id: String,
+    pub expires_at: Option<Timestamp>,
+    pub renew_at: Option<Timestamp>,
+    pub state: Map<String, Value>,
 }

@@ -97,6 +97,34 @@ text_enum!(
         /// Changes since the stored cursor, at once, because the provider's notification said
         /// something changed without saying what.
         Webhook => "webhook",
+        /// Opens or renews the connection's provider-side subscriptions (watch channels,
+        /// dynamic webhooks); runs beside the connection's syncs, never instead of one.
+        Subscription => "subscription",
+    }
+);
+
+impl JobType {
+    /// The lane the job queues in: a connection has at most one queued or running job per
+    /// lane.
+    pub const fn lane(&self) -> &'static str {
+        match self {
+            JobType::Subscription => "subscription",
+            JobType::Full | JobType::Incremental | JobType::Webhook => "sync",
+        }
+    }
+}
+
+text_enum!(
+    /// Where a provider-side subscription stands.
+    SubscriptionStatus {
+        /// Recorded, not opened yet (or being opened again after a reconnect).
+        Pending => "pending",
+        /// Open at the provider; renewed before `expires_at`.
+        Active => "active",
+        /// Could not be opened or renewed; `last_error` says why, and it is tried again later.
+        Failed => "failed",
+        /// Closed at the provider (or abandoned) when the connection was disconnected.
+        Closed => "closed",
     }
 );
 

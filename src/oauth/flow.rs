@@ -5,18 +5,20 @@
 //! into HTTP answers once, at the edge.
 
 use chrono::Duration;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Map};
 use url::Url;
 
 use super::error::FlowError;
 use crate::connector::pkce;
 use crate::connector::{callback_url, CodeExchange, ExternalAccount, OAuthEndpoints, TokenSet};
+use crate::crypto::hex;
 use crate::crypto::{Aad, Secret};
 use crate::domain::{
     merge_metadata, now, Connection, ConnectionId, ConnectionUpsert, NewOAuthState, OAuthState,
-    SealedField, SealedTokens, StateConsumption, TenantId, Timestamp,
+    SealedField, StateConsumption, TenantId, Timestamp,
 };
 use crate::services::{RegistryEntry, Services};
+use crate::tokens::{seal_secrets, seal_tokens};
 
 /// At most this many scopes may be asked for.
 const MAX_SCOPES: usize = 50;
@@ -366,7 +368,8 @@ async fn store_connection(
         );
         let secrets = (!account.secrets.is_empty())
             .then(|| seal_secrets(services, tenant, slug, id, account.secrets.expose()))
-            .transpose()?;
+            .transpose()
+            .map_err(anyhow::Error::from)?;
         let upsert = ConnectionUpsert {
             id,
             tenant_id: tenant,
@@ -399,54 +402,8 @@ fn verifier_aad(tenant: TenantId, slug: &str, state_hash: &[u8]) -> Aad {
     )
 }
 
-/// Seals a token pair for connection `id`.
-pub fn seal_tokens(
-    services: &Services,
-    tenant: TenantId,
-    slug: &str,
-    id: ConnectionId,
-    access: &Secret,
-    refresh: Option<&Secret>,
-    expires_at: Option<Timestamp>,
-) -> SealedTokens {
-    let row = id.to_string();
-    let aad = |field: SealedField| Aad::new(tenant, slug, &row, field.aad_name());
-    SealedTokens {
-        access_token: Some(
-            services
-                .vault
-                .seal_str(access, &aad(SealedField::AccessToken)),
-        ),
-        refresh_token: refresh.map(|r| services.vault.seal_str(r, &aad(SealedField::RefreshToken))),
-        expires_at,
-    }
-}
-
-/// Seals a connection's provider secrets for connection `id`.
-pub fn seal_secrets(
-    services: &Services,
-    tenant: TenantId,
-    slug: &str,
-    id: ConnectionId,
-    secrets: &Map<String, Value>,
-) -> Result<Vec<u8>, FlowError> {
-    let text = Secret::new(serde_json::to_string(secrets).map_err(anyhow::Error::from)?);
-    let aad = Aad::new(
-        tenant,
-        slug,
-        &id.to_string(),
-        SealedField::ProviderSecrets.aad_name(),
-    );
-    Ok(services.vault.seal_str(&text, &aad))
-}
-
 fn parse_url(raw: Option<String>) -> Option<Url> {
     raw.and_then(|r| Url::parse(&r).ok())
-}
-
-/// Lower-case hex, for binding a state hash into an AAD.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -34,3 +34,45 @@ pub static CATALOGUE: &[&dyn Connector] = &[
 pub fn descriptors() -> Vec<&'static Descriptor> {
     CATALOGUE.iter().map(|c| c.descriptor()).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn the_catalogue_claims_only_what_a_provider_does() {
+        for d in descriptors() {
+            // A provider that neither receives webhooks nor syncs produces nothing: it may not
+            // list kinds Core would then filter on in vain.
+            if !d.webhooks && !d.sync {
+                assert!(d.kinds.is_empty(), "{} lists kinds it never emits", d.slug);
+            } else {
+                assert!(
+                    !d.kinds.is_empty(),
+                    "{} produces signals of no kind",
+                    d.slug
+                );
+            }
+            let unique: HashSet<_> = d.kinds.iter().collect();
+            assert_eq!(unique.len(), d.kinds.len(), "{} repeats a kind", d.slug);
+            for kind in d.kinds {
+                assert!(
+                    kind.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+                    "{} kind {kind:?} is not snake_case",
+                    d.slug
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn slugs_are_unique_and_snake_case() {
+        let slugs: HashSet<_> = descriptors().iter().map(|d| d.slug).collect();
+        assert_eq!(slugs.len(), CATALOGUE.len());
+        assert!(slugs
+            .iter()
+            .all(|s| s.chars().all(|c| c.is_ascii_lowercase() || c == '_')));
+    }
+}

@@ -24,6 +24,11 @@ const SQLITE: &[Embedded] = &[
         "connection provider state",
         include_str!("../../migrations/sqlite/0003_connection_provider_state.sql"),
     ),
+    (
+        4,
+        "subscriptions",
+        include_str!("../../migrations/sqlite/0004_subscriptions.sql"),
+    ),
 ];
 
 const POSTGRES: &[Embedded] = &[
@@ -41,6 +46,11 @@ const POSTGRES: &[Embedded] = &[
         3,
         "connection provider state",
         include_str!("../../migrations/postgres/0003_connection_provider_state.sql"),
+    ),
+    (
+        4,
+        "subscriptions",
+        include_str!("../../migrations/postgres/0004_subscriptions.sql"),
     ),
 ];
 

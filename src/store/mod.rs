@@ -9,6 +9,7 @@ mod migrations;
 mod postgres;
 mod queue;
 mod sqlite;
+mod subscriptions;
 mod wake;
 
 use std::sync::Arc;
@@ -30,6 +31,7 @@ pub use queue::{
     Enqueued, Finished, IfRunning, JobFinish, Lease, PageCommit, SyncCommit, SyncQueue,
 };
 pub use sqlite::SqliteStore;
+pub use subscriptions::{Recorded, SubscriptionStore};
 pub use wake::{WakeUp, WakeUps};
 
 /// Which database a store talks to.
@@ -104,7 +106,7 @@ pub struct Readiness {
 /// The storage interface. Lists are keyset-paginated: connections ascend by
 /// `(created_at, id)`, signals and jobs descend by `(occurred_at, id)` and `(created_at, id)`.
 #[async_trait]
-pub trait Store: Inbox + SyncQueue + Send + Sync + 'static {
+pub trait Store: Inbox + SyncQueue + SubscriptionStore + Send + Sync + 'static {
     /// Which database this is.
     fn backend(&self) -> Backend;
 

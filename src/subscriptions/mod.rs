@@ -1,14 +1,123 @@
-//! Provider-side subscriptions (watch channels, dynamic webhooks, mailbox watches): opened
-//! after connect, renewed before they expire and closed on disconnect, through the job queue.
+//! Provider-side subscriptions (watch channels, dynamic webhooks, mailbox watches), provider
+//! agnostic. After connect, each resource the connector names becomes a `pending` row and a
+//! `subscription` job opens it ([`request_opening`]). The job runs in the sync job queue, in a
+//! lane of its own: leased, retried with backoff, never twice at once for a connection across
+//! instances ([`step`]). The scheduler queues the same job when a subscription is due for
+//! renewal, at [`RENEW_AT`] of its lifetime ([`schedule_due`]). A subscription the job gives up
+//! on is `failed`, shown on the connection, and tried again after [`RETRY_FAILED_AFTER`]; the
+//! connection keeps syncing meanwhile. A disconnect closes every subscription ([`close_all`]),
+//! best effort at the provider, before the grant is revoked.
 
-use crate::domain::Connection;
+mod close;
+mod step;
+
+use std::time::Duration;
+
+use crate::domain::{now, Connection, JobType, NewJob, Timestamp};
 use crate::services::Services;
-use crate::store::StoreError;
+use crate::store::{IfRunning, StoreError};
 
-/// Queues the opening of `connection`'s subscriptions, if its provider has any.
+pub use close::close_all;
+pub use step::{give_up, run, StepError};
+
+/// The share of a subscription's lifetime after which it is renewed.
+pub const RENEW_AT: f64 = 0.8;
+/// How long a `failed` subscription waits before it is tried again.
+pub const RETRY_FAILED_AFTER: Duration = Duration::from_secs(3600);
+/// Connections looked at per scheduling query.
+const BATCH: u32 = 200;
+
+/// When to renew a subscription opened at `opened_at` that expires at `expires_at`: after
+/// [`RENEW_AT`] of its lifetime; `None` when it does not expire.
+pub fn renew_at(opened_at: Timestamp, expires_at: Option<Timestamp>) -> Option<Timestamp> {
+    let expires_at = expires_at?;
+    let lifetime = (expires_at - opened_at).num_milliseconds().max(0);
+    // Lifetimes are far below 2^52 ms, so the float is exact enough; the cast rounds down.
+    let lead = (lifetime as f64 * RENEW_AT) as i64;
+    Some(opened_at + chrono::Duration::milliseconds(lead))
+}
+
+/// Queues the opening of `connection`'s subscriptions, if its provider has any: a `pending`
+/// row per resource, and a `subscription` job unless one is queued or running.
 pub async fn request_opening(
-    _services: &Services,
-    _connection: &Connection,
+    services: &Services,
+    connection: &Connection,
 ) -> Result<(), StoreError> {
+    let Some(entry) = services.registry.get(&connection.provider) else {
+        return Ok(());
+    };
+    let resources = entry.connector.subscriptions(connection);
+    if resources.is_empty() {
+        return Ok(());
+    }
+    services
+        .store
+        .ensure_subscriptions(connection, &resources, now())
+        .await?;
+    enqueue(services, connection, now()).await
+}
+
+/// Queues a `subscription` job for every active connection with a subscription due at `now`
+/// (to open, renew, or try again); returns how many were queued.
+pub async fn schedule_due(services: &Services, at: Timestamp) -> Result<usize, StoreError> {
+    let due = services
+        .store
+        .connections_with_subscriptions_due(at, BATCH)
+        .await?;
+    let mut queued = 0;
+    for connection in &due {
+        let job = NewJob::queued(connection, JobType::Subscription, at);
+        if services
+            .store
+            .enqueue_sync(&job, IfRunning::Join)
+            .await?
+            .created
+        {
+            queued += 1;
+        }
+    }
+    record_gauges(services).await;
+    Ok(queued)
+}
+
+async fn enqueue(
+    services: &Services,
+    connection: &Connection,
+    at: Timestamp,
+) -> Result<(), StoreError> {
+    let job = NewJob::queued(connection, JobType::Subscription, at);
+    services.store.enqueue_sync(&job, IfRunning::Join).await?;
+    services.sync.notify();
     Ok(())
+}
+
+/// `subscriptions{provider, status}`: how many subscriptions there are.
+async fn record_gauges(services: &Services) {
+    match services.store.count_subscriptions().await {
+        Ok(counts) => {
+            for (provider, status, n) in counts {
+                // Counts stay far below 2^52, exact as a float.
+                metrics::gauge!("subscriptions", "provider" => provider, "status" => status.as_str())
+                    .set(n as f64);
+            }
+        }
+        Err(err) => tracing::debug!(error = %err, "could not count subscriptions"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_subscription_is_renewed_after_four_fifths_of_its_lifetime() {
+        let opened = now();
+        let expires = opened + chrono::Duration::days(30);
+        let at = renew_at(opened, Some(expires)).expect("expires");
+        assert_eq!((at - opened).num_days(), 24);
+        assert_eq!(renew_at(opened, None), None);
+        // An expiry in the past is renewed at once.
+        let past = opened - chrono::Duration::hours(1);
+        assert_eq!(renew_at(opened, Some(past)), Some(opened));
+    }
 }

@@ -9,7 +9,8 @@ use wiremock::matchers::{body_string_contains, header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::{assert_problem, json, tenant, TestApp};
-use connectors::domain::TenantId;
+use connectors::domain::{JobType, TenantId};
+use connectors::ingest::sync::{JobResult, SyncWorker};
 
 /// `POST /connect/{provider}` for `tenant` with an optional JSON body.
 pub async fn start(
@@ -49,12 +50,36 @@ pub async fn sandbox_redirect(app: &TestApp, t: TenantId, body: Option<Value>) -
     Url::parse(response.headers()["location"].to_str().expect("ascii")).expect("location")
 }
 
-/// Runs the whole sandbox journey and returns the connection JSON.
+/// Runs the whole sandbox journey and returns the connection JSON, once its subscription is
+/// open (the job a worker would run right after connecting, run here).
 pub async fn connect_sandbox(app: &TestApp, t: TenantId) -> Value {
     let callback = sandbox_redirect(app, t, None).await;
     let (status, body) = json(app.client.get(callback).send().await.expect("sent")).await;
     assert_eq!(status, 200, "{body}");
-    body["connection"].clone()
+    let connection = body["connection"].clone();
+    let path = format!("/connections/{}", connection["id"].as_str().expect("id"));
+    let worker = SyncWorker::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_, detail) = app.get_json(t, &path).await;
+        if detail["subscriptions"][0]["status"] == "active" {
+            return connection;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never opened: {detail}"
+        );
+        // A background worker, where the test runs them, may be the one to open it.
+        if let Some(ran) = worker.run_once(&app.state).await.expect("the worker runs") {
+            assert_eq!(
+                (ran.job_type, &ran.result),
+                (JobType::Subscription, &JobResult::Succeeded),
+                "only the subscription job is queued right after connecting"
+            );
+        } else {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
 }
 
 #[tokio::test]

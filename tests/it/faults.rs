@@ -843,12 +843,20 @@ async fn work_leased_by_a_dead_instance_is_taken_over_when_the_lease_expires() {
         .await
         .expect("claim events");
     assert_eq!(claimed.len(), EVENTS, "the dead instance holds every event");
-    let claimed_job = store
+    // Every queued job: the sync, and the subscription job queued when it connected.
+    let mut claimed_jobs = Vec::new();
+    while let Some(job) = store
         .claim_sync_job("dead-instance", claimed_at, lease_until)
         .await
         .expect("claim job")
-        .expect("the queued job");
-    assert_eq!(claimed_job.id.to_string(), job_id);
+    {
+        claimed_jobs.push(job);
+    }
+    assert_eq!(claimed_jobs.len(), 2, "{claimed_jobs:?}");
+    assert!(
+        claimed_jobs.iter().any(|j| j.id.to_string() == job_id),
+        "the dead instance holds the sync job: {claimed_jobs:?}"
+    );
 
     let live = Service::start("the live process", &db, &key, "api,worker").await;
     let deadline = Deadline::new(
@@ -896,8 +904,9 @@ async fn work_leased_by_a_dead_instance_is_taken_over_when_the_lease_expires() {
         .await
         .expect("signals");
     assert!(!synced.is_empty(), "the taken-over sync stored its signals");
+    // The connection's syncs (its subscription job runs in a lane of its own).
     let jobs: Value = http
-        .get(live.url("/jobs"))
+        .get(live.url("/jobs?job_type=incremental"))
         .bearer_auth(TOKEN)
         .header("X-Tenant-Id", t.to_string())
         .send()

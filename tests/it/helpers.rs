@@ -380,3 +380,31 @@ pub async fn webhook_jobs(app: &TestApp, t: TenantId, connection: &str) -> Vec<V
     assert_eq!(status, 200, "{body}");
     body["jobs"].as_array().expect("jobs").clone()
 }
+
+/// Answers the sandbox API's subscription calls (`docs/providers/sandbox.md`) on `api`: each
+/// open or renewal gets a fresh id that lasts an hour; closing answers `204`.
+pub async fn mount_sandbox_subscriptions(api: &wiremock::MockServer) {
+    use wiremock::matchers::{method, path, path_regex};
+    use wiremock::{Mock, Request, ResponseTemplate};
+    let answer = |_: &Request| {
+        ResponseTemplate::new(201).set_body_json(serde_json::json!({
+            "id": format!("sub-{}", Uuid::new_v4().simple()),
+            "expires_at": connectors::domain::format_time(&(now() + Duration::hours(1))),
+        }))
+    };
+    Mock::given(method("POST"))
+        .and(path("/v1/subscriptions"))
+        .respond_with(answer)
+        .mount(api)
+        .await;
+    Mock::given(method("POST"))
+        .and(path_regex("^/v1/subscriptions/[^/]+/renew$"))
+        .respond_with(answer)
+        .mount(api)
+        .await;
+    Mock::given(method("DELETE"))
+        .and(path_regex("^/v1/subscriptions/[^/]+$"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(api)
+        .await;
+}

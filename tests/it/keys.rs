@@ -2,7 +2,7 @@
 
 use connectors::crypto::{CryptoKey, Vault};
 use connectors::keys::rotate;
-use connectors::oauth::refresh::open_tokens;
+use connectors::tokens::open_tokens;
 
 use crate::connect::connect_sandbox;
 use crate::helpers::{tenant, TestApp};

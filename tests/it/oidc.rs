@@ -15,10 +15,11 @@ use std::time::Duration;
 
 use connectors::connector::pkce;
 use connectors::connector::{CodeExchange, ProviderCallError, ProviderContext};
+use connectors::crypto::hex;
 use connectors::crypto::{Aad, Secret};
 use connectors::domain::{now, ConnectionId, SealedField, StateConsumption, TenantId};
-use connectors::oauth::flow::{default_redirect_uri, hex};
-use connectors::oauth::refresh::{open_tokens, TokenError};
+use connectors::oauth::flow::default_redirect_uri;
+use connectors::tokens::{open_tokens, TokenError};
 use reqwest::header::LOCATION;
 use reqwest::{Method, Response, StatusCode};
 use serde_json::{json, Value};
@@ -416,7 +417,7 @@ async fn connects_refreshes_and_refuses_replays_against_a_real_authorization_ser
 
     // Due within the lead time: `access_token` refreshes at the server and stores the result,
     // the rotated refresh token included.
-    let second = connectors::oauth::refresh::access_token(&j.app.state, &connection)
+    let second = connectors::tokens::access_token(&j.app.state, &connection)
         .await
         .expect("refreshed ahead of expiry");
     assert_ne!(second, first.access_token, "a new access token");
@@ -438,10 +439,9 @@ async fn connects_refreshes_and_refuses_replays_against_a_real_authorization_ser
     );
 
     // Refused with a 401: one refresh, against the stored (rotated) refresh token.
-    let third =
-        connectors::oauth::refresh::refresh_after_unauthorized(&j.app.state, &connection, &second)
-            .await
-            .expect("refreshed after a 401");
+    let third = connectors::tokens::refresh_after_unauthorized(&j.app.state, &connection, &second)
+        .await
+        .expect("refreshed after a 401");
     assert_ne!(third, second, "a new access token");
     assert_eq!(
         j.oidc.event("grant.success").await["grant_type"],
@@ -497,8 +497,7 @@ async fn connects_refreshes_and_refuses_replays_against_a_real_authorization_ser
 
     // The service's next refresh meets `invalid_grant`: the tenant must connect again.
     let outcome =
-        connectors::oauth::refresh::refresh_after_unauthorized(&j.app.state, &connection, &third)
-            .await;
+        connectors::tokens::refresh_after_unauthorized(&j.app.state, &connection, &third).await;
     assert!(
         matches!(outcome, Err(TokenError::NeedsReauth)),
         "{outcome:?}"

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use connectors::crypto::Secret;
 use connectors::domain::{Connection, TenantId};
-use connectors::oauth::refresh::{open_tokens, TokenError};
+use connectors::tokens::{open_tokens, TokenError};
 use reqwest::Method;
 use serde_json::json;
 use wiremock::matchers::{body_string_contains, method, path};
@@ -125,7 +125,7 @@ async fn fifty_concurrent_callers_cause_one_upstream_refresh() {
     let connection = connect_expiring(&app, &mock, tenant()).await;
     mount_refresh(&mock, rotated(), 1).await;
 
-    let calls = (0..50).map(|_| connectors::oauth::refresh::access_token(&app.state, &connection));
+    let calls = (0..50).map(|_| connectors::tokens::access_token(&app.state, &connection));
     let tokens = futures::future::join_all(calls).await;
     for token in tokens {
         assert_eq!(
@@ -154,9 +154,8 @@ async fn two_instances_sharing_a_database_refresh_once() {
     let connection = connect_expiring(&app, &mock, tenant()).await;
     mount_refresh(&mock, rotated(), 1).await;
 
-    let here = (0..25).map(|_| connectors::oauth::refresh::access_token(&app.state, &connection));
-    let there =
-        (0..25).map(|_| connectors::oauth::refresh::access_token(&sibling.state, &connection));
+    let here = (0..25).map(|_| connectors::tokens::access_token(&app.state, &connection));
+    let there = (0..25).map(|_| connectors::tokens::access_token(&sibling.state, &connection));
     let (a, b) = futures::future::join(
         futures::future::join_all(here),
         futures::future::join_all(there),
@@ -179,7 +178,7 @@ async fn a_token_refused_with_401_is_refreshed_once_then_reused() {
     mount_refresh(&mock, rotated(), 1).await;
     let rejected = Secret::new("ghu_first_access_token");
     let calls = (0..10).map(|_| {
-        connectors::oauth::refresh::refresh_after_unauthorized(&app.state, &connection, &rejected)
+        connectors::tokens::refresh_after_unauthorized(&app.state, &connection, &rejected)
     });
     for token in futures::future::join_all(calls).await {
         assert_eq!(
@@ -196,12 +195,12 @@ async fn the_background_scan_refreshes_tokens_that_expire_within_the_lead_time()
     let app = spawn(&mock).await;
     let connection = connect_expiring(&app, &mock, tenant()).await;
     mount_refresh(&mock, rotated(), 1).await;
-    let refreshed = connectors::oauth::refresh::refresh_due(&app.state)
+    let refreshed = connectors::tokens::refresh_due(&app.state)
         .await
         .expect("scan");
     assert_eq!(refreshed, 1);
     assert_eq!(
-        connectors::oauth::refresh::refresh_due(&app.state)
+        connectors::tokens::refresh_due(&app.state)
             .await
             .expect("scan"),
         0,
@@ -227,7 +226,7 @@ async fn invalid_grant_moves_the_connection_to_needs_reauth() {
         1,
     )
     .await;
-    let err = connectors::oauth::refresh::access_token(&app.state, &connection)
+    let err = connectors::tokens::access_token(&app.state, &connection)
         .await
         .expect_err("refused");
     assert!(matches!(err, TokenError::NeedsReauth), "{err:?}");
@@ -255,7 +254,7 @@ async fn a_provider_outage_leaves_the_connection_active() {
         1,
     )
     .await;
-    let err = connectors::oauth::refresh::access_token(&app.state, &connection)
+    let err = connectors::tokens::access_token(&app.state, &connection)
         .await
         .expect_err("outage");
     assert!(matches!(err, TokenError::Provider(_)), "{err:?}");

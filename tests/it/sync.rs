@@ -178,7 +178,12 @@ async fn a_connection_has_one_active_job_and_other_tenants_cannot_sync_it() {
         first["id"], second["id"],
         "the queued job is answered as is"
     );
-    let (_, jobs) = app.get_json(t, &format!("/jobs?connection_id={cid}")).await;
+    let (_, jobs) = app
+        .get_json(
+            t,
+            &format!("/jobs?connection_id={cid}&job_type=incremental"),
+        )
+        .await;
     assert_eq!(jobs["jobs"].as_array().expect("jobs").len(), 1);
 
     // Running counts as active too.
@@ -230,12 +235,17 @@ async fn the_scheduler_enqueues_a_due_connection_once_and_again_only_when_due() 
     let scheduler = Scheduler;
     assert_eq!(scheduler.tick(&app.state, start).await.expect("tick"), 1);
     assert_eq!(scheduler.tick(&app.state, start).await.expect("tick"), 0);
-    let (_, jobs) = app.get_json(t, &format!("/jobs?connection_id={cid}")).await;
+    let (_, jobs) = app
+        .get_json(
+            t,
+            &format!("/jobs?connection_id={cid}&job_type=incremental"),
+        )
+        .await;
     let jobs = jobs["jobs"].as_array().expect("jobs").clone();
     assert_eq!(jobs.len(), 1);
     assert_eq!(jobs[0]["job_type"], "incremental");
     assert_eq!(jobs[0]["status"], "queued");
-    let (_, none) = app.get_json(revoked, "/jobs").await;
+    let (_, none) = app.get_json(revoked, "/jobs?job_type=incremental").await;
     assert_eq!(
         none["jobs"],
         json!([]),
@@ -266,7 +276,12 @@ async fn the_scheduler_enqueues_a_due_connection_once_and_again_only_when_due() 
             .expect("tick"),
         0
     );
-    let (_, jobs) = app.get_json(t, &format!("/jobs?connection_id={cid}")).await;
+    let (_, jobs) = app
+        .get_json(
+            t,
+            &format!("/jobs?connection_id={cid}&job_type=incremental"),
+        )
+        .await;
     assert_eq!(jobs["jobs"].as_array().expect("jobs").len(), 2);
 }
 
@@ -305,7 +320,9 @@ async fn a_backlog_is_synced_in_pages_and_replaying_pages_stores_nothing_twice()
 
 /// The connection's jobs, newest first.
 async fn jobs_of(app: &TestApp, t: TenantId, id: &str) -> Vec<Value> {
-    let (status, body) = app.get_json(t, &format!("/jobs?connection_id={id}")).await;
+    let (status, body) = app
+        .get_json(t, &format!("/jobs?connection_id={id}&job_type=incremental"))
+        .await;
     assert_eq!(status, 200, "{body}");
     body["jobs"].as_array().expect("jobs").clone()
 }
@@ -457,10 +474,13 @@ async fn the_client_side_rate_limit_defers_a_sync_instead_of_exceeding_it() {
 async fn two_instances_draining_together_run_each_job_exactly_once() {
     let app = TestApp::spawn().await;
     let sibling = app.sibling(&[]).await;
-    let mut expected = Vec::new();
+    let mut connected = Vec::new();
     for _ in 0..6 {
         let t = tenant();
-        let cid = id(&connect_sandbox(&app, t).await);
+        connected.push((t, id(&connect_sandbox(&app, t).await)));
+    }
+    let mut expected = Vec::new();
+    for (t, cid) in connected {
         let queued = sync_now(&app, t, &cid).await;
         expected.push((t, cid, queued["id"].clone()));
     }

@@ -20,12 +20,13 @@ use wiremock::matchers::{header_regex, method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::connect::connect_sandbox;
-use crate::helpers::{json, tenant, webhook_jobs, TestApp};
+use crate::helpers::{json, mount_sandbox_subscriptions, tenant, webhook_jobs, TestApp};
 
 const SECRET: &str = "sync-faults-sandbox-webhook-secret";
 
 /// A service whose sandbox syncs from `api`, with a one-second provider time-out.
 async fn spawn(api: &MockServer) -> TestApp {
+    mount_sandbox_subscriptions(api).await;
     TestApp::spawn_with(&[
         ("POBLYSH_SANDBOX_API_BASE_URL", &api.uri()),
         ("POBLYSH_SANDBOX_WEBHOOK_SECRET", SECRET),
@@ -82,11 +83,20 @@ async fn always(api: &MockServer, after: u64, response: ResponseTemplate) {
     events_after(after).respond_with(response).mount(api).await;
 }
 
-/// The `after` of every request the fake API received, in order.
-async fn afters(api: &MockServer) -> Vec<u64> {
+/// The event listings the fake API received (not its subscription calls), in order.
+async fn listings(api: &MockServer) -> Vec<wiremock::Request> {
     api.received_requests()
         .await
         .expect("recording")
+        .into_iter()
+        .filter(|r| r.url.path() == "/v1/events")
+        .collect()
+}
+
+/// The `after` of every listing the fake API received, in order.
+async fn afters(api: &MockServer) -> Vec<u64> {
+    listings(api)
+        .await
         .iter()
         .map(|r| {
             let query: HashMap<_, _> = r.url.query_pairs().collect();
@@ -386,7 +396,7 @@ async fn a_job_whose_every_attempt_fails_ends_failed_with_its_error_and_no_secre
     let (_, connection) = app.get_json(t, &format!("/connections/{cid}")).await;
     assert_eq!(connection["last_error"], error.as_str());
 
-    let requests = api.received_requests().await.expect("recording");
+    let requests = listings(&api).await;
     assert_eq!(requests.len(), 5, "one request per attempt");
     let token = requests[0].headers["authorization"]
         .to_str()
@@ -414,7 +424,7 @@ async fn a_refused_token_is_refreshed_once_and_the_page_asked_again() {
 
     let outcome = run_now(&app).await;
     assert_eq!(outcome.result, JobResult::Succeeded);
-    let requests = api.received_requests().await.expect("recording");
+    let requests = listings(&api).await;
     let tokens: Vec<_> = requests
         .iter()
         .map(|r| r.headers["authorization"].clone())

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
-use crate::domain::{Connection, JobId, JobStatus, JobType, NewJob, Timestamp};
+use crate::domain::{Connection, JobType, NewJob, Timestamp};
 use crate::services::Services;
 
 pub use backoff::{
@@ -35,27 +35,13 @@ pub use scheduler::Scheduler;
 pub use worker::{JobOutcome, JobResult, SyncWorker};
 
 /// Attempts a job may make before it fails.
-pub const DEFAULT_MAX_ATTEMPTS: i32 = 5;
+pub const DEFAULT_MAX_ATTEMPTS: i32 = NewJob::DEFAULT_MAX_ATTEMPTS;
 /// How long stopping waits for jobs in flight to reach a page boundary.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// A queued job for `connection`, due at `at`.
 pub fn new_job(connection: &Connection, job_type: JobType, at: Timestamp) -> NewJob {
-    NewJob {
-        id: JobId::generate(),
-        tenant_id: connection.tenant_id,
-        connection_id: connection.id,
-        provider: connection.provider.clone(),
-        job_type,
-        status: JobStatus::Queued,
-        attempts: 0,
-        max_attempts: DEFAULT_MAX_ATTEMPTS,
-        scheduled_at: at,
-        started_at: None,
-        finished_at: None,
-        error: None,
-        created_at: at,
-    }
+    NewJob::queued(connection, job_type, at)
 }
 
 /// The scheduler and worker loops of one process.

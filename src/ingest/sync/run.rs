@@ -13,10 +13,11 @@ use crate::connector::{
     RateLimitPolicy, SyncContext, SyncPage,
 };
 use crate::crypto::Secret;
-use crate::domain::{merge_metadata, now, Connection, ConnectionStatus, Job};
-use crate::oauth::refresh::{self, TokenError};
+use crate::domain::{merge_metadata, now, Connection, ConnectionStatus, Job, JobType};
 use crate::services::Services;
 use crate::store::{Lease, PageCommit, StoreError, SyncCommit};
+use crate::subscriptions::{self, StepError};
+use crate::tokens::{self, TokenError};
 
 /// A job stops after this many pages; its cursor is kept and the next run goes on from it.
 pub const MAX_PAGES_PER_JOB: u32 = 500;
@@ -126,6 +127,17 @@ impl SyncWorker {
             job: job.id,
             owner: self.owner(),
         };
+        if job.job_type == JobType::Subscription {
+            return subscriptions::run(state, job, lease)
+                .await
+                .map_err(|err| match err {
+                    StepError::LeaseLost => Stop::LeaseLost,
+                    StepError::Transient { error, not_before } => {
+                        Failure::transient(error, not_before).into()
+                    }
+                    StepError::Permanent(error) => Failure::permanent(error).into(),
+                });
+        }
         let mut run = prepare(state, connector, job).await?;
         let mut refreshed = false;
         loop {
@@ -147,7 +159,7 @@ impl SyncWorker {
                 Err(ProviderCallError::Unauthorized) if !refreshed => {
                     // One refresh, then this page once more.
                     run.token =
-                        refresh::refresh_after_unauthorized(state, &run.connection, &run.token)
+                        tokens::refresh_after_unauthorized(state, &run.connection, &run.token)
                             .await
                             .map_err(token_failure)?;
                     refreshed = true;
@@ -298,10 +310,10 @@ async fn prepare<'a>(
         .into());
     }
     let cursor = state.store.sync_cursor(connection.id).await?;
-    let token = refresh::access_token(state, &connection)
+    let token = tokens::access_token(state, &connection)
         .await
         .map_err(token_failure)?;
-    let secrets = refresh::open_secrets(state, &connection)
+    let secrets = tokens::open_secrets(state, &connection)
         .await
         .map_err(token_failure)?;
     Ok(Run {

@@ -20,8 +20,10 @@ pub struct Scheduler;
 impl Scheduler {
     /// One pass at `now`: for each active connection of a syncing provider whose
     /// `next_sync_at` is unset or past, moves `next_sync_at` to `now + interval ± 10 %` and
-    /// enqueues an `incremental` job (unless one is queued or running). Several instances may
-    /// tick at once: each connection is scheduled by whichever moves `next_sync_at` first.
+    /// enqueues an `incremental` job (unless one is queued or running); then queues a
+    /// `subscription` job for each connection with a subscription to open, renew or try again.
+    /// Several instances may tick at once: each connection is scheduled by whichever moves
+    /// `next_sync_at` first, and a connection's lanes hold one queued or running job each.
     /// Returns how many jobs were created.
     pub async fn tick(&self, state: &Services, now: Timestamp) -> anyhow::Result<usize> {
         let providers: Vec<&str> = state
@@ -74,6 +76,7 @@ impl Scheduler {
                 break;
             }
         }
+        created += crate::subscriptions::schedule_due(state, now).await?;
         Ok(created)
     }
 

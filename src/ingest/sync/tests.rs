@@ -20,10 +20,10 @@ use crate::domain::{
     now, Connection, ConnectionId, ConnectionStatus, ConnectionUpsert, Job, JobStatus, JobType,
     TenantId, Timestamp,
 };
-use crate::oauth::flow::seal_tokens;
-use crate::oauth::refresh::open_tokens;
 use crate::services::Services;
 use crate::store::{Lease, PageRequest, SignalFilter, StoreOptions, SyncCommit};
+use crate::tokens::open_tokens;
+use crate::tokens::seal_tokens;
 
 /// A database for one test, dropped with it.
 enum TestDatabase {

@@ -230,6 +230,12 @@ impl SyncWorker {
             },
             None => result,
         };
+        if let (JobType::Subscription, JobResult::Failed { error }) = (job.job_type, &result) {
+            // The subscriptions it could not open or renew show why, and are tried again later.
+            if let Err(err) = crate::subscriptions::give_up(state, &job, error).await {
+                tracing::warn!(error = %err, "could not mark the subscriptions failed");
+            }
+        }
         metrics::counter!(
             "sync_jobs_total",
             "provider" => job.provider.clone(),

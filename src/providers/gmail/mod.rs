@@ -28,7 +28,7 @@ static DESCRIPTOR: Descriptor = Descriptor {
         "email",
         "https://www.googleapis.com/auth/gmail.readonly",
     ],
-    kinds: &["email_received", "email_sent"],
+    kinds: &[],
     webhooks: false,
     sync: false,
     rate_limit: RateLimitPolicy {

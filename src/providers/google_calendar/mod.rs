@@ -34,12 +34,8 @@ static DESCRIPTOR: Descriptor = Descriptor {
         "email",
         "https://www.googleapis.com/auth/calendar.readonly",
     ],
-    kinds: &[
-        "calendar_event_created",
-        "calendar_event_updated",
-        "calendar_event_deleted",
-    ],
-    webhooks: true,
+    kinds: &[],
+    webhooks: false,
     sync: false,
     rate_limit: RateLimitPolicy {
         requests: 600,

@@ -34,8 +34,8 @@ static DESCRIPTOR: Descriptor = Descriptor {
         "email",
         "https://www.googleapis.com/auth/drive.metadata.readonly",
     ],
-    kinds: &["file_created", "file_updated", "file_deleted"],
-    webhooks: true,
+    kinds: &[],
+    webhooks: false,
     sync: false,
     rate_limit: RateLimitPolicy {
         requests: 600,

@@ -27,13 +27,7 @@ static DESCRIPTOR: Descriptor = Descriptor {
     display_name: "Jira",
     auth_type: AuthType::Oauth2,
     default_scopes: &["read:jira-work", "read:jira-user", "offline_access"],
-    kinds: &[
-        "issue_created",
-        "issue_updated",
-        "issue_resolved",
-        "issue_deleted",
-        "issue_commented",
-    ],
+    kinds: &[],
     webhooks: false,
     sync: false,
     rate_limit: RateLimitPolicy {

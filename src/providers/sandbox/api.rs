@@ -103,7 +103,7 @@ fn events_url(base: &Url, cursor: Cursor) -> Url {
 }
 
 /// Sorts an answer's status into success or the failure the engine acts on.
-fn check_status(status: u16, headers: &HeaderMap) -> Result<(), ProviderCallError> {
+pub(super) fn check_status(status: u16, headers: &HeaderMap) -> Result<(), ProviderCallError> {
     let retry_after = headers
         .get(RETRY_AFTER)
         .and_then(|v| v.to_str().ok())

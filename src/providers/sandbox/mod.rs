@@ -7,6 +7,7 @@
 mod api;
 mod event;
 mod oauth;
+mod subscription;
 mod sync;
 mod webhook;
 
@@ -15,7 +16,10 @@ use serde_json::Value;
 use url::Url;
 
 use crate::connector::ProviderSettings;
-use crate::connector::{AuthType, Connector, Descriptor, RateLimitPolicy, SyncContext};
+use crate::connector::{
+    AuthType, Connector, Descriptor, Opened, RateLimitPolicy, Setting, SubscriptionContext,
+    SyncContext,
+};
 use crate::connector::{
     CodeExchange, Normalized, ProviderPage, SyncPage, Verified, WebhookEvent, WebhookRejection,
     WebhookRequest,
@@ -43,7 +47,10 @@ static DESCRIPTOR: Descriptor = Descriptor {
         burst: 60,
         max_concurrency: 4,
     },
-    settings: &[],
+    settings: &[Setting {
+        name: subscription::TTL_SETTING,
+        check: subscription::check_ttl,
+    }],
 };
 
 #[async_trait]
@@ -117,6 +124,31 @@ impl Connector for SandboxConnector {
             Some(base) => api::page(ctx, base, cursor).await,
             None => sync::page(ctx.connection, cursor, crate::domain::now()),
         }
+    }
+
+    fn subscriptions(&self, _connection: &Connection) -> Vec<String> {
+        vec![subscription::RESOURCE.to_string()]
+    }
+
+    async fn open_subscription(
+        &self,
+        ctx: SubscriptionContext<'_>,
+    ) -> Result<Opened, ProviderCallError> {
+        subscription::open(ctx).await
+    }
+
+    async fn renew_subscription(
+        &self,
+        ctx: SubscriptionContext<'_>,
+    ) -> Result<Opened, ProviderCallError> {
+        subscription::renew(ctx).await
+    }
+
+    async fn close_subscription(
+        &self,
+        ctx: SubscriptionContext<'_>,
+    ) -> Result<(), ProviderCallError> {
+        subscription::close(ctx).await
     }
 
     fn pages(&self) -> &'static [ProviderPage] {

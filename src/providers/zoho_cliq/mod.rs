@@ -29,7 +29,7 @@ static DESCRIPTOR: Descriptor = Descriptor {
         "ZohoCliq.Messages.READ",
         "ZohoCliq.Users.READ",
     ],
-    kinds: &["message_posted", "message_updated", "message_deleted"],
+    kinds: &[],
     webhooks: false,
     sync: false,
     rate_limit: RateLimitPolicy {

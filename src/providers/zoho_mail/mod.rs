@@ -25,7 +25,7 @@ static DESCRIPTOR: Descriptor = Descriptor {
     display_name: "Zoho Mail",
     auth_type: AuthType::Oauth2,
     default_scopes: &["ZohoMail.accounts.READ", "ZohoMail.messages.READ"],
-    kinds: &["email_received", "email_sent"],
+    kinds: &[],
     webhooks: false,
     sync: false,
     rate_limit: RateLimitPolicy {

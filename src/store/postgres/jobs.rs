@@ -14,7 +14,8 @@ pub(super) async fn insert(pool: &PgPool, new: &NewJob) -> Result<Job, StoreErro
     let sql = format!(
         "INSERT INTO sync_jobs (id, tenant_id, connection_id, provider, job_type, status, \
          attempts, max_attempts, scheduled_at, started_at, finished_at, error, created_at, \
-         updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13) \
+         updated_at, lane) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14) \
          RETURNING {COLUMNS}"
     );
     let row = sqlx::query(&sql)
@@ -31,6 +32,7 @@ pub(super) async fn insert(pool: &PgPool, new: &NewJob) -> Result<Job, StoreErro
         .bind(new.finished_at)
         .bind(&new.error)
         .bind(new.created_at)
+        .bind(new.job_type.lane())
         .fetch_one(pool)
         .await?;
     decode(&row)

@@ -9,6 +9,7 @@ mod notify;
 mod oauth_states;
 mod queue;
 mod signals;
+mod subscriptions;
 
 use std::time::Duration;
 

@@ -35,9 +35,9 @@ async fn enqueue(
     let sql = format!(
         "WITH inserted AS (INSERT INTO sync_jobs (id, tenant_id, connection_id, provider, \
          job_type, status, attempts, max_attempts, scheduled_at, started_at, finished_at, error, \
-         created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13) \
-         ON CONFLICT (connection_id) WHERE status IN ('queued', 'running') DO NOTHING \
+         created_at, updated_at, lane) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14) \
+         ON CONFLICT (connection_id, lane) WHERE status IN ('queued', 'running') DO NOTHING \
          RETURNING id, tenant_id) \
          SELECT id, tenant_id, pg_notify('{JOBS_CHANNEL}', '') FROM inserted"
     );
@@ -56,6 +56,7 @@ async fn enqueue(
             .bind(new.finished_at)
             .bind(&new.error)
             .bind(new.created_at)
+            .bind(new.job_type.lane())
             .fetch_optional(pool)
             .await?;
         if let Some(row) = inserted {
@@ -67,10 +68,12 @@ async fn enqueue(
             IfRunning::FollowUp => {
                 sqlx::query(
                     "UPDATE sync_jobs SET follow_up = COALESCE(follow_up, $2) \
-                     WHERE connection_id = $1 AND status = 'running' RETURNING id, tenant_id",
+                     WHERE connection_id = $1 AND lane = $3 AND status = 'running' \
+                     RETURNING id, tenant_id",
                 )
                 .bind(new.connection_id.0)
                 .bind(new.job_type.as_str())
+                .bind(new.job_type.lane())
                 .fetch_optional(pool)
                 .await?
             }
@@ -80,9 +83,10 @@ async fn enqueue(
             None => {
                 sqlx::query(
                     "SELECT id, tenant_id FROM sync_jobs WHERE connection_id = $1 \
-                     AND status IN ('queued', 'running')",
+                     AND lane = $2 AND status IN ('queued', 'running')",
                 )
                 .bind(new.connection_id.0)
+                .bind(new.job_type.lane())
                 .fetch_optional(pool)
                 .await?
             }
@@ -283,7 +287,7 @@ async fn finish(
         .push_bind(lease.job.0)
         .push(" AND lease_owner = ")
         .push_bind(lease.owner.to_string())
-        .push(" AND status = 'running' RETURNING connection_id, follow_up");
+        .push(" AND status = 'running' RETURNING connection_id, follow_up, lane");
     let mut tx = pool.begin().await?;
     let Some(row) = q.build().fetch_optional(&mut *tx).await? else {
         tx.rollback().await?;
@@ -291,20 +295,24 @@ async fn finish(
     };
     let connection: Uuid = row.try_get("connection_id")?;
     let follow_up: Option<String> = row.try_get("follow_up")?;
+    let lane: String = row.try_get("lane")?;
     let mut finished = Finished::Done;
+    // Only a sync says how the connection's syncing goes; a subscription job's outcome shows
+    // on its subscriptions.
+    let syncs = lane == "sync";
     match finish {
-        JobFinish::Succeeded => {
+        JobFinish::Succeeded if syncs => {
             if follow_up.is_some() {
                 let id = JobId::generate();
                 let queued = sqlx::query(&format!(
                     "WITH inserted AS (INSERT INTO sync_jobs (id, tenant_id, connection_id, \
                      provider, job_type, status, attempts, max_attempts, scheduled_at, \
-                     created_at, updated_at) \
+                     created_at, updated_at, lane) \
                      SELECT $1, tenant_id, connection_id, provider, follow_up, 'queued', 0, \
-                     max_attempts, $2, $2, $2 FROM sync_jobs WHERE id = $3 AND EXISTS (SELECT 1 \
-                     FROM connections c WHERE c.id = sync_jobs.connection_id \
+                     max_attempts, $2, $2, $2, lane FROM sync_jobs WHERE id = $3 AND EXISTS \
+                     (SELECT 1 FROM connections c WHERE c.id = sync_jobs.connection_id \
                      AND c.status = 'active') \
-                     ON CONFLICT (connection_id) WHERE status IN ('queued', 'running') \
+                     ON CONFLICT (connection_id, lane) WHERE status IN ('queued', 'running') \
                      DO NOTHING RETURNING id) \
                      SELECT id, pg_notify('{JOBS_CHANNEL}', '') FROM inserted"
                 ))
@@ -326,7 +334,7 @@ async fn finish(
             .execute(&mut *tx)
             .await?;
         }
-        JobFinish::Failed { error } => {
+        JobFinish::Failed { error } if syncs => {
             sqlx::query("UPDATE connections SET last_error = $1, updated_at = $2 WHERE id = $3")
                 .bind(error)
                 .bind(now)
@@ -334,7 +342,10 @@ async fn finish(
                 .execute(&mut *tx)
                 .await?;
         }
-        JobFinish::Retry { .. } | JobFinish::Defer { .. } => {}
+        JobFinish::Succeeded
+        | JobFinish::Failed { .. }
+        | JobFinish::Retry { .. }
+        | JobFinish::Defer { .. } => {}
     }
     tx.commit().await?;
     Ok(finished)

@@ -16,7 +16,8 @@ pub(super) async fn insert(pool: &SqlitePool, new: &NewJob) -> Result<Job, Store
     let sql = format!(
         "INSERT INTO sync_jobs (id, tenant_id, connection_id, provider, job_type, status, \
          attempts, max_attempts, scheduled_at, started_at, finished_at, error, created_at, \
-         updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {COLUMNS}"
+         updated_at, lane) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+         RETURNING {COLUMNS}"
     );
     let row = sqlx::query(&sql)
         .bind(new.id.0)
@@ -33,6 +34,7 @@ pub(super) async fn insert(pool: &SqlitePool, new: &NewJob) -> Result<Job, Store
         .bind(&new.error)
         .bind(created)
         .bind(created)
+        .bind(new.job_type.lane())
         .fetch_one(pool)
         .await?;
     decode(&row)

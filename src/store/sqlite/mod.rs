@@ -10,6 +10,7 @@ mod jobs;
 mod oauth_states;
 mod queue;
 mod signals;
+mod subscriptions;
 
 use std::str::FromStr;
 use std::sync::Arc;

@@ -33,8 +33,8 @@ async fn enqueue(
         let inserted = sqlx::query(
             "INSERT INTO sync_jobs (id, tenant_id, connection_id, provider, job_type, status, \
              attempts, max_attempts, scheduled_at, started_at, finished_at, error, created_at, \
-             updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (connection_id) WHERE status IN ('queued', 'running') DO NOTHING \
+             updated_at, lane) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (connection_id, lane) WHERE status IN ('queued', 'running') DO NOTHING \
              RETURNING id, tenant_id",
         )
         .bind(new.id.0)
@@ -51,6 +51,7 @@ async fn enqueue(
         .bind(&new.error)
         .bind(created)
         .bind(created)
+        .bind(new.job_type.lane())
         .fetch_optional(pool)
         .await?;
         if let Some(row) = inserted {
@@ -62,10 +63,12 @@ async fn enqueue(
             IfRunning::FollowUp => {
                 sqlx::query(
                     "UPDATE sync_jobs SET follow_up = COALESCE(follow_up, ?) \
-                     WHERE connection_id = ? AND status = 'running' RETURNING id, tenant_id",
+                     WHERE connection_id = ? AND lane = ? AND status = 'running' \
+                     RETURNING id, tenant_id",
                 )
                 .bind(new.job_type.as_str())
                 .bind(new.connection_id.0)
+                .bind(new.job_type.lane())
                 .fetch_optional(pool)
                 .await?
             }
@@ -75,9 +78,10 @@ async fn enqueue(
             None => {
                 sqlx::query(
                     "SELECT id, tenant_id FROM sync_jobs WHERE connection_id = ? \
-                     AND status IN ('queued', 'running')",
+                     AND lane = ? AND status IN ('queued', 'running')",
                 )
                 .bind(new.connection_id.0)
+                .bind(new.job_type.lane())
                 .fetch_optional(pool)
                 .await?
             }
@@ -284,7 +288,7 @@ async fn finish(
         .push_bind(lease.job.0)
         .push(" AND lease_owner = ")
         .push_bind(lease.owner.to_string())
-        .push(" AND status = 'running' RETURNING connection_id, follow_up");
+        .push(" AND status = 'running' RETURNING connection_id, follow_up, lane");
     let mut tx = pool.begin().await?;
     let Some(row) = q.build().fetch_optional(&mut *tx).await? else {
         tx.rollback().await?;
@@ -292,19 +296,23 @@ async fn finish(
     };
     let connection: Uuid = row.try_get("connection_id")?;
     let follow_up: Option<String> = row.try_get("follow_up")?;
+    let lane: String = row.try_get("lane")?;
     let mut finished = Finished::Done;
+    // Only a sync says how the connection's syncing goes; a subscription job's outcome shows
+    // on its subscriptions.
+    let syncs = lane == "sync";
     match finish {
-        JobFinish::Succeeded => {
+        JobFinish::Succeeded if syncs => {
             if follow_up.is_some() {
                 let id = JobId::generate();
                 let queued = sqlx::query(
                     "INSERT INTO sync_jobs (id, tenant_id, connection_id, provider, job_type, \
-                     status, attempts, max_attempts, scheduled_at, created_at, updated_at) \
+                     status, attempts, max_attempts, scheduled_at, created_at, updated_at, lane) \
                      SELECT ?, tenant_id, connection_id, provider, follow_up, 'queued', 0, \
-                     max_attempts, ?, ?, ? FROM sync_jobs WHERE id = ? AND EXISTS (SELECT 1 \
+                     max_attempts, ?, ?, ?, lane FROM sync_jobs WHERE id = ? AND EXISTS (SELECT 1 \
                      FROM connections c WHERE c.id = sync_jobs.connection_id \
                      AND c.status = 'active') \
-                     ON CONFLICT (connection_id) WHERE status IN ('queued', 'running') \
+                     ON CONFLICT (connection_id, lane) WHERE status IN ('queued', 'running') \
                      DO NOTHING",
                 )
                 .bind(id.0)
@@ -329,7 +337,7 @@ async fn finish(
             .execute(&mut *tx)
             .await?;
         }
-        JobFinish::Failed { error } => {
+        JobFinish::Failed { error } if syncs => {
             sqlx::query("UPDATE connections SET last_error = ?, updated_at = ? WHERE id = ?")
                 .bind(error)
                 .bind(now)
@@ -337,7 +345,10 @@ async fn finish(
                 .execute(&mut *tx)
                 .await?;
         }
-        JobFinish::Retry { .. } | JobFinish::Defer { .. } => {}
+        JobFinish::Succeeded
+        | JobFinish::Failed { .. }
+        | JobFinish::Retry { .. }
+        | JobFinish::Defer { .. } => {}
     }
     tx.commit().await?;
     Ok(finished)

@@ -1,4 +1,7 @@
-//! Token refresh: ahead of expiry by a background task ([`run`]), and once on a `401` through
+//! A connection's tokens and sealed provider secrets: sealing them for their row, opening them
+//! for a provider call, and keeping tokens fresh.
+//!
+//! Refresh: ahead of expiry by a background task ([`run`]), and once on a `401` through
 //! [`refresh_after_unauthorized`]. One refresh per connection at a time: an in-process lock per
 //! connection ([`Services::refresh_locks`]) plus the store's cross-instance lock. A rotated refresh
 //! token is stored before the new access token is handed out; `invalid_grant` moves the
@@ -6,10 +9,15 @@
 
 use std::time::Duration;
 
-use super::flow::seal_tokens;
+pub mod revoke;
+
+use serde_json::{Map, Value};
+
 use crate::connector::{ConnectionTokens, ProviderCallError, ProviderSecrets, TokenSet};
 use crate::crypto::{Aad, Secret};
-use crate::domain::{now, Connection, ConnectionStatus, SealedField, Timestamp};
+use crate::domain::{
+    now, Connection, ConnectionId, ConnectionStatus, SealedField, SealedTokens, TenantId, Timestamp,
+};
 use crate::services::Services;
 
 /// Why no usable token could be had.
@@ -278,4 +286,45 @@ pub async fn open_secrets(
     let values = serde_json::from_str(text.expose())
         .map_err(|e| TokenError::Internal(anyhow::anyhow!("sealed provider secrets: {e}")))?;
     Ok(ProviderSecrets::new(values))
+}
+
+/// Seals a token pair for connection `id`.
+pub fn seal_tokens(
+    services: &Services,
+    tenant: TenantId,
+    slug: &str,
+    id: ConnectionId,
+    access: &Secret,
+    refresh: Option<&Secret>,
+    expires_at: Option<Timestamp>,
+) -> SealedTokens {
+    let row = id.to_string();
+    let aad = |field: SealedField| Aad::new(tenant, slug, &row, field.aad_name());
+    SealedTokens {
+        access_token: Some(
+            services
+                .vault
+                .seal_str(access, &aad(SealedField::AccessToken)),
+        ),
+        refresh_token: refresh.map(|r| services.vault.seal_str(r, &aad(SealedField::RefreshToken))),
+        expires_at,
+    }
+}
+
+/// Seals a connection's provider secrets for connection `id`.
+pub fn seal_secrets(
+    services: &Services,
+    tenant: TenantId,
+    slug: &str,
+    id: ConnectionId,
+    secrets: &Map<String, Value>,
+) -> Result<Vec<u8>, serde_json::Error> {
+    let text = Secret::new(serde_json::to_string(secrets)?);
+    let aad = Aad::new(
+        tenant,
+        slug,
+        &id.to_string(),
+        SealedField::ProviderSecrets.aad_name(),
+    );
+    Ok(services.vault.seal_str(&text, &aad))
 }

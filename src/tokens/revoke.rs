@@ -1,6 +1,6 @@
 //! Revoking a connection's grant at its provider: best effort, never blocking a disconnect.
 
-use super::refresh::open_tokens;
+use super::open_tokens;
 use crate::domain::Connection;
 use crate::services::Services;
 

@@ -1,0 +1,34 @@
+//! Provider-side subscriptions as a connector takes part in them: what opening, renewing and
+//! closing one may use, and what opening one gives back. The engine (`crate::subscriptions`)
+//! decides when; the connector only speaks to its provider.
+
+use url::Url;
+
+use super::{Metadata, ProviderContext, ProviderSecrets};
+use crate::crypto::Secret;
+use crate::domain::{Connection, Subscription, Timestamp};
+
+/// What a subscription step may use.
+#[derive(Clone, Copy)]
+pub struct SubscriptionContext<'a> {
+    pub provider: ProviderContext<'a>,
+    pub connection: &'a Connection,
+    pub secrets: &'a ProviderSecrets,
+    pub access_token: &'a Secret,
+    /// The subscription: its `resource`, and once opened its `external_id` and `state`.
+    pub subscription: &'a Subscription,
+    /// Where the provider should deliver: this tenant's webhook URL,
+    /// `{public base}/webhooks/{provider}/{tenant_id}`.
+    pub webhook_url: &'a Url,
+}
+
+/// A subscription the provider opened (or renewed).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Opened {
+    /// The provider's id of it (a channel id, a webhook id).
+    pub external_id: String,
+    /// When the provider lets it lapse; `None` when it does not expire.
+    pub expires_at: Option<Timestamp>,
+    /// The provider's non-secret data about it, kept with it (a channel's resource id).
+    pub state: Metadata,
+}

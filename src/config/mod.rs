@@ -5,6 +5,7 @@
 mod local_secrets;
 mod parse;
 mod providers;
+mod sections;
 mod source;
 
 use std::net::SocketAddr;
@@ -179,155 +180,17 @@ impl Config {
     pub fn from_source(source: &Source) -> Result<Self, ConfigError> {
         let profile = parse::optional(source, "POBLYSH_PROFILE", parse::one_of(Profile::ALL))?
             .unwrap_or(Profile::Local);
-        let bind_addr = parse::optional(source, "POBLYSH_API_BIND_ADDR", parse::socket_addr)?
-            .unwrap_or_else(|| match profile {
-                Profile::Prod => SocketAddr::from(([0, 0, 0, 0], 8080)),
-                _ => SocketAddr::from(([127, 0, 0, 1], 8080)),
-            });
-        let metrics_bind_addr =
-            parse::optional(source, "POBLYSH_METRICS_BIND_ADDR", parse::socket_addr)?;
-        let public_base_url =
-            match parse::optional(source, "POBLYSH_PUBLIC_BASE_URL", parse::http_url)? {
-                Some(url) => url,
-                None if profile == Profile::Prod => {
-                    return Err(ConfigError::new(
-                        "POBLYSH_PUBLIC_BASE_URL",
-                        "is required in the prod profile (providers redirect to it)",
-                    ))
-                }
-                None => parse::http_url(&format!("http://{bind_addr}"))
-                    .map_err(|p| ConfigError::new("POBLYSH_API_BIND_ADDR", p))?,
-            };
+        let (bind_addr, metrics_bind_addr, public_base_url) = sections::listen(source, profile)?;
         let data_dir = PathBuf::from(source.get("POBLYSH_DATA_DIR").unwrap_or("./data"));
-        let database_url = match source.get("POBLYSH_DATABASE_URL") {
-            Some(url)
-                if url.starts_with("sqlite:")
-                    || url.starts_with("postgres://")
-                    || url.starts_with("postgresql://") =>
-            {
-                url.to_string()
-            }
-            Some(_) => {
-                return Err(ConfigError::new(
-                    "POBLYSH_DATABASE_URL",
-                    "must start with sqlite:, postgres:// or postgresql://",
-                ))
-            }
-            None => format!("sqlite://{}", data_dir.join("connectors.db").display()),
-        };
-        let db_max_connections = parse::optional(
-            source,
-            "POBLYSH_DB_MAX_CONNECTIONS",
-            parse::bounded(1u32, 1000),
-        )?
-        .unwrap_or(10);
-        let log_level = match source.get("POBLYSH_LOG_LEVEL") {
-            Some(level) => {
-                tracing_subscriber::EnvFilter::try_new(level).map_err(|e| {
-                    ConfigError::new("POBLYSH_LOG_LEVEL", format!("is not a valid filter: {e}"))
-                })?;
-                level.to_string()
-            }
-            None => "info".to_string(),
-        };
-        let log_format = parse::optional(
-            source,
-            "POBLYSH_LOG_FORMAT",
-            parse::one_of(&["json", "pretty"]),
-        )?
-        .unwrap_or(match profile {
-            Profile::Local => LogFormat::Pretty,
-            _ => LogFormat::Json,
-        });
-        let request_timeout = parse::optional(
-            source,
-            "POBLYSH_REQUEST_TIMEOUT_SECS",
-            parse::bounded(1u64, 3600),
-        )?
-        .map(Duration::from_secs)
-        .unwrap_or(Duration::from_secs(30));
-        let max_body_bytes = parse::optional(
-            source,
-            "POBLYSH_MAX_BODY_BYTES",
-            parse::bounded(1024usize, 64 * 1024 * 1024),
-        )?
-        .unwrap_or(1024 * 1024);
-        let allowed_return_urls =
-            parse::optional(source, "POBLYSH_ALLOWED_RETURN_URLS", parse::url_list)?
-                .unwrap_or_default();
-        let allowed_redirect_uris =
-            parse::optional(source, "POBLYSH_ALLOWED_REDIRECT_URIS", parse::url_list)?
-                .unwrap_or_default();
-        let sandbox_enabled = parse::optional(source, "POBLYSH_SANDBOX_ENABLED", parse::boolean)?
-            .unwrap_or(profile == Profile::Local);
-        let providers = providers::load(source)?;
-        let roles = parse::optional(source, "POBLYSH_ROLES", |text| {
-            let words = parse::word_list(text)?;
-            if let Some(bad) = words
-                .iter()
-                .find(|w| !matches!(w.as_str(), "api" | "worker"))
-            {
-                return Err(format!("must list api and/or worker, got {bad:?}"));
-            }
-            Ok(Roles {
-                api: words.iter().any(|w| w == "api"),
-                worker: words.iter().any(|w| w == "worker"),
-            })
-        })?
-        .unwrap_or(Roles {
-            api: true,
-            worker: true,
-        });
-        let worker_poll_interval = parse::optional(
-            source,
-            "POBLYSH_WORKER_POLL_INTERVAL_MS",
-            parse::bounded(10u64, 3_600_000),
-        )?
-        .map(Duration::from_millis)
-        .unwrap_or(Duration::from_secs(1));
-        let sync_concurrency = parse::optional(
-            source,
-            "POBLYSH_SYNC_CONCURRENCY",
-            parse::bounded(1usize, 256),
-        )?
-        .unwrap_or(DEFAULT_SYNC_CONCURRENCY);
-        let sync_interval = parse::optional(
-            source,
-            "POBLYSH_SYNC_INTERVAL_SECS",
-            parse::bounded(1u64, 604_800),
-        )?
-        .map(Duration::from_secs)
-        .unwrap_or(Duration::from_secs(15 * 60));
-        let provider_sync_intervals = providers::sync_intervals(source)?;
-
+        let (database_url, db_max_connections) = sections::database(source, &data_dir)?;
+        let (log_level, log_format) = sections::logging(source, profile)?;
+        let requests = sections::requests(source)?;
+        let work = sections::work(source)?;
+        let timings = sections::timings(source)?;
         let mut startup_notes = Vec::new();
         let (operator_tokens, operator_token_source) =
             local_secrets::operator_tokens(source, profile, &data_dir, &mut startup_notes)?;
         let crypto_key = local_secrets::crypto_key(source, profile, &data_dir, &mut startup_notes)?;
-        let previous_crypto_keys =
-            parse::optional(source, "POBLYSH_CRYPTO_PREVIOUS_KEYS", |text| {
-                text.split(',')
-                    .map(str::trim)
-                    .filter(|k| !k.is_empty())
-                    .map(|k| CryptoKey::from_base64(k).map_err(|p| format!("each key {p}")))
-                    .collect::<Result<Vec<_>, _>>()
-            })?
-            .unwrap_or_default();
-        let secs = |name: &str, default: u64, max: u64| {
-            parse::optional(source, name, parse::bounded(1u64, max))
-                .map(|v| Duration::from_secs(v.unwrap_or(default)))
-        };
-        let oauth_state_ttl = secs("POBLYSH_OAUTH_STATE_TTL_SECS", 600, 3600)?;
-        let token_refresh_lead = secs("POBLYSH_TOKEN_REFRESH_LEAD_SECS", 600, 86_400)?;
-        let token_refresh_interval = secs("POBLYSH_TOKEN_REFRESH_INTERVAL_SECS", 60, 86_400)?;
-        let provider_timeout = secs("POBLYSH_PROVIDER_TIMEOUT_SECS", 20, 300)?;
-        if token_refresh_interval >= token_refresh_lead {
-            return Err(ConfigError::new(
-                "POBLYSH_TOKEN_REFRESH_INTERVAL_SECS",
-                "must be shorter than POBLYSH_TOKEN_REFRESH_LEAD_SECS, or tokens could expire between scans",
-            ));
-        }
-
         Ok(Config {
             profile,
             bind_addr,
@@ -339,24 +202,25 @@ impl Config {
             operator_tokens,
             operator_token_source,
             crypto_key,
-            previous_crypto_keys,
-            oauth_state_ttl,
-            token_refresh_lead,
-            token_refresh_interval,
-            provider_timeout,
+            previous_crypto_keys: sections::previous_keys(source)?,
+            oauth_state_ttl: timings.oauth_state_ttl,
+            token_refresh_lead: timings.token_refresh_lead,
+            token_refresh_interval: timings.token_refresh_interval,
+            provider_timeout: timings.provider_timeout,
             log_level,
             log_format,
-            request_timeout,
-            max_body_bytes,
-            allowed_return_urls,
-            allowed_redirect_uris,
-            sandbox_enabled,
-            roles,
-            worker_poll_interval,
-            sync_concurrency,
-            sync_interval,
-            provider_sync_intervals,
-            providers,
+            request_timeout: requests.timeout,
+            max_body_bytes: requests.max_body_bytes,
+            allowed_return_urls: requests.allowed_return_urls,
+            allowed_redirect_uris: requests.allowed_redirect_uris,
+            sandbox_enabled: parse::optional(source, "POBLYSH_SANDBOX_ENABLED", parse::boolean)?
+                .unwrap_or(profile == Profile::Local),
+            roles: work.roles,
+            worker_poll_interval: work.poll_interval,
+            sync_concurrency: work.sync_concurrency,
+            sync_interval: work.sync_interval,
+            provider_sync_intervals: providers::sync_intervals(source)?,
+            providers: providers::load(source)?,
             startup_notes,
         })
     }

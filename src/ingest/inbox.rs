@@ -48,77 +48,120 @@ async fn round(state: &Services, stranded: &Stranded) -> anyhow::Result<usize> {
             return Err(err.into());
         }
     };
-    let mut candidates: HashMap<(TenantId, String), Vec<Connection>> = HashMap::new();
-    let mut completions = Vec::with_capacity(claimed.len());
-    let mut failures = Vec::new();
-    for event in &claimed {
-        match decide(state, event, &mut candidates).await {
-            Ok(completion) => completions.push(completion),
-            Err(err) if err.is_unavailable() => {
-                // No outcome of this batch can be recorded now.
-                stranded.keep(lease_until, &claimed);
-                return Err(err.into());
-            }
-            Err(err) => failures.push((event, format!("{:#}", anyhow::Error::from(err)))),
-        }
+    let batch = Batch {
+        state,
+        stranded,
+        claimed: &claimed,
+        lease_until,
+    };
+    let (completions, failures) = batch.decide_all().await?;
+    let (recorded, failures) = batch.record(completions, failures).await?;
+    for completion in &recorded {
+        let provider = batch.event(completion.id).map(|e| e.provider.clone());
+        metrics::counter!("webhook_events_total", "provider" => provider.unwrap_or_default(), "outcome" => completion.outcome.as_str()).increment(1);
     }
-    if completions.is_empty() {
-        // Nothing to record.
-    } else if let Err(err) = state
-        .store
-        .complete_webhook_events(&completions, lease_until, now())
-        .await
-    {
+    batch.retry_or_fail(&failures).await?;
+    Ok(claimed.len())
+}
+
+/// One claimed batch, under the lease its claim set.
+struct Batch<'a> {
+    state: &'a Services,
+    stranded: &'a Stranded,
+    claimed: &'a [StoredWebhookEvent],
+    lease_until: Timestamp,
+}
+
+/// An event whose processing failed in a way worth retrying, with why.
+type Failure<'a> = (&'a StoredWebhookEvent, String);
+
+impl<'a> Batch<'a> {
+    fn event(&self, id: uuid::Uuid) -> Option<&'a StoredWebhookEvent> {
+        self.claimed.iter().find(|e| e.id == id)
+    }
+
+    /// What each event comes to. Stops (keeping the claim for later) when the store is away.
+    async fn decide_all(&self) -> anyhow::Result<(Vec<EventCompletion>, Vec<Failure<'a>>)> {
+        let mut candidates: HashMap<(TenantId, String), Vec<Connection>> = HashMap::new();
+        let mut completions = Vec::with_capacity(self.claimed.len());
+        let mut failures = Vec::new();
+        for event in self.claimed {
+            match decide(self.state, event, &mut candidates).await {
+                Ok(completion) => completions.push(completion),
+                Err(err) if err.is_unavailable() => {
+                    // No outcome of this batch can be recorded now.
+                    self.stranded.keep(self.lease_until, self.claimed);
+                    return Err(err.into());
+                }
+                Err(err) => failures.push((event, format!("{:#}", anyhow::Error::from(err)))),
+            }
+        }
+        Ok((completions, failures))
+    }
+
+    /// Records the outcomes in one transaction; when the database refuses one event's write (a
+    /// signal it rejects, a connection deleted meanwhile), records each alone, so that only
+    /// that event retries. Returns what was recorded and the failures, those added.
+    async fn record(
+        &self,
+        completions: Vec<EventCompletion>,
+        mut failures: Vec<Failure<'a>>,
+    ) -> anyhow::Result<(Vec<EventCompletion>, Vec<Failure<'a>>)> {
+        let store = &self.state.store;
+        if completions.is_empty() {
+            return Ok((completions, failures));
+        }
+        let Err(err) = store
+            .complete_webhook_events(&completions, self.lease_until, now())
+            .await
+        else {
+            return Ok((completions, failures));
+        };
         if err.is_unavailable() {
-            stranded.keep(lease_until, &claimed);
+            self.stranded.keep(self.lease_until, self.claimed);
             return Err(err.into());
         }
-        // One event's write (a signal the database refuses, a connection deleted meanwhile)
-        // fails the batch's transaction: record each alone, so that only that event retries.
-        let event = |id| claimed.iter().find(|e| e.id == id);
-        let batch = std::mem::take(&mut completions);
-        for (n, completion) in batch.iter().enumerate() {
-            match state
-                .store
-                .complete_webhook_events(std::slice::from_ref(completion), lease_until, now())
+        let mut recorded = Vec::with_capacity(completions.len());
+        for (n, completion) in completions.iter().enumerate() {
+            match store
+                .complete_webhook_events(std::slice::from_ref(completion), self.lease_until, now())
                 .await
             {
-                Ok(()) => completions.push(completion.clone()),
+                Ok(()) => recorded.push(completion.clone()),
                 Err(err) if err.is_unavailable() => {
-                    let unrecorded = batch[n..].iter().filter_map(|c| event(c.id));
+                    let unrecorded = completions[n..].iter().filter_map(|c| self.event(c.id));
                     let failed = failures.iter().map(|(e, _)| *e);
-                    stranded.keep(lease_until, unrecorded.chain(failed));
+                    self.stranded
+                        .keep(self.lease_until, unrecorded.chain(failed));
                     return Err(err.into());
                 }
                 Err(err) => {
-                    if let Some(event) = event(completion.id) {
+                    if let Some(event) = self.event(completion.id) {
                         failures.push((event, format!("{:#}", anyhow::Error::from(err))));
                     }
                 }
             }
         }
+        Ok((recorded, failures))
     }
-    for completion in &completions {
-        let provider = claimed
-            .iter()
-            .find(|e| e.id == completion.id)
-            .map(|e| e.provider.clone())
-            .unwrap_or_default();
-        metrics::counter!("webhook_events_total", "provider" => provider, "outcome" => completion.outcome.as_str()).increment(1);
-    }
-    for (n, (event, error)) in failures.iter().enumerate() {
-        metrics::counter!("webhook_events_total", "provider" => event.provider.clone(), "outcome" => "retry").increment(1);
-        if let Err(err) = give_up_or_retry(state, event, error, lease_until).await {
-            if err.is_unavailable() {
-                // This failure and the ones after it are recorded once the store answers.
-                stranded.keep(lease_until, failures[n..].iter().map(|(e, _)| *e));
-                return Err(err.into());
+
+    /// Another attempt later for each failure, or `failed` after the last.
+    async fn retry_or_fail(&self, failures: &[Failure<'a>]) -> anyhow::Result<()> {
+        for (n, (event, error)) in failures.iter().enumerate() {
+            metrics::counter!("webhook_events_total", "provider" => event.provider.clone(), "outcome" => "retry").increment(1);
+            if let Err(err) = give_up_or_retry(self.state, event, error, self.lease_until).await {
+                if err.is_unavailable() {
+                    // This failure and the ones after it are recorded once the store answers.
+                    self.stranded
+                        .keep(self.lease_until, failures[n..].iter().map(|(e, _)| *e));
+                    return Err(err.into());
+                }
+                // The lease expires and the event is claimed again.
+                tracing::warn!(event_id = %event.id, error = %err, "could not record the event's failure");
             }
-            // The lease expires and the event is claimed again.
-            tracing::warn!(event_id = %event.id, error = %err, "could not record the event's failure");
         }
+        Ok(())
     }
-    Ok(claimed.len())
 }
 
 /// Processes events until none is due.

@@ -175,61 +175,7 @@ impl SyncWorker {
     ) -> anyhow::Result<JobOutcome> {
         let mut progress = Progress::default();
         let stopped = self.execute(state, connector, &job, &mut progress).await;
-        let lease = Lease {
-            job: job.id,
-            owner: self.owner(),
-        };
-        let at = now();
-        let (result, finish) = match &stopped {
-            Ok(()) => (JobResult::Succeeded, Some(JobFinish::Succeeded)),
-            Err(Stop::LeaseLost) => (JobResult::LeaseLost, None),
-            Err(Stop::Defer { wait, note }) => {
-                let until = later(at, *wait);
-                (
-                    JobResult::Deferred { at: until },
-                    Some(JobFinish::Defer {
-                        at: until,
-                        note: *note,
-                    }),
-                )
-            }
-            Err(Stop::Failed(failure)) => match &failure.retry {
-                Some(retry) if job.attempts < job.max_attempts => {
-                    let until = later(at, retry_delay(job.attempts, retry));
-                    (
-                        JobResult::Retrying {
-                            at: until,
-                            error: failure.error.clone(),
-                        },
-                        Some(JobFinish::Retry {
-                            at: until,
-                            error: &failure.error,
-                        }),
-                    )
-                }
-                _ => (
-                    JobResult::Failed {
-                        error: failure.error.clone(),
-                    },
-                    Some(JobFinish::Failed {
-                        error: &failure.error,
-                    }),
-                ),
-            },
-        };
-        let result = match finish {
-            Some(finish) => match state.store.finish_sync_job(lease, finish, at).await? {
-                Finished::NotOurs => JobResult::LeaseLost,
-                Finished::Done => result,
-                Finished::FollowedBy(follow_up) => {
-                    tracing::info!(follow_up = %follow_up, "a sync requested while this one ran is queued");
-                    // This process's idle workers start it now rather than at their next poll.
-                    state.sync.notify();
-                    result
-                }
-            },
-            None => result,
-        };
+        let result = self.record(state, &job, &stopped).await?;
         if let (JobType::Subscription, JobResult::Failed { error }) = (job.job_type, &result) {
             // The subscriptions it could not open or renew show why, and are tried again later.
             if let Err(err) = crate::subscriptions::give_up(state, &job, error).await {
@@ -243,33 +189,7 @@ impl SyncWorker {
             "outcome" => result.label()
         )
         .increment(1);
-        match &result {
-            JobResult::Succeeded => tracing::info!(
-                pages = progress.pages,
-                new_signals = progress.new_signals,
-                "sync job succeeded"
-            ),
-            JobResult::Retrying { at, error } => tracing::warn!(
-                pages = progress.pages,
-                retry_at = %crate::domain::format_time(at),
-                error = %error,
-                "sync attempt failed; will retry"
-            ),
-            JobResult::Deferred { at } => tracing::info!(
-                pages = progress.pages,
-                resume_at = %crate::domain::format_time(at),
-                "sync job deferred"
-            ),
-            JobResult::Failed { error } => {
-                tracing::warn!(pages = progress.pages, error = %error, "sync job failed")
-            }
-            JobResult::LeaseLost => {
-                tracing::warn!(
-                    pages = progress.pages,
-                    "sync job taken over by another worker"
-                )
-            }
-        }
+        log(&result, progress);
         Ok(JobOutcome {
             job_id: job.id,
             connection_id: job.connection_id,
@@ -280,6 +200,36 @@ impl SyncWorker {
             pages: progress.pages,
             new_signals: progress.new_signals,
         })
+    }
+
+    /// Records how a run of `job` stopped: succeeded, back in the queue, or failed.
+    async fn record(
+        &self,
+        state: &Services,
+        job: &Job,
+        stopped: &Result<(), Stop>,
+    ) -> anyhow::Result<JobResult> {
+        let lease = Lease {
+            job: job.id,
+            owner: self.owner(),
+        };
+        let at = now();
+        let (result, finish) = outcome(job, stopped, at);
+        let Some(finish) = finish else {
+            return Ok(result);
+        };
+        Ok(
+            match state.store.finish_sync_job(lease, finish, at).await? {
+                Finished::NotOurs => JobResult::LeaseLost,
+                Finished::Done => result,
+                Finished::FollowedBy(follow_up) => {
+                    tracing::info!(follow_up = %follow_up, "a sync requested while this one ran is queued");
+                    // This process's idle workers start it now rather than at their next poll.
+                    state.sync.notify();
+                    result
+                }
+            },
+        )
     }
 
     /// Claims and runs jobs, up to `concurrency` at once, until shutdown begins; then lets the
@@ -327,5 +277,82 @@ impl SyncWorker {
             }
         }
         while running.join_next().await.is_some() {}
+    }
+}
+
+/// What a run that stopped as `stopped` comes to, and how to finish its job (`None`: the
+/// lease is no longer ours, write nothing).
+fn outcome<'a>(
+    job: &Job,
+    stopped: &'a Result<(), Stop>,
+    at: Timestamp,
+) -> (JobResult, Option<JobFinish<'a>>) {
+    match stopped {
+        Ok(()) => (JobResult::Succeeded, Some(JobFinish::Succeeded)),
+        Err(Stop::LeaseLost) => (JobResult::LeaseLost, None),
+        Err(Stop::Defer { wait, note }) => {
+            let until = later(at, *wait);
+            (
+                JobResult::Deferred { at: until },
+                Some(JobFinish::Defer {
+                    at: until,
+                    note: *note,
+                }),
+            )
+        }
+        Err(Stop::Failed(failure)) => match &failure.retry {
+            Some(retry) if job.attempts < job.max_attempts => {
+                let until = later(at, retry_delay(job.attempts, retry));
+                (
+                    JobResult::Retrying {
+                        at: until,
+                        error: failure.error.clone(),
+                    },
+                    Some(JobFinish::Retry {
+                        at: until,
+                        error: &failure.error,
+                    }),
+                )
+            }
+            _ => (
+                JobResult::Failed {
+                    error: failure.error.clone(),
+                },
+                Some(JobFinish::Failed {
+                    error: &failure.error,
+                }),
+            ),
+        },
+    }
+}
+
+/// One log line for a finished run.
+fn log(result: &JobResult, progress: Progress) {
+    match &result {
+        JobResult::Succeeded => tracing::info!(
+            pages = progress.pages,
+            new_signals = progress.new_signals,
+            "sync job succeeded"
+        ),
+        JobResult::Retrying { at, error } => tracing::warn!(
+            pages = progress.pages,
+            retry_at = %crate::domain::format_time(at),
+            error = %error,
+            "sync attempt failed; will retry"
+        ),
+        JobResult::Deferred { at } => tracing::info!(
+            pages = progress.pages,
+            resume_at = %crate::domain::format_time(at),
+            "sync job deferred"
+        ),
+        JobResult::Failed { error } => {
+            tracing::warn!(pages = progress.pages, error = %error, "sync job failed")
+        }
+        JobResult::LeaseLost => {
+            tracing::warn!(
+                pages = progress.pages,
+                "sync job taken over by another worker"
+            )
+        }
     }
 }

@@ -171,6 +171,8 @@ enum Step {
     InvalidGrant,
     /// The connection is disconnected (through `Scripted::store`) while the page is read.
     DisconnectedThenPage(u64, bool),
+    /// A page that also sets members of the connection's metadata.
+    PageWithMetadata(u64, bool, Value),
 }
 
 /// What `sync_page` was called with.
@@ -178,6 +180,8 @@ enum Step {
 struct Call {
     cursor: Option<Value>,
     token: String,
+    /// The connection's metadata as the step saw it.
+    metadata: serde_json::Map<String, Value>,
 }
 
 /// A connector answering from a script; cursors are `{"n": <signals so far>}`. An exhausted
@@ -224,12 +228,18 @@ impl Connector for Scripted {
         self.calls.lock().expect("lock").push(Call {
             cursor: cursor.cloned(),
             token: ctx.access_token.expose().to_string(),
+            metadata: ctx.connection.metadata.clone(),
         });
         let step = self.steps.lock().expect("lock").pop_front();
         let from = cursor.and_then(|c| c["n"].as_u64()).unwrap_or(0);
+        let mut metadata = None;
         let (count, more) = match step {
             None => (0, false),
             Some(Step::Page(count, more)) => (count, more),
+            Some(Step::PageWithMetadata(count, more, patch)) => {
+                metadata = patch.as_object().cloned();
+                (count, more)
+            }
             Some(Step::Unauthorized) => return Err(ProviderCallError::Unauthorized),
             Some(Step::Unavailable) => {
                 return Err(ProviderCallError::Unavailable(
@@ -269,7 +279,7 @@ impl Connector for Scripted {
             signals,
             cursor: json!({ "n": from + count }),
             more,
-            metadata: None,
+            metadata,
         })
     }
 }
@@ -383,6 +393,34 @@ async fn pages_are_committed_with_their_cursor_until_the_last() {
     assert_eq!(stored.attempts, 1);
     assert!(stored.finished_at.is_some() && stored.error.is_none());
     assert!(h.connection().await.last_synced_at.is_some());
+}
+
+#[tokio::test]
+async fn a_page_updates_the_connection_metadata_with_its_cursor_and_the_next_page_sees_it() {
+    let h = harness().await;
+    h.enqueue(5).await;
+    let worker = SyncWorker::new();
+    let connector = Scripted::new([
+        Step::PageWithMetadata(
+            1,
+            true,
+            json!({ "history_id": "10", "mailbox": "a@example.com" }),
+        ),
+        Step::PageWithMetadata(1, false, json!({ "history_id": "11", "mailbox": null })),
+    ]);
+    let outcome = h.run(&worker, &connector, now()).await;
+    assert_eq!(outcome.result, JobResult::Succeeded);
+    let calls = connector.calls();
+    assert_eq!(calls[0].metadata, serde_json::Map::new());
+    assert_eq!(
+        Value::Object(calls[1].metadata.clone()),
+        json!({ "history_id": "10", "mailbox": "a@example.com" })
+    );
+    // Set member by member; `null` removes one.
+    assert_eq!(
+        Value::Object(h.connection().await.metadata),
+        json!({ "history_id": "11" })
+    );
 }
 
 #[tokio::test]

@@ -23,10 +23,9 @@ use connectors::store::{Store, StoreOptions};
 use futures::stream::{self, StreamExt};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
-use sqlx::{Connection as _, Executor, PgConnection};
 use uuid::Uuid;
 
-use crate::helpers::{tenant, TOKEN};
+use crate::helpers::{tenant, TestDatabase, TOKEN};
 
 const SECRET: &str = "fault-tests-sandbox-webhook-secret";
 /// How long a process may take to start listening and to answer `/readyz` with 200.
@@ -43,48 +42,25 @@ pub(crate) fn postgres_admin_url() -> String {
         .unwrap_or_else(|| "postgres://127.0.0.1:5432/test".to_string())
 }
 
-/// A database that exists for one test, and the directory the processes run in.
-pub(crate) struct Database {
-    pub(crate) url: String,
-    dir: tempfile::TempDir,
-    postgres: Option<(String, String)>,
+/// The database of a process test, with a data directory for its processes.
+pub(crate) struct Database(TestDatabase);
+
+impl std::ops::Deref for Database {
+    type Target = TestDatabase;
+
+    fn deref(&self) -> &TestDatabase {
+        &self.0
+    }
 }
 
 impl Database {
     async fn create() -> Self {
-        match std::env::var("POBLYSH_TEST_DATABASE_URL") {
-            Ok(admin_url) if !admin_url.is_empty() => Self::create_postgres(&admin_url).await,
-            _ => {
-                let dir = tempfile::tempdir().expect("temp dir");
-                Self {
-                    url: format!("sqlite://{}", dir.path().join("connectors.db").display()),
-                    dir,
-                    postgres: None,
-                }
-            }
-        }
+        Self(TestDatabase::create().await)
     }
 
     /// A new database on the PostgreSQL server that `admin_url` reaches.
     pub(crate) async fn create_postgres(admin_url: &str) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let name = format!("poblysh_test_{}", Uuid::new_v4().simple());
-        let mut admin = PgConnection::connect(admin_url)
-            .await
-            .unwrap_or_else(|err| {
-                panic!("no PostgreSQL at {admin_url} (POBLYSH_TEST_DATABASE_URL picks one): {err}")
-            });
-        admin
-            .execute(format!("CREATE DATABASE \"{name}\"").as_str())
-            .await
-            .expect("create test database");
-        let mut url = url::Url::parse(admin_url).expect("valid database URL");
-        url.set_path(&format!("/{name}"));
-        Self {
-            url: url.to_string(),
-            dir,
-            postgres: Some((admin_url.to_string(), name)),
-        }
+        Self(TestDatabase::postgres(admin_url).await)
     }
 
     /// A store of the test's own over the database (migrated by the first process).
@@ -92,30 +68,6 @@ impl Database {
         connectors::store::connect(&self.url, &StoreOptions { max_connections: 2 })
             .await
             .expect("the test opens the database")
-    }
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        if let Some((admin_url, name)) = self.postgres.take() {
-            // Drop runs inside the test's runtime; a fresh thread gets a runtime of its own.
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime");
-                rt.block_on(async {
-                    if let Ok(mut admin) = PgConnection::connect(&admin_url).await {
-                        let _ = admin
-                            .execute(
-                                format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)").as_str(),
-                            )
-                            .await;
-                    }
-                });
-            })
-            .join();
-        }
     }
 }
 

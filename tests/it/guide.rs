@@ -18,10 +18,8 @@ use std::process::{Command, Stdio};
 
 use connectors::http::ErrorCode;
 use serde_json::{json, Value};
-use sqlx::{Connection as _, Executor, PgConnection};
-use uuid::Uuid;
 
-use crate::helpers::{json, tenant, TestApp, TOKEN};
+use crate::helpers::{json, tenant, TestApp, TestDatabase, TOKEN};
 
 const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
 /// The OpenAPI tags of the routes meant for Core.
@@ -1041,41 +1039,6 @@ async fn the_guide_walkthrough_connects_syncs_and_reads_signals_against_a_fresh_
 // ---------------------------------------------------------------------------------------------
 // The reference integration in headless Chromium
 
-/// A PostgreSQL database for the service the browser test starts, dropped afterwards.
-struct PgDatabase {
-    admin_url: String,
-    name: String,
-    url: String,
-}
-
-impl PgDatabase {
-    async fn create(admin_url: &str) -> Self {
-        let name = format!("poblysh_e2e_{}", Uuid::new_v4().simple());
-        let mut admin = PgConnection::connect(admin_url)
-            .await
-            .expect("POBLYSH_TEST_DATABASE_URL must point at a reachable PostgreSQL");
-        admin
-            .execute(format!("CREATE DATABASE \"{name}\"").as_str())
-            .await
-            .expect("create the e2e database");
-        let mut url = url::Url::parse(admin_url).expect("valid database URL");
-        url.set_path(&format!("/{name}"));
-        Self {
-            admin_url: admin_url.to_string(),
-            name,
-            url: url.to_string(),
-        }
-    }
-
-    async fn drop_database(self) {
-        if let Ok(mut admin) = PgConnection::connect(&self.admin_url).await {
-            let _ = admin
-                .execute(format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name).as_str())
-                .await;
-        }
-    }
-}
-
 #[tokio::test]
 async fn the_reference_integration_connects_and_shows_signals_in_headless_chromium() {
     let example = root().join("examples/core-integration");
@@ -1100,7 +1063,7 @@ async fn the_reference_integration_connects_and_shows_signals_in_headless_chromi
     );
 
     let database = match std::env::var("POBLYSH_TEST_DATABASE_URL") {
-        Ok(admin) if !admin.is_empty() => Some(PgDatabase::create(&admin).await),
+        Ok(admin) if !admin.is_empty() => Some(TestDatabase::postgres(&admin).await),
         _ => None,
     };
     let screenshot = root().join("target/e2e/core-integration.png");
@@ -1120,9 +1083,7 @@ async fn the_reference_integration_connects_and_shows_signals_in_headless_chromi
         .await
         .expect("joined")
         .expect("node runs");
-    if let Some(db) = database {
-        db.drop_database().await;
-    }
+    drop(database);
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(

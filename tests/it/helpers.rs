@@ -23,61 +23,10 @@ use uuid::Uuid;
 /// The operator token every test app accepts.
 pub const TOKEN: &str = "test-operator-token-0123456789";
 
-/// A database that exists for one test.
-enum TestDatabase {
-    Sqlite(#[allow(dead_code)] tempfile::TempDir),
-    Postgres { admin_url: String, name: String },
-}
+#[path = "../support/database.rs"]
+mod database;
 
-impl TestDatabase {
-    async fn create() -> (Self, String) {
-        match std::env::var("POBLYSH_TEST_DATABASE_URL") {
-            Ok(admin_url) if !admin_url.is_empty() => {
-                let name = format!("poblysh_test_{}", Uuid::new_v4().simple());
-                let mut admin = PgConnection::connect(&admin_url)
-                    .await
-                    .expect("POBLYSH_TEST_DATABASE_URL must point at a reachable PostgreSQL");
-                admin
-                    .execute(format!("CREATE DATABASE \"{name}\"").as_str())
-                    .await
-                    .expect("create test database");
-                let mut url = url::Url::parse(&admin_url).expect("valid database URL");
-                url.set_path(&format!("/{name}"));
-                (Self::Postgres { admin_url, name }, url.to_string())
-            }
-            _ => {
-                let dir = tempfile::tempdir().expect("temp dir");
-                let url = format!("sqlite://{}", dir.path().join("connectors.db").display());
-                (Self::Sqlite(dir), url)
-            }
-        }
-    }
-}
-
-impl Drop for TestDatabase {
-    fn drop(&mut self) {
-        if let TestDatabase::Postgres { admin_url, name } = self {
-            let (admin_url, name) = (admin_url.clone(), name.clone());
-            // Drop runs inside the test's runtime; a fresh thread gets a runtime of its own.
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime");
-                rt.block_on(async {
-                    if let Ok(mut admin) = PgConnection::connect(&admin_url).await {
-                        let _ = admin
-                            .execute(
-                                format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)").as_str(),
-                            )
-                            .await;
-                    }
-                });
-            })
-            .join();
-        }
-    }
-}
+pub use database::TestDatabase;
 
 /// A running service and a client for it.
 pub struct TestApp {
@@ -98,7 +47,8 @@ impl TestApp {
 
     /// A service with extra `POBLYSH_*` settings.
     pub async fn spawn_with(extra: &[(&str, &str)]) -> Self {
-        let (db, url) = TestDatabase::create().await;
+        let db = TestDatabase::create().await;
+        let url = db.url.clone();
         let key = CryptoKey::generate().to_base64();
         Self::start(Some(db), url, key.to_string(), extra).await
     }

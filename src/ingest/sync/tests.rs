@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use serde_json::{json, Value};
-use sqlx::{Connection as _, Executor, PgConnection};
 use uuid::Uuid;
 
 use super::{backoff, new_job, JobOutcome, JobResult, Scheduler, SyncWorker};
@@ -25,57 +24,10 @@ use crate::store::{Lease, PageRequest, SignalFilter, StoreOptions, SyncCommit};
 use crate::tokens::open_tokens;
 use crate::tokens::seal_tokens;
 
-/// A database for one test, dropped with it.
-enum TestDatabase {
-    Sqlite(#[allow(dead_code)] tempfile::TempDir),
-    Postgres { admin_url: String, name: String },
-}
+#[path = "../../../tests/support/database.rs"]
+mod database;
 
-impl TestDatabase {
-    async fn create() -> (Self, String) {
-        match std::env::var("POBLYSH_TEST_DATABASE_URL") {
-            Ok(admin_url) if !admin_url.is_empty() => {
-                let name = format!("poblysh_unit_{}", Uuid::new_v4().simple());
-                let mut admin = PgConnection::connect(&admin_url)
-                    .await
-                    .expect("reachable PostgreSQL");
-                admin
-                    .execute(format!("CREATE DATABASE \"{name}\"").as_str())
-                    .await
-                    .expect("create test database");
-                let mut url = url::Url::parse(&admin_url).expect("valid URL");
-                url.set_path(&format!("/{name}"));
-                (Self::Postgres { admin_url, name }, url.to_string())
-            }
-            _ => {
-                let dir = tempfile::tempdir().expect("temp dir");
-                let url = format!("sqlite://{}", dir.path().join("sync.db").display());
-                (Self::Sqlite(dir), url)
-            }
-        }
-    }
-}
-
-impl Drop for TestDatabase {
-    fn drop(&mut self) {
-        if let TestDatabase::Postgres { admin_url, name } = self {
-            let (admin_url, name) = (admin_url.clone(), name.clone());
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime");
-                rt.block_on(async {
-                    if let Ok(mut admin) = PgConnection::connect(&admin_url).await {
-                        let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-                        let _ = admin.execute(sql.as_str()).await;
-                    }
-                });
-            })
-            .join();
-        }
-    }
-}
+use database::TestDatabase;
 
 struct Harness {
     state: Services,
@@ -92,7 +44,8 @@ async fn harness() -> Harness {
 /// A state over a fresh database with one active sandbox connection whose tokens the sandbox
 /// can refresh.
 async fn harness_with(extra: &[(&str, &str)]) -> Harness {
-    let (db, url) = TestDatabase::create().await;
+    let db = TestDatabase::create().await;
+    let url = db.url.clone();
     let mut pairs = vec![
         ("POBLYSH_PROFILE".to_string(), "test".to_string()),
         ("POBLYSH_DATABASE_URL".to_string(), url.clone()),

@@ -23,6 +23,7 @@ mod pagination;
 mod providers_oauth;
 mod refresh;
 mod slack;
+mod store_contract;
 mod subscriptions;
 mod sync;
 mod sync_faults;

@@ -11,6 +11,7 @@ mod faults;
 mod filters;
 mod floors;
 mod github;
+mod gmail_push;
 mod google_push;
 mod guide;
 mod jwks;

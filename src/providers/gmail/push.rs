@@ -1,0 +1,240 @@
+//! Gmail's change notifications, as Cloud Pub/Sub pushes them to
+//! `POST /webhooks/gmail/{tenant_id}` (<https://developers.google.com/gmail/api/guides/push>).
+//!
+//! - **Proof.** An authenticated push subscription sends `Authorization: Bearer <JWT>`, an
+//!   OpenID Connect token Google signs with RS256; it is checked against Google's published
+//!   keys (`PUSH_JWKS_URL`, default `https://www.googleapis.com/oauth2/v3/certs`): signature,
+//!   expiry, issuer `https://accounts.google.com` (or `accounts.google.com`), audience
+//!   `POBLYSH_GMAIL_PUSH_AUDIENCE` (the one set on the push subscription), and, when
+//!   `POBLYSH_GMAIL_PUSH_SERVICE_ACCOUNT` is set, the verified `email` of the service account
+//!   the subscription pushes as
+//!   (<https://cloud.google.com/pubsub/docs/authenticate-push-subscriptions>). Without an
+//!   audience configured nothing can be verified, and every push is refused.
+//! - **Identity.** The body is
+//!   `{"message": {"data": base64, "messageId": "...", "publishTime": "..."}, "subscription":
+//!   "..."}`; `messageId` names the delivery (Pub/Sub redelivers with the same id), and `data`
+//!   decodes to `{"emailAddress": "...", "historyId": "..."}`.
+//! - **Meaning.** A notification says the mailbox changed, not how: it requests a sync of the
+//!   connection whose address it names.
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+use base64::Engine;
+use serde::Deserialize;
+use url::Url;
+
+use crate::connector::keys::JwtExpectation;
+use crate::connector::signature::header;
+use crate::connector::{Normalized, Verified, WebhookEvent, WebhookRejection, WebhookRequest};
+use crate::domain::{Connection, ConnectionId};
+
+/// The audience the push subscription's token is minted for.
+pub(super) const AUDIENCE: &str = "PUSH_AUDIENCE";
+/// Where Google publishes the keys that sign push tokens.
+pub(super) const JWKS_URL: &str = "PUSH_JWKS_URL";
+/// The service account the push subscription authenticates as, when pinned.
+pub(super) const SERVICE_ACCOUNT: &str = "PUSH_SERVICE_ACCOUNT";
+/// Google's published signing keys.
+const GOOGLE_JWKS: &str = "https://www.googleapis.com/oauth2/v3/certs";
+/// The issuers Google's tokens name (both spellings are documented).
+const ISSUERS: [&str; 2] = ["https://accounts.google.com", "accounts.google.com"];
+/// Clock skew tolerated on `exp` and `iat`.
+const LEEWAY_SECS: u64 = 60;
+
+/// Checks `POBLYSH_GMAIL_PUSH_AUDIENCE` at start-up.
+pub(super) fn check_audience(text: &str) -> Result<(), String> {
+    if text.trim().is_empty() || text.len() > 2048 {
+        return Err("must be the audience set on the Pub/Sub push subscription".into());
+    }
+    Ok(())
+}
+
+/// Checks `POBLYSH_GMAIL_PUSH_JWKS_URL` at start-up.
+pub(super) fn check_jwks_url(text: &str) -> Result<(), String> {
+    match Url::parse(text.trim()) {
+        Ok(url) if matches!(url.scheme(), "https" | "http") => Ok(()),
+        _ => Err("must be an http(s) URL".into()),
+    }
+}
+
+/// Checks `POBLYSH_GMAIL_PUSH_SERVICE_ACCOUNT` at start-up.
+pub(super) fn check_service_account(text: &str) -> Result<(), String> {
+    if text.contains('@') && !text.contains(char::is_whitespace) {
+        Ok(())
+    } else {
+        Err("must be a service account's e-mail address".into())
+    }
+}
+
+#[derive(Deserialize)]
+struct Push {
+    message: Message,
+}
+
+#[derive(Deserialize)]
+struct Message {
+    #[serde(rename = "messageId")]
+    message_id: String,
+    #[serde(default)]
+    data: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Notification {
+    #[serde(rename = "emailAddress")]
+    email_address: String,
+}
+
+/// Verifies a push: its token first (nothing is read from an unverified body), then the
+/// delivery's identity.
+pub(super) async fn verify(request: WebhookRequest<'_>) -> Result<Verified, WebhookRejection> {
+    let settings = request.settings;
+    let audience = settings
+        .extra(AUDIENCE)
+        .ok_or(WebhookRejection::NotConfigured)?;
+    let jwks = settings.extra(JWKS_URL).unwrap_or(GOOGLE_JWKS);
+    let jwks_url = Url::parse(jwks).map_err(|_| WebhookRejection::NotConfigured)?;
+    let token = header(request.headers, "authorization")
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            WebhookRejection::InvalidSignature(
+                "the Authorization header with Pub/Sub's token is missing".into(),
+            )
+        })?;
+    let expectation = JwtExpectation {
+        jwks_url,
+        issuers: ISSUERS.iter().map(|i| i.to_string()).collect(),
+        audience: audience.to_string(),
+        leeway_secs: LEEWAY_SECS,
+    };
+    let claims = request
+        .keys
+        .verify_rs256(token, &expectation)
+        .await
+        .map_err(|e| WebhookRejection::InvalidSignature(format!("the push token: {e}")))?;
+    if let Some(account) = settings.extra(SERVICE_ACCOUNT) {
+        let email = claims.get("email").and_then(|v| v.as_str());
+        let verified = claims.get("email_verified").and_then(|v| v.as_bool());
+        if email != Some(account) || verified != Some(true) {
+            return Err(WebhookRejection::InvalidSignature(
+                "the push token is not the configured service account's".into(),
+            ));
+        }
+    }
+    let push: Push = serde_json::from_slice(request.body).map_err(|_| {
+        WebhookRejection::Malformed("the body is not a Pub/Sub push message".into())
+    })?;
+    if push.message.message_id.is_empty() || push.message.message_id.len() > 200 {
+        return Err(WebhookRejection::Malformed(
+            "the push message has no usable messageId".into(),
+        ));
+    }
+    Ok(Verified::Event {
+        dedupe_key: format!("pubsub:{}", push.message.message_id),
+        event_type: Some("gmail.notification".into()),
+    })
+}
+
+/// The mailbox a stored notification names.
+fn mailbox(event: &WebhookEvent) -> Option<String> {
+    let push: Push = serde_json::from_slice(&event.body).ok()?;
+    let data = push.message.data?;
+    // Pub/Sub sends standard base64; accept the URL-safe alphabet too.
+    let bytes = STANDARD
+        .decode(data.trim())
+        .or_else(|_| URL_SAFE.decode(data.trim()))
+        .ok()?;
+    let notification: Notification = serde_json::from_slice(&bytes).ok()?;
+    Some(notification.email_address)
+}
+
+/// A notification asks for a sync; one that names no mailbox cannot be read.
+pub(super) fn normalize(event: &WebhookEvent) -> Result<Normalized, String> {
+    mailbox(event)
+        .map(|_| Normalized::SyncRequested)
+        .ok_or_else(|| "the push message's data names no emailAddress".to_string())
+}
+
+/// The tenant's connection whose mailbox the notification names (the address kept as its
+/// `email` when it connected); else the only one.
+pub(super) fn route(event: &WebhookEvent, connections: &[Connection]) -> Option<ConnectionId> {
+    let address = mailbox(event)?;
+    let named = connections.iter().find(|c| {
+        c.metadata
+            .get("email")
+            .and_then(|v| v.as_str())
+            .is_some_and(|e| e.eq_ignore_ascii_case(&address))
+    });
+    match (named, connections) {
+        (Some(c), _) => Some(c.id),
+        (None, [only]) => Some(only.id),
+        (None, _) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{now, TenantId};
+
+    /// The push of the Gmail guide's example notification.
+    fn event(address: &str) -> WebhookEvent {
+        let data = STANDARD.encode(format!(
+            r#"{{"emailAddress": "{address}", "historyId": "9876543210"}}"#
+        ));
+        WebhookEvent {
+            tenant_id: TenantId(uuid::Uuid::nil()),
+            provider: "gmail".into(),
+            event_type: Some("gmail.notification".into()),
+            headers: Default::default(),
+            body: format!(
+                r#"{{"message":{{"data":"{data}","messageId":"2070443601311540","publishTime":"2021-02-26T19:13:55.749Z"}},"subscription":"projects/myproject/subscriptions/mysubscription"}}"#
+            )
+            .into_bytes(),
+            received_at: now(),
+        }
+    }
+
+    fn mailbox_connection(address: &str) -> Connection {
+        let mut c = Connection::active_for_tests("gmail", address);
+        c.metadata.insert("email".into(), address.into());
+        c
+    }
+
+    #[test]
+    fn a_notification_goes_to_the_mailbox_it_names_or_the_only_one() {
+        let (a, b) = (
+            mailbox_connection("a@example.com"),
+            mailbox_connection("b@example.com"),
+        );
+        let both = [a.clone(), b.clone()];
+        assert_eq!(route(&event("B@example.com"), &both), Some(b.id));
+        assert_eq!(route(&event("c@example.com"), &both), None);
+        assert_eq!(
+            route(&event("c@example.com"), std::slice::from_ref(&a)),
+            Some(a.id)
+        );
+        assert!(matches!(
+            normalize(&event("a@example.com")),
+            Ok(Normalized::SyncRequested)
+        ));
+    }
+
+    #[test]
+    fn a_push_without_a_readable_address_cannot_be_read() {
+        let mut broken = event("a@example.com");
+        broken.body = br#"{"message":{"data":"!!","messageId":"1"}}"#.to_vec();
+        assert!(normalize(&broken).is_err());
+        assert_eq!(route(&broken, &[mailbox_connection("a@example.com")]), None);
+    }
+
+    #[test]
+    fn settings_are_checked() {
+        assert!(check_audience("https://connectors.example.com/webhooks/gmail").is_ok());
+        assert!(check_audience(" ").is_err());
+        assert!(check_jwks_url("https://www.googleapis.com/oauth2/v3/certs").is_ok());
+        assert!(check_jwks_url("ftp://x").is_err());
+        assert!(check_service_account("push@p.iam.gserviceaccount.com").is_ok());
+        assert!(check_service_account("nobody").is_err());
+    }
+}

@@ -239,18 +239,6 @@ impl Config {
     }
 }
 
-/// `path` (starting with `/`) appended to `base`'s own path, keeping any prefix it has (a
-/// public base URL served under a path, GitHub Enterprise Server's `/api/v3`); query and
-/// fragment dropped.
-pub fn join_path(base: &Url, path: &str) -> Url {
-    let mut url = base.clone();
-    let base = url.path().trim_end_matches('/').to_string();
-    url.set_path(&format!("{base}{path}"));
-    url.set_query(None);
-    url.set_fragment(None);
-    url
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,27 +247,6 @@ mod tests {
         let mut pairs = vec![("POBLYSH_PROFILE", "test")];
         pairs.extend_from_slice(extra);
         Source::from_pairs(pairs)
-    }
-
-    #[test]
-    fn paths_join_under_the_base_path_whatever_its_trailing_slash() {
-        let joined =
-            |base: &str, path: &str| join_path(&Url::parse(base).expect("url"), path).to_string();
-        assert_eq!(
-            joined("https://ghe.example.com/api/v3", "/user"),
-            "https://ghe.example.com/api/v3/user"
-        );
-        assert_eq!(
-            joined("https://connectors.example.com/", "/webhooks/github/t"),
-            "https://connectors.example.com/webhooks/github/t"
-        );
-        assert_eq!(
-            joined(
-                "https://example.com/base/?x=1#top",
-                "/connect/slack/callback"
-            ),
-            "https://example.com/base/connect/slack/callback"
-        );
     }
 
     #[test]

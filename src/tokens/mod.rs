@@ -150,9 +150,22 @@ async fn refresh_locked(
 }
 
 async fn needs_reauth(state: &Services, connection: &Connection, why: &str) -> TokenError {
+    match mark_needs_reauth(state, connection, why).await {
+        Ok(_) => TokenError::NeedsReauth,
+        Err(err) => TokenError::Internal(err.into()),
+    }
+}
+
+/// Moves a connection whose grant the provider no longer accepts to `needs_reauth`, with
+/// `why` in its `last_error`; returns that message.
+pub async fn mark_needs_reauth(
+    state: &Services,
+    connection: &Connection,
+    why: &str,
+) -> Result<String, crate::store::StoreError> {
     tracing::warn!(provider = %connection.provider, connection_id = %connection.id, "connection needs reauthorization");
     let message = format!("reauthorization needed: {why}");
-    if let Err(err) = state
+    state
         .store
         .set_connection_status(
             connection.tenant_id,
@@ -161,11 +174,8 @@ async fn needs_reauth(state: &Services, connection: &Connection, why: &str) -> T
             Some(&message),
             now(),
         )
-        .await
-    {
-        return TokenError::Internal(err.into());
-    }
-    TokenError::NeedsReauth
+        .await?;
+    Ok(message)
 }
 
 /// One scan: refreshes every active connection whose token expires within the lead time.

@@ -335,21 +335,13 @@ async fn call_failure(
     let error = err.to_string();
     match err {
         ProviderCallError::InvalidGrant(_) => {
-            let message = format!("reauthorization needed: {error}");
-            if let Err(e) = state
-                .store
-                .set_connection_status(
-                    connection.tenant_id,
-                    connection.id,
-                    ConnectionStatus::NeedsReauth,
-                    Some(&message),
-                    now(),
-                )
-                .await
-            {
-                tracing::warn!(connection_id = %connection.id, error = %e, "could not mark the connection");
+            match tokens::mark_needs_reauth(state, connection, &error).await {
+                Ok(message) => Failure::permanent(message),
+                Err(e) => {
+                    tracing::warn!(connection_id = %connection.id, error = %e, "could not mark the connection");
+                    Failure::permanent(format!("reauthorization needed: {error}"))
+                }
             }
-            Failure::permanent(message)
         }
         ProviderCallError::RateLimited { retry_after } => {
             Failure::transient(error, retry_after.map(Duration::from_secs))

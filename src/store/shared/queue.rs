@@ -350,3 +350,39 @@ pub(crate) async fn finish<S: QueueDialect>(
     tx.commit().await?;
     Ok(finished)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::JobEnd;
+    use crate::domain::{now, JobStatus};
+    use crate::store::JobFinish;
+
+    #[test]
+    fn each_finish_spells_out_the_row_it_leaves() {
+        let (at, done) = (now(), now());
+        let ok = JobEnd::of(JobFinish::Succeeded, done);
+        assert_eq!(ok.status, JobStatus::Succeeded);
+        assert_eq!(
+            (ok.finished_at, ok.scheduled_at, ok.error),
+            (Some(done), None, None)
+        );
+        assert!(!ok.keep_error && !ok.uncount_attempt && !ok.drop_follow_up);
+
+        let retry = JobEnd::of(JobFinish::Retry { at, error: "e" }, done);
+        assert_eq!(retry.status, JobStatus::Queued);
+        assert_eq!((retry.finished_at, retry.scheduled_at), (None, Some(at)));
+        assert_eq!(retry.error, Some("e"));
+        assert!(!retry.keep_error && !retry.uncount_attempt && retry.drop_follow_up);
+
+        // A deferral is no attempt, and keeps the error it had unless it notes another.
+        let defer = JobEnd::of(JobFinish::Defer { at, note: None }, done);
+        assert_eq!(defer.status, JobStatus::Queued);
+        assert_eq!((defer.scheduled_at, defer.error), (Some(at), None));
+        assert!(defer.keep_error && defer.uncount_attempt && defer.drop_follow_up);
+
+        let failed = JobEnd::of(JobFinish::Failed { error: "e" }, done);
+        assert_eq!(failed.status, JobStatus::Failed);
+        assert_eq!((failed.finished_at, failed.error), (Some(done), Some("e")));
+        assert!(!failed.keep_error && !failed.uncount_attempt && !failed.drop_follow_up);
+    }
+}

@@ -8,6 +8,7 @@ mod lock;
 mod migrations;
 mod postgres;
 mod queue;
+mod shared;
 mod sqlite;
 mod subscriptions;
 mod wake;

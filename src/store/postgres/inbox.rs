@@ -1,16 +1,18 @@
-//! The webhook inbox on PostgreSQL.
+//! The webhook inbox on PostgreSQL (the batch rules are in `store::shared::inbox`). Claims
+//! skip rows other instances hold locked; a stored delivery is announced to them.
 
 use async_trait::async_trait;
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
-use sqlx::Row;
+use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 use super::connections::{decode as decode_connection, COLUMNS as CONNECTION_COLUMNS};
-use super::{signals, PostgresStore};
+use super::PostgresStore;
 use crate::domain::{
-    Connection, ConnectionId, NewSignal, NewWebhookEvent, StoredWebhookEvent, TenantId, Timestamp,
+    Connection, ConnectionId, NewWebhookEvent, StoredWebhookEvent, TenantId, Timestamp,
 };
+use crate::store::shared::inbox::{self, InboxDialect};
 use crate::store::{EventCompletion, Inbox, StoreError};
 
 const COLUMNS: &str = "id, tenant_id, provider, connection_id, dedupe_key, event_type, headers, \
@@ -83,41 +85,7 @@ impl Inbox for PostgresStore {
         lease: Timestamp,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        // One transaction for the whole batch: the signals and every outcome land together.
-        let signals: Vec<NewSignal> = completions
-            .iter()
-            .flat_map(|c| c.signals.iter().cloned())
-            .collect();
-        let mut tx = self.pool.begin().await?;
-        if !signals.is_empty() {
-            signals::insert_in(&mut tx, &signals).await?;
-        }
-        // Every outcome in one statement: one round trip however large the batch.
-        let ids: Vec<Uuid> = completions.iter().map(|c| c.id).collect();
-        let outcomes: Vec<&str> = completions.iter().map(|c| c.outcome.as_str()).collect();
-        let connections: Vec<Option<Uuid>> = completions
-            .iter()
-            .map(|c| c.connection_id.map(|id| id.0))
-            .collect();
-        let errors: Vec<Option<&str>> = completions.iter().map(|c| c.error.as_deref()).collect();
-        sqlx::query(
-            "UPDATE webhook_events AS e SET status = o.status, \
-             connection_id = COALESCE(o.connection_id, e.connection_id), \
-             last_error = o.last_error, processed_at = $5, lease_expires_at = NULL \
-             FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::text[]) \
-             AS o (id, status, connection_id, last_error) WHERE e.id = o.id \
-             AND e.status = 'pending' AND e.lease_expires_at = $6",
-        )
-        .bind(&ids)
-        .bind(&outcomes)
-        .bind(&connections)
-        .bind(&errors)
-        .bind(now)
-        .bind(lease)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        inbox::complete(self, completions, lease, now).await
     }
 
     async fn retry_webhook_event(
@@ -206,6 +174,43 @@ impl Inbox for PostgresStore {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(decode_connection).collect()
+    }
+}
+
+#[async_trait]
+impl InboxDialect for PostgresStore {
+    async fn record_outcomes(
+        &self,
+        conn: &mut PgConnection,
+        completions: &[EventCompletion],
+        lease: Timestamp,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        // Every outcome in one statement: one round trip however large the batch.
+        let ids: Vec<Uuid> = completions.iter().map(|c| c.id).collect();
+        let outcomes: Vec<&str> = completions.iter().map(|c| c.outcome.as_str()).collect();
+        let connections: Vec<Option<Uuid>> = completions
+            .iter()
+            .map(|c| c.connection_id.map(|id| id.0))
+            .collect();
+        let errors: Vec<Option<&str>> = completions.iter().map(|c| c.error.as_deref()).collect();
+        sqlx::query(
+            "UPDATE webhook_events AS e SET status = o.status, \
+             connection_id = COALESCE(o.connection_id, e.connection_id), \
+             last_error = o.last_error, processed_at = $5, lease_expires_at = NULL \
+             FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::text[]) \
+             AS o (id, status, connection_id, last_error) WHERE e.id = o.id \
+             AND e.status = 'pending' AND e.lease_expires_at = $6",
+        )
+        .bind(&ids)
+        .bind(&outcomes)
+        .bind(&connections)
+        .bind(&errors)
+        .bind(now)
+        .bind(lease)
+        .execute(conn)
+        .await?;
+        Ok(())
     }
 }
 

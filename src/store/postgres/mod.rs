@@ -15,8 +15,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::PgPoolOptions;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool, Postgres};
 
+use super::shared::Dialect;
 use super::{
     migrations, Backend, ConnectionFilter, ConnectionLock, JobFilter, PageRequest, Readiness,
     SignalFilter, Store, StoreError, StoreOptions, WakeUps,
@@ -44,6 +45,23 @@ impl PostgresStore {
             .await?;
         let announcer = announce::Announcer::start(pool.clone());
         Ok(Self { pool, announcer })
+    }
+}
+
+#[async_trait]
+impl Dialect for PostgresStore {
+    type Db = Postgres;
+
+    fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    async fn insert_signals(
+        &self,
+        conn: &mut PgConnection,
+        new: &[NewSignal],
+    ) -> Result<u64, StoreError> {
+        signals::insert_in(conn, new).await
     }
 }
 

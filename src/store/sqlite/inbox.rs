@@ -1,16 +1,17 @@
-//! The webhook inbox on SQLite.
+//! The webhook inbox on SQLite (the batch rules are in `store::shared::inbox`). This process's
+//! inbox writers take turns on the store's gate; timestamps are INTEGER microseconds.
 
 use async_trait::async_trait;
 use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 use uuid::Uuid;
 
 use super::connections::{decode as decode_connection, COLUMNS as CONNECTION_COLUMNS};
-use super::{opt_time, signals, time, SqliteStore};
+use super::{opt_time, time, SqliteStore};
 use crate::domain::{
-    to_micros, Connection, ConnectionId, NewSignal, NewWebhookEvent, StoredWebhookEvent, TenantId,
-    Timestamp,
+    to_micros, Connection, ConnectionId, NewWebhookEvent, StoredWebhookEvent, TenantId, Timestamp,
 };
+use crate::store::shared::inbox::{self, InboxDialect};
 use crate::store::{EventCompletion, Inbox, StoreError};
 
 const COLUMNS: &str = "id, tenant_id, provider, connection_id, dedupe_key, event_type, headers, \
@@ -55,50 +56,8 @@ impl Inbox for SqliteStore {
         lease: Timestamp,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        // One transaction for the whole batch: the signals and every outcome land together.
-        let signals: Vec<NewSignal> = completions
-            .iter()
-            .flat_map(|c| c.signals.iter().cloned())
-            .collect();
         let _turn = self.gate.lock().await;
-        let mut tx = self.pool.begin().await?;
-        if !signals.is_empty() {
-            signals::insert_in(&mut tx, &signals).await?;
-        }
-        // One statement per distinct outcome: a batch is mostly alike, so a handful at most.
-        let mut alike: Vec<(&EventCompletion, Vec<Uuid>)> = Vec::new();
-        for c in completions {
-            let same = |(first, _): &&mut (&EventCompletion, Vec<Uuid>)| {
-                first.outcome == c.outcome
-                    && first.connection_id == c.connection_id
-                    && first.error == c.error
-            };
-            match alike.iter_mut().find(same) {
-                Some((_, ids)) => ids.push(c.id),
-                None => alike.push((c, vec![c.id])),
-            }
-        }
-        for (c, ids) in alike {
-            let mut q = QueryBuilder::<Sqlite>::new("UPDATE webhook_events SET status = ");
-            q.push_bind(c.outcome.as_str())
-                .push(", connection_id = COALESCE(")
-                .push_bind(c.connection_id.map(|id| id.0))
-                .push(", connection_id), last_error = ")
-                .push_bind(c.error.as_deref())
-                .push(", processed_at = ")
-                .push_bind(to_micros(&now))
-                .push(", lease_expires_at = NULL WHERE status = 'pending' AND lease_expires_at = ")
-                .push_bind(to_micros(&lease))
-                .push(" AND id IN (");
-            let mut list = q.separated(", ");
-            for id in ids {
-                list.push_bind(id);
-            }
-            q.push(")");
-            q.build().execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        inbox::complete(self, completions, lease, now).await
     }
 
     async fn retry_webhook_event(
@@ -197,6 +156,51 @@ impl Inbox for SqliteStore {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(decode_connection).collect()
+    }
+}
+
+#[async_trait]
+impl InboxDialect for SqliteStore {
+    async fn record_outcomes(
+        &self,
+        conn: &mut SqliteConnection,
+        completions: &[EventCompletion],
+        lease: Timestamp,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        // One statement per distinct outcome: a batch is mostly alike, so a handful at most.
+        let mut alike: Vec<(&EventCompletion, Vec<Uuid>)> = Vec::new();
+        for c in completions {
+            let same = |(first, _): &&mut (&EventCompletion, Vec<Uuid>)| {
+                first.outcome == c.outcome
+                    && first.connection_id == c.connection_id
+                    && first.error == c.error
+            };
+            match alike.iter_mut().find(same) {
+                Some((_, ids)) => ids.push(c.id),
+                None => alike.push((c, vec![c.id])),
+            }
+        }
+        for (c, ids) in alike {
+            let mut q = QueryBuilder::<Sqlite>::new("UPDATE webhook_events SET status = ");
+            q.push_bind(c.outcome.as_str())
+                .push(", connection_id = COALESCE(")
+                .push_bind(c.connection_id.map(|id| id.0))
+                .push(", connection_id), last_error = ")
+                .push_bind(c.error.as_deref())
+                .push(", processed_at = ")
+                .push_bind(to_micros(&now))
+                .push(", lease_expires_at = NULL WHERE status = 'pending' AND lease_expires_at = ")
+                .push_bind(to_micros(&lease))
+                .push(" AND id IN (");
+            let mut list = q.separated(", ");
+            for id in ids {
+                list.push_bind(id);
+            }
+            q.push(")");
+            q.build().execute(&mut *conn).await?;
+        }
+        Ok(())
     }
 }
 

@@ -18,8 +18,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::SqlitePool;
+use sqlx::{Sqlite, SqliteConnection, SqlitePool};
 
+use super::shared::Dialect;
 use super::{
     migrations, Backend, ConnectionFilter, ConnectionLock, JobFilter, PageRequest, Readiness,
     SignalFilter, Store, StoreError, StoreOptions,
@@ -83,6 +84,23 @@ impl SqliteStore {
             deliveries,
             _alive: alive,
         })
+    }
+}
+
+#[async_trait]
+impl Dialect for SqliteStore {
+    type Db = Sqlite;
+
+    fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    async fn insert_signals(
+        &self,
+        conn: &mut SqliteConnection,
+        new: &[NewSignal],
+    ) -> Result<u64, StoreError> {
+        signals::insert_in(conn, new).await
     }
 }
 

@@ -1,36 +1,141 @@
-//! The sync job queue on SQLite. Writers are serialized by the database, so claiming is one
+//! The sync job queue's statements on SQLite (the rules are in `store::shared::queue`).
+//! Writers are serialized by the database, so claiming is one
 //! `UPDATE ... WHERE id = (SELECT ...) RETURNING`: the choice and the lease happen atomically.
+//! Timestamps are INTEGER microseconds.
 
 use async_trait::async_trait;
-use serde_json::Value;
-use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use serde_json::{Map, Value};
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 use uuid::Uuid;
 
 use super::connections::{decode as decode_connection, COLUMNS as CONNECTION_COLUMNS};
-use super::{jobs, signals, SqliteStore};
-use crate::domain::{
-    merge_metadata, to_micros, Connection, ConnectionId, Job, JobId, NewJob, TenantId, Timestamp,
-};
+use super::{jobs, SqliteStore};
+use crate::domain::{to_micros, Connection, ConnectionId, Job, JobId, JobType, NewJob, Timestamp};
+use crate::store::shared::queue::{self, EndedJob, JobEnd, JobKey, QueueDialect};
 use crate::store::{
     Enqueued, Finished, IfRunning, JobFinish, Lease, PageCommit, StoreError, SyncCommit, SyncQueue,
 };
 
-/// Re-reads a job named by a statement's `RETURNING id, tenant_id`.
-async fn reread(pool: &SqlitePool, tenant: Uuid, id: Uuid) -> Result<Job, StoreError> {
-    jobs::get(pool, TenantId(tenant), JobId(id))
-        .await?
-        .ok_or_else(|| StoreError::corrupt("sync_jobs", "job vanished after being written"))
+#[async_trait]
+impl SyncQueue for SqliteStore {
+    async fn enqueue_sync(
+        &self,
+        new: &NewJob,
+        if_running: IfRunning,
+    ) -> Result<Enqueued, StoreError> {
+        queue::enqueue(self, new, if_running).await
+    }
+
+    async fn claim_sync_job(
+        &self,
+        owner: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<Option<Job>, StoreError> {
+        queue::claim(self, owner, now, lease_until).await
+    }
+
+    async fn extend_sync_lease(
+        &self,
+        lease: Lease<'_>,
+        lease_until: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE sync_jobs SET lease_expires_at = ?, updated_at = ? \
+             WHERE id = ? AND lease_owner = ? AND status = 'running'",
+        )
+        .bind(to_micros(&lease_until))
+        .bind(to_micros(&now))
+        .bind(lease.job.0)
+        .bind(lease.owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn sync_cursor(&self, connection: ConnectionId) -> Result<Option<Value>, StoreError> {
+        let text: Option<String> =
+            sqlx::query_scalar("SELECT cursor FROM sync_cursors WHERE connection_id = ?")
+                .bind(connection.0)
+                .fetch_optional(&self.pool)
+                .await?;
+        text.map(|t| serde_json::from_str(&t).map_err(|e| StoreError::corrupt("cursor", e)))
+            .transpose()
+    }
+
+    async fn commit_sync_page(
+        &self,
+        lease: Lease<'_>,
+        connection: ConnectionId,
+        page: &SyncCommit<'_>,
+        lease_until: Timestamp,
+        now: Timestamp,
+    ) -> Result<PageCommit, StoreError> {
+        queue::commit_page(self, lease, connection, page, lease_until, now).await
+    }
+
+    async fn finish_sync_job(
+        &self,
+        lease: Lease<'_>,
+        finish: JobFinish<'_>,
+        now: Timestamp,
+    ) -> Result<Finished, StoreError> {
+        queue::finish(self, lease, finish, now).await
+    }
+
+    async fn connections_due_for_sync(
+        &self,
+        providers: &[&str],
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<Connection>, StoreError> {
+        if providers.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut q = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT {CONNECTION_COLUMNS} FROM connections WHERE status = 'active' \
+             AND (next_sync_at IS NULL OR next_sync_at <= "
+        ));
+        q.push_bind(to_micros(&now)).push(") AND provider IN (");
+        let mut list = q.separated(", ");
+        for provider in providers {
+            list.push_bind(provider.to_string());
+        }
+        q.push(") ORDER BY next_sync_at NULLS FIRST, id LIMIT ")
+            .push_bind(i64::from(limit));
+        let rows = q.build().fetch_all(&self.pool).await?;
+        rows.iter().map(decode_connection).collect()
+    }
+
+    async fn advance_next_sync(
+        &self,
+        connection: ConnectionId,
+        now: Timestamp,
+        next: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE connections SET next_sync_at = ? WHERE id = ? \
+             AND (next_sync_at IS NULL OR next_sync_at <= ?)",
+        )
+        .bind(to_micros(&next))
+        .bind(connection.0)
+        .bind(to_micros(&now))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
 }
 
-async fn enqueue(
-    pool: &SqlitePool,
-    new: &NewJob,
-    if_running: IfRunning,
-) -> Result<Enqueued, StoreError> {
-    let created = to_micros(&new.created_at);
-    // A finished job may free the slot between the insert and the look-up: try again then.
-    for _ in 0..5 {
-        let inserted = sqlx::query(
+#[async_trait]
+impl QueueDialect for SqliteStore {
+    async fn job(&self, key: JobKey) -> Result<Option<Job>, StoreError> {
+        jobs::get(&self.pool, key.tenant, key.id).await
+    }
+
+    async fn insert_unless_active(&self, new: &NewJob) -> Result<Option<JobKey>, StoreError> {
+        let created = to_micros(&new.created_at);
+        let inserted: Option<(Uuid, Uuid)> = sqlx::query_as(
             "INSERT INTO sync_jobs (id, tenant_id, connection_id, provider, job_type, status, \
              attempts, max_attempts, scheduled_at, started_at, finished_at, error, created_at, \
              updated_at, lane) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
@@ -52,418 +157,247 @@ async fn enqueue(
         .bind(created)
         .bind(created)
         .bind(new.job_type.lane())
-        .fetch_optional(pool)
+        .fetch_optional(&self.pool)
         .await?;
-        if let Some(row) = inserted {
-            let job = reread(pool, row.try_get("tenant_id")?, row.try_get("id")?).await?;
-            return Ok(Enqueued { job, created: true });
-        }
-        let marked = match if_running {
-            IfRunning::Join => None,
-            IfRunning::FollowUp => {
-                sqlx::query(
-                    "UPDATE sync_jobs SET follow_up = COALESCE(follow_up, ?) \
-                     WHERE connection_id = ? AND lane = ? AND status = 'running' \
-                     RETURNING id, tenant_id",
-                )
-                .bind(new.job_type.as_str())
-                .bind(new.connection_id.0)
-                .bind(new.job_type.lane())
-                .fetch_optional(pool)
-                .await?
-            }
-        };
-        let active = match marked {
-            Some(row) => Some(row),
-            None => {
-                sqlx::query(
-                    "SELECT id, tenant_id FROM sync_jobs WHERE connection_id = ? \
-                     AND lane = ? AND status IN ('queued', 'running')",
-                )
-                .bind(new.connection_id.0)
-                .bind(new.job_type.lane())
-                .fetch_optional(pool)
-                .await?
-            }
-        };
-        if let Some(row) = active {
-            let job = reread(pool, row.try_get("tenant_id")?, row.try_get("id")?).await?;
-            return Ok(Enqueued {
-                job,
-                created: false,
-            });
-        }
+        Ok(inserted.map(JobKey::from))
     }
-    Err(StoreError::Conflict {
-        constraint: "sync_jobs_one_active_per_connection".into(),
-    })
-}
 
-async fn claim(
-    pool: &SqlitePool,
-    owner: &str,
-    now: Timestamp,
-    lease_until: Timestamp,
-) -> Result<Option<Job>, StoreError> {
-    let now = to_micros(&now);
-    let row = sqlx::query(
-        "UPDATE sync_jobs SET status = 'running', lease_owner = ?, lease_expires_at = ?, \
-         attempts = attempts + 1, started_at = ?, updated_at = ? \
-         WHERE id = (SELECT id FROM sync_jobs \
-           WHERE (status = 'queued' AND scheduled_at <= ?) \
-              OR (status = 'running' AND (lease_expires_at IS NULL OR lease_expires_at < ?)) \
-           ORDER BY scheduled_at, id LIMIT 1) \
-         RETURNING id, tenant_id",
-    )
-    .bind(owner)
-    .bind(to_micros(&lease_until))
-    .bind(now)
-    .bind(now)
-    .bind(now)
-    .bind(now)
-    .fetch_optional(pool)
-    .await?;
-    match row {
-        Some(row) => Ok(Some(
-            reread(pool, row.try_get("tenant_id")?, row.try_get("id")?).await?,
-        )),
-        None => Ok(None),
-    }
-}
-
-const EXTEND: &str = "UPDATE sync_jobs SET lease_expires_at = ?, updated_at = ? \
-     WHERE id = ? AND lease_owner = ? AND status = 'running'";
-
-/// [`EXTEND`], only while the job's connection is `active`.
-const EXTEND_WHILE_ACTIVE: &str = "UPDATE sync_jobs SET lease_expires_at = ?, updated_at = ? \
-     WHERE id = ? AND lease_owner = ? AND status = 'running' AND EXISTS (SELECT 1 FROM \
-     connections c WHERE c.id = sync_jobs.connection_id AND c.status = 'active')";
-
-/// Whether the lease is still held.
-const HELD: &str =
-    "SELECT 1 FROM sync_jobs WHERE id = ? AND lease_owner = ? AND status = 'running'";
-
-async fn extend(
-    pool: &SqlitePool,
-    lease: Lease<'_>,
-    lease_until: Timestamp,
-    now: Timestamp,
-) -> Result<bool, StoreError> {
-    let done = sqlx::query(EXTEND)
-        .bind(to_micros(&lease_until))
-        .bind(to_micros(&now))
-        .bind(lease.job.0)
-        .bind(lease.owner)
-        .execute(pool)
-        .await?;
-    Ok(done.rows_affected() == 1)
-}
-
-async fn cursor(pool: &SqlitePool, connection: ConnectionId) -> Result<Option<Value>, StoreError> {
-    let text: Option<String> =
-        sqlx::query_scalar("SELECT cursor FROM sync_cursors WHERE connection_id = ?")
-            .bind(connection.0)
-            .fetch_optional(pool)
-            .await?;
-    text.map(|t| serde_json::from_str(&t).map_err(|e| StoreError::corrupt("cursor", e)))
-        .transpose()
-}
-
-async fn commit_page(
-    pool: &SqlitePool,
-    lease: Lease<'_>,
-    connection: ConnectionId,
-    page: &SyncCommit<'_>,
-    lease_until: Timestamp,
-    now: Timestamp,
-) -> Result<PageCommit, StoreError> {
-    let cursor = page.cursor;
-    let cursor = serde_json::to_string(cursor).map_err(|e| StoreError::corrupt("cursor", e))?;
-    let mut tx = pool.begin().await?;
-    // First, so the transaction holds the write lock from its first statement on.
-    let ours = sqlx::query(EXTEND_WHILE_ACTIVE)
-        .bind(to_micros(&lease_until))
-        .bind(to_micros(&now))
-        .bind(lease.job.0)
-        .bind(lease.owner)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-        == 1;
-    if !ours {
-        let held = sqlx::query(HELD)
-            .bind(lease.job.0)
-            .bind(lease.owner)
-            .fetch_optional(&mut *tx)
-            .await?
-            .is_some();
-        tx.rollback().await?;
-        return Ok(if held {
-            PageCommit::ConnectionInactive
-        } else {
-            PageCommit::LeaseLost
-        });
-    }
-    let inserted = signals::insert_in(&mut tx, page.signals).await?;
-    if let Some(patch) = page.metadata {
-        patch_metadata(&mut tx, connection, patch, now).await?;
-    }
-    sqlx::query(
-        "INSERT INTO sync_cursors (connection_id, cursor, updated_at) VALUES (?, ?, ?) \
-         ON CONFLICT (connection_id) DO UPDATE SET cursor = excluded.cursor, \
-         updated_at = excluded.updated_at",
-    )
-    .bind(connection.0)
-    .bind(cursor)
-    .bind(to_micros(&now))
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(PageCommit::Stored(inserted))
-}
-
-/// Applies a metadata patch to a connection inside a page's transaction.
-async fn patch_metadata(
-    tx: &mut sqlx::Transaction<'_, Sqlite>,
-    connection: ConnectionId,
-    patch: &serde_json::Map<String, Value>,
-    now: Timestamp,
-) -> Result<(), StoreError> {
-    let text: String = sqlx::query_scalar("SELECT metadata FROM connections WHERE id = ?")
-        .bind(connection.0)
-        .fetch_one(&mut **tx)
-        .await?;
-    let mut metadata =
-        serde_json::from_str(&text).map_err(|e| StoreError::corrupt("metadata", e))?;
-    merge_metadata(&mut metadata, patch.clone());
-    let text = serde_json::to_string(&metadata).map_err(|e| StoreError::corrupt("metadata", e))?;
-    sqlx::query("UPDATE connections SET metadata = ?, updated_at = ? WHERE id = ?")
-        .bind(text)
-        .bind(to_micros(&now))
-        .bind(connection.0)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
-
-async fn finish(
-    pool: &SqlitePool,
-    lease: Lease<'_>,
-    finish: JobFinish<'_>,
-    now: Timestamp,
-) -> Result<Finished, StoreError> {
-    let now = to_micros(&now);
-    let mut q = QueryBuilder::<Sqlite>::new("UPDATE sync_jobs SET lease_owner = NULL, ");
-    q.push("lease_expires_at = NULL, updated_at = ")
-        .push_bind(now);
-    match finish {
-        JobFinish::Succeeded => {
-            q.push(", status = 'succeeded', error = NULL, finished_at = ")
-                .push_bind(now);
-        }
-        JobFinish::Retry { at, error } => {
-            q.push(", status = 'queued', follow_up = NULL, scheduled_at = ")
-                .push_bind(to_micros(&at))
-                .push(", error = ")
-                .push_bind(error.to_string());
-        }
-        JobFinish::Defer { at, note } => {
-            q.push(
-                ", status = 'queued', follow_up = NULL, attempts = MAX(attempts - 1, 0), \
-                 scheduled_at = ",
-            )
-            .push_bind(to_micros(&at))
-            .push(", error = COALESCE(")
-            .push_bind(note.map(str::to_string))
-            .push(", error)");
-        }
-        JobFinish::Failed { error } => {
-            q.push(", status = 'failed', finished_at = ")
-                .push_bind(now)
-                .push(", error = ")
-                .push_bind(error.to_string());
-        }
-    }
-    q.push(" WHERE id = ")
-        .push_bind(lease.job.0)
-        .push(" AND lease_owner = ")
-        .push_bind(lease.owner.to_string())
-        .push(" AND status = 'running' RETURNING connection_id, follow_up, lane");
-    let mut tx = pool.begin().await?;
-    let Some(row) = q.build().fetch_optional(&mut *tx).await? else {
-        tx.rollback().await?;
-        return Ok(Finished::NotOurs);
-    };
-    let connection: Uuid = row.try_get("connection_id")?;
-    let follow_up: Option<String> = row.try_get("follow_up")?;
-    let lane: String = row.try_get("lane")?;
-    let mut finished = Finished::Done;
-    // Only a sync says how the connection's syncing goes; a subscription job's outcome shows
-    // on its subscriptions.
-    let syncs = lane == "sync";
-    match finish {
-        JobFinish::Succeeded if syncs => {
-            if follow_up.is_some() {
-                let id = JobId::generate();
-                let queued = sqlx::query(
-                    "INSERT INTO sync_jobs (id, tenant_id, connection_id, provider, job_type, \
-                     status, attempts, max_attempts, scheduled_at, created_at, updated_at, lane) \
-                     SELECT ?, tenant_id, connection_id, provider, follow_up, 'queued', 0, \
-                     max_attempts, ?, ?, ?, lane FROM sync_jobs WHERE id = ? AND EXISTS (SELECT 1 \
-                     FROM connections c WHERE c.id = sync_jobs.connection_id \
-                     AND c.status = 'active') \
-                     ON CONFLICT (connection_id, lane) WHERE status IN ('queued', 'running') \
-                     DO NOTHING",
-                )
-                .bind(id.0)
-                .bind(now)
-                .bind(now)
-                .bind(now)
-                .bind(lease.job.0)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if queued == 1 {
-                    finished = Finished::FollowedBy(id);
-                }
-            }
-            sqlx::query(
-                "UPDATE connections SET last_synced_at = ?, last_error = NULL, updated_at = ? \
-                 WHERE id = ?",
-            )
-            .bind(now)
-            .bind(now)
-            .bind(connection)
-            .execute(&mut *tx)
-            .await?;
-        }
-        JobFinish::Failed { error } if syncs => {
-            sqlx::query("UPDATE connections SET last_error = ?, updated_at = ? WHERE id = ?")
-                .bind(error)
-                .bind(now)
-                .bind(connection)
-                .execute(&mut *tx)
-                .await?;
-        }
-        JobFinish::Succeeded
-        | JobFinish::Failed { .. }
-        | JobFinish::Retry { .. }
-        | JobFinish::Defer { .. } => {}
-    }
-    tx.commit().await?;
-    Ok(finished)
-}
-
-async fn due(
-    pool: &SqlitePool,
-    providers: &[&str],
-    now: Timestamp,
-    limit: u32,
-) -> Result<Vec<Connection>, StoreError> {
-    if providers.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut q = QueryBuilder::<Sqlite>::new(format!(
-        "SELECT {CONNECTION_COLUMNS} FROM connections WHERE status = 'active' \
-         AND (next_sync_at IS NULL OR next_sync_at <= "
-    ));
-    q.push_bind(to_micros(&now)).push(") AND provider IN (");
-    let mut list = q.separated(", ");
-    for provider in providers {
-        list.push_bind(provider.to_string());
-    }
-    q.push(") ORDER BY next_sync_at NULLS FIRST, id LIMIT ")
-        .push_bind(i64::from(limit));
-    let rows = q.build().fetch_all(pool).await?;
-    rows.iter().map(decode_connection).collect()
-}
-
-async fn advance(
-    pool: &SqlitePool,
-    connection: ConnectionId,
-    now: Timestamp,
-    next: Timestamp,
-) -> Result<bool, StoreError> {
-    let now = to_micros(&now);
-    let done = sqlx::query(
-        "UPDATE connections SET next_sync_at = ? WHERE id = ? \
-         AND (next_sync_at IS NULL OR next_sync_at <= ?)",
-    )
-    .bind(to_micros(&next))
-    .bind(connection.0)
-    .bind(now)
-    .execute(pool)
-    .await?;
-    Ok(done.rows_affected() == 1)
-}
-
-#[async_trait]
-impl SyncQueue for SqliteStore {
-    async fn enqueue_sync(
+    async fn request_follow_up(
         &self,
-        new: &NewJob,
-        if_running: IfRunning,
-    ) -> Result<Enqueued, StoreError> {
-        enqueue(&self.pool, new, if_running).await
+        connection: ConnectionId,
+        job_type: JobType,
+    ) -> Result<Option<JobKey>, StoreError> {
+        let marked: Option<(Uuid, Uuid)> = sqlx::query_as(
+            "UPDATE sync_jobs SET follow_up = COALESCE(follow_up, ?) \
+             WHERE connection_id = ? AND lane = ? AND status = 'running' \
+             RETURNING id, tenant_id",
+        )
+        .bind(job_type.as_str())
+        .bind(connection.0)
+        .bind(job_type.lane())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(marked.map(JobKey::from))
     }
 
-    async fn claim_sync_job(
+    async fn active_job(
+        &self,
+        connection: ConnectionId,
+        lane: &str,
+    ) -> Result<Option<JobKey>, StoreError> {
+        let active: Option<(Uuid, Uuid)> = sqlx::query_as(
+            "SELECT id, tenant_id FROM sync_jobs WHERE connection_id = ? \
+             AND lane = ? AND status IN ('queued', 'running')",
+        )
+        .bind(connection.0)
+        .bind(lane)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(active.map(JobKey::from))
+    }
+
+    async fn lease_next_job(
         &self,
         owner: &str,
         now: Timestamp,
         lease_until: Timestamp,
-    ) -> Result<Option<Job>, StoreError> {
-        claim(&self.pool, owner, now, lease_until).await
+    ) -> Result<Option<JobKey>, StoreError> {
+        let leased: Option<(Uuid, Uuid)> = sqlx::query_as(
+            "UPDATE sync_jobs SET status = 'running', lease_owner = ?1, lease_expires_at = ?2, \
+             attempts = attempts + 1, started_at = ?3, updated_at = ?3 \
+             WHERE id = (SELECT id FROM sync_jobs \
+               WHERE (status = 'queued' AND scheduled_at <= ?3) \
+                  OR (status = 'running' AND (lease_expires_at IS NULL OR lease_expires_at < ?3)) \
+               ORDER BY scheduled_at, id LIMIT 1) \
+             RETURNING id, tenant_id",
+        )
+        .bind(owner)
+        .bind(to_micros(&lease_until))
+        .bind(to_micros(&now))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(leased.map(JobKey::from))
     }
 
-    async fn extend_sync_lease(
+    async fn extend_lease_while_active(
         &self,
+        conn: &mut SqliteConnection,
         lease: Lease<'_>,
         lease_until: Timestamp,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
-        extend(&self.pool, lease, lease_until, now).await
+        let done = sqlx::query(
+            "UPDATE sync_jobs SET lease_expires_at = ?, updated_at = ? \
+             WHERE id = ? AND lease_owner = ? AND status = 'running' AND EXISTS (SELECT 1 FROM \
+             connections c WHERE c.id = sync_jobs.connection_id AND c.status = 'active')",
+        )
+        .bind(to_micros(&lease_until))
+        .bind(to_micros(&now))
+        .bind(lease.job.0)
+        .bind(lease.owner)
+        .execute(conn)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
-    async fn sync_cursor(&self, connection: ConnectionId) -> Result<Option<Value>, StoreError> {
-        cursor(&self.pool, connection).await
-    }
-
-    async fn commit_sync_page(
+    async fn lease_held(
         &self,
+        conn: &mut SqliteConnection,
         lease: Lease<'_>,
-        connection: ConnectionId,
-        page: &SyncCommit<'_>,
-        lease_until: Timestamp,
-        now: Timestamp,
-    ) -> Result<PageCommit, StoreError> {
-        commit_page(&self.pool, lease, connection, page, lease_until, now).await
-    }
-
-    async fn finish_sync_job(
-        &self,
-        lease: Lease<'_>,
-        finish_as: JobFinish<'_>,
-        now: Timestamp,
-    ) -> Result<Finished, StoreError> {
-        finish(&self.pool, lease, finish_as, now).await
-    }
-
-    async fn connections_due_for_sync(
-        &self,
-        providers: &[&str],
-        now: Timestamp,
-        limit: u32,
-    ) -> Result<Vec<Connection>, StoreError> {
-        due(&self.pool, providers, now, limit).await
-    }
-
-    async fn advance_next_sync(
-        &self,
-        connection: ConnectionId,
-        now: Timestamp,
-        next: Timestamp,
     ) -> Result<bool, StoreError> {
-        advance(&self.pool, connection, now, next).await
+        let held = sqlx::query(
+            "SELECT 1 FROM sync_jobs WHERE id = ? AND lease_owner = ? AND status = 'running'",
+        )
+        .bind(lease.job.0)
+        .bind(lease.owner)
+        .fetch_optional(conn)
+        .await?;
+        Ok(held.is_some())
+    }
+
+    async fn connection_metadata(
+        &self,
+        conn: &mut SqliteConnection,
+        connection: ConnectionId,
+    ) -> Result<Map<String, Value>, StoreError> {
+        // The transaction already holds the write lock: nothing changes the row meanwhile.
+        let text: String = sqlx::query_scalar("SELECT metadata FROM connections WHERE id = ?")
+            .bind(connection.0)
+            .fetch_one(conn)
+            .await?;
+        serde_json::from_str(&text).map_err(|e| StoreError::corrupt("metadata", e))
+    }
+
+    async fn set_connection_metadata(
+        &self,
+        conn: &mut SqliteConnection,
+        connection: ConnectionId,
+        metadata: &Map<String, Value>,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let text =
+            serde_json::to_string(metadata).map_err(|e| StoreError::corrupt("metadata", e))?;
+        sqlx::query("UPDATE connections SET metadata = ?, updated_at = ? WHERE id = ?")
+            .bind(text)
+            .bind(to_micros(&now))
+            .bind(connection.0)
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn store_cursor(
+        &self,
+        conn: &mut SqliteConnection,
+        connection: ConnectionId,
+        cursor: &Value,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let cursor = serde_json::to_string(cursor).map_err(|e| StoreError::corrupt("cursor", e))?;
+        sqlx::query(
+            "INSERT INTO sync_cursors (connection_id, cursor, updated_at) VALUES (?, ?, ?) \
+             ON CONFLICT (connection_id) DO UPDATE SET cursor = excluded.cursor, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(connection.0)
+        .bind(cursor)
+        .bind(to_micros(&now))
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
+    async fn end_job(
+        &self,
+        conn: &mut SqliteConnection,
+        lease: Lease<'_>,
+        end: &JobEnd<'_>,
+        now: Timestamp,
+    ) -> Result<Option<EndedJob>, StoreError> {
+        let row = sqlx::query(
+            "UPDATE sync_jobs SET status = ?1, lease_owner = NULL, lease_expires_at = NULL, \
+             updated_at = ?2, finished_at = COALESCE(?3, finished_at), \
+             scheduled_at = COALESCE(?4, scheduled_at), \
+             error = CASE WHEN ?6 THEN COALESCE(?5, error) ELSE ?5 END, \
+             attempts = CASE WHEN ?7 THEN MAX(attempts - 1, 0) ELSE attempts END, \
+             follow_up = CASE WHEN ?8 THEN NULL ELSE follow_up END \
+             WHERE id = ?9 AND lease_owner = ?10 AND status = 'running' \
+             RETURNING connection_id, follow_up, lane",
+        )
+        .bind(end.status.as_str())
+        .bind(to_micros(&now))
+        .bind(end.finished_at.as_ref().map(to_micros))
+        .bind(end.scheduled_at.as_ref().map(to_micros))
+        .bind(end.error)
+        .bind(end.keep_error)
+        .bind(end.uncount_attempt)
+        .bind(end.drop_follow_up)
+        .bind(lease.job.0)
+        .bind(lease.owner)
+        .fetch_optional(conn)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(EndedJob {
+            connection: ConnectionId(row.try_get("connection_id")?),
+            follow_up: row.try_get::<Option<String>, _>("follow_up")?.is_some(),
+            lane: row.try_get("lane")?,
+        }))
+    }
+
+    async fn queue_follow_up(
+        &self,
+        conn: &mut SqliteConnection,
+        after: JobId,
+        id: JobId,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let queued = sqlx::query(
+            "INSERT INTO sync_jobs (id, tenant_id, connection_id, provider, job_type, \
+             status, attempts, max_attempts, scheduled_at, created_at, updated_at, lane) \
+             SELECT ?1, tenant_id, connection_id, provider, follow_up, 'queued', 0, \
+             max_attempts, ?2, ?2, ?2, lane FROM sync_jobs WHERE id = ?3 AND EXISTS (SELECT 1 \
+             FROM connections c WHERE c.id = sync_jobs.connection_id AND c.status = 'active') \
+             ON CONFLICT (connection_id, lane) WHERE status IN ('queued', 'running') \
+             DO NOTHING",
+        )
+        .bind(id.0)
+        .bind(to_micros(&now))
+        .bind(after.0)
+        .execute(conn)
+        .await?;
+        Ok(queued.rows_affected() == 1)
+    }
+
+    async fn record_sync_success(
+        &self,
+        conn: &mut SqliteConnection,
+        connection: ConnectionId,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE connections SET last_synced_at = ?1, last_error = NULL, updated_at = ?1 \
+             WHERE id = ?2",
+        )
+        .bind(to_micros(&now))
+        .bind(connection.0)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
+    async fn record_sync_failure(
+        &self,
+        conn: &mut SqliteConnection,
+        connection: ConnectionId,
+        error: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE connections SET last_error = ?, updated_at = ? WHERE id = ?")
+            .bind(error)
+            .bind(to_micros(&now))
+            .bind(connection.0)
+            .execute(conn)
+            .await?;
+        Ok(())
     }
 }

@@ -1,0 +1,49 @@
+//! The inbox's rules, once for both databases: a batch of outcomes lands in one transaction
+//! with its signals, and an outcome is recorded only under the lease its claim set.
+//! [`InboxDialect`] is the SQL each store runs for the steps.
+
+use async_trait::async_trait;
+
+use super::{Conn, Dialect};
+use crate::domain::{NewSignal, Timestamp};
+use crate::store::{EventCompletion, StoreError};
+
+/// The statements of the inbox, in one store's SQL.
+#[async_trait]
+pub(crate) trait InboxDialect: Dialect {
+    /// Inside the caller's transaction, records each completion's outcome (with its connection,
+    /// when it names one, and its error) on its event and drops the event's lease, only while
+    /// the event is still `pending` under `lease`.
+    async fn record_outcomes(
+        &self,
+        conn: &mut Conn<Self>,
+        completions: &[EventCompletion],
+        lease: Timestamp,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+}
+
+/// [`crate::store::Inbox::complete_webhook_events`].
+pub(crate) async fn complete<S: InboxDialect>(
+    store: &S,
+    completions: &[EventCompletion],
+    lease: Timestamp,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    // One transaction for the whole batch: the signals and every outcome land together. The
+    // signals go in whether or not the outcomes are still ours: a worker that took an event over
+    // stores the same ones, skipped as known.
+    let signals: Vec<NewSignal> = completions
+        .iter()
+        .flat_map(|c| c.signals.iter().cloned())
+        .collect();
+    let mut tx = store.pool().begin().await?;
+    if !signals.is_empty() {
+        store.insert_signals(&mut tx, &signals).await?;
+    }
+    store
+        .record_outcomes(&mut tx, completions, lease, now)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}

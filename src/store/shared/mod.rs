@@ -1,0 +1,34 @@
+//! What the SQLite and PostgreSQL stores share: the rules of the job queue and of the inbox,
+//! written once as generic functions over a small dialect trait per concern. Each store
+//! implements the traits with primitives that run one statement (or one step of the caller's
+//! transaction) in its own SQL: placeholders, timestamp encoding and locking clauses stay with
+//! the database they belong to, and the control flow that strings the statements together is
+//! here.
+
+pub(crate) mod inbox;
+pub(crate) mod queue;
+
+use async_trait::async_trait;
+use sqlx::{Database, Pool};
+
+use super::StoreError;
+use crate::domain::NewSignal;
+
+/// A database connection of dialect `D`, as a transaction's steps receive it.
+pub(crate) type Conn<D> = <<D as Dialect>::Db as Database>::Connection;
+
+/// What every shared operation needs from a store: its pool, to open transactions on.
+#[async_trait]
+pub(crate) trait Dialect: Send + Sync {
+    type Db: Database;
+
+    fn pool(&self) -> &Pool<Self::Db>;
+
+    /// Stores signals inside the caller's transaction, skipping any whose
+    /// `(connection_id, dedupe_key)` exists; returns how many were new.
+    async fn insert_signals(
+        &self,
+        conn: &mut Conn<Self>,
+        signals: &[NewSignal],
+    ) -> Result<u64, StoreError>;
+}

@@ -24,6 +24,9 @@ CREATE INDEX subscriptions_due ON subscriptions (renew_at) WHERE status IN ('pen
 ALTER TABLE sync_jobs DROP CONSTRAINT sync_jobs_job_type_check;
 ALTER TABLE sync_jobs ADD CONSTRAINT sync_jobs_job_type_check
     CHECK (job_type IN ('full', 'incremental', 'webhook', 'subscription'));
+ALTER TABLE sync_jobs DROP CONSTRAINT sync_jobs_follow_up_check;
+ALTER TABLE sync_jobs ADD CONSTRAINT sync_jobs_follow_up_check
+    CHECK (follow_up IN ('full', 'incremental', 'webhook', 'subscription'));
 ALTER TABLE sync_jobs ADD COLUMN lane TEXT NOT NULL DEFAULT 'sync'
     CHECK (lane IN ('sync', 'subscription'));
 DROP INDEX sync_jobs_one_active_per_connection;

@@ -39,7 +39,8 @@ CREATE TABLE sync_jobs_next (
     error            TEXT,
     created_at       INTEGER NOT NULL,
     updated_at       INTEGER NOT NULL,
-    follow_up        TEXT CHECK (follow_up IN ('full', 'incremental', 'webhook')),
+    follow_up        TEXT
+                     CHECK (follow_up IN ('full', 'incremental', 'webhook', 'subscription')),
     lane             TEXT NOT NULL DEFAULT 'sync' CHECK (lane IN ('sync', 'subscription'))
 );
 INSERT INTO sync_jobs_next (id, tenant_id, connection_id, provider, job_type, status, attempts,

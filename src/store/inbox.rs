@@ -40,9 +40,9 @@ pub trait Inbox: Send + Sync {
 
     /// Records the outcomes of a batch of events (`processed`, `ignored`, `unmatched` or
     /// `failed`) together with their signals, in one transaction. An outcome is recorded only
-    /// on an event still `pending` under `lease`, the lease its claim set: a worker that
-    /// outlived its lease cannot overwrite what the worker that took the event over recorded
-    /// (the signals it stores are the same ones, so they are skipped as known).
+    /// on an event still `pending` under `lease`, the lease its claim set, and only such an
+    /// event's signals are stored: a worker that outlived its lease writes nothing, whatever the
+    /// worker that took the event over recorded.
     async fn complete_webhook_events(
         &self,
         completions: &[EventCompletion],

@@ -74,7 +74,8 @@ pub struct Lease<'a> {
 /// How a leased job ends (or goes back to the queue).
 #[derive(Clone, Copy, Debug)]
 pub enum JobFinish<'a> {
-    /// Done: the connection's `last_synced_at` becomes now and its `last_error` is cleared.
+    /// Done: for a sync, the connection's `last_synced_at` becomes now and its `last_error` is
+    /// cleared; a follow-up requested while the job ran is queued in its lane.
     Succeeded,
     /// Back to `queued`, due at `at`, with this attempt's error.
     Retry { at: Timestamp, error: &'a str },
@@ -84,7 +85,8 @@ pub enum JobFinish<'a> {
         at: Timestamp,
         note: Option<&'a str>,
     },
-    /// Given up: the job ends `failed` and the connection's `last_error` shows why.
+    /// Given up: the job ends `failed`; for a sync, the connection's `last_error` shows why (a
+    /// subscription job's failure shows on its subscriptions instead).
     Failed { error: &'a str },
 }
 

@@ -185,7 +185,7 @@ impl InboxDialect for PostgresStore {
         completions: &[EventCompletion],
         lease: Timestamp,
         now: Timestamp,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<Uuid>, StoreError> {
         // Every outcome in one statement: one round trip however large the batch.
         let ids: Vec<Uuid> = completions.iter().map(|c| c.id).collect();
         let outcomes: Vec<&str> = completions.iter().map(|c| c.outcome.as_str()).collect();
@@ -194,13 +194,13 @@ impl InboxDialect for PostgresStore {
             .map(|c| c.connection_id.map(|id| id.0))
             .collect();
         let errors: Vec<Option<&str>> = completions.iter().map(|c| c.error.as_deref()).collect();
-        sqlx::query(
+        let recorded = sqlx::query_scalar(
             "UPDATE webhook_events AS e SET status = o.status, \
              connection_id = COALESCE(o.connection_id, e.connection_id), \
              last_error = o.last_error, processed_at = $5, lease_expires_at = NULL \
              FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::text[]) \
              AS o (id, status, connection_id, last_error) WHERE e.id = o.id \
-             AND e.status = 'pending' AND e.lease_expires_at = $6",
+             AND e.status = 'pending' AND e.lease_expires_at = $6 RETURNING e.id",
         )
         .bind(&ids)
         .bind(&outcomes)
@@ -208,9 +208,9 @@ impl InboxDialect for PostgresStore {
         .bind(&errors)
         .bind(now)
         .bind(lease)
-        .execute(conn)
+        .fetch_all(conn)
         .await?;
-        Ok(())
+        Ok(recorded)
     }
 }
 

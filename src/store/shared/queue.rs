@@ -322,17 +322,17 @@ pub(crate) async fn finish<S: QueueDialect>(
         return Ok(Finished::NotOurs);
     };
     let mut finished = Finished::Done;
+    if matches!(finish, JobFinish::Succeeded) && ended.follow_up {
+        let id = JobId::generate();
+        if store.queue_follow_up(&mut tx, lease.job, id, now).await? {
+            finished = Finished::FollowedBy(id);
+        }
+    }
     // Only a sync says how the connection's syncing goes; a subscription job's outcome shows
     // on its subscriptions.
     let syncs = ended.lane == "sync";
     match finish {
         JobFinish::Succeeded if syncs => {
-            if ended.follow_up {
-                let id = JobId::generate();
-                if store.queue_follow_up(&mut tx, lease.job, id, now).await? {
-                    finished = Finished::FollowedBy(id);
-                }
-            }
             store
                 .record_sync_success(&mut tx, ended.connection, now)
                 .await?;

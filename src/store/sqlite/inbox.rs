@@ -167,8 +167,9 @@ impl InboxDialect for SqliteStore {
         completions: &[EventCompletion],
         lease: Timestamp,
         now: Timestamp,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<Uuid>, StoreError> {
         // One statement per distinct outcome: a batch is mostly alike, so a handful at most.
+        let mut recorded = Vec::with_capacity(completions.len());
         let mut alike: Vec<(&EventCompletion, Vec<Uuid>)> = Vec::new();
         for c in completions {
             let same = |(first, _): &&mut (&EventCompletion, Vec<Uuid>)| {
@@ -197,10 +198,12 @@ impl InboxDialect for SqliteStore {
             for id in ids {
                 list.push_bind(id);
             }
-            q.push(")");
-            q.build().execute(&mut *conn).await?;
+            q.push(") RETURNING id");
+            for row in q.build().fetch_all(&mut *conn).await? {
+                recorded.push(row.try_get("id")?);
+            }
         }
-        Ok(())
+        Ok(recorded)
     }
 }
 

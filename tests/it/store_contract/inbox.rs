@@ -274,13 +274,7 @@ async fn an_outcome_under_a_stale_lease_does_not_overwrite_the_new_workers() -> 
     Ok(())
 }
 
-/// Known gap: both backends insert a completion's signals before the lease-bound `UPDATE`, in
-/// the same transaction, and commit even when that `UPDATE` matched nothing. A worker that
-/// outlived its lease therefore still stores its signals (possibly for an event the worker that
-/// took over recorded as `unmatched`). The trait's doc tolerates it; the contract asked of this
-/// suite is that a stale lease writes nothing. Run with `--ignored`.
 #[tokio::test]
-#[ignore = "store bug: complete_webhook_events stores signals under a stale lease"]
 async fn a_completion_under_a_stale_lease_stores_no_signals() -> Outcome {
     let app = TestApp::spawn().await;
     let store = app.store();

@@ -476,12 +476,7 @@ async fn a_follow_up_requested_while_a_sync_ran_is_queued_when_it_succeeds() -> 
     Ok(())
 }
 
-/// Known gap: `enqueue_sync(.., IfRunning::FollowUp)` marks a running subscription job for a
-/// follow-up, but `finish_sync_job` queues follow-ups only for jobs of the `sync` lane, so the
-/// request is silently dropped (no caller asks for it today: subscription jobs are enqueued with
-/// `Join`). Run with `--ignored`.
 #[tokio::test]
-#[ignore = "store bug: a follow-up requested of a running subscription job is dropped"]
 async fn a_follow_up_requested_while_a_subscription_job_ran_is_queued_when_it_succeeds() -> Outcome
 {
     let app = TestApp::spawn().await;

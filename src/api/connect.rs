@@ -73,7 +73,11 @@ pub async fn start_connect(
         scopes: request.scopes,
         redirect_uri: request.redirect_uri,
     };
-    let started = flow::start(&state, tenant, &provider, params).await?;
+    let slug = state
+        .registry
+        .parse(&provider)
+        .ok_or_else(|| ApiError::unknown_provider(&provider))?;
+    let started = flow::start(&state, tenant, slug, params).await?;
     Ok(Json(ConnectResponse {
         authorize_url: started.authorize_url.to_string(),
         state_expires_at: started.state_expires_at,

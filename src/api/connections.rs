@@ -135,10 +135,10 @@ pub struct ConnectionsQuery {
     cursor: Option<String>,
 }
 
-/// Validates a provider filter against the registry.
+/// Parses a provider filter against the registry.
 pub(super) fn provider_filter(registry: &Registry) -> impl Fn(&str) -> Result<String, String> + '_ {
-    move |slug| match registry.get(slug) {
-        Some(_) => Ok(slug.to_string()),
+    move |slug| match registry.parse(slug) {
+        Some(slug) => Ok(slug.to_string()),
         None => Err(format!(
             "unknown provider; known: {}",
             registry.slugs().join(", ")

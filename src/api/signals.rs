@@ -8,7 +8,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::connections::provider_filter;
 use super::errors::{ItemErrors, ListErrors};
-use crate::domain::{format_time, Actor, ConnectionId, Signal, SignalId};
+use crate::domain::{format_time, Actor, ConnectionId, Signal, SignalId, SignalKind};
 use crate::http::cursor::CursorScope;
 use crate::http::query::{self, QueryParams};
 use crate::http::{ApiError, AppState, ErrorCode, IdPath, Tenant, TenantHeader};
@@ -116,8 +116,9 @@ pub async fn list_signals(
         provider: q.take("provider", provider_filter(registry)),
         connection_id: q.take("connection_id", query::uuid::<ConnectionId>),
         kind: q.take("kind", |k| {
-            if registry.knows_kind(k) {
-                Ok(k.to_string())
+            let kind = SignalKind::parse(k)?;
+            if registry.knows_kind(&kind) {
+                Ok(kind.to_string())
             } else {
                 Err("unknown signal kind; GET /providers lists each provider's kinds".into())
             }

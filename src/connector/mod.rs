@@ -38,7 +38,7 @@ pub use oauth::{
 };
 pub use page::{PageRequest, PageResponse, ProviderPage};
 pub use settings::{callback_url, join_path, ProviderSettings};
-pub use signal::SignalDraft;
+pub use signal::{declared_signals, SignalDraft};
 pub use subscription::{Opened, SubscriptionContext};
 pub use sync::{SyncContext, SyncPage};
 pub use token::{standard_token_response, TokenSet};

@@ -2,12 +2,14 @@
 
 use serde_json::Value;
 
-use crate::domain::{now, Actor, Connection, NewSignal, SignalId, Timestamp};
+use super::Descriptor;
+use crate::domain::{now, Actor, Connection, NewSignal, SignalId, SignalKind, Timestamp};
 
 /// A signal as a connector describes it; the engine adds ids, tenant and connection.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SignalDraft {
-    pub kind: String,
+    /// One of the kinds the connector's descriptor lists.
+    pub kind: SignalKind,
     pub occurred_at: Timestamp,
     pub actor: Option<Actor>,
     pub title: Option<String>,
@@ -29,7 +31,7 @@ impl SignalDraft {
             tenant_id: connection.tenant_id,
             connection_id: connection.id,
             provider: connection.provider.clone(),
-            kind: without_nul(self.kind),
+            kind: self.kind.into(),
             occurred_at: self.occurred_at,
             received_at: now(),
             actor: self.actor.map(|a| Actor {
@@ -44,6 +46,28 @@ impl SignalDraft {
             payload: json_without_nul(self.payload),
         }
     }
+}
+
+/// The signals to store of the drafts a connector with `descriptor` produced for
+/// `connection`: those of a kind its descriptor lists. Any other is dropped and logged, so
+/// Core never receives a kind the catalogue does not announce.
+pub fn declared_signals(
+    descriptor: &Descriptor,
+    drafts: Vec<SignalDraft>,
+    connection: &Connection,
+) -> Vec<NewSignal> {
+    drafts
+        .into_iter()
+        .filter(|draft| {
+            let declared = descriptor.kinds.contains(&draft.kind.as_str());
+            if !declared {
+                tracing::warn!(provider = descriptor.slug, kind = %draft.kind, "a signal of a kind the catalogue does not list was dropped");
+                metrics::counter!("signals_undeclared_total", "provider" => descriptor.slug).increment(1);
+            }
+            declared
+        })
+        .map(|draft| draft.into_signal(connection))
+        .collect()
 }
 
 /// `s` with each NUL character replaced by U+FFFD.
@@ -85,7 +109,7 @@ mod tests {
     #[test]
     fn nul_characters_become_replacement_characters_everywhere_in_a_signal() {
         let draft = SignalDraft {
-            kind: "issue_created".into(),
+            kind: SignalKind::of("issue_created"),
             occurred_at: now(),
             actor: Some(Actor {
                 id: "1\0".into(),
@@ -121,5 +145,44 @@ mod tests {
             })
         );
         assert!(!signal.payload.to_string().contains("\\u0000"));
+    }
+
+    #[test]
+    fn only_kinds_the_catalogue_lists_are_stored() {
+        use crate::connector::{AuthType, RateLimitPolicy};
+        static DESCRIPTOR: Descriptor = Descriptor {
+            slug: "github",
+            display_name: "GitHub",
+            auth_type: AuthType::Oauth2,
+            default_scopes: &[],
+            kinds: &["issue_created"],
+            webhooks: true,
+            sync: true,
+            rate_limit: RateLimitPolicy {
+                requests: 1,
+                window_secs: 1,
+                burst: 1,
+                max_concurrency: 1,
+            },
+            settings: &[],
+        };
+        let draft = |kind: &'static str| SignalDraft {
+            kind: SignalKind::of(kind),
+            occurred_at: now(),
+            actor: None,
+            title: None,
+            url: None,
+            external_id: None,
+            dedupe_key: kind.to_string(),
+            payload: serde_json::json!({}),
+        };
+        let connection = Connection::active_for_tests("github", "1");
+        let stored = declared_signals(
+            &DESCRIPTOR,
+            vec![draft("issue_created"), draft("issue_teleported")],
+            &connection,
+        );
+        let kinds: Vec<_> = stored.iter().map(|s| s.kind.as_str()).collect();
+        assert_eq!(kinds, ["issue_created"]);
     }
 }

@@ -1,11 +1,13 @@
 //! Domain types parsed once at the edge: typed ids, statuses, timestamps and records.
 
 mod ids;
+mod names;
 mod records;
 mod status;
 mod time;
 
 pub use ids::{ConnectionId, JobId, SignalId, SubscriptionId, TenantId};
+pub use names::{ProviderSlug, SignalKind};
 pub use records::{
     merge_metadata, Actor, Connection, ConnectionUpsert, Job, NewConnection, NewJob, NewOAuthState,
     NewSignal, NewWebhookEvent, OAuthState, OpenedSubscription, SealedField, SealedTokens,

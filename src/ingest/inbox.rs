@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use super::stranded::Stranded;
-use crate::connector::{Normalized, WebhookEvent};
+use crate::connector::{declared_signals, Normalized, WebhookEvent};
 use crate::domain::{
     now, Connection, EventStatus, JobType, StoredWebhookEvent, TenantId, Timestamp,
 };
@@ -305,10 +305,7 @@ async fn decide(
         return Ok(done(EventStatus::Unmatched, None, Vec::new(), None));
     };
     let signals = match normalized {
-        Normalized::Signals(drafts) => drafts
-            .into_iter()
-            .map(|d| d.into_signal(connection))
-            .collect(),
+        Normalized::Signals(drafts) => declared_signals(entry.descriptor(), drafts, connection),
         Normalized::SyncRequested if entry.descriptor().sync => {
             request_sync(state, connection).await?;
             Vec::new()

@@ -15,7 +15,7 @@ use crate::crypto::hex;
 use crate::crypto::{Aad, Secret};
 use crate::domain::{
     merge_metadata, now, Connection, ConnectionId, ConnectionUpsert, NewOAuthState, OAuthState,
-    SealedField, StateConsumption, TenantId, Timestamp,
+    ProviderSlug, SealedField, StateConsumption, TenantId, Timestamp,
 };
 use crate::services::{RegistryEntry, Services};
 use crate::tokens::{seal_secrets, seal_tokens};
@@ -63,13 +63,13 @@ struct Checked {
 }
 
 /// The enabled provider `slug`, configured for OAuth, with its endpoints.
-fn oauth_provider<'a>(
-    services: &'a Services,
-    slug: &str,
-) -> Result<(&'a RegistryEntry, OAuthEndpoints), FlowError> {
+fn oauth_provider(
+    services: &Services,
+    slug: ProviderSlug,
+) -> Result<(&RegistryEntry, OAuthEndpoints), FlowError> {
     let entry = services
         .registry
-        .get(slug)
+        .entry(slug)
         .ok_or_else(|| FlowError::UnknownProvider(slug.to_string()))?;
     let not_configured = || FlowError::NotConfigured(entry.descriptor().slug);
     if !entry.configured {
@@ -86,10 +86,11 @@ fn oauth_provider<'a>(
 pub async fn start(
     services: &Services,
     tenant: TenantId,
-    slug: &str,
+    slug: ProviderSlug,
     params: ConnectParams,
 ) -> Result<Started, FlowError> {
     let (entry, endpoints) = oauth_provider(services, slug)?;
+    let slug = slug.as_str();
     let checked = check(services, entry, params)?;
     let state_token = pkce::new_state();
     let state_hash = pkce::state_hash(state_token.expose());
@@ -242,7 +243,10 @@ pub async fn complete(services: &Services, slug: &str, params: CallbackParams) -
             description: params.error_description,
         }),
         (None, None) => Err(FlowError::invalid("code", "is required")),
-        (None, Some(code)) => connect(services, slug, &saved, &code, &params.extra).await,
+        (None, Some(code)) => match services.registry.parse(slug) {
+            Some(slug) => connect(services, slug, &saved, &code, &params.extra).await,
+            None => Err(FlowError::UnknownProvider(slug.to_string())),
+        },
     };
     Completed { result, return_to }
 }
@@ -257,7 +261,7 @@ async fn consume(
     let Some(raw_state) = params.state.as_deref().filter(|s| !s.is_empty()) else {
         return Err((FlowError::invalid("state", "is required"), None));
     };
-    if services.registry.get(slug).is_none() {
+    if services.registry.parse(slug).is_none() {
         return Err((FlowError::UnknownProvider(slug.to_string()), None));
     }
     let consumed = services
@@ -285,12 +289,13 @@ async fn consume(
 
 async fn connect(
     services: &Services,
-    slug: &str,
+    slug: ProviderSlug,
     saved: &OAuthState,
     code: &str,
     extra: &[(String, String)],
 ) -> Result<Connection, FlowError> {
     let (entry, endpoints) = oauth_provider(services, slug)?;
+    let slug = slug.as_str();
     let ctx = services.provider_context(entry);
     let verifier = saved
         .pkce_verifier_sealed

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::connector::{AuthType, Connector, Descriptor, ProviderSettings, RateLimitPolicy};
+use crate::domain::{ProviderSlug, SignalKind};
 use crate::providers::CATALOGUE;
 
 /// One enabled provider with its effective settings.
@@ -24,6 +25,11 @@ impl RegistryEntry {
     /// The provider's descriptor.
     pub fn descriptor(&self) -> &'static Descriptor {
         self.connector.descriptor()
+    }
+
+    /// The provider's slug.
+    pub fn slug(&self) -> ProviderSlug {
+        ProviderSlug::of_catalogue(self.descriptor().slug)
     }
 }
 
@@ -64,6 +70,16 @@ impl Registry {
         &self.entries
     }
 
+    /// Parses a slug from input (a path, a filter): the slug of an enabled provider, or `None`.
+    pub fn parse(&self, slug: &str) -> Option<ProviderSlug> {
+        self.get(slug).map(RegistryEntry::slug)
+    }
+
+    /// The enabled provider `slug` names.
+    pub fn entry(&self, slug: ProviderSlug) -> Option<&RegistryEntry> {
+        self.get(slug.as_str())
+    }
+
     /// The enabled provider with this slug.
     pub fn get(&self, slug: &str) -> Option<&RegistryEntry> {
         self.entries.iter().find(|e| e.descriptor().slug == slug)
@@ -75,9 +91,9 @@ impl Registry {
     }
 
     /// Whether any enabled provider emits this signal kind.
-    pub fn knows_kind(&self, kind: &str) -> bool {
+    pub fn knows_kind(&self, kind: &SignalKind) -> bool {
         self.entries
             .iter()
-            .any(|e| e.descriptor().kinds.contains(&kind))
+            .any(|e| e.descriptor().kinds.contains(&kind.as_str()))
     }
 }

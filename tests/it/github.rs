@@ -1063,7 +1063,7 @@ fn issues_query(since: &str) -> wiremock::MockBuilder {
 fn kinds_and_keys(page: &SyncPage) -> Vec<(String, String)> {
     page.signals
         .iter()
-        .map(|s| (s.kind.clone(), s.dedupe_key.clone()))
+        .map(|s| (s.kind.to_string(), s.dedupe_key.clone()))
         .collect()
 }
 

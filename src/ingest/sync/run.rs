@@ -9,8 +9,8 @@ use serde_json::Value;
 use super::backoff;
 use super::worker::SyncWorker;
 use crate::connector::{
-    Connector, ProviderCallError, ProviderContext, ProviderSecrets, ProviderSettings,
-    RateLimitPolicy, SyncContext, SyncPage,
+    declared_signals, Connector, ProviderCallError, ProviderContext, ProviderSecrets,
+    ProviderSettings, RateLimitPolicy, SyncContext, SyncPage,
 };
 use crate::crypto::Secret;
 use crate::domain::{merge_metadata, now, Connection, ConnectionStatus, Job, JobType};
@@ -229,11 +229,7 @@ impl SyncWorker {
         page: SyncPage,
         progress: &mut Progress,
     ) -> Result<(), Stop> {
-        let signals: Vec<_> = page
-            .signals
-            .into_iter()
-            .map(|draft| draft.into_signal(&run.connection))
-            .collect();
+        let signals = declared_signals(run.connector.descriptor(), page.signals, &run.connection);
         let at = now();
         let committed = state
             .store

@@ -17,7 +17,7 @@ use crate::connector::{SignalDraft, SyncPage};
 use crate::crypto::Secret;
 use crate::domain::{
     now, Connection, ConnectionId, ConnectionStatus, ConnectionUpsert, Job, JobStatus, JobType,
-    TenantId, Timestamp,
+    SignalKind, TenantId, Timestamp,
 };
 use crate::services::Services;
 use crate::store::{Lease, PageRequest, SignalFilter, StoreOptions, SyncCommit};
@@ -218,7 +218,7 @@ impl Connector for Scripted {
         };
         let signals = (from + 1..=from + count)
             .map(|n| SignalDraft {
-                kind: "scripted_event".into(),
+                kind: SignalKind::of("scripted_event"),
                 occurred_at: now(),
                 actor: None,
                 title: Some(format!("event {n}")),
@@ -544,7 +544,7 @@ async fn an_expired_lease_is_taken_over_and_the_first_worker_writes_nothing_more
     let page: Vec<_> = (1..=2)
         .map(|n| {
             SignalDraft {
-                kind: "scripted_event".into(),
+                kind: SignalKind::of("scripted_event"),
                 occurred_at: now(),
                 actor: None,
                 title: None,

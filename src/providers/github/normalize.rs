@@ -37,7 +37,7 @@ use super::wire::{
     PullRequestReviewEvent, Push, Release, ReleaseEvent, Repository,
 };
 use crate::connector::{Normalized, SignalDraft, WebhookEvent};
-use crate::domain::{parse_rfc3339, Actor, Timestamp};
+use crate::domain::{parse_rfc3339, Actor, SignalKind, Timestamp};
 
 /// What happened to an issue or pull request; decides the dedupe key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -161,7 +161,7 @@ fn issues(
     let issue = &event.issue;
     let at = issue_time(issue, change)?;
     Ok(Some(SignalDraft {
-        kind: kind.to_string(),
+        kind: SignalKind::of(kind),
         occurred_at: at,
         actor: sender,
         title: Some(issue.title.clone()),
@@ -213,7 +213,7 @@ fn issue_comment(
     let (issue, comment) = (&event.issue, &event.comment);
     let at = time("comment.created_at", &comment.created_at)?;
     Ok(Some(SignalDraft {
-        kind: "issue_commented".into(),
+        kind: SignalKind::of("issue_commented"),
         occurred_at: at,
         actor: sender,
         title: Some(issue.title.clone()),
@@ -273,7 +273,7 @@ fn pull_request(
     let repository = &event.repository.full_name;
     let identity = pull_identity(repository, pr.number);
     Ok(Some(SignalDraft {
-        kind: kind.to_string(),
+        kind: SignalKind::of(kind),
         occurred_at: at,
         actor: sender,
         title: Some(pr.title.clone()),
@@ -315,7 +315,7 @@ fn pull_request_review(
         .ok_or("the submitted review has no submitted_at")?;
     let at = time("review.submitted_at", submitted)?;
     Ok(Some(SignalDraft {
-        kind: "pr_reviewed".into(),
+        kind: SignalKind::of("pr_reviewed"),
         occurred_at: at,
         actor: sender,
         title: Some(pr.title.clone()),
@@ -347,7 +347,7 @@ fn push(body: Value, sender: Option<Actor>) -> Result<Option<SignalDraft>, Strin
     let Repository { id, full_name, .. } = &push.repository;
     let headline = head.message.lines().next().unwrap_or_default().to_string();
     Ok(Some(SignalDraft {
-        kind: "code_pushed".into(),
+        kind: SignalKind::of("code_pushed"),
         occurred_at: at,
         actor: sender,
         title: Some(headline.clone()),
@@ -412,7 +412,7 @@ fn release_draft(
     });
     with_action(&mut payload, action);
     Ok(SignalDraft {
-        kind: "release_published".into(),
+        kind: SignalKind::of("release_published"),
         occurred_at: at,
         actor,
         title: Some(title),
@@ -467,8 +467,8 @@ pub(super) fn listed_issue(issue: &Issue, floor: &Timestamp) -> Result<Vec<Signa
             );
         }
     }
-    let draft = |kind: &str, at: Timestamp, key_at: Timestamp, change, actor| SignalDraft {
-        kind: kind.to_string(),
+    let draft = |kind: &'static str, at: Timestamp, key_at: Timestamp, change, actor| SignalDraft {
+        kind: SignalKind::of(kind),
         occurred_at: at,
         actor,
         title: Some(issue.title.clone()),
@@ -562,7 +562,7 @@ mod tests {
     fn keys(drafts: &[SignalDraft]) -> Vec<(String, String)> {
         drafts
             .iter()
-            .map(|d| (d.kind.clone(), d.dedupe_key.clone()))
+            .map(|d| (d.kind.to_string(), d.dedupe_key.clone()))
             .collect()
     }
 

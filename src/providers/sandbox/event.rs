@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::connector::SignalDraft;
-use crate::domain::{parse_rfc3339, Actor};
+use crate::domain::{parse_rfc3339, Actor, SignalKind};
 
 /// The signal kind of a sandbox event type; `None` for types the sandbox does not map.
 pub(super) fn kind(event_type: &str) -> Option<&'static str> {
@@ -38,7 +38,7 @@ impl Change {
         let occurred_at =
             parse_rfc3339(&self.occurred_at).map_err(|e| format!("occurred_at {e}"))?;
         Ok(Some(SignalDraft {
-            kind: kind.to_string(),
+            kind: SignalKind::of(kind),
             occurred_at,
             // The change, not the delivery: the same change synced later is the same signal.
             dedupe_key: format!("{kind}:{}:{}", self.id, self.occurred_at),
@@ -91,7 +91,7 @@ mod tests {
         let updated = change().signal("event.updated").expect("readable");
         assert_eq!(
             updated.map(|d| d.kind),
-            Some("sandbox_event_updated".to_string())
+            Some(SignalKind::of("sandbox_event_updated"))
         );
     }
 

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use crate::connector::ProviderCallError;
 use crate::connector::{SignalDraft, SyncPage};
-use crate::domain::{parse_rfc3339, Actor, Connection, Timestamp};
+use crate::domain::{parse_rfc3339, Actor, Connection, SignalKind, Timestamp};
 
 /// Signals per page.
 pub const PAGE_SIZE: i64 = 20;
@@ -80,7 +80,7 @@ fn signal(connection: &Connection, seq: u64, at: Timestamp) -> SignalDraft {
         ("sandbox_event_updated", "updated")
     };
     SignalDraft {
-        kind: kind.to_string(),
+        kind: SignalKind::of(kind),
         occurred_at: at,
         actor: Some(Actor {
             id: "sandbox-user".into(),

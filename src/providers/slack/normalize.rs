@@ -28,7 +28,7 @@ use serde_json::{json, Value};
 
 use super::wire::{Changed, Deleted, Envelope, Message, Posted, ReactionAdded};
 use crate::connector::{Normalized, SignalDraft, WebhookEvent};
-use crate::domain::{from_micros, Actor, Timestamp};
+use crate::domain::{from_micros, Actor, SignalKind, Timestamp};
 
 /// Longest title taken from a message's text, in characters.
 const TITLE_CHARS: usize = 120;
@@ -139,7 +139,7 @@ fn posted(event: Posted) -> Result<SignalDraft, String> {
         .filter_map(|f| f.id.as_deref())
         .collect();
     Ok(SignalDraft {
-        kind: "message_posted".into(),
+        kind: SignalKind::of("message_posted"),
         occurred_at: slack_time("ts", &message.ts)?,
         actor: author(&message),
         title: title(message.text.as_deref()),
@@ -171,7 +171,7 @@ fn changed(event: Changed) -> Result<Option<SignalDraft>, String> {
     };
     let actor = person(edited.user.as_ref()).or_else(|| author(&message));
     Ok(Some(SignalDraft {
-        kind: "message_updated".into(),
+        kind: SignalKind::of("message_updated"),
         occurred_at: slack_time("message.edited.ts", &edited.ts)?,
         actor,
         title: title(message.text.as_deref()),
@@ -206,7 +206,7 @@ fn deleted(event: Deleted) -> Result<SignalDraft, String> {
         .ok_or("the message_deleted event has no ts")?;
     let previous = previous_message.as_ref();
     Ok(SignalDraft {
-        kind: "message_deleted".into(),
+        kind: SignalKind::of("message_deleted"),
         occurred_at: slack_time("event_ts", &at)?,
         actor: None,
         title: Some("Message deleted".into()),
@@ -236,7 +236,7 @@ fn reaction(event: ReactionAdded) -> Result<Option<SignalDraft>, String> {
         .ok_or_else(|| missing("channel"))?;
     let ts = event.item.ts.as_deref().ok_or_else(|| missing("ts"))?;
     Ok(Some(SignalDraft {
-        kind: "reaction_added".into(),
+        kind: SignalKind::of("reaction_added"),
         occurred_at: slack_time("event_ts", &event.event_ts)?,
         actor: person(Some(&event.user)),
         title: Some(format!(":{}: on a message", event.reaction)),
@@ -332,7 +332,7 @@ mod tests {
         assert_eq!(
             draft,
             SignalDraft {
-                kind: "message_posted".into(),
+                kind: SignalKind::of("message_posted"),
                 occurred_at: at("2012-12-14T20:38:43.000005Z"),
                 actor: Some(Actor {
                     id: "U123ABC456".into(),
@@ -479,7 +479,7 @@ mod tests {
         assert_eq!(
             draft,
             SignalDraft {
-                kind: "reaction_added".into(),
+                kind: SignalKind::of("reaction_added"),
                 occurred_at: at("2013-02-13T19:13:24.083113Z"),
                 actor: Some(Actor {
                     id: "U123ABC456".into(),

@@ -31,4 +31,7 @@ pub struct Opened {
     pub expires_at: Option<Timestamp>,
     /// The provider's non-secret data about it, kept with it (a channel's resource id).
     pub state: Metadata,
+    /// Members to set in the connection's metadata once it is recorded (a mailbox watch's
+    /// starting history id); `null` removes one.
+    pub metadata: Option<Metadata>,
 }

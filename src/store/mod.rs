@@ -221,6 +221,16 @@ pub trait Store: Inbox + SyncQueue + SubscriptionStore + Send + Sync + 'static {
         id: ConnectionId,
     ) -> Result<Option<Vec<u8>>, StoreError>;
 
+    /// Applies a metadata patch to one of the tenant's connections
+    /// ([`crate::domain::merge_metadata`]); `false` when it has no such connection.
+    async fn patch_connection_metadata(
+        &self,
+        tenant: TenantId,
+        id: ConnectionId,
+        patch: &serde_json::Map<String, serde_json::Value>,
+        now: Timestamp,
+    ) -> Result<bool, StoreError>;
+
     /// Replaces a connection's sealed tokens (after a refresh).
     async fn replace_tokens(
         &self,

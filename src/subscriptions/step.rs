@@ -236,6 +236,17 @@ impl Run<'_> {
             .filter(|old| *old != opened.external_id);
         match recorded {
             Recorded::Stored => {
+                if let Some(patch) = &opened.metadata {
+                    self.services
+                        .store
+                        .patch_connection_metadata(
+                            self.connection.tenant_id,
+                            self.connection.id,
+                            patch,
+                            now(),
+                        )
+                        .await?;
+                }
                 if replaced.is_some() {
                     // The provider renewed by opening anew: the old one is closed.
                     self.close_quietly(subscription).await;

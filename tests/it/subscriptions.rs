@@ -32,7 +32,8 @@ async fn spawn(api: &MockServer) -> TestApp {
     .await
 }
 
-/// A `2xx` subscription answer with a fresh id (`prefix-N`) lasting [`TTL_SECS`].
+/// A `2xx` subscription answer with a fresh id (`prefix-N`) lasting [`TTL_SECS`], telling where
+/// the account's watch stands.
 fn opened(prefix: &'static str) -> impl Fn(&Request) -> ResponseTemplate {
     let n = std::sync::atomic::AtomicUsize::new(0);
     move |_: &Request| {
@@ -42,6 +43,7 @@ fn opened(prefix: &'static str) -> impl Fn(&Request) -> ResponseTemplate {
             "expires_at": connectors::domain::format_time(
                 &(now() + chrono::Duration::seconds(TTL_SECS))
             ),
+            "account_details": { "watched_by": format!("{prefix}-{i}") },
         }))
     }
 }
@@ -207,8 +209,14 @@ async fn a_subscription_is_renewed_before_it_expires_and_the_replaced_one_is_clo
     assert_eq!(ran[0].job_type, JobType::Subscription);
     assert_eq!(ran[0].result, JobResult::Succeeded);
 
-    let after = subscription(&detail(&app, t, &id).await);
+    let shown = detail(&app, t, &id).await;
+    let after = subscription(&shown);
     assert_eq!(after["status"], "active");
+    // What the renewal said of the account replaced what the opening said; the rest stays.
+    assert_eq!(
+        shown["account_details"],
+        json!({ "workspace": "Sandbox Workspace", "watched_by": "renewed-0" })
+    );
     assert!(time(&after["expires_at"]) >= time(&before["expires_at"]));
     assert_eq!(
         calls(&api, "POST", "/v1/subscriptions/sub-0/renew")

@@ -8,13 +8,16 @@
 //!
 //! ```text
 //! POST   {base}/v1/subscriptions               {"resource", "callback_url", "ttl_secs"}
-//!                                               → 2xx {"id": "...", "expires_at": RFC 3339}
+//!                                               → 2xx {"id": "...", "expires_at": RFC 3339,
+//!                                                      "account_details": {...}?}
 //! POST   {base}/v1/subscriptions/{id}/renew    {"ttl_secs"} → 2xx {"id", "expires_at"}
 //! DELETE {base}/v1/subscriptions/{id}          → 2xx
 //! Authorization: Bearer <the connection's access token>
 //! ```
 //!
-//! A renewal may answer another `id`: the engine then closes the old one. Statuses are read as
+//! A renewal may answer another `id`: the engine then closes the old one. `account_details`,
+//! when present, sets those members of the connection's metadata (as a provider's watch may
+//! reveal where the account stands). Statuses are read as
 //! in sync (`401` refused token, `429` rate limit, `5xx` unavailable, other `4xx` rejected); a
 //! `2xx` whose body lacks `id` or a readable `expires_at` is rejected, and the subscription
 //! shows why.
@@ -67,6 +70,9 @@ fn ttl(ctx: &SubscriptionContext<'_>) -> u64 {
 struct Answer {
     id: String,
     expires_at: String,
+    /// Facts about the account the watch revealed, kept in the connection's metadata.
+    #[serde(default)]
+    account_details: Option<Metadata>,
 }
 
 /// Opens the subscription.
@@ -138,6 +144,7 @@ fn in_process(id: String, ttl_secs: u64) -> Opened {
         external_id: id,
         expires_at: Some(now() + Duration::seconds(ttl)),
         state: Metadata::new(),
+        metadata: None,
     }
 }
 
@@ -181,6 +188,7 @@ fn read_answer(body: &[u8]) -> Result<Opened, ProviderCallError> {
         external_id: answer.id,
         expires_at: Some(expires_at),
         state: Metadata::new(),
+        metadata: answer.account_details,
     })
 }
 

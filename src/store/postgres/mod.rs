@@ -205,6 +205,16 @@ impl Store for PostgresStore {
         credentials::tokens(&self.pool, tenant, id).await
     }
 
+    async fn patch_connection_metadata(
+        &self,
+        tenant: TenantId,
+        id: ConnectionId,
+        patch: &serde_json::Map<String, serde_json::Value>,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        crate::store::shared::queue::patch_metadata(self, tenant, id, patch, now).await
+    }
+
     async fn connection_secrets(
         &self,
         tenant: TenantId,

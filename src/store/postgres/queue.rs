@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::connections::{decode as decode_connection, COLUMNS as CONNECTION_COLUMNS};
 use super::notify::JOBS_CHANNEL;
 use super::{jobs, PostgresStore};
-use crate::domain::{Connection, ConnectionId, Job, JobId, JobType, NewJob, Timestamp};
+use crate::domain::{Connection, ConnectionId, Job, JobId, JobType, NewJob, TenantId, Timestamp};
 use crate::store::shared::queue::{self, EndedJob, JobEnd, JobKey, QueueDialect};
 use crate::store::{
     Enqueued, Finished, IfRunning, JobFinish, Lease, PageCommit, StoreError, SyncCommit, SyncQueue,
@@ -270,6 +270,24 @@ impl QueueDialect for PostgresStore {
                 .fetch_one(conn)
                 .await?;
         Ok(metadata)
+    }
+
+    async fn touch_connection(
+        &self,
+        conn: &mut PgConnection,
+        tenant: TenantId,
+        connection: ConnectionId,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let touched =
+            sqlx::query("UPDATE connections SET updated_at = $1 WHERE tenant_id = $2 AND id = $3")
+                .bind(now)
+                .bind(tenant.0)
+                .bind(connection.0)
+                .execute(conn)
+                .await?
+                .rows_affected();
+        Ok(touched == 1)
     }
 
     async fn set_connection_metadata(

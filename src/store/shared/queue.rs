@@ -148,6 +148,17 @@ pub(crate) trait QueueDialect: Dialect {
         connection: ConnectionId,
     ) -> Result<Map<String, Value>, StoreError>;
 
+    /// Touches one of the tenant's connections (its `updated_at`) as the first statement of a
+    /// transaction that goes on to change it, so the transaction holds the row (and, on
+    /// SQLite, the write lock) from the start; `false` when the tenant has no such connection.
+    async fn touch_connection(
+        &self,
+        conn: &mut Conn<Self>,
+        tenant: TenantId,
+        connection: ConnectionId,
+        now: Timestamp,
+    ) -> Result<bool, StoreError>;
+
     /// Replaces a connection's metadata.
     async fn set_connection_metadata(
         &self,
@@ -265,6 +276,31 @@ pub(crate) async fn claim<S: QueueDialect>(
         Some(key) => Ok(Some(reread(store, key).await?)),
         None => Ok(None),
     }
+}
+
+/// [`crate::store::Store::patch_connection_metadata`].
+pub(crate) async fn patch_metadata<S: QueueDialect>(
+    store: &S,
+    tenant: TenantId,
+    connection: ConnectionId,
+    patch: &Map<String, Value>,
+    now: Timestamp,
+) -> Result<bool, StoreError> {
+    let mut tx = store.pool().begin().await?;
+    if !store
+        .touch_connection(&mut tx, tenant, connection, now)
+        .await?
+    {
+        tx.rollback().await?;
+        return Ok(false);
+    }
+    let mut metadata = store.connection_metadata(&mut tx, connection).await?;
+    merge_metadata(&mut metadata, patch.clone());
+    store
+        .set_connection_metadata(&mut tx, connection, &metadata, now)
+        .await?;
+    tx.commit().await?;
+    Ok(true)
 }
 
 /// [`crate::store::SyncQueue::commit_sync_page`].

@@ -10,7 +10,9 @@ use uuid::Uuid;
 
 use super::connections::{decode as decode_connection, COLUMNS as CONNECTION_COLUMNS};
 use super::{jobs, SqliteStore};
-use crate::domain::{to_micros, Connection, ConnectionId, Job, JobId, JobType, NewJob, Timestamp};
+use crate::domain::{
+    to_micros, Connection, ConnectionId, Job, JobId, JobType, NewJob, TenantId, Timestamp,
+};
 use crate::store::shared::queue::{self, EndedJob, JobEnd, JobKey, QueueDialect};
 use crate::store::{
     Enqueued, Finished, IfRunning, JobFinish, Lease, PageCommit, StoreError, SyncCommit, SyncQueue,
@@ -266,6 +268,24 @@ impl QueueDialect for SqliteStore {
             .fetch_one(conn)
             .await?;
         serde_json::from_str(&text).map_err(|e| StoreError::corrupt("metadata", e))
+    }
+
+    async fn touch_connection(
+        &self,
+        conn: &mut SqliteConnection,
+        tenant: TenantId,
+        connection: ConnectionId,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let touched =
+            sqlx::query("UPDATE connections SET updated_at = ? WHERE tenant_id = ? AND id = ?")
+                .bind(to_micros(&now))
+                .bind(tenant.0)
+                .bind(connection.0)
+                .execute(conn)
+                .await?
+                .rows_affected();
+        Ok(touched == 1)
     }
 
     async fn set_connection_metadata(

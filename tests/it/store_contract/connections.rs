@@ -556,3 +556,37 @@ async fn a_sealed_value_is_replaced_only_while_it_is_still_the_one_read() -> Out
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn a_metadata_patch_sets_members_removes_nulls_and_reaches_only_the_tenants_connection(
+) -> Outcome {
+    let app = TestApp::spawn().await;
+    let store = app.store();
+    let t = tenant();
+    let mut first = upsert(t, "gmail", "a", now());
+    first.metadata = object(json!({ "email": "a@example.com", "history_id": "1" }));
+    let conn = store.upsert_connection(&first).await?.expect("created");
+
+    let patched = store
+        .patch_connection_metadata(
+            t,
+            conn.id,
+            &object(json!({ "history_id": "2", "email": null, "label": "work" })),
+            now(),
+        )
+        .await?;
+    assert!(patched);
+    let read = store.get_connection(t, conn.id).await?.expect("there");
+    assert_eq!(
+        Value::Object(read.metadata),
+        json!({ "history_id": "2", "label": "work" })
+    );
+
+    let foreign = store
+        .patch_connection_metadata(tenant(), conn.id, &object(json!({ "x": 1 })), now())
+        .await?;
+    assert!(!foreign, "another tenant's patch reaches nothing");
+    let read = store.get_connection(t, conn.id).await?.expect("there");
+    assert!(!read.metadata.contains_key("x"));
+    Ok(())
+}

@@ -210,19 +210,38 @@ pub fn default_redirect_uri(public_base_url: &Url, slug: &str) -> Url {
     callback_url(public_base_url, slug)
 }
 
-/// `raw` if it is an absolute URL under one of the allowed prefixes (same origin, path prefix).
+/// `raw` if it is an absolute URL under one of the allowed prefixes: the same origin, and the
+/// prefix's path segments as whole segments at the start of its path (`/connectors` allows
+/// `/connectors/done`, not `/connectors-evil`). Credentials in the URL, and encoded separators
+/// or dots that could mean another path to whoever reads it next, are refused.
 fn allowed_return_to(raw: &str, allowed: &[Url]) -> Result<Url, String> {
     let url = Url::parse(raw).map_err(|_| "must be an absolute URL".to_string())?;
-    let ok = allowed.iter().any(|prefix| {
-        url.origin() == prefix.origin()
-            && url.path().starts_with(prefix.path())
-            && url.username().is_empty()
-    });
-    if ok {
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not carry credentials".into());
+    }
+    let path = url.path().to_ascii_lowercase();
+    if ["%2f", "%5c", "%2e", "\\"].iter().any(|s| path.contains(s)) {
+        return Err("must not hide path separators or dots".into());
+    }
+    let under = |prefix: &Url| {
+        url.origin() == prefix.origin() && segments_start_with(url.path(), prefix.path())
+    };
+    if allowed.iter().any(under) {
         Ok(url)
     } else {
         Err("must start with one of POBLYSH_ALLOWED_RETURN_URLS".into())
     }
+}
+
+/// Whether `path`'s segments begin with all of `prefix`'s (an empty last segment of the
+/// prefix, a trailing slash, counts for none).
+fn segments_start_with(path: &str, prefix: &str) -> bool {
+    let mut prefix: Vec<&str> = prefix.split('/').skip(1).collect();
+    if prefix.last() == Some(&"") {
+        prefix.pop();
+    }
+    let path: Vec<&str> = path.split('/').skip(1).collect();
+    path.len() >= prefix.len() && path.iter().zip(&prefix).all(|(a, b)| a == b)
 }
 
 /// Completes a callback for `slug`. The state is consumed whatever happens next.
@@ -416,17 +435,54 @@ mod tests {
     use super::*;
 
     #[test]
-    fn return_to_must_share_origin_and_path_prefix() {
+    fn return_to_must_share_origin_and_whole_path_segments() {
         let allowed = [Url::parse("https://app.poblysh.com/connectors").expect("url")];
-        assert!(allowed_return_to("https://app.poblysh.com/connectors/done?x=1", &allowed).is_ok());
+        for good in [
+            "https://app.poblysh.com/connectors",
+            "https://app.poblysh.com/connectors/",
+            "https://app.poblysh.com/connectors/done?x=1#top",
+            "https://app.poblysh.com/connectors/a/b",
+        ] {
+            assert!(allowed_return_to(good, &allowed).is_ok(), "{good}");
+        }
         for bad in [
             "https://app.poblysh.com/elsewhere",
             "https://app.poblysh.com.evil.com/connectors",
             "http://app.poblysh.com/connectors",
             "https://user@app.poblysh.com/connectors",
+            "https://:pw@app.poblysh.com/connectors",
+            "https://app.poblysh.com/connectors-evil/steal",
+            "https://app.poblysh.com/connectorsXYZ",
+            "https://app.poblysh.com/connectors/..%2fadmin",
+            "https://app.poblysh.com/connectors/%2e%2e/admin",
+            "https://app.poblysh.com/connectors/../admin",
+            "https://app.poblysh.com/connectors%5c..%5cadmin",
             "/connectors",
         ] {
             assert!(allowed_return_to(bad, &allowed).is_err(), "{bad}");
+        }
+        // A prefix with a trailing slash, and the root, match by whole segments too.
+        let slash = [Url::parse("https://app.poblysh.com/connectors/").expect("url")];
+        assert!(allowed_return_to("https://app.poblysh.com/connectors/x", &slash).is_ok());
+        assert!(allowed_return_to("https://app.poblysh.com/connectorsx", &slash).is_err());
+        let root = [Url::parse("https://app.poblysh.com/").expect("url")];
+        assert!(allowed_return_to("https://app.poblysh.com/any/where", &root).is_ok());
+    }
+
+    proptest::proptest! {
+        /// Whatever is asked for, nothing outside the allowed origin and path is accepted,
+        /// and nothing panics.
+        #[test]
+        fn return_to_never_leaves_the_allowed_prefix(raw in ".{0,200}", tail in "[a-zA-Z0-9._~%/-]{0,40}") {
+            let allowed = [Url::parse("https://app.poblysh.com/connectors").expect("url")];
+            for candidate in [raw.clone(), format!("https://app.poblysh.com/connectors{tail}")] {
+                if let Ok(url) = allowed_return_to(&candidate, &allowed) {
+                    proptest::prop_assert_eq!(url.origin(), allowed[0].origin());
+                    let path = url.path();
+                    proptest::prop_assert!(path == "/connectors" || path.starts_with("/connectors/"), "{}", path);
+                    proptest::prop_assert!(url.username().is_empty() && url.password().is_none());
+                }
+            }
         }
     }
 

@@ -54,7 +54,7 @@ pub struct WebhookAccepted {
     responses(
         (status = 202, body = WebhookAccepted),
         (status = 200, description = "A provider handshake, answered as the provider requires"),
-        (status = 400, description = "Bad tenant id, or a verified delivery that lacks what the provider always sends, such as its delivery id (`VALIDATION_FAILED`, `details.delivery` says what)", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A tenant id that is not a UUID, or a verified delivery that lacks what the provider always sends, such as its delivery id (`VALIDATION_FAILED`, `details.delivery` says what); the nil UUID, which belongs to no tenant (`INVALID_TENANT_ID`)", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Signature missing, malformed, wrong (made with another tenant's secret, too), outside the replay window, or no webhook secret configured (`INVALID_SIGNATURE`)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown provider (`PROVIDER_NOT_FOUND`)", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over the limit (`PAYLOAD_TOO_LARGE`)", body = Problem, content_type = "application/problem+json"),
@@ -70,6 +70,14 @@ pub async fn receive(
     let tenant: TenantId = tenant
         .parse()
         .map_err(|_| ApiError::invalid_field("tenant_id", "must be a UUID"))?;
+    if tenant == TenantId::NONE {
+        // The nil UUID belongs to no tenant.
+        return Err(ApiError::new(
+            ErrorCode::InvalidTenantId,
+            "tenant_id must not be the nil UUID",
+        )
+        .with_details(serde_json::json!({ "tenant_id": "must not be the nil UUID" })));
+    }
     let url = WebhookUrl::Tenant(tenant);
     let (dedupe_key, event_type) = match verify(&state, &provider, url, &headers, &body).await? {
         Ok(delivery) => delivery,
@@ -147,7 +155,8 @@ pub async fn receive_app(
         }
     }
     if targets.is_empty() {
-        targets.push((TenantId(uuid::Uuid::nil()), None));
+        // Kept, outside every tenant, and never routed (the inbox marks it `unmatched`).
+        targets.push((TenantId::NONE, None));
     }
     let mut first = None;
     let mut all_duplicates = true;

@@ -71,6 +71,21 @@ impl SubscriptionId {
     }
 }
 
+impl TenantId {
+    /// Where deliveries that name no connected account are kept: no tenant's. Never accepted
+    /// as a tenant from a caller, never routed.
+    pub const NONE: TenantId = TenantId(Uuid::nil());
+
+    /// A tenant id a caller named: a UUID, and not the nil one, which belongs to no tenant.
+    pub fn parse_named(text: &str) -> Result<Self, &'static str> {
+        match text.parse::<TenantId>() {
+            Ok(id) if id == Self::NONE => Err("must not be the nil UUID"),
+            Ok(id) => Ok(id),
+            Err(_) => Err("must be a UUID"),
+        }
+    }
+}
+
 impl ConnectionId {
     /// A fresh, time-ordered id.
     pub fn generate() -> Self {

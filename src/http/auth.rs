@@ -104,14 +104,11 @@ pub fn tenant_header(headers: &HeaderMap) -> Result<TenantId, ApiError> {
             "the X-Tenant-Id header is required",
         )
     })?;
-    value
-        .to_str()
-        .ok()
-        .and_then(|v| v.parse::<TenantId>().ok())
-        .ok_or_else(|| {
-            ApiError::new(ErrorCode::InvalidTenantId, "X-Tenant-Id must be a UUID")
-                .with_details(serde_json::json!({ "X-Tenant-Id": "must be a UUID" }))
-        })
+    let text = value.to_str().unwrap_or_default();
+    TenantId::parse_named(text).map_err(|problem| {
+        ApiError::new(ErrorCode::InvalidTenantId, format!("X-Tenant-Id {problem}"))
+            .with_details(serde_json::json!({ "X-Tenant-Id": problem }))
+    })
 }
 
 /// The tenant header, for the OpenAPI description of tenant-scoped operations.

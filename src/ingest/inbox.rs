@@ -280,6 +280,10 @@ async fn decide(
         body: stored.body.clone(),
         received_at: stored.received_at,
     };
+    if stored.tenant_id == TenantId::NONE {
+        // A delivery that named no connected account belongs to no tenant: never routed.
+        return Ok(done(EventStatus::Unmatched, None, Vec::new(), None));
+    }
     let normalized = match entry.connector.normalize_webhook(&event) {
         Ok(Normalized::Ignored) => return Ok(done(EventStatus::Ignored, None, Vec::new(), None)),
         Ok(normalized) => normalized,

@@ -656,3 +656,55 @@ async fn core_can_relay_an_event_for_a_tenant_and_connection() {
         .expect("sent");
     assert_problem(response, 400, "TENANT_HEADER_REQUIRED").await;
 }
+
+/// The nil UUID is no tenant: refused where a caller names a tenant, and where deliveries that
+/// name no connected account are kept, nothing is ever routed, even to a connection someone
+/// slipped in under it.
+#[tokio::test]
+async fn the_nil_tenant_is_refused_and_what_it_keeps_is_never_routed() {
+    let app = spawn().await;
+    let nil = TenantId(uuid::Uuid::nil());
+    let response = app
+        .operator(Method::GET, "/connections")
+        .header("X-Tenant-Id", nil.to_string())
+        .send()
+        .await
+        .expect("sent");
+    assert_problem(response, 400, "INVALID_TENANT_ID").await;
+    let response = app
+        .operator(Method::POST, "/connect/sandbox")
+        .header("X-Tenant-Id", nil.to_string())
+        .send()
+        .await
+        .expect("sent");
+    assert_problem(response, 400, "INVALID_TENANT_ID").await;
+    let response = app
+        .anonymous(Method::POST, &format!("/webhooks/sandbox/{nil}"))
+        .body("{}")
+        .send()
+        .await
+        .expect("sent");
+    assert_problem(response, 400, "INVALID_TENANT_ID").await;
+
+    // A connection stored under the nil tenant by other means still gets nothing.
+    let planted = app.connection(nil, "sandbox").await;
+    let nobody =
+        accepted(deliver_app(&app, "nil-1", &account_body("orphan", "someone-else")).await).await;
+    inbox::drain(&app.state).await.expect("drain");
+    let kept = stored_event(&app, nil, &nobody).await;
+    assert_eq!(kept.status, EventStatus::Unmatched);
+    assert_eq!(kept.connection_id, None);
+    let signals = app
+        .store()
+        .list_signals(
+            nil,
+            &connectors::store::SignalFilter::default(),
+            connectors::store::PageRequest {
+                after: None,
+                fetch: 10,
+            },
+        )
+        .await
+        .expect("read");
+    assert!(signals.is_empty(), "{signals:?} for {}", planted.id);
+}

@@ -5,7 +5,8 @@
 //! `pages × page_size` per connection. Events are the same for every connection (dedupe keys
 //! are per connection): odd `seq` creates item `(seq + 1) / 2`, even `seq` updates it, one
 //! second apart. The bearer token tells connections apart for the statistics: requests served
-//! and the time between one connection's consecutive requests.
+//! and the time between one connection's consecutive requests. Subscription calls are answered
+//! at once and not counted.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,7 +17,7 @@ use anyhow::{Context, Result};
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 use axum::Router;
 use chrono::{DateTime, SecondsFormat};
 use hdrhistogram::Histogram;
@@ -87,6 +88,12 @@ impl FakeApi {
         let base = Url::parse(&format!("http://{}/", listener.local_addr()?))?;
         let app = Router::new()
             .route("/v1/events", get(events))
+            .route("/v1/subscriptions", post(subscribe))
+            .route("/v1/subscriptions/{id}/renew", post(subscribe))
+            .route(
+                "/v1/subscriptions/{id}",
+                delete(|| async { StatusCode::NO_CONTENT }),
+            )
             .with_state(shared.clone());
         let task = tokio::spawn(async move {
             if let Err(err) = axum::serve(listener, app).await {
@@ -112,6 +119,24 @@ impl FakeApi {
             gaps,
         }
     }
+}
+
+/// Opens (or renews) a subscription for a day, at once: the sandbox opens one per connection
+/// when it connects, and the sync scenario measures syncs, not subscriptions.
+async fn subscribe() -> Response {
+    let expires = chrono::Utc::now() + chrono::Duration::days(1);
+    let id = format!(
+        "bench-{}",
+        expires.timestamp_nanos_opt().unwrap_or_default()
+    );
+    (
+        StatusCode::CREATED,
+        axum::Json(json!({
+            "id": id,
+            "expires_at": expires.to_rfc3339_opts(SecondsFormat::Micros, true),
+        })),
+    )
+        .into_response()
 }
 
 #[derive(Deserialize)]

@@ -14,7 +14,7 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::config::Config;
 use crate::http::edge::{self, EdgeSettings};
 use crate::http::{ApiError, AppState, ErrorCode};
-use crate::services::Services;
+use crate::services::{supervise, Services};
 use crate::store::{self, Store, StoreOptions};
 use crate::telemetry;
 
@@ -94,11 +94,19 @@ impl App {
         let upkeep = tokio::spawn(telemetry::metrics_upkeep(state.metrics.clone()));
         let mut background = Vec::new();
         if services.config.roles.worker {
-            background.push(tokio::spawn(crate::tokens::run(services.clone())));
-            background.push(tokio::spawn(crate::ingest::inbox::run(services.clone())));
-            background.push(tokio::spawn(crate::ingest::relay_wake_ups(
-                services.clone(),
-            )));
+            // Supervised: a panic on one bad item must not stop the loop for every tenant.
+            let s = services.clone();
+            background.push(supervise(&services, "token_refresh", move || {
+                crate::tokens::run(s.clone())
+            }));
+            let s = services.clone();
+            background.push(supervise(&services, "inbox", move || {
+                crate::ingest::inbox::run(s.clone())
+            }));
+            let s = services.clone();
+            background.push(supervise(&services, "wake_ups", move || {
+                crate::ingest::relay_wake_ups(s.clone())
+            }));
         }
         let sync = crate::ingest::sync::spawn(&services);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

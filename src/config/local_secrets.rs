@@ -1,5 +1,6 @@
 //! Operator tokens and the crypto key: taken from the environment, or, in the `local`
-//! profile, generated once into the data directory (mode 0600) and reused on later starts.
+//! profile, generated once into the data directory (mode 0600; the directory, when created
+//! here, 0700) and reused on later starts.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -145,7 +146,7 @@ fn write_secret_file(path: &Path, value: &str, variable: &str) -> Result<(), Con
         )
     };
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(fail)?;
+        create_private_dir(dir).map_err(fail)?;
     }
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
@@ -160,9 +161,45 @@ fn write_secret_file(path: &Path, value: &str, variable: &str) -> Result<(), Con
     file.sync_all().map_err(fail)
 }
 
+/// Creates `dir` and any missing parents with mode 0700 on Unix: the data directory holds
+/// secrets and the database, and no other user needs to list it. An existing directory is
+/// left as it is (it may be shared, e.g. `.`); the files in it are 0600 regardless.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    if dir.as_os_str().is_empty() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn a_new_data_directory_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data").join("nested");
+        operator_tokens(&Source::default(), Profile::Local, &data, &mut Vec::new())
+            .expect("generated");
+        for path in [dir.path().join("data"), data.clone()] {
+            let mode = std::fs::metadata(&path)
+                .expect("exists")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o700, "{}", path.display());
+        }
+        let token = std::fs::metadata(data.join(TOKEN_FILE)).expect("exists");
+        assert_eq!(token.permissions().mode() & 0o777, 0o600);
+    }
 
     #[test]
     fn local_secrets_are_generated_once_with_private_permissions_and_reused() {

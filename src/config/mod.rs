@@ -48,7 +48,8 @@ impl ConfigError {
 /// The deployment profile: defaults and how strict start-up is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Profile {
-    /// A developer's machine: generates missing secrets, enables the sandbox provider.
+    /// A developer's machine: generates missing secrets, enables the sandbox provider; listens
+    /// on a loopback address only.
     Local,
     /// Automated tests: missing secrets are generated in memory only.
     Test,
@@ -267,6 +268,38 @@ mod tests {
             let err = Config::from_source(&test_source(&[(name, value)])).expect_err(name);
             assert_eq!(err.variable, name, "{err}");
         }
+    }
+
+    #[test]
+    fn the_local_profile_refuses_a_non_loopback_bind_address() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data_dir = dir.path().join("data");
+        let data = data_dir.to_str().expect("utf-8 path");
+        for (profile, addr) in [
+            (None, "0.0.0.0:8080"),
+            (Some("local"), "0.0.0.0:8080"),
+            (None, "[::]:8080"),
+            (None, "192.168.1.10:8080"),
+        ] {
+            let mut pairs = vec![("POBLYSH_DATA_DIR", data), ("POBLYSH_API_BIND_ADDR", addr)];
+            pairs.extend(profile.map(|p| ("POBLYSH_PROFILE", p)));
+            let err = Config::from_source(&Source::from_pairs(pairs)).expect_err(addr);
+            assert_eq!(err.variable, "POBLYSH_API_BIND_ADDR", "{err}");
+            assert!(!err.to_string().contains('\n'), "one line: {err}");
+        }
+        // Refused before any secret was generated or written.
+        assert!(!data_dir.exists());
+        for addr in ["127.0.0.1:8080", "[::1]:8080", "127.0.0.2:0"] {
+            let source =
+                Source::from_pairs([("POBLYSH_DATA_DIR", data), ("POBLYSH_API_BIND_ADDR", addr)]);
+            let config = Config::from_source(&source).expect(addr);
+            assert_eq!(config.profile, Profile::Local);
+        }
+        let anywhere = test_source(&[("POBLYSH_API_BIND_ADDR", "0.0.0.0:8080")]);
+        assert!(
+            Config::from_source(&anywhere).is_ok(),
+            "the test profile may listen anywhere"
+        );
     }
 
     #[test]

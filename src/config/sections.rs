@@ -11,7 +11,8 @@ use url::Url;
 use super::{parse, ConfigError, LogFormat, Profile, Roles, Source, DEFAULT_SYNC_CONCURRENCY};
 use crate::crypto::CryptoKey;
 
-/// The API address, the separate metrics address, and the public base URL.
+/// The API address, the separate metrics address, and the public base URL. The `local`
+/// profile listens on loopback addresses only.
 pub(super) fn listen(
     source: &Source,
     profile: Profile,
@@ -21,6 +22,18 @@ pub(super) fn listen(
             Profile::Prod => SocketAddr::from(([0, 0, 0, 0], 8080)),
             _ => SocketAddr::from(([127, 0, 0, 1], 8080)),
         });
+    // The local profile generates an operator token, prints it and enables the sandbox: safe
+    // on a developer's machine, not on an address others can reach. Fail closed rather than
+    // expose that because `POBLYSH_PROFILE` was left unset on a server.
+    if profile == Profile::Local && !bind_addr.ip().is_loopback() {
+        return Err(ConfigError::new(
+            "POBLYSH_API_BIND_ADDR",
+            format!(
+                "{bind_addr} is not a loopback address, which the local profile requires; \
+                 set POBLYSH_PROFILE=prod to listen on it"
+            ),
+        ));
+    }
     let metrics_bind_addr =
         parse::optional(source, "POBLYSH_METRICS_BIND_ADDR", parse::socket_addr)?;
     let public_base_url = match parse::optional(source, "POBLYSH_PUBLIC_BASE_URL", parse::http_url)?

@@ -139,14 +139,38 @@ pub fn transport(err: reqwest::Error) -> ProviderCallError {
     })
 }
 
-/// A `429` with its `Retry-After`, if it gave one in seconds.
-pub fn rate_limited(response: &reqwest::Response) -> ProviderCallError {
-    let retry_after = response
-        .headers()
+/// The longest wait a provider may ask for, in seconds (GitHub's rate-limit window is an
+/// hour). A `Retry-After` is a number from the network; anything longer is clamped to this so
+/// no later clock arithmetic on it can overflow, and a job is never parked for years.
+pub const MAX_RETRY_AFTER_SECS: u64 = 3600;
+
+/// A `Retry-After` in seconds, clamped to [`MAX_RETRY_AFTER_SECS`]. Digits too many for a
+/// `u64` still mean "a long time"; anything else (an HTTP date, a sign, a fraction) is `None`.
+pub fn retry_after_secs(value: &str) -> Option<u64> {
+    let value = value.trim();
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(
+        value
+            .parse::<u64>()
+            .map_or(MAX_RETRY_AFTER_SECS, |s| s.min(MAX_RETRY_AFTER_SECS)),
+    )
+}
+
+/// The `Retry-After` header of `headers`, per [`retry_after_secs`].
+pub fn retry_after_header(headers: &reqwest::header::HeaderMap) -> Option<u64> {
+    headers
         .get(RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok());
-    ProviderCallError::RateLimited { retry_after }
+        .and_then(retry_after_secs)
+}
+
+/// A `429` with its `Retry-After`, if it gave one in seconds.
+pub fn rate_limited(response: &reqwest::Response) -> ProviderCallError {
+    ProviderCallError::RateLimited {
+        retry_after: retry_after_header(response.headers()),
+    }
 }
 
 /// Maps a status to success or the matching failure.
@@ -161,5 +185,37 @@ pub fn check_status(status: u16, what: &str) -> Result<(), ProviderCallError> {
         _ => Err(ProviderCallError::Rejected(format!(
             "{what} answered {status}"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_clamped_and_never_panics() {
+        assert_eq!(retry_after_secs("17"), Some(17));
+        assert_eq!(retry_after_secs(" 0 "), Some(0));
+        assert_eq!(retry_after_secs("3600"), Some(MAX_RETRY_AFTER_SECS));
+        for huge in [
+            "3601",
+            "10000000000000",
+            "18446744073709551615",
+            "18446744073709551616",
+            "99999999999999999999999999999999999999",
+        ] {
+            assert_eq!(retry_after_secs(huge), Some(MAX_RETRY_AFTER_SECS), "{huge}");
+        }
+        for junk in [
+            "",
+            "-1",
+            "+5",
+            "1e13",
+            "1.5",
+            "soon",
+            "Wed, 21 Oct 2015 07:28:00 GMT",
+        ] {
+            assert_eq!(retry_after_secs(junk), None, "{junk}");
+        }
     }
 }

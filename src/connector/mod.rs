@@ -29,7 +29,8 @@ use crate::crypto::Secret;
 use crate::domain::{Connection, ConnectionId, TenantId};
 
 pub use call::{
-    check_status, http_client, rate_limited, transport, ProviderCallError, ProviderContext,
+    check_status, http_client, rate_limited, retry_after_header, retry_after_secs, transport,
+    ProviderCallError, ProviderContext, MAX_RETRY_AFTER_SECS,
 };
 pub use descriptor::{AuthType, Descriptor, RateLimitPolicy, Setting};
 pub use oauth::{
@@ -41,7 +42,7 @@ pub use settings::{callback_url, join_path, ProviderSettings};
 pub use signal::{declared_signals, SignalDraft};
 pub use subscription::{Opened, SubscriptionContext};
 pub use sync::{SyncContext, SyncPage};
-pub use token::{standard_token_response, TokenSet};
+pub use token::{standard_token_response, TokenSet, MAX_TOKEN_LIFETIME_SECS};
 pub use webhook::{
     Normalized, TenantWebhook, Verified, WebhookEvent, WebhookRejection, WebhookRequest, WebhookUrl,
 };

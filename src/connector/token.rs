@@ -71,14 +71,35 @@ pub fn standard_token_response(
     })
 }
 
+/// The longest token lifetime believed. A provider's `expires_in` is a number from the network:
+/// `1e13` or `i64::MAX` seconds would overflow the clock arithmetic, so anything longer counts
+/// as this long (the token is then refreshed early, which is harmless).
+pub const MAX_TOKEN_LIFETIME_SECS: i64 = 366 * 24 * 3600;
+
 /// `expires_in` as a number or a numeric string (form-encoded responses carry strings).
+/// Zero, negative or unreadable lifetimes give `None`; fractions are rounded down and lifetimes
+/// beyond [`MAX_TOKEN_LIFETIME_SECS`] are clamped to it, so the result never panics.
 pub(crate) fn expires_at(value: Option<&Value>) -> Option<Timestamp> {
+    expires_at_from(now(), value)
+}
+
+fn expires_at_from(at: Timestamp, value: Option<&Value>) -> Option<Timestamp> {
     let seconds = match value? {
-        Value::Number(n) => n.as_i64()?,
-        Value::String(s) => s.parse().ok()?,
+        Value::Number(n) => lifetime_secs(n.as_f64()?)?,
+        Value::String(s) => lifetime_secs(s.trim().parse::<f64>().ok()?)?,
         _ => return None,
     };
-    (seconds > 0).then(|| now() + Duration::seconds(seconds))
+    at.checked_add_signed(Duration::try_seconds(seconds)?)
+}
+
+/// Whole seconds of a positive lifetime, clamped to [`MAX_TOKEN_LIFETIME_SECS`]; `NaN`,
+/// infinities and non-positive values give `None`.
+fn lifetime_secs(seconds: f64) -> Option<i64> {
+    if !seconds.is_finite() || seconds < 1.0 {
+        return None;
+    }
+    // The clamp happens in f64, before the cast, so the cast is always in range.
+    Some(seconds.min(MAX_TOKEN_LIFETIME_SECS as f64) as i64)
 }
 
 /// Scopes separated by spaces or commas.
@@ -136,6 +157,54 @@ mod tests {
         assert!(matches!(err, ProviderCallError::InvalidGrant(_)));
         let err = standard_token_response(200, &map(json!({"token_type": "bearer"}))).unwrap_err();
         assert!(matches!(err, ProviderCallError::Rejected(_)));
+    }
+
+    #[test]
+    fn absurd_lifetimes_are_clamped_and_never_panic() {
+        let at = now();
+        let max = at + Duration::seconds(MAX_TOKEN_LIFETIME_SECS);
+        let huge = [
+            json!(1e13),
+            json!(1e300),
+            json!(i64::MAX),
+            json!(u64::MAX),
+            json!("9223372036854775807"),
+            json!("99999999999999999999999999999999"),
+            json!("1e13"),
+        ];
+        for value in huge {
+            assert_eq!(expires_at_from(at, Some(&value)), Some(max), "{value}");
+        }
+        for value in [
+            json!(0),
+            json!(-1),
+            json!(i64::MIN),
+            json!(-1e13),
+            json!(0.5),
+            json!("-5"),
+            json!("soon"),
+            json!("NaN"),
+            json!("inf"),
+            json!(true),
+            json!(null),
+        ] {
+            assert_eq!(expires_at_from(at, Some(&value)), None, "{value}");
+        }
+        assert_eq!(
+            expires_at_from(at, Some(&json!(3600.9))),
+            Some(at + Duration::seconds(3600))
+        );
+        assert_eq!(
+            expires_at_from(at, Some(&json!(" 60 "))),
+            Some(at + Duration::seconds(60))
+        );
+        // A response carrying one is still read, with the clamped expiry.
+        let t =
+            standard_token_response(200, &map(json!({"access_token": "a", "expires_in": 1e13})))
+                .expect("tokens");
+        assert!(
+            t.expires_at.expect("expiry") <= now() + Duration::seconds(MAX_TOKEN_LIFETIME_SECS)
+        );
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! [`Services`]: everything the engine needs, in one cheaply cloned value: configuration,
 //! store, provider registry, vault, the provider HTTP client, in-process locks and wake-ups,
-//! and the shutdown flag. Workers, the OAuth flow and subscription steps take it; the HTTP
-//! layer wraps it and adds only HTTP things. Nothing here knows HTTP.
+//! and the shutdown flag; [`supervise`] restarts a background loop that panicked. Workers, the
+//! OAuth flow and subscription steps take it; the HTTP layer wraps it and adds only HTTP
+//! things. Nothing here knows HTTP.
 
 mod locks;
 mod registry;
+mod supervise;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -20,6 +22,7 @@ use crate::store::Store;
 
 pub use locks::KeyedLocks;
 pub use registry::{Registry, RegistryEntry};
+pub use supervise::supervise;
 
 /// What the engine runs on. Clones share everything.
 #[derive(Clone)]

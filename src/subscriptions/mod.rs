@@ -27,14 +27,24 @@ pub const RETRY_FAILED_AFTER: Duration = Duration::from_secs(3600);
 /// Connections looked at per scheduling query.
 const BATCH: u32 = 200;
 
+/// The longest lifetime believed when scheduling renewal: an expiry is a provider's word, and
+/// one in the year 9999 would mean never renewing. A longer-lived subscription is renewed early.
+pub const MAX_LIFETIME: chrono::Duration = chrono::Duration::days(366);
+
 /// When to renew a subscription opened at `opened_at` that expires at `expires_at`: after
-/// [`RENEW_AT`] of its lifetime; `None` when it does not expire.
+/// [`RENEW_AT`] of its lifetime (at most [`MAX_LIFETIME`]); `None` when it does not expire.
 pub fn renew_at(opened_at: Timestamp, expires_at: Option<Timestamp>) -> Option<Timestamp> {
     let expires_at = expires_at?;
-    let lifetime = (expires_at - opened_at).num_milliseconds().max(0);
-    // Lifetimes are far below 2^52 ms, so the float is exact enough; the cast rounds down.
-    let lead = (lifetime as f64 * RENEW_AT) as i64;
-    Some(opened_at + chrono::Duration::milliseconds(lead))
+    let lifetime = expires_at
+        .signed_duration_since(opened_at)
+        .clamp(chrono::Duration::zero(), MAX_LIFETIME)
+        .num_milliseconds();
+    // Lifetimes are clamped far below 2^52 ms, so the float is exact enough; the cast rounds
+    // down and stays in range.
+    let lead = chrono::Duration::milliseconds((lifetime as f64 * RENEW_AT) as i64);
+    // The lead is at most the lifetime, which ends at `expires_at`, a valid instant; the
+    // fallback is only for safety.
+    Some(opened_at.checked_add_signed(lead).unwrap_or(expires_at))
 }
 
 /// Queues the opening of `connection`'s subscriptions, if its provider has any: a `pending`
@@ -119,5 +129,21 @@ mod tests {
         // An expiry in the past is renewed at once.
         let past = opened - chrono::Duration::hours(1);
         assert_eq!(renew_at(opened, Some(past)), Some(opened));
+    }
+
+    #[test]
+    fn an_absurd_expiry_is_renewed_within_the_longest_lifetime() {
+        let opened = now();
+        let lead = chrono::Duration::milliseconds(
+            (MAX_LIFETIME.num_milliseconds() as f64 * RENEW_AT) as i64,
+        );
+        let end = chrono::DateTime::<chrono::Utc>::MAX_UTC;
+        let year_9999 = crate::domain::parse_rfc3339("9999-12-31T23:59:59Z").expect("time");
+        for expires in [end, year_9999] {
+            assert_eq!(renew_at(opened, Some(expires)), Some(opened + lead));
+        }
+        let start = chrono::DateTime::<chrono::Utc>::MIN_UTC;
+        assert_eq!(renew_at(opened, Some(start)), Some(opened));
+        assert_eq!(renew_at(end, Some(end)), Some(end));
     }
 }

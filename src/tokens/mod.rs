@@ -188,10 +188,17 @@ pub async fn refresh_due(state: &Services) -> anyhow::Result<usize> {
         .await?;
     let mut refreshed = 0;
     for connection in due {
-        match refresh(state, &connection, Need::Fresh).await {
-            Ok(_) => refreshed += 1,
+        let id = connection.id;
+        // A task of its own, so a panic on one connection's answer is that connection's
+        // failure, not the end of the scan for the connections after it.
+        let state = state.clone();
+        let task =
+            tokio::spawn(async move { refresh(&state, &connection, Need::Fresh).await.is_ok() });
+        match task.await {
+            Ok(true) => refreshed += 1,
+            Ok(false) => tracing::debug!(connection_id = %id, "not refreshed"),
             Err(err) => {
-                tracing::debug!(connection_id = %connection.id, error = %err, "not refreshed")
+                tracing::error!(connection_id = %id, panicked = err.is_panic(), "refreshing a connection failed unexpectedly")
             }
         }
     }

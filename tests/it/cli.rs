@@ -78,6 +78,27 @@ fn a_malformed_variable_stops_start_up_with_exit_code_2_naming_it() {
 }
 
 #[test]
+fn the_default_profile_refuses_to_listen_beyond_loopback() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = connectors(
+        dir.path(),
+        &["serve"],
+        &[("POBLYSH_API_BIND_ADDR", "0.0.0.0:8080")],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains("POBLYSH_API_BIND_ADDR"), "{stderr}");
+    // No operator token was generated or printed.
+    assert!(
+        !text(&out.stdout).contains("token"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(!dir.path().join("data").exists());
+}
+
+#[test]
 fn a_malformed_dotenv_value_is_reported_like_an_environment_value() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join(".env"), "POBLYSH_PROFILE=test\n").expect("write");

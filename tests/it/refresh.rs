@@ -211,6 +211,36 @@ async fn the_background_scan_refreshes_tokens_that_expire_within_the_lead_time()
 }
 
 #[tokio::test]
+async fn an_absurd_expires_in_is_clamped_and_the_scan_goes_on() {
+    let mock = MockServer::start().await;
+    let app = spawn(&mock).await;
+    let first = connect_expiring(&app, &mock, tenant()).await;
+    let second = connect_expiring(&app, &mock, tenant()).await;
+    // Both connections hold the same refresh token, so both refreshes get this answer (1e13 s,
+    // past chrono's last year); unclamped, the first one overflowed the clock and took the
+    // whole scan down with it.
+    let absurd = ResponseTemplate::new(200).set_body_json(json!({
+        "access_token": "ghu_second_access_token",
+        "expires_in": 10_000_000_000_000_i64,
+        "refresh_token": "ghr_second_refresh_token",
+        "token_type": "bearer"
+    }));
+    mount_refresh(&mock, absurd, 2).await;
+    let refreshed = connectors::tokens::refresh_due(&app.state)
+        .await
+        .expect("scan");
+    assert_eq!(refreshed, 2);
+    let ceiling = connectors::domain::now()
+        + chrono::Duration::seconds(connectors::connector::MAX_TOKEN_LIFETIME_SECS);
+    for connection in [&first, &second] {
+        let stored = open_tokens(&app.state, connection).await.expect("tokens");
+        assert_eq!(stored.access_token.expose(), "ghu_second_access_token");
+        assert!(stored.expires_at.expect("expiry") <= ceiling);
+    }
+    mock.verify().await;
+}
+
+#[tokio::test]
 async fn invalid_grant_moves_the_connection_to_needs_reauth() {
     let mock = MockServer::start().await;
     let app = spawn(&mock).await;

@@ -2,17 +2,22 @@
 //!
 //! Retries use exponential backoff with full jitter: after the `n`th attempt the delay is drawn
 //! uniformly from `[0, min(15 min, 1 s × 2^n)]`, and is never shorter than the provider's
-//! `Retry-After`. Scheduled syncs are spread by ±10 % around the interval so connections
+//! `Retry-After`, which is believed up to [`MAX_RETRY_AFTER`] (an hour, GitHub's rate-limit
+//! window): it is a number from the network and must not park a job for years. Scheduled syncs are spread by ±10 % around the interval so connections
 //! created together do not stay in lock step.
 
 use std::time::Duration;
 
 use rand::Rng;
 
+use crate::connector::MAX_RETRY_AFTER_SECS;
+
 /// The first backoff step.
 pub const BASE: Duration = Duration::from_secs(1);
 /// The longest backoff (a provider's `Retry-After` may ask for more).
 pub const CAP: Duration = Duration::from_secs(15 * 60);
+/// The longest `Retry-After` honoured; longer requests wait this long.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(MAX_RETRY_AFTER_SECS);
 
 /// The upper bound of the delay after `attempts` attempts.
 pub fn ceiling(attempts: i32) -> Duration {
@@ -32,8 +37,10 @@ pub fn retry_delay_with(
     rng: &mut impl Rng,
 ) -> Duration {
     let ceiling = ceiling(attempts);
-    let jittered = Duration::from_millis(rng.gen_range(0..=ceiling.as_millis() as u64));
-    jittered.max(retry_after.unwrap_or_default())
+    // The ceiling is at most `CAP`, so its milliseconds fit a u64.
+    let millis = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
+    let jittered = Duration::from_millis(rng.gen_range(0..=millis));
+    jittered.max(retry_after.unwrap_or_default().min(MAX_RETRY_AFTER))
 }
 
 /// `interval` spread by ±10 %.
@@ -80,6 +87,20 @@ mod tests {
         for _ in 0..50 {
             let delay = retry_delay_with(1, Some(Duration::from_secs(120)), &mut rng);
             assert!(delay >= Duration::from_secs(120));
+        }
+    }
+
+    #[test]
+    fn an_absurd_retry_after_is_clamped() {
+        let mut rng = StdRng::seed_from_u64(5);
+        for asked in [
+            Duration::from_secs(MAX_RETRY_AFTER_SECS + 1),
+            Duration::from_secs(10_000_000_000_000),
+            Duration::from_secs(i64::MAX as u64),
+            Duration::MAX,
+        ] {
+            let delay = retry_delay_with(3, Some(asked), &mut rng);
+            assert_eq!(delay, MAX_RETRY_AFTER, "{asked:?}");
         }
     }
 

@@ -24,7 +24,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 use crate::domain::{Connection, JobType, NewJob, Timestamp};
-use crate::services::Services;
+use crate::services::{supervise, Services};
 
 pub use backoff::{
     ceiling as backoff_ceiling, retry_delay, BASE as BACKOFF_BASE, CAP as BACKOFF_CAP,
@@ -51,7 +51,7 @@ pub struct SyncTasks {
 }
 
 /// Starts the scheduler and the workers in a process with the `worker` role
-/// (`POBLYSH_ROLES`).
+/// (`POBLYSH_ROLES`), each restarted after a panic ([`supervise`]).
 pub fn spawn(state: &Services) -> SyncTasks {
     if !state.config.roles.worker {
         return SyncTasks {
@@ -59,8 +59,14 @@ pub fn spawn(state: &Services) -> SyncTasks {
             workers: None,
         };
     }
-    let scheduler = tokio::spawn(Scheduler.run(state.clone()));
-    let workers = tokio::spawn(SyncWorker::new().run(state.clone(), state.config.sync_concurrency));
+    // Supervised: a panic must not stop syncing for every tenant until the process restarts.
+    let s = state.clone();
+    let scheduler = supervise(state, "sync_scheduler", move || Scheduler.run(s.clone()));
+    let s = state.clone();
+    let worker = SyncWorker::new();
+    let workers = supervise(state, "sync_workers", move || {
+        worker.clone().run(s.clone(), s.config.sync_concurrency)
+    });
     SyncTasks {
         scheduler: Some(scheduler),
         workers: Some(workers),

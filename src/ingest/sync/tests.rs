@@ -432,6 +432,36 @@ async fn retry_after_is_a_floor_for_the_next_attempt() {
 }
 
 #[tokio::test]
+async fn an_absurd_retry_after_is_clamped_and_stored() {
+    let h = harness().await;
+    let job = h.enqueue(5).await;
+    let connector = Scripted::new([Step::RateLimited(Some(u64::MAX))]);
+    let outcome = h.run(&SyncWorker::new(), &connector, now()).await;
+    let JobResult::Retrying { at, .. } = outcome.result else {
+        panic!("{outcome:?}");
+    };
+    let max = chrono::Duration::from_std(backoff::MAX_RETRY_AFTER).expect("an hour");
+    assert!(at <= now() + max, "{at}");
+    assert!(at >= now() + max - chrono::Duration::seconds(60), "{at}");
+    assert_eq!(h.job(&job).await.scheduled_at, at);
+}
+
+#[test]
+fn later_never_panics_and_adds_at_most_a_year() {
+    let at = now();
+    let year = chrono::Duration::days(365);
+    for d in [
+        std::time::Duration::from_secs(u64::MAX),
+        std::time::Duration::MAX,
+        std::time::Duration::from_secs(10_000_000_000_000),
+    ] {
+        assert!(super::worker::later(at, d) <= at + year, "{d:?}");
+    }
+    let end = chrono::DateTime::<chrono::Utc>::MAX_UTC;
+    assert!(super::worker::later(end, std::time::Duration::from_secs(60)) <= end);
+}
+
+#[tokio::test]
 async fn a_refused_token_is_refreshed_once_and_the_page_retried() {
     let h = harness().await;
     h.enqueue(5).await;

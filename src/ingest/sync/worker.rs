@@ -77,10 +77,17 @@ impl Default for SyncWorker {
     }
 }
 
-/// `at` plus `d`, truncated to microseconds like every stored instant.
-fn later(at: Timestamp, d: Duration) -> Timestamp {
-    let d = chrono::Duration::from_std(d).unwrap_or_else(|_| chrono::Duration::days(365));
-    let t = at + d;
+/// The longest delay [`later`] adds; delays come from provider answers (`Retry-After`, rate
+/// limit resets) and are bounded before here, this is the last line of defence.
+const MAX_DELAY: chrono::Duration = chrono::Duration::days(365);
+
+/// `at` plus `d` (at most [`MAX_DELAY`]), truncated to microseconds like every stored instant.
+/// Never panics: an instant past the end of time stays `at` plus the longest delay there is.
+pub(super) fn later(at: Timestamp, d: Duration) -> Timestamp {
+    let d = chrono::Duration::from_std(d)
+        .unwrap_or(MAX_DELAY)
+        .min(MAX_DELAY);
+    let t = at.checked_add_signed(d).unwrap_or(at);
     from_micros(to_micros(&t)).unwrap_or(t)
 }
 

@@ -24,7 +24,8 @@
 //! **Rate limits**
 //! (<https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api#exceeding-the-rate-limit>):
 //! a `403`/`429` with `Retry-After` waits that long; with `X-RateLimit-Remaining: 0` until
-//! `X-RateLimit-Reset`; other secondary limits at least a minute. A successful answer with
+//! `X-RateLimit-Reset`; other secondary limits at least a minute. No wait is longer than
+//! [`crate::connector::MAX_RETRY_AFTER_SECS`], whatever the headers say. A successful answer with
 //! `X-RateLimit-Remaining: 0` is used, and the next page waits for the reset without calling.
 //! `401` is [`ProviderCallError::Unauthorized`] (the engine refreshes once and retries).
 //!
@@ -70,6 +71,7 @@ use crate::connector::join_path;
 use crate::connector::transport;
 use crate::connector::ProviderCallError;
 use crate::connector::SyncContext;
+use crate::connector::{retry_after_secs, MAX_RETRY_AFTER_SECS};
 use crate::connector::{SignalDraft, SyncPage};
 use crate::domain::{now, parse_rfc3339, Timestamp};
 
@@ -457,7 +459,7 @@ fn rate_limit_wait(
     now: Timestamp,
 ) -> Option<u64> {
     // Order as GitHub documents it: https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api#exceeding-the-rate-limit
-    if let Some(secs) = header(headers, RETRY_AFTER).and_then(|v| v.parse::<u64>().ok()) {
+    if let Some(secs) = header(headers, RETRY_AFTER).and_then(retry_after_secs) {
         return Some(secs.max(1));
     }
     if remaining == Some(0) {
@@ -469,10 +471,11 @@ fn rate_limit_wait(
     None
 }
 
-/// Whole seconds from `now` until `at`, rounded up, at least one.
+/// Whole seconds from `now` until `at`, rounded up, at least one and at most
+/// [`MAX_RETRY_AFTER_SECS`] (`at` comes from `X-RateLimit-Reset`, a number from the network).
 fn seconds_until(at: Timestamp, now: Timestamp) -> u64 {
-    let millis = (at - now).num_milliseconds().max(0);
-    ((millis + 999) / 1000).max(1) as u64
+    let millis = u64::try_from((at - now).num_milliseconds()).unwrap_or(0);
+    millis.div_ceil(1000).clamp(1, MAX_RETRY_AFTER_SECS)
 }
 
 /// The `rel="next"` target of a `Link` header, if it is on the API's own host (the token is
@@ -558,6 +561,31 @@ mod tests {
         assert_eq!(
             rate_limit_wait(403, &headers, Some(0), reset, "", now),
             Some(17)
+        );
+    }
+
+    #[test]
+    fn absurd_rate_limit_waits_are_clamped() {
+        let now = parse_rfc3339("2026-01-01T00:00:00Z").expect("time");
+        let far = DateTime::<Utc>::from_timestamp(253_402_300_799, 0);
+        let headers = HeaderMap::new();
+        assert_eq!(
+            rate_limit_wait(403, &headers, Some(0), far, "", now),
+            Some(MAX_RETRY_AFTER_SECS)
+        );
+        let past = parse_rfc3339("2025-01-01T00:00:00Z").ok();
+        assert_eq!(
+            rate_limit_wait(403, &headers, Some(0), past, "", now),
+            Some(1)
+        );
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            RETRY_AFTER,
+            "99999999999999999999999".parse().expect("value"),
+        );
+        assert_eq!(
+            rate_limit_wait(429, &headers, None, None, "", now),
+            Some(MAX_RETRY_AFTER_SECS)
         );
     }
 

@@ -21,20 +21,21 @@
 //!   ([`super::event`]); types other than `event.created` and `event.updated` are skipped.
 //! - Answers: `401` is [`ProviderCallError::Unauthorized`] (the engine refreshes once);
 //!   `429`, and `503` with `Retry-After`, are [`ProviderCallError::RateLimited`] (integer
-//!   `Retry-After` seconds); other `5xx`, transport errors and time-outs are
+//!   `Retry-After` seconds, at most [`crate::connector::MAX_RETRY_AFTER_SECS`]); other `5xx`,
+//!   transport errors and time-outs are
 //!   [`ProviderCallError::Unavailable`]; other statuses, and a `200` whose body is not the
 //!   JSON above, are [`ProviderCallError::Rejected`]. The engine retries all but the first
 //!   with backoff, and a failed page commits nothing.
 
-use reqwest::header::{HeaderMap, ACCEPT, RETRY_AFTER};
+use reqwest::header::{HeaderMap, ACCEPT};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use url::Url;
 
 use super::event::Change;
-use crate::connector::transport;
 use crate::connector::ProviderCallError;
 use crate::connector::SyncContext;
+use crate::connector::{retry_after_header, transport};
 use crate::connector::{SignalDraft, SyncPage};
 
 /// Events asked for per page.
@@ -104,10 +105,7 @@ fn events_url(base: &Url, cursor: Cursor) -> Url {
 
 /// Sorts an answer's status into success or the failure the engine acts on.
 pub(super) fn check_status(status: u16, headers: &HeaderMap) -> Result<(), ProviderCallError> {
-    let retry_after = headers
-        .get(RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
+    let retry_after = retry_after_header(headers);
     match status {
         200..=299 => Ok(()),
         401 => Err(ProviderCallError::Unauthorized),
@@ -149,7 +147,7 @@ fn read_page(cursor: Cursor, body: &[u8]) -> Result<SyncPage, ProviderCallError>
 
 #[cfg(test)]
 mod tests {
-    use reqwest::header::HeaderValue;
+    use reqwest::header::{HeaderValue, RETRY_AFTER};
     use serde_json::json;
 
     use super::*;
@@ -195,6 +193,14 @@ mod tests {
             check_status(429, &headers(Some("Wed, 21 Oct 2026 07:28:00 GMT"))),
             Err(ProviderCallError::RateLimited { retry_after: None })
         ));
+        for huge in ["9223372036854775807", "99999999999999999999999999"] {
+            assert!(matches!(
+                check_status(429, &headers(Some(huge))),
+                Err(ProviderCallError::RateLimited {
+                    retry_after: Some(crate::connector::MAX_RETRY_AFTER_SECS)
+                })
+            ));
+        }
         assert!(matches!(
             check_status(503, &headers(Some("30"))),
             Err(ProviderCallError::RateLimited {

@@ -1,5 +1,7 @@
 //! The SQLite store: the embedded default. WAL journal so readers never wait for the writer,
-//! a busy timeout so concurrent writers queue instead of failing.
+//! a busy timeout so concurrent writers queue instead of failing. On Unix the database and its
+//! `-wal`/`-shm` files are 0600 and a data directory created here 0700 ([`private_files`]):
+//! they hold sealed tokens and tenants' signals.
 
 mod checkpoint;
 mod connections;
@@ -62,13 +64,8 @@ impl SqliteStore {
             // (the API reads up to 101 rows) spares a thread hand-off per row.
             .row_buffer_size(256)
             .pragma("wal_autocheckpoint", checkpoint::AUTOCHECKPOINT_PAGES);
-        // The data directory may not exist yet on a first start.
-        if let Some(dir) = connect.get_filename().parent() {
-            if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| StoreError::Unavailable(sqlx::Error::Io(e)))?;
-            }
-        }
+        private_files(connect.get_filename())
+            .map_err(|e| StoreError::Unavailable(sqlx::Error::Io(e)))?;
         let pool = SqlitePoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(Duration::from_secs(5))
@@ -85,6 +82,61 @@ impl SqliteStore {
             _alive: alive,
         })
     }
+}
+
+/// Prepares the files of the database at `path` before SQLite opens it: creates a missing
+/// directory with mode 0700 and a missing database file with mode 0600, and narrows an existing
+/// database, `-wal` or `-shm` file to 0600 (databases created before this rule were 0644).
+///
+/// SQLite creates `-wal` and `-shm` with the permissions of the database file (its Unix VFS
+/// copies them), so a 0600 database file is what makes those 0600 too. That is more reliable
+/// than the process umask, which is shared by every thread and would have to be set before
+/// any of them creates a file. An in-memory database has no files and is left alone.
+fn private_files(path: &std::path::Path) -> std::io::Result<()> {
+    let name = path.to_string_lossy();
+    if name.is_empty() || name == ":memory:" || name.starts_with("file:") {
+        return Ok(());
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            builder.mode(0o700);
+        }
+        builder.create(dir)?;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        for suffix in ["", "-wal", "-shm"] {
+            let file = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+            match std::fs::metadata(&file) {
+                Ok(meta) if meta.permissions().mode() & 0o077 != 0 => {
+                    // Best effort: a file another user owns cannot be narrowed by us, and is
+                    // not a reason to refuse to start.
+                    if let Err(e) =
+                        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                    {
+                        tracing::warn!(file = %file.display(), error = %e, "cannot make the database file private");
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -332,5 +384,55 @@ impl Store for SqliteStore {
         resealed: &[u8],
     ) -> Result<bool, StoreError> {
         credentials::replace_sealed(&self.pool, value, resealed).await
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn mode(path: &std::path::Path) -> u32 {
+        std::fs::metadata(path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    }
+
+    #[tokio::test]
+    async fn the_database_and_a_new_data_directory_are_private() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let data = root.path().join("data");
+        let db = data.join("connectors.db");
+        let url = format!("sqlite://{}", db.display());
+        let store = SqliteStore::connect(&url, &StoreOptions { max_connections: 2 })
+            .await
+            .expect("opened");
+        store.migrate().await.expect("migrated");
+        assert_eq!(mode(&data), 0o700);
+        for suffix in ["", "-wal", "-shm"] {
+            let file = std::path::PathBuf::from(format!("{}{suffix}", db.display()));
+            assert_eq!(mode(&file), 0o600, "{}", file.display());
+        }
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn an_existing_database_is_narrowed_to_the_owner() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let db = root.path().join("connectors.db");
+        for suffix in ["", "-wal"] {
+            let file = std::path::PathBuf::from(format!("{}{suffix}", db.display()));
+            std::fs::write(&file, b"").expect("written");
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        }
+        private_files(&db).expect("prepared");
+        assert_eq!(mode(&db), 0o600);
+        assert_eq!(
+            mode(&std::path::PathBuf::from(format!("{}-wal", db.display()))),
+            0o600
+        );
     }
 }

@@ -205,5 +205,8 @@ fn metrics_router(state: AppState) -> Router {
                 },
             ),
         )
+        .layer(axum::middleware::map_response(
+            |response: axum::response::Response| async move { edge::nosniff(response) },
+        ))
         .with_state(state)
 }

@@ -1,13 +1,28 @@
 //! The middleware every request passes: trace id, one span and one access line per request,
-//! request time-out, panics turned into `500`s, body size limit, metrics, and any bare error
-//! status from the router or a layer rewritten as problem+json.
+//! request time-out, panics turned into `500`s, request line, header and body size limits,
+//! metrics, `X-Content-Type-Options: nosniff`, and any bare error status from the router, an
+//! extractor or a layer rewritten as problem+json.
+//!
+//! Metric labels take values from closed sets only (see [`method_label`]; the route is the
+//! matched route template or `unmatched`), so no request can grow `/metrics`.
+//!
+//! # Limits hyper enforces before the service runs
+//!
+//! hyper parses the request line and headers before any of this runs, and answers a request
+//! it cannot parse itself, with an empty body and `Connection: close`: a request target over
+//! 65,534 bytes (a constant of hyper's) gets a bare `414`, and more than 100 headers or a head
+//! over hyper's read buffer (about 400 KiB) a bare `431`. `axum::serve` exposes no hyper
+//! settings, and no setting changes that answer's body. The service therefore applies tighter
+//! limits of its own here, [`MAX_URI_BYTES`] and [`MAX_HEADER_BYTES`], and answers `414
+//! URI_TOO_LONG` and `431 HEADERS_TOO_LARGE` as problem+json for everything between its limits
+//! and hyper's.
 
 use std::any::Any;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
@@ -21,6 +36,12 @@ use super::trace;
 
 /// The header carrying the trace id, in requests (optional) and every response.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The longest request target (path and query) the service reads: longer ones answer `414`.
+pub const MAX_URI_BYTES: usize = 32 * 1024;
+/// The most header bytes (names, values and their separators) the service reads: more answer
+/// `431`.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// Limits applied at the edge.
 #[derive(Clone, Copy, Debug)]
@@ -38,8 +59,58 @@ pub fn apply<S: Clone + Send + Sync + 'static>(
         ServiceBuilder::new()
             .layer(axum::middleware::from_fn_with_state(settings, edge))
             .layer(CatchPanicLayer::custom(panic_response))
-            .layer(RequestBodyLimitLayer::new(settings.max_body_bytes)),
+            .layer(RequestBodyLimitLayer::new(settings.max_body_bytes))
+            // Body extractors (`Bytes`, `Json`) have a limit of their own, 2 MiB by default,
+            // which would otherwise apply below a larger configured limit.
+            .layer(DefaultBodyLimit::max(settings.max_body_bytes)),
     )
+}
+
+/// The `method` metric label: a standard method, else `other`.
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
+/// Adds `X-Content-Type-Options: nosniff` to a response.
+pub fn nosniff(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
+/// `414` or `431` when the request line or headers are over the service's own limits.
+fn oversized_head(req: &Request) -> Option<ApiError> {
+    let target = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if target > MAX_URI_BYTES {
+        return Some(ApiError::new(
+            ErrorCode::UriTooLong,
+            format!("the request target exceeds the limit of {MAX_URI_BYTES} bytes"),
+        ));
+    }
+    let headers: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    (headers > MAX_HEADER_BYTES).then(|| {
+        ApiError::new(
+            ErrorCode::HeadersTooLarge,
+            format!("the request headers exceed the limit of {MAX_HEADER_BYTES} bytes"),
+        )
+    })
 }
 
 async fn edge(State(settings): State<EdgeSettings>, req: Request, next: Next) -> Response {
@@ -51,7 +122,7 @@ async fn edge(State(settings): State<EdgeSettings>, req: Request, next: Next) ->
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
-    let method = req.method().clone();
+    let method = method_label(req.method());
     let span = tracing::info_span!(
         "request",
         trace_id = %trace_id,
@@ -60,6 +131,9 @@ async fn edge(State(settings): State<EdgeSettings>, req: Request, next: Next) ->
         tenant_id = tracing::field::Empty,
     );
     let mut response = trace::scope(trace_id.clone(), async move {
+        if let Some(refused) = oversized_head(&req) {
+            return refused.into_response();
+        }
         let response = match tokio::time::timeout(settings.request_timeout, next.run(req)).await {
             Ok(response) => response,
             Err(_) => ApiError::new(ErrorCode::ServiceUnavailable, "the request took too long")
@@ -70,6 +144,7 @@ async fn edge(State(settings): State<EdgeSettings>, req: Request, next: Next) ->
     })
     .instrument(span.clone())
     .await;
+    response = nosniff(response);
 
     let status = response.status().as_u16();
     let elapsed = start.elapsed();
@@ -84,7 +159,7 @@ async fn edge(State(settings): State<EdgeSettings>, req: Request, next: Next) ->
         )
     });
     let labels = [
-        ("method", method.as_str().to_string()),
+        ("method", method.to_string()),
         ("route", route),
         ("status", status.to_string()),
     ];
@@ -102,7 +177,8 @@ fn incoming_request_id(req: &Request) -> Option<String> {
 }
 
 /// Rewrites an error response that is not yet problem+json (404 from the router, 405, 413
-/// from the body limit) so that every error a caller sees has the same shape.
+/// from the body limit, an axum extractor's rejection) so that every error a caller sees has
+/// the same shape.
 fn as_problem(response: Response, settings: EdgeSettings) -> Response {
     let status = response.status();
     let is_problem = response
@@ -120,6 +196,10 @@ fn as_problem(response: Response, settings: EdgeSettings) -> Response {
             "the request body exceeds the limit of {} bytes",
             settings.max_body_bytes
         ),
+        StatusCode::URI_TOO_LONG => "the request target is too long".to_string(),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => {
+            "the request headers are too large".to_string()
+        }
         other => other.canonical_reason().unwrap_or("error").to_string(),
     };
     let allow = response.headers().get(header::ALLOW).cloned();

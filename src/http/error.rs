@@ -79,6 +79,8 @@ error_codes! {
     ProviderNotConfigured => (CONFLICT, "PROVIDER_NOT_CONFIGURED", "provider-not-configured", "Provider not configured"),
     ConnectionNotActive => (CONFLICT, "CONNECTION_NOT_ACTIVE", "connection-not-active", "Connection not active"),
     PayloadTooLarge => (PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", "payload-too-large", "Payload too large"),
+    UriTooLong => (URI_TOO_LONG, "URI_TOO_LONG", "uri-too-long", "URI too long"),
+    HeadersTooLarge => (REQUEST_HEADER_FIELDS_TOO_LARGE, "HEADERS_TOO_LARGE", "headers-too-large", "Request headers too large"),
     RateLimited => (TOO_MANY_REQUESTS, "RATE_LIMITED", "rate-limited", "Rate limited"),
     InternalError => (INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", "internal-error", "Internal error"),
     ProviderError => (BAD_GATEWAY, "PROVIDER_ERROR", "provider-error", "Provider error"),
@@ -93,6 +95,8 @@ impl ErrorCode {
             StatusCode::NOT_FOUND => ErrorCode::NotFound,
             StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
             StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::PayloadTooLarge,
+            StatusCode::URI_TOO_LONG => ErrorCode::UriTooLong,
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => ErrorCode::HeadersTooLarge,
             StatusCode::TOO_MANY_REQUESTS => ErrorCode::RateLimited,
             StatusCode::SERVICE_UNAVAILABLE | StatusCode::REQUEST_TIMEOUT => {
                 ErrorCode::ServiceUnavailable

@@ -1,6 +1,8 @@
 //! Query strings of list routes: every parameter is named in the operation's `IntoParams`
 //! type (which also documents it), unknown or repeated names are refused, and every problem
-//! is reported at once, keyed by parameter name.
+//! is reported at once, keyed by parameter name. Unknown names are reported up to
+//! [`MAX_UNKNOWN_NAMED`] of them, each cut to [`MAX_NAME_CHARS`] characters, with the count of
+//! the others, so that a query of thousands of names does not come back in the answer.
 
 use std::any::TypeId;
 use std::collections::btree_map::Entry;
@@ -21,11 +23,26 @@ pub const DEFAULT_LIMIT: u32 = 50;
 /// Largest page size.
 pub const MAX_LIMIT: u32 = 100;
 
+/// How many unknown parameters a `400` names.
+pub const MAX_UNKNOWN_NAMED: usize = 20;
+/// How many characters of an unknown parameter's name a `400` repeats.
+pub const MAX_NAME_CHARS: usize = 100;
+
 /// A parsed query string being turned into typed values.
 #[derive(Debug)]
 pub struct QueryParams {
     values: BTreeMap<String, String>,
     errors: Map<String, Value>,
+    /// Unknown parameters left out of `errors`.
+    unnamed: usize,
+}
+
+/// `name` cut to [`MAX_NAME_CHARS`] characters, marked with `…` when cut.
+fn shortened(name: String) -> String {
+    match name.char_indices().nth(MAX_NAME_CHARS) {
+        Some((end, _)) => format!("{}…", &name[..end]),
+        None => name,
+    }
 }
 
 impl QueryParams {
@@ -34,17 +51,24 @@ impl QueryParams {
         let allowed = allowed_names::<P>();
         let mut values = BTreeMap::new();
         let mut errors = Map::new();
+        let mut unknown = 0;
+        let mut unnamed = 0;
         for (name, value) in url::form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
-            let name = name.into_owned();
-            if !allowed.contains(&name) {
+            if !allowed.iter().any(|a| *a == name) {
+                unknown += 1;
+                if unknown > MAX_UNKNOWN_NAMED {
+                    unnamed += 1;
+                    continue;
+                }
                 errors.insert(
-                    name,
+                    shortened(name.into_owned()),
                     Value::from(format!(
                         "unknown parameter; accepted: {}",
                         allowed.join(", ")
                     )),
                 );
             } else {
+                let name = name.into_owned();
                 match values.entry(name) {
                     Entry::Vacant(slot) => {
                         slot.insert(value.into_owned());
@@ -55,7 +79,11 @@ impl QueryParams {
                 }
             }
         }
-        Self { values, errors }
+        Self {
+            values,
+            errors,
+            unnamed,
+        }
     }
 
     /// The value of `name` turned into `T` by `parse`, recording any error under `name`.
@@ -78,8 +106,19 @@ impl QueryParams {
     pub fn check(&self) -> Result<(), ApiError> {
         if self.errors.is_empty() {
             Ok(())
-        } else {
+        } else if self.unnamed == 0 {
             Err(ApiError::validation(self.errors.clone()))
+        } else {
+            let names: Vec<&str> = self.errors.keys().map(String::as_str).collect();
+            let message = format!(
+                "invalid request: {}, and {} more unknown parameters",
+                names.join(", "),
+                self.unnamed
+            );
+            Err(
+                ApiError::new(super::error::ErrorCode::ValidationFailed, message)
+                    .with_details(Value::Object(self.errors.clone())),
+            )
         }
     }
 
@@ -191,5 +230,14 @@ mod tests {
         for bad in ["0", "101", "-1", "ten", "1.5", ""] {
             assert!(parse_limit(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn long_names_are_cut_on_a_character_boundary() {
+        assert_eq!(shortened("abc".into()), "abc");
+        let long = "é".repeat(150);
+        let cut = shortened(long);
+        assert_eq!(cut.chars().count(), MAX_NAME_CHARS + 1);
+        assert!(cut.ends_with('…'));
     }
 }

@@ -421,13 +421,16 @@ async fn first_sync_done(
             .await
             .expect("due connections");
         let response = http
-            .get(service.url(&format!("/jobs?connection_id={connection}")))
+            .get(service.url(&format!(
+                "/jobs?connection_id={connection}&job_type=incremental"
+            )))
             .bearer_auth(TOKEN)
             .header("X-Tenant-Id", t.to_string())
             .send()
             .await
             .expect("jobs");
         let body: Value = response.json().await.expect("json");
+        // The connection's syncs: its subscription job runs in a lane of its own.
         let jobs = body["jobs"].as_array().cloned().unwrap_or_default();
         let scheduled = !due.iter().any(|c| c.id == connection);
         if scheduled && !jobs.is_empty() && jobs.iter().all(|j| j["status"] == "succeeded") {

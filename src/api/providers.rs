@@ -20,9 +20,9 @@ pub struct ProviderView {
     auth_type: AuthType,
     /// Scopes requested by default.
     scopes: Vec<String>,
-    /// Signal kinds this provider emits.
+    /// Signal kinds this provider emits today (empty while it emits none).
     kinds: Vec<&'static str>,
-    /// Whether it receives webhooks.
+    /// Whether its webhook deliveries become signals (or syncs that yield them).
     webhooks: bool,
     /// Whether the sync engine polls it.
     sync: bool,

@@ -107,6 +107,10 @@ impl App {
             background.push(supervise(&services, "wake_ups", move || {
                 crate::ingest::relay_wake_ups(s.clone())
             }));
+            let s = services.clone();
+            background.push(supervise(&services, "retention", move || {
+                crate::ingest::retention::run(s.clone())
+            }));
         }
         let sync = crate::ingest::sync::spawn(&services);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

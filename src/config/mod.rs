@@ -157,6 +157,9 @@ pub struct Config {
     /// How often idle workers look for due events and jobs when nothing wakes them
     /// (`POBLYSH_WORKER_POLL_INTERVAL_MS`).
     pub worker_poll_interval: Duration,
+    /// How long processed, ignored and unmatched deliveries are kept
+    /// (`POBLYSH_WEBHOOK_RETENTION_DAYS`).
+    pub webhook_retention: Duration,
     /// Sync jobs one process runs at once (`POBLYSH_SYNC_CONCURRENCY`).
     pub sync_concurrency: usize,
     /// How often each connection is synced, unless its provider sets its own interval.
@@ -217,6 +220,7 @@ impl Config {
             sandbox_enabled: parse::optional(source, "POBLYSH_SANDBOX_ENABLED", parse::boolean)?
                 .unwrap_or(profile == Profile::Local),
             roles: work.roles,
+            webhook_retention: work.webhook_retention,
             worker_poll_interval: work.poll_interval,
             sync_concurrency: work.sync_concurrency,
             sync_interval: work.sync_interval,

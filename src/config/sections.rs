@@ -145,6 +145,7 @@ pub(super) fn requests(source: &Source) -> Result<Requests, ConfigError> {
 /// What runs in the background, and how often.
 pub(super) struct Work {
     pub roles: Roles,
+    pub webhook_retention: Duration,
     pub poll_interval: Duration,
     pub sync_concurrency: usize,
     pub sync_interval: Duration,
@@ -170,6 +171,13 @@ pub(super) fn work(source: &Source) -> Result<Work, ConfigError> {
     });
     Ok(Work {
         roles,
+        webhook_retention: parse::optional(
+            source,
+            "POBLYSH_WEBHOOK_RETENTION_DAYS",
+            parse::bounded(1u64, 3650),
+        )?
+        .map(|days| Duration::from_secs(days * 86_400))
+        .unwrap_or(Duration::from_secs(7 * 86_400)),
         poll_interval: parse::optional(
             source,
             "POBLYSH_WORKER_POLL_INTERVAL_MS",

@@ -3,6 +3,7 @@
 //! cursor committed with each page). Connectors take part through [`crate::connector`].
 
 pub mod inbox;
+pub mod retention;
 mod stranded;
 pub mod sync;
 

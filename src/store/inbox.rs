@@ -95,6 +95,10 @@ pub trait Inbox: Send + Sync {
         now: Timestamp,
     ) -> Result<u64, StoreError>;
 
+    /// Deletes events that ended (`processed`, `ignored` or `unmatched`) and were received
+    /// before `before`; pending and failed ones stay. Returns how many.
+    async fn purge_webhook_events(&self, before: Timestamp) -> Result<u64, StoreError>;
+
     /// One of the tenant's stored events.
     async fn get_webhook_event(
         &self,

@@ -708,3 +708,97 @@ async fn the_nil_tenant_is_refused_and_what_it_keeps_is_never_routed() {
         .expect("read");
     assert!(signals.is_empty(), "{signals:?} for {}", planted.id);
 }
+
+/// Raw deliveries are kept no longer than needed: a purge deletes the connection's, and the
+/// retention pass deletes those that ended long ago (and expired OAuth states), never pending
+/// ones.
+#[tokio::test]
+async fn purging_a_connection_and_the_retention_pass_delete_raw_deliveries() {
+    let app = spawn().await;
+    let t = tenant();
+    let connection = connect_sandbox(&app, t).await;
+    let id = connection["id"].as_str().expect("id").to_string();
+    let routed =
+        accepted(deliver(&app, t, "kept-1", "event.created", &event_body("a"), |_| {}).await).await;
+    inbox::drain(&app.state).await.expect("drain");
+    assert_eq!(
+        stored_event(&app, t, &routed).await.status,
+        EventStatus::Processed
+    );
+    let response = app
+        .operator(Method::DELETE, &format!("/connections/{id}?purge=true"))
+        .header("X-Tenant-Id", t.to_string())
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 204);
+    let event_id = routed["event_id"]
+        .as_str()
+        .expect("id")
+        .parse()
+        .expect("uuid");
+    assert!(
+        app.store()
+            .get_webhook_event(t, event_id)
+            .await
+            .expect("read")
+            .is_none(),
+        "the purged connection's raw delivery is gone"
+    );
+
+    // A tenant with nothing connected: its deliveries end `unmatched`.
+    let other = tenant();
+    let old = accepted(
+        deliver(
+            &app,
+            other,
+            "old-1",
+            "event.created",
+            &event_body("b"),
+            |_| {},
+        )
+        .await,
+    )
+    .await;
+    inbox::drain(&app.state).await.expect("drain");
+    let pending = accepted(
+        deliver(
+            &app,
+            other,
+            "new-1",
+            "event.created",
+            &event_body("c"),
+            |_| {},
+        )
+        .await,
+    )
+    .await;
+    // A week and a day later, with the default seven days' retention.
+    let later = connectors::domain::now() + chrono::Duration::days(8);
+    let purged = connectors::ingest::retention::run_once(&app.state, later)
+        .await
+        .expect("retention");
+    assert_eq!(purged.webhook_events, 1, "{purged:?}");
+    assert!(
+        purged.oauth_states >= 1,
+        "the connect's used state expired: {purged:?}"
+    );
+    let read = |accepted: &serde_json::Value| {
+        let id = accepted["event_id"]
+            .as_str()
+            .expect("id")
+            .parse()
+            .expect("uuid");
+        let store = app.store();
+        async move { store.get_webhook_event(other, id).await.expect("read") }
+    };
+    assert!(
+        read(&old).await.is_none(),
+        "an old unmatched delivery is gone"
+    );
+    assert_eq!(
+        read(&pending).await.expect("kept").status,
+        EventStatus::Pending,
+        "a pending delivery stays"
+    );
+}

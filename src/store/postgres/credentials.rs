@@ -180,11 +180,21 @@ pub(super) async fn delete(
     tenant: TenantId,
     id: ConnectionId,
 ) -> Result<bool, StoreError> {
+    let mut tx = pool.begin().await?;
+    // The raw deliveries routed to it first (deleting the connection would unlink them), so
+    // a purge keeps none of the tenant's provider data; then the connection, with its signals
+    // and jobs.
+    sqlx::query("DELETE FROM webhook_events WHERE tenant_id = $1 AND connection_id = $2")
+        .bind(tenant.0)
+        .bind(id.0)
+        .execute(&mut *tx)
+        .await?;
     let done = sqlx::query("DELETE FROM connections WHERE tenant_id = $1 AND id = $2")
         .bind(tenant.0)
         .bind(id.0)
-        .execute(pool)
+        .execute(&mut *tx)
         .await?;
+    tx.commit().await?;
     Ok(done.rows_affected() > 0)
 }
 

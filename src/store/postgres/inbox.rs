@@ -128,6 +128,17 @@ impl Inbox for PostgresStore {
         Ok(done.rows_affected())
     }
 
+    async fn purge_webhook_events(&self, before: Timestamp) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM webhook_events WHERE status IN ('processed', 'ignored', 'unmatched') \
+             AND received_at < $1",
+        )
+        .bind(before)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     async fn get_webhook_event(
         &self,
         tenant: TenantId,

@@ -110,6 +110,17 @@ impl Inbox for SqliteStore {
         Ok(done.rows_affected())
     }
 
+    async fn purge_webhook_events(&self, before: Timestamp) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM webhook_events WHERE status IN ('processed', 'ignored', 'unmatched') \
+             AND received_at < ?",
+        )
+        .bind(to_micros(&before))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     async fn get_webhook_event(
         &self,
         tenant: TenantId,

@@ -450,3 +450,40 @@ async fn active_connections_are_the_tenants_active_ones_of_the_provider_oldest_f
     assert_eq!(ids, vec![older.id, newer.id]);
     Ok(())
 }
+
+#[tokio::test]
+async fn purging_deletes_ended_events_received_before_the_cut_off_and_nothing_else() -> Outcome {
+    let app = TestApp::spawn().await;
+    let store = app.store();
+    let t = tenant();
+    let at = now();
+    let (ended, pending, recent) = (
+        delivery(t, "github", "ended", at - Duration::days(10)),
+        delivery(t, "github", "pending", at - Duration::days(10)),
+        delivery(t, "github", "recent", at),
+    );
+    for event in [&ended, &pending, &recent] {
+        store.insert_webhook_event(event).await?;
+    }
+    let claimed = store
+        .claim_webhook_events(at, at + Duration::minutes(1), 10)
+        .await?;
+    assert_eq!(claimed.len(), 3);
+    let lease = at + Duration::minutes(1);
+    for event in [&ended, &recent] {
+        store
+            .complete_webhook_event(event.id, EventStatus::Ignored, None, &[], None, lease, at)
+            .await?;
+    }
+    store
+        .retry_webhook_event(pending.id, "later", lease, at)
+        .await?;
+
+    let purged = store.purge_webhook_events(at - Duration::days(7)).await?;
+
+    assert_eq!(purged, 1);
+    assert!(store.get_webhook_event(t, ended.id).await?.is_none());
+    assert!(store.get_webhook_event(t, pending.id).await?.is_some());
+    assert!(store.get_webhook_event(t, recent.id).await?.is_some());
+    Ok(())
+}

@@ -13,6 +13,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::config::Config;
 use crate::http::edge::{self, EdgeSettings};
+use crate::http::serve::{serve, ServeSettings};
 use crate::http::{ApiError, AppState, ErrorCode};
 use crate::services::{supervise, Services};
 use crate::store::{self, Store, StoreOptions};
@@ -120,30 +121,34 @@ impl App {
             stopping.begin_shutdown();
             let _ = stop_tx.send(true);
         });
+        let connections = ServeSettings {
+            header_read_timeout: services.config.header_read_timeout,
+            idle_timeout: services.config.idle_timeout,
+            max_connections: services.config.max_connections,
+        };
         let metrics_server = self.metrics_listener.map(|listener| {
             let router = metrics_router(state.clone());
             let mut stop = stop_rx.clone();
             tokio::spawn(async move {
-                axum::serve(listener, router)
-                    .with_graceful_shutdown(async move {
-                        let _ = stop.wait_for(|s| *s).await;
-                    })
-                    .await
+                serve(listener, router, connections, async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await
             })
         });
         tracing::info!(addr = %self.listener.local_addr()?, backend = state.store.backend().as_str(), "listening");
         let mut stop = stop_rx;
-        axum::serve(self.listener, router(state.clone()))
-            .with_graceful_shutdown(async move {
+        serve(
+            self.listener,
+            router(state.clone()),
+            connections,
+            async move {
                 let _ = stop.wait_for(|s| *s).await;
-            })
-            .await
-            .context("serving HTTP")?;
+            },
+        )
+        .await;
         if let Some(server) = metrics_server {
-            server
-                .await
-                .context("metrics server task")?
-                .context("serving metrics")?;
+            server.await.context("metrics server task")?;
         }
         upkeep.abort();
         for task in background {

@@ -150,6 +150,12 @@ pub struct Config {
     pub log_format: LogFormat,
     pub request_timeout: Duration,
     pub max_body_bytes: usize,
+    /// Time a client has to send a complete request head (`POBLYSH_HEADER_READ_TIMEOUT_SECS`).
+    pub header_read_timeout: Duration,
+    /// Time a connection may stay open with nothing in flight (`POBLYSH_IDLE_TIMEOUT_SECS`).
+    pub idle_timeout: Duration,
+    /// Open connections served at once; more are answered `503` (`POBLYSH_MAX_CONNECTIONS`).
+    pub max_connections: usize,
     pub allowed_return_urls: Vec<Url>,
     pub allowed_redirect_uris: Vec<Url>,
     pub sandbox_enabled: bool,
@@ -189,6 +195,7 @@ impl Config {
         let (database_url, db_max_connections) = sections::database(source, &data_dir)?;
         let (log_level, log_format) = sections::logging(source, profile)?;
         let requests = sections::requests(source)?;
+        let connections = sections::connections(source)?;
         let work = sections::work(source)?;
         let timings = sections::timings(source)?;
         let mut startup_notes = Vec::new();
@@ -215,6 +222,9 @@ impl Config {
             log_format,
             request_timeout: requests.timeout,
             max_body_bytes: requests.max_body_bytes,
+            header_read_timeout: connections.header_read_timeout,
+            idle_timeout: connections.idle_timeout,
+            max_connections: connections.max_connections,
             allowed_return_urls: requests.allowed_return_urls,
             allowed_redirect_uris: requests.allowed_redirect_uris,
             sandbox_enabled: parse::optional(source, "POBLYSH_SANDBOX_ENABLED", parse::boolean)?
@@ -268,6 +278,11 @@ mod tests {
             ("POBLYSH_SYNC_CONCURRENCY", "0"),
             ("POBLYSH_SYNC_CONCURRENCY", "1000"),
             ("POBLYSH_WORKER_POLL_INTERVAL_MS", "5"),
+            ("POBLYSH_HEADER_READ_TIMEOUT_SECS", "soon"),
+            ("POBLYSH_HEADER_READ_TIMEOUT_SECS", "0"),
+            ("POBLYSH_IDLE_TIMEOUT_SECS", "-1"),
+            ("POBLYSH_MAX_CONNECTIONS", "0"),
+            ("POBLYSH_MAX_CONNECTIONS", "65537"),
         ] {
             let err = Config::from_source(&test_source(&[(name, value)])).expect_err(name);
             assert_eq!(err.variable, name, "{err}");
@@ -304,6 +319,23 @@ mod tests {
             Config::from_source(&anywhere).is_ok(),
             "the test profile may listen anywhere"
         );
+    }
+
+    #[test]
+    fn connection_limits_have_defaults_and_can_be_set() {
+        let default = Config::from_source(&test_source(&[])).expect("valid");
+        assert_eq!(default.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(default.idle_timeout, Duration::from_secs(60));
+        assert_eq!(default.max_connections, 1024);
+        let set = Config::from_source(&test_source(&[
+            ("POBLYSH_HEADER_READ_TIMEOUT_SECS", "3"),
+            ("POBLYSH_IDLE_TIMEOUT_SECS", "120"),
+            ("POBLYSH_MAX_CONNECTIONS", "65536"),
+        ]))
+        .expect("valid");
+        assert_eq!(set.header_read_timeout, Duration::from_secs(3));
+        assert_eq!(set.idle_timeout, Duration::from_secs(120));
+        assert_eq!(set.max_connections, 65536);
     }
 
     #[test]

@@ -142,6 +142,31 @@ pub(super) fn requests(source: &Source) -> Result<Requests, ConfigError> {
     })
 }
 
+/// Limits on connections: how long a client may take to send a request head, how long an
+/// idle connection stays open, and how many are served at once.
+pub(super) struct Connections {
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+}
+
+pub(super) fn connections(source: &Source) -> Result<Connections, ConfigError> {
+    let secs = |name: &str, default: u64, max: u64| {
+        parse::optional(source, name, parse::bounded(1u64, max))
+            .map(|v| Duration::from_secs(v.unwrap_or(default)))
+    };
+    Ok(Connections {
+        header_read_timeout: secs("POBLYSH_HEADER_READ_TIMEOUT_SECS", 10, 3600)?,
+        idle_timeout: secs("POBLYSH_IDLE_TIMEOUT_SECS", 60, 86_400)?,
+        max_connections: parse::optional(
+            source,
+            "POBLYSH_MAX_CONNECTIONS",
+            parse::bounded(1usize, 65_536),
+        )?
+        .unwrap_or(1024),
+    })
+}
+
 /// What runs in the background, and how often.
 pub(super) struct Work {
     pub roles: Roles,

@@ -8,6 +8,7 @@ pub mod error;
 pub mod pages;
 pub mod path;
 pub mod query;
+pub mod serve;
 pub mod state;
 pub mod trace;
 

@@ -6,6 +6,7 @@ mod helpers;
 mod auth;
 mod cli;
 mod connect;
+mod connections;
 mod edge;
 mod errors;
 mod faults;

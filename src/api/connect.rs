@@ -48,7 +48,7 @@ pub struct ConnectResponse {
     security(("operator_token" = [])),
     responses(
         (status = 200, body = ConnectResponse),
-        (status = 400, description = "Invalid body, `return_to`, `redirect_uri` or tenant header (`VALIDATION_FAILED`, `TENANT_HEADER_REQUIRED`, `INVALID_TENANT_ID`)", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid body, `return_to`, `redirect_uri`, `scopes` (a control character in any of them, too) or tenant header (`VALIDATION_FAILED`, `TENANT_HEADER_REQUIRED`, `INVALID_TENANT_ID`)", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or wrong operator token (`UNAUTHORIZED`)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown provider (`PROVIDER_NOT_FOUND`)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The provider has no client credentials (`PROVIDER_NOT_CONFIGURED`)", body = Problem, content_type = "application/problem+json"),

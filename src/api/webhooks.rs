@@ -54,7 +54,7 @@ pub struct WebhookAccepted {
     responses(
         (status = 202, body = WebhookAccepted),
         (status = 200, description = "A provider handshake, answered as the provider requires"),
-        (status = 400, description = "A tenant id that is not a UUID, or a verified delivery that lacks what the provider always sends, such as its delivery id (`VALIDATION_FAILED`, `details.delivery` says what); the nil UUID, which belongs to no tenant (`INVALID_TENANT_ID`)", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A tenant id that is not a UUID, or a verified delivery that lacks what the provider always sends, such as its delivery id, or whose delivery id or event type holds a control character (`VALIDATION_FAILED`, `details.delivery` says what); the nil UUID, which belongs to no tenant (`INVALID_TENANT_ID`)", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Signature missing, malformed, wrong (made with another tenant's secret, too), outside the replay window, or no webhook secret configured (`INVALID_SIGNATURE`)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown provider (`PROVIDER_NOT_FOUND`)", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over the limit (`PAYLOAD_TOO_LARGE`)", body = Problem, content_type = "application/problem+json"),
@@ -115,7 +115,7 @@ pub async fn receive(
     responses(
         (status = 202, body = WebhookAccepted),
         (status = 200, description = "A provider handshake, answered as the provider requires"),
-        (status = 400, description = "Bad headers (`VALIDATION_FAILED`, `TENANT_HEADER_REQUIRED`, `INVALID_TENANT_ID`)", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Bad headers, or a delivery id or event type holding a control character (`VALIDATION_FAILED`, `TENANT_HEADER_REQUIRED`, `INVALID_TENANT_ID`)", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Wrong operator token (`UNAUTHORIZED`) or bad signature (`INVALID_SIGNATURE`)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown provider (`PROVIDER_NOT_FOUND`) or connection (`CONNECTION_NOT_FOUND`)", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over the limit (`PAYLOAD_TOO_LARGE`)", body = Problem, content_type = "application/problem+json"),
@@ -228,15 +228,10 @@ async fn relay(
     let dedupe_key = text("idempotency-key")
         .filter(|k| !k.is_empty() && k.len() <= 200)
         .unwrap_or_else(|| format!("sha256:{}", crate::crypto::hex(&Sha256::digest(body))));
+    let event_type = text("x-event-type");
+    printable_delivery(&dedupe_key, event_type.as_deref())?;
     let (id, duplicate) = store(
-        state,
-        tenant,
-        provider,
-        connection,
-        dedupe_key,
-        text("x-event-type"),
-        headers,
-        body,
+        state, tenant, provider, connection, dedupe_key, event_type, headers, body,
     )
     .await?;
     Ok(accepted(id, duplicate))
@@ -278,7 +273,10 @@ async fn verify(
         Ok(Verified::Event {
             dedupe_key,
             event_type,
-        }) => Ok(Ok((dedupe_key, event_type))),
+        }) => {
+            printable_delivery(&dedupe_key, event_type.as_deref())?;
+            Ok(Ok((dedupe_key, event_type)))
+        }
         Ok(Verified::Handshake { content_type, body }) => Ok(Err((
             StatusCode::OK,
             [(header::CONTENT_TYPE, content_type)],
@@ -296,6 +294,25 @@ async fn verify(
         }
         Err(WebhookRejection::Malformed(why)) => Err(ApiError::invalid_field("delivery", why)),
     }
+}
+
+/// Refuses a delivery whose identity or type holds a control character, whichever provider
+/// (or relay) named it: they are stored as text, and PostgreSQL refuses a NUL in text (a `500`
+/// otherwise). The same malformed-delivery answer as a provider's own checks.
+fn printable_delivery(dedupe_key: &str, event_type: Option<&str>) -> Result<(), ApiError> {
+    if dedupe_key.contains(char::is_control) {
+        return Err(ApiError::invalid_field(
+            "delivery",
+            "the delivery id must not contain control characters",
+        ));
+    }
+    if event_type.is_some_and(|t| t.contains(char::is_control)) {
+        return Err(ApiError::invalid_field(
+            "delivery",
+            "the event type must not contain control characters",
+        ));
+    }
+    Ok(())
 }
 
 /// Stores a delivery in the inbox and wakes the worker; durable when it returns.

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use axum::body::Bytes;
 use reqwest::header::{ACCEPT, RETRY_AFTER};
 use serde_json::{Map, Value};
 
@@ -98,7 +99,7 @@ impl ProviderContext<'_> {
         if status == 429 {
             return Err(rate_limited(&response));
         }
-        let body = response.bytes().await.map_err(transport)?;
+        let body = read_body(response, MAX_BODY_BYTES).await?;
         match body_to_map(&body) {
             Ok(map) => Ok((status, map)),
             Err(_) if status >= 500 => Err(ProviderCallError::Unavailable(format!(
@@ -128,6 +129,37 @@ impl ProviderContext<'_> {
             .map_err(transport)?;
         check_status(response.status().as_u16(), "revocation endpoint")
     }
+}
+
+/// The most of a provider's answer read into memory: far above any page or token answer.
+pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+/// Reads `response`'s body chunk by chunk, refusing (as `Rejected`) an answer larger than
+/// `limit` bytes: one announced by `Content-Length` before reading anything, any other as
+/// soon as what arrived passes the limit. Every provider body is read through this, so a
+/// provider (or whoever answers in its place) cannot make the service hold an unbounded body.
+pub async fn read_body(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Bytes, ProviderCallError> {
+    let too_large = || {
+        ProviderCallError::Rejected(format!(
+            "the provider's answer is larger than {limit} bytes"
+        ))
+    };
+    let announced = response.content_length();
+    if announced.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let capacity = announced.map_or(0, |n| usize::try_from(n).unwrap_or(limit));
+    let mut body = Vec::with_capacity(capacity.min(limit));
+    while let Some(chunk) = response.chunk().await.map_err(transport)? {
+        if chunk.len() > limit - body.len() {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(body))
 }
 
 /// A transport failure: the provider was not reached or did not answer in time.
@@ -191,6 +223,75 @@ pub fn check_status(status: u16, what: &str) -> Result<(), ProviderCallError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use wiremock::matchers::method;
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    async fn get(url: &str) -> reqwest::Response {
+        http_client(Duration::from_secs(5))
+            .get(url)
+            .send()
+            .await
+            .expect("answered")
+    }
+
+    fn refused(result: Result<Bytes, ProviderCallError>) -> String {
+        match result {
+            Err(ProviderCallError::Rejected(why)) => why,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn bodies_up_to_the_limit_are_read_and_larger_ones_refused() {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .respond_with(ResponseTemplate::new(200).set_body_bytes(vec![b'x'; 1000]))
+            .mount(&server)
+            .await;
+        let body = read_body(get(&server.uri()).await, 1000)
+            .await
+            .expect("read");
+        assert_eq!(body.len(), 1000);
+        // The Content-Length announces 1000: refused before reading.
+        let response = get(&server.uri()).await;
+        assert_eq!(response.content_length(), Some(1000));
+        assert_eq!(
+            refused(read_body(response, 999).await),
+            "the provider's answer is larger than 999 bytes"
+        );
+    }
+
+    /// An answer without `Content-Length` (delimited by the connection closing) is refused as
+    /// soon as what arrived passes the limit.
+    #[tokio::test]
+    async fn a_body_without_content_length_is_refused_past_the_limit() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let address = listener.local_addr().expect("address");
+        let server = std::thread::spawn(move || {
+            for _ in 0..2 {
+                let (mut stream, _) = listener.accept().expect("accept");
+                let mut request = [0u8; 4096];
+                let _ = stream.read(&mut request);
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
+                for _ in 0..64 {
+                    if stream.write_all(&[b'y'; 1024]).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let url = format!("http://{address}/");
+        let response = get(&url).await;
+        assert_eq!(response.content_length(), None);
+        assert_eq!(
+            refused(read_body(response, 10_000).await),
+            "the provider's answer is larger than 10000 bytes"
+        );
+        let body = read_body(get(&url).await, 64 * 1024).await.expect("read");
+        assert_eq!(body.len(), 64 * 1024);
+        server.join().expect("server");
+    }
 
     #[test]
     fn retry_after_is_clamped_and_never_panics() {

@@ -29,8 +29,8 @@ use crate::crypto::Secret;
 use crate::domain::{Connection, ConnectionId, TenantId};
 
 pub use call::{
-    check_status, http_client, rate_limited, retry_after_header, retry_after_secs, transport,
-    ProviderCallError, ProviderContext, MAX_RETRY_AFTER_SECS,
+    check_status, http_client, rate_limited, read_body, retry_after_header, retry_after_secs,
+    transport, ProviderCallError, ProviderContext, MAX_BODY_BYTES, MAX_RETRY_AFTER_SECS,
 };
 pub use descriptor::{AuthType, Descriptor, RateLimitPolicy, Setting};
 pub use oauth::{
@@ -156,7 +156,8 @@ pub trait Connector: Send + Sync + 'static {
         None
     }
 
-    /// Request headers that carry a secret of the provider's scheme (a channel token) and are
+    /// Request headers (lower-case) that carry a secret of the provider's scheme (a channel
+    /// token) or a delivery's signature, which a database reader could replay, and are
     /// therefore never stored with the event, beside the credentials no event keeps.
     fn webhook_secret_headers(&self) -> &'static [&'static str] {
         &[]

@@ -134,7 +134,15 @@ fn check(
 ) -> Result<Checked, FlowError> {
     let config = &services.config;
     let mut problems = Map::new();
+    // A control character (NUL above all, which PostgreSQL refuses in text) is never part of
+    // a URL or a scope Core means; it is refused by name before anything is stored.
+    const CONTROL: &str = "must not contain control characters";
+    let has_control = |s: &str| s.contains(char::is_control);
     let return_to = params.return_to.as_deref().and_then(|raw| {
+        if has_control(raw) {
+            problems.insert("return_to".into(), json!(CONTROL));
+            return None;
+        }
         allowed_return_to(raw, &config.allowed_return_urls)
             .map_err(|problem| problems.insert("return_to".into(), json!(problem)))
             .ok()
@@ -144,6 +152,10 @@ fn check(
             &config.public_base_url,
             entry.descriptor().slug,
         )),
+        Some(raw) if has_control(raw) => {
+            problems.insert("redirect_uri".into(), json!(CONTROL));
+            None
+        }
         Some(raw) => match Url::parse(raw) {
             Ok(url) if config.allowed_redirect_uris.contains(&url) => Some(url),
             _ => {
@@ -157,7 +169,9 @@ fn check(
     };
     let scopes = params.scopes.unwrap_or_else(|| entry.scopes.clone());
     let bad_scope = |s: &String| s.is_empty() || s.len() > 200 || s.contains(char::is_whitespace);
-    if scopes.len() > MAX_SCOPES || scopes.iter().any(bad_scope) {
+    if scopes.iter().any(|s| has_control(s)) {
+        problems.insert("scopes".into(), json!(CONTROL));
+    } else if scopes.len() > MAX_SCOPES || scopes.iter().any(bad_scope) {
         problems.insert(
             "scopes".into(),
             json!("must be at most 50 non-empty scopes without spaces"),

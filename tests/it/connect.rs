@@ -257,6 +257,37 @@ async fn with_a_return_to_the_callback_sends_the_user_back_with_the_outcome() {
     assert_eq!(param(&back, "code").as_deref(), Some("OAUTH_STATE_INVALID"));
 }
 
+/// A NUL (PostgreSQL refuses it in text) or any other control character in what Core asks
+/// for is a `400` naming the field, on every database, never a `500`.
+#[tokio::test]
+async fn start_refuses_control_characters_by_field() {
+    let app = TestApp::spawn_with(&[(
+        "POBLYSH_ALLOWED_RETURN_URLS",
+        "https://app.poblysh.com/connectors",
+    )])
+    .await;
+    let t = tenant();
+    for (body, field) in [
+        (json!({ "scopes": ["sandbox.read\u{0}"] }), "scopes"),
+        (json!({ "scopes": ["sandbox\u{1b}read"] }), "scopes"),
+        (
+            json!({ "return_to": "https://app.poblysh.com/connectors\u{0}" }),
+            "return_to",
+        ),
+        (
+            json!({ "redirect_uri": "https://core.poblysh.com/cb\u{0}" }),
+            "redirect_uri",
+        ),
+    ] {
+        let response = start(&app, t, "sandbox", Some(body.clone())).await;
+        let problem = assert_problem(response, 400, "VALIDATION_FAILED").await;
+        assert_eq!(
+            problem["details"][field], "must not contain control characters",
+            "{body}: {problem}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn start_refuses_foreign_return_urls_redirect_uris_and_bad_bodies() {
     let app = TestApp::spawn_with(&[(

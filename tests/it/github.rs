@@ -1592,3 +1592,26 @@ async fn a_connection_made_through_oauth_gets_webhooks_and_sync_and_one_change_i
         other => panic!("expected a retry after the reset, got {other:?}"),
     }
 }
+
+/// The stored event keeps GitHub's delivery id but neither signature: they carry no
+/// timestamp, so a database reader could replay a stored one.
+#[tokio::test]
+async fn the_stored_event_keeps_the_delivery_id_but_no_signature() {
+    let app = spawn(&[]).await;
+    let t = tenant();
+    let body = serde_json::to_vec(&example("issues", "opened")).expect("json");
+    let response = deliver(&app, t, "issues", "delivery-no-signature", &body, |h| {
+        h.push(("X-Hub-Signature", "sha1=0123456789abcdef".into()));
+    })
+    .await;
+    let event = crate::helpers::stored_event(&app, t, &accepted(response).await).await;
+    assert_eq!(event.headers["x-github-delivery"], "delivery-no-signature");
+    assert!(event.headers.contains_key("x-github-event"));
+    for signature in ["x-hub-signature-256", "x-hub-signature"] {
+        assert!(
+            !event.headers.contains_key(signature),
+            "{signature} in {:?}",
+            event.headers
+        );
+    }
+}

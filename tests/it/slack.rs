@@ -302,3 +302,50 @@ async fn an_event_of_a_workspace_no_tenant_connected_is_kept_unmatched() {
     }
     assert!(signals(&app, t).await.is_empty());
 }
+
+/// A correctly signed event whose `event_id` holds a NUL (PostgreSQL refuses it in text) or
+/// another control character is a malformed delivery (`400`, `details.delivery`) on every
+/// database and both URLs, and nothing is stored.
+#[tokio::test]
+async fn a_signed_event_id_with_a_control_character_is_refused_before_storing() {
+    let app = spawn().await;
+    let t = tenant();
+    connect(&app, t, TEAM).await;
+    for path in [
+        "/webhooks/slack".to_string(),
+        format!("/webhooks/slack/{t}"),
+    ] {
+        for event_id in ["Ev\u{0}nul", "Ev\u{1b}esc", "Ev\nnewline"] {
+            let body = example_as("message", event_id);
+            let response = deliver(&app, &path, &body, |_| {}).await;
+            let problem = assert_problem(response, 400, "VALIDATION_FAILED").await;
+            assert!(
+                problem["details"]["delivery"].is_string(),
+                "{event_id:?} on {path}: {problem}"
+            );
+        }
+    }
+    assert_eq!(inbox::drain(&app.state).await.expect("drain"), 0);
+    assert!(signals(&app, t).await.is_empty());
+}
+
+/// The stored event keeps Slack's delivery headers but not its signature.
+#[tokio::test]
+async fn the_stored_event_keeps_no_signature() {
+    let app = spawn().await;
+    let t = tenant();
+    connect(&app, t, TEAM).await;
+    let body = example_as("message", "Ev-headers");
+    let response = deliver(&app, &format!("/webhooks/slack/{t}"), &body, |h| {
+        h.push(("X-Slack-Retry-Num", "1".into()));
+    })
+    .await;
+    let event = stored_event(&app, t, &accepted(response).await).await;
+    assert!(
+        !event.headers.contains_key("x-slack-signature"),
+        "{:?}",
+        event.headers
+    );
+    assert!(event.headers.contains_key("x-slack-request-timestamp"));
+    assert!(event.headers.contains_key("x-slack-retry-num"));
+}

@@ -544,6 +544,37 @@ async fn stored_headers_never_keep_credentials() {
     let text = serde_json::to_string(&stored.headers).expect("json");
     assert!(!text.contains("should-not-be-stored"), "{text}");
     assert_eq!(stored.headers["x-sandbox-delivery"], "h-1");
+    // The signature is not kept either: a database reader could replay it.
+    assert!(
+        !stored.headers.contains_key("x-sandbox-signature"),
+        "{text}"
+    );
+    assert!(stored.headers.contains_key("x-sandbox-timestamp"), "{text}");
+}
+
+/// A relayed delivery's `Idempotency-Key` or `X-Event-Type` with a control character (a tab is
+/// the one a header value may carry) is refused as malformed, and nothing is stored.
+#[tokio::test]
+async fn a_relayed_delivery_with_a_control_character_is_refused() {
+    let app = spawn().await;
+    let t = tenant();
+    for (key, event_type) in [
+        ("core\tkey", "event.created"),
+        ("core-key", "event\tcreated"),
+    ] {
+        let response = app
+            .operator(Method::POST, "/webhooks/sandbox")
+            .header("X-Tenant-Id", t.to_string())
+            .header("Idempotency-Key", key)
+            .header("X-Event-Type", event_type)
+            .body(event_body("relayed"))
+            .send()
+            .await
+            .expect("sent");
+        let problem = assert_problem(response, 400, "VALIDATION_FAILED").await;
+        assert!(problem["details"]["delivery"].is_string(), "{problem}");
+    }
+    assert_eq!(inbox::drain(&app.state).await.expect("drain"), 0);
 }
 
 /// Sends a signed delivery to the app-level URL (no tenant in the path).

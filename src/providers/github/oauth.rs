@@ -13,6 +13,7 @@ use url::Url;
 
 use crate::connector::{check_status, rate_limited, transport};
 use crate::connector::{join_path, ProviderSettings};
+use crate::connector::{read_body, MAX_BODY_BYTES};
 use crate::connector::{
     ClientAuth, ExternalAccount, OAuthEndpoints, ProviderCallError, ProviderContext,
 };
@@ -65,7 +66,8 @@ pub(super) async fn identify(
         return Err(rate_limited(&response));
     }
     check_status(response.status().as_u16(), "GitHub /user")?;
-    let user: User = response.json().await.map_err(|_| {
+    let body = read_body(response, MAX_BODY_BYTES).await?;
+    let user: User = serde_json::from_slice(&body).map_err(|_| {
         ProviderCallError::Rejected("GitHub /user answered an unexpected body".into())
     })?;
     Ok(ExternalAccount::new(user.id.to_string(), Some(user.login)))

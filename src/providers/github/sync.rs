@@ -48,7 +48,8 @@
 //! - `floor`: changes before it are history and never reported (the first sync starts
 //!   [`INITIAL_LOOKBACK_DAYS`] back); fixed for the connection's life.
 //! - `since`: the watermark for the next issues request.
-//! - `next`: set only while following `Link: rel="next"` (same host as the API base only).
+//! - `next`: set only while following `Link: rel="next"`, and only under the whole API base
+//!   (scheme, host, port and path prefix); any other link counts as no next page.
 //! - `issues_etag`: the validator of the last first-page request, sent when the URL is the same.
 //! - `phase`: `issues` or `releases`; `release_index` is the next repository to ask.
 //! - `repos`: repositories seen in the listing, most recent first, with their releases' `ETag`.
@@ -71,6 +72,7 @@ use crate::connector::join_path;
 use crate::connector::transport;
 use crate::connector::ProviderCallError;
 use crate::connector::SyncContext;
+use crate::connector::{read_body, MAX_BODY_BYTES};
 use crate::connector::{retry_after_secs, MAX_RETRY_AFTER_SECS};
 use crate::connector::{SignalDraft, SyncPage};
 use crate::domain::{now, parse_rfc3339, Timestamp};
@@ -230,7 +232,7 @@ async fn issues_page(
         .next
         .as_deref()
         .and_then(|n| Url::parse(n).ok())
-        .filter(|u| u.origin() == base.origin());
+        .filter(|u| within_base(u, &base));
     let url = following
         .clone()
         .unwrap_or_else(|| issues_url(&base, &cursor.since));
@@ -417,7 +419,11 @@ async fn fetch(
     match status {
         401 => return Err(ProviderCallError::Unauthorized),
         403 | 429 => {
-            let body = response.text().await.unwrap_or_default();
+            // Read only to tell a rate limit from another refusal: bounded, and lossy.
+            let body = read_body(response, MAX_BODY_BYTES)
+                .await
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default();
             if let Some(wait) = rate_limit_wait(status, &headers, remaining, reset, &body, now) {
                 return Err(ProviderCallError::RateLimited {
                     retry_after: Some(wait),
@@ -439,7 +445,7 @@ async fn fetch(
         }
         _ => {}
     }
-    let body = response.bytes().await.map_err(transport)?.to_vec();
+    let body = read_body(response, MAX_BODY_BYTES).await?.to_vec();
     Ok(Answer {
         status,
         etag: header(&headers, ETAG).map(str::to_string),
@@ -478,8 +484,10 @@ fn seconds_until(at: Timestamp, now: Timestamp) -> u64 {
     millis.div_ceil(1000).clamp(1, MAX_RETRY_AFTER_SECS)
 }
 
-/// The `rel="next"` target of a `Link` header, if it is on the API's own host (the token is
-/// never sent elsewhere).
+/// The `rel="next"` target of a `Link` header, if it is under the configured API base (the
+/// token is never sent elsewhere). A link outside it is no next page rather than an error: the
+/// page already read is kept, the `since` watermark (one second of overlap) picks up the rest
+/// on the next run, and a provider (or proxy) answering odd links cannot fail the connection.
 fn next_link(headers: &HeaderMap, base: &Url) -> Option<Url> {
     let value = header(headers, LINK)?;
     value.split(',').find_map(|part| {
@@ -491,13 +499,71 @@ fn next_link(headers: &HeaderMap, base: &Url) -> Option<Url> {
                 .is_some_and(|rel| rel.trim_matches('"').split(' ').any(|r| r == "next"))
         });
         let url = Url::parse(target).ok()?;
-        (is_next && url.origin() == base.origin()).then_some(url)
+        (is_next && within_base(&url, base)).then_some(url)
     })
+}
+
+/// Whether `url` is under the configured API base as a whole: same scheme, host and port, no
+/// credentials, and a path under the base's path (`/api/v3` admits `/api/v3/issues`, not
+/// `/api/v30` nor `/api/other`; the URL parser has already resolved any `..` and `%2e%2e`).
+/// The token is sent to a followed link, so only the API the operator configured qualifies.
+fn within_base(url: &Url, base: &Url) -> bool {
+    let prefix = base.path().trim_end_matches('/');
+    let path = url.path();
+    url.scheme() == base.scheme()
+        && url.host() == base.host()
+        && url.port_or_known_default() == base.port_or_known_default()
+        && url.username().is_empty()
+        && url.password().is_none()
+        && (path == prefix || path.starts_with(&format!("{prefix}/")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A next link must stay under the whole configured base: a look-alike host, another
+    /// port or scheme, credentials, or a path outside the base's (even through `..`) is no next
+    /// page, and the token is never sent there.
+    #[test]
+    fn next_links_outside_the_whole_api_base_are_ignored() {
+        let link = |target: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                LINK,
+                format!("<{target}>; rel=\"next\"").parse().expect("value"),
+            );
+            headers
+        };
+        let base = Url::parse("https://ghe.example.com/api/v3").expect("url");
+        for good in [
+            "https://ghe.example.com/api/v3/issues?page=2",
+            "https://ghe.example.com:443/api/v3/issues?page=2",
+        ] {
+            assert!(next_link(&link(good), &base).is_some(), "{good}");
+        }
+        for bad in [
+            "https://ghe.example.com.evil/api/v3/issues?page=2",
+            "https://ghe.example.com/../elsewhere/issues",
+            "https://ghe.example.com/api/v3/../../elsewhere",
+            "https://ghe.example.com/api/v3/%2e%2e/v4/issues",
+            "https://ghe.example.com/api/v30/issues",
+            "https://ghe.example.com/api/issues",
+            "https://ghe.example.com:8443/api/v3/issues",
+            "http://ghe.example.com/api/v3/issues",
+            "https://user:pw@ghe.example.com/api/v3/issues",
+        ] {
+            assert_eq!(next_link(&link(bad), &base), None, "{bad}");
+        }
+        let root = Url::parse("https://api.github.com").expect("url");
+        assert!(next_link(&link("https://api.github.com/issues?page=2"), &root).is_some());
+        for bad in [
+            "https://api.github.com.evil/issues?page=2",
+            "https://api.github.com.evil/../elsewhere",
+        ] {
+            assert_eq!(next_link(&link(bad), &root), None, "{bad}");
+        }
+    }
 
     #[test]
     fn next_links_are_read_and_kept_on_the_api_host() {

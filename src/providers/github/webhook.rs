@@ -25,6 +25,10 @@ use crate::connector::{Verified, WebhookEvent, WebhookRejection};
 use crate::crypto::Secret;
 use crate::domain::{Connection, ConnectionId, TenantId};
 
+/// The headers carrying GitHub's signatures: never stored with the event, since they carry no
+/// timestamp and a database reader could replay a stored one.
+pub(super) const SIGNATURE_HEADERS: &[&str] = &["x-hub-signature-256", "x-hub-signature"];
+
 /// The events whose deliveries become signals (see `normalize`).
 pub(super) const EVENTS: &[&str] = &[
     "issues",

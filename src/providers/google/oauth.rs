@@ -20,6 +20,7 @@ use url::Url;
 
 use crate::connector::{check_status, rate_limited, transport};
 use crate::connector::{join_path, Metadata, ProviderSettings};
+use crate::connector::{read_body, MAX_BODY_BYTES};
 use crate::connector::{
     ClientAuth, ConnectionTokens, ExternalAccount, OAuthEndpoints, ProviderCallError,
     ProviderContext,
@@ -100,7 +101,8 @@ pub(in crate::providers) async fn identify(
         return Err(rate_limited(&response));
     }
     check_status(response.status().as_u16(), "Google userinfo")?;
-    let info: UserInfo = response.json().await.map_err(|_| {
+    let body = read_body(response, MAX_BODY_BYTES).await?;
+    let info: UserInfo = serde_json::from_slice(&body).map_err(|_| {
         ProviderCallError::Rejected("Google userinfo answered an unexpected body".into())
     })?;
     let mut metadata = Metadata::new();

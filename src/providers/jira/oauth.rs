@@ -15,6 +15,7 @@ use serde_json::{Map, Value};
 
 use crate::connector::{check_status, rate_limited, transport};
 use crate::connector::{join_path, Metadata, ProviderSettings};
+use crate::connector::{read_body, MAX_BODY_BYTES};
 use crate::connector::{
     ClientAuth, ExternalAccount, OAuthEndpoints, ProviderCallError, ProviderContext,
 };
@@ -84,7 +85,7 @@ pub(super) async fn token_request(
     if status == 429 {
         return Err(rate_limited(&response));
     }
-    let bytes = response.bytes().await.map_err(transport)?;
+    let bytes = read_body(response, MAX_BODY_BYTES).await?;
     match serde_json::from_slice::<Value>(&bytes) {
         Ok(Value::Object(map)) => Ok((status, map)),
         _ if status >= 500 => Err(ProviderCallError::Unavailable(format!(
@@ -128,7 +129,8 @@ pub(super) async fn identify(
         return Err(rate_limited(&response));
     }
     check_status(response.status().as_u16(), "Atlassian accessible-resources")?;
-    let resources: Vec<Resource> = response.json().await.map_err(|_| {
+    let body = read_body(response, MAX_BODY_BYTES).await?;
+    let resources: Vec<Resource> = serde_json::from_slice(&body).map_err(|_| {
         ProviderCallError::Rejected(
             "Atlassian accessible-resources answered an unexpected body".into(),
         )

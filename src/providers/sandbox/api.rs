@@ -35,6 +35,7 @@ use url::Url;
 use super::event::Change;
 use crate::connector::ProviderCallError;
 use crate::connector::SyncContext;
+use crate::connector::{read_body, MAX_BODY_BYTES};
 use crate::connector::{retry_after_header, transport};
 use crate::connector::{SignalDraft, SyncPage};
 
@@ -90,7 +91,7 @@ pub(super) async fn page(
         .await
         .map_err(transport)?;
     check_status(response.status().as_u16(), response.headers())?;
-    let body = response.bytes().await.map_err(transport)?;
+    let body = read_body(response, MAX_BODY_BYTES).await?;
     read_page(cursor, &body)
 }
 

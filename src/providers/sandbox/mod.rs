@@ -59,6 +59,10 @@ impl Connector for SandboxConnector {
         &DESCRIPTOR
     }
 
+    fn webhook_secret_headers(&self) -> &'static [&'static str] {
+        webhook::SIGNATURE_HEADERS
+    }
+
     fn oauth(&self, _settings: &ProviderSettings, public_base_url: &Url) -> Option<OAuthEndpoints> {
         Some(oauth::endpoints(public_base_url))
     }

@@ -32,6 +32,7 @@ use super::api::check_status;
 use crate::connector::{
     join_path, transport, Metadata, Opened, ProviderCallError, SubscriptionContext,
 };
+use crate::connector::{read_body, MAX_BODY_BYTES};
 use crate::domain::{now, parse_rfc3339};
 
 /// The resource the sandbox watches.
@@ -164,7 +165,7 @@ async fn call(
     }
     let response = request.send().await.map_err(transport)?;
     check_status(response.status().as_u16(), response.headers())?;
-    let bytes = response.bytes().await.map_err(transport)?;
+    let bytes = read_body(response, MAX_BODY_BYTES).await?;
     read_answer(&bytes)
 }
 

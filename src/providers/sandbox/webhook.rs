@@ -14,6 +14,10 @@ use crate::connector::signature::{check_replay_window, header, hmac_sha256_hex_m
 use crate::connector::ProviderSettings;
 use crate::connector::{Normalized, Verified, WebhookEvent, WebhookRejection};
 
+/// The headers carrying the sandbox's signature: never stored with the event, which a
+/// database reader could otherwise replay.
+pub(super) const SIGNATURE_HEADERS: &[&str] = &["x-sandbox-signature"];
+
 const REPLAY_WINDOW_SECS: i64 = 300;
 /// The event type of a notification that names no change (as Google's push channels send
 /// them): it requests a sync of the connection.

@@ -72,6 +72,10 @@ impl Connector for SlackConnector {
         &DESCRIPTOR
     }
 
+    fn webhook_secret_headers(&self) -> &'static [&'static str] {
+        webhook::SIGNATURE_HEADERS
+    }
+
     fn oauth(&self, settings: &ProviderSettings, _public_base_url: &Url) -> Option<OAuthEndpoints> {
         Some(oauth::endpoints(settings))
     }

@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 
 use crate::connector::{check_status, rate_limited, transport};
 use crate::connector::{join_path, ProviderSettings};
+use crate::connector::{read_body, MAX_BODY_BYTES};
 use crate::connector::{
     standard_token_response, ClientAuth, ExternalAccount, OAuthEndpoints, ProviderCallError,
     ProviderContext, TokenSet,
@@ -120,7 +121,8 @@ pub(super) async fn revoke(
         return Err(rate_limited(&response));
     }
     check_status(status, "Slack auth.revoke")?;
-    let body: Value = response.json().await.map_err(|_| {
+    let body = read_body(response, MAX_BODY_BYTES).await?;
+    let body: Value = serde_json::from_slice(&body).map_err(|_| {
         ProviderCallError::Rejected("Slack auth.revoke answered an unexpected body".into())
     })?;
     if body.get("ok").and_then(Value::as_bool) == Some(true) {

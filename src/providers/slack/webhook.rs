@@ -24,6 +24,10 @@ use crate::connector::ProviderSettings;
 use crate::connector::{Verified, WebhookEvent, WebhookRejection};
 use crate::domain::{Connection, ConnectionId};
 
+/// The headers carrying Slack's signature: never stored with the event, which a
+/// database reader could otherwise replay.
+pub(super) const SIGNATURE_HEADERS: &[&str] = &["x-slack-signature"];
+
 /// Slack's replay window: requests signed more than five minutes away from now are refused
 /// (<https://api.slack.com/authentication/verifying-requests-from-slack>).
 const REPLAY_WINDOW_SECS: i64 = 300;

@@ -25,6 +25,7 @@ use url::Url;
 
 use crate::connector::{check_status, rate_limited, transport};
 use crate::connector::{join_path, ProviderSettings};
+use crate::connector::{read_body, MAX_BODY_BYTES};
 use crate::connector::{
     standard_token_response, ClientAuth, ConnectionTokens, OAuthEndpoints, ProviderCallError,
     ProviderContext, TokenSet,
@@ -115,9 +116,8 @@ pub(super) async fn get_json(
         return Err(rate_limited(&response));
     }
     check_status(response.status().as_u16(), what)?;
-    response
-        .json()
-        .await
+    let body = read_body(response, MAX_BODY_BYTES).await?;
+    serde_json::from_slice(&body)
         .map_err(|_| ProviderCallError::Rejected(format!("{what} answered an unexpected body")))
 }
 

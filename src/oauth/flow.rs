@@ -219,11 +219,6 @@ fn authorize_url(
     url
 }
 
-/// Our callback URL for a provider.
-pub fn default_redirect_uri(public_base_url: &Url, slug: &str) -> Url {
-    callback_url(public_base_url, slug)
-}
-
 /// `raw` if it is an absolute URL under one of the allowed prefixes: the same origin, and the
 /// prefix's path segments as whole segments at the start of its path (`/connectors` allows
 /// `/connectors/done`, not `/connectors-evil`). Credentials in the URL, and encoded separators
@@ -504,7 +499,7 @@ mod tests {
     fn the_default_redirect_uri_keeps_a_base_path() {
         let base = Url::parse("https://api.example.com/connectors/").expect("url");
         assert_eq!(
-            default_redirect_uri(&base, "github").as_str(),
+            callback_url(&base, "github").as_str(),
             "https://api.example.com/connectors/connect/github/callback"
         );
     }

@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 
 use crate::config::Config;
 use crate::connector::keys::{KeyCache, KeyCachePolicy};
-use crate::connector::{ProviderContext, ProviderSettings};
+use crate::connector::ProviderContext;
 use crate::crypto::Vault;
 use crate::domain::ConnectionId;
 use crate::store::Store;
@@ -84,11 +84,6 @@ impl Services {
             http: &self.http,
             settings: &entry.settings,
         }
-    }
-
-    /// The settings of an enabled provider.
-    pub fn settings(&self, slug: &str) -> Option<&ProviderSettings> {
-        self.registry.get(slug).map(|e| &e.settings)
     }
 }
 

@@ -13,12 +13,12 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use connectors::connector::callback_url;
 use connectors::connector::pkce;
 use connectors::connector::{CodeExchange, ProviderCallError, ProviderContext};
 use connectors::crypto::hex;
 use connectors::crypto::{Aad, Secret};
 use connectors::domain::{now, ConnectionId, SealedField, StateConsumption, TenantId};
-use connectors::oauth::flow::default_redirect_uri;
 use connectors::tokens::{open_tokens, TokenError};
 use reqwest::header::LOCATION;
 use reqwest::{Method, Response, StatusCode};
@@ -251,8 +251,7 @@ impl Journey {
             ("POBLYSH_TOKEN_REFRESH_INTERVAL_SECS", "3000"),
         ])
         .await;
-        let redirect_uri =
-            default_redirect_uri(&app.state.config.public_base_url, "github").to_string();
+        let redirect_uri = callback_url(&app.state.config.public_base_url, "github").to_string();
         oidc.configure(&redirect_uri).await;
         let browser = reqwest::Client::builder()
             .cookie_store(true)

@@ -34,8 +34,6 @@ pub use run::MAX_PAGES_PER_JOB;
 pub use scheduler::Scheduler;
 pub use worker::{JobOutcome, JobResult, SyncWorker};
 
-/// Attempts a job may make before it fails.
-pub const DEFAULT_MAX_ATTEMPTS: i32 = NewJob::DEFAULT_MAX_ATTEMPTS;
 /// How long stopping waits for jobs in flight to reach a page boundary.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 

@@ -29,6 +29,15 @@ trap 'kill $SERVER 2>/dev/null; wait $SERVER 2>/dev/null; rm -rf "$WORK"' EXIT
 for _ in $(seq 1 100); do curl -sf "$BASE/readyz" >/dev/null && break; sleep 0.2; done
 
 auth=(-H "Authorization: Bearer $TOKEN" -H "X-Tenant-Id: $TENANT")
+# The browser's cookies: the authorize hop's binding cookie goes back with the callback.
+JAR="$WORK/cookies"
+browse=(-c "$JAR" -b "$JAR")
+# to_callback AUTHORIZE_URL: the service's hop, then the sandbox's page; prints the callback URL.
+to_callback() {
+  local provider_page
+  provider_page=$(curl -s "${browse[@]}" -o /dev/null -w '%{redirect_url}' "$1")
+  curl -s -o /dev/null -w '%{redirect_url}' "$provider_page"
+}
 
 # show MARKER curl-args...: the response body, pretty, under its marker.
 show() {
@@ -54,18 +63,22 @@ show "POST /connect/{provider} 200" -X POST "${auth[@]}" -H 'Content-Type: appli
 # Pattern A: the provider redirects to the service, which redirects to return_to.
 AUTHORIZE=$(curl -s -X POST "${auth[@]}" -H 'Content-Type: application/json' \
   -d "{\"return_to\": \"$CORE/settings/connectors\"}" "$BASE/connect/sandbox" | jq -r .authorize_url)
-headers "authorize (sandbox approves)" "$AUTHORIZE"
-CALLBACK=$(curl -s -o /dev/null -w '%{redirect_url}' "$AUTHORIZE")
-headers "callback with return_to" "$CALLBACK"
-headers "callback replayed (state already used)" "$CALLBACK"
+headers "authorize hop (binding cookie)" "$AUTHORIZE"
+AUTHORIZE=$(curl -s -X POST "${auth[@]}" -H 'Content-Type: application/json' \
+  -d "{\"return_to\": \"$CORE/settings/connectors\"}" "$BASE/connect/sandbox" | jq -r .authorize_url)
+CALLBACK=$(to_callback "$AUTHORIZE")
+headers "callback with return_to" "${browse[@]}" "$CALLBACK"
+headers "callback replayed (state already used)" "${browse[@]}" "$CALLBACK"
 
 # Without return_to: JSON.
 AUTHORIZE=$(curl -s -X POST "${auth[@]}" "$BASE/connect/sandbox" | jq -r .authorize_url)
-CALLBACK=$(curl -s -o /dev/null -w '%{redirect_url}' "$AUTHORIZE")
-show "GET /connect/{provider}/callback 200" "$CALLBACK"
-show "GET /connect/{provider}/callback 400" "$CALLBACK"
+CALLBACK=$(to_callback "$AUTHORIZE")
+show "GET /connect/{provider}/callback 200" "${browse[@]}" "$CALLBACK"
+show "GET /connect/{provider}/callback 400" "${browse[@]}" "$CALLBACK"
 
-# Pattern B: Core receives the redirect and forwards code and state.
+# Pattern B: Core receives the redirect and forwards code, state and the binding it kept.
+show "POST /connect/{provider} 200 (Core's redirect_uri)" -X POST "${auth[@]}" -H 'Content-Type: application/json' \
+  -d "{\"redirect_uri\": \"$CORE/connectors/callback/sandbox\"}" "$BASE/connect/sandbox"
 AUTHORIZE=$(curl -s -X POST "${auth[@]}" -H 'Content-Type: application/json' \
   -d "{\"redirect_uri\": \"$CORE/connectors/callback/sandbox\"}" "$BASE/connect/sandbox" | jq -r .authorize_url)
 headers "authorize to Core's redirect_uri" "$AUTHORIZE"

@@ -2,7 +2,7 @@
 //! The work happens in [`crate::oauth::flow`]; these handlers translate HTTP.
 
 use axum::extract::{Path, Query, RawQuery, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -32,10 +32,20 @@ pub struct ConnectRequest {
 /// Where to send the user to authorize.
 #[derive(Serialize, ToSchema)]
 pub struct ConnectResponse {
-    /// The provider's authorization page, with state and PKCE challenge.
+    /// Where the browser goes (a full-page navigation). With the service's callback, the
+    /// service's own single-use authorize hop, which binds the connect to that browser with a
+    /// cookie and redirects to the provider; with Core's `redirect_uri`, the provider's page.
+    #[schema(
+        example = "https://connectors.poblysh.com/connect/github/authorize?state=6fizDzmTys6YroUfIVR3kcCEccayjRiTm170wWLx5Bk"
+    )]
     authorize_url: String,
     /// The state is single-use and expires at this instant.
     state_expires_at: DateTime<Utc>,
+    /// Only with Core's own `redirect_uri`: keep it in the user's session and forward it as
+    /// `binding` with `code` and `state` to the callback, which refuses the connect without it
+    /// (outside the `local` profile).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    binding: Option<String>,
 }
 
 /// Starts connecting the tenant to a provider. Send the user's browser to `authorize_url`.
@@ -81,7 +91,64 @@ pub async fn start_connect(
     Ok(Json(ConnectResponse {
         authorize_url: started.authorize_url.to_string(),
         state_expires_at: started.state_expires_at,
+        binding: started.binding,
     }))
+}
+
+/// The query of the service's authorize hop.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuthorizeQuery {
+    /// The state minted by `POST /connect/{provider}`.
+    state: Option<String>,
+}
+
+/// The service's authorize hop, where `authorize_url` points when the provider redirects to
+/// the service: usable once per state, it sets a `__Host-` cookie (`HttpOnly`,
+/// `SameSite=Lax`; without the prefix and `Secure` when the service is reached over plain
+/// HTTP) that binds the connect to this browser, and redirects to the provider. The callback
+/// refuses a connect whose browser lacks the cookie.
+#[utoipa::path(
+    get,
+    path = "/connect/{provider}/authorize",
+    tag = "connect",
+    params(("provider" = String, Path, description = "Provider slug"), AuthorizeQuery),
+    responses(
+        (status = 303, description = "To the provider's authorization page, with the binding cookie set"),
+        (status = 400, description = "`OAUTH_STATE_INVALID` (`details.reason`: `unknown`, `expired`, `already_used` — the hop was passed before —, `provider_mismatch`) or `VALIDATION_FAILED`; with a `return_to`, `303` to it with `status=error&code=...` instead", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown provider (`PROVIDER_NOT_FOUND`)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The provider has no client credentials (`PROVIDER_NOT_CONFIGURED`)", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "Unexpected failure (`INTERNAL_ERROR`)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn authorize(
+    State(state): State<AppState>,
+    Path(provider): Path<String>,
+    Query(query): Query<AuthorizeQuery>,
+) -> Response {
+    match flow::open(&state, &provider, query.state.as_deref()).await {
+        Ok(opened) => {
+            let mut response = (
+                StatusCode::SEE_OTHER,
+                [
+                    (header::LOCATION, opened.authorize_url.to_string()),
+                    (header::CACHE_CONTROL, "no-store".to_string()),
+                    (header::REFERRER_POLICY, "no-referrer".to_string()),
+                ],
+            )
+                .into_response();
+            set_cookie(&mut response, &opened.cookie.set(opened.max_age_secs));
+            response
+        }
+        Err((error, return_to)) => outcome_response(Err(ApiError::from(error)), return_to),
+    }
+}
+
+/// Adds a `Set-Cookie` header.
+fn set_cookie(response: &mut Response, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
 }
 
 /// The provider's redirect back to us.
@@ -96,6 +163,9 @@ pub struct CallbackQuery {
     error: Option<String>,
     /// The provider's explanation of `error`.
     error_description: Option<String>,
+    /// With Core's own `redirect_uri`: the `binding` `POST /connect/{provider}` answered, which
+    /// Core kept in the user's session.
+    binding: Option<String>,
 }
 
 /// The connection the callback created or refreshed.
@@ -104,9 +174,10 @@ pub struct CallbackResponse {
     connection: ConnectionView,
 }
 
-/// Where the provider sends the user back. Consumes the state once, exchanges the code and
-/// stores the connection. With a `return_to`, answers `303` to it with
-/// `status=connected&connection_id=...` or `status=error&code=...`; otherwise JSON.
+/// Where the provider sends the user back. Consumes the state once, checks that the connect
+/// comes from the browser that started it (the authorize hop's cookie, or the `binding` Core
+/// forwards), exchanges the code and stores the connection. With a `return_to`, answers `303`
+/// to it with `status=connected&connection_id=...` or `status=error&code=...`; otherwise JSON.
 #[utoipa::path(
     get,
     path = "/connect/{provider}/callback",
@@ -115,7 +186,7 @@ pub struct CallbackResponse {
     responses(
         (status = 200, body = CallbackResponse),
         (status = 303, description = "Redirect to the `return_to` given at start, with the outcome in its query"),
-        (status = 400, description = "`OAUTH_STATE_INVALID` (`details.reason`: `unknown`, `expired`, `already_used`, `provider_mismatch`), `OAUTH_DENIED`, or `VALIDATION_FAILED`", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`OAUTH_STATE_INVALID` (`details.reason`: `unknown`, `expired`, `already_used`, `provider_mismatch`, `browser_mismatch` — no binding cookie or `binding`, or a wrong one), `OAUTH_DENIED`, or `VALIDATION_FAILED`", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown provider (`PROVIDER_NOT_FOUND`)", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "The provider failed the exchange (`PROVIDER_ERROR`)", body = Problem, content_type = "application/problem+json"),
         (status = 500, description = "Unexpected failure (`INTERNAL_ERROR`)", body = Problem, content_type = "application/problem+json"),
@@ -126,8 +197,9 @@ pub async fn callback(
     Path(provider): Path<String>,
     Query(query): Query<CallbackQuery>,
     RawQuery(raw): RawQuery,
+    headers: HeaderMap,
 ) -> Response {
-    let named = ["code", "state", "error", "error_description"];
+    let named = ["code", "state", "error", "error_description", "binding"];
     let extra = url::form_urlencoded::parse(raw.as_deref().unwrap_or_default().as_bytes())
         .filter(|(name, _)| !named.contains(&name.as_ref()))
         .map(|(name, value)| (name.into_owned(), value.into_owned()))
@@ -139,14 +211,34 @@ pub async fn callback(
         error: query.error,
         error_description: query.error_description,
         extra,
+        binding: query.binding,
+        cookies: headers
+            .get(header::COOKIE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
     };
     let completed = flow::complete(&state, &provider, params).await;
-    let result = completed.result.map_err(ApiError::from);
-    match (result, completed.return_to) {
-        (Ok(connection), None) => Json(CallbackResponse {
-            connection: connection.into(),
-        })
-        .into_response(),
+    let mut response = outcome_response(
+        completed
+            .result
+            .map(ConnectionView::from)
+            .map_err(ApiError::from),
+        completed.return_to,
+    );
+    if let Some(cookie) = completed.spent_cookie {
+        set_cookie(&mut response, &cookie.clear());
+    }
+    response
+}
+
+/// The end of a browser's pass through the service: JSON without a `return_to`, else `303`
+/// to it with the outcome in its query.
+fn outcome_response(
+    outcome: Result<ConnectionView, ApiError>,
+    return_to: Option<url::Url>,
+) -> Response {
+    match (outcome, return_to) {
+        (Ok(connection), None) => Json(CallbackResponse { connection }).into_response(),
         (Err(err), None) => err.into_response(),
         (outcome, Some(mut url)) => {
             {

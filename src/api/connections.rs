@@ -32,7 +32,7 @@ pub struct ExternalAccount {
 #[derive(Serialize, ToSchema)]
 pub struct ConnectionView {
     #[schema(value_type = uuid::Uuid)]
-    id: ConnectionId,
+    pub(super) id: ConnectionId,
     /// Provider slug.
     #[schema(example = "github")]
     provider: String,

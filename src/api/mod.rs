@@ -36,6 +36,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(providers::list_providers))
         .routes(routes!(tenant_webhooks::tenant_webhook))
         .routes(routes!(connect::start_connect))
+        .routes(routes!(connect::authorize))
         .routes(routes!(connect::callback))
         .routes(routes!(connections::list_connections))
         .routes(routes!(

@@ -50,7 +50,7 @@ impl FlowError {
     }
 
     /// An invalid state, for `reason` (`unknown`, `expired`, `already_used`,
-    /// `provider_mismatch`).
+    /// `provider_mismatch`, `browser_mismatch`).
     pub fn state_invalid(reason: &'static str) -> Self {
         FlowError::StateInvalid(reason)
     }
@@ -61,6 +61,9 @@ fn state_message(reason: &str) -> &'static str {
         "expired" => "the state has expired; start again",
         "already_used" => "the state was already used",
         "provider_mismatch" => "the state was issued for another provider",
+        "browser_mismatch" => {
+            "the connect was not started in this browser (or Core did not forward its binding); start again"
+        }
         _ => "the state is unknown",
     }
 }

@@ -8,7 +8,9 @@ use chrono::Duration;
 use serde_json::{json, Map};
 use url::Url;
 
+use super::binding::{self, BindingCookie};
 use super::error::FlowError;
+use crate::config::Profile;
 use crate::connector::pkce;
 use crate::connector::{callback_url, CodeExchange, ExternalAccount, OAuthEndpoints, TokenSet};
 use crate::crypto::hex;
@@ -34,8 +36,22 @@ pub struct ConnectParams {
 /// Where to send the user, and until when the state is valid.
 #[derive(Debug)]
 pub struct Started {
+    /// The service's authorize hop (service callback) or the provider's page (Core's
+    /// callback).
     pub authorize_url: Url,
     pub state_expires_at: Timestamp,
+    /// With Core's own `redirect_uri`: the value Core keeps in the user's session and forwards
+    /// with `code` and `state`.
+    pub binding: Option<String>,
+}
+
+/// The authorize hop's outcome: the provider's page, and the cookie that binds the connect to
+/// this browser.
+#[derive(Debug)]
+pub struct Opened {
+    pub authorize_url: Url,
+    pub cookie: BindingCookie,
+    pub max_age_secs: i64,
 }
 
 /// The query of the provider's redirect.
@@ -47,18 +63,26 @@ pub struct CallbackParams {
     pub error_description: Option<String>,
     /// Every other parameter, as sent (untrusted; connectors read what they document).
     pub extra: Vec<(String, String)>,
+    /// The `binding` Core forwarded (Core's callback).
+    pub binding: Option<String>,
+    /// The request's `Cookie` header (the service's callback).
+    pub cookies: Option<String>,
 }
 
 /// How a callback ended, and where the user goes next when Core gave a `return_to`.
 pub struct Completed {
     pub result: Result<Connection, FlowError>,
     pub return_to: Option<Url>,
+    /// A binding cookie the browser sent, to be removed now that the state is used.
+    pub spent_cookie: Option<BindingCookie>,
 }
 
 /// A checked connect request.
 struct Checked {
     return_to: Option<Url>,
     redirect_uri: Url,
+    /// Whether `redirect_uri` is the service's own callback.
+    own_callback: bool,
     scopes: Vec<String>,
 }
 
@@ -113,17 +137,98 @@ pub async fn start(
             expires_at,
         })
         .await?;
+    if checked.own_callback {
+        // The browser passes through the service first, which binds the connect to it.
+        let mut hop = services.config.public_base_url.clone();
+        hop.set_query(None);
+        hop.set_fragment(None);
+        let base = hop.path().trim_end_matches('/').to_string();
+        hop.set_path(&format!("{base}/connect/{slug}/authorize"));
+        hop.query_pairs_mut()
+            .append_pair("state", state_token.expose());
+        return Ok(Started {
+            authorize_url: hop,
+            state_expires_at: expires_at,
+            binding: None,
+        });
+    }
     let client_id = entry.settings.client_id.as_deref().unwrap_or(slug);
     Ok(Started {
         authorize_url: authorize_url(
             &endpoints,
             client_id,
-            &checked,
+            checked.redirect_uri.as_str(),
+            &checked.scopes,
             &state_token,
             verifier.as_ref(),
         ),
         state_expires_at: expires_at,
+        binding: Some(binding::core_value(
+            &services.config.crypto_key,
+            &pkce::state_hash(state_token.expose()),
+        )),
     })
+}
+
+/// The authorize hop of a service-callback connect: marks the state's single pass, and
+/// answers the provider's page with the cookie that binds the connect to this browser.
+pub async fn open(
+    services: &Services,
+    slug: &str,
+    state: Option<&str>,
+) -> Result<Opened, (FlowError, Option<Url>)> {
+    let Some(raw_state) = state.filter(|s| !s.is_empty()) else {
+        return Err((FlowError::invalid("state", "is required"), None));
+    };
+    let Some(parsed) = services.registry.parse(slug) else {
+        return Err((FlowError::UnknownProvider(slug.to_string()), None));
+    };
+    let state_hash = pkce::state_hash(raw_state);
+    let opened = services
+        .store
+        .open_oauth_state(&state_hash, now())
+        .await
+        .map_err(|e| (e.into(), None))?;
+    let saved = match opened {
+        StateConsumption::Consumed(saved) => saved,
+        other => return Err(state_refusal(other)),
+    };
+    let return_to = parse_url(saved.return_to.clone());
+    if saved.provider != slug {
+        return Err((FlowError::state_invalid("provider_mismatch"), return_to));
+    }
+    if !own_callback(services, slug, &saved.redirect_uri) {
+        // Core's callback binds through Core's session; its states never pass the hop.
+        return Err((FlowError::state_invalid("unknown"), return_to));
+    }
+    let built = (|| {
+        let (entry, endpoints) = oauth_provider(services, parsed)?;
+        let verifier = open_verifier(services, &saved)?;
+        let client_id = entry.settings.client_id.as_deref().unwrap_or(slug);
+        Ok::<_, FlowError>(authorize_url(
+            &endpoints,
+            client_id,
+            &saved.redirect_uri,
+            &saved.scopes,
+            &Secret::new(raw_state),
+            verifier.as_ref(),
+        ))
+    })();
+    let authorize_url = built.map_err(|e| (e, return_to))?;
+    Ok(Opened {
+        authorize_url,
+        cookie: binding::cookie(
+            &services.config.crypto_key,
+            &state_hash,
+            services.config.public_base_url.scheme() == "https",
+        ),
+        max_age_secs: (saved.expires_at - now()).num_seconds(),
+    })
+}
+
+/// Whether `redirect_uri` is the service's own callback for `slug`.
+fn own_callback(services: &Services, slug: &str, redirect_uri: &str) -> bool {
+    callback_url(&services.config.public_base_url, slug).as_str() == redirect_uri
 }
 
 /// Checks what Core asked for against the allow-lists; every problem is named at once.
@@ -147,6 +252,7 @@ fn check(
             .map_err(|problem| problems.insert("return_to".into(), json!(problem)))
             .ok()
     });
+    let own_callback = params.redirect_uri.is_none();
     let redirect_uri = match params.redirect_uri.as_deref() {
         None => Some(callback_url(
             &config.public_base_url,
@@ -181,6 +287,7 @@ fn check(
         Some(redirect_uri) if problems.is_empty() => Ok(Checked {
             return_to,
             redirect_uri,
+            own_callback,
             scopes,
         }),
         _ => Err(FlowError::Invalid(problems)),
@@ -191,7 +298,8 @@ fn check(
 fn authorize_url(
     endpoints: &OAuthEndpoints,
     client_id: &str,
-    checked: &Checked,
+    redirect_uri: &str,
+    scopes: &[String],
     state: &Secret,
     verifier: Option<&Secret>,
 ) -> Url {
@@ -201,10 +309,10 @@ fn authorize_url(
         query
             .append_pair("response_type", "code")
             .append_pair("client_id", client_id)
-            .append_pair("redirect_uri", checked.redirect_uri.as_str())
+            .append_pair("redirect_uri", redirect_uri)
             .append_pair(
                 endpoints.scope_param,
-                &checked.scopes.join(endpoints.scope_separator),
+                &scopes.join(endpoints.scope_separator),
             )
             .append_pair("state", state.expose());
         if let Some(verifier) = verifier {
@@ -261,11 +369,14 @@ pub async fn complete(services: &Services, slug: &str, params: CallbackParams) -
             return Completed {
                 result: Err(error),
                 return_to,
+                spent_cookie: None,
             }
         }
     };
     let return_to = parse_url(saved.return_to.clone());
+    let (bound, spent_cookie) = check_binding(services, slug, &saved, &params);
     let result = match (params.error, params.code.filter(|c| !c.is_empty())) {
+        _ if !bound => Err(FlowError::state_invalid("browser_mismatch")),
         (Some(error), _) => Err(FlowError::Denied {
             error,
             description: params.error_description,
@@ -276,7 +387,45 @@ pub async fn complete(services: &Services, slug: &str, params: CallbackParams) -
             None => Err(FlowError::UnknownProvider(slug.to_string())),
         },
     };
-    Completed { result, return_to }
+    Completed {
+        result,
+        return_to,
+        spent_cookie,
+    }
+}
+
+/// Whether the callback comes from the user agent that started the connect (its cookie, or
+/// the binding Core forwarded), and the binding cookie it presented, if any. Outside the
+/// `local` profile the proof is required; in `local` a callback without one is let through
+/// (a wrong one never is).
+fn check_binding(
+    services: &Services,
+    slug: &str,
+    saved: &OAuthState,
+    params: &CallbackParams,
+) -> (bool, Option<BindingCookie>) {
+    let key = &services.config.crypto_key;
+    let required = services.config.profile != Profile::Local;
+    let (presented, expected, cookie) = if own_callback(services, slug, &saved.redirect_uri) {
+        let secure = services.config.public_base_url.scheme() == "https";
+        let cookie = binding::cookie(key, &saved.state_hash, secure);
+        let presented = params
+            .cookies
+            .as_deref()
+            .and_then(|header| binding::read_cookie(header, &cookie.name))
+            .map(str::to_string);
+        let expected = cookie.value.clone();
+        let spent = presented.is_some().then_some(cookie);
+        (presented, expected, spent)
+    } else {
+        let expected = binding::core_value(key, &saved.state_hash);
+        (params.binding.clone(), expected, None)
+    };
+    let bound = match presented {
+        Some(value) => binding::matches(&value, &expected),
+        None => !required,
+    };
+    (bound, cookie)
 }
 
 /// Consumes the callback's state: the saved connect, or why not (with where to send the user
@@ -297,22 +446,28 @@ async fn consume(
         .consume_oauth_state(&pkce::state_hash(raw_state), now())
         .await
         .map_err(|e| (e.into(), None))?;
-    let invalid = FlowError::state_invalid;
     let saved = match consumed {
         StateConsumption::Consumed(saved) => saved,
-        StateConsumption::Unknown => return Err((invalid("unknown"), None)),
-        StateConsumption::Expired { return_to } => {
-            return Err((invalid("expired"), parse_url(return_to)))
-        }
-        StateConsumption::AlreadyUsed { return_to } => {
-            return Err((invalid("already_used"), parse_url(return_to)))
-        }
+        other => return Err(state_refusal(other)),
     };
     if saved.provider != slug {
         let return_to = parse_url(saved.return_to.clone());
-        return Err((invalid("provider_mismatch"), return_to));
+        return Err((FlowError::state_invalid("provider_mismatch"), return_to));
     }
     Ok(saved)
+}
+
+/// Why a state could not be used, and where to send the user when it named a `return_to`.
+fn state_refusal(found: StateConsumption) -> (FlowError, Option<Url>) {
+    let invalid = FlowError::state_invalid;
+    match found {
+        StateConsumption::Consumed(saved) => (invalid("already_used"), parse_url(saved.return_to)),
+        StateConsumption::Unknown => (invalid("unknown"), None),
+        StateConsumption::Expired { return_to } => (invalid("expired"), parse_url(return_to)),
+        StateConsumption::AlreadyUsed { return_to } => {
+            (invalid("already_used"), parse_url(return_to))
+        }
+    }
 }
 
 async fn connect(
@@ -325,15 +480,7 @@ async fn connect(
     let (entry, endpoints) = oauth_provider(services, slug)?;
     let slug = slug.as_str();
     let ctx = services.provider_context(entry);
-    let verifier = saved
-        .pkce_verifier_sealed
-        .as_ref()
-        .map(|sealed| {
-            let aad = verifier_aad(saved.tenant_id, slug, &saved.state_hash);
-            services.vault.open_str(sealed, &aad)
-        })
-        .transpose()
-        .map_err(anyhow::Error::from)?;
+    let verifier = open_verifier(services, saved)?;
     let exchange = CodeExchange {
         code,
         redirect_uri: &saved.redirect_uri,
@@ -423,6 +570,17 @@ async fn store_connection(
     Err(FlowError::Internal(anyhow::anyhow!(
         "connection upsert kept conflicting"
     )))
+}
+
+/// The state's PKCE verifier, if it has one.
+fn open_verifier(services: &Services, saved: &OAuthState) -> Result<Option<Secret>, FlowError> {
+    let aad = verifier_aad(saved.tenant_id, &saved.provider, &saved.state_hash);
+    saved
+        .pkce_verifier_sealed
+        .as_ref()
+        .map(|sealed| services.vault.open_str(sealed, &aad))
+        .transpose()
+        .map_err(|e| FlowError::Internal(e.into()))
 }
 
 /// The AAD binding a PKCE verifier to its state.

@@ -3,6 +3,7 @@
 //! Tokens are refreshed and revoked by [`crate::tokens`]. Providers describe their endpoints
 //! and quirks through [`crate::connector::Connector`]; nothing here names one.
 
+pub mod binding;
 mod error;
 pub mod flow;
 

@@ -29,6 +29,11 @@ const SQLITE: &[Embedded] = &[
         "subscriptions",
         include_str!("../../migrations/sqlite/0004_subscriptions.sql"),
     ),
+    (
+        5,
+        "connect binding",
+        include_str!("../../migrations/sqlite/0005_connect_binding.sql"),
+    ),
 ];
 
 const POSTGRES: &[Embedded] = &[
@@ -51,6 +56,11 @@ const POSTGRES: &[Embedded] = &[
         4,
         "subscriptions",
         include_str!("../../migrations/postgres/0004_subscriptions.sql"),
+    ),
+    (
+        5,
+        "connect binding",
+        include_str!("../../migrations/postgres/0005_connect_binding.sql"),
     ),
 ];
 

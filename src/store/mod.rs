@@ -35,6 +35,15 @@ pub use sqlite::SqliteStore;
 pub use subscriptions::{Recorded, SubscriptionStore};
 pub use wake::{WakeUp, WakeUps};
 
+/// Which pass over an OAuth state a store records.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Pass {
+    /// The authorize hop bound the connect to a browser.
+    Open,
+    /// The callback used the state up.
+    Consume,
+}
+
 /// Which database a store talks to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -183,6 +192,14 @@ pub trait Store: Inbox + SyncQueue + SubscriptionStore + Send + Sync + 'static {
 
     /// Consumes a state atomically: it is valid for exactly one caller, once, before it expires.
     async fn consume_oauth_state(
+        &self,
+        state_hash: &[u8],
+        now: Timestamp,
+    ) -> Result<StateConsumption, StoreError>;
+
+    /// Marks a state's pass through the authorize hop: it succeeds once, for a state neither
+    /// opened nor consumed before it expires (`AlreadyUsed` otherwise).
+    async fn open_oauth_state(
         &self,
         state_hash: &[u8],
         now: Timestamp,

@@ -277,6 +277,7 @@ async fn a_running_service_never_logs_tokens_or_secrets() {
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
+        .cookie_store(true)
         .build()
         .expect("client");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -295,12 +296,15 @@ async fn a_running_service_never_logs_tokens_or_secrets() {
         .json()
         .await
         .expect("json");
-    let authorize = started["authorize_url"].as_str().expect("url");
-    let redirect = client.get(authorize).send().await.expect("sent");
-    let callback = redirect.headers()["location"]
-        .to_str()
-        .expect("ascii")
-        .to_string();
+    // The service's authorize hop (binding cookie), then the sandbox's page, then the callback.
+    let mut callback = started["authorize_url"].as_str().expect("url").to_string();
+    for _ in 0..2 {
+        let redirect = client.get(&callback).send().await.expect("sent");
+        callback = redirect.headers()["location"]
+            .to_str()
+            .expect("ascii")
+            .to_string();
+    }
     let connected: serde_json::Value = client
         .get(&callback)
         .send()

@@ -33,7 +33,8 @@ pub async fn authorize_url(app: &TestApp, t: TenantId, provider: &str, body: Opt
     let (status, started) = json(start(app, t, provider, body).await).await;
     assert_eq!(status, 200, "{started}");
     assert!(started["state_expires_at"].is_string());
-    Url::parse(started["authorize_url"].as_str().expect("authorize_url")).expect("absolute URL")
+    app.through_hop(started["authorize_url"].as_str().expect("authorize_url"))
+        .await
 }
 
 fn param(url: &Url, name: &str) -> Option<String> {
@@ -501,13 +502,23 @@ async fn core_may_receive_the_redirect_itself_with_an_allow_listed_redirect_uri(
     )
     .await;
     let t = tenant();
-    let authorize = authorize_url(
-        &app,
-        t,
-        "github",
-        Some(json!({ "redirect_uri": "https://core.poblysh.com/oauth/github" })),
+    let (status, started) = json(
+        start(
+            &app,
+            t,
+            "github",
+            Some(json!({ "redirect_uri": "https://core.poblysh.com/oauth/github" })),
+        )
+        .await,
     )
     .await;
+    assert_eq!(status, 200, "{started}");
+    // No hop through the service: Core's session is what binds this connect to the browser.
+    let authorize = Url::parse(started["authorize_url"].as_str().expect("url")).expect("url");
+    assert_eq!(authorize.path(), "/login/oauth/authorize");
+    let binding = started["binding"]
+        .as_str()
+        .expect("a binding for Core's session");
     assert_eq!(
         param(&authorize, "redirect_uri").as_deref(),
         Some("https://core.poblysh.com/oauth/github")
@@ -533,7 +544,7 @@ async fn core_may_receive_the_redirect_itself_with_an_allow_listed_redirect_uri(
     let response = app
         .anonymous(
             Method::GET,
-            &format!("/connect/github/callback?code=forwarded&state={state}"),
+            &format!("/connect/github/callback?code=forwarded&state={state}&binding={binding}"),
         )
         .send()
         .await

@@ -284,6 +284,7 @@ impl Deadline {
 pub(crate) fn client() -> Client {
     Client::builder()
         .redirect(reqwest::redirect::Policy::none())
+        .cookie_store(true)
         .timeout(Duration::from_secs(60))
         .build()
         .expect("client")
@@ -305,13 +306,19 @@ pub(crate) async fn connect_sandbox(client: &Client, service: &Service, t: Tenan
         .expect("connect");
     assert_eq!(response.status(), 200);
     let started: Value = response.json().await.expect("json");
-    let authorize = started["authorize_url"].as_str().expect("authorize_url");
-    let redirect = client.get(authorize).send().await.expect("authorize");
-    assert_eq!(redirect.status(), 303);
-    let callback = redirect.headers()["location"]
-        .to_str()
-        .expect("ascii")
+    // The service's authorize hop (binding cookie), then the sandbox's page, then the callback.
+    let mut callback = started["authorize_url"]
+        .as_str()
+        .expect("authorize_url")
         .to_string();
+    for _ in 0..2 {
+        let redirect = client.get(&callback).send().await.expect("authorize");
+        assert_eq!(redirect.status(), 303);
+        callback = redirect.headers()["location"]
+            .to_str()
+            .expect("ascii")
+            .to_string();
+    }
     let response = client.get(callback).send().await.expect("callback");
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.expect("json");

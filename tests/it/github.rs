@@ -1446,7 +1446,9 @@ async fn connect_through_oauth(app: &TestApp, mock: &MockServer, t: TenantId) ->
     )
     .await;
     assert_eq!(status, 200, "{started}");
-    let authorize = Url::parse(started["authorize_url"].as_str().expect("url")).expect("url");
+    let authorize = app
+        .through_hop(started["authorize_url"].as_str().expect("url"))
+        .await;
     let state = authorize
         .query_pairs()
         .find(|(k, _)| k == "state")

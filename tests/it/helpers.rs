@@ -89,8 +89,11 @@ impl TestApp {
         Self {
             base,
             database_url: url,
+            // The client is the user's browser too: it keeps the cookie that binds a connect
+            // to it.
             client: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
+                .cookie_store(true)
                 .build()
                 .expect("client"),
             state,
@@ -113,6 +116,27 @@ impl TestApp {
                 .expect("connect to PostgreSQL");
             conn.execute(postgres).await.expect("PostgreSQL statement");
         }
+    }
+
+    /// What a browser does with an `authorize_url` the service answered: passes the service's
+    /// authorize hop (keeping its binding cookie) and returns the provider's page it redirects
+    /// to. Any other URL (Core's callback pattern) is the provider's page already.
+    pub async fn through_hop(&self, authorize_url: &str) -> url::Url {
+        let url = url::Url::parse(authorize_url).expect("an absolute authorize_url");
+        let ours = url.as_str().starts_with(&self.base)
+            && url.path().starts_with("/connect/")
+            && url.path().ends_with("/authorize");
+        if !ours {
+            return url;
+        }
+        let response = self.client.get(url.clone()).send().await.expect("sent");
+        assert_eq!(response.status(), 303, "the authorize hop redirects");
+        assert!(
+            response.headers().get("set-cookie").is_some(),
+            "the authorize hop sets the binding cookie"
+        );
+        url::Url::parse(response.headers()["location"].to_str().expect("ascii"))
+            .expect("the provider's page")
     }
 
     /// The store behind the service.

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod auth;
+mod binding;
 mod cli;
 mod connect;
 mod connections;

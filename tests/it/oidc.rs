@@ -278,7 +278,9 @@ impl Journey {
             .expect("request sent");
         let (status, body) = json(response).await;
         assert_eq!(status, StatusCode::OK, "{body}");
-        Url::parse(body["authorize_url"].as_str().expect("authorize_url")).expect("a URL")
+        self.app
+            .through_hop(body["authorize_url"].as_str().expect("authorize_url"))
+            .await
     }
 
     /// Follows `authorize_url` like a browser, signing in and consenting, until the server
@@ -369,7 +371,12 @@ async fn connects_refreshes_and_refuses_replays_against_a_real_authorization_ser
 
     // The server signs the user in, asks for consent, and sends the browser back with a code.
     let redirect = j.authorize(&authorize_url).await;
-    assert_eq!(j.oidc.event("interaction").await["prompt"], "login");
+    // The account picker (`prompt=select_account`, which signs the picked account in): no
+    // connect completes unseen.
+    assert_eq!(
+        j.oidc.event("interaction").await["prompt"],
+        "select_account"
+    );
     assert_eq!(j.oidc.event("interaction").await["prompt"], "consent");
     assert_eq!(query(&redirect, "state"), query(&authorize_url, "state"));
     assert_eq!(query(&redirect, "iss"), j.oidc.base, "RFC 9207 issuer");

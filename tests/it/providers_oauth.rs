@@ -53,7 +53,9 @@ impl Journey {
             .expect("sent");
         let (status, body) = json(response).await;
         assert_eq!(status, 200, "{body}");
-        let url = Url::parse(body["authorize_url"].as_str().expect("url")).expect("url");
+        let url = app
+            .through_hop(body["authorize_url"].as_str().expect("url"))
+            .await;
         let journey = Self {
             mock,
             app,

@@ -63,7 +63,9 @@ async fn connect_expiring(app: &TestApp, mock: &MockServer, t: TenantId) -> Conn
     )
     .await;
     assert_eq!(status, 200);
-    let url = url::Url::parse(started["authorize_url"].as_str().expect("url")).expect("url");
+    let url = app
+        .through_hop(started["authorize_url"].as_str().expect("url"))
+        .await;
     let state = url
         .query_pairs()
         .find(|(k, _)| k == "state")

@@ -21,7 +21,7 @@ import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { createServer } from 'node:http';
 import { createInterface } from 'node:readline';
 
-import Provider from 'oidc-provider';
+import Provider, { interactionPolicy } from 'oidc-provider';
 
 const SCOPES = ['openid', 'offline_access', 'repo', 'read:org', 'read:user'];
 
@@ -98,7 +98,11 @@ function configure(settings, issuer) {
       // Opaque access tokens without an audience, usable at the userinfo endpoint.
       resourceIndicators: { enabled: false },
     },
-    interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
+    interactions: {
+      // GitHub honours `prompt=select_account` with its account picker, before sign-in.
+      policy: withAccountPicker(),
+      url: (_ctx, interaction) => `/interaction/${interaction.uid}`,
+    },
     jwks: { keys: [{ ...privateKey.export({ format: 'jwk' }), kid: 'test', use: 'sig', alg: 'RS256' }] },
     cookies: {
       keys: [randomBytes(32).toString('base64url')],
@@ -115,11 +119,23 @@ function configure(settings, issuer) {
   handler = provider.callback();
 }
 
-// The login and consent screens, answered at once for the configured account.
+// The default interaction policy with a requestable `select_account` prompt first.
+function withAccountPicker() {
+  const policy = interactionPolicy.base();
+  policy.add(new interactionPolicy.Prompt({ name: 'select_account', requestable: true }), 0);
+  return policy;
+}
+
+// The account picker, login and consent screens, answered at once for the configured account.
 async function interaction(req, res) {
   const details = await provider.interactionDetails(req, res);
   const { prompt, params } = details;
   emit('interaction', { prompt: prompt.name });
+  if (prompt.name === 'select_account') {
+    // Picking the account signs it in.
+    await provider.interactionFinished(req, res, { select_account: {}, login: { accountId } }, { mergeWithLastSubmission: false });
+    return;
+  }
   if (prompt.name === 'login') {
     await provider.interactionFinished(req, res, { login: { accountId } }, { mergeWithLastSubmission: false });
     return;

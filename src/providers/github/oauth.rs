@@ -36,7 +36,10 @@ pub(super) fn endpoints(settings: &ProviderSettings) -> OAuthEndpoints {
         token_url: join_path(&auth, "/login/oauth/access_token"),
         revoke_url: None,
         pkce: true,
-        extra_authorize_params: Vec::new(),
+        // GitHub skips its page for an app the user already authorized; `prompt=select_account`
+        // always shows the account picker, so no connect completes unseen
+        // (https://github.blog/changelog/2024-06-07-account-picker-updates-for-oauth-and-github-app-sign-in/).
+        extra_authorize_params: vec![("prompt", "select_account")],
         scope_separator: " ",
         scope_param: "scope",
         client_auth: ClientAuth::RequestBody,

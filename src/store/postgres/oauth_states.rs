@@ -1,12 +1,11 @@
 //! OAuth state rows on PostgreSQL.
 
-use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
 use crate::domain::{NewOAuthState, OAuthState, StateConsumption, TenantId, Timestamp};
-use crate::store::StoreError;
+use crate::store::{Pass, StoreError};
 
 pub(super) async fn insert(pool: &PgPool, new: &NewOAuthState) -> Result<(), StoreError> {
     sqlx::query(
@@ -32,12 +31,34 @@ pub(super) async fn consume(
     state_hash: &[u8],
     now: Timestamp,
 ) -> Result<StateConsumption, StoreError> {
-    // One statement: of any number of concurrent callbacks, exactly one gets the row.
-    let row = sqlx::query(
-        "UPDATE oauth_states SET consumed_at = $1 \
-         WHERE state_hash = $2 AND consumed_at IS NULL AND expires_at > $1 \
-         RETURNING tenant_id, provider, pkce_verifier_sealed, scopes, redirect_uri, return_to, expires_at",
-    )
+    take(pool, state_hash, now, Pass::Consume).await
+}
+
+pub(super) async fn open(
+    pool: &PgPool,
+    state_hash: &[u8],
+    now: Timestamp,
+) -> Result<StateConsumption, StoreError> {
+    take(pool, state_hash, now, Pass::Open).await
+}
+
+/// Marks one pass over a live state (the authorize hop, or the callback) in one statement: of
+/// any number of concurrent requests, exactly one gets the row.
+async fn take(
+    pool: &PgPool,
+    state_hash: &[u8],
+    now: Timestamp,
+    pass: Pass,
+) -> Result<StateConsumption, StoreError> {
+    let (column, unused) = match pass {
+        Pass::Open => ("opened_at", "opened_at IS NULL AND consumed_at IS NULL"),
+        Pass::Consume => ("consumed_at", "consumed_at IS NULL"),
+    };
+    let row = sqlx::query(&format!(
+        "UPDATE oauth_states SET {column} = $1 \
+         WHERE state_hash = $2 AND {unused} AND expires_at > $1 \
+         RETURNING tenant_id, provider, pkce_verifier_sealed, scopes, redirect_uri, return_to, expires_at"
+    ))
     .bind(now)
     .bind(state_hash)
     .fetch_optional(pool)
@@ -55,18 +76,17 @@ pub(super) async fn consume(
             expires_at: row.try_get("expires_at")?,
         }));
     }
-    let row = sqlx::query("SELECT consumed_at, return_to FROM oauth_states WHERE state_hash = $1")
-        .bind(state_hash)
-        .fetch_optional(pool)
-        .await?;
+    let row = sqlx::query(&format!(
+        "SELECT return_to, ({unused}) AS unused FROM oauth_states WHERE state_hash = $1"
+    ))
+    .bind(state_hash)
+    .fetch_optional(pool)
+    .await?;
     Ok(match row {
         None => StateConsumption::Unknown,
         Some(row) => {
             let return_to = row.try_get("return_to")?;
-            if row
-                .try_get::<Option<DateTime<Utc>>, _>("consumed_at")?
-                .is_some()
-            {
+            if !row.try_get::<bool, _>("unused")? {
                 StateConsumption::AlreadyUsed { return_to }
             } else {
                 StateConsumption::Expired { return_to }

@@ -273,6 +273,14 @@ impl Store for SqliteStore {
         oauth_states::consume(&self.pool, state_hash, now).await
     }
 
+    async fn open_oauth_state(
+        &self,
+        state_hash: &[u8],
+        now: Timestamp,
+    ) -> Result<StateConsumption, StoreError> {
+        oauth_states::open(&self.pool, state_hash, now).await
+    }
+
     async fn purge_oauth_states(&self, before: Timestamp) -> Result<u64, StoreError> {
         oauth_states::purge(&self.pool, before).await
     }

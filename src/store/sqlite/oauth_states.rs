@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use super::time;
 use crate::domain::{to_micros, NewOAuthState, OAuthState, StateConsumption, TenantId, Timestamp};
-use crate::store::StoreError;
+use crate::store::{Pass, StoreError};
 
 pub(super) async fn insert(pool: &SqlitePool, new: &NewOAuthState) -> Result<(), StoreError> {
     let scopes =
@@ -33,13 +33,35 @@ pub(super) async fn consume(
     state_hash: &[u8],
     now: Timestamp,
 ) -> Result<StateConsumption, StoreError> {
+    take(pool, state_hash, now, Pass::Consume).await
+}
+
+pub(super) async fn open(
+    pool: &SqlitePool,
+    state_hash: &[u8],
+    now: Timestamp,
+) -> Result<StateConsumption, StoreError> {
+    take(pool, state_hash, now, Pass::Open).await
+}
+
+/// Marks one pass over a live state (the authorize hop, or the callback) in one statement: of
+/// any number of concurrent requests, exactly one gets the row.
+async fn take(
+    pool: &SqlitePool,
+    state_hash: &[u8],
+    now: Timestamp,
+    pass: Pass,
+) -> Result<StateConsumption, StoreError> {
     let now = to_micros(&now);
-    // One statement: of any number of concurrent callbacks, exactly one gets the row.
-    let row = sqlx::query(
-        "UPDATE oauth_states SET consumed_at = ? \
-         WHERE state_hash = ? AND consumed_at IS NULL AND expires_at > ? \
-         RETURNING tenant_id, provider, pkce_verifier_sealed, scopes, redirect_uri, return_to, expires_at",
-    )
+    let (column, unused) = match pass {
+        Pass::Open => ("opened_at", "opened_at IS NULL AND consumed_at IS NULL"),
+        Pass::Consume => ("consumed_at", "consumed_at IS NULL"),
+    };
+    let row = sqlx::query(&format!(
+        "UPDATE oauth_states SET {column} = ? \
+         WHERE state_hash = ? AND {unused} AND expires_at > ? \
+         RETURNING tenant_id, provider, pkce_verifier_sealed, scopes, redirect_uri, return_to, expires_at"
+    ))
     .bind(now)
     .bind(state_hash)
     .bind(now)
@@ -58,15 +80,17 @@ pub(super) async fn consume(
             expires_at: time("expires_at", row.try_get("expires_at")?)?,
         }));
     }
-    let row = sqlx::query("SELECT consumed_at, return_to FROM oauth_states WHERE state_hash = ?")
-        .bind(state_hash)
-        .fetch_optional(pool)
-        .await?;
+    let row = sqlx::query(&format!(
+        "SELECT return_to, ({unused}) AS unused FROM oauth_states WHERE state_hash = ?"
+    ))
+    .bind(state_hash)
+    .fetch_optional(pool)
+    .await?;
     Ok(match row {
         None => StateConsumption::Unknown,
         Some(row) => {
             let return_to = row.try_get("return_to")?;
-            if row.try_get::<Option<i64>, _>("consumed_at")?.is_some() {
+            if !row.try_get::<bool, _>("unused")? {
                 StateConsumption::AlreadyUsed { return_to }
             } else {
                 StateConsumption::Expired { return_to }

@@ -2,7 +2,7 @@
 //! The provider's connector verifies the raw body (or Core's operator token vouches for a
 //! relayed event); the delivery is stored in the inbox and only then acknowledged.
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use crate::connector::{Verified, WebhookRejection, WebhookRequest, WebhookUrl};
 use crate::domain::{now, ConnectionId, NewWebhookEvent, TenantId};
 use crate::http::auth::{bearer_token, tenant_header};
+use crate::http::body::{self, HeldBody};
 use crate::http::{ApiError, AppState, ErrorCode, Problem};
 use crate::services::RegistryEntry;
 
@@ -65,7 +66,7 @@ pub async fn receive(
     State(state): State<AppState>,
     Path((provider, tenant)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, ApiError> {
     let tenant: TenantId = tenant
         .parse()
@@ -79,12 +80,14 @@ pub async fn receive(
         .with_details(serde_json::json!({ "tenant_id": "must not be the nil UUID" })));
     }
     let url = WebhookUrl::Tenant(tenant);
-    let (dedupe_key, event_type) = match verify(&state, &provider, url, &headers, &body).await? {
+    let body = checked_body(&state, &provider, url, &headers, body).await?;
+    let body = &body.bytes;
+    let (dedupe_key, event_type) = match verify(&state, &provider, url, &headers, body).await? {
         Ok(delivery) => delivery,
         Err(handshake) => return Ok(handshake),
     };
     let stored = store(
-        &state, tenant, &provider, None, dedupe_key, event_type, &headers, &body,
+        &state, tenant, &provider, None, dedupe_key, event_type, &headers, body,
     )
     .await?;
     Ok(accepted(stored.0, stored.1))
@@ -126,18 +129,20 @@ pub async fn receive_app(
     State(state): State<AppState>,
     Path(provider): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, ApiError> {
     if headers.contains_key(header::AUTHORIZATION) {
-        return relay(&state, &provider, &headers, &body).await;
+        return relay(&state, &provider, &headers, body).await;
     }
+    let body = checked_body(&state, &provider, WebhookUrl::App, &headers, body).await?;
+    let body = &body.bytes;
     let (dedupe_key, event_type) =
-        match verify(&state, &provider, WebhookUrl::App, &headers, &body).await? {
+        match verify(&state, &provider, WebhookUrl::App, &headers, body).await? {
             Ok(delivery) => delivery,
             Err(handshake) => return Ok(handshake),
         };
     let connector = provider_entry(&state, &provider)?.connector;
-    let connections = match connector.webhook_account(&headers, &body) {
+    let connections = match connector.webhook_account(&headers, body) {
         Some(account) => {
             state
                 .store
@@ -169,7 +174,7 @@ pub async fn receive_app(
             dedupe_key.clone(),
             event_type.clone(),
             &headers,
-            &body,
+            body,
         )
         .await?;
         first.get_or_insert(id);
@@ -183,7 +188,7 @@ async fn relay(
     state: &AppState,
     provider: &str,
     headers: &HeaderMap,
-    body: &[u8],
+    body: Body,
 ) -> Result<Response, ApiError> {
     let token = bearer_token(headers).ok_or_else(|| {
         ApiError::new(
@@ -219,6 +224,8 @@ async fn relay(
             }
         }
     };
+    let body = read_body(state, body).await?;
+    let body = &body.bytes[..];
     let text = |name: &str| {
         headers
             .get(name)
@@ -244,6 +251,55 @@ fn provider_entry<'a>(state: &'a AppState, provider: &str) -> Result<&'a Registr
         .ok_or_else(|| ApiError::unknown_provider(provider))
 }
 
+/// The body of a delivery to `url`, read only once the provider is known and its headers pass
+/// the provider's precheck (its secret configured, its signature headers present and well
+/// formed), within the body limit and the budget of bytes in flight.
+async fn checked_body(
+    state: &AppState,
+    provider: &str,
+    url: WebhookUrl,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<HeldBody, ApiError> {
+    let entry = provider_entry(state, provider)?;
+    if let Err(rejection) = entry
+        .connector
+        .precheck_webhook(&entry.settings, url, headers)
+    {
+        count_verification(provider, Err(&rejection));
+        return Err(rejection_error(provider, rejection));
+    }
+    read_body(state, body).await
+}
+
+async fn read_body(state: &AppState, body: Body) -> Result<HeldBody, ApiError> {
+    body::read(body, state.config.max_body_bytes, &state.webhook_bodies).await
+}
+
+fn count_verification(provider: &str, verdict: Result<(), &WebhookRejection>) {
+    let outcome = match verdict {
+        Ok(()) => "verified",
+        Err(WebhookRejection::NotConfigured) => "not_configured",
+        Err(WebhookRejection::InvalidSignature(_)) => "invalid_signature",
+        Err(WebhookRejection::Malformed(_)) => "malformed",
+    };
+    metrics::counter!("webhook_verifications_total", "provider" => provider.to_string(), "outcome" => outcome).increment(1);
+}
+
+/// The answer to a rejected delivery.
+fn rejection_error(provider: &str, rejection: WebhookRejection) -> ApiError {
+    match rejection {
+        WebhookRejection::NotConfigured => ApiError::new(
+            ErrorCode::InvalidSignature,
+            format!(
+                "no webhook secret is configured for {provider}; the delivery cannot be verified"
+            ),
+        ),
+        WebhookRejection::InvalidSignature(why) => ApiError::new(ErrorCode::InvalidSignature, why),
+        WebhookRejection::Malformed(why) => ApiError::invalid_field("delivery", why),
+    }
+}
+
 /// Runs the provider's verification of a delivery to `url`: its dedupe key and type, or the
 /// handshake answer to send back as is.
 async fn verify(
@@ -262,13 +318,7 @@ async fn verify(
         keys: &state.keys,
     };
     let verdict = entry.connector.verify_webhook(request).await;
-    let outcome = match &verdict {
-        Ok(_) => "verified",
-        Err(WebhookRejection::NotConfigured) => "not_configured",
-        Err(WebhookRejection::InvalidSignature(_)) => "invalid_signature",
-        Err(WebhookRejection::Malformed(_)) => "malformed",
-    };
-    metrics::counter!("webhook_verifications_total", "provider" => provider.to_string(), "outcome" => outcome).increment(1);
+    count_verification(provider, verdict.as_ref().map(|_| ()));
     match verdict {
         Ok(Verified::Event {
             dedupe_key,
@@ -283,16 +333,7 @@ async fn verify(
             body,
         )
             .into_response())),
-        Err(WebhookRejection::NotConfigured) => Err(ApiError::new(
-            ErrorCode::InvalidSignature,
-            format!(
-                "no webhook secret is configured for {provider}; the delivery cannot be verified"
-            ),
-        )),
-        Err(WebhookRejection::InvalidSignature(why)) => {
-            Err(ApiError::new(ErrorCode::InvalidSignature, why))
-        }
-        Err(WebhookRejection::Malformed(why)) => Err(ApiError::invalid_field("delivery", why)),
+        Err(rejection) => Err(rejection_error(provider, rejection)),
     }
 }
 

@@ -150,6 +150,9 @@ pub struct Config {
     pub log_format: LogFormat,
     pub request_timeout: Duration,
     pub max_body_bytes: usize,
+    /// Webhook bodies being received at once, in bytes, across all deliveries; past it a
+    /// delivery is answered `503` with `Retry-After` (providers redeliver).
+    pub max_webhook_bytes_in_flight: usize,
     /// Time a client has to send a complete request head (`POBLYSH_HEADER_READ_TIMEOUT_SECS`).
     pub header_read_timeout: Duration,
     /// Time a connection may stay open with nothing in flight (`POBLYSH_IDLE_TIMEOUT_SECS`).
@@ -222,6 +225,7 @@ impl Config {
             log_format,
             request_timeout: requests.timeout,
             max_body_bytes: requests.max_body_bytes,
+            max_webhook_bytes_in_flight: requests.max_webhook_bytes_in_flight,
             header_read_timeout: connections.header_read_timeout,
             idle_timeout: connections.idle_timeout,
             max_connections: connections.max_connections,

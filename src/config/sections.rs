@@ -108,6 +108,7 @@ pub(super) fn logging(
 pub(super) struct Requests {
     pub timeout: Duration,
     pub max_body_bytes: usize,
+    pub max_webhook_bytes_in_flight: usize,
     pub allowed_return_urls: Vec<Url>,
     pub allowed_redirect_uris: Vec<Url>,
 }
@@ -127,6 +128,12 @@ pub(super) fn requests(source: &Source) -> Result<Requests, ConfigError> {
             parse::bounded(1024usize, 64 * 1024 * 1024),
         )?
         .unwrap_or(1024 * 1024),
+        max_webhook_bytes_in_flight: parse::optional(
+            source,
+            "POBLYSH_WEBHOOK_BYTES_IN_FLIGHT",
+            parse::bounded(64 * 1024usize, 4 * 1024 * 1024 * 1024),
+        )?
+        .unwrap_or(64 * 1024 * 1024),
         allowed_return_urls: parse::optional(
             source,
             "POBLYSH_ALLOWED_RETURN_URLS",

@@ -156,6 +156,19 @@ pub trait Connector: Send + Sync + 'static {
         None
     }
 
+    /// Checks what a delivery to `url` must carry on its headers alone, before its body is
+    /// read, so an unsigned flood costs no memory: the secret it is verified with is configured,
+    /// and the signature headers are present and well formed. Whatever passes is verified in
+    /// full by [`Connector::verify_webhook`]. The default lets every delivery through.
+    fn precheck_webhook(
+        &self,
+        _settings: &ProviderSettings,
+        _url: WebhookUrl,
+        _headers: &HeaderMap,
+    ) -> Result<(), WebhookRejection> {
+        Ok(())
+    }
+
     /// Request headers (lower-case) that carry a secret of the provider's scheme (a channel
     /// token) or a delivery's signature, which a database reader could replay, and are
     /// therefore never stored with the event, beside the credentials no event keeps.

@@ -2,6 +2,7 @@
 //! and cursors. Resource handlers live in [`crate::api`].
 
 pub mod auth;
+pub mod body;
 pub mod cursor;
 pub mod edge;
 pub mod error;

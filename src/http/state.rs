@@ -6,6 +6,7 @@ use std::ops::Deref;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use super::auth::OperatorTokens;
+use super::body::BodyBudget;
 use super::cursor::CursorCodec;
 use crate::services::Services;
 
@@ -16,6 +17,8 @@ pub struct AppState {
     pub operators: OperatorTokens,
     pub cursors: CursorCodec,
     pub metrics: PrometheusHandle,
+    /// Bytes of webhook bodies held in memory at once.
+    pub webhook_bodies: BodyBudget,
 }
 
 impl AppState {
@@ -24,6 +27,7 @@ impl AppState {
         Self {
             operators: OperatorTokens::new(&services.config.operator_tokens),
             cursors: CursorCodec::new(&services.config.crypto_key),
+            webhook_bodies: BodyBudget::new(services.config.max_webhook_bytes_in_flight),
             services,
             metrics,
         }

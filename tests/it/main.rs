@@ -33,4 +33,5 @@ mod sync;
 mod sync_faults;
 mod tenancy;
 mod validation;
+mod webhook_bodies;
 mod webhooks;

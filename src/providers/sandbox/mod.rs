@@ -12,10 +12,10 @@ mod sync;
 mod webhook;
 
 use async_trait::async_trait;
+use axum::http::HeaderMap;
 use serde_json::Value;
 use url::Url;
 
-use crate::connector::ProviderSettings;
 use crate::connector::{
     AuthType, Connector, Descriptor, Opened, RateLimitPolicy, Setting, SubscriptionContext,
     SyncContext,
@@ -27,6 +27,7 @@ use crate::connector::{
 use crate::connector::{
     ConnectionTokens, ExternalAccount, OAuthEndpoints, ProviderCallError, ProviderContext, TokenSet,
 };
+use crate::connector::{ProviderSettings, WebhookUrl};
 use crate::crypto::Secret;
 use crate::domain::Connection;
 
@@ -61,6 +62,15 @@ impl Connector for SandboxConnector {
 
     fn webhook_secret_headers(&self) -> &'static [&'static str] {
         webhook::SIGNATURE_HEADERS
+    }
+
+    fn precheck_webhook(
+        &self,
+        settings: &ProviderSettings,
+        _url: WebhookUrl,
+        headers: &HeaderMap,
+    ) -> Result<(), WebhookRejection> {
+        webhook::precheck(settings, headers).map(|_| ())
     }
 
     fn oauth(&self, _settings: &ProviderSettings, public_base_url: &Url) -> Option<OAuthEndpoints> {

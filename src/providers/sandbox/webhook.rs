@@ -23,11 +23,13 @@ const REPLAY_WINDOW_SECS: i64 = 300;
 /// them): it requests a sync of the connection.
 const SYNC_REQUESTED: &str = "sync.requested";
 
-pub(super) fn verify(
-    settings: &ProviderSettings,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<Verified, WebhookRejection> {
+/// What can be checked before the body is read: the secret is configured, the signature is
+/// `v1=` and 64 hex digits, the timestamp within the replay window. Returns the secret, the
+/// signature's hex and the timestamp.
+pub(super) fn precheck<'a>(
+    settings: &'a ProviderSettings,
+    headers: &'a HeaderMap,
+) -> Result<(&'a crate::crypto::Secret, &'a str, &'a str), WebhookRejection> {
     let secret = settings
         .webhook_secret
         .as_ref()
@@ -39,11 +41,23 @@ pub(super) fn verify(
         .ok_or_else(|| invalid("the X-Sandbox-Timestamp header is missing"))?;
     let hex = signature
         .strip_prefix("v1=")
-        .ok_or_else(|| invalid("the signature must start with v1="))?;
-    if !hmac_sha256_hex_matches(secret, &[timestamp.as_bytes(), b".", body], hex) {
-        return Err(invalid("the signature does not match the body"));
-    }
+        .filter(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        .ok_or_else(|| invalid("the signature must be v1= and 64 hex digits"))?;
     check_replay_window(timestamp, REPLAY_WINDOW_SECS)?;
+    Ok((secret, hex, timestamp))
+}
+
+pub(super) fn verify(
+    settings: &ProviderSettings,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Verified, WebhookRejection> {
+    let (secret, hex, timestamp) = precheck(settings, headers)?;
+    if !hmac_sha256_hex_matches(secret, &[timestamp.as_bytes(), b".", body], hex) {
+        return Err(WebhookRejection::InvalidSignature(
+            "the signature does not match the body".into(),
+        ));
+    }
     let delivery = header(headers, "x-sandbox-delivery")
         .filter(|d| !d.is_empty())
         .ok_or_else(|| {

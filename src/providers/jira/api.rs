@@ -75,7 +75,6 @@ pub(super) async fn call(
     if status == 429 {
         return Err(rate_limited(response.headers(), what));
     }
-    let headers = response.headers().clone();
     let bytes = read_body(response, MAX_BODY_BYTES).await?;
     let json = if bytes.iter().all(u8::is_ascii_whitespace) {
         Value::Null
@@ -99,13 +98,10 @@ pub(super) async fn call(
         500..=599 => Err(ProviderCallError::Unavailable(format!(
             "{what} answered {status}"
         ))),
-        _ => {
-            let _ = headers;
-            Err(ProviderCallError::Rejected(format!(
-                "{what} answered {status}{}",
-                error_messages(&json)
-            )))
-        }
+        _ => Err(ProviderCallError::Rejected(format!(
+            "{what} answered {status}{}",
+            error_messages(&json)
+        ))),
     }
 }
 
@@ -163,7 +159,9 @@ pub(super) fn rate_limited(headers: &HeaderMap, what: &str) -> ProviderCallError
 fn reset_wait(headers: &HeaderMap) -> Option<u64> {
     let value = headers.get("x-ratelimit-reset")?.to_str().ok()?;
     let at = parse_reset(value)?;
-    let secs = (at - now()).num_seconds().clamp(1, MAX_RETRY_AFTER_SECS as i64);
+    let secs = (at - now())
+        .num_seconds()
+        .clamp(1, MAX_RETRY_AFTER_SECS as i64);
     u64::try_from(secs).ok()
 }
 
@@ -209,16 +207,24 @@ mod tests {
     fn retry_after_wins_then_the_reset_instant_and_both_are_bounded() {
         assert_eq!(
             waited(rate_limited(
-                &headers(&[("retry-after", "7"), ("x-ratelimit-reset", "2000-01-01T00:00Z")]),
+                &headers(&[
+                    ("retry-after", "7"),
+                    ("x-ratelimit-reset", "2000-01-01T00:00Z")
+                ]),
                 "t"
             )),
             Some(7)
         );
         let reset = (now() + chrono::Duration::seconds(120)).to_rfc3339();
-        let wait = waited(rate_limited(&headers(&[("x-ratelimit-reset", &reset)]), "t"))
-            .expect("a wait");
+        let wait = waited(rate_limited(
+            &headers(&[("x-ratelimit-reset", &reset)]),
+            "t",
+        ))
+        .expect("a wait");
         assert!((110..=120).contains(&wait), "{wait}");
-        let far = (now() + chrono::Duration::days(30)).format("%Y-%m-%dT%H:%MZ").to_string();
+        let far = (now() + chrono::Duration::days(30))
+            .format("%Y-%m-%dT%H:%MZ")
+            .to_string();
         assert_eq!(
             waited(rate_limited(&headers(&[("x-ratelimit-reset", &far)]), "t")),
             Some(MAX_RETRY_AFTER_SECS)
@@ -229,7 +235,10 @@ mod tests {
             Some(1)
         );
         assert_eq!(
-            waited(rate_limited(&headers(&[("x-ratelimit-reset", "soon")]), "t")),
+            waited(rate_limited(
+                &headers(&[("x-ratelimit-reset", "soon")]),
+                "t"
+            )),
             None
         );
         assert_eq!(waited(rate_limited(&HeaderMap::new(), "t")), None);
@@ -261,6 +270,8 @@ mod tests {
         );
         assert_eq!(error_messages(&Value::Null), "");
         assert!(!is_site_gone(&json));
-        assert!(is_site_gone(&serde_json::json!({"code": 404, "message": "Not Found"})));
+        assert!(is_site_gone(
+            &serde_json::json!({"code": 404, "message": "Not Found"})
+        ));
     }
 }

@@ -19,12 +19,12 @@ use url::Url;
 
 use crate::connector::ProviderSettings;
 use crate::connector::{AuthType, Connector, Descriptor, RateLimitPolicy, Setting};
-use crate::connector::{Normalized, Verified, WebhookEvent, WebhookRejection, WebhookRequest};
-use crate::connector::{Opened, SubscriptionContext, SyncContext, SyncPage, TenantWebhook};
 use crate::connector::{
     CodeExchange, ConnectionTokens, ExternalAccount, OAuthEndpoints, ProviderCallError,
     ProviderContext, TokenSet,
 };
+use crate::connector::{Normalized, Verified, WebhookEvent, WebhookRejection, WebhookRequest};
+use crate::connector::{Opened, SubscriptionContext, SyncContext, SyncPage, TenantWebhook};
 use crate::crypto::Secret;
 use crate::domain::{Connection, ConnectionId, TenantId};
 

@@ -235,7 +235,10 @@ pub(super) fn change(
         at,
         actor,
         key,
-        &[("changelog_id", json!(id)), ("changes", Value::Array(changes))],
+        &[
+            ("changelog_id", json!(id)),
+            ("changes", Value::Array(changes)),
+        ],
     ))
 }
 
@@ -375,25 +378,40 @@ mod tests {
         };
         let done = issue("10002", "done");
         assert_eq!(
-            kind(&done, json!([{"field": "resolution", "fieldId": "resolution", "to": "10000", "toString": "Done"}])),
+            kind(
+                &done,
+                json!([{"field": "resolution", "fieldId": "resolution", "to": "10000", "toString": "Done"}])
+            ),
             "issue_resolved"
         );
         assert_eq!(
-            kind(&done, json!([{"field": "status", "fieldId": "status", "from": "1", "to": "10002"}])),
+            kind(
+                &done,
+                json!([{"field": "status", "fieldId": "status", "from": "1", "to": "10002"}])
+            ),
             "issue_resolved"
         );
         // Moved on since: the status this entry set is not the current, done one.
         assert_eq!(
-            kind(&done, json!([{"field": "status", "fieldId": "status", "from": "1", "to": "3"}])),
+            kind(
+                &done,
+                json!([{"field": "status", "fieldId": "status", "from": "1", "to": "3"}])
+            ),
             "issue_updated"
         );
         let open = issue("3", "indeterminate");
         assert_eq!(
-            kind(&open, json!([{"field": "status", "fieldId": "status", "from": "1", "to": "3"}])),
+            kind(
+                &open,
+                json!([{"field": "status", "fieldId": "status", "from": "1", "to": "3"}])
+            ),
             "issue_updated"
         );
         assert_eq!(
-            kind(&open, json!([{"field": "resolution", "to": null, "toString": null}])),
+            kind(
+                &open,
+                json!([{"field": "resolution", "to": null, "toString": null}])
+            ),
             "issue_updated"
         );
     }
@@ -411,7 +429,8 @@ mod tests {
         assert_eq!(s.occurred_at.to_rfc3339(), "2026-01-15T10:30:00+00:00");
         let site = Url::parse("https://other.atlassian.net/").expect("url");
         let mut through_gateway = issue("1", "new");
-        through_gateway["self"] = json!("https://api.atlassian.com/ex/jira/c/rest/api/3/issue/10001");
+        through_gateway["self"] =
+            json!("https://api.atlassian.com/ex/jira/c/rest/api/3/issue/10001");
         let s = created(&through_gateway, None, crate::domain::now(), Some(&site)).expect("signal");
         assert_eq!(
             s.url.as_deref(),
@@ -430,6 +449,9 @@ mod tests {
         let s = comment_edited(&issue("1", "new"), &c, None)
             .expect("read")
             .expect("edited");
-        assert_eq!(s.dedupe_key, "jira:issue:10001:comment:5:edited:1768480200000");
+        assert_eq!(
+            s.dedupe_key,
+            "jira:issue:10001:comment:5:edited:1768480200000"
+        );
     }
 }

@@ -356,7 +356,10 @@ mod tests {
         let refused = json!({"webhookRegistrationResult":[{"errors":["The clause watchCount is unsupported"]}]});
         match registered_id(&refused) {
             Err(ProviderCallError::Rejected(why)) => {
-                assert_eq!(why, "Jira refused the webhook: The clause watchCount is unsupported")
+                assert_eq!(
+                    why,
+                    "Jira refused the webhook: The clause watchCount is unsupported"
+                )
             }
             other => panic!("{other:?}"),
         }

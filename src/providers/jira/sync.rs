@@ -312,6 +312,10 @@ async fn embedded_or_fetched(
     let Some(embedded) = embedded.filter(|e| !e.is_null()) else {
         return Ok(Vec::new());
     };
+    // The document's search example shows `comment` as a plain list.
+    if let Some(list) = embedded.as_array() {
+        return Ok(list.clone());
+    }
     let mut items = embedded
         .get(member)
         .and_then(Value::as_array)
@@ -372,7 +376,10 @@ mod tests {
         assert_eq!(first.to, now_ms);
         assert_eq!(
             jql(&first),
-            format!("updated >= {} AND updated <= {now_ms} ORDER BY updated ASC", c.floor)
+            format!(
+                "updated >= {} AND updated <= {now_ms} ORDER BY updated ASC",
+                c.floor
+            )
         );
         c.since = first.to;
         c.pass = None;
@@ -394,7 +401,11 @@ mod tests {
             json!({"v": 1, "floor": 5, "since": 2}),
             json!({"v": 1, "floor": "a", "since": 2}),
         ] {
-            assert_eq!(Cursor::read(Some(&junk), now_ms), Cursor::start(now_ms), "{junk}");
+            assert_eq!(
+                Cursor::read(Some(&junk), now_ms),
+                Cursor::start(now_ms),
+                "{junk}"
+            );
         }
     }
 

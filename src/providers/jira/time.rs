@@ -47,7 +47,13 @@ mod tests {
         );
         assert_eq!(parse_jira_time("2026-01-15T05:30:00-05:00"), Some(at));
         assert_eq!(parse_jira_time("2026-01-15T10:30:00Z"), Some(at));
-        for bad in ["", "2026-01-15", "2026-01-15 10:30", "1737000000000", "garbage"] {
+        for bad in [
+            "",
+            "2026-01-15",
+            "2026-01-15 10:30",
+            "1737000000000",
+            "garbage",
+        ] {
             assert_eq!(parse_jira_time(bad), None, "{bad}");
         }
     }

@@ -96,7 +96,12 @@ pub(super) fn verify(
             .client_secret
             .as_ref()
             .ok_or(WebhookRejection::NotConfigured)?;
-        verify_jwt(secret, settings.client_id.as_deref(), token, now().timestamp())?;
+        verify_jwt(
+            secret,
+            settings.client_id.as_deref(),
+            token,
+            now().timestamp(),
+        )?;
     } else if let Some(signature) = header(headers, "x-hub-signature") {
         let configured = settings
             .webhook_secret
@@ -150,7 +155,9 @@ pub(super) fn verify_jwt(
             .take(16)
             .map(|c| if c.is_ascii_graphic() { c } else { '?' })
             .collect();
-        return Err(invalid(format!("the token's algorithm {shown:?} is not HS256")));
+        return Err(invalid(format!(
+            "the token's algorithm {shown:?} is not HS256"
+        )));
     }
     // The library checks the signature with the algorithm pinned; the claims are checked below.
     let mut validation = Validation::new(Algorithm::HS256);
@@ -237,7 +244,11 @@ pub(super) fn route(event: &WebhookEvent, connections: &[Connection]) -> Option<
             c.metadata
                 .get(WEBHOOK_IDS)
                 .and_then(Value::as_array)
-                .is_some_and(|ids| ids.iter().filter_map(id_text).any(|id| matched.contains(&id)))
+                .is_some_and(|ids| {
+                    ids.iter()
+                        .filter_map(id_text)
+                        .any(|id| matched.contains(&id))
+                })
         });
         if let Some(owner) = owner {
             return Some(owner.id);
@@ -263,16 +274,23 @@ fn id_text(value: &Value) -> Option<String> {
 
 /// The `self` links of the payload's issue, comment and user.
 fn self_links(body: &Value) -> Vec<&str> {
-    ["/issue/self", "/comment/self", "/user/self", "/issue/fields/project/self"]
-        .iter()
-        .filter_map(|p| body.pointer(p).and_then(Value::as_str))
-        .collect()
+    [
+        "/issue/self",
+        "/comment/self",
+        "/user/self",
+        "/issue/fields/project/self",
+    ]
+    .iter()
+    .filter_map(|p| body.pointer(p).and_then(Value::as_str))
+    .collect()
 }
 
 /// Whether `link` points into `connection`'s site.
 fn owns(connection: &Connection, link: &Url) -> bool {
     let mut segments = link.path_segments().into_iter().flatten();
-    if let (Some("ex"), Some("jira"), Some(cloud)) = (segments.next(), segments.next(), segments.next()) {
+    if let (Some("ex"), Some("jira"), Some(cloud)) =
+        (segments.next(), segments.next(), segments.next())
+    {
         return cloud == cloud_id(connection);
     }
     let site = connection
@@ -316,11 +334,20 @@ mod tests {
     #[test]
     fn a_good_hs256_token_passes_and_claims_are_checked() {
         let at = 1_769_821_200;
-        assert_eq!(check(&sign(Algorithm::HS256, &json!({}), CLIENT_SECRET), at), Ok(()));
+        assert_eq!(
+            check(&sign(Algorithm::HS256, &json!({}), CLIENT_SECRET), at),
+            Ok(())
+        );
         let good = json!({"exp": at + 30, "iat": at, "aud": "client-id", "iss": "jira"});
-        assert_eq!(check(&sign(Algorithm::HS256, &good, CLIENT_SECRET), at), Ok(()));
+        assert_eq!(
+            check(&sign(Algorithm::HS256, &good, CLIENT_SECRET), at),
+            Ok(())
+        );
         let aud_list = json!({"aud": ["other", "client-id"]});
-        assert_eq!(check(&sign(Algorithm::HS256, &aud_list, CLIENT_SECRET), at), Ok(()));
+        assert_eq!(
+            check(&sign(Algorithm::HS256, &aud_list, CLIENT_SECRET), at),
+            Ok(())
+        );
         for bad in [
             json!({"exp": at - 61}),
             json!({"nbf": at + 61}),
@@ -343,10 +370,18 @@ mod tests {
             assert!(check(&sign(alg, &json!({}), CLIENT_SECRET), at).is_err());
         }
         let body = URL_SAFE_NO_PAD.encode(b"{}");
-        for header in [r#"{"alg":"none"}"#, r#"{"alg":"RS256"}"#, r#"{"typ":"JWT"}"#, r#"{"alg":"HS256","crit":["b64"]}"#] {
+        for header in [
+            r#"{"alg":"none"}"#,
+            r#"{"alg":"RS256"}"#,
+            r#"{"typ":"JWT"}"#,
+            r#"{"alg":"HS256","crit":["b64"]}"#,
+        ] {
             let head = URL_SAFE_NO_PAD.encode(header.as_bytes());
             for sig in ["", "AAAA"] {
-                assert!(check(&format!("{head}.{body}.{sig}"), at).is_err(), "{header}");
+                assert!(
+                    check(&format!("{head}.{body}.{sig}"), at).is_err(),
+                    "{header}"
+                );
             }
         }
         // An HS256 header over a body signed with another algorithm's output.

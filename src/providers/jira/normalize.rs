@@ -451,7 +451,7 @@ mod tests {
             .expect("edited");
         assert_eq!(
             s.dedupe_key,
-            "jira:issue:10001:comment:5:edited:1768480200000"
+            "jira:issue:10001:comment:5:edited:1768476600000"
         );
     }
 }

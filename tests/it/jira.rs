@@ -1090,3 +1090,61 @@ fn a_deletion_webhook_and_a_resolution_give_their_kinds() {
     echo.as_object_mut().expect("object").remove("changelog");
     assert!(normalized(echo).is_empty());
 }
+
+#[tokio::test]
+async fn a_refused_token_is_refreshed_once_with_a_json_body_and_the_page_asked_again() {
+    let mock = MockServer::start().await;
+    mount_oauth(&mock).await;
+    mount_webhooks(&mock, json!({ "createdWebhookId": WEBHOOK_ID })).await;
+    let app = spawn(&mock).await;
+    let t = tenant();
+    let connection = connect(&app, t).await;
+    let id = connection["id"].as_str().expect("id").to_string();
+    drain(&app).await;
+    let asked = Arc::new(AtomicUsize::new(0));
+    let count = asked.clone();
+    let page = search_page(
+        vec![issue(
+            "10001",
+            "EX-1",
+            &(now() - Duration::hours(1)),
+            vec![],
+            0,
+            vec![],
+        )],
+        None,
+    );
+    Mock::given(method("POST"))
+        .and(path(api("/search/jql")))
+        .respond_with(move |_: &Request| {
+            if count.fetch_add(1, Ordering::SeqCst) == 0 {
+                ResponseTemplate::new(401).set_body_string("Unauthorized; scope does not match")
+            } else {
+                page.clone()
+            }
+        })
+        .mount(&mock)
+        .await;
+    sync_now(&app, t, &id).await;
+    let outcomes = drain(&app).await;
+    assert_eq!(outcomes[0].result, JobResult::Succeeded, "{outcomes:?}");
+    assert_eq!(asked.load(Ordering::SeqCst), 2, "asked again once");
+    let refreshes: Vec<Value> = mock
+        .received_requests()
+        .await
+        .expect("recording")
+        .iter()
+        .filter(|r| r.url.path() == "/oauth/token")
+        .map(body_of)
+        .filter(|b| b["grant_type"] == "refresh_token")
+        .collect();
+    assert_eq!(refreshes.len(), 1, "one refresh");
+    assert_eq!(refreshes[0]["client_id"], CLIENT_ID);
+    assert_eq!(
+        keys(&signals_of(&app, t).await),
+        [(
+            "issue_created".to_string(),
+            "jira:issue:10001:created".to_string()
+        )]
+    );
+}

@@ -392,6 +392,140 @@ mod tests {
         assert!(check(&parts.join("."), at).is_err());
     }
 
+    fn connection(cloud: &str, site: &str, webhook_ids: Value) -> Connection {
+        let mut c = Connection::active_for_tests("jira", cloud);
+        c.metadata.insert(SITE_URL.into(), json!(site));
+        c.metadata.insert(WEBHOOK_IDS.into(), webhook_ids);
+        c
+    }
+
+    fn event(body: Value) -> WebhookEvent {
+        WebhookEvent {
+            tenant_id: TenantId(uuid::Uuid::nil()),
+            provider: "jira".into(),
+            event_type: None,
+            headers: Map::new(),
+            body: serde_json::to_vec(&body).expect("json"),
+            received_at: now(),
+        }
+    }
+
+    #[test]
+    fn deliveries_route_by_matched_webhook_then_by_site_and_otherwise_nowhere() {
+        let a = connection("cloud-a", "https://a.atlassian.net", json!([1000]));
+        let b = connection("cloud-b", "https://b.atlassian.net", json!(["2000"]));
+        let both = [a.clone(), b.clone()];
+        let issue = |link: &str| json!({"issue": {"self": link}});
+        let mut matched = issue("https://a.atlassian.net/rest/api/2/issue/1");
+        matched["matchedWebhookIds"] = json!([2000]);
+        assert_eq!(route(&event(matched), &both), Some(b.id));
+        assert_eq!(
+            route(
+                &event(issue("https://B.atlassian.net/rest/api/2/issue/1")),
+                &both
+            ),
+            Some(b.id)
+        );
+        assert_eq!(
+            route(
+                &event(issue(
+                    "https://api.atlassian.com/ex/jira/cloud-a/rest/api/3/issue/1"
+                )),
+                &both
+            ),
+            Some(a.id)
+        );
+        for nowhere in [
+            issue("https://c.atlassian.net/rest/api/2/issue/1"),
+            issue("https://api.atlassian.com/ex/jira/cloud-c/rest/api/3/issue/1"),
+            issue("https://a.atlassian.net:8443/rest/api/2/issue/1"),
+            json!({"matchedWebhookIds": [3000]}),
+            json!({}),
+        ] {
+            assert_eq!(route(&event(nowhere.clone()), &both), None, "{nowhere}");
+        }
+        // Even a tenant's only connection gets nothing about another site.
+        assert_eq!(
+            route(
+                &event(issue("https://c.atlassian.net/rest/api/2/issue/1")),
+                &[a]
+            ),
+            None
+        );
+        assert_eq!(
+            route(
+                &WebhookEvent {
+                    body: b"[]".to_vec(),
+                    ..event(json!({}))
+                },
+                &both
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn only_tenant_urls_with_an_identifier_are_accepted() {
+        let settings = ProviderSettings {
+            client_secret: Some(Secret::new(CLIENT_SECRET)),
+            ..ProviderSettings::bare("jira")
+        };
+        let token = sign(Algorithm::HS256, &json!({}), CLIENT_SECRET);
+        let bearer = format!("Bearer {token}");
+        let with = |pairs: &[(&'static str, &str)]| crate::connector::signature::header_map(pairs);
+        let tenant = WebhookUrl::Tenant(TenantId(uuid::Uuid::nil()));
+        let body = br#"{"webhookEvent":"jira:issue_created"}"#;
+        assert_eq!(
+            verify(
+                &settings,
+                tenant,
+                &with(&[
+                    ("authorization", &bearer),
+                    ("x-atlassian-webhook-identifier", "d-1")
+                ]),
+                body
+            ),
+            Ok(Verified::Event {
+                dedupe_key: "d-1".into(),
+                event_type: Some("jira:issue_created".into())
+            })
+        );
+        assert!(matches!(
+            verify(
+                &settings,
+                tenant,
+                &with(&[("authorization", &bearer)]),
+                body
+            ),
+            Err(WebhookRejection::Malformed(_))
+        ));
+        assert_eq!(
+            verify(
+                &settings,
+                WebhookUrl::App,
+                &with(&[
+                    ("authorization", &bearer),
+                    ("x-atlassian-webhook-identifier", "d-1")
+                ]),
+                body
+            ),
+            Err(WebhookRejection::NotConfigured)
+        );
+        // Admin-webhook signatures need the webhook secret configured.
+        assert_eq!(
+            verify(
+                &settings,
+                tenant,
+                &with(&[
+                    ("x-hub-signature", "sha256=00"),
+                    ("x-atlassian-webhook-identifier", "d-1")
+                ]),
+                body
+            ),
+            Err(WebhookRejection::NotConfigured)
+        );
+    }
+
     proptest! {
         /// Arbitrary tokens never panic and never verify.
         #[test]

@@ -29,6 +29,10 @@ pub enum ProviderCallError {
     /// The provider could not be reached or failed (network, timeout, 5xx); worth retrying.
     #[error("the provider is unavailable: {0}")]
     Unavailable(String),
+    /// What the connection is for no longer exists at the provider (a deleted site): retrying
+    /// cannot help, so the connection moves to `error` with this message.
+    #[error("{0}")]
+    Gone(String),
 }
 
 impl ProviderCallError {
@@ -40,6 +44,7 @@ impl ProviderCallError {
             ProviderCallError::RateLimited { .. } => "rate_limited",
             ProviderCallError::Rejected(_) => "rejected",
             ProviderCallError::Unavailable(_) => "unavailable",
+            ProviderCallError::Gone(_) => "gone",
         }
     }
 }

@@ -55,7 +55,9 @@ impl From<TokenError> for StepError {
 
 fn provider_failure(err: ProviderCallError) -> StepError {
     match err {
-        ProviderCallError::InvalidGrant(_) => StepError::Permanent(err.to_string()),
+        ProviderCallError::InvalidGrant(_) | ProviderCallError::Gone(_) => {
+            StepError::Permanent(err.to_string())
+        }
         ProviderCallError::RateLimited { retry_after } => StepError::Transient {
             error: err.to_string(),
             not_before: retry_after.map(Duration::from_secs),

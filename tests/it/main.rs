@@ -17,6 +17,7 @@ mod github;
 mod gmail_push;
 mod google_push;
 mod guide;
+mod jira;
 mod jwks;
 mod keys;
 mod meta;

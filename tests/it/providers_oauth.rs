@@ -243,7 +243,7 @@ async fn jira_connects_the_first_accessible_site_with_a_json_exchange() {
     journey.expect_param("prompt", Some("consent"));
     journey.expect_param(
         "scope",
-        Some("read:jira-work read:jira-user offline_access"),
+        Some("read:jira-work read:jira-user manage:jira-webhook offline_access"),
     );
     journey.expect_param("code_challenge", None);
 

@@ -339,6 +339,23 @@ async fn call_failure(
                 }
             }
         }
+        ProviderCallError::Gone(_) => {
+            tracing::warn!(provider = %connection.provider, connection_id = %connection.id, "the provider says the connection's resource is gone");
+            if let Err(e) = state
+                .store
+                .set_connection_status(
+                    connection.tenant_id,
+                    connection.id,
+                    ConnectionStatus::Error,
+                    Some(&error),
+                    now(),
+                )
+                .await
+            {
+                tracing::warn!(connection_id = %connection.id, error = %e, "could not mark the connection");
+            }
+            Failure::permanent(error)
+        }
         ProviderCallError::RateLimited { retry_after } => {
             Failure::transient(error, retry_after.map(Duration::from_secs))
         }

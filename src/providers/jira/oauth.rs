@@ -22,7 +22,7 @@ use crate::connector::{
 use crate::crypto::Secret;
 
 const AUTH_BASE: &str = "https://auth.atlassian.com";
-const API_BASE: &str = "https://api.atlassian.com";
+use super::api::API_BASE;
 
 pub(super) fn endpoints(settings: &ProviderSettings) -> OAuthEndpoints {
     let auth = settings.auth_base(AUTH_BASE);
@@ -141,6 +141,7 @@ pub(super) async fn identify(
         .ok_or_else(|| ProviderCallError::Rejected("the grant covers no Atlassian site".into()))?;
     let name = site.name.filter(|n| !n.is_empty());
     let mut metadata = Metadata::new();
+    metadata.insert(super::api::CLOUD_ID.into(), site.id.clone().into());
     if let Some(url) = &site.url {
         metadata.insert("site_url".into(), url.clone().into());
     }

@@ -129,7 +129,16 @@ pub async fn receive_app(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     if headers.contains_key(header::AUTHORIZATION) {
-        return relay(&state, &provider, &headers, &body).await;
+        // A provider that signs its deliveries with a bearer token (Pub/Sub push) sends one
+        // too: only an operator token makes the delivery a relay then.
+        let provider_bearer = state
+            .registry
+            .get(&provider)
+            .is_some_and(|e| e.connector.app_webhook_bearer());
+        let operator = bearer_token(&headers).is_some_and(|t| state.operators.verify(t));
+        if !provider_bearer || operator {
+            return relay(&state, &provider, &headers, &body).await;
+        }
     }
     let (dedupe_key, event_type) =
         match verify(&state, &provider, WebhookUrl::App, &headers, &body).await? {

@@ -110,7 +110,11 @@ async fn deliver(
 }
 
 /// A Gmail connection of `t` to the mailbox `address` (kept as its `email`, as connecting does).
-async fn mailbox(app: &TestApp, t: connectors::domain::TenantId, address: &str) {
+async fn mailbox(
+    app: &TestApp,
+    t: connectors::domain::TenantId,
+    address: &str,
+) -> connectors::domain::Connection {
     let mut metadata = serde_json::Map::new();
     metadata.insert("email".into(), json!(address));
     app.store()
@@ -128,7 +132,7 @@ async fn mailbox(app: &TestApp, t: connectors::domain::TenantId, address: &str) 
         })
         .await
         .expect("upsert")
-        .expect("created");
+        .expect("created")
 }
 
 #[tokio::test]
@@ -136,8 +140,8 @@ async fn a_signed_push_is_stored_once_without_its_token() {
     let keys = key_server().await;
     let app = spawn(&format!("{}/oauth2/v3/certs", keys.uri())).await;
     let t = tenant();
-    mailbox(&app, t, "user@example.com").await;
-    mailbox(&app, t, "other@example.com").await;
+    let named = mailbox(&app, t, "user@example.com").await;
+    let other = mailbox(&app, t, "other@example.com").await;
     let body = push("2070443601311540", "user@example.com");
     let first = accepted(deliver(&app, t, Some(token(KEY, &claims())), &body).await).await;
     assert_eq!(first["duplicate"], false);
@@ -154,13 +158,21 @@ async fn a_signed_push_is_stored_once_without_its_token() {
         "{:?}",
         stored.headers
     );
-    // It names one of the tenant's two mailboxes; Gmail does not sync yet, so the
-    // notification has nothing to start.
+    // It names one of the tenant's two mailboxes: that one is synced, the other is not.
     connectors::ingest::inbox::drain(&app.state)
         .await
         .expect("drain");
     let processed = stored_event(&app, t, &first).await;
-    assert_eq!(processed.status, EventStatus::Ignored);
+    assert_eq!(processed.status, EventStatus::Processed);
+    assert_eq!(
+        crate::helpers::webhook_jobs(&app, t, &named.id.to_string())
+            .await
+            .len(),
+        1
+    );
+    assert!(crate::helpers::webhook_jobs(&app, t, &other.id.to_string())
+        .await
+        .is_empty());
 }
 
 #[tokio::test]

@@ -13,6 +13,7 @@ mod faults;
 mod filters;
 mod floors;
 mod github;
+mod gmail;
 mod gmail_push;
 mod google_push;
 mod guide;

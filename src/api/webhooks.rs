@@ -269,6 +269,7 @@ async fn verify(
         headers,
         body,
         keys: &state.keys,
+        public_base_url: &state.config.public_base_url,
     };
     let verdict = entry.connector.verify_webhook(request).await;
     let outcome = match &verdict {

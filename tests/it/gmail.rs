@@ -995,3 +995,25 @@ async fn pushes_to_the_deployment_url_are_refused_unless_google_signed_them_for_
     assert_eq!(event.status, EventStatus::Unmatched);
     assert!(signals_of(&app, t).await.is_empty());
 }
+
+/// Core may still relay an event to `POST /webhooks/gmail` with its operator token: a bearer
+/// token there is Pub/Sub's only when it is not an operator's.
+#[tokio::test]
+async fn core_still_relays_to_the_deployment_url_with_its_operator_token() {
+    let google = fake_google().await;
+    let app = spawn(&google).await;
+    let t = tenant();
+    let body = push("relayed-1", ADDRESS, json!("1"));
+    let relayed = accepted(
+        app.operator(Method::POST, "/webhooks/gmail")
+            .header("X-Tenant-Id", t.to_string())
+            .header("Idempotency-Key", "relayed-1")
+            .body(body)
+            .send()
+            .await
+            .expect("sent"),
+    )
+    .await;
+    let event = stored_event(&app, t, &relayed).await;
+    assert_eq!(event.dedupe_key, "relayed-1");
+}

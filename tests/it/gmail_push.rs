@@ -273,22 +273,37 @@ async fn a_key_server_that_is_down_fails_verification_closed() {
     assert_problem(response, 401, "INVALID_SIGNATURE").await;
 }
 
+/// Without `POBLYSH_GMAIL_PUSH_AUDIENCE`, the audience is the URL pushed to, as Pub/Sub sets it
+/// when the subscription names none.
 #[tokio::test]
-async fn without_an_audience_configured_every_push_is_refused() {
-    let app = TestApp::spawn().await;
-    let response = deliver(
-        &app,
-        tenant(),
-        Some(token(KEY, &claims())),
-        &push("1", "u@example.com"),
-    )
+async fn without_an_audience_configured_the_push_url_is_the_audience() {
+    let keys = key_server().await;
+    let app = TestApp::spawn_with(&[
+        (
+            "POBLYSH_GMAIL_PUSH_JWKS_URL",
+            &format!("{}/oauth2/v3/certs", keys.uri()),
+        ),
+        ("POBLYSH_GMAIL_PUSH_SERVICE_ACCOUNT", SERVICE_ACCOUNT),
+    ])
     .await;
-    let problem = assert_problem(response, 401, "INVALID_SIGNATURE").await;
-    assert!(
-        problem["detail"]
-            .as_str()
-            .expect("detail")
-            .contains("no webhook secret"),
-        "{problem}"
-    );
+    let t = tenant();
+    let public = app
+        .state
+        .config
+        .public_base_url
+        .as_str()
+        .trim_end_matches('/');
+    let for_url = |aud: String| {
+        let mut c = claims();
+        c["aud"] = json!(aud);
+        token(KEY, &c)
+    };
+    let body = push("1", "u@example.com");
+    let refused = deliver(&app, t, Some(token(KEY, &claims())), &body).await;
+    assert_problem(refused, 401, "INVALID_SIGNATURE").await;
+    let other_tenant = for_url(format!("{public}/webhooks/gmail/{}", tenant()));
+    let refused = deliver(&app, t, Some(other_tenant), &body).await;
+    assert_problem(refused, 401, "INVALID_SIGNATURE").await;
+    let own = for_url(format!("{public}/webhooks/gmail/{t}"));
+    accepted(deliver(&app, t, Some(own), &body).await).await;
 }

@@ -8,11 +8,11 @@
 //!   keys (`POBLYSH_GMAIL_PUSH_JWKS_URL`; else `{POBLYSH_GMAIL_AUTH_BASE_URL}/oauth2/v3/certs`
 //!   when that is set; else `https://www.googleapis.com/oauth2/v3/certs`): signature,
 //!   expiry, issuer `https://accounts.google.com` (or `accounts.google.com`), audience
-//!   `POBLYSH_GMAIL_PUSH_AUDIENCE` (the one set on the push subscription), and, when
+//!   `POBLYSH_GMAIL_PUSH_AUDIENCE` (the one set on the push subscription; by default the push
+//!   URL, `{POBLYSH_PUBLIC_BASE_URL}/webhooks/gmail`, as Pub/Sub's own default), and, when
 //!   `POBLYSH_GMAIL_PUSH_SERVICE_ACCOUNT` is set, the verified `email` of the service account
 //!   the subscription pushes as
-//!   (<https://cloud.google.com/pubsub/docs/authenticate-push-subscriptions>). Without an
-//!   audience configured nothing can be verified, and every push is refused.
+//!   (<https://cloud.google.com/pubsub/docs/authenticate-push-subscriptions>).
 //! - **Identity.** The body is
 //!   `{"message": {"data": base64, "messageId": "...", "publishTime": "..."}, "subscription":
 //!   "..."}`; `messageId` names the delivery (Pub/Sub redelivers with the same id, and a
@@ -30,7 +30,9 @@ use url::Url;
 
 use crate::connector::keys::JwtExpectation;
 use crate::connector::signature::header;
-use crate::connector::{Normalized, Verified, WebhookEvent, WebhookRejection, WebhookRequest};
+use crate::connector::{
+    Normalized, Verified, WebhookEvent, WebhookRejection, WebhookRequest, WebhookUrl,
+};
 use crate::domain::{Connection, ConnectionId};
 
 /// The audience the push subscription's token is minted for.
@@ -96,9 +98,7 @@ struct Notification {
 /// delivery's identity.
 pub(super) async fn verify(request: WebhookRequest<'_>) -> Result<Verified, WebhookRejection> {
     let settings = request.settings;
-    let audience = settings
-        .extra(AUDIENCE)
-        .ok_or(WebhookRejection::NotConfigured)?;
+    let audience = audience(&request);
     let jwks_url = jwks_url(settings).ok_or(WebhookRejection::NotConfigured)?;
     let token = header(request.headers, "authorization")
         .and_then(|v| v.strip_prefix("Bearer "))
@@ -111,7 +111,7 @@ pub(super) async fn verify(request: WebhookRequest<'_>) -> Result<Verified, Webh
     let expectation = JwtExpectation {
         jwks_url,
         issuers: ISSUERS.iter().map(|i| i.to_string()).collect(),
-        audience: audience.to_string(),
+        audience,
         leeway_secs: LEEWAY_SECS,
     };
     let claims = request
@@ -140,6 +140,20 @@ pub(super) async fn verify(request: WebhookRequest<'_>) -> Result<Verified, Webh
         dedupe_key: format!("pubsub:{}", push.message.message_id),
         event_type: Some("gmail.notification".into()),
     })
+}
+
+/// The audience push tokens must name: `POBLYSH_GMAIL_PUSH_AUDIENCE`, else the URL the push
+/// arrived at, which Pub/Sub uses when the subscription names no audience
+/// (<https://cloud.google.com/pubsub/docs/authenticate-push-subscriptions>).
+fn audience(request: &WebhookRequest<'_>) -> String {
+    if let Some(configured) = request.settings.extra(AUDIENCE) {
+        return configured.to_string();
+    }
+    let path = match request.url {
+        WebhookUrl::App => "/webhooks/gmail".to_string(),
+        WebhookUrl::Tenant(tenant) => format!("/webhooks/gmail/{tenant}"),
+    };
+    crate::connector::join_path(request.public_base_url, &path).to_string()
 }
 
 /// Where the push tokens' keys are published (see the module docs).

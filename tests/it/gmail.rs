@@ -1017,3 +1017,41 @@ async fn core_still_relays_to_the_deployment_url_with_its_operator_token() {
     let event = stored_event(&app, t, &relayed).await;
     assert_eq!(event.dedupe_key, "relayed-1");
 }
+
+/// Renewing the watch calls `users.watch` again on the same mailbox: the subscription keeps
+/// its id, and nothing is stopped.
+#[tokio::test]
+async fn the_watch_is_renewed_in_place_and_never_stopped_by_a_renewal() {
+    let google = fake_google().await;
+    let app = spawn(&google).await;
+    let t = tenant();
+    let id = connect(&app, t).await;
+    drain(&app).await;
+    app.execute_sql(
+        "UPDATE subscriptions SET renew_at = 0",
+        "UPDATE subscriptions SET renew_at = now() - interval '1 second'",
+    )
+    .await;
+    let queued = connectors::subscriptions::schedule_due(&app.state, now())
+        .await
+        .expect("scheduled");
+    assert_eq!(queued, 1);
+    let outcomes = drain(&app).await;
+    assert!(
+        outcomes.iter().all(|o| o.result == JobResult::Succeeded),
+        "{outcomes:?}"
+    );
+    let calls: Vec<String> = google
+        .received_requests()
+        .await
+        .expect("recording")
+        .iter()
+        .map(|r| r.url.path().to_string())
+        .filter(|p| p.ends_with("/watch") || p.ends_with("/stop"))
+        .collect();
+    assert_eq!(calls, [format!("{API}/watch"), format!("{API}/watch")]);
+    let (_, detail) = app.get_json(t, &format!("/connections/{id}")).await;
+    let sub = &detail["subscriptions"][0];
+    assert_eq!(sub["status"], "active", "{detail}");
+    assert_requests_match_discovery(&google).await;
+}

@@ -294,6 +294,28 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_push_body_is_read_without_panicking(body in proptest::collection::vec(proptest::num::u8::ANY, 0..300), data in "\\PC{0,120}") {
+            let _ = account(&body);
+            let wrapped = format!(
+                r#"{{"message":{{"data":"{}","messageId":"1"}}}}"#,
+                STANDARD.encode(data.as_bytes())
+            );
+            let _ = account(wrapped.as_bytes());
+        }
+
+        #[test]
+        fn every_address_and_history_id_round_trips(local in "[a-z0-9.]{1,20}", id in proptest::num::u64::ANY, as_number in proptest::bool::ANY) {
+            let history = if as_number { id.to_string() } else { format!("\"{id}\"") };
+            let data = STANDARD.encode(format!(
+                r#"{{"emailAddress": "{local}@Example.com", "historyId": {history}}}"#
+            ));
+            let body = format!(r#"{{"message":{{"data":"{data}","messageId":"1"}}}}"#);
+            proptest::prop_assert_eq!(account(body.as_bytes()), Some(format!("{local}@example.com")));
+        }
+    }
+
     #[test]
     fn the_key_set_follows_the_auth_base_unless_named() {
         let mut settings = crate::connector::ProviderSettings::bare("gmail");

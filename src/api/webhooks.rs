@@ -98,7 +98,9 @@ pub async fn receive(
 /// - **A provider with one webhook URL per app** (no `Authorization`; a Slack app's Events
 ///   API, a GitHub App): the provider's signature is verified, and the event is stored for
 ///   every tenant with an active connection to the account it names, and for no one else.
-///   An event naming no connected account is kept as `unmatched`.
+///   An event naming no connected account is kept as `unmatched`. Gmail's Pub/Sub pushes
+///   carry their own `Authorization: Bearer` token (Google's OIDC token): there, a bearer
+///   token that is not an operator token is the provider's, and verified as such.
 #[utoipa::path(
     post,
     path = "/webhooks/{provider}",

@@ -101,7 +101,9 @@ pub async fn receive(
 /// - **A provider with one webhook URL per app** (no `Authorization`; a Slack app's Events
 ///   API, a GitHub App): the provider's signature is verified, and the event is stored for
 ///   every tenant with an active connection to the account it names, and for no one else.
-///   An event naming no connected account is kept as `unmatched`.
+///   An event naming no connected account is kept as `unmatched`. Gmail's Pub/Sub pushes
+///   carry their own `Authorization: Bearer` token (Google's OIDC token): there, a bearer
+///   token that is not an operator token is the provider's, and verified as such.
 #[utoipa::path(
     post,
     path = "/webhooks/{provider}",
@@ -132,7 +134,16 @@ pub async fn receive_app(
     body: Body,
 ) -> Result<Response, ApiError> {
     if headers.contains_key(header::AUTHORIZATION) {
-        return relay(&state, &provider, &headers, body).await;
+        // A provider that signs its deliveries with a bearer token (Pub/Sub push) sends one
+        // too: only an operator token makes the delivery a relay then.
+        let provider_bearer = state
+            .registry
+            .get(&provider)
+            .is_some_and(|e| e.connector.app_webhook_bearer());
+        let operator = bearer_token(&headers).is_some_and(|t| state.operators.verify(t));
+        if !provider_bearer || operator {
+            return relay(&state, &provider, &headers, body).await;
+        }
     }
     let body = checked_body(&state, &provider, WebhookUrl::App, &headers, body).await?;
     let body = &body.bytes;
@@ -316,6 +327,7 @@ async fn verify(
         headers,
         body,
         keys: &state.keys,
+        public_base_url: &state.config.public_base_url,
     };
     let verdict = entry.connector.verify_webhook(request).await;
     count_verification(provider, verdict.as_ref().map(|_| ()));

@@ -169,6 +169,14 @@ pub trait Connector: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Whether the provider's own deliveries to `/webhooks/{provider}` carry
+    /// `Authorization: Bearer` (Cloud Pub/Sub push's OIDC token). For such a provider that
+    /// header marks a relay by Core only when it holds an operator token; any other bearer
+    /// token is the provider's, verified by [`Connector::verify_webhook`].
+    fn app_webhook_bearer(&self) -> bool {
+        false
+    }
+
     /// Request headers (lower-case) that carry a secret of the provider's scheme (a channel
     /// token) or a delivery's signature, which a database reader could replay, and are
     /// therefore never stored with the event, beside the credentials no event keeps.

@@ -28,6 +28,9 @@ pub struct WebhookRequest<'a> {
     pub body: &'a [u8],
     /// Published keys (JWKS) for schemes that sign with them (Pub/Sub push's OIDC token).
     pub keys: &'a KeyCache,
+    /// This service's public base URL (`POBLYSH_PUBLIC_BASE_URL`): with `url`, the address the
+    /// provider posted to, which schemes may use as their default audience.
+    pub public_base_url: &'a url::Url,
 }
 
 /// What an operator registers at the provider so that one tenant's deliveries reach

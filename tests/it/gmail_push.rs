@@ -110,7 +110,11 @@ async fn deliver(
 }
 
 /// A Gmail connection of `t` to the mailbox `address` (kept as its `email`, as connecting does).
-async fn mailbox(app: &TestApp, t: connectors::domain::TenantId, address: &str) {
+async fn mailbox(
+    app: &TestApp,
+    t: connectors::domain::TenantId,
+    address: &str,
+) -> connectors::domain::Connection {
     let mut metadata = serde_json::Map::new();
     metadata.insert("email".into(), json!(address));
     app.store()
@@ -128,7 +132,7 @@ async fn mailbox(app: &TestApp, t: connectors::domain::TenantId, address: &str) 
         })
         .await
         .expect("upsert")
-        .expect("created");
+        .expect("created")
 }
 
 #[tokio::test]
@@ -136,8 +140,8 @@ async fn a_signed_push_is_stored_once_without_its_token() {
     let keys = key_server().await;
     let app = spawn(&format!("{}/oauth2/v3/certs", keys.uri())).await;
     let t = tenant();
-    mailbox(&app, t, "user@example.com").await;
-    mailbox(&app, t, "other@example.com").await;
+    let named = mailbox(&app, t, "user@example.com").await;
+    let other = mailbox(&app, t, "other@example.com").await;
     let body = push("2070443601311540", "user@example.com");
     let first = accepted(deliver(&app, t, Some(token(KEY, &claims())), &body).await).await;
     assert_eq!(first["duplicate"], false);
@@ -154,13 +158,21 @@ async fn a_signed_push_is_stored_once_without_its_token() {
         "{:?}",
         stored.headers
     );
-    // It names one of the tenant's two mailboxes; Gmail does not sync yet, so the
-    // notification has nothing to start.
+    // It names one of the tenant's two mailboxes: that one is synced, the other is not.
     connectors::ingest::inbox::drain(&app.state)
         .await
         .expect("drain");
     let processed = stored_event(&app, t, &first).await;
-    assert_eq!(processed.status, EventStatus::Ignored);
+    assert_eq!(processed.status, EventStatus::Processed);
+    assert_eq!(
+        crate::helpers::webhook_jobs(&app, t, &named.id.to_string())
+            .await
+            .len(),
+        1
+    );
+    assert!(crate::helpers::webhook_jobs(&app, t, &other.id.to_string())
+        .await
+        .is_empty());
 }
 
 #[tokio::test]
@@ -261,22 +273,37 @@ async fn a_key_server_that_is_down_fails_verification_closed() {
     assert_problem(response, 401, "INVALID_SIGNATURE").await;
 }
 
+/// Without `POBLYSH_GMAIL_PUSH_AUDIENCE`, the audience is the URL pushed to, as Pub/Sub sets it
+/// when the subscription names none.
 #[tokio::test]
-async fn without_an_audience_configured_every_push_is_refused() {
-    let app = TestApp::spawn().await;
-    let response = deliver(
-        &app,
-        tenant(),
-        Some(token(KEY, &claims())),
-        &push("1", "u@example.com"),
-    )
+async fn without_an_audience_configured_the_push_url_is_the_audience() {
+    let keys = key_server().await;
+    let app = TestApp::spawn_with(&[
+        (
+            "POBLYSH_GMAIL_PUSH_JWKS_URL",
+            &format!("{}/oauth2/v3/certs", keys.uri()),
+        ),
+        ("POBLYSH_GMAIL_PUSH_SERVICE_ACCOUNT", SERVICE_ACCOUNT),
+    ])
     .await;
-    let problem = assert_problem(response, 401, "INVALID_SIGNATURE").await;
-    assert!(
-        problem["detail"]
-            .as_str()
-            .expect("detail")
-            .contains("no webhook secret"),
-        "{problem}"
-    );
+    let t = tenant();
+    let public = app
+        .state
+        .config
+        .public_base_url
+        .as_str()
+        .trim_end_matches('/');
+    let for_url = |aud: String| {
+        let mut c = claims();
+        c["aud"] = json!(aud);
+        token(KEY, &c)
+    };
+    let body = push("1", "u@example.com");
+    let refused = deliver(&app, t, Some(token(KEY, &claims())), &body).await;
+    assert_problem(refused, 401, "INVALID_SIGNATURE").await;
+    let other_tenant = for_url(format!("{public}/webhooks/gmail/{}", tenant()));
+    let refused = deliver(&app, t, Some(other_tenant), &body).await;
+    assert_problem(refused, 401, "INVALID_SIGNATURE").await;
+    let own = for_url(format!("{public}/webhooks/gmail/{t}"));
+    accepted(deliver(&app, t, Some(own), &body).await).await;
 }

@@ -19,7 +19,6 @@ use connectors::store::{PageRequest, SignalFilter};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::Method;
 use serde_json::{json, Value};
-use url::Url;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
@@ -245,7 +244,9 @@ async fn connect(app: &TestApp, t: TenantId) -> Value {
     )
     .await;
     assert_eq!(status, 200, "{started}");
-    let authorize = Url::parse(started["authorize_url"].as_str().expect("url")).expect("url");
+    let authorize = app
+        .through_hop(started["authorize_url"].as_str().expect("url"))
+        .await;
     let scope = authorize
         .query_pairs()
         .find(|(k, _)| k == "scope")

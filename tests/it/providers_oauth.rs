@@ -376,10 +376,7 @@ async fn google_calendar_connects_offline_with_pkce_and_names_the_account_by_use
     google_journey("google_calendar", scope).await;
 }
 
-#[tokio::test]
-async fn gmail_connects_offline_with_pkce_and_names_the_account_by_userinfo() {
-    google_journey("gmail", "https://www.googleapis.com/auth/gmail.readonly").await;
-}
+// Gmail names the account by its mailbox (`users.getProfile`): `tests/it/gmail.rs`.
 
 // --- Zoho --------------------------------------------------------------------------------
 

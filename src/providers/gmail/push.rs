@@ -1,22 +1,29 @@
-//! Gmail's change notifications, as Cloud Pub/Sub pushes them to
-//! `POST /webhooks/gmail/{tenant_id}` (<https://developers.google.com/gmail/api/guides/push>).
+//! Gmail's change notifications, as Cloud Pub/Sub pushes them
+//! (<https://developers.google.com/gmail/api/guides/push>): to `POST /webhooks/gmail`, one
+//! push subscription for the whole deployment, routed by the mailbox address; or to
+//! `POST /webhooks/gmail/{tenant_id}`, routed among that tenant's mailboxes.
 //!
 //! - **Proof.** An authenticated push subscription sends `Authorization: Bearer <JWT>`, an
 //!   OpenID Connect token Google signs with RS256; it is checked against Google's published
-//!   keys (`PUSH_JWKS_URL`, default `https://www.googleapis.com/oauth2/v3/certs`): signature,
+//!   keys (`POBLYSH_GMAIL_PUSH_JWKS_URL`; else `{POBLYSH_GMAIL_AUTH_BASE_URL}/oauth2/v3/certs`
+//!   when that is set; else `https://www.googleapis.com/oauth2/v3/certs`): signature,
 //!   expiry, issuer `https://accounts.google.com` (or `accounts.google.com`), audience
-//!   `POBLYSH_GMAIL_PUSH_AUDIENCE` (the one set on the push subscription), and, when
+//!   `POBLYSH_GMAIL_PUSH_AUDIENCE` (the one set on the push subscription; by default the push
+//!   URL, `{POBLYSH_PUBLIC_BASE_URL}/webhooks/gmail`, as Pub/Sub's own default), and, when
 //!   `POBLYSH_GMAIL_PUSH_SERVICE_ACCOUNT` is set, the verified `email` of the service account
 //!   the subscription pushes as
-//!   (<https://cloud.google.com/pubsub/docs/authenticate-push-subscriptions>). Without an
-//!   audience configured nothing can be verified, and every push is refused.
+//!   (<https://cloud.google.com/pubsub/docs/authenticate-push-subscriptions>).
 //! - **Identity.** The body is
 //!   `{"message": {"data": base64, "messageId": "...", "publishTime": "..."}, "subscription":
-//!   "..."}`; `messageId` names the delivery (Pub/Sub redelivers with the same id), and `data`
-//!   decodes to `{"emailAddress": "...", "historyId": "..."}`.
+//!   "..."}`; `messageId` names the delivery (Pub/Sub redelivers with the same id, and a
+//!   redelivery is acknowledged as a duplicate), and `data` decodes to
+//!   `{"emailAddress": "...", "historyId": ...}`, the history id a number or a string.
 //! - **Meaning.** A notification says the mailbox changed, not how: it requests a sync of the
-//!   connection whose address it names.
+//!   connection whose address it names. A stale one (its history already synced) only costs a
+//!   sync that finds nothing; one naming no connected mailbox is kept `unmatched`. Either way
+//!   Pub/Sub is answered `2xx`, or it would redeliver until the message expires.
 
+use axum::http::HeaderMap;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use base64::Engine;
 use serde::Deserialize;
@@ -24,7 +31,10 @@ use url::Url;
 
 use crate::connector::keys::JwtExpectation;
 use crate::connector::signature::header;
-use crate::connector::{Normalized, Verified, WebhookEvent, WebhookRejection, WebhookRequest};
+use crate::connector::ProviderSettings;
+use crate::connector::{
+    Normalized, Verified, WebhookEvent, WebhookRejection, WebhookRequest, WebhookUrl,
+};
 use crate::domain::{Connection, ConnectionId};
 
 /// The audience the push subscription's token is minted for.
@@ -82,17 +92,34 @@ struct Message {
 struct Notification {
     #[serde(rename = "emailAddress")]
     email_address: String,
+    #[serde(rename = "historyId", default)]
+    history_id: serde_json::Value,
 }
 
 /// Verifies a push: its token first (nothing is read from an unverified body), then the
 /// delivery's identity.
+/// What the headers alone can settle, before the body is read: the key set is known and the
+/// push carries a bearer token shaped like a JWT (three segments, of a bounded size).
+pub(super) fn precheck(
+    settings: &ProviderSettings,
+    headers: &HeaderMap,
+) -> Result<(), WebhookRejection> {
+    jwks_url(settings).ok_or(WebhookRejection::NotConfigured)?;
+    header(headers, "authorization")
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .filter(|t| t.len() <= 16 * 1024 && t.split('.').count() == 3)
+        .map(|_| ())
+        .ok_or_else(|| {
+            WebhookRejection::InvalidSignature(
+                "the Authorization header with Pub/Sub's token is missing or malformed".into(),
+            )
+        })
+}
+
 pub(super) async fn verify(request: WebhookRequest<'_>) -> Result<Verified, WebhookRejection> {
     let settings = request.settings;
-    let audience = settings
-        .extra(AUDIENCE)
-        .ok_or(WebhookRejection::NotConfigured)?;
-    let jwks = settings.extra(JWKS_URL).unwrap_or(GOOGLE_JWKS);
-    let jwks_url = Url::parse(jwks).map_err(|_| WebhookRejection::NotConfigured)?;
+    let audience = audience(&request);
+    let jwks_url = jwks_url(settings).ok_or(WebhookRejection::NotConfigured)?;
     let token = header(request.headers, "authorization")
         .and_then(|v| v.strip_prefix("Bearer "))
         .filter(|t| !t.is_empty())
@@ -104,7 +131,7 @@ pub(super) async fn verify(request: WebhookRequest<'_>) -> Result<Verified, Webh
     let expectation = JwtExpectation {
         jwks_url,
         issuers: ISSUERS.iter().map(|i| i.to_string()).collect(),
-        audience: audience.to_string(),
+        audience,
         leeway_secs: LEEWAY_SECS,
     };
     let claims = request
@@ -135,9 +162,42 @@ pub(super) async fn verify(request: WebhookRequest<'_>) -> Result<Verified, Webh
     })
 }
 
+/// The audience push tokens must name: `POBLYSH_GMAIL_PUSH_AUDIENCE`, else the URL the push
+/// arrived at, which Pub/Sub uses when the subscription names no audience
+/// (<https://cloud.google.com/pubsub/docs/authenticate-push-subscriptions>).
+fn audience(request: &WebhookRequest<'_>) -> String {
+    if let Some(configured) = request.settings.extra(AUDIENCE) {
+        return configured.to_string();
+    }
+    let path = match request.url {
+        WebhookUrl::App => "/webhooks/gmail".to_string(),
+        WebhookUrl::Tenant(tenant) => format!("/webhooks/gmail/{tenant}"),
+    };
+    crate::connector::join_path(request.public_base_url, &path).to_string()
+}
+
+/// Where the push tokens' keys are published (see the module docs).
+fn jwks_url(settings: &crate::connector::ProviderSettings) -> Option<Url> {
+    match (settings.extra(JWKS_URL), &settings.auth_base_url) {
+        (Some(url), _) => Url::parse(url).ok(),
+        (None, Some(base)) => Some(crate::connector::join_path(base, "/oauth2/v3/certs")),
+        (None, None) => Url::parse(GOOGLE_JWKS).ok(),
+    }
+}
+
+/// The mailbox a verified push names, lower case: the account its connections were made with.
+pub(super) fn account(body: &[u8]) -> Option<String> {
+    notification(body).map(|n| n.email_address.to_ascii_lowercase())
+}
+
 /// The mailbox a stored notification names.
 fn mailbox(event: &WebhookEvent) -> Option<String> {
-    let push: Push = serde_json::from_slice(&event.body).ok()?;
+    notification(&event.body).map(|n| n.email_address)
+}
+
+/// The notification a push carries: an address and a readable history id.
+fn notification(body: &[u8]) -> Option<Notification> {
+    let push: Push = serde_json::from_slice(body).ok()?;
     let data = push.message.data?;
     // Pub/Sub sends standard base64; accept the URL-safe alphabet too.
     let bytes = STANDARD
@@ -145,14 +205,15 @@ fn mailbox(event: &WebhookEvent) -> Option<String> {
         .or_else(|_| URL_SAFE.decode(data.trim()))
         .ok()?;
     let notification: Notification = serde_json::from_slice(&bytes).ok()?;
-    Some(notification.email_address)
+    super::api::history_id_of(&notification.history_id)?;
+    (!notification.email_address.is_empty()).then_some(notification)
 }
 
 /// A notification asks for a sync; one that names no mailbox cannot be read.
 pub(super) fn normalize(event: &WebhookEvent) -> Result<Normalized, String> {
     mailbox(event)
         .map(|_| Normalized::SyncRequested)
-        .ok_or_else(|| "the push message's data names no emailAddress".to_string())
+        .ok_or_else(|| "the push message's data names no emailAddress and historyId".to_string())
 }
 
 /// The tenant's connection whose mailbox the notification names (the address kept as its
@@ -226,6 +287,74 @@ mod tests {
         broken.body = br#"{"message":{"data":"!!","messageId":"1"}}"#.to_vec();
         assert!(normalize(&broken).is_err());
         assert_eq!(route(&broken, &[mailbox_connection("a@example.com")]), None);
+    }
+
+    #[test]
+    fn the_history_id_may_be_a_number_or_a_string_but_must_be_one() {
+        let body = |history: &str| {
+            let data = STANDARD.encode(format!(
+                r#"{{"emailAddress": "A@example.com", "historyId": {history}}}"#
+            ));
+            format!(r#"{{"message":{{"data":"{data}","messageId":"1"}}}}"#).into_bytes()
+        };
+        assert_eq!(
+            account(&body("9876543210")).as_deref(),
+            Some("a@example.com")
+        );
+        assert_eq!(
+            account(&body(r#""9876543210""#)).as_deref(),
+            Some("a@example.com")
+        );
+        assert_eq!(
+            account(&body("18446744073709551615")).as_deref(),
+            Some("a@example.com")
+        );
+        for bad in ["-1", r#""x""#, "null", "1.5"] {
+            assert_eq!(account(&body(bad)), None, "{bad}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_push_body_is_read_without_panicking(body in proptest::collection::vec(proptest::num::u8::ANY, 0..300), data in "\\PC{0,120}") {
+            let _ = account(&body);
+            let wrapped = format!(
+                r#"{{"message":{{"data":"{}","messageId":"1"}}}}"#,
+                STANDARD.encode(data.as_bytes())
+            );
+            let _ = account(wrapped.as_bytes());
+        }
+
+        #[test]
+        fn every_address_and_history_id_round_trips(local in "[a-z0-9.]{1,20}", id in proptest::num::u64::ANY, as_number in proptest::bool::ANY) {
+            let history = if as_number { id.to_string() } else { format!("\"{id}\"") };
+            let data = STANDARD.encode(format!(
+                r#"{{"emailAddress": "{local}@Example.com", "historyId": {history}}}"#
+            ));
+            let body = format!(r#"{{"message":{{"data":"{data}","messageId":"1"}}}}"#);
+            proptest::prop_assert_eq!(account(body.as_bytes()), Some(format!("{local}@example.com")));
+        }
+    }
+
+    #[test]
+    fn the_key_set_follows_the_auth_base_unless_named() {
+        let mut settings = crate::connector::ProviderSettings::bare("gmail");
+        assert_eq!(
+            jwks_url(&settings).map(|u| u.to_string()).as_deref(),
+            Some(GOOGLE_JWKS)
+        );
+        settings.auth_base_url = Some(Url::parse("http://127.0.0.1:9/fake").expect("url"));
+        assert_eq!(
+            jwks_url(&settings).map(|u| u.to_string()).as_deref(),
+            Some("http://127.0.0.1:9/fake/oauth2/v3/certs")
+        );
+        settings
+            .extra
+            .push((JWKS_URL, "https://keys.example.com/certs".into()));
+        assert_eq!(
+            jwks_url(&settings).map(|u| u.to_string()).as_deref(),
+            Some("https://keys.example.com/certs")
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod time;
 mod webhook;
 
 use async_trait::async_trait;
+use axum::http::HeaderMap;
 use serde_json::Value;
 use url::Url;
 
@@ -23,7 +24,9 @@ use crate::connector::{
     CodeExchange, ConnectionTokens, ExternalAccount, OAuthEndpoints, ProviderCallError,
     ProviderContext, TokenSet,
 };
-use crate::connector::{Normalized, Verified, WebhookEvent, WebhookRejection, WebhookRequest};
+use crate::connector::{
+    Normalized, Verified, WebhookEvent, WebhookRejection, WebhookRequest, WebhookUrl,
+};
 use crate::connector::{Opened, SubscriptionContext, SyncContext, SyncPage, TenantWebhook};
 use crate::crypto::Secret;
 use crate::domain::{Connection, ConnectionId, TenantId};
@@ -129,6 +132,15 @@ impl Connector for JiraConnector {
         cursor: Option<&Value>,
     ) -> Result<SyncPage, ProviderCallError> {
         sync::sync_page(ctx, cursor).await
+    }
+
+    fn precheck_webhook(
+        &self,
+        settings: &ProviderSettings,
+        url: WebhookUrl,
+        headers: &HeaderMap,
+    ) -> Result<(), WebhookRejection> {
+        webhook::precheck(settings, url, headers).map(|_| ())
     }
 
     async fn verify_webhook(

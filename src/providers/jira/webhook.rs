@@ -76,12 +76,22 @@ fn invalid(why: impl Into<String>) -> WebhookRejection {
 }
 
 /// Verifies a delivery (see the module documentation).
-pub(super) fn verify(
+/// How a delivery proves itself, as far as its headers alone tell.
+pub(super) enum Proof<'a> {
+    /// A dynamic webhook's token, verified in full (it signs no body).
+    Token,
+    /// An admin webhook's HMAC of the body, with the tenant's secret, still to be checked.
+    BodyHmac { secret: Secret, hex: &'a str },
+}
+
+/// What the headers alone can settle, before the body is read: a dynamic webhook's token is
+/// verified in full; an admin webhook's signature must be `sha256=` and 64 hex digits, with the
+/// webhook secret configured.
+pub(super) fn precheck<'a>(
     settings: &ProviderSettings,
     url: WebhookUrl,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<Verified, WebhookRejection> {
+    headers: &'a HeaderMap,
+) -> Result<Proof<'a>, WebhookRejection> {
     let WebhookUrl::Tenant(tenant) = url else {
         // Jira deliveries name no tenant of ours: only tenant URLs are registered.
         return Err(WebhookRejection::NotConfigured);
@@ -102,6 +112,7 @@ pub(super) fn verify(
             token,
             now().timestamp(),
         )?;
+        Ok(Proof::Token)
     } else if let Some(signature) = header(headers, "x-hub-signature") {
         let configured = settings
             .webhook_secret
@@ -109,14 +120,29 @@ pub(super) fn verify(
             .ok_or(WebhookRejection::NotConfigured)?;
         let hex = signature
             .strip_prefix("sha256=")
-            .ok_or_else(|| invalid("X-Hub-Signature must start with sha256="))?;
-        if !hmac_sha256_hex_matches(&tenant_secret(configured, tenant), &[body], hex) {
+            .filter(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+            .ok_or_else(|| invalid("X-Hub-Signature must be sha256= and 64 hex digits"))?;
+        Ok(Proof::BodyHmac {
+            secret: tenant_secret(configured, tenant),
+            hex,
+        })
+    } else {
+        Err(invalid(
+            "neither an Authorization bearer token nor an X-Hub-Signature was sent",
+        ))
+    }
+}
+
+pub(super) fn verify(
+    settings: &ProviderSettings,
+    url: WebhookUrl,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Verified, WebhookRejection> {
+    if let Proof::BodyHmac { secret, hex } = precheck(settings, url, headers)? {
+        if !hmac_sha256_hex_matches(&secret, &[body], hex) {
             return Err(invalid("the signature does not match the body"));
         }
-    } else {
-        return Err(invalid(
-            "neither an Authorization bearer token nor an X-Hub-Signature was sent",
-        ));
     }
     let identifier = header(headers, "x-atlassian-webhook-identifier")
         .map(str::trim)

@@ -33,3 +33,5 @@ mod sync_faults;
 mod tenancy;
 mod validation;
 mod webhooks;
+mod zoho_cliq;
+mod zoho_mail;

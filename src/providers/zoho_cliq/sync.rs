@@ -33,6 +33,8 @@ const FIRST_SYNC_DAYS: i64 = 7;
 const MAX_SEEN: usize = 200;
 /// At most this many chat cursors are kept (the least recently read go first).
 const MAX_CHATS: usize = 2000;
+/// How far before the previous listing's start the next one looks, in milliseconds.
+const LISTING_MARGIN_MS: i64 = 5 * 60 * 1000;
 /// Message text kept in a signal, in characters.
 const MAX_TEXT: usize = 1000;
 
@@ -203,7 +205,9 @@ async fn list_chats(
         });
     } else {
         cursor.listing = None;
-        cursor.chats_since = Some(listing.started);
+        // A margin for the clocks of Zoho and this service: a chat listed twice is read from
+        // its own cursor and reports nothing twice.
+        cursor.chats_since = Some(listing.started.saturating_sub(LISTING_MARGIN_MS));
     }
     Ok(())
 }

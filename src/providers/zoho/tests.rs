@@ -252,3 +252,81 @@ proptest! {
         }
     }
 }
+
+fn connection_at(accounts: &str) -> Connection {
+    use crate::domain::{now, ConnectionId, ConnectionStatus, TenantId};
+    let mut metadata = Metadata::new();
+    metadata.insert(META_ACCOUNTS_SERVER.into(), json!(accounts));
+    metadata.insert(META_DATA_CENTRE.into(), json!("eu"));
+    Connection {
+        id: ConnectionId::generate(),
+        tenant_id: TenantId(uuid::Uuid::new_v4()),
+        provider: "zoho_mail".into(),
+        external_account_id: "6000000004001".into(),
+        external_account_name: None,
+        status: ConnectionStatus::Active,
+        scopes: Vec::new(),
+        token_expires_at: None,
+        last_synced_at: None,
+        last_error: None,
+        metadata,
+        created_at: now(),
+        updated_at: now(),
+    }
+}
+
+/// Refresh and revocation go to the connection's own accounts server, not the configured one.
+#[tokio::test]
+async fn refresh_and_revoke_go_to_the_connections_accounts_server() {
+    use wiremock::matchers::{body_string_contains, method, path, query_param};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let configured = MockServer::start().await;
+    let home = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/oauth/v2/token"))
+        .and(body_string_contains("grant_type=refresh_token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"access_token": "1000.new", "api_domain": "https://www.zohoapis.eu", "token_type": "Bearer", "expires_in": 3600}),
+        ))
+        .expect(1)
+        .mount(&home)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/oauth/v2/token/revoke"))
+        .and(query_param("token", "1000.refresh"))
+        .respond_with(ResponseTemplate::new(200))
+        .expect(1)
+        .mount(&home)
+        .await;
+    let settings = ProviderSettings {
+        client_id: Some("1000.client".into()),
+        client_secret: Some(Secret::new("secret")),
+        ..settings(Some(&configured.uri()), None)
+    };
+    let http = crate::connector::http_client(std::time::Duration::from_secs(5));
+    let ctx = ProviderContext {
+        http: &http,
+        settings: &settings,
+    };
+    let connection = connection_at(&home.uri());
+    let tokens = refresh_tokens(ctx, &connection, &Secret::new("1000.refresh"))
+        .await
+        .expect("refreshed");
+    assert_eq!(tokens.access_token.expose(), "1000.new");
+    assert!(
+        tokens.refresh_token.is_none(),
+        "Zoho's refresh tokens do not rotate"
+    );
+    let held = ConnectionTokens {
+        access_token: Secret::new("1000.new"),
+        refresh_token: Some(Secret::new("1000.refresh")),
+        expires_at: None,
+    };
+    revoke(ctx, &connection, &held).await.expect("revoked");
+    home.verify().await;
+    assert!(configured
+        .received_requests()
+        .await
+        .expect("recorded")
+        .is_empty());
+}

@@ -51,7 +51,7 @@ static DESCRIPTOR: Descriptor = Descriptor {
     kinds: &["email_received", "email_sent"],
     webhooks: false,
     sync: true,
-    // See the module documentation: one request per page, 30 a minute, two at a time.
+    // See the module documentation: one request per page, 30 a minute, one at a time.
     rate_limit: RateLimitPolicy {
         requests: 30,
         window_secs: 60,

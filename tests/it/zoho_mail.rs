@@ -486,3 +486,26 @@ async fn connecting_again_revokes_the_refresh_token_held_before() {
     );
     mock.verify().await;
 }
+
+#[tokio::test]
+async fn the_catalogue_lists_both_zoho_providers_as_syncing() {
+    let app = TestApp::spawn().await;
+    let (status, body) = json(
+        app.operator(Method::GET, "/providers")
+            .send()
+            .await
+            .expect("sent"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let providers = body["providers"].as_array().expect("providers");
+    for (slug, kinds) in [
+        ("zoho_mail", json!(["email_received", "email_sent"])),
+        ("zoho_cliq", json!(["message_posted"])),
+    ] {
+        let p = providers.iter().find(|p| p["slug"] == slug).expect(slug);
+        assert_eq!(p["sync"], true, "{p}");
+        assert_eq!(p["webhooks"], false, "{p}");
+        assert_eq!(p["kinds"], kinds, "{p}");
+    }
+}

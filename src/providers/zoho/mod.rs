@@ -188,7 +188,8 @@ pub(super) async fn exchange_code(
     ];
     let (status, body) = ctx.token_request(&endpoints_at(&accounts), &form).await?;
     let mut tokens = interpret_token_response(status, &body)?;
-    let data_centre = location.or_else(|| data_centre_of(&accounts).map(str::to_string));
+    // Zoho's own accounts servers name their DC; `location` only names that of the configured one.
+    let data_centre = data_centre_of(&accounts).map(str::to_string).or(location);
     tokens.extra.insert(
         META_ACCOUNTS_SERVER.into(),
         Value::String(accounts.as_str().trim_end_matches('/').to_string()),

@@ -1,9 +1,11 @@
 //! Zoho Mail: messages received (Inbox) and sent (Sent), headers only.
 //!
-//! Rate limit: Zoho Mail throttles REST API calls per user and locks a user out for a while
-//! past the limit, answering `429` or an error body (https://www.zoho.com/mail/help/api/overview.html,
-//! https://www.zoho.com/mail/help/api/response-codes.html); we stay at 30 requests a minute per
-//! connection, one request per sync page, and back off for Zoho's `Retry-After` or five minutes.
+//! Rate limit: Zoho Mail throttles per user and API but publishes neither the numbers nor the
+//! lock period in the API reference (https://www.zoho.com/mail/help/api/overview.html); a
+//! throttled call answers `429` or an error body whose `status.code` is 429
+//! (https://www.zoho.com/mail/help/api/response-codes.html). We stay at 30 requests a minute per
+//! connection, one request per sync page, and back off for Zoho's `Retry-After` or five
+//! minutes.
 //!
 //! Push: Zoho Mail's outgoing webhooks are set up by hand per mailbox in the mail settings
 //! (https://www.zoho.com/mail/help/dev-platform/webhook.html) and Zoho documents no signature or

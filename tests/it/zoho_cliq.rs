@@ -136,6 +136,27 @@ impl Respond for Messages {
     }
 }
 
+/// Checks every chat and message the fake serves against the schemas of Zoho's Cliq OpenAPI
+/// documents (`tests/zoho/cliq_schemas.json`).
+fn assert_published_shapes(cliq: &Cliq) {
+    let schemas = example("cliq_schemas");
+    let validator = |name: &str| {
+        jsonschema::draft202012::options()
+            .should_validate_formats(true)
+            .build(&schemas[name])
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    let (chat, message) = (validator("chat"), validator("message"));
+    for (c, list) in cliq.chats.lock().expect("lock").iter() {
+        let errors: Vec<String> = chat.iter_errors(c).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{c}: {errors:?}");
+        for (_, m) in list {
+            let errors: Vec<String> = message.iter_errors(m).map(|e| e.to_string()).collect();
+            assert!(errors.is_empty(), "{m}: {errors:?}");
+        }
+    }
+}
+
 async fn signals_of(app: &TestApp, t: TenantId) -> Vec<Signal> {
     let filter = SignalFilter {
         include_payload: true,
@@ -236,6 +257,7 @@ async fn a_cliq_user_in_the_eu_syncs_every_chat_through_a_lockout_and_disconnect
     // Older than the first sync's horizon: never reported.
     cliq.post(BOB, base - 30 * 86_400_000, "ancient_b", "Ancient");
     *cliq.lockout_at.lock().expect("lock") = vec![2];
+    assert_published_shapes(&cliq);
     Mock::given(method("GET"))
         .and(path("/api/v2/chats"))
         .respond_with(Chats(cliq.clone()))
@@ -286,6 +308,7 @@ async fn a_cliq_user_in_the_eu_syncs_every_chat_through_a_lockout_and_disconnect
     // New posts, one in the same millisecond as Bob's newest: exactly those.
     cliq.post(BOB, base + 4 * 7000, "same_ms_b", "Bob again");
     cliq.post(BOB, now().timestamp_millis(), "later_b", "Bob later");
+    assert_published_shapes(&cliq);
     request_sync(&app, t, id).await;
     let outcomes = SyncWorker::new().drain(&app.state).await.expect("drain");
     assert_eq!(outcomes[0].result, JobResult::Succeeded, "{outcomes:?}");

@@ -72,6 +72,25 @@ pub trait Connector: Send + Sync + 'static {
         standard_token_response(status, body)
     }
 
+    /// Checks the callback's other query parameters ([`CodeExchange::params`]) before any code
+    /// is exchanged; `Err((field, problem))` ends the connect with `400 VALIDATION_FAILED`
+    /// naming the parameter, and nothing is exchanged. The default accepts every callback.
+    fn check_callback(
+        &self,
+        _settings: &ProviderSettings,
+        _params: &[(String, String)],
+    ) -> Result<(), (String, String)> {
+        Ok(())
+    }
+
+    /// Whether connecting an account again revokes the grant the connection held before (for
+    /// providers that cap live grants per user and never rotate refresh tokens). The engine
+    /// does it best effort, after the new grant is identified and only when its refresh token
+    /// differs from the old one.
+    fn revokes_replaced_grant(&self) -> bool {
+        false
+    }
+
     /// Exchanges an authorization code (RFC 6749 §4.1.3, with the PKCE verifier when sent).
     async fn exchange_code(
         &self,

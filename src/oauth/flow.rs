@@ -481,6 +481,9 @@ async fn connect(
     let slug = slug.as_str();
     let ctx = services.provider_context(entry);
     let verifier = open_verifier(services, saved)?;
+    if let Err((field, problem)) = entry.connector.check_callback(&entry.settings, extra) {
+        return Err(FlowError::invalid(&field, &problem));
+    }
     let exchange = CodeExchange {
         code,
         redirect_uri: &saved.redirect_uri,
@@ -501,6 +504,9 @@ async fn connect(
         .identify(ctx, &tokens)
         .await
         .map_err(provider_error)?;
+    if entry.connector.revokes_replaced_grant() {
+        revoke_replaced_grant(services, saved.tenant_id, slug, &account, &tokens).await?;
+    }
     let scopes = tokens
         .scopes
         .clone()
@@ -509,6 +515,42 @@ async fn connect(
         store_connection(services, saved.tenant_id, slug, &account, &tokens, scopes).await?;
     crate::subscriptions::request_opening(services, &connection).await?;
     Ok(connection)
+}
+
+/// Revokes, best effort, the grant an existing connection of the same account holds when the
+/// new grant brought another refresh token (see `Connector::revokes_replaced_grant`).
+async fn revoke_replaced_grant(
+    services: &Services,
+    tenant: TenantId,
+    slug: &str,
+    account: &ExternalAccount,
+    tokens: &TokenSet,
+) -> Result<(), FlowError> {
+    let Some(new_refresh) = tokens.refresh_token.as_ref() else {
+        return Ok(());
+    };
+    let existing = match services
+        .store
+        .find_connection_id(tenant, slug, &account.id)
+        .await?
+    {
+        Some(id) => services.store.get_connection(tenant, id).await?,
+        None => None,
+    };
+    let Some(existing) = existing else {
+        return Ok(());
+    };
+    let Ok(old) = crate::tokens::open_tokens(services, &existing).await else {
+        return Ok(());
+    };
+    if old
+        .refresh_token
+        .as_ref()
+        .is_some_and(|r| r.expose() != new_refresh.expose())
+    {
+        crate::tokens::revoke::revoke_at_provider(services, &existing).await;
+    }
+    Ok(())
 }
 
 /// Seals the tokens and provider secrets for the row they will live in and upserts it;

@@ -37,3 +37,5 @@ mod tenancy;
 mod validation;
 mod webhook_bodies;
 mod webhooks;
+mod zoho_cliq;
+mod zoho_mail;

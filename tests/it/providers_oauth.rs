@@ -426,14 +426,14 @@ async fn zoho_journey(
 
 #[tokio::test]
 async fn zoho_cliq_connects_the_user_behind_the_token() {
-    let user = json!({ "data": {
-        "id": "55500123", "zuid": "55500123", "email_id": "scott.fisher@zylker.com",
-        "display_name": "Scott Fisher", "first_name": "Scott", "last_name": "Fisher",
-        "organization_id": "64307785"
-    } });
-    let scopes = "ZohoCliq.Channels.READ,ZohoCliq.Messages.READ,ZohoCliq.Users.READ";
+    // Zoho Accounts' user info (https://www.zoho.com/accounts/protocol/oauth/use-access-token.html).
+    let user = json!({
+        "First_Name": "Scott", "Email": "scott.fisher@zylker.com", "Last_Name": "Fisher",
+        "Display_Name": "Scott Fisher", "ZUID": 55500123
+    });
+    let scopes = "ZohoCliq.Chats.READ,ZohoCliq.Messages.READ,AaaServer.profile.READ";
     let account = ("55500123", "scott.fisher@zylker.com");
-    zoho_journey("zoho_cliq", scopes, "/api/v2/users/me", user, account).await;
+    zoho_journey("zoho_cliq", scopes, "/oauth/user/info", user, account).await;
 }
 
 #[tokio::test]
@@ -449,7 +449,7 @@ async fn zoho_mail_connects_the_first_mailbox_of_the_user() {
             "emailAddress": [{ "isAlias": false, "isPrimary": true, "mailId": "rebecca@zylker.com", "isConfirmed": true }]
         }]
     });
-    let scopes = "ZohoMail.accounts.READ,ZohoMail.messages.READ";
+    let scopes = "ZohoMail.accounts.READ,ZohoMail.folders.READ,ZohoMail.messages.READ";
     let account = ("6000000000293", "rebecca@zylker.com");
     zoho_journey("zoho_mail", scopes, "/api/accounts", accounts, account).await;
 }

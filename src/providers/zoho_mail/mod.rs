@@ -1,38 +1,64 @@
-//! Zoho Mail: messages received and sent.
+//! Zoho Mail: messages received (Inbox) and sent (Sent), headers only.
 //!
-//! Rate limit: a conservative default; Zoho throttles per user and per API
-//! (https://www.zoho.com/mail/help/api/).
+//! Rate limit: Zoho Mail throttles per user and API but publishes neither the numbers nor the
+//! lock period in the API reference (https://www.zoho.com/mail/help/api/overview.html); a
+//! throttled call answers `429` or an error body whose `status.code` is 429
+//! (https://www.zoho.com/mail/help/api/response-codes.html). We stay at 30 requests a minute per
+//! connection, one request per sync page, and back off for Zoho's `Retry-After` or five
+//! minutes.
 //!
-//! OAuth: Zoho Accounts, shared with the other Zoho provider (`super::zoho`); the connected account is the user's mailbox.
+//! Push: Zoho Mail's outgoing webhooks are set up by hand per mailbox in the mail settings
+//! (https://www.zoho.com/mail/help/dev-platform/webhook.html) and Zoho documents no signature or
+//! secret to verify a delivery by, so none is accepted: Zoho Mail is sync-only.
+//!
+//! OAuth: Zoho Accounts, shared with the other Zoho provider (`super::zoho`); the connected
+//! account is the user's mailbox, named by its `accountId`.
+
+mod sync;
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 use url::Url;
 
 use super::zoho;
-use crate::connector::{join_path, ProviderSettings};
+use crate::connector::{join_path, ProviderSettings, SyncContext, SyncPage};
 use crate::connector::{AuthType, Connector, Descriptor, RateLimitPolicy};
 use crate::connector::{
-    ConnectionTokens, ExternalAccount, OAuthEndpoints, ProviderCallError, ProviderContext, TokenSet,
+    CodeExchange, ConnectionTokens, ExternalAccount, OAuthEndpoints, ProviderCallError,
+    ProviderContext, TokenSet,
 };
+use crate::crypto::Secret;
 use crate::domain::Connection;
 
 /// The Zoho Mail provider.
 pub struct ZohoMailConnector;
 
+/// A throttled Zoho Mail call without a `Retry-After` waits this long: Zoho Mail does not
+/// publish its lock period.
+const THROTTLE: zoho::Throttle = zoho::Throttle { lockout_secs: 300 };
+
 static DESCRIPTOR: Descriptor = Descriptor {
     slug: "zoho_mail",
     display_name: "Zoho Mail",
     auth_type: AuthType::Oauth2,
-    default_scopes: &["ZohoMail.accounts.READ", "ZohoMail.messages.READ"],
-    kinds: &[],
+    // Accounts (identity), folders (the Inbox and Sent ids) and messages (the listings)
+    // (https://www.zoho.com/mail/help/api/get-all-users-accounts.html,
+    // https://www.zoho.com/mail/help/api/get-all-folder-details.html,
+    // https://www.zoho.com/mail/help/api/get-emails-list.html).
+    default_scopes: &[
+        "ZohoMail.accounts.READ",
+        "ZohoMail.folders.READ",
+        "ZohoMail.messages.READ",
+    ],
+    kinds: &["email_received", "email_sent"],
     webhooks: false,
-    sync: false,
+    sync: true,
+    // See the module documentation: one request per page, 30 a minute, one at a time.
     rate_limit: RateLimitPolicy {
-        requests: 60,
+        requests: 30,
         window_secs: 60,
-        burst: 10,
-        max_concurrency: 2,
+        burst: 5,
+        max_concurrency: 1,
     },
     settings: &[],
 };
@@ -47,6 +73,18 @@ impl Connector for ZohoMailConnector {
         Some(zoho::endpoints(settings))
     }
 
+    fn check_callback(
+        &self,
+        settings: &ProviderSettings,
+        params: &[(String, String)],
+    ) -> Result<(), (String, String)> {
+        zoho::check_callback(settings, params)
+    }
+
+    fn revokes_replaced_grant(&self) -> bool {
+        true
+    }
+
     fn interpret_token_response(
         &self,
         status: u16,
@@ -55,29 +93,57 @@ impl Connector for ZohoMailConnector {
         zoho::interpret_token_response(status, body)
     }
 
+    async fn exchange_code(
+        &self,
+        ctx: ProviderContext<'_>,
+        _endpoints: &OAuthEndpoints,
+        exchange: CodeExchange<'_>,
+    ) -> Result<TokenSet, ProviderCallError> {
+        zoho::exchange_code(ctx, exchange).await
+    }
+
+    async fn refresh_tokens(
+        &self,
+        ctx: ProviderContext<'_>,
+        _endpoints: &OAuthEndpoints,
+        connection: &Connection,
+        refresh_token: &Secret,
+    ) -> Result<TokenSet, ProviderCallError> {
+        zoho::refresh_tokens(ctx, connection, refresh_token).await
+    }
+
     /// The mailbox behind the token: `GET {api}/api/accounts`
     /// (https://www.zoho.com/mail/help/api/get-all-users-accounts.html) lists the user's mail
     /// accounts in `data`; we take the first (the user's own Zoho mailbox, `sequence` 1 in the
     /// docs' sample) and read `accountId` (needed by every Mail API call) and
     /// `primaryEmailAddress` (https://www.zoho.com/mail/help/api/get-user-account-details.html),
-    /// falling back to `mailboxAddress`.
+    /// falling back to `mailboxAddress`. The API host is that of the account's data centre.
     async fn identify(
         &self,
         ctx: ProviderContext<'_>,
         tokens: &TokenSet,
     ) -> Result<ExternalAccount, ProviderCallError> {
-        let api = zoho::api_base(ctx.settings, "mail");
+        let api = zoho::api_base_for_tokens(ctx.settings, tokens, "mail");
         let url = join_path(&api, "/api/accounts");
-        let body = zoho::get_json(ctx, url, &tokens.access_token, "Zoho Mail accounts").await?;
+        let body = zoho::get_json(
+            ctx,
+            url,
+            &tokens.access_token,
+            "Zoho Mail accounts",
+            THROTTLE,
+        )
+        .await?;
         let account = body
             .get("data")
             .and_then(Value::as_array)
             .and_then(|accounts| accounts.first())
             .ok_or_else(|| ProviderCallError::Rejected("Zoho Mail lists no account".into()))?;
-        let id = zoho::id_text(account.get("accountId")).ok_or_else(|| {
-            ProviderCallError::Rejected("Zoho Mail account has no accountId".into())
-        })?;
-        let display_name = ["primaryEmailAddress", "mailboxAddress"]
+        let id = zoho::id_text(account.get("accountId"))
+            .filter(|id| id.bytes().all(|b| b.is_ascii_digit()))
+            .ok_or_else(|| {
+                ProviderCallError::Rejected("Zoho Mail account has no numeric accountId".into())
+            })?;
+        let address = ["primaryEmailAddress", "mailboxAddress"]
             .iter()
             .find_map(|k| {
                 account
@@ -86,16 +152,29 @@ impl Connector for ZohoMailConnector {
                     .filter(|s| !s.is_empty())
             })
             .map(str::to_string);
-        Ok(ExternalAccount::new(id, display_name))
+        let mut metadata = zoho::dc_metadata(tokens);
+        metadata.insert("account_id".into(), Value::String(id.clone()));
+        if let Some(address) = &address {
+            metadata.insert("primary_address".into(), Value::String(address.clone()));
+        }
+        Ok(ExternalAccount::new(id, address).with_metadata(metadata))
     }
 
     async fn revoke(
         &self,
         ctx: ProviderContext<'_>,
-        endpoints: &OAuthEndpoints,
-        _connection: &Connection,
+        _endpoints: &OAuthEndpoints,
+        connection: &Connection,
         tokens: &ConnectionTokens,
     ) -> Result<(), ProviderCallError> {
-        zoho::revoke(ctx, endpoints, tokens).await
+        zoho::revoke(ctx, connection, tokens).await
+    }
+
+    async fn sync_page(
+        &self,
+        ctx: SyncContext<'_>,
+        cursor: Option<&Value>,
+    ) -> Result<SyncPage, ProviderCallError> {
+        sync::page(ctx, cursor).await
     }
 }

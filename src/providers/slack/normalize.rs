@@ -37,7 +37,7 @@ const TITLE_CHARS: usize = 120;
 /// <https://api.slack.com/events/message>). `bot_message` is an integration posting: it is
 /// activity in the channel as much as a person's message, and its `bot_id` in the payload lets
 /// readers leave it out.
-const POSTING_SUBTYPES: &[&str] = &[
+pub(super) const POSTING_SUBTYPES: &[&str] = &[
     "thread_broadcast",
     "file_share",
     "me_message",
@@ -126,7 +126,7 @@ fn title(text: Option<&str>) -> Option<String> {
     Some(format!("{}…", cut.trim_end()))
 }
 
-fn posted(event: Posted) -> Result<SignalDraft, String> {
+pub(super) fn posted(event: Posted) -> Result<SignalDraft, String> {
     let Posted {
         channel,
         channel_type,
@@ -160,7 +160,7 @@ fn posted(event: Posted) -> Result<SignalDraft, String> {
     })
 }
 
-fn changed(event: Changed) -> Result<Option<SignalDraft>, String> {
+pub(super) fn changed(event: Changed) -> Result<Option<SignalDraft>, String> {
     let Changed {
         channel,
         channel_type,
@@ -235,25 +235,53 @@ fn reaction(event: ReactionAdded) -> Result<Option<SignalDraft>, String> {
         .as_deref()
         .ok_or_else(|| missing("channel"))?;
     let ts = event.item.ts.as_deref().ok_or_else(|| missing("ts"))?;
-    Ok(Some(SignalDraft {
+    Ok(Some(reaction_draft(
+        Reacted {
+            channel,
+            channel_type: event.item.channel_type.as_deref(),
+            ts,
+            user: &event.user,
+            reaction: &event.reaction,
+            item_user: event.item_user.as_deref(),
+        },
+        slack_time("event_ts", &event.event_ts)?,
+    )))
+}
+
+/// Someone's emoji on a message: what the webhook's `reaction_added` and a synced message's
+/// `reactions` both say.
+pub(super) struct Reacted<'a> {
+    pub channel: &'a str,
+    pub channel_type: Option<&'a str>,
+    /// The message's `ts`.
+    pub ts: &'a str,
+    pub user: &'a str,
+    pub reaction: &'a str,
+    /// Who wrote the message.
+    pub item_user: Option<&'a str>,
+}
+
+/// The `reaction_added` signal of `r`, at `occurred_at`.
+pub(super) fn reaction_draft(r: Reacted<'_>, occurred_at: Timestamp) -> SignalDraft {
+    SignalDraft {
         kind: SignalKind::of("reaction_added"),
-        occurred_at: slack_time("event_ts", &event.event_ts)?,
-        actor: person(Some(&event.user)),
-        title: Some(format!(":{}: on a message", event.reaction)),
+        occurred_at,
+        actor: person(Some(&r.user.to_string())),
+        title: Some(format!(":{}: on a message", r.reaction)),
         url: None,
-        external_id: Some(format!("{channel}:{ts}")),
+        external_id: Some(format!("{}:{}", r.channel, r.ts)),
         dedupe_key: format!(
-            "reaction_added:{channel}:{ts}:{}:{}",
-            event.user, event.reaction
+            "reaction_added:{}:{}:{}:{}",
+            r.channel, r.ts, r.user, r.reaction
         ),
         payload: json!({
-            "channel": channel,
-            "channel_type": event.item.channel_type,
-            "ts": ts,
-            "reaction": event.reaction,
-            "item_user": event.item_user,
+            "channel": r.channel,
+            "channel_type": r.channel_type,
+            "ts": r.ts,
+            "reaction": r.reaction,
+            "item_user": r.item_user,
         }),
-    }))
+    }
 }
 
 #[cfg(test)]

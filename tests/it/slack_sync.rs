@@ -624,3 +624,93 @@ async fn a_refused_rotating_token_is_refreshed_and_the_sync_goes_on_with_the_new
     assert_eq!(w.requests[0].0, "users.conversations");
     assert!(w.requests.len() >= 3, "refused once, then asked again");
 }
+
+/// Slack's lifecycle example `name` for the connected workspace, under its own `event_id`.
+fn lifecycle(name: &str, event_id: &str) -> Value {
+    let mut body = example(name);
+    body["team_id"] = json!(TEAM);
+    body["event_id"] = json!(event_id);
+    body
+}
+
+async fn connection(app: &TestApp, t: TenantId, id: &str) -> Value {
+    let (status, body) = app.get_json(t, &format!("/connections/{id}")).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+#[tokio::test]
+async fn an_uninstall_revokes_every_connection_to_the_workspace_and_stops_their_syncs() {
+    let mock = MockServer::start().await;
+    let fake = FakeSlack::default();
+    {
+        let mut w = fake.0.lock().expect("lock");
+        w.token = FIRST_TOKEN.into();
+        w.channels.push(("C1".into(), false));
+        w.history.insert(
+            "C1".into(),
+            vec![message(&ts(now().timestamp() - 60, 1), "U1", "hi")],
+        );
+    }
+    mount(&mock, &fake).await;
+    let app = spawn(&mock, &[("POBLYSH_SLACK_APP_CLASS", "internal")]).await;
+    let (a, b) = (tenant(), tenant());
+    let first = connect(&app, &mock, a).await;
+    let second = connect(&app, &mock, b).await;
+    sync_now(&app, a, &first).await;
+
+    deliver(&app, &lifecycle("app_uninstalled", "Ev-uninstalled")).await;
+    inbox::drain(&app.state).await.expect("drain");
+
+    for (t, id) in [(a, &first), (b, &second)] {
+        let revoked = connection(&app, t, id).await;
+        assert_eq!(revoked["status"], "revoked", "{revoked}");
+        assert!(
+            revoked["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("uninstalled")),
+            "{revoked}"
+        );
+    }
+    let outcomes = SyncWorker::new().drain(&app.state).await.expect("drain");
+    assert_eq!(outcomes.len(), 1);
+    assert!(
+        matches!(outcomes[0].result, JobResult::Failed { .. }),
+        "{outcomes:?}"
+    );
+    assert!(
+        fake.0.lock().expect("lock").requests.is_empty(),
+        "no call after the uninstall"
+    );
+    let response = app
+        .operator(Method::POST, &format!("/connections/{first}/sync"))
+        .header("X-Tenant-Id", a.to_string())
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 409);
+}
+
+#[tokio::test]
+async fn a_revoked_bot_token_revokes_the_connection_but_a_revoked_user_token_does_not() {
+    let mock = MockServer::start().await;
+    let fake = FakeSlack::default();
+    mount(&mock, &fake).await;
+    let app = spawn(&mock, &[]).await;
+    let t = tenant();
+    let id = connect(&app, &mock, t).await;
+
+    let mut users_only = lifecycle("tokens_revoked", "Ev-user-token");
+    users_only["event"]["tokens"]["bot"] = json!([]);
+    deliver(&app, &users_only).await;
+    inbox::drain(&app.state).await.expect("drain");
+    assert_eq!(connection(&app, t, &id).await["status"], "active");
+
+    deliver(&app, &lifecycle("tokens_revoked", "Ev-bot-token")).await;
+    inbox::drain(&app.state).await.expect("drain");
+    let revoked = connection(&app, t, &id).await;
+    assert_eq!(revoked["status"], "revoked");
+    assert!(revoked["last_error"]
+        .as_str()
+        .is_some_and(|e| e.contains("bot token")));
+}

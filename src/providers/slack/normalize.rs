@@ -55,6 +55,9 @@ pub(super) fn normalize(event: &WebhookEvent) -> Result<Normalized, String> {
         return Ok(Normalized::Ignored);
     };
     let kind = inner.get("type").and_then(Value::as_str);
+    if let Some(revoked) = lifecycle(kind, &inner) {
+        return Ok(revoked);
+    }
     let subtype = inner.get("subtype").and_then(Value::as_str);
     let draft = match (kind, subtype) {
         (Some("message"), None) => Some(posted(read(inner, "message")?)?),
@@ -71,6 +74,27 @@ pub(super) fn normalize(event: &WebhookEvent) -> Result<Normalized, String> {
     Ok(match draft {
         Some(draft) => Normalized::Signals(vec![draft]),
         None => Normalized::Ignored,
+    })
+}
+
+/// The app lifecycle events that end a connection: `app_uninstalled`
+/// (<https://api.slack.com/events/app_uninstalled>) and `tokens_revoked` naming a bot token
+/// (<https://api.slack.com/events/tokens_revoked>; the connector acts with the bot token, so a
+/// revoked user token alone changes nothing).
+fn lifecycle(kind: Option<&str>, inner: &Value) -> Option<Normalized> {
+    let reason = match kind? {
+        "app_uninstalled" => "the Slack app was uninstalled from the workspace",
+        "tokens_revoked" => {
+            let bot = inner.pointer("/tokens/bot").and_then(Value::as_array);
+            if bot.is_none_or(|b| b.is_empty()) {
+                return Some(Normalized::Ignored);
+            }
+            "Slack revoked the app's bot token in the workspace"
+        }
+        _ => return None,
+    };
+    Some(Normalized::AccessRevoked {
+        reason: reason.to_string(),
     })
 }
 
@@ -528,6 +552,21 @@ mod tests {
         let mut on_a_file = fixture("reaction_added");
         on_a_file["event"]["item"] = json!({ "type": "file", "file": "F123ABC456" });
         assert!(ignored(&on_a_file));
+    }
+
+    #[test]
+    fn an_uninstall_or_a_revoked_bot_token_revokes_but_a_user_token_alone_does_not() {
+        let revoked = |body: &Value| matches!(normalized(body), Ok(Normalized::AccessRevoked { reason }) if !reason.is_empty());
+        assert!(revoked(&fixture("app_uninstalled")));
+        assert!(revoked(&fixture("tokens_revoked")));
+        let mut users_only = fixture("tokens_revoked");
+        users_only["event"]["tokens"]["bot"] = json!([]);
+        assert!(ignored(&users_only));
+        users_only["event"]["tokens"]
+            .as_object_mut()
+            .expect("object")
+            .remove("bot");
+        assert!(ignored(&users_only));
     }
 
     #[test]

@@ -714,3 +714,91 @@ async fn a_revoked_bot_token_revokes_the_connection_but_a_revoked_user_token_doe
         .as_str()
         .is_some_and(|e| e.contains("bot token")));
 }
+
+#[test]
+fn the_app_class_sets_slacks_limit_which_the_rate_limit_variables_still_override() {
+    use connectors::config::{Config, Source};
+    let policy = |pairs: &[(&str, &str)]| {
+        let mut all = vec![("POBLYSH_PROFILE", "test")];
+        all.extend_from_slice(pairs);
+        let config = Config::from_source(&Source::from_pairs(all)).expect("valid");
+        let p = config.provider("slack").expect("slack").rate_limit;
+        (p.requests, p.window_secs, p.burst)
+    };
+    assert_eq!(policy(&[]), (1, 60, 1), "commercial by default");
+    assert_eq!(
+        policy(&[("POBLYSH_SLACK_APP_CLASS", "commercial")]),
+        (1, 60, 1)
+    );
+    assert_eq!(
+        policy(&[("POBLYSH_SLACK_APP_CLASS", "marketplace")]),
+        (50, 60, 10)
+    );
+    assert_eq!(
+        policy(&[("POBLYSH_SLACK_APP_CLASS", "internal")]),
+        (50, 60, 10)
+    );
+    assert_eq!(
+        policy(&[
+            ("POBLYSH_SLACK_APP_CLASS", "internal"),
+            ("POBLYSH_SLACK_RATE_LIMIT_REQUESTS", "20"),
+        ]),
+        (20, 60, 10)
+    );
+    for (name, bad) in [
+        ("POBLYSH_SLACK_APP_CLASS", "enterprise"),
+        ("POBLYSH_SLACK_INITIAL_SYNC_DAYS", "0"),
+        ("POBLYSH_SLACK_INITIAL_SYNC_DAYS", "a week"),
+    ] {
+        let err = Config::from_source(&Source::from_pairs([
+            ("POBLYSH_PROFILE", "test"),
+            (name, bad),
+        ]))
+        .expect_err("refused");
+        assert_eq!(err.variable, name);
+    }
+}
+
+#[tokio::test]
+async fn the_first_sync_reads_back_the_configured_number_of_days_only() {
+    let mock = MockServer::start().await;
+    let fake = FakeSlack::default();
+    let day = 86_400;
+    {
+        let mut w = fake.0.lock().expect("lock");
+        w.token = FIRST_TOKEN.into();
+        w.channels.push(("C1".into(), false));
+        let n = now().timestamp();
+        let messages = vec![
+            message(&ts(n - 2 * day, 0), "U1", "two days ago"),
+            message(&ts(n - 4 * day, 0), "U1", "four days ago"),
+        ];
+        w.history.insert("C1".into(), messages);
+    }
+    mount(&mock, &fake).await;
+    let app = spawn(
+        &mock,
+        &[
+            ("POBLYSH_SLACK_APP_CLASS", "internal"),
+            ("POBLYSH_SLACK_INITIAL_SYNC_DAYS", "3"),
+        ],
+    )
+    .await;
+    let t = tenant();
+    let cid = connect(&app, &mock, t).await;
+    let asked_from = now().timestamp() - 3 * day;
+    sync_now(&app, t, &cid).await;
+    SyncWorker::new().drain(&app.state).await.expect("drain");
+    let signals = all_signals(&app, t, &cid).await;
+    let titles: Vec<&str> = signals.iter().filter_map(|s| s["title"].as_str()).collect();
+    assert_eq!(titles, ["two days ago"]);
+    let w = fake.0.lock().expect("lock");
+    let oldest = w
+        .requests
+        .iter()
+        .find(|(name, _)| name == "conversations.history")
+        .map(|(_, q)| q["oldest"].clone())
+        .expect("history asked");
+    let secs: i64 = ts_key(&oldest).0.try_into().expect("secs");
+    assert!((secs - asked_from).abs() <= 5, "{oldest} vs {asked_from}");
+}

@@ -617,6 +617,32 @@ mod tests {
     }
 
     #[test]
+    fn a_listing_keeps_known_channels_cursors_adds_new_ones_and_forgets_the_rest() {
+        let mut cursor = Cursor::start(now(), 7);
+        for (id, oldest) in [("C1", "5.000000"), ("C2", "6.000000")] {
+            cursor.channels.insert(
+                id.into(),
+                ChannelState {
+                    channel_type: "channel".into(),
+                    oldest: Some(oldest.into()),
+                },
+            );
+        }
+        cursor.listing = Some(Listing::default());
+        cursor.end_listing(vec![
+            ("C1".into(), "group".into()),
+            ("C3".into(), "channel".into()),
+        ]);
+        assert_eq!(cursor.queue, ["C1", "C3"]);
+        assert!(cursor.listing.is_none());
+        assert_eq!(cursor.channels["C1"].oldest.as_deref(), Some("5.000000"));
+        assert_eq!(cursor.channels["C1"].channel_type, "group");
+        assert_eq!(cursor.channels["C3"].oldest, None, "read from the floor");
+        assert!(!cursor.channels.contains_key("C2"), "the bot left it");
+        assert!(!cursor.round_done());
+    }
+
+    #[test]
     fn the_newest_ts_is_compared_as_time_not_text() {
         let mut newest = Some("999.000001".to_string());
         newest_of(&mut newest, "1000.000000");

@@ -1216,13 +1216,140 @@ async fn sync_reads_issues_by_watermark_then_the_releases_of_the_repositories_se
         .await
         .expect("releases of octo/lib");
     assert!(fourth.signals.is_empty());
-    assert!(!fourth.more, "the cycle is over");
-    assert_eq!(fourth.cursor["phase"], "issues");
+    assert!(fourth.more, "the comments follow");
+    assert_eq!(fourth.cursor["phase"], "comments");
     assert_eq!(
         fourth.cursor["repos"],
         json!([{ "full_name": "octo/app", "etag": "\"releases-app\"" }]),
         "a repository that is gone is forgotten"
     );
+
+    // The comments of the repository since the cycle began, as
+    // https://docs.github.com/en/rest/issues/comments#list-issue-comments-for-a-repository lists them.
+    let cycle_since = secs(&(at - Duration::days(30)));
+    let cycle_since_seen = fourth.cursor["cycle_since"].as_str().expect("cycle_since");
+    Mock::given(method("GET"))
+        .and(path("/repos/octo/app/issues/comments"))
+        .and(query_param("since", cycle_since_seen))
+        .and(query_param("sort", "updated"))
+        .and(query_param("direction", "asc"))
+        .respond_with(github_200(
+            json!([
+                rest_comment(900, "octo/app", 3, &secs(&t3), 7),
+                rest_comment(800, "octo/app", 1, &old, 7),
+            ]),
+            "\"comments\"",
+        ))
+        .expect(1)
+        .mount(&gh.mock)
+        .await;
+    let fifth = gh.page(Some(&fourth.cursor)).await.expect("comments");
+    assert!(
+        (time_of(cycle_since_seen) - time_of(&cycle_since))
+            .num_seconds()
+            .abs()
+            <= 2,
+        "the first cycle's comments start at the floor"
+    );
+    assert_eq!(
+        kinds_and_keys(&fifth),
+        [pair("issue_commented", "comment:900".into())],
+        "a comment from before the floor is history"
+    );
+    assert_eq!(
+        fifth.signals[0].title.as_deref(),
+        Some("Item 3 of octo/app")
+    );
+    assert_eq!(
+        fifth.signals[0].actor.as_ref().map(|a| a.id.as_str()),
+        Some("7")
+    );
+    assert!(fifth.more, "the reviews follow");
+    assert_eq!(fifth.cursor["phase"], "reviews");
+
+    // The reviews of each pull request the listing showed: octo/lib#2 is gone (404), octo/app#3
+    // has one (https://docs.github.com/en/rest/pulls/reviews#list-reviews-for-a-pull-request).
+    let sixth = gh
+        .page(Some(&fifth.cursor))
+        .await
+        .expect("reviews of octo/lib#2");
+    assert!(sixth.signals.is_empty() && sixth.more);
+    Mock::given(method("GET"))
+        .and(path("/repos/octo/app/pulls/3/reviews"))
+        .respond_with(github_200(
+            json!([rest_review(
+                70,
+                "octo/app",
+                3,
+                "APPROVED",
+                Some(&secs(&t3)),
+                8
+            )]),
+            "\"reviews\"",
+        ))
+        .expect(1)
+        .mount(&gh.mock)
+        .await;
+    let seventh = gh
+        .page(Some(&sixth.cursor))
+        .await
+        .expect("reviews of octo/app#3");
+    assert_eq!(
+        kinds_and_keys(&seventh),
+        [pair("pr_reviewed", "review:70".into())]
+    );
+    assert!(!seventh.more, "the cycle is over");
+    assert_eq!(seventh.cursor["phase"], "issues");
+    assert!(
+        seventh.cursor.get("seen").is_none(),
+        "forgotten with the cycle"
+    );
+}
+
+fn time_of(text: &str) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .expect("time")
+        .to_utc()
+}
+
+/// A comment as the repository comments listing gives it (the fields the service reads, in
+/// the shape of the published example of that endpoint).
+fn rest_comment(id: u64, repo: &str, number: u64, created: &str, user: u64) -> Value {
+    json!({
+        "id": id,
+        "node_id": "MDEyOklzc3VlQ29tbWVudDE=",
+        "url": format!("https://api.github.com/repos/{repo}/issues/comments/{id}"),
+        "html_url": format!("https://github.com/{repo}/issues/{number}#issuecomment-{id}"),
+        "body": "Me too",
+        "user": { "login": format!("user{user}"), "id": user, "type": "User", "site_admin": false },
+        "created_at": created,
+        "updated_at": created,
+        "issue_url": format!("https://api.github.com/repos/{repo}/issues/{number}"),
+        "author_association": "COLLABORATOR"
+    })
+}
+
+/// A review as a pull request's reviews listing gives it.
+fn rest_review(
+    id: u64,
+    repo: &str,
+    number: u64,
+    state: &str,
+    submitted: Option<&str>,
+    user: u64,
+) -> Value {
+    json!({
+        "id": id,
+        "node_id": "MDE3OlB1bGxSZXF1ZXN0UmV2aWV3ODA=",
+        "user": { "login": format!("user{user}"), "id": user, "type": "User", "site_admin": false },
+        "body": "Looks good",
+        "state": state,
+        "html_url": format!("https://github.com/{repo}/pull/{number}#pullrequestreview-{id}"),
+        "pull_request_url": format!("https://api.github.com/repos/{repo}/pulls/{number}"),
+        "submitted_at": submitted,
+        "commit_id": "ecdd80bb57125d7ba9641ffaa4d7d2c19d3f3091",
+        "author_association": "COLLABORATOR"
+    })
 }
 
 #[tokio::test]
@@ -1336,7 +1463,7 @@ async fn unchanged_listings_answer_304_to_if_none_match_and_report_nothing() {
     releases["phase"] = json!("releases");
     releases["repos"] = json!([{ "full_name": "octo/app", "etag": "\"r1\"" }]);
     let page = gh.page(Some(&releases)).await.expect("releases");
-    assert!(page.signals.is_empty() && !page.more);
+    assert!(page.signals.is_empty() && page.more, "the comments follow");
     assert_eq!(page.cursor["repos"][0]["etag"], "\"r1\"");
 }
 
@@ -1578,7 +1705,10 @@ async fn a_connection_made_through_oauth_gets_webhooks_and_sync_and_one_change_i
     let outcomes = sync_connection(&app, t, connection).await;
     assert_eq!(outcomes.len(), 1);
     assert_eq!(outcomes[0].result, JobResult::Succeeded, "{outcomes:?}");
-    assert_eq!(outcomes[0].pages, 2, "the issues, then the releases");
+    assert_eq!(
+        outcomes[0].pages, 4,
+        "the issues, the releases, the comments, the pull request's reviews"
+    );
     assert_eq!(outcomes[0].new_signals, 0, "the webhooks already told");
     let after = signals_of(&app, t).await;
     assert_eq!(after.len(), 2);

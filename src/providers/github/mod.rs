@@ -8,6 +8,7 @@
 //! Rate limit: 5,000 requests an hour for a user token, and requests for one user sent one at
 //! a time (https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api).
 
+mod history;
 mod normalize;
 mod oauth;
 mod sync;

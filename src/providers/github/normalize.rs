@@ -100,6 +100,11 @@ fn time(field: &str, value: &str) -> Result<Timestamp, String> {
     parse_rfc3339(value).map_err(|e| format!("{field} {e}"))
 }
 
+/// The actor an account is.
+pub(super) fn actor_of(account: &Account) -> Actor {
+    actor(account)
+}
+
 fn actor(account: &Account) -> Actor {
     Actor {
         id: account.id.to_string(),

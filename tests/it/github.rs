@@ -1755,3 +1755,153 @@ async fn the_stored_event_keeps_the_delivery_id_but_no_signature() {
         );
     }
 }
+
+/// What a signal says, apart from where it was stored and what the payload adds.
+fn said(s: &Signal) -> Value {
+    json!({
+        "kind": s.kind.to_string(), "dedupe_key": s.dedupe_key, "occurred_at": time(&s.occurred_at),
+        "actor": s.actor.as_ref().map(|a| a.id.clone()), "url": s.url, "external_id": s.external_id,
+        "title": s.title,
+    })
+}
+
+/// GitHub's published `issue_comment.created` and `pull_request_review.submitted` examples,
+/// moved into the last hours, delivered to one tenant; the same activity served by a fake
+/// REST API to another tenant's sync. The comment and the review are the same signals either
+/// way, and delivering the webhooks after the sync adds nothing. Reopenings and pushes are not
+/// read by sync (docs/providers/github.md): they come by webhook only.
+#[tokio::test]
+async fn comments_and_reviews_synced_are_the_signals_their_webhooks_give() {
+    let mock = MockServer::start().await;
+    let uri = mock.uri();
+    let app = spawn(&[
+        ("POBLYSH_GITHUB_CLIENT_ID", "Iv1.test-client"),
+        ("POBLYSH_GITHUB_CLIENT_SECRET", "github-test-secret-value"),
+        ("POBLYSH_GITHUB_AUTH_BASE_URL", uri.as_str()),
+        ("POBLYSH_GITHUB_API_BASE_URL", uri.as_str()),
+    ])
+    .await;
+    let at = second_now();
+    let (commented, reviewed) = (
+        secs(&(at - Duration::hours(2))),
+        secs(&(at - Duration::hours(1))),
+    );
+    let mut comment = example("issue_comment", "created");
+    comment["comment"]["created_at"] = json!(commented);
+    comment["comment"]["updated_at"] = json!(commented);
+    comment["issue"]["updated_at"] = json!(commented);
+    let mut review = example("pull_request_review", "submitted");
+    review["review"]["submitted_at"] = json!(reviewed);
+    review["pull_request"]["updated_at"] = json!(reviewed);
+    let repo = comment["repository"]["full_name"]
+        .as_str()
+        .expect("repo")
+        .to_string();
+    assert_eq!(review["repository"]["full_name"], repo.as_str());
+
+    // By webhook.
+    let by_webhook = tenant();
+    github_connection(&app, by_webhook, "21031067", "Codertocat").await;
+    let deliveries = [
+        ("issue_comment", "d-comment", &comment),
+        ("pull_request_review", "d-review", &review),
+    ];
+    for (event, delivery, body) in deliveries {
+        let body = serde_json::to_vec(body).expect("json");
+        accepted(deliver(&app, by_webhook, event, delivery, &body, |_| {}).await).await;
+    }
+    inbox::drain(&app.state).await.expect("drain");
+
+    // By sync: the listing shows the commented issue and the reviewed pull request, then the
+    // repository's comments and the pull request's reviews, in their REST shapes.
+    let by_sync = tenant();
+    let connection = connect_through_oauth(&app, &mock, by_sync).await;
+    let (issue, pr) = (&comment["issue"], &review["pull_request"]);
+    let number = |v: &Value| v["number"].as_u64().expect("number");
+    let mut listed_issue = rest_issue(
+        issue["id"].as_u64().expect("id"),
+        &repo,
+        number(issue),
+        &secs(&(at - Duration::days(3))),
+        &commented,
+        None,
+        None,
+    );
+    listed_issue["title"] = issue["title"].clone();
+    let mut listed_pr = rest_issue(
+        9_000_001,
+        &repo,
+        number(pr),
+        &secs(&(at - Duration::days(3))),
+        &reviewed,
+        None,
+        Some(None),
+    );
+    listed_pr["title"] = pr["title"].clone();
+    Mock::given(method("GET"))
+        .and(path("/issues"))
+        .respond_with(github_200(json!([listed_issue, listed_pr]), "W/\"issues\""))
+        .mount(&mock)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(format!("/repos/{repo}/releases")))
+        .respond_with(github_200(json!([]), "\"releases\""))
+        .mount(&mock)
+        .await;
+    let c = &comment["comment"];
+    let mut listed_comment = rest_comment(
+        c["id"].as_u64().expect("id"),
+        &repo,
+        number(issue),
+        &commented,
+        c["user"]["id"].as_u64().expect("user"),
+    );
+    listed_comment["html_url"] = c["html_url"].clone();
+    Mock::given(method("GET"))
+        .and(path(format!("/repos/{repo}/issues/comments")))
+        .respond_with(github_200(json!([listed_comment]), "\"comments\""))
+        .mount(&mock)
+        .await;
+    let r = &review["review"];
+    let mut listed_review = rest_review(
+        r["id"].as_u64().expect("id"),
+        &repo,
+        number(pr),
+        r["state"].as_str().expect("state"),
+        Some(&reviewed),
+        r["user"]["id"].as_u64().expect("user"),
+    );
+    listed_review["html_url"] = r["html_url"].clone();
+    Mock::given(method("GET"))
+        .and(path(format!("/repos/{repo}/pulls/{}/reviews", number(pr))))
+        .respond_with(github_200(json!([listed_review]), "\"reviews\""))
+        .mount(&mock)
+        .await;
+    let outcomes = sync_connection(&app, by_sync, connection).await;
+    assert_eq!(outcomes[0].result, JobResult::Succeeded, "{outcomes:?}");
+
+    let activity = |signals: Vec<Signal>| -> Vec<Value> {
+        signals
+            .iter()
+            .filter(|s| matches!(s.kind.as_str(), "issue_commented" | "pr_reviewed"))
+            .map(said)
+            .collect()
+    };
+    let webhooks = activity(signals_of(&app, by_webhook).await);
+    let synced = activity(signals_of(&app, by_sync).await);
+    assert_eq!(webhooks.len(), 2, "{webhooks:?}");
+    assert_eq!(synced, webhooks);
+
+    // The same deliveries reaching the synced tenant afterwards are the same signals.
+    let before = signals_of(&app, by_sync).await.len();
+    for (event, delivery, body) in deliveries {
+        let body = serde_json::to_vec(body).expect("json");
+        accepted(deliver(&app, by_sync, event, delivery, &body, |_| {}).await).await;
+    }
+    inbox::drain(&app.state).await.expect("drain");
+    assert_eq!(
+        signals_of(&app, by_sync).await.len(),
+        before,
+        "one signal each"
+    );
+}

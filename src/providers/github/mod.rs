@@ -2,7 +2,8 @@
 //!
 //! The [`Connector`] implementation only delegates: `oauth` (OAuth App, account lookup),
 //! `webhook` (signature and routing), `normalize` (payloads to signals, dedupe keys), `sync`
-//! (incremental listing, cursor) and `wire` (GitHub's JSON). Operator guide:
+//! (incremental listing, cursor), `history` (comments and reviews read by sync) and `wire`
+//! (GitHub's JSON). Operator guide:
 //! `docs/providers/github.md`.
 //!
 //! Rate limit: 5,000 requests an hour for a user token, and requests for one user sent one at

@@ -1299,7 +1299,10 @@ async fn sync_reads_issues_by_watermark_then_the_releases_of_the_repositories_se
         [pair("pr_reviewed", "review:70".into())]
     );
     assert!(!seventh.more, "the cycle is over");
-    assert_eq!(seventh.cursor["phase"], "issues");
+    assert_eq!(
+        seventh.cursor["phase"], "events",
+        "the next begins with the issue events of the repositories known"
+    );
     assert!(
         seventh.cursor.get("seen").is_none(),
         "forgotten with the cycle"
@@ -1840,7 +1843,10 @@ async fn comments_and_reviews_synced_are_the_signals_their_webhooks_give() {
     listed_pr["title"] = pr["title"].clone();
     Mock::given(method("GET"))
         .and(path("/issues"))
-        .respond_with(github_200(json!([listed_issue, listed_pr]), "W/\"issues\""))
+        .respond_with(github_200(
+            json!([listed_issue.clone(), listed_pr]),
+            "W/\"issues\"",
+        ))
         .mount(&mock)
         .await;
     Mock::given(method("GET"))
@@ -1880,21 +1886,66 @@ async fn comments_and_reviews_synced_are_the_signals_their_webhooks_give() {
     let outcomes = sync_connection(&app, by_sync, connection).await;
     assert_eq!(outcomes[0].result, JobResult::Succeeded, "{outcomes:?}");
 
+    // Then the issue is reopened: by webhook, and in the repository's issue events, which the
+    // next cycle reads first (https://docs.github.com/en/rest/issues/events#list-issue-events-for-a-repository).
+    let reopened_at = secs(&(at - Duration::minutes(10)));
+    let mut reopen = example("issues", "reopened");
+    reopen["issue"]["updated_at"] = json!(reopened_at);
+    let body = serde_json::to_vec(&reopen).expect("json");
+    accepted(deliver(&app, by_webhook, "issues", "d-reopen", &body, |_| {}).await).await;
+    inbox::drain(&app.state).await.expect("drain");
+    let reopen_repo = reopen["repository"]["full_name"].as_str().expect("repo");
+    assert_eq!(reopen_repo, repo, "the examples share a repository");
+    Mock::given(method("GET"))
+        .and(path(format!("/repos/{repo}/issues/events")))
+        .respond_with(github_200(
+            json!([{
+                "id": 6430295168u64, "node_id": "LOE_lADODwFebM5HwC0kzwAAAAF_RoSA",
+                "url": format!("https://api.github.com/repos/{repo}/issues/events/6430295168"),
+                "actor": reopen["sender"], "event": "reopened", "commit_id": null,
+                "commit_url": null, "created_at": reopened_at, "issue": reopen["issue"],
+                "performed_via_github_app": null
+            }]),
+            "\"events\"",
+        ))
+        .mount(&mock)
+        .await;
+    let mut relisted = listed_issue.clone();
+    relisted["id"] = reopen["issue"]["id"].clone();
+    relisted["number"] = reopen["issue"]["number"].clone();
+    relisted["title"] = reopen["issue"]["title"].clone();
+    relisted["updated_at"] = json!(reopened_at);
+    // The listing now shows the reopened issue updated at that moment.
+    Mock::given(method("GET"))
+        .and(path("/issues"))
+        .respond_with(github_200(json!([relisted]), "W/\"relisted\""))
+        .with_priority(1)
+        .mount(&mock)
+        .await;
+    let outcomes = sync_connection(&app, by_sync, connection).await;
+    assert_eq!(outcomes[0].result, JobResult::Succeeded, "{outcomes:?}");
+
     let activity = |signals: Vec<Signal>| -> Vec<Value> {
         signals
             .iter()
-            .filter(|s| matches!(s.kind.as_str(), "issue_commented" | "pr_reviewed"))
+            .filter(|s| {
+                matches!(
+                    s.kind.as_str(),
+                    "issue_commented" | "pr_reviewed" | "issue_reopened"
+                )
+            })
             .map(said)
             .collect()
     };
     let webhooks = activity(signals_of(&app, by_webhook).await);
     let synced = activity(signals_of(&app, by_sync).await);
-    assert_eq!(webhooks.len(), 2, "{webhooks:?}");
+    assert_eq!(webhooks.len(), 3, "{webhooks:?}");
     assert_eq!(synced, webhooks);
 
     // The same deliveries reaching the synced tenant afterwards are the same signals.
     let before = signals_of(&app, by_sync).await.len();
-    for (event, delivery, body) in deliveries {
+    let reopen_delivery = ("issues", "d-reopen", &reopen);
+    for (event, delivery, body) in deliveries.into_iter().chain([reopen_delivery]) {
         let body = serde_json::to_vec(body).expect("json");
         accepted(deliver(&app, by_sync, event, delivery, &body, |_| {}).await).await;
     }

@@ -1,4 +1,10 @@
-//! Activity the issues listing does not show, read by sync after it: the comments of each
+//! Activity the issues listing does not show. Before it, at the start of each cycle after the
+//! first, the issue events of each repository known (`GET /repos/{owner}/{repo}/issues/events`,
+//! newest first, first page only,
+//! <https://docs.github.com/en/rest/issues/events#list-issue-events-for-a-repository>):
+//! `reopened` as `issue_reopened` / `pr_reopened` and an issue's `closed` as `issue_closed`,
+//! with who did it, under the webhooks' keys; read before the listing so that its actor-less
+//! update or close of the same moment does not take the key first. After it: the comments of each
 //! repository seen (`GET /repos/{owner}/{repo}/issues/comments?since=…`,
 //! <https://docs.github.com/en/rest/issues/comments#list-issue-comments-for-a-repository>) as
 //! `issue_commented`, and the reviews of each pull request updated in the cycle
@@ -11,9 +17,11 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+#[cfg(test)]
+use serde_json::Value;
 
-use super::normalize::actor_of;
-use super::wire::{Issue, ListedComment, ListedReview};
+use super::normalize::{actor_of, change_key, issue_payload, issue_subject, pull_identity, Change};
+use super::wire::{Issue, IssueEvent, ListedComment, ListedReview};
 use crate::connector::SignalDraft;
 use crate::domain::{parse_rfc3339, SignalKind, Timestamp};
 
@@ -109,9 +117,95 @@ pub(super) fn review_draft(
     })
 }
 
+/// `issue_reopened`, `pr_reopened` or `issue_closed` for an issue event at or after `after`;
+/// a pull request's close (merged or not) is left to the listing.
+pub(super) fn event_draft(
+    event: &IssueEvent,
+    repo: &str,
+    after: &Timestamp,
+) -> Option<SignalDraft> {
+    let at = parse_rfc3339(&event.created_at).ok()?;
+    let issue = event.issue.as_ref()?;
+    if at < *after {
+        return None;
+    }
+    let pull = issue.pull_request.is_some();
+    let (kind, subject, change, external_id) = match (event.event.as_str(), pull) {
+        ("reopened", false) => (
+            "issue_reopened",
+            issue_subject(issue.id),
+            Change::Changed,
+            issue.id.to_string(),
+        ),
+        ("reopened", true) => {
+            let identity = pull_identity(repo, issue.number);
+            (
+                "pr_reopened",
+                format!("pr:{identity}"),
+                Change::Changed,
+                identity,
+            )
+        }
+        ("closed", false) => (
+            "issue_closed",
+            issue_subject(issue.id),
+            Change::Closed,
+            issue.id.to_string(),
+        ),
+        _ => return None,
+    };
+    let payload = if pull {
+        json!({ "repository": repo, "number": issue.number, "action": event.event })
+    } else {
+        issue_payload(issue, repo, Some(&event.event))
+    };
+    Some(SignalDraft {
+        kind: SignalKind::of(kind),
+        occurred_at: at,
+        actor: event.actor.as_ref().map(actor_of),
+        title: Some(issue.title.clone()),
+        url: Some(issue.html_url.clone()),
+        external_id: Some(external_id),
+        dedupe_key: change_key(&subject, change, &at),
+        payload,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reopenings_and_issue_closings_take_the_webhooks_keys_with_their_actor() {
+        let after = parse_rfc3339("2026-01-01T00:00:00Z").expect("time");
+        let event = |kind: &str, pull: bool, at: &str| -> IssueEvent {
+            serde_json::from_value(json!({
+                "id": 1, "event": kind, "created_at": at, "actor": { "id": 5, "login": "hubot" },
+                "issue": {
+                    "id": 7, "number": 3, "title": "Crash", "state": "open",
+                    "html_url": format!("https://github.com/octo/app/{}/3", if pull { "pull" } else { "issues" }),
+                    "created_at": "2025-06-01T00:00:00Z", "updated_at": at,
+                    "pull_request": if pull { json!({ "merged_at": null }) } else { Value::Null }
+                }
+            }))
+            .expect("event")
+        };
+        let at = "2026-01-02T10:00:00Z";
+        let reopened =
+            event_draft(&event("reopened", false, at), "octo/app", &after).expect("draft");
+        assert_eq!(reopened.kind, "issue_reopened");
+        assert_eq!(reopened.dedupe_key, "issue:7:changed:2026-01-02T10:00:00Z");
+        assert_eq!(reopened.actor.map(|a| a.id).as_deref(), Some("5"));
+        let pr = event_draft(&event("reopened", true, at), "octo/app", &after).expect("draft");
+        assert_eq!(pr.kind, "pr_reopened");
+        assert_eq!(pr.dedupe_key, "pr:octo/app#3:changed:2026-01-02T10:00:00Z");
+        let closed = event_draft(&event("closed", false, at), "octo/app", &after).expect("draft");
+        assert_eq!(closed.dedupe_key, "issue:7:closed:2026-01-02T10:00:00Z");
+        assert!(event_draft(&event("closed", true, at), "octo/app", &after).is_none());
+        assert!(event_draft(&event("labeled", false, at), "octo/app", &after).is_none());
+        let old = event("reopened", false, "2025-12-31T00:00:00Z");
+        assert!(event_draft(&old, "octo/app", &after).is_none());
+    }
 
     #[test]
     fn comments_and_reviews_take_the_webhooks_keys_and_their_items_titles() {

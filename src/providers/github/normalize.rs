@@ -73,7 +73,7 @@ pub(super) const UPDATING_PULL_ACTIONS: &[&str] = &[
 
 /// What happened to an issue or pull request; decides the dedupe key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Change {
+pub(super) enum Change {
     /// Opened: happens once.
     Created,
     /// Closed (or merged) at the given time.
@@ -83,7 +83,7 @@ enum Change {
 }
 
 /// `key` for `change` of `subject` at `at`.
-fn change_key(subject: &str, change: Change, at: &Timestamp) -> String {
+pub(super) fn change_key(subject: &str, change: Change, at: &Timestamp) -> String {
     match change {
         Change::Created => format!("{subject}:created"),
         Change::Closed => format!("{subject}:closed:{}", key_time(at)),
@@ -113,12 +113,12 @@ fn actor(account: &Account) -> Actor {
     }
 }
 
-fn issue_subject(issue_id: u64) -> String {
+pub(super) fn issue_subject(issue_id: u64) -> String {
     format!("issue:{issue_id}")
 }
 
 /// A pull request's identity on both paths: `owner/repo#number`.
-fn pull_identity(repository: &str, number: u64) -> String {
+pub(super) fn pull_identity(repository: &str, number: u64) -> String {
     format!("{repository}#{number}")
 }
 
@@ -218,7 +218,7 @@ fn issue_time(issue: &Issue, change: Change) -> Result<Timestamp, String> {
     }
 }
 
-fn issue_payload(issue: &Issue, repository: &str, action: Option<&str>) -> Value {
+pub(super) fn issue_payload(issue: &Issue, repository: &str, action: Option<&str>) -> Value {
     let mut payload = json!({
         "repository": repository,
         "number": issue.number,

@@ -17,7 +17,9 @@
 //! recently active), newest first
 //! (<https://docs.github.com/en/rest/releases/releases#list-releases>).
 //!
-//! **Comments and reviews** ([`super::history`]): then the comments of each of those
+//! **Issue events, comments and reviews** ([`super::history`]): a cycle after the first starts
+//! with the issue events of the repositories known (reopenings and closings, with who did it);
+//! after the releases come the comments of each of those
 //! repositories since the cycle began (`issues/comments?since=…`), then the reviews of each pull
 //! request the cycle's listing showed (at most [`history::MAX_SEEN`]).
 //!
@@ -55,7 +57,7 @@
 //! - `next`: set only while following `Link: rel="next"`, and only under the whole API base
 //!   (scheme, host, port and path prefix); any other link counts as no next page.
 //! - `issues_etag`: the validator of the last first-page request, sent when the URL is the same.
-//! - `phase`: `issues`, `releases`, `comments` or `reviews`; `release_index` is the next
+//! - `phase`: `events`, `issues`, `releases`, `comments` or `reviews`; `release_index` is the next
 //!   repository (or, for reviews, pull request) to ask; `activity_next` a comments or reviews
 //!   listing's next page.
 //! - `cycle_since`: `since` when the cycle began, for the comments listing.
@@ -73,10 +75,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use url::Url;
 
-use super::history::{self, comment_draft, review_draft, Seen};
+use super::history::{self, comment_draft, event_draft, review_draft, Seen};
 use super::normalize::{key_time, listed_issue, listed_release, listed_repository};
 use super::oauth::{api_base, API_VERSION};
-use super::wire::{Issue, ListedComment, ListedReview, Release};
+use super::wire::{Issue, IssueEvent, ListedComment, ListedReview, Release};
 use crate::connector::join_path;
 use crate::connector::transport;
 use crate::connector::ProviderCallError;
@@ -103,6 +105,7 @@ enum Phase {
     Releases,
     Comments,
     Reviews,
+    Events,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -233,9 +236,14 @@ impl Cursor {
         }
     }
 
-    /// The cycle is over: the next starts with the issues listing.
+    /// The cycle is over: the next starts with the issue events of the repositories known,
+    /// if any, then the issues listing.
     fn end_cycle(&mut self) {
-        self.phase = Phase::Issues;
+        self.phase = if self.repos.is_empty() {
+            Phase::Issues
+        } else {
+            Phase::Events
+        };
         self.release_index = 0;
         self.activity_next = None;
         self.cycle_since = None;
@@ -266,6 +274,7 @@ pub(super) async fn sync_page(
         Phase::Releases => releases_page(&ctx, cursor, now).await,
         Phase::Comments => comments_page(&ctx, cursor, now).await,
         Phase::Reviews => reviews_page(&ctx, cursor, now).await,
+        Phase::Events => events_page(&ctx, cursor, now).await,
     }
 }
 
@@ -506,6 +515,53 @@ async fn comments_page(
     }
     let more = cursor.release_index < cursor.repos.len() || cursor.begin(Phase::Reviews);
     Ok(cursor.page(signals, more))
+}
+
+/// The newest page of a known repository's issue events, from the watermark on; the issues
+/// listing follows the last repository.
+async fn events_page(
+    ctx: &SyncContext<'_>,
+    mut cursor: Cursor,
+    now: Timestamp,
+) -> Result<SyncPage, ProviderCallError> {
+    let mut signals = Vec::new();
+    let index = cursor.release_index;
+    if let Some(repo) = cursor
+        .repos
+        .get(index)
+        .map(|r| r.full_name.clone())
+        .filter(|r| plain_full_name(r))
+    {
+        let base = api_base(ctx.provider.settings);
+        let mut url = join_path(&base, &format!("/repos/{repo}/issues/events"));
+        url.query_pairs_mut().append_pair("per_page", "100");
+        let answer = fetch(ctx, &base, url, None, now).await?;
+        cursor.rate_limited_until = answer.exhausted_until;
+        match answer.status {
+            200 => {
+                let events: Vec<IssueEvent> =
+                    serde_json::from_slice(&answer.body).map_err(|_| {
+                        ProviderCallError::Rejected(
+                            "GitHub issue events answered an unexpected body".into(),
+                        )
+                    })?;
+                let after = cursor.since.max(cursor.floor);
+                signals.extend(events.iter().filter_map(|e| event_draft(e, &repo, &after)));
+            }
+            301 | 403 | 404 | 410 | 451 => {}
+            status => {
+                return Err(ProviderCallError::Rejected(format!(
+                    "GitHub issue events of {repo} answered {status}"
+                )))
+            }
+        }
+    }
+    cursor.release_index += 1;
+    if cursor.release_index >= cursor.repos.len() {
+        cursor.phase = Phase::Issues;
+        cursor.release_index = 0;
+    }
+    Ok(cursor.page(signals, true))
 }
 
 /// One page of the reviews of a pull request the cycle's listing showed.

@@ -217,3 +217,15 @@ pub struct ListedReview {
     #[serde(default)]
     pub user: Option<Account>,
 }
+
+/// An event of a repository's issue events listing
+/// (<https://docs.github.com/en/rest/issues/events#list-issue-events-for-a-repository>).
+#[derive(Clone, Debug, Deserialize)]
+pub struct IssueEvent {
+    pub event: String,
+    pub created_at: String,
+    #[serde(default)]
+    pub actor: Option<Account>,
+    #[serde(default)]
+    pub issue: Option<Issue>,
+}

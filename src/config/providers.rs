@@ -8,21 +8,24 @@
 use std::time::Duration;
 
 use super::{parse, ConfigError, Source};
-use crate::connector::{Descriptor, ProviderSettings, RateLimitPolicy};
+use crate::connector::{Connector, Descriptor, ProviderSettings, RateLimitPolicy};
 use crate::crypto::Secret;
 use crate::providers;
 
 pub(super) fn load(source: &Source) -> Result<Vec<ProviderSettings>, ConfigError> {
-    providers::descriptors()
+    providers::CATALOGUE
         .iter()
-        .map(|d| load_one(source, d))
+        .map(|c| load_one(source, *c))
         .collect()
 }
 
-fn load_one(source: &Source, d: &'static Descriptor) -> Result<ProviderSettings, ConfigError> {
+fn load_one(source: &Source, c: &'static dyn Connector) -> Result<ProviderSettings, ConfigError> {
+    let d = c.descriptor();
     let var = |suffix: &str| format!("POBLYSH_{}_{suffix}", d.slug.to_ascii_uppercase());
     let secret = |suffix: &str| source.get(&var(suffix)).map(|s| Secret::new(s.trim()));
-    let defaults = d.rate_limit;
+    let extra = own_settings(source, d)?;
+    // The provider's defaults under its own settings (Slack's app class), then the overrides.
+    let defaults = c.default_rate_limit(&extra);
     let rate_limit = RateLimitPolicy {
         requests: parse::optional(
             source,
@@ -58,7 +61,7 @@ fn load_one(source: &Source, d: &'static Descriptor) -> Result<ProviderSettings,
         auth_base_url: parse::optional(source, &var("AUTH_BASE_URL"), parse::http_url)?,
         scopes: parse::optional(source, &var("SCOPES"), parse::word_list)?,
         rate_limit,
-        extra: own_settings(source, d)?,
+        extra,
     })
 }
 

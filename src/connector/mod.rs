@@ -63,6 +63,14 @@ pub trait Connector: Send + Sync + 'static {
         None
     }
 
+    /// The default client-side rate limits under the provider's own settings (`extra`, as in
+    /// [`ProviderSettings::extra`]), before the `POBLYSH_<SLUG>_RATE_LIMIT_*` overrides apply:
+    /// the descriptor's by default. A provider whose limits depend on how it is deployed (Slack's
+    /// app class) derives them here.
+    fn default_rate_limit(&self, _extra: &[(&'static str, String)]) -> RateLimitPolicy {
+        self.descriptor().rate_limit
+    }
+
     /// Reads a token endpoint response (status and body as JSON or form).
     fn interpret_token_response(
         &self,

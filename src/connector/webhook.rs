@@ -104,4 +104,8 @@ pub enum Normalized {
     /// The provider says something changed without saying what (Google's push channels):
     /// the connection is synced now, and the sync yields the signals.
     SyncRequested,
+    /// The provider says the connection's grant is gone (Slack's `tokens_revoked` of the bot
+    /// token, `app_uninstalled`): the routed connection is marked `revoked` with this reason,
+    /// its tokens erased, and it syncs no more.
+    AccessRevoked { reason: String },
 }

@@ -8,7 +8,8 @@ use std::time::Duration;
 use super::stranded::Stranded;
 use crate::connector::{declared_signals, Normalized, WebhookEvent};
 use crate::domain::{
-    now, Connection, EventStatus, JobType, StoredWebhookEvent, TenantId, Timestamp,
+    now, Connection, ConnectionStatus, EventStatus, JobType, StoredWebhookEvent, TenantId,
+    Timestamp,
 };
 use crate::services::Services;
 use crate::store::{Backend, EventCompletion, IfRunning, StoreError};
@@ -318,6 +319,10 @@ async fn decide(
         Normalized::SyncRequested => {
             return Ok(done(EventStatus::Ignored, None, Vec::new(), None));
         }
+        Normalized::AccessRevoked { reason } => {
+            revoke(state, connection, &reason).await?;
+            Vec::new()
+        }
         // Returned above, before routing.
         Normalized::Ignored => Vec::new(),
     };
@@ -327,6 +332,29 @@ async fn decide(
         signals,
         None,
     ))
+}
+
+/// Marks `connection` `revoked` with `reason` as its last error and erases its tokens, as a
+/// disconnect does, without calling the provider: the grant is already gone there. Its queued
+/// and running syncs then stop, since only an active connection syncs or stores a page.
+async fn revoke(state: &Services, connection: &Connection, reason: &str) -> Result<(), StoreError> {
+    tracing::warn!(provider = %connection.provider, connection_id = %connection.id, reason, "the provider revoked the connection's access");
+    let at = now();
+    state
+        .store
+        .revoke_connection(connection.tenant_id, connection.id, at)
+        .await?;
+    state
+        .store
+        .set_connection_status(
+            connection.tenant_id,
+            connection.id,
+            ConnectionStatus::Revoked,
+            Some(reason),
+            at,
+        )
+        .await?;
+    Ok(())
 }
 
 /// Enqueues a `webhook` sync of `connection` (or finds the one already queued or running) and

@@ -198,13 +198,18 @@ fn expected(event: &str, p: &Value) -> Option<Expected> {
     };
     let text = |v: &Value| v.as_str().expect("text").to_string();
     match (event, action) {
-        ("issues", "opened" | "edited" | "closed" | "reopened") => {
+        ("issues", "opened" | "closed" | "reopened")
+        | (
+            "issues",
+            "edited" | "labeled" | "unlabeled" | "assigned" | "unassigned" | "milestoned"
+            | "demilestoned",
+        ) => {
             let issue = &p["issue"];
             let (kind, at) = match action {
                 "opened" => ("issue_created", "created_at"),
-                "edited" => ("issue_updated", "updated_at"),
                 "closed" => ("issue_closed", "closed_at"),
-                _ => ("issue_reopened", "updated_at"),
+                "reopened" => ("issue_reopened", "updated_at"),
+                _ => ("issue_updated", "updated_at"),
             };
             Some(Expected {
                 kind,
@@ -221,15 +226,20 @@ fn expected(event: &str, p: &Value) -> Option<Expected> {
             external_id: id(&p["comment"]["id"]),
             title: text(&p["issue"]["title"]),
         }),
-        ("pull_request", "opened" | "edited" | "closed" | "reopened") => {
+        ("pull_request", "opened" | "closed" | "reopened")
+        | (
+            "pull_request",
+            "edited" | "synchronize" | "labeled" | "unlabeled" | "assigned" | "unassigned"
+            | "milestoned" | "demilestoned" | "ready_for_review" | "converted_to_draft",
+        ) => {
             let pr = &p["pull_request"];
             let merged = pr["merged"].as_bool() == Some(true);
             let (kind, at) = match (action, merged) {
                 ("opened", _) => ("pr_opened", "created_at"),
-                ("edited", _) => ("pr_updated", "updated_at"),
                 ("reopened", _) => ("pr_reopened", "updated_at"),
-                (_, true) => ("pr_merged", "merged_at"),
-                (_, false) => ("pr_closed", "closed_at"),
+                ("closed", true) => ("pr_merged", "merged_at"),
+                ("closed", false) => ("pr_closed", "closed_at"),
+                _ => ("pr_updated", "updated_at"),
             };
             Some(Expected {
                 kind,
@@ -426,7 +436,7 @@ async fn every_documented_github_webhook_is_accepted_and_the_mapped_ones_become_
         .flat_map(|e| e["signals"].as_array().cloned().unwrap_or_default())
         .map(|s| s["kind"].as_str().expect("kind").to_string())
         .collect();
-    let lacking = ["issue_closed", "pr_updated", "pr_merged"];
+    let lacking = ["issue_closed", "pr_merged"];
     for kind in GithubConnector.descriptor().kinds {
         assert_eq!(seen.contains(*kind), !lacking.contains(kind), "{kind}");
     }
@@ -1206,13 +1216,143 @@ async fn sync_reads_issues_by_watermark_then_the_releases_of_the_repositories_se
         .await
         .expect("releases of octo/lib");
     assert!(fourth.signals.is_empty());
-    assert!(!fourth.more, "the cycle is over");
-    assert_eq!(fourth.cursor["phase"], "issues");
+    assert!(fourth.more, "the comments follow");
+    assert_eq!(fourth.cursor["phase"], "comments");
     assert_eq!(
         fourth.cursor["repos"],
         json!([{ "full_name": "octo/app", "etag": "\"releases-app\"" }]),
         "a repository that is gone is forgotten"
     );
+
+    // The comments of the repository since the cycle began, as
+    // https://docs.github.com/en/rest/issues/comments#list-issue-comments-for-a-repository lists them.
+    let cycle_since = secs(&(at - Duration::days(30)));
+    let cycle_since_seen = fourth.cursor["cycle_since"].as_str().expect("cycle_since");
+    Mock::given(method("GET"))
+        .and(path("/repos/octo/app/issues/comments"))
+        .and(query_param("since", cycle_since_seen))
+        .and(query_param("sort", "updated"))
+        .and(query_param("direction", "asc"))
+        .respond_with(github_200(
+            json!([
+                rest_comment(900, "octo/app", 3, &secs(&t3), 7),
+                rest_comment(800, "octo/app", 1, &old, 7),
+            ]),
+            "\"comments\"",
+        ))
+        .expect(1)
+        .mount(&gh.mock)
+        .await;
+    let fifth = gh.page(Some(&fourth.cursor)).await.expect("comments");
+    assert!(
+        (time_of(cycle_since_seen) - time_of(&cycle_since))
+            .num_seconds()
+            .abs()
+            <= 2,
+        "the first cycle's comments start at the floor"
+    );
+    assert_eq!(
+        kinds_and_keys(&fifth),
+        [pair("issue_commented", "comment:900".into())],
+        "a comment from before the floor is history"
+    );
+    assert_eq!(
+        fifth.signals[0].title.as_deref(),
+        Some("Item 3 of octo/app")
+    );
+    assert_eq!(
+        fifth.signals[0].actor.as_ref().map(|a| a.id.as_str()),
+        Some("7")
+    );
+    assert!(fifth.more, "the reviews follow");
+    assert_eq!(fifth.cursor["phase"], "reviews");
+
+    // The reviews of each pull request the listing showed: octo/lib#2 is gone (404), octo/app#3
+    // has one (https://docs.github.com/en/rest/pulls/reviews#list-reviews-for-a-pull-request).
+    let sixth = gh
+        .page(Some(&fifth.cursor))
+        .await
+        .expect("reviews of octo/lib#2");
+    assert!(sixth.signals.is_empty() && sixth.more);
+    Mock::given(method("GET"))
+        .and(path("/repos/octo/app/pulls/3/reviews"))
+        .respond_with(github_200(
+            json!([rest_review(
+                70,
+                "octo/app",
+                3,
+                "APPROVED",
+                Some(&secs(&t3)),
+                8
+            )]),
+            "\"reviews\"",
+        ))
+        .expect(1)
+        .mount(&gh.mock)
+        .await;
+    let seventh = gh
+        .page(Some(&sixth.cursor))
+        .await
+        .expect("reviews of octo/app#3");
+    assert_eq!(
+        kinds_and_keys(&seventh),
+        [pair("pr_reviewed", "review:70".into())]
+    );
+    assert!(!seventh.more, "the cycle is over");
+    assert_eq!(
+        seventh.cursor["phase"], "events",
+        "the next begins with the issue events of the repositories known"
+    );
+    assert!(
+        seventh.cursor.get("seen").is_none(),
+        "forgotten with the cycle"
+    );
+}
+
+fn time_of(text: &str) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .expect("time")
+        .to_utc()
+}
+
+/// A comment as the repository comments listing gives it (the fields the service reads, in
+/// the shape of the published example of that endpoint).
+fn rest_comment(id: u64, repo: &str, number: u64, created: &str, user: u64) -> Value {
+    json!({
+        "id": id,
+        "node_id": "MDEyOklzc3VlQ29tbWVudDE=",
+        "url": format!("https://api.github.com/repos/{repo}/issues/comments/{id}"),
+        "html_url": format!("https://github.com/{repo}/issues/{number}#issuecomment-{id}"),
+        "body": "Me too",
+        "user": { "login": format!("user{user}"), "id": user, "type": "User", "site_admin": false },
+        "created_at": created,
+        "updated_at": created,
+        "issue_url": format!("https://api.github.com/repos/{repo}/issues/{number}"),
+        "author_association": "COLLABORATOR"
+    })
+}
+
+/// A review as a pull request's reviews listing gives it.
+fn rest_review(
+    id: u64,
+    repo: &str,
+    number: u64,
+    state: &str,
+    submitted: Option<&str>,
+    user: u64,
+) -> Value {
+    json!({
+        "id": id,
+        "node_id": "MDE3OlB1bGxSZXF1ZXN0UmV2aWV3ODA=",
+        "user": { "login": format!("user{user}"), "id": user, "type": "User", "site_admin": false },
+        "body": "Looks good",
+        "state": state,
+        "html_url": format!("https://github.com/{repo}/pull/{number}#pullrequestreview-{id}"),
+        "pull_request_url": format!("https://api.github.com/repos/{repo}/pulls/{number}"),
+        "submitted_at": submitted,
+        "commit_id": "ecdd80bb57125d7ba9641ffaa4d7d2c19d3f3091",
+        "author_association": "COLLABORATOR"
+    })
 }
 
 #[tokio::test]
@@ -1326,7 +1466,7 @@ async fn unchanged_listings_answer_304_to_if_none_match_and_report_nothing() {
     releases["phase"] = json!("releases");
     releases["repos"] = json!([{ "full_name": "octo/app", "etag": "\"r1\"" }]);
     let page = gh.page(Some(&releases)).await.expect("releases");
-    assert!(page.signals.is_empty() && !page.more);
+    assert!(page.signals.is_empty() && page.more, "the comments follow");
     assert_eq!(page.cursor["repos"][0]["etag"], "\"r1\"");
 }
 
@@ -1570,7 +1710,10 @@ async fn a_connection_made_through_oauth_gets_webhooks_and_sync_and_one_change_i
     let outcomes = sync_connection(&app, t, connection).await;
     assert_eq!(outcomes.len(), 1);
     assert_eq!(outcomes[0].result, JobResult::Succeeded, "{outcomes:?}");
-    assert_eq!(outcomes[0].pages, 2, "the issues, then the releases");
+    assert_eq!(
+        outcomes[0].pages, 4,
+        "the issues, the releases, the comments, the pull request's reviews"
+    );
     assert_eq!(outcomes[0].new_signals, 0, "the webhooks already told");
     let after = signals_of(&app, t).await;
     assert_eq!(after.len(), 2);
@@ -1616,4 +1759,202 @@ async fn the_stored_event_keeps_the_delivery_id_but_no_signature() {
             event.headers
         );
     }
+}
+
+/// What a signal says, apart from where it was stored and what the payload adds.
+fn said(s: &Signal) -> Value {
+    json!({
+        "kind": s.kind.to_string(), "dedupe_key": s.dedupe_key, "occurred_at": time(&s.occurred_at),
+        "actor": s.actor.as_ref().map(|a| a.id.clone()), "url": s.url, "external_id": s.external_id,
+        "title": s.title,
+    })
+}
+
+/// GitHub's published `issue_comment.created` and `pull_request_review.submitted` examples,
+/// moved into the last hours, delivered to one tenant; the same activity served by a fake
+/// REST API to another tenant's sync. The comment and the review are the same signals either
+/// way, and delivering the webhooks after the sync adds nothing. Reopenings and pushes are not
+/// read by sync (docs/providers/github.md): they come by webhook only.
+#[tokio::test]
+async fn comments_and_reviews_synced_are_the_signals_their_webhooks_give() {
+    let mock = MockServer::start().await;
+    let uri = mock.uri();
+    let app = spawn(&[
+        ("POBLYSH_GITHUB_CLIENT_ID", "Iv1.test-client"),
+        ("POBLYSH_GITHUB_CLIENT_SECRET", "github-test-secret-value"),
+        ("POBLYSH_GITHUB_AUTH_BASE_URL", uri.as_str()),
+        ("POBLYSH_GITHUB_API_BASE_URL", uri.as_str()),
+    ])
+    .await;
+    let at = second_now();
+    let (commented, reviewed) = (
+        secs(&(at - Duration::hours(2))),
+        secs(&(at - Duration::hours(1))),
+    );
+    let mut comment = example("issue_comment", "created");
+    comment["comment"]["created_at"] = json!(commented);
+    comment["comment"]["updated_at"] = json!(commented);
+    comment["issue"]["updated_at"] = json!(commented);
+    let mut review = example("pull_request_review", "submitted");
+    review["review"]["submitted_at"] = json!(reviewed);
+    review["pull_request"]["updated_at"] = json!(reviewed);
+    let repo = comment["repository"]["full_name"]
+        .as_str()
+        .expect("repo")
+        .to_string();
+    assert_eq!(review["repository"]["full_name"], repo.as_str());
+
+    // By webhook.
+    let by_webhook = tenant();
+    github_connection(&app, by_webhook, "21031067", "Codertocat").await;
+    let deliveries = [
+        ("issue_comment", "d-comment", &comment),
+        ("pull_request_review", "d-review", &review),
+    ];
+    for (event, delivery, body) in deliveries {
+        let body = serde_json::to_vec(body).expect("json");
+        accepted(deliver(&app, by_webhook, event, delivery, &body, |_| {}).await).await;
+    }
+    inbox::drain(&app.state).await.expect("drain");
+
+    // By sync: the listing shows the commented issue and the reviewed pull request, then the
+    // repository's comments and the pull request's reviews, in their REST shapes.
+    let by_sync = tenant();
+    let connection = connect_through_oauth(&app, &mock, by_sync).await;
+    let (issue, pr) = (&comment["issue"], &review["pull_request"]);
+    let number = |v: &Value| v["number"].as_u64().expect("number");
+    let mut listed_issue = rest_issue(
+        issue["id"].as_u64().expect("id"),
+        &repo,
+        number(issue),
+        &secs(&(at - Duration::days(3))),
+        &commented,
+        None,
+        None,
+    );
+    listed_issue["title"] = issue["title"].clone();
+    let mut listed_pr = rest_issue(
+        9_000_001,
+        &repo,
+        number(pr),
+        &secs(&(at - Duration::days(3))),
+        &reviewed,
+        None,
+        Some(None),
+    );
+    listed_pr["title"] = pr["title"].clone();
+    Mock::given(method("GET"))
+        .and(path("/issues"))
+        .respond_with(github_200(
+            json!([listed_issue.clone(), listed_pr]),
+            "W/\"issues\"",
+        ))
+        .mount(&mock)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(format!("/repos/{repo}/releases")))
+        .respond_with(github_200(json!([]), "\"releases\""))
+        .mount(&mock)
+        .await;
+    let c = &comment["comment"];
+    let mut listed_comment = rest_comment(
+        c["id"].as_u64().expect("id"),
+        &repo,
+        number(issue),
+        &commented,
+        c["user"]["id"].as_u64().expect("user"),
+    );
+    listed_comment["html_url"] = c["html_url"].clone();
+    Mock::given(method("GET"))
+        .and(path(format!("/repos/{repo}/issues/comments")))
+        .respond_with(github_200(json!([listed_comment]), "\"comments\""))
+        .mount(&mock)
+        .await;
+    let r = &review["review"];
+    let mut listed_review = rest_review(
+        r["id"].as_u64().expect("id"),
+        &repo,
+        number(pr),
+        r["state"].as_str().expect("state"),
+        Some(&reviewed),
+        r["user"]["id"].as_u64().expect("user"),
+    );
+    listed_review["html_url"] = r["html_url"].clone();
+    Mock::given(method("GET"))
+        .and(path(format!("/repos/{repo}/pulls/{}/reviews", number(pr))))
+        .respond_with(github_200(json!([listed_review]), "\"reviews\""))
+        .mount(&mock)
+        .await;
+    let outcomes = sync_connection(&app, by_sync, connection).await;
+    assert_eq!(outcomes[0].result, JobResult::Succeeded, "{outcomes:?}");
+
+    // Then the issue is reopened: by webhook, and in the repository's issue events, which the
+    // next cycle reads first (https://docs.github.com/en/rest/issues/events#list-issue-events-for-a-repository).
+    let reopened_at = secs(&(at - Duration::minutes(10)));
+    let mut reopen = example("issues", "reopened");
+    reopen["issue"]["updated_at"] = json!(reopened_at);
+    let body = serde_json::to_vec(&reopen).expect("json");
+    accepted(deliver(&app, by_webhook, "issues", "d-reopen", &body, |_| {}).await).await;
+    inbox::drain(&app.state).await.expect("drain");
+    let reopen_repo = reopen["repository"]["full_name"].as_str().expect("repo");
+    assert_eq!(reopen_repo, repo, "the examples share a repository");
+    Mock::given(method("GET"))
+        .and(path(format!("/repos/{repo}/issues/events")))
+        .respond_with(github_200(
+            json!([{
+                "id": 6430295168u64, "node_id": "LOE_lADODwFebM5HwC0kzwAAAAF_RoSA",
+                "url": format!("https://api.github.com/repos/{repo}/issues/events/6430295168"),
+                "actor": reopen["sender"], "event": "reopened", "commit_id": null,
+                "commit_url": null, "created_at": reopened_at, "issue": reopen["issue"],
+                "performed_via_github_app": null
+            }]),
+            "\"events\"",
+        ))
+        .mount(&mock)
+        .await;
+    let mut relisted = listed_issue.clone();
+    relisted["id"] = reopen["issue"]["id"].clone();
+    relisted["number"] = reopen["issue"]["number"].clone();
+    relisted["title"] = reopen["issue"]["title"].clone();
+    relisted["updated_at"] = json!(reopened_at);
+    // The listing now shows the reopened issue updated at that moment.
+    Mock::given(method("GET"))
+        .and(path("/issues"))
+        .respond_with(github_200(json!([relisted]), "W/\"relisted\""))
+        .with_priority(1)
+        .mount(&mock)
+        .await;
+    let outcomes = sync_connection(&app, by_sync, connection).await;
+    assert_eq!(outcomes[0].result, JobResult::Succeeded, "{outcomes:?}");
+
+    let activity = |signals: Vec<Signal>| -> Vec<Value> {
+        signals
+            .iter()
+            .filter(|s| {
+                matches!(
+                    s.kind.as_str(),
+                    "issue_commented" | "pr_reviewed" | "issue_reopened"
+                )
+            })
+            .map(said)
+            .collect()
+    };
+    let webhooks = activity(signals_of(&app, by_webhook).await);
+    let synced = activity(signals_of(&app, by_sync).await);
+    assert_eq!(webhooks.len(), 3, "{webhooks:?}");
+    assert_eq!(synced, webhooks);
+
+    // The same deliveries reaching the synced tenant afterwards are the same signals.
+    let before = signals_of(&app, by_sync).await.len();
+    let reopen_delivery = ("issues", "d-reopen", &reopen);
+    for (event, delivery, body) in deliveries.into_iter().chain([reopen_delivery]) {
+        let body = serde_json::to_vec(body).expect("json");
+        accepted(deliver(&app, by_sync, event, delivery, &body, |_| {}).await).await;
+    }
+    inbox::drain(&app.state).await.expect("drain");
+    assert_eq!(
+        signals_of(&app, by_sync).await.len(),
+        before,
+        "one signal each"
+    );
 }

@@ -29,6 +29,7 @@ mod pagination;
 mod providers_oauth;
 mod refresh;
 mod slack;
+mod slack_sync;
 mod store_contract;
 mod subscriptions;
 mod sync;

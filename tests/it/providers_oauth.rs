@@ -176,7 +176,7 @@ fn form_fields(body: &[u8]) -> HashMap<String, String> {
 // --- Slack -------------------------------------------------------------------------------
 
 const SLACK_SCOPES: &str =
-    "channels:history,channels:read,groups:history,reactions:read,team:read,users:read";
+    "channels:history,channels:read,groups:history,groups:read,reactions:read,team:read,users:read";
 const SLACK_BOT_TOKEN: &str = "xoxe.xoxb-1-MS0yLTE3NjUzNjcyNDgxLTE5ODc0Njk4MzIz";
 
 #[tokio::test]

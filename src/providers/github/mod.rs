@@ -2,12 +2,14 @@
 //!
 //! The [`Connector`] implementation only delegates: `oauth` (OAuth App, account lookup),
 //! `webhook` (signature and routing), `normalize` (payloads to signals, dedupe keys), `sync`
-//! (incremental listing, cursor) and `wire` (GitHub's JSON). Operator guide:
+//! (incremental listing, cursor), `history` (comments and reviews read by sync) and `wire`
+//! (GitHub's JSON). Operator guide:
 //! `docs/providers/github.md`.
 //!
 //! Rate limit: 5,000 requests an hour for a user token, and requests for one user sent one at
 //! a time (https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api).
 
+mod history;
 mod normalize;
 mod oauth;
 mod sync;
@@ -19,7 +21,7 @@ use axum::http::HeaderMap;
 use serde_json::Value;
 use url::Url;
 
-use crate::connector::ProviderSettings;
+use crate::connector::{ProviderSettings, WebhookUrl};
 use crate::connector::{
     AuthType, Connector, Descriptor, RateLimitPolicy, SyncContext, TenantWebhook,
 };
@@ -97,6 +99,15 @@ impl Connector for GithubConnector {
         tokens: &ConnectionTokens,
     ) -> Result<(), ProviderCallError> {
         oauth::revoke_grant(ctx, &tokens.access_token).await
+    }
+
+    fn precheck_webhook(
+        &self,
+        settings: &ProviderSettings,
+        url: WebhookUrl,
+        headers: &HeaderMap,
+    ) -> Result<(), WebhookRejection> {
+        webhook::precheck(settings, url, headers).map(|_| ())
     }
 
     async fn verify_webhook(

@@ -4,9 +4,9 @@
 //!
 //! | event | action | kind | `occurred_at` |
 //! | --- | --- | --- | --- |
-//! | `issues` | `opened` / `edited` / `closed` / `reopened` | `issue_created` / `issue_updated` / `issue_closed` / `issue_reopened` | `created_at` / `updated_at` / `closed_at` / `updated_at` |
+//! | `issues` | `opened` / [`UPDATING_ISSUE_ACTIONS`] / `closed` / `reopened` | `issue_created` / `issue_updated` / `issue_closed` / `issue_reopened` | `created_at` / `updated_at` / `closed_at` / `updated_at` |
 //! | `issue_comment` | `created` | `issue_commented` | `comment.created_at` |
-//! | `pull_request` | `opened` / `edited` / `closed` / `reopened` | `pr_opened` / `pr_updated` / `pr_merged` or `pr_closed` / `pr_reopened` | `created_at` / `updated_at` / `merged_at` or `closed_at` / `updated_at` |
+//! | `pull_request` | `opened` / [`UPDATING_PULL_ACTIONS`] / `closed` / `reopened` | `pr_opened` / `pr_updated` / `pr_merged` or `pr_closed` / `pr_reopened` | `created_at` / `updated_at` / `merged_at` or `closed_at` / `updated_at` |
 //! | `pull_request_review` | `submitted` | `pr_reviewed` | `review.submitted_at` |
 //! | `push` | (branch pushes with a head commit) | `code_pushed` | `head_commit.timestamp` |
 //! | `release` | `published` | `release_published` | `release.published_at` |
@@ -39,9 +39,41 @@ use super::wire::{
 use crate::connector::{Normalized, SignalDraft, WebhookEvent};
 use crate::domain::{parse_rfc3339, Actor, SignalKind, Timestamp};
 
+/// `issues` actions that are `issue_updated`: changes to what the issue says or how it is
+/// filed, each of which moves its `updated_at`, so a sync that sees that `updated_at` reports
+/// the same change (<https://docs.github.com/en/webhooks/webhook-events-and-payloads#issues>).
+/// Not: `pinned`/`unpinned`, `locked`/`unlocked`, `transferred`, `deleted`, typed and
+/// sub-issue actions (ignored).
+pub(super) const UPDATING_ISSUE_ACTIONS: &[&str] = &[
+    "edited",
+    "labeled",
+    "unlabeled",
+    "assigned",
+    "unassigned",
+    "milestoned",
+    "demilestoned",
+];
+
+/// `pull_request` actions that are `pr_updated`: the same, plus new commits on the head branch
+/// (`synchronize`) and draft changes
+/// (<https://docs.github.com/en/webhooks/webhook-events-and-payloads#pull_request>). Not:
+/// review requests, `locked`/`unlocked`, auto-merge and merge-queue actions (ignored).
+pub(super) const UPDATING_PULL_ACTIONS: &[&str] = &[
+    "edited",
+    "synchronize",
+    "labeled",
+    "unlabeled",
+    "assigned",
+    "unassigned",
+    "milestoned",
+    "demilestoned",
+    "ready_for_review",
+    "converted_to_draft",
+];
+
 /// What happened to an issue or pull request; decides the dedupe key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Change {
+pub(super) enum Change {
     /// Opened: happens once.
     Created,
     /// Closed (or merged) at the given time.
@@ -51,7 +83,7 @@ enum Change {
 }
 
 /// `key` for `change` of `subject` at `at`.
-fn change_key(subject: &str, change: Change, at: &Timestamp) -> String {
+pub(super) fn change_key(subject: &str, change: Change, at: &Timestamp) -> String {
     match change {
         Change::Created => format!("{subject}:created"),
         Change::Closed => format!("{subject}:closed:{}", key_time(at)),
@@ -68,6 +100,11 @@ fn time(field: &str, value: &str) -> Result<Timestamp, String> {
     parse_rfc3339(value).map_err(|e| format!("{field} {e}"))
 }
 
+/// The actor an account is.
+pub(super) fn actor_of(account: &Account) -> Actor {
+    actor(account)
+}
+
 fn actor(account: &Account) -> Actor {
     Actor {
         id: account.id.to_string(),
@@ -76,12 +113,12 @@ fn actor(account: &Account) -> Actor {
     }
 }
 
-fn issue_subject(issue_id: u64) -> String {
+pub(super) fn issue_subject(issue_id: u64) -> String {
     format!("issue:{issue_id}")
 }
 
 /// A pull request's identity on both paths: `owner/repo#number`.
-fn pull_identity(repository: &str, number: u64) -> String {
+pub(super) fn pull_identity(repository: &str, number: u64) -> String {
     format!("{repository}#{number}")
 }
 
@@ -152,7 +189,7 @@ fn issues(
 ) -> Result<Option<SignalDraft>, String> {
     let (kind, change) = match action {
         Some("opened") => ("issue_created", Change::Created),
-        Some("edited") => ("issue_updated", Change::Changed),
+        Some(a) if UPDATING_ISSUE_ACTIONS.contains(&a) => ("issue_updated", Change::Changed),
         Some("closed") => ("issue_closed", Change::Closed),
         Some("reopened") => ("issue_reopened", Change::Changed),
         _ => return Ok(None),
@@ -181,7 +218,7 @@ fn issue_time(issue: &Issue, change: Change) -> Result<Timestamp, String> {
     }
 }
 
-fn issue_payload(issue: &Issue, repository: &str, action: Option<&str>) -> Value {
+pub(super) fn issue_payload(issue: &Issue, repository: &str, action: Option<&str>) -> Value {
     let mut payload = json!({
         "repository": repository,
         "number": issue.number,
@@ -238,7 +275,8 @@ fn pull_request(
 ) -> Result<Option<SignalDraft>, String> {
     let change = match action {
         Some("opened") => Change::Created,
-        Some("edited" | "reopened") => Change::Changed,
+        Some("reopened") => Change::Changed,
+        Some(a) if UPDATING_PULL_ACTIONS.contains(&a) => Change::Changed,
         Some("closed") => Change::Closed,
         _ => return Ok(None),
     };
@@ -247,10 +285,10 @@ fn pull_request(
     let merged = pr.merged.unwrap_or(false) || pr.merged_at.is_some();
     let kind = match (action, merged) {
         (Some("opened"), _) => "pr_opened",
-        (Some("edited"), _) => "pr_updated",
         (Some("reopened"), _) => "pr_reopened",
-        (_, true) => "pr_merged",
-        (_, false) => "pr_closed",
+        (Some("closed"), true) => "pr_merged",
+        (Some("closed"), false) => "pr_closed",
+        _ => "pr_updated",
     };
     let (key_at, at) = match (change, &pr.closed_at) {
         (Change::Created, _) => {
@@ -564,6 +602,79 @@ mod tests {
             .iter()
             .map(|d| (d.kind.to_string(), d.dedupe_key.clone()))
             .collect()
+    }
+
+    fn webhook(event: &str, body: Value) -> Normalized {
+        let mut headers = serde_json::Map::new();
+        headers.insert("x-github-event".into(), json!(event));
+        normalize(&WebhookEvent {
+            tenant_id: crate::domain::TenantId(uuid::Uuid::nil()),
+            provider: "github".into(),
+            event_type: Some(event.into()),
+            headers,
+            body: serde_json::to_vec(&body).expect("json"),
+            received_at: crate::domain::now(),
+        })
+        .expect("readable")
+    }
+
+    #[test]
+    fn new_commits_labels_and_assignees_are_updates_keyed_by_updated_at() {
+        let pr = json!({
+            "id": 11, "number": 3, "title": "Fix", "html_url": "https://github.com/octo/app/pull/3",
+            "state": "open", "created_at": "2026-01-02T10:00:00Z",
+            "updated_at": "2026-01-05T12:00:00Z", "closed_at": null, "merged_at": null,
+            "user": { "id": 1, "login": "octocat" }
+        });
+        let repository = json!({ "id": 9, "full_name": "octo/app", "name": "app" });
+        let sender = json!({ "id": 2, "login": "hubot" });
+        for action in UPDATING_PULL_ACTIONS {
+            let body = json!({ "action": action, "number": 3, "pull_request": pr, "repository": repository, "sender": sender });
+            let Normalized::Signals(drafts) = webhook("pull_request", body) else {
+                panic!("{action} is mapped");
+            };
+            assert_eq!(
+                keys(&drafts),
+                [(
+                    "pr_updated".into(),
+                    "pr:octo/app#3:changed:2026-01-05T12:00:00Z".into()
+                )],
+                "{action}"
+            );
+            assert_eq!(drafts[0].payload["action"], *action);
+        }
+        for ignored in [
+            "review_requested",
+            "locked",
+            "auto_merge_enabled",
+            "enqueued",
+        ] {
+            let body = json!({ "action": ignored, "number": 3, "pull_request": pr, "repository": repository, "sender": sender });
+            assert!(
+                matches!(webhook("pull_request", body), Normalized::Ignored),
+                "{ignored}"
+            );
+        }
+        let issue = json!({
+            "id": 7, "number": 4, "title": "Crash", "html_url": "https://github.com/octo/app/issues/4",
+            "state": "open", "created_at": "2026-01-02T10:00:00Z",
+            "updated_at": "2026-01-05T12:00:00Z", "closed_at": null
+        });
+        for action in UPDATING_ISSUE_ACTIONS {
+            let body = json!({ "action": action, "issue": issue, "repository": repository, "sender": sender });
+            let Normalized::Signals(drafts) = webhook("issues", body) else {
+                panic!("{action} is mapped");
+            };
+            assert_eq!(
+                keys(&drafts),
+                [(
+                    "issue_updated".into(),
+                    "issue:7:changed:2026-01-05T12:00:00Z".into()
+                )]
+            );
+        }
+        let pinned = json!({ "action": "pinned", "issue": issue, "repository": repository, "sender": sender });
+        assert!(matches!(webhook("issues", pinned), Normalized::Ignored));
     }
 
     #[test]

@@ -17,6 +17,12 @@
 //! recently active), newest first
 //! (<https://docs.github.com/en/rest/releases/releases#list-releases>).
 //!
+//! **Issue events, comments and reviews** ([`super::history`]): a cycle after the first starts
+//! with the issue events of the repositories known (reopenings and closings, with who did it);
+//! after the releases come the comments of each of those
+//! repositories since the cycle began (`issues/comments?since=…`), then the reviews of each pull
+//! request the cycle's listing showed (at most [`history::MAX_SEEN`]).
+//!
 //! **Conditional requests**: each listing's `ETag` is kept and sent back as `If-None-Match`;
 //! a `304` costs no rate limit
 //! (<https://docs.github.com/en/rest/using-the-rest-api/best-practices-for-using-the-rest-api#use-conditional-requests-if-appropriate>).
@@ -51,7 +57,11 @@
 //! - `next`: set only while following `Link: rel="next"`, and only under the whole API base
 //!   (scheme, host, port and path prefix); any other link counts as no next page.
 //! - `issues_etag`: the validator of the last first-page request, sent when the URL is the same.
-//! - `phase`: `issues` or `releases`; `release_index` is the next repository to ask.
+//! - `phase`: `events`, `issues`, `releases`, `comments` or `reviews`; `release_index` is the next
+//!   repository (or, for reviews, pull request) to ask; `activity_next` a comments or reviews
+//!   listing's next page.
+//! - `cycle_since`: `since` when the cycle began, for the comments listing.
+//! - `seen`: the items the cycle's listing showed, for titles and reviews.
 //! - `repos`: repositories seen in the listing, most recent first, with their releases' `ETag`.
 //! - `rate_limited_until`: no request before this (the quota ran out on a successful answer).
 //!
@@ -65,9 +75,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use url::Url;
 
+use super::history::{self, comment_draft, event_draft, review_draft, Seen};
 use super::normalize::{key_time, listed_issue, listed_release, listed_repository};
 use super::oauth::{api_base, API_VERSION};
-use super::wire::{Issue, Release};
+use super::wire::{Issue, IssueEvent, ListedComment, ListedReview, Release};
 use crate::connector::join_path;
 use crate::connector::transport;
 use crate::connector::ProviderCallError;
@@ -92,6 +103,9 @@ enum Phase {
     #[default]
     Issues,
     Releases,
+    Comments,
+    Reviews,
+    Events,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,6 +139,12 @@ struct Cursor {
     release_index: usize,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     rate_limited_until: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cycle_since: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    seen: Vec<Seen>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    activity_next: Option<String>,
 }
 
 impl Cursor {
@@ -140,6 +160,9 @@ impl Cursor {
             repos: Vec::new(),
             release_index: 0,
             rate_limited_until: None,
+            cycle_since: None,
+            seen: Vec::new(),
+            activity_next: None,
         }
     }
 
@@ -177,12 +200,54 @@ impl Cursor {
         self.next = None;
         self.release_index = 0;
         if self.repos.is_empty() {
-            self.phase = Phase::Issues;
+            self.end_cycle();
             false
         } else {
             self.phase = Phase::Releases;
             true
         }
+    }
+
+    /// Remembers an item of the cycle's listing.
+    fn remember(&mut self, item: Seen) {
+        self.seen
+            .retain(|s| !(s.repo == item.repo && s.number == item.number));
+        if self.seen.len() < history::MAX_SEEN {
+            self.seen.push(item);
+        }
+    }
+
+    /// Moves to `phase` from its first repository or pull request; ends the cycle when it has
+    /// none. Whether more follows.
+    fn begin(&mut self, phase: Phase) -> bool {
+        self.release_index = 0;
+        self.activity_next = None;
+        let any = match phase {
+            Phase::Comments => !self.repos.is_empty(),
+            Phase::Reviews => self.seen.iter().any(|s| s.pull),
+            _ => false,
+        };
+        if any {
+            self.phase = phase;
+            true
+        } else {
+            self.end_cycle();
+            false
+        }
+    }
+
+    /// The cycle is over: the next starts with the issue events of the repositories known,
+    /// if any, then the issues listing.
+    fn end_cycle(&mut self) {
+        self.phase = if self.repos.is_empty() {
+            Phase::Issues
+        } else {
+            Phase::Events
+        };
+        self.release_index = 0;
+        self.activity_next = None;
+        self.cycle_since = None;
+        self.seen.clear();
     }
 }
 
@@ -207,6 +272,9 @@ pub(super) async fn sync_page(
     match cursor.phase {
         Phase::Issues => issues_page(&ctx, cursor, now).await,
         Phase::Releases => releases_page(&ctx, cursor, now).await,
+        Phase::Comments => comments_page(&ctx, cursor, now).await,
+        Phase::Reviews => reviews_page(&ctx, cursor, now).await,
+        Phase::Events => events_page(&ctx, cursor, now).await,
     }
 }
 
@@ -228,6 +296,9 @@ async fn issues_page(
     now: Timestamp,
 ) -> Result<SyncPage, ProviderCallError> {
     let base = api_base(ctx.provider.settings);
+    if cursor.cycle_since.is_none() {
+        cursor.cycle_since = Some(cursor.since);
+    }
     let following = cursor
         .next
         .as_deref()
@@ -278,6 +349,7 @@ async fn issues_page(
             latest = latest.max(Some(updated));
         }
         if let Some(repository) = listed_repository(item) {
+            cursor.remember(Seen::of(item, &repository));
             cursor.saw(repository);
         }
     }
@@ -366,10 +438,188 @@ async fn releases_page(
             cursor.repos.remove(index);
         }
     }
-    let more = cursor.release_index < cursor.repos.len();
-    if !more {
+    let more = cursor.release_index < cursor.repos.len() || cursor.begin(Phase::Comments);
+    Ok(cursor.page(signals, more))
+}
+
+/// The page at `activity_next` if it is under the API base, else `first`.
+fn activity_url(cursor: &Cursor, base: &Url, first: Url) -> (Url, bool) {
+    match cursor
+        .activity_next
+        .as_deref()
+        .and_then(|n| Url::parse(n).ok())
+        .filter(|u| within_base(u, base))
+    {
+        Some(next) => (next, true),
+        None => (first, false),
+    }
+}
+
+/// One page of a repository's comments since the cycle began.
+async fn comments_page(
+    ctx: &SyncContext<'_>,
+    mut cursor: Cursor,
+    now: Timestamp,
+) -> Result<SyncPage, ProviderCallError> {
+    let mut signals = Vec::new();
+    let index = cursor.release_index;
+    let mut done = true;
+    if let Some(repo) = cursor
+        .repos
+        .get(index)
+        .map(|r| r.full_name.clone())
+        .filter(|r| plain_full_name(r))
+    {
+        let base = api_base(ctx.provider.settings);
+        let since = cursor.cycle_since.unwrap_or(cursor.floor).max(cursor.floor);
+        let mut first = join_path(&base, &format!("/repos/{repo}/issues/comments"));
+        first
+            .query_pairs_mut()
+            .append_pair("sort", "updated")
+            .append_pair("direction", "asc")
+            .append_pair("since", &key_time(&since))
+            .append_pair("per_page", "100");
+        let (url, _) = activity_url(&cursor, &base, first);
+        let answer = fetch(ctx, &base, url, None, now).await?;
+        cursor.rate_limited_until = answer.exhausted_until;
+        match answer.status {
+            200 => {
+                let comments: Vec<ListedComment> =
+                    serde_json::from_slice(&answer.body).map_err(|_| {
+                        ProviderCallError::Rejected(
+                            "GitHub issue comments answered an unexpected body".into(),
+                        )
+                    })?;
+                signals.extend(
+                    comments
+                        .iter()
+                        .filter_map(|c| comment_draft(c, &repo, &cursor.seen, &cursor.floor)),
+                );
+                if let Some(next) = answer.next {
+                    cursor.activity_next = Some(next.to_string());
+                    done = false;
+                }
+            }
+            // Renamed, deleted, no longer visible, or comments turned off: go on without it.
+            301 | 403 | 404 | 410 | 451 => {}
+            status => {
+                return Err(ProviderCallError::Rejected(format!(
+                    "GitHub comments of {repo} answered {status}"
+                )))
+            }
+        }
+    }
+    if done {
+        cursor.activity_next = None;
+        cursor.release_index += 1;
+    }
+    let more = cursor.release_index < cursor.repos.len() || cursor.begin(Phase::Reviews);
+    Ok(cursor.page(signals, more))
+}
+
+/// The newest page of a known repository's issue events, from the watermark on; the issues
+/// listing follows the last repository.
+async fn events_page(
+    ctx: &SyncContext<'_>,
+    mut cursor: Cursor,
+    now: Timestamp,
+) -> Result<SyncPage, ProviderCallError> {
+    let mut signals = Vec::new();
+    let index = cursor.release_index;
+    if let Some(repo) = cursor
+        .repos
+        .get(index)
+        .map(|r| r.full_name.clone())
+        .filter(|r| plain_full_name(r))
+    {
+        let base = api_base(ctx.provider.settings);
+        let mut url = join_path(&base, &format!("/repos/{repo}/issues/events"));
+        url.query_pairs_mut().append_pair("per_page", "100");
+        let answer = fetch(ctx, &base, url, None, now).await?;
+        cursor.rate_limited_until = answer.exhausted_until;
+        match answer.status {
+            200 => {
+                let events: Vec<IssueEvent> =
+                    serde_json::from_slice(&answer.body).map_err(|_| {
+                        ProviderCallError::Rejected(
+                            "GitHub issue events answered an unexpected body".into(),
+                        )
+                    })?;
+                let after = cursor.since.max(cursor.floor);
+                signals.extend(events.iter().filter_map(|e| event_draft(e, &repo, &after)));
+            }
+            301 | 403 | 404 | 410 | 451 => {}
+            status => {
+                return Err(ProviderCallError::Rejected(format!(
+                    "GitHub issue events of {repo} answered {status}"
+                )))
+            }
+        }
+    }
+    cursor.release_index += 1;
+    if cursor.release_index >= cursor.repos.len() {
         cursor.phase = Phase::Issues;
         cursor.release_index = 0;
+    }
+    Ok(cursor.page(signals, true))
+}
+
+/// One page of the reviews of a pull request the cycle's listing showed.
+async fn reviews_page(
+    ctx: &SyncContext<'_>,
+    mut cursor: Cursor,
+    now: Timestamp,
+) -> Result<SyncPage, ProviderCallError> {
+    let pulls: Vec<Seen> = cursor.seen.iter().filter(|s| s.pull).cloned().collect();
+    let mut signals = Vec::new();
+    let mut done = true;
+    if let Some(pull) = pulls
+        .get(cursor.release_index)
+        .filter(|p| plain_full_name(&p.repo))
+    {
+        let base = api_base(ctx.provider.settings);
+        let mut first = join_path(
+            &base,
+            &format!("/repos/{}/pulls/{}/reviews", pull.repo, pull.number),
+        );
+        first.query_pairs_mut().append_pair("per_page", "100");
+        let (url, _) = activity_url(&cursor, &base, first);
+        let answer = fetch(ctx, &base, url, None, now).await?;
+        cursor.rate_limited_until = answer.exhausted_until;
+        match answer.status {
+            200 => {
+                let reviews: Vec<ListedReview> =
+                    serde_json::from_slice(&answer.body).map_err(|_| {
+                        ProviderCallError::Rejected(
+                            "GitHub reviews answered an unexpected body".into(),
+                        )
+                    })?;
+                signals.extend(
+                    reviews
+                        .iter()
+                        .filter_map(|r| review_draft(r, pull, &cursor.floor)),
+                );
+                if let Some(next) = answer.next {
+                    cursor.activity_next = Some(next.to_string());
+                    done = false;
+                }
+            }
+            301 | 403 | 404 | 410 | 451 => {}
+            status => {
+                return Err(ProviderCallError::Rejected(format!(
+                    "GitHub reviews of {}#{} answered {status}",
+                    pull.repo, pull.number
+                )))
+            }
+        }
+    }
+    if done {
+        cursor.activity_next = None;
+        cursor.release_index += 1;
+    }
+    let more = cursor.release_index < pulls.len();
+    if !more {
+        cursor.end_cycle();
     }
     Ok(cursor.page(signals, more))
 }

@@ -58,23 +58,21 @@ pub(super) fn tenant_webhook(settings: &ProviderSettings, tenant: TenantId) -> T
     }
 }
 
-pub(super) fn verify(
+/// What the headers alone can settle, before the body is read: the webhook secret is
+/// configured and `X-Hub-Signature-256` is `sha256=` and 64 hex digits. Returns the secret the
+/// delivery to `url` must be signed with, and the signature's hex.
+pub(super) fn precheck<'a>(
     settings: &ProviderSettings,
     url: WebhookUrl,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<Verified, WebhookRejection> {
+    headers: &'a HeaderMap,
+) -> Result<(Secret, &'a str), WebhookRejection> {
     let configured = settings
         .webhook_secret
         .as_ref()
         .ok_or(WebhookRejection::NotConfigured)?;
-    let derived;
     let secret = match url {
-        WebhookUrl::App => configured,
-        WebhookUrl::Tenant(tenant) => {
-            derived = tenant_secret(configured, tenant);
-            &derived
-        }
+        WebhookUrl::App => configured.clone(),
+        WebhookUrl::Tenant(tenant) => tenant_secret(configured, tenant),
     };
     let invalid = |why: &str| WebhookRejection::InvalidSignature(why.to_string());
     let signature = match header(headers, "x-hub-signature-256") {
@@ -89,9 +87,22 @@ pub(super) fn verify(
     };
     let hex = signature
         .strip_prefix("sha256=")
-        .ok_or_else(|| invalid("X-Hub-Signature-256 must start with sha256="))?;
-    if !hmac_sha256_hex_matches(secret, &[body], hex) {
-        return Err(invalid("the signature does not match the body"));
+        .filter(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        .ok_or_else(|| invalid("X-Hub-Signature-256 must be sha256= and 64 hex digits"))?;
+    Ok((secret, hex))
+}
+
+pub(super) fn verify(
+    settings: &ProviderSettings,
+    url: WebhookUrl,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Verified, WebhookRejection> {
+    let (secret, hex) = precheck(settings, url, headers)?;
+    if !hmac_sha256_hex_matches(&secret, &[body], hex) {
+        return Err(WebhookRejection::InvalidSignature(
+            "the signature does not match the body".into(),
+        ));
     }
     let malformed =
         |what: &str| WebhookRejection::Malformed(format!("the {what} header is missing"));

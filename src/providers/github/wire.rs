@@ -191,3 +191,41 @@ pub struct ReleaseEvent {
     pub release: Release,
     pub repository: Repository,
 }
+
+/// An issue comment as the repository comments listing gives it
+/// (<https://docs.github.com/en/rest/issues/comments#list-issue-comments-for-a-repository>):
+/// the issue only by URL.
+#[derive(Clone, Debug, Deserialize)]
+pub struct ListedComment {
+    pub id: u64,
+    pub html_url: String,
+    pub issue_url: String,
+    pub created_at: String,
+    #[serde(default)]
+    pub user: Option<Account>,
+}
+
+/// A review as a pull request's reviews listing gives it
+/// (<https://docs.github.com/en/rest/pulls/reviews#list-reviews-for-a-pull-request>).
+#[derive(Clone, Debug, Deserialize)]
+pub struct ListedReview {
+    pub id: u64,
+    pub html_url: String,
+    pub state: String,
+    #[serde(default)]
+    pub submitted_at: Option<String>,
+    #[serde(default)]
+    pub user: Option<Account>,
+}
+
+/// An event of a repository's issue events listing
+/// (<https://docs.github.com/en/rest/issues/events#list-issue-events-for-a-repository>).
+#[derive(Clone, Debug, Deserialize)]
+pub struct IssueEvent {
+    pub event: String,
+    pub created_at: String,
+    #[serde(default)]
+    pub actor: Option<Account>,
+    #[serde(default)]
+    pub issue: Option<Issue>,
+}

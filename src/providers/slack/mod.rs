@@ -9,15 +9,18 @@
 //!
 //! Events arrive at the app's one Request URL, `POST /webhooks/slack`, signed with the app's
 //! signing secret (`POBLYSH_SLACK_WEBHOOK_SECRET`), and are routed by the installation they
-//! name to every tenant that connected that workspace. Sync (`conversations.history`) is not
-//! implemented: a sync job of a Slack connection finds nothing, so only events delivered while
-//! the app is installed become signals.
+//! name to every tenant that connected that workspace. `sync` reads the history of the
+//! channels the app is a member of (`users.conversations`, `conversations.history`,
+//! `conversations.replies`) into the same signals under the same dedupe keys.
 //!
-//! Rate limit: the Tier 3 budget of `conversations.history`, about 50 calls a minute
-//! (https://api.slack.com/apis/rate-limits).
+//! Rate limits follow the app's class (`POBLYSH_SLACK_APP_CLASS`, [`class`]): 1 request a
+//! minute and 15 messages a page for a commercially distributed app outside the Marketplace
+//! (the default), Tier 3 otherwise (https://api.slack.com/apis/rate-limits).
 
+mod class;
 mod normalize;
 mod oauth;
+mod sync;
 mod webhook;
 mod wire;
 
@@ -27,11 +30,14 @@ use serde_json::{Map, Value};
 use url::Url;
 
 use crate::connector::ProviderSettings;
-use crate::connector::{AuthType, Connector, Descriptor, RateLimitPolicy};
+use crate::connector::{AuthType, Connector, Descriptor, RateLimitPolicy, Setting};
 use crate::connector::{
     ConnectionTokens, ExternalAccount, OAuthEndpoints, ProviderCallError, ProviderContext, TokenSet,
 };
-use crate::connector::{Normalized, Verified, WebhookEvent, WebhookRejection, WebhookRequest};
+use crate::connector::{
+    Normalized, Verified, WebhookEvent, WebhookRejection, WebhookRequest, WebhookUrl,
+};
+use crate::connector::{SyncContext, SyncPage};
 use crate::domain::{Connection, ConnectionId};
 
 /// The Slack provider.
@@ -45,6 +51,7 @@ static DESCRIPTOR: Descriptor = Descriptor {
         "channels:history",
         "channels:read",
         "groups:history",
+        "groups:read",
         "reactions:read",
         "team:read",
         "users:read",
@@ -56,20 +63,42 @@ static DESCRIPTOR: Descriptor = Descriptor {
         "reaction_added",
     ],
     webhooks: true,
-    sync: false,
+    sync: true,
+    // The commercial class's limit; `default_rate_limit` follows the configured class.
     rate_limit: RateLimitPolicy {
-        requests: 50,
+        requests: 1,
         window_secs: 60,
-        burst: 10,
-        max_concurrency: 2,
+        burst: 1,
+        max_concurrency: 1,
     },
-    settings: &[],
+    settings: &[
+        Setting {
+            name: class::SETTING,
+            check: class::check,
+        },
+        Setting {
+            name: sync::INITIAL_DAYS_SETTING,
+            check: sync::check_initial_days,
+        },
+    ],
 };
 
 #[async_trait]
 impl Connector for SlackConnector {
     fn descriptor(&self) -> &'static Descriptor {
         &DESCRIPTOR
+    }
+
+    fn default_rate_limit(&self, extra: &[(&'static str, String)]) -> RateLimitPolicy {
+        class::AppClass::of(extra).rate_limit()
+    }
+
+    async fn sync_page(
+        &self,
+        ctx: SyncContext<'_>,
+        cursor: Option<&Value>,
+    ) -> Result<SyncPage, ProviderCallError> {
+        sync::sync_page(ctx, cursor).await
     }
 
     fn webhook_secret_headers(&self) -> &'static [&'static str] {
@@ -106,6 +135,15 @@ impl Connector for SlackConnector {
         tokens: &ConnectionTokens,
     ) -> Result<(), ProviderCallError> {
         oauth::revoke(ctx, &tokens.access_token).await
+    }
+
+    fn precheck_webhook(
+        &self,
+        settings: &ProviderSettings,
+        _url: WebhookUrl,
+        headers: &HeaderMap,
+    ) -> Result<(), WebhookRejection> {
+        webhook::precheck(settings, headers).map(|_| ())
     }
 
     async fn verify_webhook(

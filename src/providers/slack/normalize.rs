@@ -37,7 +37,7 @@ const TITLE_CHARS: usize = 120;
 /// <https://api.slack.com/events/message>). `bot_message` is an integration posting: it is
 /// activity in the channel as much as a person's message, and its `bot_id` in the payload lets
 /// readers leave it out.
-const POSTING_SUBTYPES: &[&str] = &[
+pub(super) const POSTING_SUBTYPES: &[&str] = &[
     "thread_broadcast",
     "file_share",
     "me_message",
@@ -55,6 +55,9 @@ pub(super) fn normalize(event: &WebhookEvent) -> Result<Normalized, String> {
         return Ok(Normalized::Ignored);
     };
     let kind = inner.get("type").and_then(Value::as_str);
+    if let Some(revoked) = lifecycle(kind, &inner) {
+        return Ok(revoked);
+    }
     let subtype = inner.get("subtype").and_then(Value::as_str);
     let draft = match (kind, subtype) {
         (Some("message"), None) => Some(posted(read(inner, "message")?)?),
@@ -71,6 +74,27 @@ pub(super) fn normalize(event: &WebhookEvent) -> Result<Normalized, String> {
     Ok(match draft {
         Some(draft) => Normalized::Signals(vec![draft]),
         None => Normalized::Ignored,
+    })
+}
+
+/// The app lifecycle events that end a connection: `app_uninstalled`
+/// (<https://api.slack.com/events/app_uninstalled>) and `tokens_revoked` naming a bot token
+/// (<https://api.slack.com/events/tokens_revoked>; the connector acts with the bot token, so a
+/// revoked user token alone changes nothing).
+fn lifecycle(kind: Option<&str>, inner: &Value) -> Option<Normalized> {
+    let reason = match kind? {
+        "app_uninstalled" => "the Slack app was uninstalled from the workspace",
+        "tokens_revoked" => {
+            let bot = inner.pointer("/tokens/bot").and_then(Value::as_array);
+            if bot.is_none_or(|b| b.is_empty()) {
+                return Some(Normalized::Ignored);
+            }
+            "Slack revoked the app's bot token in the workspace"
+        }
+        _ => return None,
+    };
+    Some(Normalized::AccessRevoked {
+        reason: reason.to_string(),
     })
 }
 
@@ -126,7 +150,7 @@ fn title(text: Option<&str>) -> Option<String> {
     Some(format!("{}…", cut.trim_end()))
 }
 
-fn posted(event: Posted) -> Result<SignalDraft, String> {
+pub(super) fn posted(event: Posted) -> Result<SignalDraft, String> {
     let Posted {
         channel,
         channel_type,
@@ -160,7 +184,7 @@ fn posted(event: Posted) -> Result<SignalDraft, String> {
     })
 }
 
-fn changed(event: Changed) -> Result<Option<SignalDraft>, String> {
+pub(super) fn changed(event: Changed) -> Result<Option<SignalDraft>, String> {
     let Changed {
         channel,
         channel_type,
@@ -235,25 +259,53 @@ fn reaction(event: ReactionAdded) -> Result<Option<SignalDraft>, String> {
         .as_deref()
         .ok_or_else(|| missing("channel"))?;
     let ts = event.item.ts.as_deref().ok_or_else(|| missing("ts"))?;
-    Ok(Some(SignalDraft {
+    Ok(Some(reaction_draft(
+        Reacted {
+            channel,
+            channel_type: event.item.channel_type.as_deref(),
+            ts,
+            user: &event.user,
+            reaction: &event.reaction,
+            item_user: event.item_user.as_deref(),
+        },
+        slack_time("event_ts", &event.event_ts)?,
+    )))
+}
+
+/// Someone's emoji on a message: what the webhook's `reaction_added` and a synced message's
+/// `reactions` both say.
+pub(super) struct Reacted<'a> {
+    pub channel: &'a str,
+    pub channel_type: Option<&'a str>,
+    /// The message's `ts`.
+    pub ts: &'a str,
+    pub user: &'a str,
+    pub reaction: &'a str,
+    /// Who wrote the message.
+    pub item_user: Option<&'a str>,
+}
+
+/// The `reaction_added` signal of `r`, at `occurred_at`.
+pub(super) fn reaction_draft(r: Reacted<'_>, occurred_at: Timestamp) -> SignalDraft {
+    SignalDraft {
         kind: SignalKind::of("reaction_added"),
-        occurred_at: slack_time("event_ts", &event.event_ts)?,
-        actor: person(Some(&event.user)),
-        title: Some(format!(":{}: on a message", event.reaction)),
+        occurred_at,
+        actor: person(Some(&r.user.to_string())),
+        title: Some(format!(":{}: on a message", r.reaction)),
         url: None,
-        external_id: Some(format!("{channel}:{ts}")),
+        external_id: Some(format!("{}:{}", r.channel, r.ts)),
         dedupe_key: format!(
-            "reaction_added:{channel}:{ts}:{}:{}",
-            event.user, event.reaction
+            "reaction_added:{}:{}:{}:{}",
+            r.channel, r.ts, r.user, r.reaction
         ),
         payload: json!({
-            "channel": channel,
-            "channel_type": event.item.channel_type,
-            "ts": ts,
-            "reaction": event.reaction,
-            "item_user": event.item_user,
+            "channel": r.channel,
+            "channel_type": r.channel_type,
+            "ts": r.ts,
+            "reaction": r.reaction,
+            "item_user": r.item_user,
         }),
-    }))
+    }
 }
 
 #[cfg(test)]
@@ -500,6 +552,21 @@ mod tests {
         let mut on_a_file = fixture("reaction_added");
         on_a_file["event"]["item"] = json!({ "type": "file", "file": "F123ABC456" });
         assert!(ignored(&on_a_file));
+    }
+
+    #[test]
+    fn an_uninstall_or_a_revoked_bot_token_revokes_but_a_user_token_alone_does_not() {
+        let revoked = |body: &Value| matches!(normalized(body), Ok(Normalized::AccessRevoked { reason }) if !reason.is_empty());
+        assert!(revoked(&fixture("app_uninstalled")));
+        assert!(revoked(&fixture("tokens_revoked")));
+        let mut users_only = fixture("tokens_revoked");
+        users_only["event"]["tokens"]["bot"] = json!([]);
+        assert!(ignored(&users_only));
+        users_only["event"]["tokens"]
+            .as_object_mut()
+            .expect("object")
+            .remove("bot");
+        assert!(ignored(&users_only));
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::connector::{
 use crate::crypto::Secret;
 
 const AUTH_BASE: &str = "https://slack.com";
-const API_BASE: &str = "https://slack.com/api";
+pub(super) const API_BASE: &str = "https://slack.com/api";
 
 pub(super) fn endpoints(settings: &ProviderSettings) -> OAuthEndpoints {
     let auth = settings.auth_base(AUTH_BASE);

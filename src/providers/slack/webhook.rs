@@ -32,11 +32,13 @@ pub(super) const SIGNATURE_HEADERS: &[&str] = &["x-slack-signature"];
 /// (<https://api.slack.com/authentication/verifying-requests-from-slack>).
 const REPLAY_WINDOW_SECS: i64 = 300;
 
-pub(super) fn verify(
-    settings: &ProviderSettings,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<Verified, WebhookRejection> {
+/// What the headers alone can settle, before the body is read: the signing secret is
+/// configured, the signature is `v0=` and 64 hex digits, the timestamp inside the replay
+/// window. Returns the secret, the signature's hex and the timestamp.
+pub(super) fn precheck<'a>(
+    settings: &'a ProviderSettings,
+    headers: &'a HeaderMap,
+) -> Result<(&'a crate::crypto::Secret, &'a str, &'a str), WebhookRejection> {
     let secret = settings
         .webhook_secret
         .as_ref()
@@ -48,12 +50,24 @@ pub(super) fn verify(
         .ok_or_else(|| invalid("the X-Slack-Request-Timestamp header is missing"))?;
     let hex = signature
         .strip_prefix("v0=")
-        .ok_or_else(|| invalid("X-Slack-Signature must start with v0="))?;
+        .filter(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        .ok_or_else(|| invalid("X-Slack-Signature must be v0= and 64 hex digits"))?;
+    check_replay_window(timestamp, REPLAY_WINDOW_SECS)?;
+    Ok((secret, hex, timestamp))
+}
+
+pub(super) fn verify(
+    settings: &ProviderSettings,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Verified, WebhookRejection> {
+    let (secret, hex, timestamp) = precheck(settings, headers)?;
     let signed: [&[u8]; 4] = [b"v0:", timestamp.as_bytes(), b":", body];
     if !hmac_sha256_hex_matches(secret, &signed, hex) {
-        return Err(invalid("the signature does not match the body"));
+        return Err(WebhookRejection::InvalidSignature(
+            "the signature does not match the body".into(),
+        ));
     }
-    check_replay_window(timestamp, REPLAY_WINDOW_SECS)?;
     classify(body)
 }
 

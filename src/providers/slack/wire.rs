@@ -75,6 +75,88 @@ pub(super) struct Message {
     pub edited: Option<Edited>,
     #[serde(default)]
     pub files: Option<Vec<FileRef>>,
+    /// Reactions to the message, as `conversations.history` and `.replies` show them.
+    #[serde(default)]
+    pub reactions: Option<Vec<Reaction>>,
+    /// Replies in the thread this message starts (`conversations.history`).
+    #[serde(default)]
+    pub reply_count: Option<u64>,
+    /// The `ts` of the thread's latest reply (`conversations.history`).
+    #[serde(default)]
+    pub latest_reply: Option<String>,
+}
+
+/// One emoji on a message and who put it there
+/// (<https://api.slack.com/methods/reactions.get>; the same shape in `conversations.history`).
+/// `users` may be cut short of `count` on popular reactions.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct Reaction {
+    pub name: String,
+    #[serde(default)]
+    pub users: Vec<String>,
+}
+
+/// Any Web API answer the sync reads: `ok`, an `error` when not, the listed `channels` or
+/// `messages`, and the next page's cursor (<https://api.slack.com/apis/pagination>). Messages
+/// stay JSON here so that one unreadable message is skipped, not the whole page.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct ApiAnswer {
+    #[serde(default)]
+    pub ok: bool,
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub channels: Option<Vec<Channel>>,
+    #[serde(default)]
+    pub messages: Option<Vec<Value>>,
+    #[serde(default)]
+    pub response_metadata: Option<ResponseMetadata>,
+}
+
+impl ApiAnswer {
+    /// The cursor of the next page; Slack sends an empty string on the last one.
+    pub fn next_cursor(&self) -> Option<String> {
+        self.response_metadata
+            .as_ref()
+            .and_then(|m| m.next_cursor.clone())
+            .filter(|c| !c.is_empty())
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct ResponseMetadata {
+    #[serde(default)]
+    pub next_cursor: Option<String>,
+}
+
+/// A conversation object (<https://api.slack.com/types/conversation>), as far as the sync
+/// reads it.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct Channel {
+    pub id: String,
+    #[serde(default)]
+    pub is_private: bool,
+    #[serde(default)]
+    pub is_im: bool,
+    #[serde(default)]
+    pub is_mpim: bool,
+    #[serde(default)]
+    pub is_archived: bool,
+}
+
+impl Channel {
+    /// The `channel_type` the Events API gives messages in this conversation.
+    pub fn channel_type(&self) -> &'static str {
+        if self.is_im {
+            "im"
+        } else if self.is_mpim {
+            "mpim"
+        } else if self.is_private {
+            "group"
+        } else {
+            "channel"
+        }
+    }
 }
 
 /// Who edited a message and when (the `edited` property of <https://api.slack.com/events/message>).

@@ -285,10 +285,14 @@ fn signal(
     };
     // A cancelled occurrence of a recurring event may carry no timestamps at all.
     let occurred_at = updated.or(created).unwrap_or(since);
-    let stamp = event
-        .updated
-        .clone()
-        .unwrap_or_else(|| format_time(&occurred_at));
+    // Without an `updated`, a cancellation is named by itself: the same whichever sync sees it.
+    let stamp = event.updated.clone().unwrap_or_else(|| {
+        if kind == "calendar_event_deleted" {
+            "cancelled".to_string()
+        } else {
+            format_time(&occurred_at)
+        }
+    });
     let person = event.organizer.as_ref().or(event.creator.as_ref());
     let actor = person.and_then(|p| {
         Some(Actor {

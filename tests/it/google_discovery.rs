@@ -275,3 +275,63 @@ fn the_validator_catches_what_the_connector_must_never_send_or_receive() {
     assert!(scalar_problem(&json!({"type": "boolean"}), "yes").is_some());
     assert!(scalar_problem(&json!({"type": "integer"}), "250").is_none());
 }
+
+/// A request breaking the document in each of the three ways is answered `400` and recorded;
+/// a good one passes.
+#[tokio::test]
+async fn requests_are_judged_by_their_method() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer};
+
+    let server = MockServer::start().await;
+    let calendar = Discovery::load("calendar.v3.json");
+    Mock::given(method("GET"))
+        .and(path("/calendar/v3/calendars/primary/events"))
+        .respond_with(calendar.responder("calendar.events.list", |_| {
+            ResponseTemplate::new(200).set_body_json(json!({"items": []}))
+        }))
+        .mount(&server)
+        .await;
+    let drive = Discovery::load("drive.v3.json");
+    Mock::given(method("GET"))
+        .and(path("/drive/v3/changes"))
+        .respond_with(drive.responder("drive.changes.list", |_| {
+            ResponseTemplate::new(200).set_body_json(json!({"newStartPageToken": "1"}))
+        }))
+        .mount(&server)
+        .await;
+    let get = |query: &str, on: &str| {
+        let url = format!("{}{on}?{query}", server.uri());
+        async move { reqwest::get(url).await.expect("sent").status().as_u16() }
+    };
+    let events = "/calendar/v3/calendars/primary/events";
+    assert_eq!(get("syncToken=a&showDeleted=true", events).await, 200);
+    assert_eq!(
+        get("pageToken=5&includeRemoved=true", "/drive/v3/changes").await,
+        200
+    );
+    assert!(calendar.violations().is_empty() && drive.violations().is_empty());
+
+    assert_eq!(get("orderBy=created", events).await, 400);
+    assert_eq!(get("showDeleted=yes", events).await, 400);
+    assert_eq!(get("includeRemoved=true", "/drive/v3/changes").await, 400);
+    assert_eq!(
+        get("pageToken=5&colour=red", "/drive/v3/changes").await,
+        400
+    );
+    let calendar_seen = calendar.violations();
+    assert!(calendar_seen[0].contains("orderBy"), "{calendar_seen:?}");
+    assert!(
+        calendar_seen[1].contains("showDeleted"),
+        "{calendar_seen:?}"
+    );
+    let drive_seen = drive.violations();
+    assert!(
+        drive_seen[0].contains("required query parameter pageToken"),
+        "{drive_seen:?}"
+    );
+    assert!(
+        drive_seen[1].contains("undeclared query parameter colour"),
+        "{drive_seen:?}"
+    );
+}

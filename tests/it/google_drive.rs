@@ -18,6 +18,11 @@ const RESOURCE_ID: &str = "o3hgv1538sdjfh";
 
 /// The fake Drive: start page tokens, watches, stops.
 async fn drive() -> (Google, Discovery) {
+    drive_granting(None).await
+}
+
+/// The fake Drive, granting channels `lifetime` (else the expiration asked for).
+async fn drive_granting(lifetime: Option<chrono::Duration>) -> (Google, Discovery) {
     let google = Google::start("google_drive", &[]).await;
     let drive = Discovery::load("drive.v3.json");
     let d = drive.clone();
@@ -39,11 +44,12 @@ async fn drive() -> (Google, Discovery) {
         .and(path("/drive/v3/changes/watch"))
         .respond_with(drive.responder("drive.changes.watch", move |r: &Request| {
             let uri = "https://www.googleapis.com/drive/v3/changes?alt=json&pageToken=100";
-            d.answer(
-                "drive.changes.watch",
-                200,
-                channel_answer(r, RESOURCE_ID, uri),
-            )
+            let mut channel = channel_answer(r, RESOURCE_ID, uri);
+            if let Some(lifetime) = lifetime {
+                let expiration = (connectors::domain::now() + lifetime).timestamp_millis();
+                channel["expiration"] = json!(expiration.to_string());
+            }
+            d.answer("drive.changes.watch", 200, channel)
         }))
         .mount(&google.mock)
         .await;
@@ -329,5 +335,50 @@ async fn a_garbage_page_fails_readably_and_the_cursor_stays() {
     assert!(error.contains("cannot be read"), "{error}");
     assert_eq!(google.cursor(&cid).await, Some(before));
     assert!(google.signals(t, &cid).await.is_empty());
+    drive.assert_clean();
+}
+
+#[tokio::test]
+async fn a_channel_is_replaced_before_it_expires_and_the_old_one_stopped() {
+    let (google, drive) = drive_granting(Some(chrono::Duration::seconds(2))).await;
+    let (t, cid) = google.connect().await;
+    google.work().await;
+    let (old, _) = opened_channel(&google).await;
+
+    // Four fifths into the lifetime Google granted, the scheduler queues the renewal.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let queued =
+        connectors::subscriptions::schedule_due(&google.app.state, connectors::domain::now())
+            .await
+            .expect("scheduled");
+    assert_eq!(queued, 1);
+    let ran = google.work().await;
+    assert!(
+        ran.iter().all(|o| o.result == JobResult::Succeeded),
+        "{ran:?}"
+    );
+    let (new, _) = opened_channel(&google).await;
+    assert_ne!(new, old, "Google channels are replaced, not extended");
+    let stops = google.requests("/drive/v3/channels/stop").await;
+    assert_eq!(stops.len(), 1);
+    let stopped: Value = serde_json::from_slice(&stops[0].body).expect("json");
+    assert_eq!(stopped, json!({"id": old, "resourceId": RESOURCE_ID}));
+
+    // The old channel's last messages sync nothing; the new one's do.
+    let (_, late) = json(google.notify(t, &old, RESOURCE_ID, "change", 9, None).await).await;
+    let (_, fresh) = json(google.notify(t, &new, RESOURCE_ID, "change", 2, None).await).await;
+    google.work().await;
+    assert_eq!(
+        stored_event(&google.app, t, &late).await.status,
+        EventStatus::Unmatched
+    );
+    assert_eq!(
+        stored_event(&google.app, t, &fresh).await.status,
+        EventStatus::Processed
+    );
+    assert_eq!(
+        google.cursor(&cid).await.expect("synced")["page_token"],
+        "100"
+    );
     drive.assert_clean();
 }

@@ -161,11 +161,12 @@ async fn run(args: Args) -> Result<()> {
 
 async fn measure(ctx: &Ctx, database_url: &str) -> Result<String> {
     let n = ctx.args.connections;
-    // 1. Connect, open channels, first syncs.
-    let srv = start(ctx, "setup", database_url, "api,worker", 8).await?;
+    // 1. Connect and queue the first syncs; the jobs go back to the queue with every
+    // connection's scheduled sync a day ahead, then run (start page tokens and channels).
+    let srv = start(ctx, "connect", database_url, "api", 8).await?;
     let base = srv.base.clone();
+    let started = Instant::now();
     let connections = guarded(srv, async {
-        let started = Instant::now();
         let tenants: Vec<TenantId> = (0..n).map(|_| TenantId(Uuid::new_v4())).collect();
         let connections: Vec<(TenantId, String)> = stream::iter(tenants)
             .map(|t| {
@@ -180,14 +181,29 @@ async fn measure(ctx: &Ctx, database_url: &str) -> Result<String> {
             started.elapsed().as_secs_f64()
         );
         enqueue(ctx, &base, &connections).await?;
+        Ok(connections)
+    })
+    .await?;
+    let queued = prepare(database_url).await?;
+    if queued != n {
+        bail!("{queued} first sync jobs queued, expected {n}");
+    }
+    let srv = start(ctx, "first", database_url, "api,worker", 8).await?;
+    let base = srv.base.clone();
+    guarded(srv, async {
+        let started = Instant::now();
         wait_jobs(ctx, &base, n, started).await?;
         println!(
             "first syncs (start page tokens) done in {:.1} s",
             started.elapsed().as_secs_f64()
         );
-        Ok(connections)
+        Ok(())
     })
     .await?;
+    let early = ctx.fake.stats().pages;
+    if early != 0 {
+        bail!("{early} pages were read before the measurement");
+    }
     let watches = ctx.fake.watches();
     if watches < n as u64 {
         bail!("only {watches} of {n} channels were opened");

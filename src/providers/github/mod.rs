@@ -21,7 +21,6 @@ use axum::http::HeaderMap;
 use serde_json::Value;
 use url::Url;
 
-use crate::connector::{ProviderSettings, WebhookUrl};
 use crate::connector::{
     AuthType, Connector, Descriptor, RateLimitPolicy, SyncContext, TenantWebhook,
 };
@@ -31,6 +30,7 @@ use crate::connector::{
 use crate::connector::{
     Normalized, SyncPage, Verified, WebhookEvent, WebhookRejection, WebhookRequest,
 };
+use crate::connector::{ProviderSettings, WebhookUrl};
 use crate::domain::{Connection, ConnectionId, TenantId};
 
 pub use sync::INITIAL_LOOKBACK_DAYS;

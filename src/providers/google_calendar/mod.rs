@@ -1,26 +1,38 @@
-//! Google Calendar: event changes, from push notifications and sync tokens.
+//! Google Calendar: event changes on the primary calendar, from sync tokens, synced at once
+//! when a push channel says something changed.
 //!
-//! Webhooks: Google's push notification channels (`super::google::push`): verified by their
-//! channel token, the `sync` handshake answered, and every change notification a request to
-//! sync the connection. The sync step itself (incremental `events.list` with sync tokens) and opening the channels (`watch`) are
-//! not built yet: until they are, a requested sync finds nothing.
+//! - Sync: `events.list` with `syncToken`, a bounded full sync first and after `410 Gone`
+//!   ([`sync`]).
+//! - Channel: one `events.watch` channel on the synced calendar (resource `calendar:primary`),
+//!   opened after connect, opened anew before it expires, stopped with `channels.stop` on
+//!   disconnect (`super::google::channel`). Its notifications are verified by their
+//!   per-channel token and start an incremental sync (`super::google::push`).
+//! - Base URLs: `POBLYSH_GOOGLE_CALENDAR_API_BASE_URL` moves the API (`/calendar/v3/...`) and
+//!   the userinfo lookup, `POBLYSH_GOOGLE_CALENDAR_AUTH_BASE_URL` the OAuth endpoints.
 //!
-//! Rate limit: Calendar's per-user quota of 600 queries a minute
-//! (https://developers.google.com/calendar/api/guides/quota).
+//! Rate limit: Calendar allows 600 requests a minute per user per project
+//! (<https://developers.google.com/workspace/calendar/api/guides/quota>); the client-side
+//! limit is half of it per connection. `429` and `403 rateLimitExceeded` back off
+//! (`super::google::api`).
 //!
 //! OAuth: Google's web server flow, shared with the other Google providers (`super::google`).
 
+mod sync;
+
 use async_trait::async_trait;
+use serde_json::Value;
 use url::Url;
 
 use super::google;
+use super::google::{api, channel, push};
 use crate::connector::ProviderSettings;
-use crate::connector::{AuthType, Connector, Descriptor, RateLimitPolicy};
+use crate::connector::{AuthType, Connector, Descriptor, RateLimitPolicy, Setting};
 use crate::connector::{
     ConnectionTokens, ExternalAccount, OAuthEndpoints, ProviderCallError, ProviderContext, TokenSet,
 };
 use crate::connector::{Normalized, Verified, WebhookEvent, WebhookRejection, WebhookRequest};
-use crate::domain::Connection;
+use crate::connector::{Opened, SubscriptionContext, SyncContext, SyncPage};
+use crate::domain::{Connection, ConnectionId};
 
 /// The Google Calendar provider.
 pub struct GoogleCalendarConnector;
@@ -34,16 +46,29 @@ static DESCRIPTOR: Descriptor = Descriptor {
         "email",
         "https://www.googleapis.com/auth/calendar.readonly",
     ],
-    kinds: &[],
-    webhooks: false,
-    sync: false,
+    kinds: &[
+        "calendar_event_created",
+        "calendar_event_updated",
+        "calendar_event_deleted",
+    ],
+    webhooks: true,
+    sync: true,
     rate_limit: RateLimitPolicy {
-        requests: 600,
+        requests: 300,
         window_secs: 60,
-        burst: 50,
+        burst: 30,
         max_concurrency: 4,
     },
-    settings: &[],
+    settings: &[
+        Setting {
+            name: channel::TTL_SETTING,
+            check: channel::check_ttl,
+        },
+        Setting {
+            name: sync::FIRST_SYNC_SETTING,
+            check: sync::check_first_sync_days,
+        },
+    ],
 };
 
 #[async_trait]
@@ -56,20 +81,38 @@ impl Connector for GoogleCalendarConnector {
         Some(google::endpoints(settings))
     }
 
-    /// Push notifications of the channels opened for this provider (`super::google::push`).
+    fn precheck_webhook(
+        &self,
+        settings: &ProviderSettings,
+        url: crate::connector::WebhookUrl,
+        headers: &axum::http::HeaderMap,
+    ) -> Result<(), WebhookRejection> {
+        // A notification is proven by its headers alone (the channel token): checked in full
+        // before any body is read.
+        push::verify(settings, url, headers).map(|_| ())
+    }
+
     async fn verify_webhook(
         &self,
         request: WebhookRequest<'_>,
     ) -> Result<Verified, WebhookRejection> {
-        google::push::verify(request.settings, request.headers)
+        push::verify(request.settings, request.url, request.headers)
     }
 
     fn webhook_secret_headers(&self) -> &'static [&'static str] {
-        google::push::SECRET_HEADERS
+        push::SECRET_HEADERS
+    }
+
+    fn route_webhook(
+        &self,
+        event: &WebhookEvent,
+        connections: &[Connection],
+    ) -> Option<ConnectionId> {
+        push::route(event, connections)
     }
 
     fn normalize_webhook(&self, event: &WebhookEvent) -> Result<Normalized, String> {
-        google::push::normalize(event)
+        push::normalize(event)
     }
 
     async fn identify(
@@ -88,5 +131,34 @@ impl Connector for GoogleCalendarConnector {
         tokens: &ConnectionTokens,
     ) -> Result<(), ProviderCallError> {
         google::revoke(ctx, endpoints, tokens).await
+    }
+
+    async fn sync_page(
+        &self,
+        ctx: SyncContext<'_>,
+        cursor: Option<&Value>,
+    ) -> Result<SyncPage, ProviderCallError> {
+        sync::page(ctx, cursor).await
+    }
+
+    fn subscriptions(&self, _connection: &Connection) -> Vec<String> {
+        vec![format!("calendar:{}", sync::CALENDAR)]
+    }
+
+    async fn open_subscription(
+        &self,
+        ctx: SubscriptionContext<'_>,
+    ) -> Result<Opened, ProviderCallError> {
+        let path = format!("/calendar/v3/calendars/{}/events/watch", sync::CALENDAR);
+        let url = api::url(ctx.provider.settings, &path);
+        channel::open(&ctx, url, "Google Calendar events.watch").await
+    }
+
+    async fn close_subscription(
+        &self,
+        ctx: SubscriptionContext<'_>,
+    ) -> Result<(), ProviderCallError> {
+        let url = api::url(ctx.provider.settings, "/calendar/v3/channels/stop");
+        channel::stop(&ctx, url, "Google Calendar channels.stop").await
     }
 }

@@ -1,29 +1,44 @@
-//! Google Drive: file changes, from push notifications and the changes feed.
+//! Google Drive: file changes, from the changes feed, synced at once when a push channel says
+//! something changed.
 //!
-//! Webhooks: Google's push notification channels (`super::google::push`): verified by their
-//! channel token, the `sync` handshake answered, and every change notification a request to
-//! sync the connection. The sync step itself (the changes feed (`changes.list`)) and opening the channels (`watch`) are
-//! not built yet: until they are, a requested sync finds nothing.
+//! - Sync: `changes.list` from a `changes.getStartPageToken` taken at the first sync
+//!   ([`sync`]).
+//! - Channel: one `changes.watch` channel per connection (resource `changes`), opened after
+//!   connect, opened anew before it expires, stopped with `channels.stop` on disconnect
+//!   (`super::google::channel`). Its notifications are verified by their per-channel token
+//!   and start an incremental sync of the connection (`super::google::push`).
+//! - Base URLs: `POBLYSH_GOOGLE_DRIVE_API_BASE_URL` moves the API (`/drive/v3/...`) and the
+//!   userinfo lookup, `POBLYSH_GOOGLE_DRIVE_AUTH_BASE_URL` the OAuth endpoints.
 //!
-//! Rate limit: well inside Drive's per-user query quota
-//! (https://developers.google.com/drive/api/guides/limits).
+//! Rate limit: Drive allows 12,000 queries per 60 seconds per user
+//! (<https://developers.google.com/workspace/drive/api/guides/limits>); the client-side limit
+//! stays far inside it, 600 a minute per connection. `429` and `403 userRateLimitExceeded`
+//! back off (`super::google::api`).
 //!
 //! OAuth: Google's web server flow, shared with the other Google providers (`super::google`).
 
+mod sync;
+
 use async_trait::async_trait;
+use serde_json::Value;
 use url::Url;
 
 use super::google;
+use super::google::{api, channel, push};
 use crate::connector::ProviderSettings;
-use crate::connector::{AuthType, Connector, Descriptor, RateLimitPolicy};
+use crate::connector::{AuthType, Connector, Descriptor, RateLimitPolicy, Setting};
 use crate::connector::{
     ConnectionTokens, ExternalAccount, OAuthEndpoints, ProviderCallError, ProviderContext, TokenSet,
 };
 use crate::connector::{Normalized, Verified, WebhookEvent, WebhookRejection, WebhookRequest};
-use crate::domain::Connection;
+use crate::connector::{Opened, SubscriptionContext, SyncContext, SyncPage};
+use crate::domain::{Connection, ConnectionId};
 
 /// The Google Drive provider.
 pub struct GoogleDriveConnector;
+
+/// The resource the channel watches.
+const RESOURCE: &str = "changes";
 
 static DESCRIPTOR: Descriptor = Descriptor {
     slug: "google_drive",
@@ -34,16 +49,19 @@ static DESCRIPTOR: Descriptor = Descriptor {
         "email",
         "https://www.googleapis.com/auth/drive.metadata.readonly",
     ],
-    kinds: &[],
-    webhooks: false,
-    sync: false,
+    kinds: &["file_created", "file_updated", "file_deleted"],
+    webhooks: true,
+    sync: true,
     rate_limit: RateLimitPolicy {
         requests: 600,
         window_secs: 60,
         burst: 50,
         max_concurrency: 4,
     },
-    settings: &[],
+    settings: &[Setting {
+        name: channel::TTL_SETTING,
+        check: channel::check_ttl,
+    }],
 };
 
 #[async_trait]
@@ -56,20 +74,38 @@ impl Connector for GoogleDriveConnector {
         Some(google::endpoints(settings))
     }
 
-    /// Push notifications of the channels opened for this provider (`super::google::push`).
+    fn precheck_webhook(
+        &self,
+        settings: &ProviderSettings,
+        url: crate::connector::WebhookUrl,
+        headers: &axum::http::HeaderMap,
+    ) -> Result<(), WebhookRejection> {
+        // A notification is proven by its headers alone (the channel token): checked in full
+        // before any body is read.
+        push::verify(settings, url, headers).map(|_| ())
+    }
+
     async fn verify_webhook(
         &self,
         request: WebhookRequest<'_>,
     ) -> Result<Verified, WebhookRejection> {
-        google::push::verify(request.settings, request.headers)
+        push::verify(request.settings, request.url, request.headers)
     }
 
     fn webhook_secret_headers(&self) -> &'static [&'static str] {
-        google::push::SECRET_HEADERS
+        push::SECRET_HEADERS
+    }
+
+    fn route_webhook(
+        &self,
+        event: &WebhookEvent,
+        connections: &[Connection],
+    ) -> Option<ConnectionId> {
+        push::route(event, connections)
     }
 
     fn normalize_webhook(&self, event: &WebhookEvent) -> Result<Normalized, String> {
-        google::push::normalize(event)
+        push::normalize(event)
     }
 
     async fn identify(
@@ -88,5 +124,42 @@ impl Connector for GoogleDriveConnector {
         tokens: &ConnectionTokens,
     ) -> Result<(), ProviderCallError> {
         google::revoke(ctx, endpoints, tokens).await
+    }
+
+    async fn sync_page(
+        &self,
+        ctx: SyncContext<'_>,
+        cursor: Option<&Value>,
+    ) -> Result<SyncPage, ProviderCallError> {
+        sync::page(ctx, cursor).await
+    }
+
+    fn subscriptions(&self, _connection: &Connection) -> Vec<String> {
+        vec![RESOURCE.to_string()]
+    }
+
+    /// `changes.watch` from a fresh start page token: a channel notifies of every change
+    /// after it, whatever token the sync stands at.
+    async fn open_subscription(
+        &self,
+        ctx: SubscriptionContext<'_>,
+    ) -> Result<Opened, ProviderCallError> {
+        let token = sync::start_page_token(ctx.provider, ctx.access_token).await?;
+        let mut url = api::url(ctx.provider.settings, "/drive/v3/changes/watch");
+        url.query_pairs_mut()
+            .append_pair("pageToken", &token)
+            .append_pair("includeRemoved", "true")
+            .append_pair("includeItemsFromAllDrives", "true")
+            .append_pair("supportsAllDrives", "true")
+            .append_pair("spaces", "drive");
+        channel::open(&ctx, url, "Google Drive changes.watch").await
+    }
+
+    async fn close_subscription(
+        &self,
+        ctx: SubscriptionContext<'_>,
+    ) -> Result<(), ProviderCallError> {
+        let url = api::url(ctx.provider.settings, "/drive/v3/channels/stop");
+        channel::stop(&ctx, url, "Google Drive channels.stop").await
     }
 }

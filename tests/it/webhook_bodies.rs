@@ -64,10 +64,45 @@ type Case = (String, Vec<(&'static str, String)>, &'static str);
 
 #[tokio::test]
 async fn unverifiable_deliveries_are_refused_before_their_body_is_read() {
-    let app = TestApp::spawn_with(&[("POBLYSH_SANDBOX_WEBHOOK_SECRET", SECRET)]).await;
+    let app = TestApp::spawn_with(&[
+        ("POBLYSH_SANDBOX_WEBHOOK_SECRET", SECRET),
+        ("POBLYSH_GITHUB_WEBHOOK_SECRET", SECRET),
+        ("POBLYSH_SLACK_WEBHOOK_SECRET", SECRET),
+        ("POBLYSH_JIRA_WEBHOOK_SECRET", SECRET),
+        ("POBLYSH_GOOGLE_DRIVE_WEBHOOK_SECRET", SECRET),
+    ])
+    .await;
     let t = tenant();
     let now = connectors::domain::now().timestamp();
     let cases: Vec<Case> = vec![
+        // Every provider's scheme, checked on the headers: GitHub without its SHA-256
+        // signature, Slack with a signature that is not one, Jira with neither a token nor a
+        // signature, a Pub/Sub push without its token, a Drive notification without a channel.
+        (
+            format!("/webhooks/github/{t}"),
+            vec![("X-GitHub-Delivery", "d".to_string())],
+            "401",
+        ),
+        (
+            "/webhooks/github".to_string(),
+            vec![("X-Hub-Signature-256", "sha256=12".to_string())],
+            "401",
+        ),
+        (
+            "/webhooks/slack".to_string(),
+            vec![
+                ("X-Slack-Request-Timestamp", now.to_string()),
+                ("X-Slack-Signature", "v0=nothex".to_string()),
+            ],
+            "401",
+        ),
+        (format!("/webhooks/jira/{t}"), vec![], "401"),
+        ("/webhooks/gmail".to_string(), vec![], "401"),
+        (
+            format!("/webhooks/google_drive/{t}"),
+            vec![("X-Goog-Resource-State", "change".to_string())],
+            "401",
+        ),
         // No signature at all.
         (format!("/webhooks/sandbox/{t}"), vec![], "401"),
         // A signature that is not the scheme's shape.

@@ -56,7 +56,7 @@ pub struct WebhookAccepted {
         (status = 202, body = WebhookAccepted),
         (status = 200, description = "A provider handshake, answered as the provider requires"),
         (status = 400, description = "A tenant id that is not a UUID, or a verified delivery that lacks what the provider always sends, such as its delivery id, or whose delivery id or event type holds a control character (`VALIDATION_FAILED`, `details.delivery` says what); the nil UUID, which belongs to no tenant (`INVALID_TENANT_ID`)", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Signature missing, malformed, wrong (made with another tenant's secret, too), outside the replay window, or no webhook secret configured (`INVALID_SIGNATURE`)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Signature missing, malformed, wrong (made with another tenant's secret, too), outside the replay window, signed with the app-wide secret (Slack) for an account the tenant did not connect, or no webhook secret configured (`INVALID_SIGNATURE`)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown provider (`PROVIDER_NOT_FOUND`)", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over the limit (`PAYLOAD_TOO_LARGE`)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unreachable (`SERVICE_UNAVAILABLE`); the provider should redeliver", body = Problem, content_type = "application/problem+json"),
@@ -86,6 +86,7 @@ pub async fn receive(
         Ok(delivery) => delivery,
         Err(handshake) => return Ok(handshake),
     };
+    belongs_to_tenant(&state, &provider, tenant, &headers, body).await?;
     let stored = store(
         &state, tenant, &provider, None, dedupe_key, event_type, &headers, body,
     )
@@ -192,6 +193,43 @@ pub async fn receive_app(
         all_duplicates &= duplicate;
     }
     Ok(accepted(first.unwrap_or_default(), all_duplicates))
+}
+
+/// Refuses a delivery signed with an app-wide secret at a tenant's URL unless the account it
+/// names is one that tenant connected: the signature says who sent it, not for whom.
+async fn belongs_to_tenant(
+    state: &AppState,
+    provider: &str,
+    tenant: TenantId,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), ApiError> {
+    let connector = provider_entry(state, provider)?.connector;
+    if !connector.app_wide_secret() {
+        return Ok(());
+    }
+    let owned = match connector.webhook_account(headers, body) {
+        Some(account) => state
+            .store
+            .connections_for_account(provider, &account)
+            .await?
+            .iter()
+            .any(|c| c.tenant_id == tenant),
+        None => false,
+    };
+    if owned {
+        return Ok(());
+    }
+    count_verification(
+        provider,
+        Err(&WebhookRejection::InvalidSignature(String::new())),
+    );
+    Err(ApiError::new(
+        ErrorCode::InvalidSignature,
+        format!(
+            "this {provider} delivery is signed with the app's secret for an account this tenant did not connect; the app's URL is /webhooks/{provider}"
+        ),
+    ))
 }
 
 /// An event relayed by Core with its operator token.

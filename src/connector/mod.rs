@@ -196,6 +196,15 @@ pub trait Connector: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Whether a delivery to a tenant's URL is signed with the app-wide secret rather than one
+    /// derived for that tenant (Slack signs every delivery of an app alike). Such a delivery
+    /// proves only that the provider sent it, not for whom: it is accepted on a tenant's URL
+    /// only when the account it names ([`Connector::webhook_account`]) is one that tenant
+    /// connected.
+    fn app_wide_secret(&self) -> bool {
+        false
+    }
+
     /// Whether the provider's own deliveries to `/webhooks/{provider}` carry
     /// `Authorization: Bearer` (Cloud Pub/Sub push's OIDC token). For such a provider that
     /// header marks a relay by Core only when it holds an operator token; any other bearer

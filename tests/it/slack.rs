@@ -291,15 +291,14 @@ async fn an_event_of_a_workspace_no_tenant_connected_is_kept_unmatched() {
     connect(&app, t, "T0OTHERTEAM").await;
     let body = example_as("reaction_added", "Ev-nobody");
     let kept = accepted(deliver(&app, "/webhooks/slack", &body, |_| {}).await).await;
-    // On the tenant's URL, a workspace the tenant did not connect is not guessed at either.
-    let on_tenant_url =
-        accepted(deliver(&app, &format!("/webhooks/slack/{t}"), &body, |_| {}).await).await;
-    inbox::drain(&app.state).await.expect("drain");
+    // On a tenant's URL, the app-wide signature proves only that Slack sent it: a workspace
+    // that tenant did not connect is refused, and nothing is stored for the tenant.
+    let on_tenant_url = deliver(&app, &format!("/webhooks/slack/{t}"), &body, |_| {}).await;
+    assert_problem(on_tenant_url, 401, "INVALID_SIGNATURE").await;
+    assert_eq!(inbox::drain(&app.state).await.expect("drain"), 1);
     let nil = TenantId(uuid::Uuid::nil());
-    for (owner, accepted) in [(nil, &kept), (t, &on_tenant_url)] {
-        let event = stored_event(&app, owner, accepted).await;
-        assert_eq!(event.status, EventStatus::Unmatched);
-    }
+    let event = stored_event(&app, nil, &kept).await;
+    assert_eq!(event.status, EventStatus::Unmatched);
     assert!(signals(&app, t).await.is_empty());
 }
 

@@ -153,6 +153,10 @@ impl Connector for SlackConnector {
         webhook::verify(request.settings, request.headers, request.body)
     }
 
+    fn app_wide_secret(&self) -> bool {
+        true
+    }
+
     fn webhook_account(&self, _headers: &HeaderMap, body: &[u8]) -> Option<String> {
         webhook::app_account(body)
     }

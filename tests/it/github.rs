@@ -648,6 +648,11 @@ async fn unreadable_bodies_fail_redeliveries_are_duplicates_and_pings_are_ignore
     assert_eq!(first["duplicate"], false);
     assert_eq!(again["duplicate"], true);
     assert_eq!(again["event_id"], first["event_id"]);
+    // GitHub signs no delivery id: the signed body re-posted under a new one is the same
+    // delivery, not a new event.
+    let replayed = accepted(deliver(&app, t, "issues", "d-forged", &opened, |_| {}).await).await;
+    assert_eq!(replayed["duplicate"], true);
+    assert_eq!(replayed["event_id"], first["event_id"]);
     // GitHub's other content type: the JSON in a `payload` form field.
     let form = url::form_urlencoded::Serializer::new(String::new())
         .append_pair(

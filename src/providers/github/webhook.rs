@@ -106,7 +106,7 @@ pub(super) fn verify(
     }
     let malformed =
         |what: &str| WebhookRejection::Malformed(format!("the {what} header is missing"));
-    let delivery = header(headers, "x-github-delivery")
+    header(headers, "x-github-delivery")
         .map(str::trim)
         .filter(|d| !d.is_empty())
         .ok_or_else(|| malformed("X-GitHub-Delivery"))?;
@@ -114,10 +114,20 @@ pub(super) fn verify(
         .map(str::trim)
         .filter(|e| !e.is_empty())
         .ok_or_else(|| malformed("X-GitHub-Event"))?;
+    // GitHub signs no delivery id or time: the signed body re-posted under a new
+    // `X-GitHub-Delivery` must not become a new event, so deliveries are told apart by the
+    // digest of what was signed. A redelivery carries the same body and id
+    // (https://docs.github.com/en/webhooks/testing-and-troubleshooting-webhooks/redelivering-webhooks).
     Ok(Verified::Event {
-        dedupe_key: delivery.to_string(),
+        dedupe_key: body_digest(body),
         event_type: Some(event.to_string()),
     })
+}
+
+/// The dedupe key of a delivery: the SHA-256 of its signed body.
+fn body_digest(body: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    format!("sha256:{}", crate::crypto::hex(&Sha256::digest(body)))
 }
 
 /// The connection whose GitHub account the payload names (see [`account_ids`]); else the only
@@ -215,7 +225,7 @@ mod tests {
         assert_eq!(
             verdict,
             Ok(Verified::Event {
-                dedupe_key: "72d3162e-cc78-11e3-81ab-4c9367dc0958".into(),
+                dedupe_key: body_digest(b"Hello, World!"),
                 event_type: Some("ping".into()),
             })
         );

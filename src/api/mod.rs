@@ -11,6 +11,7 @@ mod meta;
 mod providers;
 mod signals;
 mod tenant_webhooks;
+mod tenants;
 mod webhooks;
 
 pub use meta::render_metrics;
@@ -52,4 +53,5 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(webhooks::receive_app))
         .routes(routes!(config::summary))
         .routes(routes!(config::rate_limit_policy))
+        .routes(routes!(tenants::erase_tenant))
 }

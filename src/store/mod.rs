@@ -77,6 +77,43 @@ pub struct PageRequest {
     pub fetch: u32,
 }
 
+/// What erasing a tenant removed, by kind.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TenantErasure {
+    pub connections: u64,
+    pub subscriptions: u64,
+    pub signals: u64,
+    pub jobs: u64,
+    pub webhook_events: u64,
+    pub oauth_states: u64,
+}
+
+/// The tables a tenant's rows live in, children first, with the member of
+/// [`TenantErasure`] each count goes to.
+pub(crate) const TENANT_TABLES: [&str; 6] = [
+    "signals",
+    "sync_jobs",
+    "subscriptions",
+    "webhook_events",
+    "oauth_states",
+    "connections",
+];
+
+impl TenantErasure {
+    /// Records `count` rows deleted from `table`.
+    pub(crate) fn record(&mut self, table: &str, count: u64) {
+        let slot = match table {
+            "signals" => &mut self.signals,
+            "sync_jobs" => &mut self.jobs,
+            "subscriptions" => &mut self.subscriptions,
+            "webhook_events" => &mut self.webhook_events,
+            "oauth_states" => &mut self.oauth_states,
+            _ => &mut self.connections,
+        };
+        *slot = slot.saturating_add(count);
+    }
+}
+
 /// Filters of `GET /connections`.
 #[derive(Clone, Debug, Default)]
 pub struct ConnectionFilter {
@@ -207,6 +244,11 @@ pub trait Store: Inbox + SyncQueue + SubscriptionStore + Send + Sync + 'static {
 
     /// Deletes states that expired before `before`; returns how many.
     async fn purge_oauth_states(&self, before: Timestamp) -> Result<u64, StoreError>;
+
+    /// Deletes everything the service keeps for `tenant` (its connections with their tokens and
+    /// subscriptions, signals, jobs, stored deliveries and pending connects) in one transaction;
+    /// says how many of each.
+    async fn erase_tenant(&self, tenant: TenantId) -> Result<TenantErasure, StoreError>;
 
     /// The id of the tenant's connection to this provider account, if there is one.
     async fn find_connection_id(

@@ -39,6 +39,7 @@ mod subscriptions;
 mod sync;
 mod sync_faults;
 mod tenancy;
+mod tenants;
 mod validation;
 mod webhook_bodies;
 mod webhooks;

@@ -200,6 +200,24 @@ pub(super) async fn delete(
     Ok(done.rows_affected() > 0)
 }
 
+pub(super) async fn erase_tenant(
+    pool: &SqlitePool,
+    tenant: TenantId,
+) -> Result<crate::store::TenantErasure, StoreError> {
+    let mut tx = pool.begin().await?;
+    let mut erased = crate::store::TenantErasure::default();
+    // Children first, so each count is what that table held, not what a cascade took.
+    for table in crate::store::TENANT_TABLES {
+        let done = sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = ?"))
+            .bind(tenant.0)
+            .execute(&mut *tx)
+            .await?;
+        erased.record(table, done.rows_affected());
+    }
+    tx.commit().await?;
+    Ok(erased)
+}
+
 pub(super) async fn needing_refresh(
     pool: &SqlitePool,
     expiring_before: Timestamp,

@@ -357,6 +357,13 @@ impl Store for SqliteStore {
         credentials::revoke(&self.pool, tenant, id, now).await
     }
 
+    async fn erase_tenant(
+        &self,
+        tenant: TenantId,
+    ) -> Result<crate::store::TenantErasure, StoreError> {
+        credentials::erase_tenant(&self.pool, tenant).await
+    }
+
     async fn delete_connection(
         &self,
         tenant: TenantId,

@@ -161,4 +161,26 @@ mod tests {
         assert!(stranger.decode(&scope, &cursor).is_err());
         assert!(codec.decode(&scope, "garbage!").is_err());
     }
+
+    proptest::proptest! {
+        /// Any string decodes to an error or to nothing but a cursor this codec issued: no
+        /// arbitrary or altered cursor is accepted, and nothing panics.
+        #[test]
+        fn arbitrary_and_altered_cursors_are_refused(
+            raw in ".{0,200}",
+            micros in 0i64..4_000_000_000_000_000,
+            flip in proptest::prelude::any::<usize>(),
+        ) {
+            let codec = CursorCodec::new(&CryptoKey::generate());
+            let scope = CursorScope::new("signals", TenantId(Uuid::new_v4()), &[]);
+            proptest::prop_assert!(codec.decode(&scope, &raw).is_err());
+            let key = PageKey { at: from_micros(micros).expect("in range"), id: Uuid::now_v7() };
+            let cursor = codec.encode(&scope, &key);
+            proptest::prop_assert_eq!(codec.decode(&scope, &cursor).ok(), Some(key));
+            let mut bytes = URL_SAFE_NO_PAD.decode(&cursor).expect("base64");
+            let at = flip % bytes.len();
+            bytes[at] ^= 0x01;
+            proptest::prop_assert!(codec.decode(&scope, &URL_SAFE_NO_PAD.encode(&bytes)).is_err());
+        }
+    }
 }

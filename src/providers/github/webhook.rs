@@ -393,4 +393,53 @@ mod tests {
             Some(installed.id)
         );
     }
+
+    proptest::proptest! {
+        /// Arbitrary deliveries never verify, on either URL, and a signed one stops verifying
+        /// when any byte of its body changes; nothing panics, and whatever the body, the
+        /// normalizer answers without panicking.
+        #[test]
+        fn arbitrary_or_altered_deliveries_never_verify(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+            signature in "[ -~]{0,80}",
+            event in "[a-z_]{0,20}",
+            flip in proptest::prelude::any::<usize>(),
+            on_tenant_url in proptest::prelude::any::<bool>(),
+        ) {
+            let url = if on_tenant_url { WebhookUrl::Tenant(TenantId(uuid::Uuid::new_v4())) } else { WebhookUrl::App };
+            let settings = settings(Some("s3cret"));
+            let forged = headers(&[
+                ("x-hub-signature-256", &signature),
+                ("x-github-delivery", "d"),
+                ("x-github-event", &event),
+            ]);
+            proptest::prop_assert!(verify(&settings, url, &forged, &body).is_err());
+            if !body.is_empty() {
+                let secret = match url {
+                    WebhookUrl::App => Secret::new("s3cret"),
+                    WebhookUrl::Tenant(t) => tenant_secret(&Secret::new("s3cret"), t),
+                };
+                let good = format!("sha256={}", hmac_sha256_hex(&secret, &[&body]));
+                let signed = headers(&[
+                    ("x-hub-signature-256", &good),
+                    ("x-github-delivery", "d"),
+                    ("x-github-event", "issues"),
+                ]);
+                proptest::prop_assert!(verify(&settings, url, &signed, &body).is_ok());
+                let mut altered = body.clone();
+                let at = flip % altered.len();
+                altered[at] ^= 0x01;
+                proptest::prop_assert!(verify(&settings, url, &signed, &altered).is_err());
+            }
+            let stored = WebhookEvent {
+                tenant_id: TenantId(uuid::Uuid::new_v4()),
+                provider: "github".into(),
+                event_type: Some(event),
+                headers: serde_json::Map::new(),
+                body,
+                received_at: now(),
+            };
+            let _ = super::super::normalize::normalize(&stored);
+        }
+    }
 }

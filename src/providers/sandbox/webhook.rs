@@ -89,3 +89,63 @@ pub(super) fn account(body: &[u8]) -> Option<String> {
     let value: serde_json::Value = serde_json::from_slice(body).ok()?;
     value.get("account")?.as_str().map(str::to_string)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connector::signature::{header_map, hmac_sha256_hex};
+    use crate::crypto::Secret;
+    use crate::domain::{now, TenantId};
+
+    const SECRET: &str = "sandbox-webhook-secret";
+
+    fn settings() -> ProviderSettings {
+        ProviderSettings {
+            webhook_secret: Some(Secret::new(SECRET)),
+            ..ProviderSettings::bare("sandbox")
+        }
+    }
+
+    proptest::proptest! {
+        /// Arbitrary deliveries never verify; a signed one stops verifying when any byte of its
+        /// body changes; the normalizer answers any body without panicking.
+        #[test]
+        fn arbitrary_or_altered_deliveries_never_verify(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+            signature in "[ -~]{0,80}",
+            timestamp in "[ -~]{0,24}",
+            event in "(event\\.created|event\\.updated|sync\\.requested|[a-z.]{0,16})",
+            flip in proptest::prelude::any::<usize>(),
+        ) {
+            let forged = header_map(&[
+                ("x-sandbox-timestamp", &timestamp),
+                ("x-sandbox-signature", &signature),
+                ("x-sandbox-delivery", "d"),
+            ]);
+            proptest::prop_assert!(verify(&settings(), &forged, &body).is_err());
+            if !body.is_empty() {
+                let at = now().timestamp().to_string();
+                let hex = hmac_sha256_hex(&Secret::new(SECRET), &[at.as_bytes(), b".", &body]);
+                let signed = header_map(&[
+                    ("x-sandbox-timestamp", &at),
+                    ("x-sandbox-signature", &format!("v1={hex}")),
+                    ("x-sandbox-delivery", "d"),
+                ]);
+                proptest::prop_assert!(verify(&settings(), &signed, &body).is_ok());
+                let mut altered = body.clone();
+                let i = flip % altered.len();
+                altered[i] ^= 0x01;
+                proptest::prop_assert!(verify(&settings(), &signed, &altered).is_err());
+            }
+            let stored = WebhookEvent {
+                tenant_id: TenantId(uuid::Uuid::new_v4()),
+                provider: "sandbox".into(),
+                event_type: Some(event),
+                headers: serde_json::Map::new(),
+                body,
+                received_at: now(),
+            };
+            let _ = normalize(&stored);
+        }
+    }
+}

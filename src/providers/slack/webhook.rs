@@ -478,4 +478,38 @@ mod tests {
         );
         assert_eq!(route(&anonymous, &[other, ours]), None);
     }
+
+    proptest::proptest! {
+        /// Arbitrary deliveries never verify; a signed one stops verifying when any byte of its
+        /// body changes; the normalizer answers any body without panicking.
+        #[test]
+        fn arbitrary_or_altered_deliveries_never_verify(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+            signature in "[ -~]{0,80}",
+            timestamp in "[ -~]{0,24}",
+            flip in proptest::prelude::any::<usize>(),
+        ) {
+            let forged = headers(&[
+                ("x-slack-request-timestamp", &timestamp),
+                ("x-slack-signature", &signature),
+            ]);
+            proptest::prop_assert!(verify(&settings(Some(SECRET)), &forged, &body).is_err());
+            if !body.is_empty() {
+                let signed = signed(SECRET, now().timestamp(), &body);
+                let mut altered = body.clone();
+                let at = flip % altered.len();
+                altered[at] ^= 0x01;
+                proptest::prop_assert!(verify(&settings(Some(SECRET)), &signed, &altered).is_err());
+            }
+            let stored = WebhookEvent {
+                tenant_id: TenantId(uuid::Uuid::new_v4()),
+                provider: "slack".into(),
+                event_type: None,
+                headers: serde_json::Map::new(),
+                body,
+                received_at: now(),
+            };
+            let _ = super::super::normalize::normalize(&stored);
+        }
+    }
 }

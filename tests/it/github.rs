@@ -20,7 +20,6 @@ use connectors::domain::{
 use connectors::ingest::inbox;
 use connectors::ingest::sync::{JobResult, SyncWorker};
 use connectors::providers::github::GithubConnector;
-use connectors::store::{PageRequest, SignalFilter};
 use reqwest::Method;
 use serde_json::{json, Value};
 use url::Url;
@@ -142,22 +141,7 @@ async fn stored_status(
 
 /// The tenant's signals, with payloads, ordered by dedupe key.
 async fn signals_of(app: &TestApp, t: TenantId) -> Vec<Signal> {
-    let filter = SignalFilter {
-        include_payload: true,
-        ..Default::default()
-    };
-    let mut signals = app
-        .store()
-        .list_signals(
-            t,
-            &filter,
-            PageRequest {
-                after: None,
-                fetch: 500,
-            },
-        )
-        .await
-        .expect("signals");
+    let mut signals = app.stored_signals(t).await;
     signals.sort_by(|a, b| a.dedupe_key.cmp(&b.dedupe_key));
     signals
 }

@@ -19,7 +19,6 @@ use base64::Engine;
 use connectors::domain::{now, EventStatus, Signal, TenantId};
 use connectors::ingest::inbox;
 use connectors::ingest::sync::{JobOutcome, JobResult, SyncWorker};
-use connectors::store::{PageRequest, SignalFilter};
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::Method;
@@ -424,18 +423,7 @@ async fn spawn(google: &MockServer) -> TestApp {
 
 /// Connects the mailbox through Google's OAuth flow; drains the watch's opening.
 async fn connect(app: &TestApp, t: TenantId) -> String {
-    let (status, started) = json(
-        app.operator(Method::POST, "/connect/gmail")
-            .header("X-Tenant-Id", t.to_string())
-            .send()
-            .await
-            .expect("sent"),
-    )
-    .await;
-    assert_eq!(status, 200, "{started}");
-    let authorize = app
-        .through_hop(started["authorize_url"].as_str().expect("url"))
-        .await;
+    let authorize = crate::connect::authorize_url(app, t, "gmail", None).await;
     let param = |name: &str| {
         authorize
             .query_pairs()
@@ -533,22 +521,7 @@ async fn make_jobs_due(app: &TestApp) {
 }
 
 async fn signals_of(app: &TestApp, t: TenantId) -> Vec<Signal> {
-    let filter = SignalFilter {
-        include_payload: true,
-        ..Default::default()
-    };
-    let mut signals = app
-        .store()
-        .list_signals(
-            t,
-            &filter,
-            PageRequest {
-                after: None,
-                fetch: 500,
-            },
-        )
-        .await
-        .expect("signals");
+    let mut signals = app.stored_signals(t).await;
     signals.sort_by(|a, b| a.external_id.cmp(&b.external_id));
     signals
 }

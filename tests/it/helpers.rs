@@ -165,6 +165,22 @@ impl TestApp {
         json(self.get(tenant, path).send().await.expect("request sent")).await
     }
 
+    /// Every signal stored for `tenant` (up to 1,000, payloads included), in the store's order.
+    pub async fn stored_signals(&self, tenant: TenantId) -> Vec<connectors::domain::Signal> {
+        let filter = connectors::store::SignalFilter {
+            include_payload: true,
+            ..Default::default()
+        };
+        let page = connectors::store::PageRequest {
+            after: None,
+            fetch: 1000,
+        };
+        self.store()
+            .list_signals(tenant, &filter, page)
+            .await
+            .expect("signals")
+    }
+
     /// Creates an active connection for `tenant`.
     pub async fn connection(&self, tenant: TenantId, provider: &str) -> Connection {
         self.connection_at(tenant, provider, now()).await

@@ -15,7 +15,6 @@ use connectors::crypto::Secret;
 use connectors::domain::{now, ConnectionId, EventStatus, Signal, TenantId, Timestamp};
 use connectors::ingest::inbox;
 use connectors::ingest::sync::{JobOutcome, JobResult, SyncWorker};
-use connectors::store::{PageRequest, SignalFilter};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -235,18 +234,7 @@ async fn spawn(mock: &MockServer) -> TestApp {
 
 /// Connects Jira through the OAuth flow; returns the connection.
 async fn connect(app: &TestApp, t: TenantId) -> Value {
-    let (status, started) = json(
-        app.operator(Method::POST, "/connect/jira")
-            .header("X-Tenant-Id", t.to_string())
-            .send()
-            .await
-            .expect("sent"),
-    )
-    .await;
-    assert_eq!(status, 200, "{started}");
-    let authorize = app
-        .through_hop(started["authorize_url"].as_str().expect("url"))
-        .await;
+    let authorize = crate::connect::authorize_url(app, t, "jira", None).await;
     let scope = authorize
         .query_pairs()
         .find(|(k, _)| k == "scope")
@@ -298,22 +286,7 @@ fn body_of(request: &Request) -> Value {
 }
 
 async fn signals_of(app: &TestApp, t: TenantId) -> Vec<Signal> {
-    let filter = SignalFilter {
-        include_payload: true,
-        ..Default::default()
-    };
-    let mut signals = app
-        .store()
-        .list_signals(
-            t,
-            &filter,
-            PageRequest {
-                after: None,
-                fetch: 500,
-            },
-        )
-        .await
-        .expect("signals");
+    let mut signals = app.stored_signals(t).await;
     signals.sort_by(|a, b| a.dedupe_key.cmp(&b.dedupe_key));
     signals
 }

@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, SecondsFormat};
 use connectors::domain::{now, ConnectionId, Signal, TenantId};
 use connectors::ingest::sync::{JobResult, SyncWorker};
-use connectors::store::{PageRequest, SignalFilter};
 use reqwest::Method;
 use serde_json::{json, Value};
 use wiremock::matchers::{method, path, path_regex, query_param};
@@ -158,21 +157,7 @@ fn assert_published_shapes(cliq: &Cliq) {
 }
 
 async fn signals_of(app: &TestApp, t: TenantId) -> Vec<Signal> {
-    let filter = SignalFilter {
-        include_payload: true,
-        ..Default::default()
-    };
-    app.store()
-        .list_signals(
-            t,
-            &filter,
-            PageRequest {
-                after: None,
-                fetch: 1000,
-            },
-        )
-        .await
-        .expect("signals")
+    app.stored_signals(t).await
 }
 
 async fn connect(app: &TestApp, mock: &MockServer, t: TenantId) -> (ConnectionId, Value) {

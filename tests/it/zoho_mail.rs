@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 
 use connectors::domain::{now, ConnectionId, Signal, TenantId};
 use connectors::ingest::sync::{JobResult, SyncWorker};
-use connectors::store::{PageRequest, SignalFilter};
 use reqwest::Method;
 use serde_json::{json, Value};
 use wiremock::matchers::{method, path, query_param};
@@ -50,18 +49,7 @@ async fn spawn(mock: &MockServer) -> TestApp {
 
 /// Starts a connect for `slug` and returns the state of its authorize URL.
 pub async fn start(app: &TestApp, slug: &str, t: TenantId) -> String {
-    let (status, started) = json(
-        app.operator(Method::POST, &format!("/connect/{slug}"))
-            .header("X-Tenant-Id", t.to_string())
-            .send()
-            .await
-            .expect("sent"),
-    )
-    .await;
-    assert_eq!(status, 200, "{started}");
-    let authorize = app
-        .through_hop(started["authorize_url"].as_str().expect("url"))
-        .await;
+    let authorize = crate::connect::authorize_url(app, t, slug, None).await;
     authorize
         .query_pairs()
         .find(|(k, _)| k == "state")
@@ -200,21 +188,7 @@ impl Respond for Mailbox {
 }
 
 async fn signals_of(app: &TestApp, t: TenantId) -> Vec<Signal> {
-    let filter = SignalFilter {
-        include_payload: true,
-        ..Default::default()
-    };
-    app.store()
-        .list_signals(
-            t,
-            &filter,
-            PageRequest {
-                after: None,
-                fetch: 1000,
-            },
-        )
-        .await
-        .expect("signals")
+    app.stored_signals(t).await
 }
 
 /// Makes every queued job due now (a retry waits for Zoho's lock period otherwise).

@@ -177,7 +177,8 @@ impl Respond for FakeSlack {
             "conversations.history" => {
                 if let Some(wait) = w.throttle_once.take() {
                     return ResponseTemplate::new(429)
-                        .insert_header("Retry-After", wait.to_string().as_str());
+                        .insert_header("Retry-After", wait.to_string().as_str())
+                        .set_body_json(example("ratelimited"));
                 }
                 assert_eq!(query["inclusive"], "false");
                 let channel = &query["channel"];
@@ -239,22 +240,25 @@ async fn spawn(mock: &MockServer, extra: &[(&str, &str)]) -> TestApp {
     TestApp::spawn_with(&settings).await
 }
 
-/// Connects `t` to the workspace over HTTP, Slack answering the exchange with a rotating bot
-/// token (https://api.slack.com/authentication/rotation); returns the connection's id.
+/// Connects `t` to the workspace over HTTP, Slack answering the exchange with its published
+/// example turned into a rotating bot token of a single-workspace install
+/// (https://api.slack.com/authentication/rotation); returns the connection's id.
 async fn connect(app: &TestApp, mock: &MockServer, t: TenantId) -> String {
+    let mut exchange = example("oauth_v2_access");
+    exchange["access_token"] = json!(FIRST_TOKEN);
+    exchange["scope"] =
+        json!("channels:history,channels:read,groups:history,groups:read,reactions:read");
+    exchange["enterprise"] = Value::Null;
+    exchange["is_enterprise_install"] = json!(false);
+    exchange["refresh_token"] = json!("xoxe-1-refresh-first");
+    exchange["expires_in"] = json!(43200);
+    assert_eq!(exchange["team"]["id"], TEAM, "the example's workspace");
     Mock::given(method("POST"))
         .and(path("/api/oauth.v2.access"))
         .and(wiremock::matchers::body_string_contains(
             "grant_type=authorization_code",
         ))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "ok": true, "access_token": FIRST_TOKEN, "token_type": "bot",
-            "scope": "channels:history,channels:read,groups:history,groups:read,reactions:read",
-            "bot_user_id": "U0KRQLJ9H", "app_id": "A0KRD7HC3",
-            "team": { "name": "Slack Softball Team", "id": TEAM },
-            "enterprise": null, "is_enterprise_install": false,
-            "refresh_token": "xoxe-1-refresh-first", "expires_in": 43200
-        })))
+        .respond_with(ResponseTemplate::new(200).set_body_json(exchange))
         .mount(mock)
         .await;
     let response = app

@@ -15,9 +15,9 @@ use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 use crate::helpers::{assert_problem, json, tenant, TestApp};
 
-const ACCOUNT: &str = "6000000004001";
-const INBOX: &str = "6000000004013";
-const SENT: &str = "6000000004019";
+const ACCOUNT: &str = "6000000000293";
+const INBOX: &str = "9999000000305";
+const SENT: &str = "9999000000311";
 const REFRESH: &str = "1000.18e983526f0ca8575ea9c53b0cd5bb58.1bd83a6f2e22c3a7e1309d96ae439cc1";
 
 /// A published example from `tests/zoho/`.
@@ -115,7 +115,7 @@ fn message(folder: &str, id: u64, at: i64, subject: &str) -> Value {
     m["receivedTime"] = json!(at.to_string());
     m["sentDateInGMT"] = json!((at - 1000).to_string());
     m["subject"] = json!(subject);
-    m["toAddress"] = json!("&lt;rebecca@zylker.eu&gt;");
+    m["toAddress"] = json!("&lt;michael.jackson@vtv.com&gt;");
     if let Some(o) = m.as_object_mut() {
         o.remove("receivedtime");
     }
@@ -221,7 +221,7 @@ async fn a_mailbox_in_the_eu_connects_syncs_through_a_throttle_and_disconnects_a
     assert_eq!(details["data_centre"], "eu", "{view}");
     assert_eq!(details["api_domain"], "https://www.zohoapis.eu");
     assert_eq!(details["accounts_server"], mock.uri());
-    assert_eq!(details["primary_address"], "rebecca@zylker.eu");
+    assert_eq!(details["primary_address"], "michael.jackson@vtv.com");
     // The code went to the accounts server the redirect named, with the client secret in the body.
     let token_calls: Vec<Request> = mock
         .received_requests()
@@ -331,7 +331,7 @@ async fn a_mailbox_in_the_eu_connects_syncs_through_a_throttle_and_disconnects_a
         .expect("one");
     assert_eq!(one.title.as_deref(), Some("Received 5"));
     let payload = one.payload.as_ref().expect("payload");
-    assert_eq!(payload["to"], "<rebecca@zylker.eu>");
+    assert_eq!(payload["to"], "<michael.jackson@vtv.com>");
     assert_eq!(payload["from"], "mysender@otherzoho.com");
     assert!(
         !payload.to_string().contains("extremely important"),

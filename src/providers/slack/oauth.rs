@@ -167,6 +167,34 @@ mod tests {
     }
 
     #[test]
+    fn the_published_exchange_names_its_workspace_and_keeps_no_user_token() {
+        let path = format!(
+            "{}/tests/slack/oauth_v2_access.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let example: Value =
+            serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("json");
+        let tokens = interpret_token_response(200, &body(example)).expect("tokens");
+        assert_eq!(
+            tokens.access_token.expose(),
+            "xoxb-17653672481-19874698323-pdFZKVeTuE8sk7oOcBrzbqgy"
+        );
+        assert!(tokens.refresh_token.is_none(), "no rotation in the example");
+        assert!(!Value::Object(tokens.extra.clone())
+            .to_string()
+            .contains("xoxp-1234"));
+        let account = identify(&tokens).expect("account");
+        assert_eq!(account.id, "T9TK3CUKW", "the team, not the enterprise");
+        assert_eq!(account.display_name.as_deref(), Some("Slack Softball Team"));
+        let limited =
+            interpret_token_response(200, &body(json!({"error": "ratelimited", "ok": false})));
+        assert!(matches!(
+            limited,
+            Err(ProviderCallError::RateLimited { .. })
+        ));
+    }
+
+    #[test]
     fn an_org_wide_install_is_identified_by_its_enterprise_and_user_tokens_are_dropped() {
         let tokens = interpret_token_response(
             200,

@@ -370,10 +370,12 @@ pub(super) fn classify(
         if code.is_some_and(is_throttle_code) {
             return Err(limited);
         }
+        // A number in most samples, a string ("200") in others
+        // (https://www.zoho.com/mail/help/api/get-user-account-details.html).
         if let Some(inner) = body
             .get("status")
             .and_then(|s| s.get("code"))
-            .and_then(Value::as_u64)
+            .and_then(|c| integer(Some(c)))
         {
             if inner == 429 {
                 return Err(limited);
@@ -444,14 +446,19 @@ pub(super) fn id_text(value: Option<&Value>) -> Option<String> {
     }
 }
 
-/// Epoch milliseconds that Zoho sends as a number or a numeric string.
-pub(super) fn millis(value: Option<&Value>) -> Option<i64> {
+/// A non-negative integer that Zoho sends as a number or a numeric string.
+pub(super) fn integer(value: Option<&Value>) -> Option<i64> {
     match value? {
         Value::Number(n) => n.as_i64(),
         Value::String(s) => s.trim().parse::<i64>().ok(),
         _ => None,
     }
-    .filter(|ms| *ms >= 0)
+    .filter(|n| *n >= 0)
+}
+
+/// Epoch milliseconds that Zoho sends as a number or a numeric string.
+pub(super) fn millis(value: Option<&Value>) -> Option<i64> {
+    integer(value)
 }
 
 /// Revokes the refresh token at the connection's accounts server, which also revokes the

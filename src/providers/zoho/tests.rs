@@ -209,17 +209,24 @@ fn throttling_backs_off_for_the_lock_and_error_bodies_fail_whatever_the_status()
     let error = fixture("mail_error");
     assert!(matches!(
         classify(200, None, Some(&error), T, "x"),
+        Err(ProviderCallError::Unauthorized)
+    ));
+    let internal = json!({"status": {"code": 500, "description": "Internal Error"}});
+    assert!(matches!(
+        classify(200, None, Some(&internal), T, "x"),
         Err(ProviderCallError::Unavailable(_))
     ));
+    // Some samples quote the code: `"code": "200"` is a success, `"500"` a failure.
+    let quoted = json!({"status": {"code": "500", "description": "Internal Error"}});
+    assert!(matches!(
+        classify(200, None, Some(&quoted), T, "x"),
+        Err(ProviderCallError::Unavailable(_))
+    ));
+    assert!(classify(200, None, Some(&fixture("mail_accounts")), T, "x").is_ok());
     let bad = json!({"status": {"code": 400, "description": "Invalid Input"}, "data": {"errorCode": "INVALID_INPUT"}});
     assert!(matches!(
         classify(200, None, Some(&bad), T, "x"),
         Err(ProviderCallError::Rejected(_))
-    ));
-    let auth = json!({"status": {"code": 401, "description": "Invalid OAuthToken"}});
-    assert!(matches!(
-        classify(200, None, Some(&auth), T, "x"),
-        Err(ProviderCallError::Unauthorized)
     ));
     let cliq = json!({"code": "access_denied", "message": "no"});
     assert!(matches!(

@@ -11,7 +11,10 @@
 //! lockout makes it wait 10 minutes) resumes with the same chat: chats spread over runs
 //! instead of failing. A chat's cursor is the newest message time read and the ids read at
 //! that millisecond; the request asks from one millisecond earlier, so equal times are neither
-//! dropped nor repeated. The listing shows no edits or deletions, so only posts are reported.
+//! dropped nor repeated. The listing shows no edits or deletions (Get Messages takes only
+//! `fromtime`, `totime` and `limit`, https://www.zoho.com/cliq/help/restapi/v2/messages/, and
+//! the message objects Zoho publishes carry no edit or deletion marker), so only posts are
+//! reported.
 
 use chrono::{DateTime, Duration};
 use serde::{Deserialize, Serialize};

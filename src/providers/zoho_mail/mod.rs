@@ -63,6 +63,32 @@ static DESCRIPTOR: Descriptor = Descriptor {
     settings: &[],
 };
 
+/// A mail account's address: `primaryEmailAddress`
+/// (https://www.zoho.com/mail/help/api/get-user-account-details.html), else the `emailAddress`
+/// entry marked `isPrimary` (a boolean, or `"true"` in the older sample; the current sample of
+/// https://www.zoho.com/mail/help/api/get-all-users-accounts.html lists its addresses there),
+/// else `mailboxAddress`.
+fn primary_address(account: &Value) -> Option<String> {
+    let text = |v: Option<&Value>| {
+        v.and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    };
+    let flagged = |entry: &&Value| {
+        matches!(entry.get("isPrimary"), Some(Value::Bool(true)))
+            || entry.get("isPrimary").and_then(Value::as_str) == Some("true")
+    };
+    text(account.get("primaryEmailAddress"))
+        .or_else(|| {
+            account
+                .get("emailAddress")
+                .and_then(Value::as_array)
+                .and_then(|list| list.iter().find(flagged))
+                .and_then(|entry| text(entry.get("mailId")))
+        })
+        .or_else(|| text(account.get("mailboxAddress")))
+}
+
 #[async_trait]
 impl Connector for ZohoMailConnector {
     fn descriptor(&self) -> &'static Descriptor {
@@ -115,9 +141,9 @@ impl Connector for ZohoMailConnector {
     /// The mailbox behind the token: `GET {api}/api/accounts`
     /// (https://www.zoho.com/mail/help/api/get-all-users-accounts.html) lists the user's mail
     /// accounts in `data`; we take the first (the user's own Zoho mailbox, `sequence` 1 in the
-    /// docs' sample) and read `accountId` (needed by every Mail API call) and
-    /// `primaryEmailAddress` (https://www.zoho.com/mail/help/api/get-user-account-details.html),
-    /// falling back to `mailboxAddress`. The API host is that of the account's data centre.
+    /// docs' samples) and read `accountId` (needed by every Mail API call, a string or a number
+    /// in Zoho's samples) and its address (see `primary_address`). The API host is that of the
+    /// account's data centre.
     async fn identify(
         &self,
         ctx: ProviderContext<'_>,
@@ -143,15 +169,7 @@ impl Connector for ZohoMailConnector {
             .ok_or_else(|| {
                 ProviderCallError::Rejected("Zoho Mail account has no numeric accountId".into())
             })?;
-        let address = ["primaryEmailAddress", "mailboxAddress"]
-            .iter()
-            .find_map(|k| {
-                account
-                    .get(*k)
-                    .and_then(Value::as_str)
-                    .filter(|s| !s.is_empty())
-            })
-            .map(str::to_string);
+        let address = primary_address(account);
         let mut metadata = zoho::dc_metadata(tokens);
         metadata.insert("account_id".into(), Value::String(id.clone()));
         if let Some(address) = &address {
@@ -176,5 +194,44 @@ impl Connector for ZohoMailConnector {
         cursor: Option<&Value>,
     ) -> Result<SyncPage, ProviderCallError> {
         sync::page(ctx, cursor).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::primary_address;
+
+    #[test]
+    fn the_address_is_the_primary_one_whichever_sample_shape_zoho_answers() {
+        // The older sample: `primaryEmailAddress`, its other addresses not primary.
+        let path = format!(
+            "{}/tests/zoho/mail_accounts.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let sample: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("json");
+        assert_eq!(
+            primary_address(&sample["data"][0]).as_deref(),
+            Some("michael.jackson@vtv.com")
+        );
+        // The current sample's members: addresses only under `emailAddress`.
+        let current = json!({
+            "incomingUserName": "rebecca@zylker.com",
+            "emailAddress": [
+                {"isAlias": true, "isPrimary": false, "mailId": "sales@zylker.com", "isConfirmed": true},
+                {"isAlias": false, "isPrimary": true, "mailId": "rebecca@zylker.com", "isConfirmed": true}
+            ]
+        });
+        assert_eq!(
+            primary_address(&current).as_deref(),
+            Some("rebecca@zylker.com")
+        );
+        assert_eq!(
+            primary_address(&json!({"mailboxAddress": "m@zylker.com"})).as_deref(),
+            Some("m@zylker.com")
+        );
+        assert_eq!(primary_address(&json!({"emailAddress": []})), None);
     }
 }

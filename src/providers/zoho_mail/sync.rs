@@ -304,6 +304,15 @@ async fn read_folders(
         .and_then(Value::as_array)
         .ok_or_else(|| ProviderCallError::Rejected("Zoho Mail listed no folders".into()))?;
     let since = (now() - Duration::days(FIRST_SYNC_DAYS)).timestamp_millis();
+    folder_cursors(folders, since)
+}
+
+/// The Inbox and Sent cursors, starting at `since`, from a folder listing. Zoho's samples give
+/// `folderId` as a number (older) or a string (current); both are read.
+pub(super) fn folder_cursors(
+    folders: &[Value],
+    since: i64,
+) -> Result<Vec<FolderCursor>, ProviderCallError> {
     FOLDERS
         .iter()
         .map(|(role, _)| {

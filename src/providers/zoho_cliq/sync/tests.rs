@@ -53,6 +53,33 @@ fn the_published_examples_are_read() {
     assert_eq!(time_ms(Some(&json!("soon"))), None);
 }
 
+#[test]
+fn a_message_in_the_shape_of_the_published_pinned_message_is_read() {
+    // The `200` example of `GET /chats/{CHAT_ID}/pin-messages` in Zoho's Pin Messages OpenAPI
+    // document, the message members only (https://www.zoho.com/cliq/help/restapi/v3/).
+    let pinned = json!({
+        "type": "text",
+        "id": "1746000123456789001",
+        "time": "2026-04-30T09:00:00Z",
+        "sender": {"id": "1234567890", "name": "Alice Johnson"},
+        "content": {"text": "Please review the Q2 report before Friday."}
+    });
+    let m = listed(&pinned).expect("listed");
+    assert_eq!(m.id, "1746000123456789001");
+    let chat = Queued {
+        id: "2890538000000012345".into(),
+        name: Some("Alice Johnson".into()),
+    };
+    let s = signal(&chat, &m).expect("signal");
+    let actor = s.actor.expect("actor");
+    assert_eq!(actor.id, "1234567890");
+    assert_eq!(actor.name.as_deref(), Some("Alice Johnson"));
+    assert_eq!(
+        s.payload["text"],
+        "Please review the Q2 report before Friday."
+    );
+}
+
 /// Reads a chat holding `all` as Cliq pages it (oldest first, from one millisecond before
 /// the cursor) and returns the ids reported and the cursor after.
 fn read(chat: &ChatCursor, all: &[Listed], size: usize) -> (Vec<String>, ChatCursor) {

@@ -72,6 +72,30 @@ fn the_published_example_is_read_as_headers_only() {
 }
 
 #[test]
+fn the_inbox_and_sent_folders_are_found_in_both_published_listings() {
+    let sample = fixture("mail_folders");
+    let listed = sample["data"].as_array().expect("data");
+    let cursors = folder_cursors(listed, 5).expect("found");
+    let ids: Vec<(&str, &str)> = cursors
+        .iter()
+        .map(|c| (c.role.as_str(), c.id.as_str()))
+        .collect();
+    assert_eq!(ids, [("inbox", "9999000000305"), ("sent", "9999000000311")]);
+    assert!(cursors.iter().all(|c| c.time == 5 && c.seen.is_empty()));
+    // The current page's sample quotes ids and adds `isArchived` (its Inbox entry; our copy
+    // of the page ends before its Sent entry, whose id here is the test's own).
+    let current = vec![
+        json!({"path": "/Inbox", "isArchived": 1, "folderName": "Inbox", "imapAccess": true, "folderType": "Inbox", "folderId": "2560636000000008014"}),
+        json!({"path": "/Sent", "isArchived": 0, "folderName": "Sent", "imapAccess": true, "folderType": "Sent", "folderId": "2560636000000008022"}),
+    ];
+    let cursors = folder_cursors(&current, 0).expect("found");
+    assert_eq!(cursors[0].id, "2560636000000008014");
+    assert_eq!(cursors[1].id, "2560636000000008022");
+    // A mailbox without a Sent folder is an error, not a silent half-sync.
+    assert!(folder_cursors(&current[..1], 0).is_err());
+}
+
+#[test]
 fn equal_times_across_a_page_end_are_neither_dropped_nor_repeated() {
     let folder = FolderCursor {
         role: "inbox".into(),

@@ -318,7 +318,7 @@ async fn every_documented_github_webhook_is_accepted_and_the_mapped_ones_become_
     let mut posted = Vec::new();
     for (i, (event, example)) in examples.iter().enumerate() {
         let t = tenant();
-        app.connection(t, "github").await;
+        github_connection(&app, t, &named_account(example), "named").await;
         let body = serde_json::to_vec(example).expect("json");
         let response = deliver(&app, t, event, &format!("delivery-{i}"), &body, |_| {}).await;
         let status = response.status();
@@ -453,7 +453,7 @@ fn example(event: &str, action: &str) -> Value {
 async fn kinds_the_examples_lack_are_produced_from_real_payloads_changed_by_hand() {
     let app = spawn(&[]).await;
     let t = tenant();
-    app.connection(t, "github").await;
+    github_connection(&app, t, CODERTOCAT, "Codertocat").await;
     // An issue closed (the package has reopened and opened, but no closed).
     let mut closed = example("issues", "reopened");
     closed["action"] = json!("closed");
@@ -521,7 +521,7 @@ fn set(name: &'static str, value: String) -> Tweak {
 async fn bad_signatures_are_refused_with_401_and_nothing_is_stored() {
     let app = spawn(&[]).await;
     let t = tenant();
-    app.connection(t, "github").await;
+    github_connection(&app, t, CODERTOCAT, "Codertocat").await;
     let body = serde_json::to_vec(&example("issues", "opened")).expect("json");
     let good = hmac_sha256_hex(&tenant_secret(t), &[&body]);
     let signed_with = |secret: &Secret| {
@@ -613,7 +613,7 @@ async fn bad_signatures_are_refused_with_401_and_nothing_is_stored() {
 async fn unreadable_bodies_fail_redeliveries_are_duplicates_and_pings_are_ignored() {
     let app = spawn(&[]).await;
     let t = tenant();
-    app.connection(t, "github").await;
+    github_connection(&app, t, CODERTOCAT, "Codertocat").await;
     let broken = accepted(deliver(&app, t, "issues", "broken", b"{not json", |_| {}).await).await;
     let binary =
         accepted(deliver(&app, t, "star", "binary", &[0xff, 0xfe, 0x00], |_| {}).await).await;
@@ -676,6 +676,24 @@ async fn unreadable_bodies_fail_redeliveries_are_duplicates_and_pings_are_ignore
         .map(|s| s.kind)
         .collect();
     assert_eq!(kinds, ["issue_commented", "issue_created"]);
+}
+
+/// The account that owns the examples' repository and sends most of them.
+const CODERTOCAT: &str = "21031067";
+
+/// The first account an example names, in the order routing reads them (the App
+/// installation's account, the organization, the repository owner, the sender); a fresh id
+/// when it names none.
+fn named_account(example: &Value) -> String {
+    [
+        &example["installation"]["account"]["id"],
+        &example["organization"]["id"],
+        &example["repository"]["owner"]["id"],
+        &example["sender"]["id"],
+    ]
+    .into_iter()
+    .find_map(Value::as_u64)
+    .map_or_else(|| uuid::Uuid::new_v4().to_string(), |id| id.to_string())
 }
 
 async fn github_connection(app: &TestApp, t: TenantId, account: &str, login: &str) -> Connection {
@@ -793,7 +811,7 @@ async fn app_level_deliveries_reach_every_tenant_that_connected_the_owning_accou
 async fn a_tenants_webhook_registration_holds_a_secret_that_verifies_on_its_url_only() {
     let app = spawn(&[]).await;
     let (t, other) = (tenant(), tenant());
-    app.connection(t, "github").await;
+    github_connection(&app, t, CODERTOCAT, "Codertocat").await;
     let path = "/providers/github/webhook";
 
     let response = app.anonymous(Method::GET, path).send().await.expect("sent");
@@ -1725,6 +1743,63 @@ async fn a_connection_made_through_oauth_gets_webhooks_and_sync_and_one_change_i
         }
         other => panic!("expected a retry after the reset, got {other:?}"),
     }
+}
+
+/// A tenant connected one member's account; the organization's webhook sends deliveries
+/// naming the organization and another member. They reach the connection whose sync listed
+/// the organization's repositories; a delivery naming a stranger's repository stays unmatched
+/// although the tenant has a single connection.
+#[tokio::test]
+async fn an_organizations_delivery_reaches_the_connection_that_syncs_its_repositories() {
+    let mock = MockServer::start().await;
+    let uri = mock.uri();
+    let app = spawn(&[
+        ("POBLYSH_GITHUB_CLIENT_ID", "Iv1.test-client"),
+        ("POBLYSH_GITHUB_CLIENT_SECRET", "github-test-secret-value"),
+        ("POBLYSH_GITHUB_AUTH_BASE_URL", uri.as_str()),
+        ("POBLYSH_GITHUB_API_BASE_URL", uri.as_str()),
+    ])
+    .await;
+    let t = tenant();
+    let connection = connect_through_oauth(&app, &mock, t).await;
+    let (org, org_id) = ("octo-org", 6811672u64);
+    let repo = format!("{org}/Hello-World");
+    let at = second_now() - Duration::hours(1);
+    let mut item = rest_issue(7, &repo, 1, &secs(&at), &secs(&at), None, None);
+    item["repository"]["owner"] = json!({ "login": org, "id": org_id, "type": "Organization" });
+    Mock::given(method("GET"))
+        .and(path("/issues"))
+        .respond_with(github_200(json!([item]), "W/\"issues\""))
+        .mount(&mock)
+        .await;
+    let outcomes = sync_connection(&app, t, connection).await;
+    assert_eq!(outcomes[0].result, JobResult::Succeeded, "{outcomes:?}");
+
+    let mut from_org = example("issues", "opened");
+    from_org["repository"]["owner"] = json!({ "login": org, "id": org_id, "type": "Organization" });
+    from_org["repository"]["full_name"] = json!(repo);
+    from_org["organization"] = json!({ "login": org, "id": org_id });
+    from_org["sender"]["id"] = json!(583231);
+    let body = serde_json::to_vec(&from_org).expect("json");
+    let routed = accepted(deliver(&app, t, "issues", "org-1", &body, |_| {}).await).await;
+    let mut stranger = example("issues", "opened");
+    stranger["repository"]["owner"]["id"] = json!(2);
+    stranger["sender"]["id"] = json!(2);
+    stranger["issue"]["id"] = json!(3);
+    let body = serde_json::to_vec(&stranger).expect("json");
+    let unmatched = accepted(deliver(&app, t, "issues", "org-2", &body, |_| {}).await).await;
+    inbox::drain(&app.state).await.expect("drain");
+
+    let event = app
+        .store()
+        .get_webhook_event(t, event_id(&routed))
+        .await
+        .expect("read")
+        .expect("kept");
+    assert_eq!(event.status, EventStatus::Processed);
+    assert_eq!(event.connection_id, Some(connection));
+    let (status, _) = stored_status(&app, t, event_id(&unmatched)).await;
+    assert_eq!(status, EventStatus::Unmatched, "one connection, not the stranger's");
 }
 
 /// The stored event keeps GitHub's delivery id but neither signature: they carry no

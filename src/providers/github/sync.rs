@@ -78,6 +78,7 @@ use url::Url;
 use super::history::{self, comment_draft, event_draft, review_draft, Seen};
 use super::normalize::{key_time, listed_issue, listed_release, listed_repository};
 use super::oauth::{api_base, API_VERSION};
+use super::webhook::known_owners_patch;
 use super::wire::{Issue, IssueEvent, ListedComment, ListedReview, Release};
 use crate::connector::join_path;
 use crate::connector::transport;
@@ -360,21 +361,24 @@ async fn issues_page(
     if let Some(since) = advanced {
         cursor.since = since;
     }
-    match (answer.next, advanced) {
+    let more = match (answer.next, advanced) {
         (Some(_), Some(_)) => {
             cursor.next = None;
-            Ok(cursor.page(signals, true))
+            true
         }
         // A whole page within one second: only the next link moves on.
         (Some(next), None) => {
             cursor.next = Some(next.to_string());
-            Ok(cursor.page(signals, true))
+            true
         }
-        (None, _) => {
-            let more = cursor.begin_releases();
-            Ok(cursor.page(signals, more))
-        }
-    }
+        (None, _) => cursor.begin_releases(),
+    };
+    let mut page = cursor.page(signals, more);
+    let owners = items
+        .iter()
+        .filter_map(|i| i.repository.as_ref()?.owner.as_ref().map(|o| o.id));
+    page.metadata = known_owners_patch(ctx.connection, owners);
+    Ok(page)
 }
 
 /// Whether `full_name` is a plain `owner/repo` (safe to put in a path).

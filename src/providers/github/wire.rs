@@ -19,6 +19,8 @@ pub struct Account {
 pub struct Repository {
     pub id: u64,
     pub full_name: String,
+    #[serde(default)]
+    pub owner: Option<Account>,
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -1837,10 +1837,11 @@ fn said(s: &Signal) -> Value {
 /// GitHub's published `issue_comment.created` and `pull_request_review.submitted` examples,
 /// moved into the last hours, delivered to one tenant; the same activity served by a fake
 /// REST API to another tenant's sync. The comment and the review are the same signals either
-/// way, and delivering the webhooks after the sync adds nothing. Reopenings and pushes are not
-/// read by sync (docs/providers/github.md): they come by webhook only.
+/// way; so are a reopening and a push (the published `push` example to a branch), which the
+/// next cycle reads from the issue events and the repository events; and delivering the
+/// webhooks after the sync adds nothing.
 #[tokio::test]
-async fn comments_and_reviews_synced_are_the_signals_their_webhooks_give() {
+async fn comments_reviews_reopenings_and_pushes_synced_are_the_signals_their_webhooks_give() {
     let mock = MockServer::start().await;
     let uri = mock.uri();
     let app = spawn(&[
@@ -1955,6 +1956,11 @@ async fn comments_and_reviews_synced_are_the_signals_their_webhooks_give() {
     // Then the issue is reopened: by webhook, and in the repository's issue events, which the
     // next cycle reads first (https://docs.github.com/en/rest/issues/events#list-issue-events-for-a-repository).
     let reopened_at = secs(&(at - Duration::minutes(10)));
+    let push = pushed_to_a_branch(&at);
+    assert_eq!(push["repository"]["full_name"], repo.as_str());
+    let body = serde_json::to_vec(&push).expect("json");
+    accepted(deliver(&app, by_webhook, "push", "d-push", &body, |_| {}).await).await;
+    serve_the_push(&mock, &push, &at).await;
     let mut reopen = example("issues", "reopened");
     reopen["issue"]["updated_at"] = json!(reopened_at);
     let body = serde_json::to_vec(&reopen).expect("json");
@@ -1997,7 +2003,7 @@ async fn comments_and_reviews_synced_are_the_signals_their_webhooks_give() {
             .filter(|s| {
                 matches!(
                     s.kind.as_str(),
-                    "issue_commented" | "pr_reviewed" | "issue_reopened"
+                    "issue_commented" | "pr_reviewed" | "issue_reopened" | "code_pushed"
                 )
             })
             .map(said)
@@ -2005,13 +2011,13 @@ async fn comments_and_reviews_synced_are_the_signals_their_webhooks_give() {
     };
     let webhooks = activity(signals_of(&app, by_webhook).await);
     let synced = activity(signals_of(&app, by_sync).await);
-    assert_eq!(webhooks.len(), 3, "{webhooks:?}");
+    assert_eq!(webhooks.len(), 4, "{webhooks:?}");
     assert_eq!(synced, webhooks);
 
     // The same deliveries reaching the synced tenant afterwards are the same signals.
     let before = signals_of(&app, by_sync).await.len();
-    let reopen_delivery = ("issues", "d-reopen", &reopen);
-    for (event, delivery, body) in deliveries.into_iter().chain([reopen_delivery]) {
+    let later = [("issues", "d-reopen", &reopen), ("push", "d-push", &push)];
+    for (event, delivery, body) in deliveries.into_iter().chain(later) {
         let body = serde_json::to_vec(body).expect("json");
         accepted(deliver(&app, by_sync, event, delivery, &body, |_| {}).await).await;
     }
@@ -2021,4 +2027,75 @@ async fn comments_and_reviews_synced_are_the_signals_their_webhooks_give() {
         before,
         "one signal each"
     );
+}
+
+/// GitHub's published `push` example to a branch, its head commit made half an hour before `at`.
+fn pushed_to_a_branch(at: &chrono::DateTime<chrono::Utc>) -> Value {
+    let mut push = examples()
+        .into_iter()
+        .find(|(event, p)| event == "push" && p["ref"] == "refs/heads/master")
+        .map(|(_, p)| p)
+        .expect("a push to a branch");
+    push["head_commit"]["timestamp"] = json!(secs(&(*at - Duration::minutes(30))));
+    push
+}
+
+/// The push in the shapes of the REST API: a `PushEvent` of the repository's events listing
+/// (without commits, as GitHub.com sends it since 2025:
+/// https://docs.github.com/en/rest/using-the-rest-api/github-event-types#pushevent), then its
+/// head commit in the Git database (https://docs.github.com/en/rest/git/commits#get-a-commit-object).
+async fn serve_the_push(mock: &MockServer, push: &Value, at: &chrono::DateTime<chrono::Utc>) {
+    let repo = push["repository"]["full_name"].as_str().expect("repo");
+    let api = format!("https://api.github.com/repos/{repo}");
+    let (head, sender) = (&push["head_commit"], &push["sender"]);
+    let sha = push["after"].as_str().expect("after");
+    let event = json!({
+        "id": "22249084947",
+        "type": "PushEvent",
+        "actor": {
+            "id": sender["id"], "login": sender["login"], "display_login": sender["login"],
+            "gravatar_id": "", "url": sender["url"], "avatar_url": sender["avatar_url"]
+        },
+        "repo": { "id": push["repository"]["id"], "name": repo, "url": api },
+        "payload": {
+            "repository_id": push["repository"]["id"], "push_id": 10115855396u64,
+            "ref": push["ref"], "head": sha, "before": push["before"]
+        },
+        "public": true,
+        "created_at": secs(&(*at - Duration::minutes(29)))
+    });
+    Mock::given(method("GET"))
+        .and(path(format!("/repos/{repo}/events")))
+        .and(query_param("per_page", "100"))
+        .respond_with(github_200(json!([event]), "\"repo-events\""))
+        .mount(mock)
+        .await;
+    let person = json!({
+        "date": head["timestamp"], "name": head["author"]["name"], "email": head["author"]["email"]
+    });
+    Mock::given(method("GET"))
+        .and(path(format!("/repos/{repo}/git/commits/{sha}")))
+        .respond_with(github_200(
+            json!({
+                "sha": sha,
+                "node_id": "C_kwDOAAABbNoAKDYxMTM3MjhmMjdhZTgyYzdiMWExNzdjOGQwM2Y5ZTk2ZTBhZGYyNDY",
+                "url": format!("{api}/git/commits/{sha}"),
+                "html_url": head["url"],
+                "author": person,
+                "committer": person,
+                "message": head["message"],
+                "tree": {
+                    "url": format!("{api}/git/trees/{}", head["tree_id"].as_str().expect("tree")),
+                    "sha": head["tree_id"]
+                },
+                "parents": [],
+                "verification": {
+                    "verified": false, "reason": "unsigned", "signature": null, "payload": null,
+                    "verified_at": null
+                }
+            }),
+            "\"commit\"",
+        ))
+        .mount(mock)
+        .await;
 }

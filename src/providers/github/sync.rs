@@ -76,10 +76,11 @@ use serde_json::Value;
 use url::Url;
 
 use super::history::{self, comment_draft, event_draft, review_draft, Seen};
+use super::pushes::{pending_pushes, push_draft, PendingPush, PushMark};
 use super::normalize::{key_time, listed_issue, listed_release, listed_repository};
 use super::oauth::{api_base, API_VERSION};
 use super::webhook::known_owners_patch;
-use super::wire::{Issue, IssueEvent, ListedComment, ListedReview, Release};
+use super::wire::{GitCommit, Issue, IssueEvent, ListedComment, ListedReview, Release, RepoEvent};
 use crate::connector::join_path;
 use crate::connector::transport;
 use crate::connector::ProviderCallError;
@@ -107,6 +108,7 @@ enum Phase {
     Comments,
     Reviews,
     Events,
+    Pushes,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,6 +122,11 @@ struct RepoState {
     full_name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     etag: Option<String>,
+    /// The validator of its events listing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    events_etag: Option<String>,
+    #[serde(default, skip_serializing_if = "PushMark::is_unset")]
+    pushes: PushMark,
 }
 
 /// Where a connection's sync stands (see the module documentation).
@@ -146,6 +153,8 @@ struct Cursor {
     seen: Vec<Seen>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     activity_next: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pending_pushes: Vec<PendingPush>,
 }
 
 impl Cursor {
@@ -164,6 +173,7 @@ impl Cursor {
             cycle_since: None,
             seen: Vec::new(),
             activity_next: None,
+            pending_pushes: Vec::new(),
         }
     }
 
@@ -190,6 +200,8 @@ impl Cursor {
             None => RepoState {
                 full_name,
                 etag: None,
+                events_etag: None,
+                pushes: PushMark::default(),
             },
         };
         self.repos.insert(0, state);
@@ -276,6 +288,7 @@ pub(super) async fn sync_page(
         Phase::Comments => comments_page(&ctx, cursor, now).await,
         Phase::Reviews => reviews_page(&ctx, cursor, now).await,
         Phase::Events => events_page(&ctx, cursor, now).await,
+        Phase::Pushes => pushes_page(&ctx, cursor, now).await,
     }
 }
 
@@ -562,10 +575,93 @@ async fn events_page(
     }
     cursor.release_index += 1;
     if cursor.release_index >= cursor.repos.len() {
+        cursor.phase = Phase::Pushes;
+        cursor.release_index = 0;
+    }
+    Ok(cursor.page(signals, true))
+}
+
+/// A known repository's newest events, or the head commit of the next push they showed
+/// ([`super::pushes`]); the issues listing follows the last repository.
+async fn pushes_page(
+    ctx: &SyncContext<'_>,
+    mut cursor: Cursor,
+    now: Timestamp,
+) -> Result<SyncPage, ProviderCallError> {
+    let base = api_base(ctx.provider.settings);
+    let mut signals = Vec::new();
+    if let Some(push) = cursor.pending_pushes.first().cloned() {
+        signals.extend(head_commit(ctx, &mut cursor, &base, &push, now).await?);
+        cursor.pending_pushes.remove(0);
+    } else if let Some(repo) = cursor.repos.get(cursor.release_index).cloned() {
+        if plain_full_name(&repo.full_name) {
+            let mut url = join_path(&base, &format!("/repos/{}/events", repo.full_name));
+            url.query_pairs_mut().append_pair("per_page", "100");
+            let answer = fetch(ctx, &base, url, repo.events_etag.as_deref(), now).await?;
+            cursor.rate_limited_until = answer.exhausted_until;
+            let state = &mut cursor.repos[cursor.release_index];
+            match answer.status {
+                200 => {
+                    let events: Vec<RepoEvent> =
+                        serde_json::from_slice(&answer.body).map_err(|_| {
+                            ProviderCallError::Rejected(
+                                "GitHub repository events answered an unexpected body".into(),
+                            )
+                        })?;
+                    state.events_etag = answer.etag;
+                    cursor.pending_pushes =
+                        pending_pushes(&events, &cursor.floor, &mut state.pushes);
+                }
+                // Unchanged (costs no rate limit), or no longer visible: nothing to read.
+                304 | 301 | 403 | 404 | 410 | 451 => {}
+                status => {
+                    return Err(ProviderCallError::Rejected(format!(
+                        "GitHub events of {} answered {status}",
+                        repo.full_name
+                    )))
+                }
+            }
+        }
+    }
+    if cursor.pending_pushes.is_empty() {
+        cursor.release_index += 1;
+    }
+    if cursor.release_index >= cursor.repos.len() && cursor.pending_pushes.is_empty() {
         cursor.phase = Phase::Issues;
         cursor.release_index = 0;
     }
     Ok(cursor.page(signals, true))
+}
+
+/// The head commit of `push`, as its `code_pushed`; nothing when it is gone.
+async fn head_commit(
+    ctx: &SyncContext<'_>,
+    cursor: &mut Cursor,
+    base: &Url,
+    push: &PendingPush,
+    now: Timestamp,
+) -> Result<Option<SignalDraft>, ProviderCallError> {
+    let plain_sha = push.head.len() == 40 && push.head.bytes().all(|b| b.is_ascii_hexdigit());
+    if !plain_full_name(&push.repo) || !plain_sha {
+        return Ok(None);
+    }
+    let path = format!("/repos/{}/git/commits/{}", push.repo, push.head);
+    let answer = fetch(ctx, base, join_path(base, &path), None, now).await?;
+    cursor.rate_limited_until = answer.exhausted_until;
+    match answer.status {
+        200 => {
+            let commit: GitCommit = serde_json::from_slice(&answer.body).map_err(|_| {
+                ProviderCallError::Rejected("GitHub commit answered an unexpected body".into())
+            })?;
+            Ok(push_draft(push, &commit))
+        }
+        // Force-pushed away and collected, or the repository is gone: no signal.
+        301 | 403 | 404 | 409 | 410 | 422 | 451 => Ok(None),
+        status => Err(ProviderCallError::Rejected(format!(
+            "GitHub commit {} of {} answered {status}",
+            push.head, push.repo
+        ))),
+    }
 }
 
 /// One page of the reviews of a pull request the cycle's listing showed.

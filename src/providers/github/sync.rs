@@ -13,6 +13,9 @@
 //! (<https://docs.github.com/en/rest/using-the-rest-api/using-pagination-in-the-rest-api>);
 //! a `Link` header is also how we know more follows.
 //!
+//! The owners of the repositories the listing shows are recorded in the connection's metadata
+//! (see `webhook::KNOWN_OWNERS`): deliveries naming them are routed to this connection.
+//!
 //! **Releases**: `GET /repos/{owner}/{repo}/releases` for each repository seen (the 50 most
 //! recently active), newest first
 //! (<https://docs.github.com/en/rest/releases/releases#list-releases>).
@@ -22,6 +25,9 @@
 //! after the releases come the comments of each of those
 //! repositories since the cycle began (`issues/comments?since=…`), then the reviews of each pull
 //! request the cycle's listing showed (at most [`history::MAX_SEEN`]).
+//!
+//! **Pushes** ([`super::pushes`]): after the issue events, the newest page of each known
+//! repository's events, then the head commit of each branch push it showed, one per page.
 //!
 //! **Conditional requests**: each listing's `ETag` is kept and sent back as `If-None-Match`;
 //! a `304` costs no rate limit
@@ -45,7 +51,8 @@
 //!   "next": "https://api.github.com/issues?...&page=2",
 //!   "issues_etag": { "url": "https://api.github.com/issues?...", "etag": "W/\"…\"" },
 //!   "phase": "issues",
-//!   "repos": [ { "full_name": "octo/app", "etag": "\"…\"" } ],
+//!   "repos": [ { "full_name": "octo/app", "etag": "\"…\"", "events_etag": "\"…\"",
+//!                "pushes": { "at": "2026-01-30T09:00:00Z", "ids": ["22249084947"] } } ],
 //!   "release_index": 0,
 //!   "rate_limited_until": "2026-01-30T11:00:00Z"
 //! }
@@ -57,12 +64,16 @@
 //! - `next`: set only while following `Link: rel="next"`, and only under the whole API base
 //!   (scheme, host, port and path prefix); any other link counts as no next page.
 //! - `issues_etag`: the validator of the last first-page request, sent when the URL is the same.
-//! - `phase`: `events`, `issues`, `releases`, `comments` or `reviews`; `release_index` is the next
-//!   repository (or, for reviews, pull request) to ask; `activity_next` a comments or reviews
-//!   listing's next page.
+//! - `phase`: `events`, `pushes`, `issues`, `releases`, `comments` or `reviews`;
+//!   `release_index` is the next repository (or, for reviews, pull request) to ask;
+//!   `activity_next` a comments or reviews listing's next page.
+//! - `pending_pushes`: pushes of the repository at `release_index` whose head commit is still
+//!   to be read.
 //! - `cycle_since`: `since` when the cycle began, for the comments listing.
 //! - `seen`: the items the cycle's listing showed, for titles and reviews.
-//! - `repos`: repositories seen in the listing, most recent first, with their releases' `ETag`.
+//! - `repos`: repositories seen in the listing, most recent first, with their releases' and
+//!   events' `ETag` and how far their pushes were read (`pushes`: the newest push event's time
+//!   and the ids of that second's events).
 //! - `rate_limited_until`: no request before this (the quota ran out on a successful answer).
 //!
 //! A cursor that cannot be read (another version) starts over; dedupe keys keep that from

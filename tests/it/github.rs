@@ -26,6 +26,7 @@ use url::Url;
 use wiremock::matchers::{header, method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+use crate::github_rest::Rest;
 use crate::helpers::{accepted, assert_problem, json, post_delivery, tenant, TestApp};
 
 const SECRET: &str = "github-webhook-secret-value";
@@ -968,7 +969,19 @@ fn second_now() -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::from_timestamp(now().timestamp(), 0).expect("time")
 }
 
-/// An item of `GET /issues` as the REST documentation shows it (trimmed).
+/// The published example `name` of GitHub's REST description, moved to repository `repo`
+/// (every URL and name of `octocat/Hello-World` rewritten).
+fn published(name: &str, index: usize, repo: &str) -> Value {
+    let value = crate::github_rest::example(name)[index].clone();
+    let text = serde_json::to_string(&value)
+        .expect("json")
+        .replace("octocat/Hello-World", repo);
+    serde_json::from_str(&text).expect("json")
+}
+
+/// An item of `GET /issues`: the REST description's example (`issue-with-repo-items`) with
+/// this id, number, title, times and state, in `repo`; a pull request's when `pull` is set
+/// (`Some(merged_at)`).
 fn rest_issue(
     id: u64,
     repo: &str,
@@ -980,72 +993,79 @@ fn rest_issue(
 ) -> Value {
     let (owner, name) = repo.split_once('/').expect("owner/repo");
     let kind = if pull.is_some() { "pull" } else { "issues" };
-    let mut issue = json!({
-        "id": id,
-        "node_id": "MDU6SXNzdWUx",
-        "url": format!("https://api.github.com/repos/{repo}/issues/{number}"),
-        "repository_url": format!("https://api.github.com/repos/{repo}"),
-        "html_url": format!("https://github.com/{repo}/{kind}/{number}"),
-        "number": number,
-        "state": if closed.is_some() { "closed" } else { "open" },
-        "state_reason": if closed.is_some() { json!("completed") } else { Value::Null },
-        "title": format!("Item {number} of {repo}"),
-        "body": "I'm having a problem with this.",
-        "user": { "login": "octocat", "id": 1, "type": "User", "site_admin": false },
-        "labels": [{ "id": 208045946, "name": "bug", "color": "f29513", "default": true }],
-        "assignee": null,
-        "assignees": [],
-        "milestone": null,
-        "locked": false,
-        "comments": 0,
-        "closed_at": closed,
-        "created_at": created,
-        "updated_at": updated,
-        "author_association": "COLLABORATOR",
-        "repository": {
-            "id": 1296269,
-            "node_id": "MDEwOlJlcG9zaXRvcnkxMjk2MjY5",
-            "name": name,
-            "full_name": repo,
-            "owner": { "login": owner, "id": 1, "type": "User" },
-            "private": false,
-            "html_url": format!("https://github.com/{repo}")
+    let mut issue = published("issue-with-repo-items", 0, repo);
+    let api = format!("https://api.github.com/repos/{repo}/issues/{number}");
+    for (field, value) in [
+        ("id", json!(id)),
+        ("number", json!(number)),
+        ("url", json!(api)),
+        ("labels_url", json!(format!("{api}/labels{{/name}}"))),
+        ("comments_url", json!(format!("{api}/comments"))),
+        ("events_url", json!(format!("{api}/events"))),
+        ("html_url", json!(format!("https://github.com/{repo}/{kind}/{number}"))),
+        ("state", json!(if closed.is_some() { "closed" } else { "open" })),
+        ("state_reason", if closed.is_some() { json!("completed") } else { Value::Null }),
+        ("title", json!(format!("Item {number} of {repo}"))),
+        ("locked", json!(false)),
+        ("active_lock_reason", Value::Null),
+        ("closed_at", json!(closed)),
+        ("created_at", json!(created)),
+        ("updated_at", json!(updated)),
+    ] {
+        issue[field] = value;
+    }
+    issue["repository"]["name"] = json!(name);
+    issue["repository"]["owner"]["login"] = json!(owner);
+    match pull {
+        Some(merged_at) => {
+            issue["pull_request"] = json!({
+                "url": format!("https://api.github.com/repos/{repo}/pulls/{number}"),
+                "html_url": format!("https://github.com/{repo}/pull/{number}"),
+                "diff_url": format!("https://github.com/{repo}/pull/{number}.diff"),
+                "patch_url": format!("https://github.com/{repo}/pull/{number}.patch"),
+                "merged_at": merged_at
+            });
         }
-    });
-    if let Some(merged_at) = pull {
-        issue["pull_request"] = json!({
-            "url": format!("https://api.github.com/repos/{repo}/pulls/{number}"),
-            "html_url": format!("https://github.com/{repo}/pull/{number}"),
-            "diff_url": format!("https://github.com/{repo}/pull/{number}.diff"),
-            "patch_url": format!("https://github.com/{repo}/pull/{number}.patch"),
-            "merged_at": merged_at
-        });
+        None => {
+            if let Some(object) = issue.as_object_mut() {
+                object.remove("pull_request");
+            }
+        }
     }
     issue
 }
 
-/// A `GET /repos/{owner}/{repo}/releases` item (trimmed).
-fn rest_release(id: u64, repo: &str, tag: &str, published: Option<&str>, draft: bool) -> Value {
-    json!({
-        "id": id,
-        "url": format!("https://api.github.com/repos/{repo}/releases/{id}"),
-        "html_url": format!("https://github.com/{repo}/releases/tag/{tag}"),
-        "tag_name": tag,
-        "target_commitish": "main",
-        "name": tag,
-        "body": "Description of the release",
-        "draft": draft,
-        "prerelease": false,
-        "created_at": published.unwrap_or("2026-01-01T00:00:00Z"),
-        "published_at": published,
-        "author": { "login": "octocat", "id": 1, "type": "User" },
-        "assets": []
-    })
+/// A `GET /repos/{owner}/{repo}/releases` item: the description's example (`release-items`)
+/// with this id, tag, publication and draft state.
+fn rest_release(id: u64, repo: &str, tag: &str, published_at: Option<&str>, draft: bool) -> Value {
+    let mut release = published("release-items", 0, repo);
+    let api = format!("https://api.github.com/repos/{repo}/releases/{id}");
+    for (field, value) in [
+        ("id", json!(id)),
+        ("url", json!(api)),
+        ("assets_url", json!(format!("{api}/assets"))),
+        ("html_url", json!(format!("https://github.com/{repo}/releases/tag/{tag}"))),
+        ("tag_name", json!(tag)),
+        ("name", json!(tag)),
+        ("draft", json!(draft)),
+        ("created_at", json!(published_at.unwrap_or("2026-01-01T00:00:00Z"))),
+        ("published_at", json!(published_at)),
+    ] {
+        release[field] = value;
+    }
+    release
 }
 
-/// A `200` with the headers GitHub sends.
-fn github_200(body: Value, etag: &str) -> ResponseTemplate {
-    with_rate_headers(ResponseTemplate::new(200).set_body_json(body), 4987, 3600)
+/// A `200` with the headers GitHub sends, its body checked against the operation the request
+/// reaches in GitHub's REST description when it is sent (see `github_rest`).
+fn github_200(body: Value, etag: &str) -> Rest {
+    let reset = now().timestamp() + 3600;
+    Rest::new(200, body)
+        .insert_header("X-RateLimit-Limit", "5000")
+        .insert_header("X-RateLimit-Remaining", "4987")
+        .insert_header("X-RateLimit-Used", "13")
+        .insert_header("X-RateLimit-Reset", reset.to_string())
+        .insert_header("X-RateLimit-Resource", "core")
         .insert_header("ETag", etag)
         .insert_header("X-GitHub-Media-Type", "github.v3; format=json")
 }
@@ -1322,24 +1342,28 @@ fn time_of(text: &str) -> chrono::DateTime<chrono::Utc> {
         .to_utc()
 }
 
-/// A comment as the repository comments listing gives it (the fields the service reads, in
-/// the shape of the published example of that endpoint).
+/// A comment of the repository comments listing: the description's example
+/// (`issue-comment-items`) with this id, issue, time and author.
 fn rest_comment(id: u64, repo: &str, number: u64, created: &str, user: u64) -> Value {
-    json!({
-        "id": id,
-        "node_id": "MDEyOklzc3VlQ29tbWVudDE=",
-        "url": format!("https://api.github.com/repos/{repo}/issues/comments/{id}"),
-        "html_url": format!("https://github.com/{repo}/issues/{number}#issuecomment-{id}"),
-        "body": "Me too",
-        "user": { "login": format!("user{user}"), "id": user, "type": "User", "site_admin": false },
-        "created_at": created,
-        "updated_at": created,
-        "issue_url": format!("https://api.github.com/repos/{repo}/issues/{number}"),
-        "author_association": "COLLABORATOR"
-    })
+    let mut comment = published("issue-comment-items", 0, repo);
+    let login = format!("user{user}");
+    for (field, value) in [
+        ("id", json!(id)),
+        ("url", json!(format!("https://api.github.com/repos/{repo}/issues/comments/{id}"))),
+        ("html_url", json!(format!("https://github.com/{repo}/issues/{number}#issuecomment-{id}"))),
+        ("issue_url", json!(format!("https://api.github.com/repos/{repo}/issues/{number}"))),
+        ("created_at", json!(created)),
+        ("updated_at", json!(created)),
+    ] {
+        comment[field] = value;
+    }
+    comment["user"]["id"] = json!(user);
+    comment["user"]["login"] = json!(login);
+    comment
 }
 
-/// A review as a pull request's reviews listing gives it.
+/// A review of a pull request's reviews listing: the description's example
+/// (`pull-request-review-items`) with this id, state, submission and author.
 fn rest_review(
     id: u64,
     repo: &str,
@@ -1348,18 +1372,21 @@ fn rest_review(
     submitted: Option<&str>,
     user: u64,
 ) -> Value {
-    json!({
-        "id": id,
-        "node_id": "MDE3OlB1bGxSZXF1ZXN0UmV2aWV3ODA=",
-        "user": { "login": format!("user{user}"), "id": user, "type": "User", "site_admin": false },
-        "body": "Looks good",
-        "state": state,
-        "html_url": format!("https://github.com/{repo}/pull/{number}#pullrequestreview-{id}"),
-        "pull_request_url": format!("https://api.github.com/repos/{repo}/pulls/{number}"),
-        "submitted_at": submitted,
-        "commit_id": "ecdd80bb57125d7ba9641ffaa4d7d2c19d3f3091",
-        "author_association": "COLLABORATOR"
-    })
+    let mut review = published("pull-request-review-items", 0, repo);
+    for (field, value) in [
+        ("id", json!(id)),
+        ("state", json!(state)),
+        ("html_url", json!(format!("https://github.com/{repo}/pull/{number}#pullrequestreview-{id}"))),
+        ("pull_request_url", json!(format!("https://api.github.com/repos/{repo}/pulls/{number}"))),
+        ("submitted_at", json!(submitted)),
+    ] {
+        review[field] = value;
+    }
+    review["_links"]["html"]["href"] = review["html_url"].clone();
+    review["_links"]["pull_request"]["href"] = review["pull_request_url"].clone();
+    review["user"]["id"] = json!(user);
+    review["user"]["login"] = json!(format!("user{user}"));
+    review
 }
 
 #[tokio::test]
@@ -1565,6 +1592,21 @@ async fn rate_limits_wait_as_github_says_and_a_refused_token_is_unauthorized() {
     assert!((89..=91).contains(&wait), "{wait}");
 }
 
+/// `GET /user` for Codertocat: the description's public-profile example with Codertocat's
+/// login and id.
+fn codertocat_user() -> Value {
+    let mut user = crate::github_rest::example(
+        "private-user-response-with-public-profile-information",
+    );
+    let text = serde_json::to_string(&user)
+        .expect("json")
+        .replace("/octocat", "/Codertocat");
+    user = serde_json::from_str(&text).expect("json");
+    user["login"] = json!("Codertocat");
+    user["id"] = json!(21031067);
+    user
+}
+
 /// Connects GitHub through the OAuth flow against `mock` and returns the connection id.
 async fn connect_through_oauth(app: &TestApp, mock: &MockServer, t: TenantId) -> ConnectionId {
     Mock::given(method("POST"))
@@ -1579,7 +1621,7 @@ async fn connect_through_oauth(app: &TestApp, mock: &MockServer, t: TenantId) ->
     Mock::given(method("GET"))
         .and(path("/user"))
         .respond_with(github_200(
-            json!({ "login": "Codertocat", "id": 21031067, "type": "User", "site_admin": false }),
+            codertocat_user(),
             "W/\"user\"",
         ))
         .mount(mock)
@@ -1766,7 +1808,10 @@ async fn an_organizations_delivery_reaches_the_connection_that_syncs_its_reposit
     let repo = format!("{org}/Hello-World");
     let at = second_now() - Duration::hours(1);
     let mut item = rest_issue(7, &repo, 1, &secs(&at), &secs(&at), None, None);
-    item["repository"]["owner"] = json!({ "login": org, "id": org_id, "type": "Organization" });
+    let owner = &mut item["repository"]["owner"];
+    owner["login"] = json!(org);
+    owner["id"] = json!(org_id);
+    owner["type"] = json!("Organization");
     Mock::given(method("GET"))
         .and(path("/issues"))
         .respond_with(github_200(json!([item]), "W/\"issues\""))

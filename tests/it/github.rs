@@ -1002,9 +1002,22 @@ fn rest_issue(
         ("labels_url", json!(format!("{api}/labels{{/name}}"))),
         ("comments_url", json!(format!("{api}/comments"))),
         ("events_url", json!(format!("{api}/events"))),
-        ("html_url", json!(format!("https://github.com/{repo}/{kind}/{number}"))),
-        ("state", json!(if closed.is_some() { "closed" } else { "open" })),
-        ("state_reason", if closed.is_some() { json!("completed") } else { Value::Null }),
+        (
+            "html_url",
+            json!(format!("https://github.com/{repo}/{kind}/{number}")),
+        ),
+        (
+            "state",
+            json!(if closed.is_some() { "closed" } else { "open" }),
+        ),
+        (
+            "state_reason",
+            if closed.is_some() {
+                json!("completed")
+            } else {
+                Value::Null
+            },
+        ),
         ("title", json!(format!("Item {number} of {repo}"))),
         ("locked", json!(false)),
         ("active_lock_reason", Value::Null),
@@ -1044,11 +1057,17 @@ fn rest_release(id: u64, repo: &str, tag: &str, published_at: Option<&str>, draf
         ("id", json!(id)),
         ("url", json!(api)),
         ("assets_url", json!(format!("{api}/assets"))),
-        ("html_url", json!(format!("https://github.com/{repo}/releases/tag/{tag}"))),
+        (
+            "html_url",
+            json!(format!("https://github.com/{repo}/releases/tag/{tag}")),
+        ),
         ("tag_name", json!(tag)),
         ("name", json!(tag)),
         ("draft", json!(draft)),
-        ("created_at", json!(published_at.unwrap_or("2026-01-01T00:00:00Z"))),
+        (
+            "created_at",
+            json!(published_at.unwrap_or("2026-01-01T00:00:00Z")),
+        ),
         ("published_at", json!(published_at)),
     ] {
         release[field] = value;
@@ -1349,9 +1368,24 @@ fn rest_comment(id: u64, repo: &str, number: u64, created: &str, user: u64) -> V
     let login = format!("user{user}");
     for (field, value) in [
         ("id", json!(id)),
-        ("url", json!(format!("https://api.github.com/repos/{repo}/issues/comments/{id}"))),
-        ("html_url", json!(format!("https://github.com/{repo}/issues/{number}#issuecomment-{id}"))),
-        ("issue_url", json!(format!("https://api.github.com/repos/{repo}/issues/{number}"))),
+        (
+            "url",
+            json!(format!(
+                "https://api.github.com/repos/{repo}/issues/comments/{id}"
+            )),
+        ),
+        (
+            "html_url",
+            json!(format!(
+                "https://github.com/{repo}/issues/{number}#issuecomment-{id}"
+            )),
+        ),
+        (
+            "issue_url",
+            json!(format!(
+                "https://api.github.com/repos/{repo}/issues/{number}"
+            )),
+        ),
         ("created_at", json!(created)),
         ("updated_at", json!(created)),
     ] {
@@ -1376,8 +1410,18 @@ fn rest_review(
     for (field, value) in [
         ("id", json!(id)),
         ("state", json!(state)),
-        ("html_url", json!(format!("https://github.com/{repo}/pull/{number}#pullrequestreview-{id}"))),
-        ("pull_request_url", json!(format!("https://api.github.com/repos/{repo}/pulls/{number}"))),
+        (
+            "html_url",
+            json!(format!(
+                "https://github.com/{repo}/pull/{number}#pullrequestreview-{id}"
+            )),
+        ),
+        (
+            "pull_request_url",
+            json!(format!(
+                "https://api.github.com/repos/{repo}/pulls/{number}"
+            )),
+        ),
         ("submitted_at", json!(submitted)),
     ] {
         review[field] = value;
@@ -1595,9 +1639,8 @@ async fn rate_limits_wait_as_github_says_and_a_refused_token_is_unauthorized() {
 /// `GET /user` for Codertocat: the description's public-profile example with Codertocat's
 /// login and id.
 fn codertocat_user() -> Value {
-    let mut user = crate::github_rest::example(
-        "private-user-response-with-public-profile-information",
-    );
+    let mut user =
+        crate::github_rest::example("private-user-response-with-public-profile-information");
     let text = serde_json::to_string(&user)
         .expect("json")
         .replace("/octocat", "/Codertocat");
@@ -1620,10 +1663,7 @@ async fn connect_through_oauth(app: &TestApp, mock: &MockServer, t: TenantId) ->
         .await;
     Mock::given(method("GET"))
         .and(path("/user"))
-        .respond_with(github_200(
-            codertocat_user(),
-            "W/\"user\"",
-        ))
+        .respond_with(github_200(codertocat_user(), "W/\"user\""))
         .mount(mock)
         .await;
     let (status, started) = json(
@@ -1844,7 +1884,11 @@ async fn an_organizations_delivery_reaches_the_connection_that_syncs_its_reposit
     assert_eq!(event.status, EventStatus::Processed);
     assert_eq!(event.connection_id, Some(connection));
     let (status, _) = stored_status(&app, t, event_id(&unmatched)).await;
-    assert_eq!(status, EventStatus::Unmatched, "one connection, not the stranger's");
+    assert_eq!(
+        status,
+        EventStatus::Unmatched,
+        "one connection, not the stranger's"
+    );
 }
 
 /// The stored event keeps GitHub's delivery id but neither signature: they carry no

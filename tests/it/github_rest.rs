@@ -177,7 +177,10 @@ pub fn problems(method: &str, path: &str, status: u16, body: &Value) -> Vec<Stri
                 .build(&schema)
                 .unwrap_or_else(|e| panic!("the schema of {key} does not compile: {e}"));
             let built = Arc::new(built);
-            cache.lock().expect("cache").insert(key.clone(), built.clone());
+            cache
+                .lock()
+                .expect("cache")
+                .insert(key.clone(), built.clone());
             built
         }
     };
@@ -241,7 +244,10 @@ fn the_descriptions_own_examples_conform_and_a_drifting_fixture_does_not() {
         Vec::<String>::new()
     );
     let issues = example("issue-with-repo-items");
-    assert_eq!(problems("GET", "/issues", 200, &issues), Vec::<String>::new());
+    assert_eq!(
+        problems("GET", "/issues", 200, &issues),
+        Vec::<String>::new()
+    );
     let mut drifted = issues.clone();
     drifted[0]["number"] = json!("1347");
     assert!(!problems("GET", "/issues", 200, &drifted).is_empty());

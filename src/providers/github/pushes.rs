@@ -116,7 +116,12 @@ pub(super) fn pending_pushes(
 /// author date, titled by its message's first line, linking to its page.
 pub(super) fn push_draft(push: &PendingPush, commit: &GitCommit) -> Option<SignalDraft> {
     let at = parse_rfc3339(&commit.author.date).ok()?;
-    let headline = commit.message.lines().next().unwrap_or_default().to_string();
+    let headline = commit
+        .message
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
     let branch = push.git_ref.strip_prefix("refs/heads/")?;
     let actor = Account {
         id: push.actor_id,
@@ -164,12 +169,48 @@ mod tests {
         let floor = parse_rfc3339("2026-01-01T00:00:00Z").expect("time");
         let head = "7a8f3ac80e2ad2f6842cb86f576d4bfe2c03e300";
         let events = [
-            event("5", "PushEvent", "2026-01-03T00:00:00Z", "refs/heads/main", head),
-            event("4", "PushEvent", "2026-01-02T00:00:00Z", "refs/tags/v1", head),
-            event("3", "PushEvent", "2026-01-02T00:00:00Z", "refs/heads/gone", NO_COMMIT),
-            event("2", "IssuesEvent", "2026-01-02T00:00:00Z", "refs/heads/main", head),
-            event("1", "PushEvent", "2025-12-31T00:00:00Z", "refs/heads/main", head),
-            event("6", "PushEvent", "2026-01-03T00:00:00Z", "refs/heads/dev", head),
+            event(
+                "5",
+                "PushEvent",
+                "2026-01-03T00:00:00Z",
+                "refs/heads/main",
+                head,
+            ),
+            event(
+                "4",
+                "PushEvent",
+                "2026-01-02T00:00:00Z",
+                "refs/tags/v1",
+                head,
+            ),
+            event(
+                "3",
+                "PushEvent",
+                "2026-01-02T00:00:00Z",
+                "refs/heads/gone",
+                NO_COMMIT,
+            ),
+            event(
+                "2",
+                "IssuesEvent",
+                "2026-01-02T00:00:00Z",
+                "refs/heads/main",
+                head,
+            ),
+            event(
+                "1",
+                "PushEvent",
+                "2025-12-31T00:00:00Z",
+                "refs/heads/main",
+                head,
+            ),
+            event(
+                "6",
+                "PushEvent",
+                "2026-01-03T00:00:00Z",
+                "refs/heads/dev",
+                head,
+            ),
         ];
         let mut mark = PushMark::default();
         let taken = pending_pushes(&events, &floor, &mut mark);
@@ -177,7 +218,13 @@ mod tests {
         assert_eq!(refs, ["refs/heads/main", "refs/heads/dev"]);
         assert_eq!(mark.ids, ["5", "6"]);
         assert!(pending_pushes(&events, &floor, &mut mark).is_empty());
-        let later = [event("7", "PushEvent", "2026-01-03T00:00:00Z", "refs/heads/x", head)];
+        let later = [event(
+            "7",
+            "PushEvent",
+            "2026-01-03T00:00:00Z",
+            "refs/heads/x",
+            head,
+        )];
         assert_eq!(pending_pushes(&later, &floor, &mut mark).len(), 1);
     }
 
@@ -185,7 +232,13 @@ mod tests {
     fn a_push_takes_the_webhooks_key_and_its_head_commits_message_date_and_page() {
         let floor = parse_rfc3339("2026-01-01T00:00:00Z").expect("time");
         let head = "7a8f3ac80e2ad2f6842cb86f576d4bfe2c03e300";
-        let events = [event("5", "PushEvent", "2026-01-03T00:00:00Z", "refs/heads/main", head)];
+        let events = [event(
+            "5",
+            "PushEvent",
+            "2026-01-03T00:00:00Z",
+            "refs/heads/main",
+            head,
+        )];
         let push = pending_pushes(&events, &floor, &mut PushMark::default()).remove(0);
         let commit: GitCommit = serde_json::from_value(json!({
             "sha": head, "html_url": format!("https://github.com/octocat/Hello-World/commit/{head}"),

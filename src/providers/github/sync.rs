@@ -87,9 +87,9 @@ use serde_json::Value;
 use url::Url;
 
 use super::history::{self, comment_draft, event_draft, review_draft, Seen};
-use super::pushes::{pending_pushes, push_draft, PendingPush, PushMark};
 use super::normalize::{key_time, listed_issue, listed_release, listed_repository};
 use super::oauth::{api_base, API_VERSION};
+use super::pushes::{pending_pushes, push_draft, PendingPush, PushMark};
 use super::webhook::known_owners_patch;
 use super::wire::{GitCommit, Issue, IssueEvent, ListedComment, ListedReview, Release, RepoEvent};
 use crate::connector::join_path;

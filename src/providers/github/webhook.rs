@@ -144,11 +144,9 @@ pub(super) const KNOWN_OWNERS: &str = "repository_owner_ids";
 pub(super) fn route(event: &WebhookEvent, connections: &[Connection]) -> Option<ConnectionId> {
     let body = parse_body(event).ok()?;
     let named = account_ids(&body);
-    let own = named.iter().find_map(|(_, id)| {
-        connections
-            .iter()
-            .find(|c| c.external_account_id == *id)
-    });
+    let own = named
+        .iter()
+        .find_map(|(_, id)| connections.iter().find(|c| c.external_account_id == *id));
     let seen = || {
         named
             .iter()
@@ -171,7 +169,12 @@ pub(super) fn known_owners_patch(
         .metadata
         .get(KNOWN_OWNERS)
         .and_then(Value::as_array)
-        .map(|owners| owners.iter().filter_map(|o| o.as_str().map(str::to_string)).collect())
+        .map(|owners| {
+            owners
+                .iter()
+                .filter_map(|o| o.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default();
     let mut owners: Vec<String> = Vec::new();
     for id in listed.into_iter().map(|id| id.to_string()) {
@@ -456,10 +459,9 @@ mod tests {
     #[test]
     fn an_owner_the_connections_sync_listed_routes_to_it() {
         let mut member = connection("300");
-        member.metadata.insert(
-            KNOWN_OWNERS.into(),
-            serde_json::json!(["100", "300"]),
-        );
+        member
+            .metadata
+            .insert(KNOWN_OWNERS.into(), serde_json::json!(["100", "300"]));
         let unrelated = connection("400");
         let org_repo = serde_json::json!({
             "organization": { "id": 100 },
@@ -479,7 +481,32 @@ mod tests {
             "repository": { "id": 3, "owner": { "id": 555 } },
             "sender": { "id": 100 }
         });
-        assert_eq!(route(&event(sent_by_known), std::slice::from_ref(&member)), None);
+        assert_eq!(
+            route(&event(sent_by_known), std::slice::from_ref(&member)),
+            None
+        );
+    }
+
+    #[test]
+    fn owners_listed_by_sync_are_added_once_most_recent_first() {
+        let mut member = connection("300");
+        assert_eq!(
+            known_owners_patch(&member, [100, 100, 300]).map(|p| p[KNOWN_OWNERS].clone()),
+            Some(serde_json::json!(["100", "300"]))
+        );
+        member
+            .metadata
+            .insert(KNOWN_OWNERS.into(), serde_json::json!(["100", "300"]));
+        assert_eq!(known_owners_patch(&member, [300, 100]), None);
+        assert_eq!(
+            known_owners_patch(&member, [7]).map(|p| p[KNOWN_OWNERS].clone()),
+            Some(serde_json::json!(["7", "100", "300"]))
+        );
+        let many = known_owners_patch(&member, 1000..1300).expect("patch");
+        assert_eq!(
+            many[KNOWN_OWNERS].as_array().map(Vec::len),
+            Some(MAX_KNOWN_OWNERS)
+        );
     }
 
     proptest::proptest! {

@@ -1239,10 +1239,14 @@ async fn sync_reads_issues_by_watermark_then_the_releases_of_the_repositories_se
     Mock::given(method("GET"))
         .and(path("/repos/octo/lib/releases"))
         .respond_with(
-            with_rate_headers(ResponseTemplate::new(404), 4980, 3600).set_body_json(json!({
-                "message": "Not Found",
-                "documentation_url": "https://docs.github.com/rest/releases/releases#list-releases"
-            })),
+            Rest::new(
+                404,
+                json!({
+                    "message": "Not Found",
+                    "documentation_url": "https://docs.github.com/rest/releases/releases#list-releases"
+                }),
+            )
+            .insert_header("X-RateLimit-Remaining", "4980"),
         )
         .expect(1)
         .mount(&gh.mock)

@@ -1,10 +1,13 @@
 //! GitHub's published REST description (`generated/api.github.com.json` of the npm package
 //! `@octokit/openapi`, installed by `npm ci --prefix tests/github`: `tests/github/README.md`)
-//! as the judge of the fake GitHub. Every `2xx` body the fake answers through [`Rest`] is
-//! checked, when it is sent, against the response schema of the operation its request reached
-//! (matched on method and path template); a body that does not conform is answered `500` with
-//! the violations instead, so the test that served it fails. The fixtures themselves start
-//! from the description's own examples ([`example`]).
+//! as the judge of the fake GitHub. Every body the fake answers through [`Rest`] (its `200`s
+//! and the `404` of a repository gone) is checked, when it is sent, against the response schema
+//! the description declares for that status of the operation its request reached (matched on
+//! method and path template); a body that does not conform, or a status the operation does not
+//! declare, is answered `500` with the violations instead, so the test that served it fails.
+//! The fixtures themselves start from the description's own examples ([`example`]). The
+//! rate-limit and bad-credentials refusals stay plain wiremock answers: the description
+//! declares no body for them on these operations.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;

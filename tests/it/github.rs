@@ -1895,6 +1895,52 @@ async fn an_organizations_delivery_reaches_the_connection_that_syncs_its_reposit
     );
 }
 
+/// The organizations the account belongs to (`GET /user/orgs`) are known from the connect on:
+/// a delivery naming one reaches the connection before any sync.
+#[tokio::test]
+async fn an_organization_of_the_connected_account_routes_to_it_from_the_connect_on() {
+    let mock = MockServer::start().await;
+    let uri = mock.uri();
+    let app = spawn(&[
+        ("POBLYSH_GITHUB_CLIENT_ID", "Iv1.test-client"),
+        ("POBLYSH_GITHUB_CLIENT_SECRET", "github-test-secret-value"),
+        ("POBLYSH_GITHUB_AUTH_BASE_URL", uri.as_str()),
+        ("POBLYSH_GITHUB_API_BASE_URL", uri.as_str()),
+    ])
+    .await;
+    let org_id = 38302899u64;
+    let text = serde_json::to_string(&crate::github_rest::example("organization-simple-items"))
+        .expect("json")
+        .replace("orgs/github", "orgs/Octocoders");
+    let mut orgs: Value = serde_json::from_str(&text).expect("json");
+    orgs[0]["login"] = json!("Octocoders");
+    orgs[0]["id"] = json!(org_id);
+    Mock::given(method("GET"))
+        .and(path("/user/orgs"))
+        .and(header("authorization", format!("Bearer {TOKEN}").as_str()))
+        .respond_with(github_200(orgs, "W/\"orgs\""))
+        .expect(1)
+        .mount(&mock)
+        .await;
+    let t = tenant();
+    let connection = connect_through_oauth(&app, &mock, t).await;
+    let mut from_org = example("issues", "opened");
+    from_org["repository"]["owner"]["id"] = json!(org_id);
+    from_org["organization"] = json!({ "login": "Octocoders", "id": org_id });
+    from_org["sender"]["id"] = json!(583231);
+    let body = serde_json::to_vec(&from_org).expect("json");
+    let routed = accepted(deliver(&app, t, "issues", "orgs-1", &body, |_| {}).await).await;
+    inbox::drain(&app.state).await.expect("drain");
+    let event = app
+        .store()
+        .get_webhook_event(t, event_id(&routed))
+        .await
+        .expect("read")
+        .expect("kept");
+    assert_eq!(event.status, EventStatus::Processed);
+    assert_eq!(event.connection_id, Some(connection));
+}
+
 /// The stored event keeps GitHub's delivery id but neither signature: they carry no
 /// timestamp, so a database reader could replay a stored one.
 #[tokio::test]

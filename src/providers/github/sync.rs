@@ -401,7 +401,7 @@ async fn issues_page(
     let owners = items
         .iter()
         .filter_map(|i| i.repository.as_ref()?.owner.as_ref().map(|o| o.id));
-    page.metadata = known_owners_patch(ctx.connection, owners);
+    page.metadata = known_owners_patch(&ctx.connection.metadata, owners);
     Ok(page)
 }
 

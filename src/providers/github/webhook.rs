@@ -159,14 +159,14 @@ pub(super) fn route(event: &WebhookEvent, connections: &[Connection]) -> Option<
 /// Owners remembered per connection; the most recently listed are kept.
 const MAX_KNOWN_OWNERS: usize = 200;
 
-/// The metadata patch that adds `listed` (owner ids of repositories a sync page listed) to the
-/// connection's [`KNOWN_OWNERS`], most recent first; `None` when it knows them all already.
+/// The metadata patch that adds `listed` (owner ids of repositories a sync page listed, or the
+/// organizations of the account at connect) to the [`KNOWN_OWNERS`] of a connection's
+/// `metadata`, most recent first; `None` when it knows them all already.
 pub(super) fn known_owners_patch(
-    connection: &Connection,
+    metadata: &Metadata,
     listed: impl IntoIterator<Item = u64>,
 ) -> Option<Metadata> {
-    let known: Vec<String> = connection
-        .metadata
+    let known: Vec<String> = metadata
         .get(KNOWN_OWNERS)
         .and_then(Value::as_array)
         .map(|owners| {
@@ -491,18 +491,18 @@ mod tests {
     fn owners_listed_by_sync_are_added_once_most_recent_first() {
         let mut member = connection("300");
         assert_eq!(
-            known_owners_patch(&member, [100, 100, 300]).map(|p| p[KNOWN_OWNERS].clone()),
+            known_owners_patch(&member.metadata, [100, 100, 300]).map(|p| p[KNOWN_OWNERS].clone()),
             Some(serde_json::json!(["100", "300"]))
         );
         member
             .metadata
             .insert(KNOWN_OWNERS.into(), serde_json::json!(["100", "300"]));
-        assert_eq!(known_owners_patch(&member, [300, 100]), None);
+        assert_eq!(known_owners_patch(&member.metadata, [300, 100]), None);
         assert_eq!(
-            known_owners_patch(&member, [7]).map(|p| p[KNOWN_OWNERS].clone()),
+            known_owners_patch(&member.metadata, [7]).map(|p| p[KNOWN_OWNERS].clone()),
             Some(serde_json::json!(["7", "100", "300"]))
         );
-        let many = known_owners_patch(&member, 1000..1300).expect("patch");
+        let many = known_owners_patch(&member.metadata, 1000..1300).expect("patch");
         assert_eq!(
             many[KNOWN_OWNERS].as_array().map(Vec::len),
             Some(MAX_KNOWN_OWNERS)

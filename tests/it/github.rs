@@ -1552,6 +1552,82 @@ async fn unchanged_listings_answer_304_to_if_none_match_and_report_nothing() {
     assert_eq!(page.cursor["repos"][0]["etag"], "\"r1\"");
 }
 
+/// A known repository's events are asked again with their `ETag`: a `304` reads no commit; a
+/// push is read once, its head commit on the next page, and the same listing seen again (a new
+/// `ETag`, nothing newer) reads nothing more.
+#[tokio::test]
+async fn repository_events_are_polled_with_their_etag_and_each_push_is_read_once() {
+    let gh = FakeGithub::start().await;
+    let since = second_now() - Duration::hours(5);
+    let cursor = json!({
+        "v": 1, "floor": secs(&since), "since": secs(&since), "phase": "pushes",
+        "repos": [{ "full_name": "octo/app", "events_etag": "\"ev1\"" }]
+    });
+    Mock::given(method("GET"))
+        .and(path("/repos/octo/app/events"))
+        .and(header("if-none-match", "\"ev1\""))
+        .respond_with(with_rate_headers(ResponseTemplate::new(304), 4987, 3600))
+        .expect(1)
+        .mount(&gh.mock)
+        .await;
+    let unchanged = gh.page(Some(&cursor)).await.expect("unchanged");
+    assert!(unchanged.signals.is_empty() && unchanged.more);
+    assert_eq!(
+        unchanged.cursor["phase"], "issues",
+        "the issues listing follows"
+    );
+    gh.mock.reset().await;
+
+    let pushed_at = second_now() - Duration::hours(1);
+    let mut events = crate::github_rest::example("repo-events-items");
+    events[0]["repo"]["name"] = json!("octo/app");
+    events[0]["created_at"] = json!(secs(&pushed_at));
+    events[1]["created_at"] = json!(secs(&pushed_at));
+    let head = events[0]["payload"]["head"]
+        .as_str()
+        .expect("head")
+        .to_string();
+    Mock::given(method("GET"))
+        .and(path("/repos/octo/app/events"))
+        .respond_with(github_200(events, "\"ev2\""))
+        .mount(&gh.mock)
+        .await;
+    let mut commit = crate::github_rest::example("git-commit-2");
+    commit["sha"] = json!(head);
+    commit["html_url"] = json!(format!("https://github.com/octo/app/commit/{head}"));
+    commit["author"]["date"] = json!(secs(&(pushed_at - Duration::minutes(3))));
+    Mock::given(method("GET"))
+        .and(path(format!("/repos/octo/app/git/commits/{head}")))
+        .respond_with(github_200(commit, "\"c\""))
+        .expect(1)
+        .mount(&gh.mock)
+        .await;
+    let listed = gh.page(Some(&cursor)).await.expect("the events");
+    assert!(listed.signals.is_empty() && listed.more);
+    assert_eq!(listed.cursor["repos"][0]["events_etag"], "\"ev2\"");
+    assert_eq!(
+        listed.cursor["pending_pushes"].as_array().map(Vec::len),
+        Some(1)
+    );
+    let read = gh
+        .page(Some(&listed.cursor))
+        .await
+        .expect("the head commit");
+    assert_eq!(
+        kinds_and_keys(&read),
+        [pair(
+            "code_pushed",
+            format!("push:1296269:refs/heads/master:{head}")
+        )]
+    );
+    assert_eq!(read.cursor["phase"], "issues");
+    let mut again = read.cursor.clone();
+    again["phase"] = json!("pushes");
+    let nothing_new = gh.page(Some(&again)).await.expect("the same events");
+    assert!(nothing_new.signals.is_empty());
+    assert!(nothing_new.cursor.get("pending_pushes").is_none());
+}
+
 fn waited(result: Result<SyncPage, ProviderCallError>) -> u64 {
     match result {
         Err(ProviderCallError::RateLimited {

@@ -545,8 +545,8 @@ async fn comments_page(
     Ok(cursor.page(signals, more))
 }
 
-/// The newest page of a known repository's issue events, from the watermark on; the issues
-/// listing follows the last repository.
+/// The newest page of a known repository's issue events, from the watermark on; the pushes
+/// ([`pushes_page`]) follow the last repository.
 async fn events_page(
     ctx: &SyncContext<'_>,
     mut cursor: Cursor,

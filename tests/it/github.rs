@@ -26,6 +26,7 @@ use url::Url;
 use wiremock::matchers::{header, method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+use crate::github_rest::Rest;
 use crate::helpers::{accepted, assert_problem, json, post_delivery, tenant, TestApp};
 
 const SECRET: &str = "github-webhook-secret-value";
@@ -318,7 +319,7 @@ async fn every_documented_github_webhook_is_accepted_and_the_mapped_ones_become_
     let mut posted = Vec::new();
     for (i, (event, example)) in examples.iter().enumerate() {
         let t = tenant();
-        app.connection(t, "github").await;
+        github_connection(&app, t, &named_account(example), "named").await;
         let body = serde_json::to_vec(example).expect("json");
         let response = deliver(&app, t, event, &format!("delivery-{i}"), &body, |_| {}).await;
         let status = response.status();
@@ -453,7 +454,7 @@ fn example(event: &str, action: &str) -> Value {
 async fn kinds_the_examples_lack_are_produced_from_real_payloads_changed_by_hand() {
     let app = spawn(&[]).await;
     let t = tenant();
-    app.connection(t, "github").await;
+    github_connection(&app, t, CODERTOCAT, "Codertocat").await;
     // An issue closed (the package has reopened and opened, but no closed).
     let mut closed = example("issues", "reopened");
     closed["action"] = json!("closed");
@@ -521,7 +522,7 @@ fn set(name: &'static str, value: String) -> Tweak {
 async fn bad_signatures_are_refused_with_401_and_nothing_is_stored() {
     let app = spawn(&[]).await;
     let t = tenant();
-    app.connection(t, "github").await;
+    github_connection(&app, t, CODERTOCAT, "Codertocat").await;
     let body = serde_json::to_vec(&example("issues", "opened")).expect("json");
     let good = hmac_sha256_hex(&tenant_secret(t), &[&body]);
     let signed_with = |secret: &Secret| {
@@ -613,7 +614,7 @@ async fn bad_signatures_are_refused_with_401_and_nothing_is_stored() {
 async fn unreadable_bodies_fail_redeliveries_are_duplicates_and_pings_are_ignored() {
     let app = spawn(&[]).await;
     let t = tenant();
-    app.connection(t, "github").await;
+    github_connection(&app, t, CODERTOCAT, "Codertocat").await;
     let broken = accepted(deliver(&app, t, "issues", "broken", b"{not json", |_| {}).await).await;
     let binary =
         accepted(deliver(&app, t, "star", "binary", &[0xff, 0xfe, 0x00], |_| {}).await).await;
@@ -676,6 +677,24 @@ async fn unreadable_bodies_fail_redeliveries_are_duplicates_and_pings_are_ignore
         .map(|s| s.kind)
         .collect();
     assert_eq!(kinds, ["issue_commented", "issue_created"]);
+}
+
+/// The account that owns the examples' repository and sends most of them.
+const CODERTOCAT: &str = "21031067";
+
+/// The first account an example names, in the order routing reads them (the App
+/// installation's account, the organization, the repository owner, the sender); a fresh id
+/// when it names none.
+fn named_account(example: &Value) -> String {
+    [
+        &example["installation"]["account"]["id"],
+        &example["organization"]["id"],
+        &example["repository"]["owner"]["id"],
+        &example["sender"]["id"],
+    ]
+    .into_iter()
+    .find_map(Value::as_u64)
+    .map_or_else(|| uuid::Uuid::new_v4().to_string(), |id| id.to_string())
 }
 
 async fn github_connection(app: &TestApp, t: TenantId, account: &str, login: &str) -> Connection {
@@ -793,7 +812,7 @@ async fn app_level_deliveries_reach_every_tenant_that_connected_the_owning_accou
 async fn a_tenants_webhook_registration_holds_a_secret_that_verifies_on_its_url_only() {
     let app = spawn(&[]).await;
     let (t, other) = (tenant(), tenant());
-    app.connection(t, "github").await;
+    github_connection(&app, t, CODERTOCAT, "Codertocat").await;
     let path = "/providers/github/webhook";
 
     let response = app.anonymous(Method::GET, path).send().await.expect("sent");
@@ -950,7 +969,19 @@ fn second_now() -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::from_timestamp(now().timestamp(), 0).expect("time")
 }
 
-/// An item of `GET /issues` as the REST documentation shows it (trimmed).
+/// The published example `name` of GitHub's REST description, moved to repository `repo`
+/// (every URL and name of `octocat/Hello-World` rewritten).
+fn published(name: &str, index: usize, repo: &str) -> Value {
+    let value = crate::github_rest::example(name)[index].clone();
+    let text = serde_json::to_string(&value)
+        .expect("json")
+        .replace("octocat/Hello-World", repo);
+    serde_json::from_str(&text).expect("json")
+}
+
+/// An item of `GET /issues`: the REST description's example (`issue-with-repo-items`) with
+/// this id, number, title, times and state, in `repo`; a pull request's when `pull` is set
+/// (`Some(merged_at)`).
 fn rest_issue(
     id: u64,
     repo: &str,
@@ -962,72 +993,98 @@ fn rest_issue(
 ) -> Value {
     let (owner, name) = repo.split_once('/').expect("owner/repo");
     let kind = if pull.is_some() { "pull" } else { "issues" };
-    let mut issue = json!({
-        "id": id,
-        "node_id": "MDU6SXNzdWUx",
-        "url": format!("https://api.github.com/repos/{repo}/issues/{number}"),
-        "repository_url": format!("https://api.github.com/repos/{repo}"),
-        "html_url": format!("https://github.com/{repo}/{kind}/{number}"),
-        "number": number,
-        "state": if closed.is_some() { "closed" } else { "open" },
-        "state_reason": if closed.is_some() { json!("completed") } else { Value::Null },
-        "title": format!("Item {number} of {repo}"),
-        "body": "I'm having a problem with this.",
-        "user": { "login": "octocat", "id": 1, "type": "User", "site_admin": false },
-        "labels": [{ "id": 208045946, "name": "bug", "color": "f29513", "default": true }],
-        "assignee": null,
-        "assignees": [],
-        "milestone": null,
-        "locked": false,
-        "comments": 0,
-        "closed_at": closed,
-        "created_at": created,
-        "updated_at": updated,
-        "author_association": "COLLABORATOR",
-        "repository": {
-            "id": 1296269,
-            "node_id": "MDEwOlJlcG9zaXRvcnkxMjk2MjY5",
-            "name": name,
-            "full_name": repo,
-            "owner": { "login": owner, "id": 1, "type": "User" },
-            "private": false,
-            "html_url": format!("https://github.com/{repo}")
+    let mut issue = published("issue-with-repo-items", 0, repo);
+    let api = format!("https://api.github.com/repos/{repo}/issues/{number}");
+    for (field, value) in [
+        ("id", json!(id)),
+        ("number", json!(number)),
+        ("url", json!(api)),
+        ("labels_url", json!(format!("{api}/labels{{/name}}"))),
+        ("comments_url", json!(format!("{api}/comments"))),
+        ("events_url", json!(format!("{api}/events"))),
+        (
+            "html_url",
+            json!(format!("https://github.com/{repo}/{kind}/{number}")),
+        ),
+        (
+            "state",
+            json!(if closed.is_some() { "closed" } else { "open" }),
+        ),
+        (
+            "state_reason",
+            if closed.is_some() {
+                json!("completed")
+            } else {
+                Value::Null
+            },
+        ),
+        ("title", json!(format!("Item {number} of {repo}"))),
+        ("locked", json!(false)),
+        ("active_lock_reason", Value::Null),
+        ("closed_at", json!(closed)),
+        ("created_at", json!(created)),
+        ("updated_at", json!(updated)),
+    ] {
+        issue[field] = value;
+    }
+    issue["repository"]["name"] = json!(name);
+    issue["repository"]["owner"]["login"] = json!(owner);
+    match pull {
+        Some(merged_at) => {
+            issue["pull_request"] = json!({
+                "url": format!("https://api.github.com/repos/{repo}/pulls/{number}"),
+                "html_url": format!("https://github.com/{repo}/pull/{number}"),
+                "diff_url": format!("https://github.com/{repo}/pull/{number}.diff"),
+                "patch_url": format!("https://github.com/{repo}/pull/{number}.patch"),
+                "merged_at": merged_at
+            });
         }
-    });
-    if let Some(merged_at) = pull {
-        issue["pull_request"] = json!({
-            "url": format!("https://api.github.com/repos/{repo}/pulls/{number}"),
-            "html_url": format!("https://github.com/{repo}/pull/{number}"),
-            "diff_url": format!("https://github.com/{repo}/pull/{number}.diff"),
-            "patch_url": format!("https://github.com/{repo}/pull/{number}.patch"),
-            "merged_at": merged_at
-        });
+        None => {
+            if let Some(object) = issue.as_object_mut() {
+                object.remove("pull_request");
+            }
+        }
     }
     issue
 }
 
-/// A `GET /repos/{owner}/{repo}/releases` item (trimmed).
-fn rest_release(id: u64, repo: &str, tag: &str, published: Option<&str>, draft: bool) -> Value {
-    json!({
-        "id": id,
-        "url": format!("https://api.github.com/repos/{repo}/releases/{id}"),
-        "html_url": format!("https://github.com/{repo}/releases/tag/{tag}"),
-        "tag_name": tag,
-        "target_commitish": "main",
-        "name": tag,
-        "body": "Description of the release",
-        "draft": draft,
-        "prerelease": false,
-        "created_at": published.unwrap_or("2026-01-01T00:00:00Z"),
-        "published_at": published,
-        "author": { "login": "octocat", "id": 1, "type": "User" },
-        "assets": []
-    })
+/// A `GET /repos/{owner}/{repo}/releases` item: the description's example (`release-items`)
+/// with this id, tag, publication and draft state.
+fn rest_release(id: u64, repo: &str, tag: &str, published_at: Option<&str>, draft: bool) -> Value {
+    let mut release = published("release-items", 0, repo);
+    let api = format!("https://api.github.com/repos/{repo}/releases/{id}");
+    for (field, value) in [
+        ("id", json!(id)),
+        ("url", json!(api)),
+        ("assets_url", json!(format!("{api}/assets"))),
+        (
+            "html_url",
+            json!(format!("https://github.com/{repo}/releases/tag/{tag}")),
+        ),
+        ("tag_name", json!(tag)),
+        ("name", json!(tag)),
+        ("draft", json!(draft)),
+        (
+            "created_at",
+            json!(published_at.unwrap_or("2026-01-01T00:00:00Z")),
+        ),
+        ("published_at", json!(published_at)),
+    ] {
+        release[field] = value;
+    }
+    release
 }
 
-/// A `200` with the headers GitHub sends.
-fn github_200(body: Value, etag: &str) -> ResponseTemplate {
-    with_rate_headers(ResponseTemplate::new(200).set_body_json(body), 4987, 3600)
+/// A `200` with the headers GitHub sends, its body checked against the operation the request
+/// reaches in GitHub's REST description when it is sent (see `github_rest`).
+fn github_200(body: Value, etag: &str) -> Rest {
+    let reset = now().timestamp() + 3600;
+    Rest::new(200, body)
+        .insert_header("X-RateLimit-Limit", "5000")
+        .insert_header("X-RateLimit-Remaining", "4987")
+        .insert_header("X-RateLimit-Used", "13")
+        .insert_header("X-RateLimit-Reset", reset.to_string())
+        .insert_header("X-RateLimit-Resource", "core")
         .insert_header("ETag", etag)
         .insert_header("X-GitHub-Media-Type", "github.v3; format=json")
 }
@@ -1182,10 +1239,14 @@ async fn sync_reads_issues_by_watermark_then_the_releases_of_the_repositories_se
     Mock::given(method("GET"))
         .and(path("/repos/octo/lib/releases"))
         .respond_with(
-            with_rate_headers(ResponseTemplate::new(404), 4980, 3600).set_body_json(json!({
-                "message": "Not Found",
-                "documentation_url": "https://docs.github.com/rest/releases/releases#list-releases"
-            })),
+            Rest::new(
+                404,
+                json!({
+                    "message": "Not Found",
+                    "documentation_url": "https://docs.github.com/rest/releases/releases#list-releases"
+                }),
+            )
+            .insert_header("X-RateLimit-Remaining", "4980"),
         )
         .expect(1)
         .mount(&gh.mock)
@@ -1304,24 +1365,43 @@ fn time_of(text: &str) -> chrono::DateTime<chrono::Utc> {
         .to_utc()
 }
 
-/// A comment as the repository comments listing gives it (the fields the service reads, in
-/// the shape of the published example of that endpoint).
+/// A comment of the repository comments listing: the description's example
+/// (`issue-comment-items`) with this id, issue, time and author.
 fn rest_comment(id: u64, repo: &str, number: u64, created: &str, user: u64) -> Value {
-    json!({
-        "id": id,
-        "node_id": "MDEyOklzc3VlQ29tbWVudDE=",
-        "url": format!("https://api.github.com/repos/{repo}/issues/comments/{id}"),
-        "html_url": format!("https://github.com/{repo}/issues/{number}#issuecomment-{id}"),
-        "body": "Me too",
-        "user": { "login": format!("user{user}"), "id": user, "type": "User", "site_admin": false },
-        "created_at": created,
-        "updated_at": created,
-        "issue_url": format!("https://api.github.com/repos/{repo}/issues/{number}"),
-        "author_association": "COLLABORATOR"
-    })
+    let mut comment = published("issue-comment-items", 0, repo);
+    let login = format!("user{user}");
+    for (field, value) in [
+        ("id", json!(id)),
+        (
+            "url",
+            json!(format!(
+                "https://api.github.com/repos/{repo}/issues/comments/{id}"
+            )),
+        ),
+        (
+            "html_url",
+            json!(format!(
+                "https://github.com/{repo}/issues/{number}#issuecomment-{id}"
+            )),
+        ),
+        (
+            "issue_url",
+            json!(format!(
+                "https://api.github.com/repos/{repo}/issues/{number}"
+            )),
+        ),
+        ("created_at", json!(created)),
+        ("updated_at", json!(created)),
+    ] {
+        comment[field] = value;
+    }
+    comment["user"]["id"] = json!(user);
+    comment["user"]["login"] = json!(login);
+    comment
 }
 
-/// A review as a pull request's reviews listing gives it.
+/// A review of a pull request's reviews listing: the description's example
+/// (`pull-request-review-items`) with this id, state, submission and author.
 fn rest_review(
     id: u64,
     repo: &str,
@@ -1330,18 +1410,31 @@ fn rest_review(
     submitted: Option<&str>,
     user: u64,
 ) -> Value {
-    json!({
-        "id": id,
-        "node_id": "MDE3OlB1bGxSZXF1ZXN0UmV2aWV3ODA=",
-        "user": { "login": format!("user{user}"), "id": user, "type": "User", "site_admin": false },
-        "body": "Looks good",
-        "state": state,
-        "html_url": format!("https://github.com/{repo}/pull/{number}#pullrequestreview-{id}"),
-        "pull_request_url": format!("https://api.github.com/repos/{repo}/pulls/{number}"),
-        "submitted_at": submitted,
-        "commit_id": "ecdd80bb57125d7ba9641ffaa4d7d2c19d3f3091",
-        "author_association": "COLLABORATOR"
-    })
+    let mut review = published("pull-request-review-items", 0, repo);
+    for (field, value) in [
+        ("id", json!(id)),
+        ("state", json!(state)),
+        (
+            "html_url",
+            json!(format!(
+                "https://github.com/{repo}/pull/{number}#pullrequestreview-{id}"
+            )),
+        ),
+        (
+            "pull_request_url",
+            json!(format!(
+                "https://api.github.com/repos/{repo}/pulls/{number}"
+            )),
+        ),
+        ("submitted_at", json!(submitted)),
+    ] {
+        review[field] = value;
+    }
+    review["_links"]["html"]["href"] = review["html_url"].clone();
+    review["_links"]["pull_request"]["href"] = review["pull_request_url"].clone();
+    review["user"]["id"] = json!(user);
+    review["user"]["login"] = json!(format!("user{user}"));
+    review
 }
 
 #[tokio::test]
@@ -1459,6 +1552,82 @@ async fn unchanged_listings_answer_304_to_if_none_match_and_report_nothing() {
     assert_eq!(page.cursor["repos"][0]["etag"], "\"r1\"");
 }
 
+/// A known repository's events are asked again with their `ETag`: a `304` reads no commit; a
+/// push is read once, its head commit on the next page, and the same listing seen again (a new
+/// `ETag`, nothing newer) reads nothing more.
+#[tokio::test]
+async fn repository_events_are_polled_with_their_etag_and_each_push_is_read_once() {
+    let gh = FakeGithub::start().await;
+    let since = second_now() - Duration::hours(5);
+    let cursor = json!({
+        "v": 1, "floor": secs(&since), "since": secs(&since), "phase": "pushes",
+        "repos": [{ "full_name": "octo/app", "events_etag": "\"ev1\"" }]
+    });
+    Mock::given(method("GET"))
+        .and(path("/repos/octo/app/events"))
+        .and(header("if-none-match", "\"ev1\""))
+        .respond_with(with_rate_headers(ResponseTemplate::new(304), 4987, 3600))
+        .expect(1)
+        .mount(&gh.mock)
+        .await;
+    let unchanged = gh.page(Some(&cursor)).await.expect("unchanged");
+    assert!(unchanged.signals.is_empty() && unchanged.more);
+    assert_eq!(
+        unchanged.cursor["phase"], "issues",
+        "the issues listing follows"
+    );
+    gh.mock.reset().await;
+
+    let pushed_at = second_now() - Duration::hours(1);
+    let mut events = crate::github_rest::example("repo-events-items");
+    events[0]["repo"]["name"] = json!("octo/app");
+    events[0]["created_at"] = json!(secs(&pushed_at));
+    events[1]["created_at"] = json!(secs(&pushed_at));
+    let head = events[0]["payload"]["head"]
+        .as_str()
+        .expect("head")
+        .to_string();
+    Mock::given(method("GET"))
+        .and(path("/repos/octo/app/events"))
+        .respond_with(github_200(events, "\"ev2\""))
+        .mount(&gh.mock)
+        .await;
+    let mut commit = crate::github_rest::example("git-commit-2");
+    commit["sha"] = json!(head);
+    commit["html_url"] = json!(format!("https://github.com/octo/app/commit/{head}"));
+    commit["author"]["date"] = json!(secs(&(pushed_at - Duration::minutes(3))));
+    Mock::given(method("GET"))
+        .and(path(format!("/repos/octo/app/git/commits/{head}")))
+        .respond_with(github_200(commit, "\"c\""))
+        .expect(1)
+        .mount(&gh.mock)
+        .await;
+    let listed = gh.page(Some(&cursor)).await.expect("the events");
+    assert!(listed.signals.is_empty() && listed.more);
+    assert_eq!(listed.cursor["repos"][0]["events_etag"], "\"ev2\"");
+    assert_eq!(
+        listed.cursor["pending_pushes"].as_array().map(Vec::len),
+        Some(1)
+    );
+    let read = gh
+        .page(Some(&listed.cursor))
+        .await
+        .expect("the head commit");
+    assert_eq!(
+        kinds_and_keys(&read),
+        [pair(
+            "code_pushed",
+            format!("push:1296269:refs/heads/master:{head}")
+        )]
+    );
+    assert_eq!(read.cursor["phase"], "issues");
+    let mut again = read.cursor.clone();
+    again["phase"] = json!("pushes");
+    let nothing_new = gh.page(Some(&again)).await.expect("the same events");
+    assert!(nothing_new.signals.is_empty());
+    assert!(nothing_new.cursor.get("pending_pushes").is_none());
+}
+
 fn waited(result: Result<SyncPage, ProviderCallError>) -> u64 {
     match result {
         Err(ProviderCallError::RateLimited {
@@ -1547,6 +1716,20 @@ async fn rate_limits_wait_as_github_says_and_a_refused_token_is_unauthorized() {
     assert!((89..=91).contains(&wait), "{wait}");
 }
 
+/// `GET /user` for Codertocat: the description's public-profile example with Codertocat's
+/// login and id.
+fn codertocat_user() -> Value {
+    let mut user =
+        crate::github_rest::example("private-user-response-with-public-profile-information");
+    let text = serde_json::to_string(&user)
+        .expect("json")
+        .replace("/octocat", "/Codertocat");
+    user = serde_json::from_str(&text).expect("json");
+    user["login"] = json!("Codertocat");
+    user["id"] = json!(21031067);
+    user
+}
+
 /// Connects GitHub through the OAuth flow against `mock` and returns the connection id.
 async fn connect_through_oauth(app: &TestApp, mock: &MockServer, t: TenantId) -> ConnectionId {
     Mock::given(method("POST"))
@@ -1560,10 +1743,7 @@ async fn connect_through_oauth(app: &TestApp, mock: &MockServer, t: TenantId) ->
         .await;
     Mock::given(method("GET"))
         .and(path("/user"))
-        .respond_with(github_200(
-            json!({ "login": "Codertocat", "id": 21031067, "type": "User", "site_admin": false }),
-            "W/\"user\"",
-        ))
+        .respond_with(github_200(codertocat_user(), "W/\"user\""))
         .mount(mock)
         .await;
     let (status, started) = json(
@@ -1727,6 +1907,116 @@ async fn a_connection_made_through_oauth_gets_webhooks_and_sync_and_one_change_i
     }
 }
 
+/// A tenant connected one member's account; the organization's webhook sends deliveries
+/// naming the organization and another member. They reach the connection whose sync listed
+/// the organization's repositories; a delivery naming a stranger's repository stays unmatched
+/// although the tenant has a single connection.
+#[tokio::test]
+async fn an_organizations_delivery_reaches_the_connection_that_syncs_its_repositories() {
+    let mock = MockServer::start().await;
+    let uri = mock.uri();
+    let app = spawn(&[
+        ("POBLYSH_GITHUB_CLIENT_ID", "Iv1.test-client"),
+        ("POBLYSH_GITHUB_CLIENT_SECRET", "github-test-secret-value"),
+        ("POBLYSH_GITHUB_AUTH_BASE_URL", uri.as_str()),
+        ("POBLYSH_GITHUB_API_BASE_URL", uri.as_str()),
+    ])
+    .await;
+    let t = tenant();
+    let connection = connect_through_oauth(&app, &mock, t).await;
+    let (org, org_id) = ("octo-org", 6811672u64);
+    let repo = format!("{org}/Hello-World");
+    let at = second_now() - Duration::hours(1);
+    let mut item = rest_issue(7, &repo, 1, &secs(&at), &secs(&at), None, None);
+    let owner = &mut item["repository"]["owner"];
+    owner["login"] = json!(org);
+    owner["id"] = json!(org_id);
+    owner["type"] = json!("Organization");
+    Mock::given(method("GET"))
+        .and(path("/issues"))
+        .respond_with(github_200(json!([item]), "W/\"issues\""))
+        .mount(&mock)
+        .await;
+    let outcomes = sync_connection(&app, t, connection).await;
+    assert_eq!(outcomes[0].result, JobResult::Succeeded, "{outcomes:?}");
+
+    let mut from_org = example("issues", "opened");
+    from_org["repository"]["owner"] = json!({ "login": org, "id": org_id, "type": "Organization" });
+    from_org["repository"]["full_name"] = json!(repo);
+    from_org["organization"] = json!({ "login": org, "id": org_id });
+    from_org["sender"]["id"] = json!(583231);
+    let body = serde_json::to_vec(&from_org).expect("json");
+    let routed = accepted(deliver(&app, t, "issues", "org-1", &body, |_| {}).await).await;
+    let mut stranger = example("issues", "opened");
+    stranger["repository"]["owner"]["id"] = json!(2);
+    stranger["sender"]["id"] = json!(2);
+    stranger["issue"]["id"] = json!(3);
+    let body = serde_json::to_vec(&stranger).expect("json");
+    let unmatched = accepted(deliver(&app, t, "issues", "org-2", &body, |_| {}).await).await;
+    inbox::drain(&app.state).await.expect("drain");
+
+    let event = app
+        .store()
+        .get_webhook_event(t, event_id(&routed))
+        .await
+        .expect("read")
+        .expect("kept");
+    assert_eq!(event.status, EventStatus::Processed);
+    assert_eq!(event.connection_id, Some(connection));
+    let (status, _) = stored_status(&app, t, event_id(&unmatched)).await;
+    assert_eq!(
+        status,
+        EventStatus::Unmatched,
+        "one connection, not the stranger's"
+    );
+}
+
+/// The organizations the account belongs to (`GET /user/orgs`) are known from the connect on:
+/// a delivery naming one reaches the connection before any sync.
+#[tokio::test]
+async fn an_organization_of_the_connected_account_routes_to_it_from_the_connect_on() {
+    let mock = MockServer::start().await;
+    let uri = mock.uri();
+    let app = spawn(&[
+        ("POBLYSH_GITHUB_CLIENT_ID", "Iv1.test-client"),
+        ("POBLYSH_GITHUB_CLIENT_SECRET", "github-test-secret-value"),
+        ("POBLYSH_GITHUB_AUTH_BASE_URL", uri.as_str()),
+        ("POBLYSH_GITHUB_API_BASE_URL", uri.as_str()),
+    ])
+    .await;
+    let org_id = 38302899u64;
+    let text = serde_json::to_string(&crate::github_rest::example("organization-simple-items"))
+        .expect("json")
+        .replace("orgs/github", "orgs/Octocoders");
+    let mut orgs: Value = serde_json::from_str(&text).expect("json");
+    orgs[0]["login"] = json!("Octocoders");
+    orgs[0]["id"] = json!(org_id);
+    Mock::given(method("GET"))
+        .and(path("/user/orgs"))
+        .and(header("authorization", format!("Bearer {TOKEN}").as_str()))
+        .respond_with(github_200(orgs, "W/\"orgs\""))
+        .expect(1)
+        .mount(&mock)
+        .await;
+    let t = tenant();
+    let connection = connect_through_oauth(&app, &mock, t).await;
+    let mut from_org = example("issues", "opened");
+    from_org["repository"]["owner"]["id"] = json!(org_id);
+    from_org["organization"] = json!({ "login": "Octocoders", "id": org_id });
+    from_org["sender"]["id"] = json!(583231);
+    let body = serde_json::to_vec(&from_org).expect("json");
+    let routed = accepted(deliver(&app, t, "issues", "orgs-1", &body, |_| {}).await).await;
+    inbox::drain(&app.state).await.expect("drain");
+    let event = app
+        .store()
+        .get_webhook_event(t, event_id(&routed))
+        .await
+        .expect("read")
+        .expect("kept");
+    assert_eq!(event.status, EventStatus::Processed);
+    assert_eq!(event.connection_id, Some(connection));
+}
+
 /// The stored event keeps GitHub's delivery id but neither signature: they carry no
 /// timestamp, so a database reader could replay a stored one.
 #[tokio::test]
@@ -1762,10 +2052,11 @@ fn said(s: &Signal) -> Value {
 /// GitHub's published `issue_comment.created` and `pull_request_review.submitted` examples,
 /// moved into the last hours, delivered to one tenant; the same activity served by a fake
 /// REST API to another tenant's sync. The comment and the review are the same signals either
-/// way, and delivering the webhooks after the sync adds nothing. Reopenings and pushes are not
-/// read by sync (docs/providers/github.md): they come by webhook only.
+/// way; so are a reopening and a push (the published `push` example to a branch), which the
+/// next cycle reads from the issue events and the repository events; and delivering the
+/// webhooks after the sync adds nothing.
 #[tokio::test]
-async fn comments_and_reviews_synced_are_the_signals_their_webhooks_give() {
+async fn comments_reviews_reopenings_and_pushes_synced_are_the_signals_their_webhooks_give() {
     let mock = MockServer::start().await;
     let uri = mock.uri();
     let app = spawn(&[
@@ -1880,6 +2171,11 @@ async fn comments_and_reviews_synced_are_the_signals_their_webhooks_give() {
     // Then the issue is reopened: by webhook, and in the repository's issue events, which the
     // next cycle reads first (https://docs.github.com/en/rest/issues/events#list-issue-events-for-a-repository).
     let reopened_at = secs(&(at - Duration::minutes(10)));
+    let push = pushed_to_a_branch(&at);
+    assert_eq!(push["repository"]["full_name"], repo.as_str());
+    let body = serde_json::to_vec(&push).expect("json");
+    accepted(deliver(&app, by_webhook, "push", "d-push", &body, |_| {}).await).await;
+    serve_the_push(&mock, &push, &at).await;
     let mut reopen = example("issues", "reopened");
     reopen["issue"]["updated_at"] = json!(reopened_at);
     let body = serde_json::to_vec(&reopen).expect("json");
@@ -1922,7 +2218,7 @@ async fn comments_and_reviews_synced_are_the_signals_their_webhooks_give() {
             .filter(|s| {
                 matches!(
                     s.kind.as_str(),
-                    "issue_commented" | "pr_reviewed" | "issue_reopened"
+                    "issue_commented" | "pr_reviewed" | "issue_reopened" | "code_pushed"
                 )
             })
             .map(said)
@@ -1930,13 +2226,13 @@ async fn comments_and_reviews_synced_are_the_signals_their_webhooks_give() {
     };
     let webhooks = activity(signals_of(&app, by_webhook).await);
     let synced = activity(signals_of(&app, by_sync).await);
-    assert_eq!(webhooks.len(), 3, "{webhooks:?}");
+    assert_eq!(webhooks.len(), 4, "{webhooks:?}");
     assert_eq!(synced, webhooks);
 
     // The same deliveries reaching the synced tenant afterwards are the same signals.
     let before = signals_of(&app, by_sync).await.len();
-    let reopen_delivery = ("issues", "d-reopen", &reopen);
-    for (event, delivery, body) in deliveries.into_iter().chain([reopen_delivery]) {
+    let later = [("issues", "d-reopen", &reopen), ("push", "d-push", &push)];
+    for (event, delivery, body) in deliveries.into_iter().chain(later) {
         let body = serde_json::to_vec(body).expect("json");
         accepted(deliver(&app, by_sync, event, delivery, &body, |_| {}).await).await;
     }
@@ -1946,4 +2242,75 @@ async fn comments_and_reviews_synced_are_the_signals_their_webhooks_give() {
         before,
         "one signal each"
     );
+}
+
+/// GitHub's published `push` example to a branch, its head commit made half an hour before `at`.
+fn pushed_to_a_branch(at: &chrono::DateTime<chrono::Utc>) -> Value {
+    let mut push = examples()
+        .into_iter()
+        .find(|(event, p)| event == "push" && p["ref"] == "refs/heads/master")
+        .map(|(_, p)| p)
+        .expect("a push to a branch");
+    push["head_commit"]["timestamp"] = json!(secs(&(*at - Duration::minutes(30))));
+    push
+}
+
+/// The push in the shapes of the REST API: a `PushEvent` of the repository's events listing
+/// (without commits, as GitHub.com sends it since 2025:
+/// https://docs.github.com/en/rest/using-the-rest-api/github-event-types#pushevent), then its
+/// head commit in the Git database (https://docs.github.com/en/rest/git/commits#get-a-commit-object).
+async fn serve_the_push(mock: &MockServer, push: &Value, at: &chrono::DateTime<chrono::Utc>) {
+    let repo = push["repository"]["full_name"].as_str().expect("repo");
+    let api = format!("https://api.github.com/repos/{repo}");
+    let (head, sender) = (&push["head_commit"], &push["sender"]);
+    let sha = push["after"].as_str().expect("after");
+    let event = json!({
+        "id": "22249084947",
+        "type": "PushEvent",
+        "actor": {
+            "id": sender["id"], "login": sender["login"], "display_login": sender["login"],
+            "gravatar_id": "", "url": sender["url"], "avatar_url": sender["avatar_url"]
+        },
+        "repo": { "id": push["repository"]["id"], "name": repo, "url": api },
+        "payload": {
+            "repository_id": push["repository"]["id"], "push_id": 10115855396u64,
+            "ref": push["ref"], "head": sha, "before": push["before"]
+        },
+        "public": true,
+        "created_at": secs(&(*at - Duration::minutes(29)))
+    });
+    Mock::given(method("GET"))
+        .and(path(format!("/repos/{repo}/events")))
+        .and(query_param("per_page", "100"))
+        .respond_with(github_200(json!([event]), "\"repo-events\""))
+        .mount(mock)
+        .await;
+    let person = json!({
+        "date": head["timestamp"], "name": head["author"]["name"], "email": head["author"]["email"]
+    });
+    Mock::given(method("GET"))
+        .and(path(format!("/repos/{repo}/git/commits/{sha}")))
+        .respond_with(github_200(
+            json!({
+                "sha": sha,
+                "node_id": "C_kwDOAAABbNoAKDYxMTM3MjhmMjdhZTgyYzdiMWExNzdjOGQwM2Y5ZTk2ZTBhZGYyNDY",
+                "url": format!("{api}/git/commits/{sha}"),
+                "html_url": head["url"],
+                "author": person,
+                "committer": person,
+                "message": head["message"],
+                "tree": {
+                    "url": format!("{api}/git/trees/{}", head["tree_id"].as_str().expect("tree")),
+                    "sha": head["tree_id"]
+                },
+                "parents": [],
+                "verification": {
+                    "verified": false, "reason": "unsigned", "signature": null, "payload": null,
+                    "verified_at": null
+                }
+            }),
+            "\"commit\"",
+        ))
+        .mount(mock)
+        .await;
 }

@@ -14,6 +14,7 @@ mod faults;
 mod filters;
 mod floors;
 mod github;
+mod github_rest;
 mod gmail;
 mod gmail_push;
 mod google_calendar;

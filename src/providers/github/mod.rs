@@ -2,7 +2,8 @@
 //!
 //! The [`Connector`] implementation only delegates: `oauth` (OAuth App, account lookup),
 //! `webhook` (signature and routing), `normalize` (payloads to signals, dedupe keys), `sync`
-//! (incremental listing, cursor), `history` (comments and reviews read by sync) and `wire`
+//! (incremental listing, cursor), `history` (comments and reviews read by sync), `pushes`
+//! (pushes read by sync) and `wire`
 //! (GitHub's JSON). Operator guide:
 //! `docs/providers/github.md`.
 //!
@@ -12,6 +13,7 @@
 mod history;
 mod normalize;
 mod oauth;
+mod pushes;
 mod sync;
 mod webhook;
 mod wire;

@@ -8,7 +8,7 @@
 //! | `issue_comment` | `created` | `issue_commented` | `comment.created_at` |
 //! | `pull_request` | `opened` / [`UPDATING_PULL_ACTIONS`] / `closed` / `reopened` | `pr_opened` / `pr_updated` / `pr_merged` or `pr_closed` / `pr_reopened` | `created_at` / `updated_at` / `merged_at` or `closed_at` / `updated_at` |
 //! | `pull_request_review` | `submitted` | `pr_reviewed` | `review.submitted_at` |
-//! | `push` | (branch pushes with a head commit) | `code_pushed` | `head_commit.timestamp` |
+//! | `push` | (branch pushes with a head commit) | `code_pushed` | `head_commit.timestamp` (url: `head_commit.url`) |
 //! | `release` | `published` | `release_published` | `release.published_at` |
 //!
 //! Everything else (other events, other actions, `ping`, tag pushes, branch deletions) is
@@ -371,6 +371,11 @@ fn pull_request_review(
     }))
 }
 
+/// The dedupe key of a push to `git_ref` of repository `repository_id` that left it at `after`.
+pub(super) fn push_key(repository_id: u64, git_ref: &str, after: &str) -> String {
+    format!("push:{repository_id}:{git_ref}:{after}")
+}
+
 fn push(body: Value, sender: Option<Actor>) -> Result<Option<SignalDraft>, String> {
     let push: Push = read(body, "push")?;
     // Tags point at code already pushed (releases report them); deletions push nothing and
@@ -389,9 +394,10 @@ fn push(body: Value, sender: Option<Actor>) -> Result<Option<SignalDraft>, Strin
         occurred_at: at,
         actor: sender,
         title: Some(headline.clone()),
-        url: push.compare.clone(),
+        // The head commit's page, which sync can find too; the compare view is in the payload.
+        url: head.url.clone(),
         external_id: Some(push.after.clone()),
-        dedupe_key: format!("push:{id}:{}:{}", push.git_ref, push.after),
+        dedupe_key: push_key(*id, &push.git_ref, &push.after),
         payload: json!({
             "repository": full_name,
             "ref": push.git_ref,
@@ -401,6 +407,7 @@ fn push(body: Value, sender: Option<Actor>) -> Result<Option<SignalDraft>, Strin
             "created": push.created,
             "forced": push.forced,
             "commits": push.commits.len(),
+            "compare": push.compare,
             "head_commit": { "id": head.id, "message": headline },
         }),
     }))

@@ -13,6 +13,9 @@
 //! (<https://docs.github.com/en/rest/using-the-rest-api/using-pagination-in-the-rest-api>);
 //! a `Link` header is also how we know more follows.
 //!
+//! The owners of the repositories the listing shows are recorded in the connection's metadata
+//! (see `webhook::KNOWN_OWNERS`): deliveries naming them are routed to this connection.
+//!
 //! **Releases**: `GET /repos/{owner}/{repo}/releases` for each repository seen (the 50 most
 //! recently active), newest first
 //! (<https://docs.github.com/en/rest/releases/releases#list-releases>).
@@ -22,6 +25,9 @@
 //! after the releases come the comments of each of those
 //! repositories since the cycle began (`issues/comments?since=…`), then the reviews of each pull
 //! request the cycle's listing showed (at most [`history::MAX_SEEN`]).
+//!
+//! **Pushes** ([`super::pushes`]): after the issue events, the newest page of each known
+//! repository's events, then the head commit of each branch push it showed, one per page.
 //!
 //! **Conditional requests**: each listing's `ETag` is kept and sent back as `If-None-Match`;
 //! a `304` costs no rate limit
@@ -45,7 +51,8 @@
 //!   "next": "https://api.github.com/issues?...&page=2",
 //!   "issues_etag": { "url": "https://api.github.com/issues?...", "etag": "W/\"…\"" },
 //!   "phase": "issues",
-//!   "repos": [ { "full_name": "octo/app", "etag": "\"…\"" } ],
+//!   "repos": [ { "full_name": "octo/app", "etag": "\"…\"", "events_etag": "\"…\"",
+//!                "pushes": { "at": "2026-01-30T09:00:00Z", "ids": ["22249084947"] } } ],
 //!   "release_index": 0,
 //!   "rate_limited_until": "2026-01-30T11:00:00Z"
 //! }
@@ -57,12 +64,16 @@
 //! - `next`: set only while following `Link: rel="next"`, and only under the whole API base
 //!   (scheme, host, port and path prefix); any other link counts as no next page.
 //! - `issues_etag`: the validator of the last first-page request, sent when the URL is the same.
-//! - `phase`: `events`, `issues`, `releases`, `comments` or `reviews`; `release_index` is the next
-//!   repository (or, for reviews, pull request) to ask; `activity_next` a comments or reviews
-//!   listing's next page.
+//! - `phase`: `events`, `pushes`, `issues`, `releases`, `comments` or `reviews`;
+//!   `release_index` is the next repository (or, for reviews, pull request) to ask;
+//!   `activity_next` a comments or reviews listing's next page.
+//! - `pending_pushes`: pushes of the repository at `release_index` whose head commit is still
+//!   to be read.
 //! - `cycle_since`: `since` when the cycle began, for the comments listing.
 //! - `seen`: the items the cycle's listing showed, for titles and reviews.
-//! - `repos`: repositories seen in the listing, most recent first, with their releases' `ETag`.
+//! - `repos`: repositories seen in the listing, most recent first, with their releases' and
+//!   events' `ETag` and how far their pushes were read (`pushes`: the newest push event's time
+//!   and the ids of that second's events).
 //! - `rate_limited_until`: no request before this (the quota ran out on a successful answer).
 //!
 //! A cursor that cannot be read (another version) starts over; dedupe keys keep that from
@@ -78,7 +89,9 @@ use url::Url;
 use super::history::{self, comment_draft, event_draft, review_draft, Seen};
 use super::normalize::{key_time, listed_issue, listed_release, listed_repository};
 use super::oauth::{api_base, API_VERSION};
-use super::wire::{Issue, IssueEvent, ListedComment, ListedReview, Release};
+use super::pushes::{pending_pushes, push_draft, PendingPush, PushMark};
+use super::webhook::known_owners_patch;
+use super::wire::{GitCommit, Issue, IssueEvent, ListedComment, ListedReview, Release, RepoEvent};
 use crate::connector::join_path;
 use crate::connector::transport;
 use crate::connector::ProviderCallError;
@@ -106,6 +119,7 @@ enum Phase {
     Comments,
     Reviews,
     Events,
+    Pushes,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,6 +133,11 @@ struct RepoState {
     full_name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     etag: Option<String>,
+    /// The validator of its events listing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    events_etag: Option<String>,
+    #[serde(default, skip_serializing_if = "PushMark::is_unset")]
+    pushes: PushMark,
 }
 
 /// Where a connection's sync stands (see the module documentation).
@@ -145,6 +164,8 @@ struct Cursor {
     seen: Vec<Seen>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     activity_next: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pending_pushes: Vec<PendingPush>,
 }
 
 impl Cursor {
@@ -163,6 +184,7 @@ impl Cursor {
             cycle_since: None,
             seen: Vec::new(),
             activity_next: None,
+            pending_pushes: Vec::new(),
         }
     }
 
@@ -189,6 +211,8 @@ impl Cursor {
             None => RepoState {
                 full_name,
                 etag: None,
+                events_etag: None,
+                pushes: PushMark::default(),
             },
         };
         self.repos.insert(0, state);
@@ -275,6 +299,7 @@ pub(super) async fn sync_page(
         Phase::Comments => comments_page(&ctx, cursor, now).await,
         Phase::Reviews => reviews_page(&ctx, cursor, now).await,
         Phase::Events => events_page(&ctx, cursor, now).await,
+        Phase::Pushes => pushes_page(&ctx, cursor, now).await,
     }
 }
 
@@ -360,21 +385,24 @@ async fn issues_page(
     if let Some(since) = advanced {
         cursor.since = since;
     }
-    match (answer.next, advanced) {
+    let more = match (answer.next, advanced) {
         (Some(_), Some(_)) => {
             cursor.next = None;
-            Ok(cursor.page(signals, true))
+            true
         }
         // A whole page within one second: only the next link moves on.
         (Some(next), None) => {
             cursor.next = Some(next.to_string());
-            Ok(cursor.page(signals, true))
+            true
         }
-        (None, _) => {
-            let more = cursor.begin_releases();
-            Ok(cursor.page(signals, more))
-        }
-    }
+        (None, _) => cursor.begin_releases(),
+    };
+    let mut page = cursor.page(signals, more);
+    let owners = items
+        .iter()
+        .filter_map(|i| i.repository.as_ref()?.owner.as_ref().map(|o| o.id));
+    page.metadata = known_owners_patch(&ctx.connection.metadata, owners);
+    Ok(page)
 }
 
 /// Whether `full_name` is a plain `owner/repo` (safe to put in a path).
@@ -517,8 +545,8 @@ async fn comments_page(
     Ok(cursor.page(signals, more))
 }
 
-/// The newest page of a known repository's issue events, from the watermark on; the issues
-/// listing follows the last repository.
+/// The newest page of a known repository's issue events, from the watermark on; the pushes
+/// ([`pushes_page`]) follow the last repository.
 async fn events_page(
     ctx: &SyncContext<'_>,
     mut cursor: Cursor,
@@ -558,10 +586,93 @@ async fn events_page(
     }
     cursor.release_index += 1;
     if cursor.release_index >= cursor.repos.len() {
+        cursor.phase = Phase::Pushes;
+        cursor.release_index = 0;
+    }
+    Ok(cursor.page(signals, true))
+}
+
+/// A known repository's newest events, or the head commit of the next push they showed
+/// ([`super::pushes`]); the issues listing follows the last repository.
+async fn pushes_page(
+    ctx: &SyncContext<'_>,
+    mut cursor: Cursor,
+    now: Timestamp,
+) -> Result<SyncPage, ProviderCallError> {
+    let base = api_base(ctx.provider.settings);
+    let mut signals = Vec::new();
+    if let Some(push) = cursor.pending_pushes.first().cloned() {
+        signals.extend(head_commit(ctx, &mut cursor, &base, &push, now).await?);
+        cursor.pending_pushes.remove(0);
+    } else if let Some(repo) = cursor.repos.get(cursor.release_index).cloned() {
+        if plain_full_name(&repo.full_name) {
+            let mut url = join_path(&base, &format!("/repos/{}/events", repo.full_name));
+            url.query_pairs_mut().append_pair("per_page", "100");
+            let answer = fetch(ctx, &base, url, repo.events_etag.as_deref(), now).await?;
+            cursor.rate_limited_until = answer.exhausted_until;
+            let state = &mut cursor.repos[cursor.release_index];
+            match answer.status {
+                200 => {
+                    let events: Vec<RepoEvent> =
+                        serde_json::from_slice(&answer.body).map_err(|_| {
+                            ProviderCallError::Rejected(
+                                "GitHub repository events answered an unexpected body".into(),
+                            )
+                        })?;
+                    state.events_etag = answer.etag;
+                    cursor.pending_pushes =
+                        pending_pushes(&events, &cursor.floor, &mut state.pushes);
+                }
+                // Unchanged (costs no rate limit), or no longer visible: nothing to read.
+                304 | 301 | 403 | 404 | 410 | 451 => {}
+                status => {
+                    return Err(ProviderCallError::Rejected(format!(
+                        "GitHub events of {} answered {status}",
+                        repo.full_name
+                    )))
+                }
+            }
+        }
+    }
+    if cursor.pending_pushes.is_empty() {
+        cursor.release_index += 1;
+    }
+    if cursor.release_index >= cursor.repos.len() && cursor.pending_pushes.is_empty() {
         cursor.phase = Phase::Issues;
         cursor.release_index = 0;
     }
     Ok(cursor.page(signals, true))
+}
+
+/// The head commit of `push`, as its `code_pushed`; nothing when it is gone.
+async fn head_commit(
+    ctx: &SyncContext<'_>,
+    cursor: &mut Cursor,
+    base: &Url,
+    push: &PendingPush,
+    now: Timestamp,
+) -> Result<Option<SignalDraft>, ProviderCallError> {
+    let plain_sha = push.head.len() == 40 && push.head.bytes().all(|b| b.is_ascii_hexdigit());
+    if !plain_full_name(&push.repo) || !plain_sha {
+        return Ok(None);
+    }
+    let path = format!("/repos/{}/git/commits/{}", push.repo, push.head);
+    let answer = fetch(ctx, base, join_path(base, &path), None, now).await?;
+    cursor.rate_limited_until = answer.exhausted_until;
+    match answer.status {
+        200 => {
+            let commit: GitCommit = serde_json::from_slice(&answer.body).map_err(|_| {
+                ProviderCallError::Rejected("GitHub commit answered an unexpected body".into())
+            })?;
+            Ok(push_draft(push, &commit))
+        }
+        // Force-pushed away and collected, or the repository is gone: no signal.
+        301 | 403 | 404 | 409 | 410 | 422 | 451 => Ok(None),
+        status => Err(ProviderCallError::Rejected(format!(
+            "GitHub commit {} of {} answered {status}",
+            push.head, push.repo
+        ))),
+    }
 }
 
 /// One page of the reviews of a pull request the cycle's listing showed.

@@ -19,7 +19,7 @@ use serde_json::Value;
 use super::normalize::{parse_body, parse_payload};
 use crate::connector::derive::derive_secret;
 use crate::connector::signature::{header, hmac_sha256_hex_matches};
-use crate::connector::ProviderSettings;
+use crate::connector::{Metadata, ProviderSettings};
 use crate::connector::{TenantWebhook, WebhookUrl};
 use crate::connector::{Verified, WebhookEvent, WebhookRejection};
 use crate::crypto::Secret;
@@ -130,20 +130,79 @@ fn body_digest(body: &[u8]) -> String {
     format!("sha256:{}", crate::crypto::hex(&Sha256::digest(body)))
 }
 
-/// The connection whose GitHub account the payload names (see [`account_ids`]); else the only
-/// connection; else none.
+/// The member of a connection's metadata listing the accounts (users and organizations, by
+/// numeric id) owning repositories its sync has listed: accounts whose repositories the
+/// connection is known to see (written by `sync`).
+pub(super) const KNOWN_OWNERS: &str = "repository_owner_ids";
+
+/// The connection a delivery on a tenant's URL belongs to, only when provably that
+/// connection's: the connection whose own account the payload names (see [`account_ids`]:
+/// installation account, organization, repository owner, then sender), else the first whose
+/// sync has listed repositories of the organization or owner the payload names
+/// ([`KNOWN_OWNERS`]). A delivery naming no such account stays unmatched, however few
+/// connections the tenant has.
 pub(super) fn route(event: &WebhookEvent, connections: &[Connection]) -> Option<ConnectionId> {
-    if let Ok(body) = parse_body(event) {
-        for (_, id) in account_ids(&body) {
-            if let Some(found) = connections.iter().find(|c| c.external_account_id == id) {
-                return Some(found.id);
-            }
+    let body = parse_body(event).ok()?;
+    let named = account_ids(&body);
+    let own = named
+        .iter()
+        .find_map(|(_, id)| connections.iter().find(|c| c.external_account_id == *id));
+    let seen = || {
+        named
+            .iter()
+            .filter(|(source, _)| *source != Source::Sender)
+            .find_map(|(_, id)| connections.iter().find(|c| knows_owner(c, id)))
+    };
+    own.or_else(seen).map(|c| c.id)
+}
+
+/// Owners remembered per connection; the most recently listed are kept.
+const MAX_KNOWN_OWNERS: usize = 200;
+
+/// The metadata patch that adds `listed` (owner ids of repositories a sync page listed, or the
+/// organizations of the account at connect) to the [`KNOWN_OWNERS`] of a connection's
+/// `metadata`, most recent first; `None` when it knows them all already.
+pub(super) fn known_owners_patch(
+    metadata: &Metadata,
+    listed: impl IntoIterator<Item = u64>,
+) -> Option<Metadata> {
+    let known: Vec<String> = metadata
+        .get(KNOWN_OWNERS)
+        .and_then(Value::as_array)
+        .map(|owners| {
+            owners
+                .iter()
+                .filter_map(|o| o.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut owners: Vec<String> = Vec::new();
+    for id in listed.into_iter().map(|id| id.to_string()) {
+        if !owners.contains(&id) {
+            owners.push(id);
         }
     }
-    match connections {
-        [only] => Some(only.id),
-        _ => None,
+    if owners.iter().all(|id| known.contains(id)) {
+        return None;
     }
+    for id in known {
+        if !owners.contains(&id) {
+            owners.push(id);
+        }
+    }
+    owners.truncate(MAX_KNOWN_OWNERS);
+    let mut patch = Metadata::new();
+    patch.insert(KNOWN_OWNERS.into(), Value::from(owners));
+    Some(patch)
+}
+
+/// Whether the connection's sync has listed repositories owned by account `id`.
+fn knows_owner(connection: &Connection, id: &str) -> bool {
+    connection
+        .metadata
+        .get(KNOWN_OWNERS)
+        .and_then(Value::as_array)
+        .is_some_and(|owners| owners.iter().any(|o| o.as_str() == Some(id)))
 }
 
 /// The account an app-level delivery (`POST /webhooks/github`, no tenant) belongs to: the GitHub
@@ -360,7 +419,7 @@ mod tests {
     }
 
     #[test]
-    fn routing_prefers_the_owner_then_the_sender_then_the_only_connection() {
+    fn routing_prefers_the_owner_then_the_sender_and_never_guesses() {
         let (org, owner, sender, other) = (
             connection("100"),
             connection("200"),
@@ -380,7 +439,8 @@ mod tests {
         assert_eq!(route(&event(body.clone()), &few), Some(sender.id));
         assert_eq!(
             route(&event(body.clone()), std::slice::from_ref(&other)),
-            Some(other.id)
+            None,
+            "the only connection, but none of the accounts named is its"
         );
         assert_eq!(route(&event(body), &[other, connection("500")]), None);
         let installation = serde_json::json!({
@@ -391,6 +451,61 @@ mod tests {
         assert_eq!(
             route(&event(installation), &[sender, installed.clone()]),
             Some(installed.id)
+        );
+    }
+
+    /// A member's connection whose sync listed the organization's repositories takes the
+    /// organization's deliveries; a stranger's repository reaches no one.
+    #[test]
+    fn an_owner_the_connections_sync_listed_routes_to_it() {
+        let mut member = connection("300");
+        member
+            .metadata
+            .insert(KNOWN_OWNERS.into(), serde_json::json!(["100", "300"]));
+        let unrelated = connection("400");
+        let org_repo = serde_json::json!({
+            "organization": { "id": 100 },
+            "repository": { "id": 1, "owner": { "id": 100 } },
+            "sender": { "id": 900 }
+        });
+        let candidates = [unrelated.clone(), member.clone()];
+        assert_eq!(route(&event(org_repo), &candidates), Some(member.id));
+        let stranger = serde_json::json!({
+            "repository": { "id": 2, "owner": { "id": 555 } },
+            "sender": { "id": 555 }
+        });
+        assert_eq!(route(&event(stranger.clone()), &candidates), None);
+        assert_eq!(route(&event(stranger), std::slice::from_ref(&member)), None);
+        // A sender the sync saw as an owner proves nothing about the repository.
+        let sent_by_known = serde_json::json!({
+            "repository": { "id": 3, "owner": { "id": 555 } },
+            "sender": { "id": 100 }
+        });
+        assert_eq!(
+            route(&event(sent_by_known), std::slice::from_ref(&member)),
+            None
+        );
+    }
+
+    #[test]
+    fn owners_listed_by_sync_are_added_once_most_recent_first() {
+        let mut member = connection("300");
+        assert_eq!(
+            known_owners_patch(&member.metadata, [100, 100, 300]).map(|p| p[KNOWN_OWNERS].clone()),
+            Some(serde_json::json!(["100", "300"]))
+        );
+        member
+            .metadata
+            .insert(KNOWN_OWNERS.into(), serde_json::json!(["100", "300"]));
+        assert_eq!(known_owners_patch(&member.metadata, [300, 100]), None);
+        assert_eq!(
+            known_owners_patch(&member.metadata, [7]).map(|p| p[KNOWN_OWNERS].clone()),
+            Some(serde_json::json!(["7", "100", "300"]))
+        );
+        let many = known_owners_patch(&member.metadata, 1000..1300).expect("patch");
+        assert_eq!(
+            many[KNOWN_OWNERS].as_array().map(Vec::len),
+            Some(MAX_KNOWN_OWNERS)
         );
     }
 

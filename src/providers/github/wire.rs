@@ -19,6 +19,8 @@ pub struct Account {
 pub struct Repository {
     pub id: u64,
     pub full_name: String,
+    #[serde(default)]
+    pub owner: Option<Account>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -131,6 +133,9 @@ pub struct Commit {
     pub id: String,
     pub message: String,
     pub timestamp: String,
+    /// The commit's page on GitHub.
+    #[serde(default)]
+    pub url: Option<String>,
 }
 
 /// The `push` event: <https://docs.github.com/en/webhooks/webhook-events-and-payloads#push>.
@@ -228,4 +233,52 @@ pub struct IssueEvent {
     pub actor: Option<Account>,
     #[serde(default)]
     pub issue: Option<Issue>,
+}
+
+/// An event of a repository's events listing
+/// (<https://docs.github.com/en/rest/activity/events#list-repository-events>); only
+/// `PushEvent`s are read, whose `payload` is [`PushEventPayload`].
+#[derive(Clone, Debug, Deserialize)]
+pub struct RepoEvent {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub actor: Account,
+    pub repo: EventRepo,
+    #[serde(default)]
+    pub payload: serde_json::Value,
+    pub created_at: Option<String>,
+}
+
+/// The repository of an event: `name` is `owner/repo`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct EventRepo {
+    pub id: u64,
+    pub name: String,
+}
+
+/// A `PushEvent`'s payload on GitHub.com: the ref and the SHAs before and after, no longer the
+/// commits (<https://docs.github.com/en/rest/using-the-rest-api/github-event-types#pushevent>).
+#[derive(Clone, Debug, Deserialize)]
+pub struct PushEventPayload {
+    #[serde(rename = "ref")]
+    pub git_ref: String,
+    pub head: String,
+    pub before: String,
+}
+
+/// A commit object of the Git database API
+/// (<https://docs.github.com/en/rest/git/commits#get-a-commit-object>).
+#[derive(Clone, Debug, Deserialize)]
+pub struct GitCommit {
+    pub sha: String,
+    pub html_url: String,
+    pub message: String,
+    pub author: GitPerson,
+}
+
+/// A commit's author or committer, with the date git recorded.
+#[derive(Clone, Debug, Deserialize)]
+pub struct GitPerson {
+    pub date: String,
 }

@@ -1,0 +1,258 @@
+//! Pushes read by sync. Each cycle after the first, after the issue events, the newest page of
+//! each known repository's events (`GET /repos/{owner}/{repo}/events?per_page=100`,
+//! <https://docs.github.com/en/rest/activity/events#list-repository-events>, `ETag` sent
+//! back) gives its `PushEvent`s to branches since the repository's mark. Since 2025 their
+//! payload names the ref, `head` and `before` but no commits
+//! (<https://docs.github.com/en/rest/using-the-rest-api/github-event-types#pushevent>), so the
+//! head commit is then read from the Git database
+//! (`GET /repos/{owner}/{repo}/git/commits/{sha}`,
+//! <https://docs.github.com/en/rest/git/commits#get-a-commit-object>) for its message, date
+//! and page, one request per push. The signal is the webhook's `code_pushed`, under its key
+//! (`push:<repository id>:<ref>:<after>`, the event's `head` being the webhook's `after`) with
+//! the same actor (the event's actor: who pushed, the webhook's sender).
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::normalize::{actor_of, push_key};
+use super::wire::{Account, GitCommit, PushEventPayload, RepoEvent};
+use crate::connector::SignalDraft;
+use crate::domain::{parse_rfc3339, SignalKind, Timestamp};
+
+/// Pushes waiting for their head commit, at most (more in one page wait for the next cycle's
+/// listing: the mark does not pass them).
+pub(super) const MAX_PENDING: usize = 100;
+
+/// The `head` of a push that deleted its branch.
+const NO_COMMIT: &str = "0000000000000000000000000000000000000000";
+
+/// How far a repository's pushes have been read: the newest event's time, and the ids of the
+/// events of that second already taken.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct PushMark {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ids: Vec<String>,
+}
+
+impl PushMark {
+    /// Whether no push of the repository has been read yet.
+    pub fn is_unset(&self) -> bool {
+        self.at.is_none()
+    }
+
+    fn passed(&self, at: &Timestamp, id: &str) -> bool {
+        match &self.at {
+            Some(mark) => at < mark || (at == mark && self.ids.iter().any(|i| i == id)),
+            None => false,
+        }
+    }
+
+    fn advance(&mut self, at: Timestamp, id: &str) {
+        if self.at.is_none_or(|mark| at > mark) {
+            self.at = Some(at);
+            self.ids.clear();
+        }
+        if self.at == Some(at) && !self.ids.iter().any(|i| i == id) {
+            self.ids.push(id.to_string());
+        }
+    }
+}
+
+/// A push to a branch found in the events listing, whose head commit is still to be read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct PendingPush {
+    pub repo_id: u64,
+    pub repo: String,
+    pub git_ref: String,
+    pub head: String,
+    pub before: String,
+    pub actor_id: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor_login: Option<String>,
+}
+
+/// The branch pushes among `events` created at or after `floor` and past `mark`, oldest first
+/// (the listing is newest first), at most [`MAX_PENDING`]; `mark` moves past those taken.
+pub(super) fn pending_pushes(
+    events: &[RepoEvent],
+    floor: &Timestamp,
+    mark: &mut PushMark,
+) -> Vec<PendingPush> {
+    let mut found: Vec<(Timestamp, &RepoEvent, PushEventPayload)> = events
+        .iter()
+        .filter(|e| e.kind.as_deref() == Some("PushEvent"))
+        .filter_map(|e| {
+            let at = parse_rfc3339(e.created_at.as_deref()?).ok()?;
+            let payload: PushEventPayload = serde_json::from_value(e.payload.clone()).ok()?;
+            (at >= *floor && !mark.passed(&at, &e.id)).then_some((at, e, payload))
+        })
+        .collect();
+    found.sort_by_key(|(at, _, _)| *at);
+    found.truncate(MAX_PENDING);
+    let mut pending = Vec::new();
+    for (at, event, payload) in found {
+        mark.advance(at, &event.id);
+        // Tags point at code already pushed, and deletions push nothing (as the webhook:
+        // https://docs.github.com/en/webhooks/webhook-events-and-payloads#push).
+        if !payload.git_ref.starts_with("refs/heads/") || payload.head == NO_COMMIT {
+            continue;
+        }
+        pending.push(PendingPush {
+            repo_id: event.repo.id,
+            repo: event.repo.name.clone(),
+            git_ref: payload.git_ref,
+            head: payload.head,
+            before: payload.before,
+            actor_id: event.actor.id,
+            actor_login: event.actor.login.clone(),
+        });
+    }
+    pending
+}
+
+/// `code_pushed` for a push and its head commit, as the webhook gives it: at the head commit's
+/// author date, titled by its message's first line, linking to its page.
+pub(super) fn push_draft(push: &PendingPush, commit: &GitCommit) -> Option<SignalDraft> {
+    let at = parse_rfc3339(&commit.author.date).ok()?;
+    let headline = commit
+        .message
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let branch = push.git_ref.strip_prefix("refs/heads/")?;
+    let actor = Account {
+        id: push.actor_id,
+        login: push.actor_login.clone(),
+    };
+    Some(SignalDraft {
+        kind: SignalKind::of("code_pushed"),
+        occurred_at: at,
+        actor: Some(actor_of(&actor)),
+        title: Some(headline.clone()),
+        url: Some(commit.html_url.clone()),
+        external_id: Some(push.head.clone()),
+        dedupe_key: push_key(push.repo_id, &push.git_ref, &push.head),
+        payload: json!({
+            "repository": push.repo,
+            "ref": push.git_ref,
+            "branch": branch,
+            "before": push.before,
+            "after": push.head,
+            "head_commit": { "id": commit.sha, "message": headline },
+        }),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn event(id: &str, kind: &str, at: &str, git_ref: &str, head: &str) -> RepoEvent {
+        serde_json::from_value(json!({
+            "id": id, "type": kind, "created_at": at, "public": true,
+            "actor": { "id": 583231, "login": "octocat" },
+            "repo": { "id": 1296269, "name": "octocat/Hello-World" },
+            "payload": {
+                "repository_id": 1296269, "push_id": 10115855396u64, "ref": git_ref,
+                "head": head, "before": "883efe034920928c47fe18598c01249d1a9fdabd"
+            }
+        }))
+        .expect("event")
+    }
+
+    #[test]
+    fn branch_pushes_past_the_mark_are_taken_once_oldest_first() {
+        let floor = parse_rfc3339("2026-01-01T00:00:00Z").expect("time");
+        let head = "7a8f3ac80e2ad2f6842cb86f576d4bfe2c03e300";
+        let events = [
+            event(
+                "5",
+                "PushEvent",
+                "2026-01-03T00:00:00Z",
+                "refs/heads/main",
+                head,
+            ),
+            event(
+                "4",
+                "PushEvent",
+                "2026-01-02T00:00:00Z",
+                "refs/tags/v1",
+                head,
+            ),
+            event(
+                "3",
+                "PushEvent",
+                "2026-01-02T00:00:00Z",
+                "refs/heads/gone",
+                NO_COMMIT,
+            ),
+            event(
+                "2",
+                "IssuesEvent",
+                "2026-01-02T00:00:00Z",
+                "refs/heads/main",
+                head,
+            ),
+            event(
+                "1",
+                "PushEvent",
+                "2025-12-31T00:00:00Z",
+                "refs/heads/main",
+                head,
+            ),
+            event(
+                "6",
+                "PushEvent",
+                "2026-01-03T00:00:00Z",
+                "refs/heads/dev",
+                head,
+            ),
+        ];
+        let mut mark = PushMark::default();
+        let taken = pending_pushes(&events, &floor, &mut mark);
+        let refs: Vec<&str> = taken.iter().map(|p| p.git_ref.as_str()).collect();
+        assert_eq!(refs, ["refs/heads/main", "refs/heads/dev"]);
+        assert_eq!(mark.ids, ["5", "6"]);
+        assert!(pending_pushes(&events, &floor, &mut mark).is_empty());
+        let later = [event(
+            "7",
+            "PushEvent",
+            "2026-01-03T00:00:00Z",
+            "refs/heads/x",
+            head,
+        )];
+        assert_eq!(pending_pushes(&later, &floor, &mut mark).len(), 1);
+    }
+
+    #[test]
+    fn a_push_takes_the_webhooks_key_and_its_head_commits_message_date_and_page() {
+        let floor = parse_rfc3339("2026-01-01T00:00:00Z").expect("time");
+        let head = "7a8f3ac80e2ad2f6842cb86f576d4bfe2c03e300";
+        let events = [event(
+            "5",
+            "PushEvent",
+            "2026-01-03T00:00:00Z",
+            "refs/heads/main",
+            head,
+        )];
+        let push = pending_pushes(&events, &floor, &mut PushMark::default()).remove(0);
+        let commit: GitCommit = serde_json::from_value(json!({
+            "sha": head, "html_url": format!("https://github.com/octocat/Hello-World/commit/{head}"),
+            "message": "Fix all the bugs\n\nDetails.",
+            "author": { "date": "2026-01-02T23:59:00Z", "name": "Monalisa", "email": "m@example.com" }
+        }))
+        .expect("commit");
+        let draft = push_draft(&push, &commit).expect("draft");
+        assert_eq!(
+            draft.dedupe_key,
+            format!("push:1296269:refs/heads/main:{head}")
+        );
+        assert_eq!(draft.title.as_deref(), Some("Fix all the bugs"));
+        assert_eq!(draft.actor.map(|a| a.id).as_deref(), Some("583231"));
+        assert_eq!(draft.payload["branch"], Value::from("main"));
+    }
+}

@@ -264,11 +264,23 @@ async fn drive_runs_its_whole_journey_against_a_fake_google() {
     );
     let stopped: Value = serde_json::from_slice(&requests[stop].body).expect("json");
     assert_eq!(stopped, json!({"id": channel, "resourceId": RESOURCE_ID}));
+
+    // What the stopped channel still sends is refused and not stored.
+    let late = google
+        .notify(t, &channel, RESOURCE_ID, "change", 3, None)
+        .await;
+    assert_problem(late, 401, "INVALID_SIGNATURE").await;
+    assert_eq!(
+        connectors::ingest::inbox::drain(&google.app.state)
+            .await
+            .expect("drain"),
+        0
+    );
     drive.assert_clean();
 }
 
 #[tokio::test]
-async fn notifications_for_channels_we_did_not_open_are_refused_or_left_unmatched() {
+async fn notifications_for_channels_we_did_not_open_are_refused_and_not_stored() {
     let (google, drive) = drive().await;
     let (t, cid) = google.connect().await;
     google.work().await;
@@ -301,18 +313,39 @@ async fn notifications_for_channels_we_did_not_open_are_refused_or_left_unmatche
         0
     );
 
-    // A verified message naming a resource the channel does not watch syncs nothing.
+    // A rightly signed message naming a resource the channel does not watch, or a channel id
+    // this service never opened: 401, nothing stored, nothing synced.
+    let response = google
+        .notify(t, &channel, "another-resource", "change", 4, None)
+        .await;
+    assert_problem(response, 401, "INVALID_SIGNATURE").await;
+    let never_opened = uuid::Uuid::new_v4().to_string();
+    let response = google
+        .notify(t, &never_opened, RESOURCE_ID, "change", 1, None)
+        .await;
+    assert_problem(response, 401, "INVALID_SIGNATURE").await;
+    assert_eq!(
+        connectors::ingest::inbox::drain(&google.app.state)
+            .await
+            .expect("drain"),
+        0
+    );
+    assert!(webhook_jobs(&google.app, t, &cid).await.is_empty());
+
+    // The channel itself is still heard.
     let (status, accepted) = json(
         google
-            .notify(t, &channel, "another-resource", "change", 4, None)
+            .notify(t, &channel, RESOURCE_ID, "change", 5, None)
             .await,
     )
     .await;
     assert_eq!(status, 202, "{accepted}");
-    google.work().await;
+    connectors::ingest::inbox::drain(&google.app.state)
+        .await
+        .expect("drain");
     let stored = stored_event(&google.app, t, &accepted).await;
-    assert_eq!(stored.status, EventStatus::Unmatched);
-    assert!(webhook_jobs(&google.app, t, &cid).await.is_empty());
+    assert_eq!(stored.status, EventStatus::Processed);
+    assert_eq!(webhook_jobs(&google.app, t, &cid).await.len(), 1);
     drive.assert_clean();
 }
 
@@ -364,14 +397,11 @@ async fn a_channel_is_replaced_before_it_expires_and_the_old_one_stopped() {
     let stopped: Value = serde_json::from_slice(&stops[0].body).expect("json");
     assert_eq!(stopped, json!({"id": old, "resourceId": RESOURCE_ID}));
 
-    // The old channel's last messages sync nothing; the new one's do.
-    let (_, late) = json(google.notify(t, &old, RESOURCE_ID, "change", 9, None).await).await;
+    // The stopped channel's last messages are refused; the new one's sync.
+    let late = google.notify(t, &old, RESOURCE_ID, "change", 9, None).await;
+    assert_problem(late, 401, "INVALID_SIGNATURE").await;
     let (_, fresh) = json(google.notify(t, &new, RESOURCE_ID, "change", 2, None).await).await;
     google.work().await;
-    assert_eq!(
-        stored_event(&google.app, t, &late).await.status,
-        EventStatus::Unmatched
-    );
     assert_eq!(
         stored_event(&google.app, t, &fresh).await.status,
         EventStatus::Processed

@@ -96,6 +96,13 @@ impl Connector for GoogleDriveConnector {
         push::SECRET_HEADERS
     }
 
+    fn claimed_subscription(
+        &self,
+        headers: &axum::http::HeaderMap,
+    ) -> Option<crate::connector::ClaimedSubscription> {
+        Some(push::claim(headers))
+    }
+
     fn route_webhook(
         &self,
         event: &WebhookEvent,

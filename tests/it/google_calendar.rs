@@ -17,7 +17,7 @@ use wiremock::{Mock, Request, ResponseTemplate};
 
 use crate::google_discovery::Discovery;
 use crate::google_fake::{channel_answer, retrying, time, Google};
-use crate::helpers::{json, stored_event};
+use crate::helpers::{assert_problem, json, stored_event};
 
 const RESOURCE_ID: &str = "ret08u3rv24htgh289g";
 const EVENTS: &str = "/calendar/v3/calendars/primary/events";
@@ -318,5 +318,17 @@ async fn calendar_runs_its_whole_journey_against_a_fake_google() {
     assert!(stop < revoke);
     let stopped: Value = serde_json::from_slice(&requests[stop].body).expect("json");
     assert_eq!(stopped, json!({"id": channel, "resourceId": RESOURCE_ID}));
+
+    // What the stopped channel still sends is refused and not stored.
+    let late = google
+        .notify(t, &channel, RESOURCE_ID, "exists", 4, None)
+        .await;
+    assert_problem(late, 401, "INVALID_SIGNATURE").await;
+    assert_eq!(
+        connectors::ingest::inbox::drain(&google.app.state)
+            .await
+            .expect("drain"),
+        0
+    );
     calendar.assert_clean();
 }

@@ -387,7 +387,16 @@ async fn google_drive_connects_offline_with_pkce_and_names_the_account_by_userin
 #[tokio::test]
 async fn google_calendar_connects_offline_with_pkce_and_names_the_account_by_userinfo() {
     let scope = "https://www.googleapis.com/auth/calendar.readonly";
-    google_journey("google_calendar", scope, &[]).await;
+    // Calendar reads which calendars the user selected at connect.
+    let list = json!({"kind": "calendar#calendarList", "items": [
+        {"kind": "calendar#calendarListEntry", "id": "paula@zylker.com", "summary": "Paula", "accessRole": "owner", "primary": true, "selected": true}
+    ]});
+    google_journey(
+        "google_calendar",
+        scope,
+        &[("/calendar/v3/users/me/calendarList", list)],
+    )
+    .await;
 }
 
 // Gmail names the account by its mailbox (`users.getProfile`): `tests/it/gmail.rs`.

@@ -240,6 +240,35 @@ pub(super) async fn page(
     })
 }
 
+/// `events.list` of `calendar` at `cursor`: a full sync from its `timeMin`, or an incremental
+/// one from its sync token (Google refuses `timeMin` beside a sync token), at its page.
+fn events_url(
+    ctx: &SyncContext<'_>,
+    calendar: &str,
+    cursor: &Cursor,
+) -> Result<url::Url, ProviderCallError> {
+    let mut url = calendars::url(ctx.provider.settings, calendar, &["events"])?;
+    {
+        let mut query = url.query_pairs_mut();
+        query
+            .append_pair("maxResults", PAGE_SIZE)
+            .append_pair("showDeleted", "true");
+        match (&cursor.time_min, &cursor.sync_token) {
+            (Some(time_min), _) => {
+                query.append_pair("timeMin", time_min);
+            }
+            (None, Some(token)) => {
+                query.append_pair("syncToken", token);
+            }
+            (None, None) => {}
+        }
+        if let Some(page) = &cursor.page_token {
+            query.append_pair("pageToken", page);
+        }
+    }
+    Ok(url)
+}
+
 /// One page of calendar `calendar` from `cursor` (`None`: its first, bounded, full sync).
 async fn calendar_page(
     ctx: &SyncContext<'_>,
@@ -250,25 +279,7 @@ async fn calendar_page(
     let mut cursor = cursor.unwrap_or_else(|| Cursor::full(at, first_sync_days(ctx)));
     let mut restarted = false;
     let events = loop {
-        let mut url = calendars::url(ctx.provider.settings, calendar, &["events"])?;
-        {
-            let mut query = url.query_pairs_mut();
-            query
-                .append_pair("maxResults", PAGE_SIZE)
-                .append_pair("showDeleted", "true");
-            match (&cursor.time_min, &cursor.sync_token) {
-                (Some(time_min), _) => {
-                    query.append_pair("timeMin", time_min);
-                }
-                (None, Some(token)) => {
-                    query.append_pair("syncToken", token);
-                }
-                (None, None) => {}
-            }
-            if let Some(page) = &cursor.page_token {
-                query.append_pair("pageToken", page);
-            }
-        }
+        let url = events_url(ctx, calendar, &cursor)?;
         let request = ctx
             .provider
             .http

@@ -56,7 +56,7 @@ pub struct WebhookAccepted {
         (status = 202, body = WebhookAccepted),
         (status = 200, description = "A provider handshake, answered as the provider requires"),
         (status = 400, description = "A tenant id that is not a UUID, or a verified delivery that lacks what the provider always sends, such as its delivery id, or whose delivery id or event type holds a control character (`VALIDATION_FAILED`, `details.delivery` says what); the nil UUID, which belongs to no tenant (`INVALID_TENANT_ID`)", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Signature missing, malformed, wrong (made with another tenant's secret, too), outside the replay window, signed with the app-wide secret (Slack) for an account the tenant did not connect, or no webhook secret configured (`INVALID_SIGNATURE`)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Signature missing, malformed, wrong (made with another tenant's secret, too), outside the replay window, signed with the app-wide secret (Slack) for an account the tenant did not connect, sent on a subscription (a Google channel) the tenant does not have open, or no webhook secret configured (`INVALID_SIGNATURE`)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown provider (`PROVIDER_NOT_FOUND`)", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over the limit (`PAYLOAD_TOO_LARGE`)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unreachable (`SERVICE_UNAVAILABLE`); the provider should redeliver", body = Problem, content_type = "application/problem+json"),
@@ -87,8 +87,9 @@ pub async fn receive(
         Err(handshake) => return Ok(handshake),
     };
     belongs_to_tenant(&state, &provider, tenant, &headers, body).await?;
+    let connection = opened_through(&state, &provider, tenant, &headers).await?;
     let stored = store(
-        &state, tenant, &provider, None, dedupe_key, event_type, &headers, body,
+        &state, tenant, &provider, connection, dedupe_key, event_type, &headers, body,
     )
     .await?;
     Ok(accepted(stored.0, stored.1))
@@ -230,6 +231,37 @@ async fn belongs_to_tenant(
             "this {provider} delivery is signed with the app's secret for an account this tenant did not connect; the app's URL is /webhooks/{provider}"
         ),
     ))
+}
+
+/// For a provider whose deliveries come only on subscriptions this service opened (a push
+/// channel): the connection that opened the one a delivery claims, which the tenant must have
+/// open with the same id and state; refused otherwise, as a channel token proves only that the
+/// channel id was once ours. `None` for a provider whose deliveries claim no subscription.
+async fn opened_through(
+    state: &AppState,
+    provider: &str,
+    tenant: TenantId,
+    headers: &HeaderMap,
+) -> Result<Option<ConnectionId>, ApiError> {
+    let connector = provider_entry(state, provider)?.connector;
+    let Some(claim) = connector.claimed_subscription(headers) else {
+        return Ok(None);
+    };
+    match crate::subscriptions::claimed(state, tenant, provider, &claim).await? {
+        Some(subscription) => Ok(Some(subscription.connection_id)),
+        None => {
+            count_verification(
+                provider,
+                Err(&WebhookRejection::InvalidSignature(String::new())),
+            );
+            Err(ApiError::new(
+                ErrorCode::InvalidSignature,
+                format!(
+                    "this {provider} delivery names a subscription this tenant does not have open"
+                ),
+            ))
+        }
+    }
 }
 
 /// An event relayed by Core with its operator token.

@@ -40,7 +40,7 @@ pub use oauth::{
 pub use page::{PageRequest, PageResponse, ProviderPage};
 pub use settings::{callback_url, join_path, ProviderSettings};
 pub use signal::{declared_signals, SignalDraft};
-pub use subscription::{Opened, SubscriptionContext};
+pub use subscription::{ClaimedSubscription, Opened, SubscriptionContext};
 pub use sync::{SyncContext, SyncPage};
 pub use token::{standard_token_response, TokenSet, MAX_TOKEN_LIFETIME_SECS};
 pub use webhook::{
@@ -224,6 +224,16 @@ pub trait Connector: Send + Sync + 'static {
     /// GitHub App installation's account), as stored in `external_account_id`; `None` when the
     /// payload names none.
     fn webhook_account(&self, _headers: &HeaderMap, _body: &[u8]) -> Option<String> {
+        None
+    }
+
+    /// The subscription a verified delivery to a tenant's URL claims to come through, for a
+    /// provider whose deliveries arrive only on subscriptions this service opened (a push
+    /// channel's id and resource id). Such a connector answers `Some` for every delivery: the
+    /// engine stores it only when the tenant has that subscription open, for the connection
+    /// that opened it, and refuses it like a bad signature otherwise. `None` (the default):
+    /// deliveries are not tied to a subscription.
+    fn claimed_subscription(&self, _headers: &HeaderMap) -> Option<ClaimedSubscription> {
         None
     }
 

@@ -35,3 +35,27 @@ pub struct Opened {
     /// starting history id); `null` removes one.
     pub metadata: Option<Metadata>,
 }
+
+/// The subscription a verified delivery says it came through, for providers whose deliveries
+/// arrive only on subscriptions this service opened (Google's push channels): the engine
+/// accepts the delivery only when the tenant of its URL has that subscription open (not
+/// `closed`) with the same `external_id` and, member by member, the same `state`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimedSubscription {
+    /// The provider's id of the subscription (a channel id).
+    pub external_id: String,
+    /// Members of the subscription's `state` the delivery names, each with the text it must
+    /// hold there (a channel's resource id).
+    pub state: Vec<(&'static str, String)>,
+}
+
+impl ClaimedSubscription {
+    /// Whether `subscription` is the one claimed and still open.
+    pub fn matches(&self, subscription: &Subscription) -> bool {
+        subscription.status != crate::domain::SubscriptionStatus::Closed
+            && subscription.external_id.as_deref() == Some(self.external_id.as_str())
+            && self.state.iter().all(|(member, claimed)| {
+                subscription.state.get(*member).and_then(|v| v.as_str()) == Some(claimed.as_str())
+            })
+    }
+}

@@ -42,6 +42,15 @@ pub trait SubscriptionStore: Send + Sync {
         connection: ConnectionId,
     ) -> Result<Vec<Subscription>, StoreError>;
 
+    /// The tenant's subscription to `provider` that the provider knows as `external_id` (a
+    /// channel id), unless it is `closed`.
+    async fn live_subscription(
+        &self,
+        tenant: TenantId,
+        provider: &str,
+        external_id: &str,
+    ) -> Result<Option<Subscription>, StoreError>;
+
     /// The connection's subscriptions with something to do at `now`: `pending`, `active` or
     /// `failed` with `renew_at` at or before `now`.
     async fn subscriptions_due(

@@ -6,14 +6,16 @@
 //! renewal, at [`RENEW_AT`] of its lifetime ([`schedule_due`]). A subscription the job gives up
 //! on is `failed`, shown on the connection, and tried again after [`RETRY_FAILED_AFTER`]; the
 //! connection keeps syncing meanwhile. A disconnect closes every subscription ([`close_all`]),
-//! best effort at the provider, before the grant is revoked.
+//! best effort at the provider, before the grant is revoked. A delivery that claims to come
+//! through a subscription is checked against the one the tenant has open ([`claimed`]).
 
 mod close;
 mod step;
 
 use std::time::Duration;
 
-use crate::domain::{now, Connection, JobType, NewJob, Timestamp};
+use crate::connector::ClaimedSubscription;
+use crate::domain::{now, Connection, JobType, NewJob, Subscription, TenantId, Timestamp};
 use crate::services::Services;
 use crate::store::{IfRunning, StoreError};
 
@@ -88,6 +90,23 @@ pub async fn schedule_due(services: &Services, at: Timestamp) -> Result<usize, S
     }
     record_gauges(services).await;
     Ok(queued)
+}
+
+/// The subscription `tenant` has open at `provider` that a delivery claims to come through:
+/// the one the provider knows by the claimed id, not `closed`, whose state holds what the
+/// delivery names; `None` when the tenant has no such subscription open (one never opened,
+/// one replaced by its renewal, one closed on disconnect, or one watching something else).
+pub async fn claimed(
+    services: &Services,
+    tenant: TenantId,
+    provider: &str,
+    claim: &ClaimedSubscription,
+) -> Result<Option<Subscription>, StoreError> {
+    let found = services
+        .store
+        .live_subscription(tenant, provider, &claim.external_id)
+        .await?;
+    Ok(found.filter(|s| claim.matches(s)))
 }
 
 async fn enqueue(

@@ -12,34 +12,85 @@ use chrono::Duration;
 use connectors::domain::{format_time, now, EventStatus};
 use connectors::ingest::sync::JobResult;
 use serde_json::{json, Value};
-use wiremock::matchers::{method, path, query_param, query_param_is_missing};
+use wiremock::matchers::{method, path, path_regex, query_param, query_param_is_missing};
 use wiremock::{Mock, Request, ResponseTemplate};
 
 use crate::google_discovery::Discovery;
 use crate::google_fake::{channel_answer, retrying, time, Google};
-use crate::helpers::{json, stored_event};
+use crate::helpers::{assert_problem, json, stored_event};
 
 const RESOURCE_ID: &str = "ret08u3rv24htgh289g";
+const TEAM_RESOURCE_ID: &str = "a9Bq6c0Zx1T5mPq2rSt3uVw";
+const TEAM: &str = "c_9f2b41d7e0@group.calendar.google.com";
 const EVENTS: &str = "/calendar/v3/calendars/primary/events";
 
+/// The fake Calendar, whose calendar list holds the primary calendar and one the user did not
+/// select.
 async fn calendar() -> (Google, Discovery) {
+    calendar_listing(&[]).await
+}
+
+/// A calendar list entry, as `calendarList.list` answers one.
+fn entry(id: &str, summary: &str, primary: bool, selected: bool) -> Value {
+    let mut entry = json!({
+        "kind": "calendar#calendarListEntry", "etag": "\"1733472000000000\"", "id": id,
+        "summary": summary, "timeZone": "Europe/Berlin", "accessRole": "owner",
+        "selected": selected,
+    });
+    if primary {
+        entry["primary"] = json!(true);
+    }
+    entry
+}
+
+/// The fake Calendar, whose calendar list also holds the selected calendars `also`.
+async fn calendar_listing(also: &[&str]) -> (Google, Discovery) {
     let google = Google::start(
         "google_calendar",
         &[("POBLYSH_GOOGLE_CALENDAR_FIRST_SYNC_DAYS", "30")],
     )
     .await;
     let calendar = Discovery::load("calendar.v3.json");
+    let mut items = vec![
+        entry("paula@zylker.com", "Paula", true, true),
+        entry(
+            "en.german#holiday@group.v.calendar.google.com",
+            "Holidays in Germany",
+            false,
+            false,
+        ),
+    ];
+    items.extend(also.iter().map(|id| entry(id, "Team", false, true)));
+    let list = json!({"kind": "calendar#calendarList", "etag": "\"p33k9lvhrnivsc0g\"", "nextSyncToken": "CPDAlvWDx70CEPDAlvWDx70CGAU=", "items": items});
+    let c = calendar.clone();
+    Mock::given(method("GET"))
+        .and(path("/calendar/v3/users/me/calendarList"))
+        .respond_with(calendar.responder("calendar.calendarList.list", move |_| {
+            c.answer("calendar.calendarList.list", 200, list.clone())
+        }))
+        .mount(&google.mock)
+        .await;
     let c = calendar.clone();
     Mock::given(method("POST"))
-        .and(path("/calendar/v3/calendars/primary/events/watch"))
+        .and(path_regex("^/calendar/v3/calendars/[^/]+/events/watch$"))
         .respond_with(
             calendar.responder("calendar.events.watch", move |r: &Request| {
-                let uri =
-                    "https://www.googleapis.com/calendar/v3/calendars/primary/events?alt=json";
+                // Google names each watched calendar's events by a resource id of its own.
+                let (resource, uri) = if r.url.path().contains("/primary/") {
+                    (
+                        RESOURCE_ID,
+                        "https://www.googleapis.com/calendar/v3/calendars/primary/events?alt=json",
+                    )
+                } else {
+                    (
+                        TEAM_RESOURCE_ID,
+                        "https://www.googleapis.com/calendar/v3/calendars/team/events?alt=json",
+                    )
+                };
                 c.answer(
                     "calendar.events.watch",
                     200,
-                    channel_answer(r, RESOURCE_ID, uri),
+                    channel_answer(r, resource, uri),
                 )
             }),
         )
@@ -219,7 +270,7 @@ async fn calendar_runs_its_whole_journey_against_a_fake_google() {
     );
     assert_eq!(standup["actor"]["email"], "paula@zylker.com");
     assert_eq!(
-        google.cursor(&cid).await.expect("cursor")["sync_token"],
+        google.cursor(&cid).await.expect("cursor")["calendars"]["primary"]["sync_token"],
         "sync-1"
     );
 
@@ -264,7 +315,7 @@ async fn calendar_runs_its_whole_journey_against_a_fake_google() {
         ]
     );
     assert_eq!(
-        google.cursor(&cid).await.expect("cursor")["sync_token"],
+        google.cursor(&cid).await.expect("cursor")["calendars"]["primary"]["sync_token"],
         "sync-2"
     );
 
@@ -300,7 +351,7 @@ async fn calendar_runs_its_whole_journey_against_a_fake_google() {
         .iter()
         .any(|s| s["title"] == "Review (moved)" && s["kind"] == "calendar_event_updated"));
     assert_eq!(
-        google.cursor(&cid).await.expect("cursor")["sync_token"],
+        google.cursor(&cid).await.expect("cursor")["calendars"]["primary"]["sync_token"],
         "sync-3"
     );
 
@@ -318,5 +369,193 @@ async fn calendar_runs_its_whole_journey_against_a_fake_google() {
     assert!(stop < revoke);
     let stopped: Value = serde_json::from_slice(&requests[stop].body).expect("json");
     assert_eq!(stopped, json!({"id": channel, "resourceId": RESOURCE_ID}));
+
+    // What the stopped channel still sends is refused and not stored.
+    let late = google
+        .notify(t, &channel, RESOURCE_ID, "exists", 4, None)
+        .await;
+    assert_problem(late, 401, "INVALID_SIGNATURE").await;
+    assert_eq!(
+        connectors::ingest::inbox::drain(&google.app.state)
+            .await
+            .expect("drain"),
+        0
+    );
+    calendar.assert_clean();
+}
+
+/// Answers `events.list` of calendar `id` with `body`: its full sync (`sync_token` `None`) or
+/// its incremental sync from `sync_token`.
+async fn events_of(
+    google: &Google,
+    calendar: &Discovery,
+    id: &str,
+    sync_token: Option<&str>,
+    body: Value,
+) {
+    let c = calendar.clone();
+    let listed =
+        Mock::given(method("GET")).and(path(format!("/calendar/v3/calendars/{id}/events")));
+    let listed = match sync_token {
+        None => listed.and(query_param_is_missing("syncToken")),
+        Some(token) => listed.and(query_param("syncToken", token)),
+    };
+    listed
+        .respond_with(calendar.responder("calendar.events.list", move |_| {
+            c.answer("calendar.events.list", 200, body.clone())
+        }))
+        .mount(&google.mock)
+        .await;
+}
+
+#[tokio::test]
+async fn every_selected_calendar_syncs_with_its_own_token_and_channel() {
+    let (google, calendar) = calendar_listing(&[TEAM]).await;
+    let (t, cid) = google.connect().await;
+    let id = cid.parse().expect("uuid");
+    let connection = google
+        .app
+        .store()
+        .get_connection(t, id)
+        .await
+        .expect("read")
+        .expect("stored");
+    // The primary calendar and the selected one; the unselected holidays are left out.
+    assert_eq!(connection.metadata["calendars"], json!(["primary", TEAM]));
+
+    // One channel per calendar.
+    let ran = google.work().await;
+    assert!(
+        ran.iter().all(|o| o.result == JobResult::Succeeded),
+        "{ran:?}"
+    );
+    let requests = google.mock.received_requests().await.expect("recorded");
+    let watched: Vec<(String, String)> = requests
+        .iter()
+        .filter(|r| r.url.path().ends_with("/events/watch"))
+        .map(|r| {
+            let body: Value = serde_json::from_slice(&r.body).expect("json");
+            (
+                r.url.path().to_string(),
+                body["id"].as_str().expect("id").to_string(),
+            )
+        })
+        .collect();
+    let paths: Vec<&str> = watched.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/calendar/v3/calendars/primary/events/watch".to_string(),
+            format!("/calendar/v3/calendars/{TEAM}/events/watch"),
+        ]
+    );
+    let detail = google.detail(t, &cid).await;
+    let resources: Vec<(&str, &str)> = detail["subscriptions"]
+        .as_array()
+        .expect("subscriptions")
+        .iter()
+        .map(|s| {
+            (
+                s["resource"].as_str().unwrap_or(""),
+                s["status"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        resources,
+        [
+            ("calendar:primary", "active"),
+            (format!("calendar:{TEAM}").as_str(), "active")
+        ]
+    );
+
+    // A sync goes through both calendars, each with its own sync token.
+    let recent = format_time(&(now() - Duration::hours(3)));
+    let standup = event("e1", "confirmed", "Standup", &recent, &recent);
+    let offsite = event("t1", "confirmed", "Team offsite", &recent, &recent);
+    let full = None;
+    events_of(
+        &google,
+        &calendar,
+        "primary",
+        full,
+        page(vec![standup], None, Some("p-1")),
+    )
+    .await;
+    events_of(
+        &google,
+        &calendar,
+        TEAM,
+        full,
+        page(vec![offsite], None, Some("t-1")),
+    )
+    .await;
+    google.sync_now(t, &cid).await;
+    let ran = google.work().await;
+    assert!(
+        ran.iter().all(|o| o.result == JobResult::Succeeded),
+        "{ran:?}"
+    );
+    assert_eq!(
+        kinds(&google.signals(t, &cid).await),
+        [
+            pair("e1", "calendar_event_created"),
+            pair("t1", "calendar_event_created")
+        ]
+    );
+    let cursor = google.cursor(&cid).await.expect("cursor");
+    assert_eq!(cursor["calendars"]["primary"]["sync_token"], "p-1");
+    assert_eq!(cursor["calendars"][TEAM]["sync_token"], "t-1");
+    assert_eq!(cursor["at"], 0);
+
+    // The team calendar's channel is heard, and the next sync reads both calendars again
+    // from their own tokens.
+    let moved = format_time(&now());
+    let offsite_moved = event("t1", "confirmed", "Team offsite (moved)", &recent, &moved);
+    events_of(
+        &google,
+        &calendar,
+        "primary",
+        Some("p-1"),
+        page(vec![], None, Some("p-2")),
+    )
+    .await;
+    events_of(
+        &google,
+        &calendar,
+        TEAM,
+        Some("t-1"),
+        page(vec![offsite_moved], None, Some("t-2")),
+    )
+    .await;
+    let channel = &watched[1].1;
+    let (status, accepted) = json(
+        google
+            .notify(t, channel, TEAM_RESOURCE_ID, "exists", 2, None)
+            .await,
+    )
+    .await;
+    assert_eq!(status, 202, "{accepted}");
+    // The team calendar's resource id names no channel of the primary calendar.
+    let crossed = google
+        .notify(t, &watched[0].1, TEAM_RESOURCE_ID, "exists", 2, None)
+        .await;
+    assert_problem(crossed, 401, "INVALID_SIGNATURE").await;
+    google.work().await;
+    assert_eq!(
+        stored_event(&google.app, t, &accepted).await.status,
+        EventStatus::Processed
+    );
+    let signals = google.signals(t, &cid).await;
+    assert!(signals
+        .iter()
+        .any(|s| s["title"] == "Team offsite (moved)" && s["kind"] == "calendar_event_updated"));
+    let cursor = google.cursor(&cid).await.expect("cursor");
+    assert_eq!(cursor["calendars"]["primary"]["sync_token"], "p-2");
+    assert_eq!(cursor["calendars"][TEAM]["sync_token"], "t-2");
+
+    // Disconnecting stops both channels.
+    google.disconnect(t, &cid).await;
+    assert_eq!(google.requests("/calendar/v3/channels/stop").await.len(), 2);
     calendar.assert_clean();
 }

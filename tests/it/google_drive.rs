@@ -143,13 +143,10 @@ async fn drive_runs_its_whole_journey_against_a_fake_google() {
         .expect("ms");
     assert_eq!(expires.timestamp_millis(), requested);
 
-    // The first sync takes the start page token and reports nothing from before.
-    google.sync_now(t, &cid).await;
-    google.work().await;
-    let cursor = google.cursor(&cid).await.expect("a cursor");
-    assert_eq!(cursor["page_token"], "100");
-    assert!(google.signals(t, &cid).await.is_empty());
-    let since = time(&cursor["since"]);
+    // The start page token was taken at connect: the first sync starts from it.
+    assert_eq!(connection.metadata["start_page_token"], "100");
+    let since = time(&connection.metadata["start_page_token_at"]);
+    assert!(google.cursor(&cid).await.is_none());
 
     // Changes arrive over two pages; the second is rate limited once.
     let created = connectors::domain::format_time(&(since + chrono::Duration::seconds(1)));
@@ -264,11 +261,23 @@ async fn drive_runs_its_whole_journey_against_a_fake_google() {
     );
     let stopped: Value = serde_json::from_slice(&requests[stop].body).expect("json");
     assert_eq!(stopped, json!({"id": channel, "resourceId": RESOURCE_ID}));
+
+    // What the stopped channel still sends is refused and not stored.
+    let late = google
+        .notify(t, &channel, RESOURCE_ID, "change", 3, None)
+        .await;
+    assert_problem(late, 401, "INVALID_SIGNATURE").await;
+    assert_eq!(
+        connectors::ingest::inbox::drain(&google.app.state)
+            .await
+            .expect("drain"),
+        0
+    );
     drive.assert_clean();
 }
 
 #[tokio::test]
-async fn notifications_for_channels_we_did_not_open_are_refused_or_left_unmatched() {
+async fn notifications_for_channels_we_did_not_open_are_refused_and_not_stored() {
     let (google, drive) = drive().await;
     let (t, cid) = google.connect().await;
     google.work().await;
@@ -301,18 +310,94 @@ async fn notifications_for_channels_we_did_not_open_are_refused_or_left_unmatche
         0
     );
 
-    // A verified message naming a resource the channel does not watch syncs nothing.
+    // A rightly signed message naming a resource the channel does not watch, or a channel id
+    // this service never opened: 401, nothing stored, nothing synced.
+    let response = google
+        .notify(t, &channel, "another-resource", "change", 4, None)
+        .await;
+    assert_problem(response, 401, "INVALID_SIGNATURE").await;
+    let never_opened = uuid::Uuid::new_v4().to_string();
+    let response = google
+        .notify(t, &never_opened, RESOURCE_ID, "change", 1, None)
+        .await;
+    assert_problem(response, 401, "INVALID_SIGNATURE").await;
+    assert_eq!(
+        connectors::ingest::inbox::drain(&google.app.state)
+            .await
+            .expect("drain"),
+        0
+    );
+    assert!(webhook_jobs(&google.app, t, &cid).await.is_empty());
+
+    // The channel itself is still heard.
     let (status, accepted) = json(
         google
-            .notify(t, &channel, "another-resource", "change", 4, None)
+            .notify(t, &channel, RESOURCE_ID, "change", 5, None)
             .await,
     )
     .await;
     assert_eq!(status, 202, "{accepted}");
-    google.work().await;
+    connectors::ingest::inbox::drain(&google.app.state)
+        .await
+        .expect("drain");
     let stored = stored_event(&google.app, t, &accepted).await;
-    assert_eq!(stored.status, EventStatus::Unmatched);
-    assert!(webhook_jobs(&google.app, t, &cid).await.is_empty());
+    assert_eq!(stored.status, EventStatus::Processed);
+    assert_eq!(webhook_jobs(&google.app, t, &cid).await.len(), 1);
+    drive.assert_clean();
+}
+
+#[tokio::test]
+async fn a_change_made_between_connect_and_the_first_sync_becomes_a_signal() {
+    let (google, drive) = drive().await;
+    let (t, cid) = google.connect().await;
+
+    // The callback took the start page token, before any job ran.
+    assert_eq!(
+        google
+            .requests("/drive/v3/changes/startPageToken")
+            .await
+            .len(),
+        1
+    );
+    let id = cid.parse().expect("uuid");
+    let store = google.app.store();
+    let connection = store
+        .get_connection(t, id)
+        .await
+        .expect("read")
+        .expect("stored");
+    assert_eq!(connection.metadata["start_page_token"], "100");
+    let connected = time(&connection.metadata["start_page_token_at"]);
+
+    // A file is created after connect; the first sync runs later.
+    let created = connectors::domain::format_time(&(connected + chrono::Duration::seconds(5)));
+    let page = json!({"kind": "drive#changeList", "newStartPageToken": "101", "changes": [
+        change("f9", &created, Some(file("f9", "Minutes.docx", &created, false))),
+    ]});
+    changes(&google, &drive, "100", page, None).await;
+    google.sync_now(t, &cid).await;
+    let ran = google.work().await;
+    assert!(
+        ran.iter().all(|o| o.result == JobResult::Succeeded),
+        "{ran:?}"
+    );
+
+    let signals = google.signals(t, &cid).await;
+    assert_eq!(signals.len(), 1, "{signals:?}");
+    assert_eq!(signals[0]["kind"], "file_created");
+    assert_eq!(signals[0]["title"], "Minutes.docx");
+    let cursor = google.cursor(&cid).await.expect("cursor");
+    assert_eq!(cursor["page_token"], "101");
+    let connection = store
+        .get_connection(t, id)
+        .await
+        .expect("read")
+        .expect("stored");
+    assert!(
+        !connection.metadata.contains_key("start_page_token"),
+        "the kept token is used up: {:?}",
+        connection.metadata
+    );
     drive.assert_clean();
 }
 
@@ -321,6 +406,8 @@ async fn a_garbage_page_fails_readably_and_the_cursor_stays() {
     let (google, drive) = drive().await;
     let (t, cid) = google.connect().await;
     google.work().await;
+    let empty = json!({"kind": "drive#changeList", "newStartPageToken": "100", "changes": []});
+    changes(&google, &drive, "100", empty, Some(1)).await;
     google.sync_now(t, &cid).await;
     google.work().await;
     let before = google.cursor(&cid).await.expect("cursor");
@@ -364,14 +451,14 @@ async fn a_channel_is_replaced_before_it_expires_and_the_old_one_stopped() {
     let stopped: Value = serde_json::from_slice(&stops[0].body).expect("json");
     assert_eq!(stopped, json!({"id": old, "resourceId": RESOURCE_ID}));
 
-    // The old channel's last messages sync nothing; the new one's do.
-    let (_, late) = json(google.notify(t, &old, RESOURCE_ID, "change", 9, None).await).await;
+    let empty = json!({"kind": "drive#changeList", "newStartPageToken": "100", "changes": []});
+    changes(&google, &drive, "100", empty, None).await;
+
+    // The stopped channel's last messages are refused; the new one's sync.
+    let late = google.notify(t, &old, RESOURCE_ID, "change", 9, None).await;
+    assert_problem(late, 401, "INVALID_SIGNATURE").await;
     let (_, fresh) = json(google.notify(t, &new, RESOURCE_ID, "change", 2, None).await).await;
     google.work().await;
-    assert_eq!(
-        stored_event(&google.app, t, &late).await.status,
-        EventStatus::Unmatched
-    );
     assert_eq!(
         stored_event(&google.app, t, &fresh).await.status,
         EventStatus::Processed

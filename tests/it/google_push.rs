@@ -1,21 +1,27 @@
 //! Google push notification channels (Drive and Calendar): the channel token, derived for the
 //! channel id and the tenant of the URL, proves a message and is never stored; the `sync`
-//! handshake is answered and not stored; a change notification naming no channel a connection
-//! has open is kept `unmatched` and queues no job. The journeys in `google_drive.rs` and
-//! `google_calendar.rs` show a notification for an open channel syncing its connection.
+//! handshake is answered and not stored; a change notification is stored only when the tenant
+//! has that channel open with the resource id Google gave it, and refused (`401`, nothing
+//! stored) for a channel never opened, closed, or watching another resource. The journeys in
+//! `google_drive.rs` and `google_calendar.rs` open channels through a fake Google.
 
 use connectors::connector::derive::derive_secret;
 use connectors::crypto::Secret;
-use connectors::domain::{EventStatus, TenantId};
+use connectors::domain::{
+    now, Connection, EventStatus, JobType, NewJob, OpenedSubscription, TenantId,
+};
 use connectors::ingest::inbox;
+use connectors::store::{IfRunning, Lease};
 use reqwest::Method;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::helpers::{assert_problem, json, stored_event, tenant, webhook_jobs, TestApp};
 
 const SECRET: &str = "google-channel-secret-for-tests";
 const CHANNEL: &str = "01234567-89ab-cdef-0123-456789abcdef";
 const PROVIDERS: [(&str, &str); 2] = [("google_drive", "update"), ("google_calendar", "exists")];
+/// The resource id Google answered the watch with.
+const RESOURCE_ID: &str = "ret08u3rv24htgh289g";
 
 async fn spawn() -> TestApp {
     TestApp::spawn_with(&[
@@ -36,6 +42,49 @@ fn token(provider: &str, t: TenantId) -> String {
     .to_string()
 }
 
+/// Records [`CHANNEL`] on [`RESOURCE_ID`] as open for `connection`, as the subscription job
+/// does once Google answered the watch.
+async fn open_channel(app: &TestApp, connection: &Connection) {
+    let store = app.store();
+    let at = now();
+    store
+        .ensure_subscriptions(connection, &["watched".to_string()], at)
+        .await
+        .expect("pending");
+    let queued = NewJob::queued(connection, JobType::Subscription, at);
+    store
+        .enqueue_sync(&queued, IfRunning::Join)
+        .await
+        .expect("queued");
+    let job = store
+        .claim_sync_job("opener", at, at + chrono::Duration::minutes(1))
+        .await
+        .expect("claim")
+        .expect("due");
+    let sub = store
+        .connection_subscriptions(connection.tenant_id, connection.id)
+        .await
+        .expect("read")
+        .remove(0);
+    let opened = OpenedSubscription {
+        external_id: CHANNEL.into(),
+        expires_at: Some(at + chrono::Duration::days(1)),
+        renew_at: Some(at + chrono::Duration::hours(20)),
+        state: json!({ "resource_id": RESOURCE_ID })
+            .as_object()
+            .cloned()
+            .expect("object"),
+    };
+    let lease = Lease {
+        job: job.id,
+        owner: "opener",
+    };
+    store
+        .record_subscription_opened(lease, sub.id, &opened, at)
+        .await
+        .expect("recorded");
+}
+
 /// Posts a notification shaped as Google sends them: headers only, an empty body.
 async fn notify(
     app: &TestApp,
@@ -45,13 +94,26 @@ async fn notify(
     number: u64,
     token: Option<&str>,
 ) -> reqwest::Response {
+    notify_on(app, provider, t, state, number, token, RESOURCE_ID).await
+}
+
+/// [`notify`] for the resource `resource_id`.
+async fn notify_on(
+    app: &TestApp,
+    provider: &str,
+    t: TenantId,
+    state: &str,
+    number: u64,
+    token: Option<&str>,
+    resource_id: &str,
+) -> reqwest::Response {
     let mut request = app
         .anonymous(Method::POST, &format!("/webhooks/{provider}/{t}"))
         .header("X-Goog-Channel-ID", CHANNEL)
         .header("X-Goog-Channel-Expiration", "Wed, 09 Dec 2026 10:00:00 GMT")
         .header("X-Goog-Resource-State", state)
         .header("X-Goog-Message-Number", number.to_string())
-        .header("X-Goog-Resource-ID", "ret08u3rv24htgh289g")
+        .header("X-Goog-Resource-ID", resource_id)
         .header(
             "X-Goog-Resource-URI",
             "https://www.googleapis.com/drive/v3/changes?pageToken=42",
@@ -77,11 +139,12 @@ async fn the_sync_handshake_is_answered_and_stores_nothing() {
 }
 
 #[tokio::test]
-async fn a_change_notification_is_kept_without_its_token_and_its_retry_recognized() {
+async fn a_change_on_an_open_channel_is_kept_without_its_token_and_syncs_its_connection() {
     let app = spawn().await;
     let t = tenant();
     for (provider, state) in PROVIDERS {
         let connection = app.connection(t, provider).await;
+        open_channel(&app, &connection).await;
         let connection_id = connection.id.to_string();
         let (status, first) =
             json(notify(&app, provider, t, state, 2, Some(&token(provider, t))).await).await;
@@ -112,30 +175,89 @@ async fn a_change_notification_is_kept_without_its_token_and_its_retry_recognize
 
         assert_eq!(inbox::drain(&app.state).await.expect("drain"), 1);
         let stored = stored_event(&app, t, &first).await;
-        assert_eq!(
-            stored.status,
-            EventStatus::Unmatched,
-            "{provider}: no connection has this channel open"
-        );
-        assert!(webhook_jobs(&app, t, &connection_id).await.is_empty());
+        assert_eq!(stored.status, EventStatus::Processed, "{provider}");
+        assert_eq!(webhook_jobs(&app, t, &connection_id).await.len(), 1);
     }
 }
 
 #[tokio::test]
-async fn a_notification_for_a_tenant_without_the_connection_is_unmatched_and_syncs_nothing() {
+async fn a_channel_the_tenant_never_opened_is_refused_and_nothing_is_stored() {
+    let app = spawn().await;
+    let t = tenant();
+    for (provider, state) in PROVIDERS {
+        let connection = app.connection(t, provider).await;
+        let response = notify(&app, provider, t, state, 2, Some(&token(provider, t))).await;
+        let problem = assert_problem(response, 401, "INVALID_SIGNATURE").await;
+        assert!(
+            problem["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("does not have open")),
+            "{problem}"
+        );
+        assert!(webhook_jobs(&app, t, &connection.id.to_string())
+            .await
+            .is_empty());
+    }
+    assert_eq!(inbox::drain(&app.state).await.expect("drain"), 0);
+}
+
+#[tokio::test]
+async fn another_tenants_open_channel_is_refused_and_syncs_nothing() {
     let app = spawn().await;
     let (owner, other) = (tenant(), tenant());
     let connection = app.connection(owner, "google_drive").await;
+    open_channel(&app, &connection).await;
+    app.connection(other, "google_drive").await;
+    // The token is the right one for the other tenant's URL, but the channel is the owner's.
     let own = token("google_drive", other);
-    let (status, body) =
-        json(notify(&app, "google_drive", other, "change", 5, Some(&own)).await).await;
-    assert_eq!(status, 202, "{body}");
-    inbox::drain(&app.state).await.expect("drain");
-    let stored = stored_event(&app, other, &body).await;
-    assert_eq!(stored.status, EventStatus::Unmatched);
+    let response = notify(&app, "google_drive", other, "change", 5, Some(&own)).await;
+    assert_problem(response, 401, "INVALID_SIGNATURE").await;
+    assert_eq!(inbox::drain(&app.state).await.expect("drain"), 0);
     assert!(webhook_jobs(&app, owner, &connection.id.to_string())
         .await
         .is_empty());
+}
+
+#[tokio::test]
+async fn an_open_channel_named_with_another_resource_id_is_refused_and_nothing_is_stored() {
+    let app = spawn().await;
+    let t = tenant();
+    for (provider, state) in PROVIDERS {
+        let connection = app.connection(t, provider).await;
+        open_channel(&app, &connection).await;
+        let good = token(provider, t);
+        for resource in ["another-resource", ""] {
+            let response = notify_on(&app, provider, t, state, 3, Some(&good), resource).await;
+            let expected = if resource.is_empty() {
+                // Google always names the resource: a notification without it is malformed.
+                (400, "VALIDATION_FAILED")
+            } else {
+                (401, "INVALID_SIGNATURE")
+            };
+            assert_problem(response, expected.0, expected.1).await;
+        }
+    }
+    assert_eq!(inbox::drain(&app.state).await.expect("drain"), 0);
+}
+
+#[tokio::test]
+async fn a_closed_channel_is_refused_and_nothing_is_stored() {
+    let app = spawn().await;
+    let t = tenant();
+    let connection = app.connection(t, "google_calendar").await;
+    open_channel(&app, &connection).await;
+    let good = token("google_calendar", t);
+    let response = notify(&app, "google_calendar", t, "exists", 1, Some(&good)).await;
+    assert_eq!(response.status(), 202);
+
+    app.store()
+        .close_subscriptions(t, connection.id, now())
+        .await
+        .expect("closed");
+
+    let response = notify(&app, "google_calendar", t, "exists", 2, Some(&good)).await;
+    assert_problem(response, 401, "INVALID_SIGNATURE").await;
+    assert_eq!(inbox::drain(&app.state).await.expect("drain"), 1);
 }
 
 #[tokio::test]

@@ -18,6 +18,7 @@ mod github_rest;
 mod gmail;
 mod gmail_push;
 mod google_calendar;
+mod google_catalogue;
 mod google_discovery;
 mod google_drive;
 mod google_fake;

@@ -304,7 +304,7 @@ async fn jira_connects_the_first_accessible_site_with_a_json_exchange() {
 // --- Google ------------------------------------------------------------------------------
 
 /// The whole journey for one of the Google providers, whose API scope is `scope`.
-async fn google_journey(slug: &'static str, scope: &str) {
+async fn google_journey(slug: &'static str, scope: &str, at_connect: &[(&str, Value)]) {
     let journey = Journey::start(slug, "").await;
     assert_eq!(journey.url.path(), "/o/oauth2/v2/auth");
     journey.expect_param("access_type", Some("offline"));
@@ -337,6 +337,13 @@ async fn google_journey(slug: &'static str, scope: &str) {
         "picture": "https://lh3.googleusercontent.com/a/photo.jpg"
     });
     journey.once(userinfo, claims).await;
+    for (at, body) in at_connect {
+        let call = Mock::given(method("GET")).and(path(*at)).and(header(
+            "authorization",
+            "Bearer ya29.a0AfH6SMBx-google-access",
+        ));
+        journey.once(call, body.clone()).await;
+    }
     let connection = journey
         .connected(code, "110169484474386276334", "paula@zylker.com")
         .await;
@@ -367,13 +374,29 @@ async fn google_journey(slug: &'static str, scope: &str) {
 #[tokio::test]
 async fn google_drive_connects_offline_with_pkce_and_names_the_account_by_userinfo() {
     let scope = "https://www.googleapis.com/auth/drive.metadata.readonly";
-    google_journey("google_drive", scope).await;
+    // Drive takes the changes feed's start page token at connect.
+    let start = json!({"kind": "drive#startPageToken", "startPageToken": "100"});
+    google_journey(
+        "google_drive",
+        scope,
+        &[("/drive/v3/changes/startPageToken", start)],
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn google_calendar_connects_offline_with_pkce_and_names_the_account_by_userinfo() {
     let scope = "https://www.googleapis.com/auth/calendar.readonly";
-    google_journey("google_calendar", scope).await;
+    // Calendar reads which calendars the user selected at connect.
+    let list = json!({"kind": "calendar#calendarList", "items": [
+        {"kind": "calendar#calendarListEntry", "id": "paula@zylker.com", "summary": "Paula", "accessRole": "owner", "primary": true, "selected": true}
+    ]});
+    google_journey(
+        "google_calendar",
+        scope,
+        &[("/calendar/v3/users/me/calendarList", list)],
+    )
+    .await;
 }
 
 // Gmail names the account by its mailbox (`users.getProfile`): `tests/it/gmail.rs`.

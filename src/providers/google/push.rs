@@ -14,8 +14,13 @@
 //! - **Changes.** Every other state (Drive: `add`, `remove`, `update`, `trash`, `untrash`,
 //!   `change`; Calendar: `exists`, `not_exists`) says that the watched resource changed, not
 //!   how: the body is empty. Such a notification requests a sync of the connection whose open
-//!   channel it names (channel id and `X-Goog-Resource-ID` both); one naming no open channel
-//!   stays `unmatched` and syncs nothing.
+//!   channel it names.
+//! - **Open channel.** A token proves only that this service once opened the channel id for
+//!   the tenant. A change notification is stored only when the tenant has that channel open
+//!   now, with the `X-Goog-Resource-ID` Google answered the watch with ([`claim`], checked by
+//!   the engine against the subscription); one for a channel never opened, replaced by its
+//!   renewal, stopped on disconnect, or watching another resource is refused (`401`), since
+//!   Google stops sending to an address that refuses it only once the channel expires.
 //! - **Identity.** `X-Goog-Channel-ID` with `X-Goog-Message-Number` names one message; Google's
 //!   retries of it repeat both.
 
@@ -25,7 +30,7 @@ use serde_json::Value;
 use super::channel::METADATA_PREFIX;
 use crate::connector::derive::derived_secret_matches;
 use crate::connector::signature::header;
-use crate::connector::ProviderSettings;
+use crate::connector::{ClaimedSubscription, ProviderSettings};
 use crate::connector::{Normalized, Verified, WebhookEvent, WebhookRejection, WebhookUrl};
 use crate::domain::{Connection, ConnectionId};
 
@@ -88,6 +93,17 @@ pub(in crate::providers) fn verify(
         dedupe_key: format!("{channel}:{number}"),
         event_type: Some(state.to_string()),
     })
+}
+
+/// The channel a notification claims: its id (the subscription's external id) and the
+/// resource id Google gave it (kept in the subscription's state as `resource_id`). Missing
+/// headers claim nothing any subscription holds.
+pub(in crate::providers) fn claim(headers: &HeaderMap) -> ClaimedSubscription {
+    let text = |name: &str| present(headers, name).unwrap_or_default().to_string();
+    ClaimedSubscription {
+        external_id: text("x-goog-channel-id"),
+        state: vec![("resource_id", text("x-goog-resource-id"))],
+    }
 }
 
 /// The connection whose open channel the notification names (channel id and resource id

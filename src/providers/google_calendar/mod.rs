@@ -1,9 +1,11 @@
-//! Google Calendar: event changes on the primary calendar, from sync tokens, synced at once
-//! when a push channel says something changed.
+//! Google Calendar: event changes on the primary calendar and every other calendar the user
+//! selected, from sync tokens, synced at once when a push channel says something changed.
 //!
-//! - Sync: `events.list` with `syncToken`, a bounded full sync first and after `410 Gone`
-//!   ([`sync`]).
-//! - Channel: one `events.watch` channel on the synced calendar (resource `calendar:primary`),
+//! - Calendars: the primary one and the selected ones of `calendarList`, read at connect
+//!   ([`calendars`]).
+//! - Sync: `events.list` with `syncToken` per calendar, a bounded full sync first and after
+//!   `410 Gone` ([`sync`]).
+//! - Channel: one `events.watch` channel per synced calendar (resource `calendar:{id}`),
 //!   opened after connect, opened anew before it expires, stopped with `channels.stop` on
 //!   disconnect (`super::google::channel`). Its notifications are verified by their
 //!   per-channel token and start an incremental sync (`super::google::push`).
@@ -17,6 +19,7 @@
 //!
 //! OAuth: Google's web server flow, shared with the other Google providers (`super::google`).
 
+mod calendars;
 mod sync;
 
 use async_trait::async_trait;
@@ -103,6 +106,13 @@ impl Connector for GoogleCalendarConnector {
         push::SECRET_HEADERS
     }
 
+    fn claimed_subscription(
+        &self,
+        headers: &axum::http::HeaderMap,
+    ) -> Option<crate::connector::ClaimedSubscription> {
+        Some(push::claim(headers))
+    }
+
     fn route_webhook(
         &self,
         event: &WebhookEvent,
@@ -115,12 +125,18 @@ impl Connector for GoogleCalendarConnector {
         push::normalize(event)
     }
 
+    /// The Google account, and the calendars to sync (`calendarList.list`).
     async fn identify(
         &self,
         ctx: ProviderContext<'_>,
         tokens: &TokenSet,
     ) -> Result<ExternalAccount, ProviderCallError> {
-        google::identify(ctx, &tokens.access_token).await
+        let mut account = google::identify(ctx, &tokens.access_token).await?;
+        let ids = calendars::selected(ctx, &tokens.access_token).await?;
+        account
+            .metadata
+            .insert(calendars::METADATA.into(), serde_json::json!(ids));
+        Ok(account)
     }
 
     async fn revoke(
@@ -141,16 +157,19 @@ impl Connector for GoogleCalendarConnector {
         sync::page(ctx, cursor).await
     }
 
-    fn subscriptions(&self, _connection: &Connection) -> Vec<String> {
-        vec![format!("calendar:{}", sync::CALENDAR)]
+    fn subscriptions(&self, connection: &Connection) -> Vec<String> {
+        calendars::of(connection)
+            .iter()
+            .map(|id| calendars::resource(id))
+            .collect()
     }
 
     async fn open_subscription(
         &self,
         ctx: SubscriptionContext<'_>,
     ) -> Result<Opened, ProviderCallError> {
-        let path = format!("/calendar/v3/calendars/{}/events/watch", sync::CALENDAR);
-        let url = api::url(ctx.provider.settings, &path);
+        let id = calendars::from_resource(&ctx.subscription.resource)?;
+        let url = calendars::url(ctx.provider.settings, id, &["events", "watch"])?;
         channel::open(&ctx, url, "Google Calendar events.watch").await
     }
 

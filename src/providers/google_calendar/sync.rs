@@ -1,5 +1,6 @@
-//! Calendar's incremental sync of the primary calendar with sync tokens
-//! (<https://developers.google.com/workspace/calendar/api/guides/sync>).
+//! Calendar's incremental sync of each synced calendar (`super::calendars`) with sync tokens
+//! (<https://developers.google.com/workspace/calendar/api/guides/sync>). A round goes through
+//! the calendars in order, each from its own cursor until its `nextSyncToken`.
 //!
 //! - **Full sync.** `events.list` with `timeMin` `POBLYSH_GOOGLE_CALENDAR_FIRST_SYNC_DAYS`
 //!   (default 30) days back and `showDeleted=true`, paged with `pageToken`; its last page
@@ -15,20 +16,23 @@
 //!   `organizer`, else `creator`; title the summary; url `htmlLink`.
 //! - **Dedupe key.** The calendar, the event id and its `updated` instant.
 //!
-//! The cursor: `{"since", "sync_token"?, "page_token"?, "time_min"?, "round_started"?}`: a
-//! sync token once one is known; a page token while a round is unfinished, with the full
-//! sync's `time_min` while that is the round.
+//! The cursor: `{"calendars": {id: cursor}, "at": n}`, `at` the calendar the round is at; each
+//! calendar's cursor `{"since", "sync_token"?, "page_token"?, "time_min"?, "round_started"?}`:
+//! a sync token once one is known; a page token while a round is unfinished, with the full
+//! sync's `time_min` while that is the round. A cursor of one calendar alone, as kept before
+//! several were synced, is the primary calendar's.
 
 use chrono::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use std::collections::BTreeMap;
+
 use super::super::google::api::{self, Answer};
+use super::calendars::{self, PRIMARY};
 use crate::connector::{ProviderCallError, SignalDraft, SyncContext, SyncPage};
 use crate::domain::{format_time, now, parse_rfc3339, Actor, SignalKind, Timestamp};
 
-/// The calendar synced.
-pub(super) const CALENDAR: &str = "primary";
 /// The setting naming how far back the first sync looks.
 pub(super) const FIRST_SYNC_SETTING: &str = "FIRST_SYNC_DAYS";
 const DEFAULT_FIRST_SYNC_DAYS: i64 = 30;
@@ -155,40 +159,127 @@ fn first_sync_days(ctx: &SyncContext<'_>) -> i64 {
         .unwrap_or(DEFAULT_FIRST_SYNC_DAYS)
 }
 
-/// One step of the sync.
+/// Where the sync stands on every calendar, and which one the round is at.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct State {
+    /// Each synced calendar's cursor, by calendar id.
+    pub calendars: BTreeMap<String, Cursor>,
+    /// The calendar (by its place in the connection's list) the round is at.
+    #[serde(default)]
+    pub at: usize,
+}
+
+impl State {
+    /// The stored cursor; a cursor of one calendar (kept before several were synced) is the
+    /// primary calendar's.
+    pub(super) fn read(value: Option<&Value>) -> Result<Self, ProviderCallError> {
+        let value = match value {
+            None | Some(Value::Null) => return Ok(State::default()),
+            Some(value) => value,
+        };
+        let Some(calendars) = value.get("calendars") else {
+            let mut state = State::default();
+            state
+                .calendars
+                .insert(PRIMARY.to_string(), Cursor::read(value)?);
+            return Ok(state);
+        };
+        let calendars = calendars.as_object().ok_or_else(|| {
+            ProviderCallError::Rejected("unreadable Google Calendar cursor: calendars".into())
+        })?;
+        let mut state = State {
+            at: value
+                .get("at")
+                .and_then(Value::as_u64)
+                .and_then(|n| usize::try_from(n).ok())
+                .unwrap_or(0),
+            ..State::default()
+        };
+        for (id, cursor) in calendars {
+            state.calendars.insert(id.clone(), Cursor::read(cursor)?);
+        }
+        Ok(state)
+    }
+}
+
+/// What one page of one calendar came to.
+struct Step {
+    signals: Vec<SignalDraft>,
+    cursor: Cursor,
+    /// Whether this calendar's round goes on.
+    more: bool,
+}
+
+/// One step of the sync: one page of the calendar the round is at. A round goes through the
+/// connection's calendars in order, each until its `nextSyncToken`.
 pub(super) async fn page(
     ctx: SyncContext<'_>,
     cursor: Option<&Value>,
 ) -> Result<SyncPage, ProviderCallError> {
-    let at = now();
-    let mut cursor = match cursor {
-        None | Some(Value::Null) => Cursor::full(at, first_sync_days(&ctx)),
-        Some(value) => Cursor::read(value)?,
+    let ids = calendars::of(ctx.connection);
+    let mut state = State::read(cursor)?;
+    state.calendars.retain(|id, _| ids.contains(id));
+    let index = state.at.min(ids.len().saturating_sub(1));
+    let id = ids
+        .get(index)
+        .cloned()
+        .unwrap_or_else(|| PRIMARY.to_string());
+    let step = calendar_page(&ctx, &id, state.calendars.get(&id).cloned()).await?;
+    state.calendars.insert(id, step.cursor);
+    let (at, more) = match (step.more, index + 1 < ids.len()) {
+        (true, _) => (index, true),
+        (false, true) => (index + 1, true),
+        (false, false) => (0, false),
     };
+    state.at = at;
+    Ok(SyncPage {
+        signals: step.signals,
+        cursor: json!(state),
+        more,
+        metadata: None,
+    })
+}
+
+/// `events.list` of `calendar` at `cursor`: a full sync from its `timeMin`, or an incremental
+/// one from its sync token (Google refuses `timeMin` beside a sync token), at its page.
+fn events_url(
+    ctx: &SyncContext<'_>,
+    calendar: &str,
+    cursor: &Cursor,
+) -> Result<url::Url, ProviderCallError> {
+    let mut url = calendars::url(ctx.provider.settings, calendar, &["events"])?;
+    {
+        let mut query = url.query_pairs_mut();
+        query
+            .append_pair("maxResults", PAGE_SIZE)
+            .append_pair("showDeleted", "true");
+        match (&cursor.time_min, &cursor.sync_token) {
+            (Some(time_min), _) => {
+                query.append_pair("timeMin", time_min);
+            }
+            (None, Some(token)) => {
+                query.append_pair("syncToken", token);
+            }
+            (None, None) => {}
+        }
+        if let Some(page) = &cursor.page_token {
+            query.append_pair("pageToken", page);
+        }
+    }
+    Ok(url)
+}
+
+/// One page of calendar `calendar` from `cursor` (`None`: its first, bounded, full sync).
+async fn calendar_page(
+    ctx: &SyncContext<'_>,
+    calendar: &str,
+    cursor: Option<Cursor>,
+) -> Result<Step, ProviderCallError> {
+    let at = now();
+    let mut cursor = cursor.unwrap_or_else(|| Cursor::full(at, first_sync_days(ctx)));
     let mut restarted = false;
     let events = loop {
-        let mut url = api::url(
-            ctx.provider.settings,
-            &format!("/calendar/v3/calendars/{CALENDAR}/events"),
-        );
-        {
-            let mut query = url.query_pairs_mut();
-            query
-                .append_pair("maxResults", PAGE_SIZE)
-                .append_pair("showDeleted", "true");
-            match (&cursor.time_min, &cursor.sync_token) {
-                (Some(time_min), _) => {
-                    query.append_pair("timeMin", time_min);
-                }
-                (None, Some(token)) => {
-                    query.append_pair("syncToken", token);
-                }
-                (None, None) => {}
-            }
-            if let Some(page) = &cursor.page_token {
-                query.append_pair("pageToken", page);
-            }
-        }
+        let url = events_url(ctx, calendar, &cursor)?;
         let request = ctx
             .provider
             .http
@@ -201,7 +292,7 @@ pub(super) async fn page(
             // https://developers.google.com/workspace/calendar/api/guides/sync#full_sync_required_by_server
             Answer::Gone if !restarted && cursor.sync_token.is_some() => {
                 tracing::info!(connection_id = %ctx.connection.id, "Google Calendar refused the sync token (410): a full sync starts again");
-                cursor = Cursor::full(at, first_sync_days(&ctx));
+                cursor = Cursor::full(at, first_sync_days(ctx));
                 restarted = true;
             }
             Answer::Gone => {
@@ -218,28 +309,26 @@ pub(super) async fn page(
         .round_started
         .clone()
         .unwrap_or_else(|| format_time(&at));
-    let signals = signals(&events, since, &ctx.connection.id.to_string())?;
+    let signals = signals(&events, since, &ctx.connection.id.to_string(), calendar)?;
     match (events.next_page_token, events.next_sync_token) {
-        (Some(next), _) if !next.is_empty() => Ok(SyncPage {
+        (Some(next), _) if !next.is_empty() => Ok(Step {
             signals,
-            cursor: json!(Cursor {
+            cursor: Cursor {
                 page_token: Some(next),
                 round_started: Some(started),
                 ..cursor
-            }),
+            },
             more: true,
-            metadata: None,
         }),
         // The next round's window begins when this one did.
-        (_, Some(token)) if !token.is_empty() => Ok(SyncPage {
+        (_, Some(token)) if !token.is_empty() => Ok(Step {
             signals,
-            cursor: json!(Cursor {
+            cursor: Cursor {
                 since: started,
                 sync_token: Some(token),
                 ..Cursor::default()
-            }),
+            },
             more: false,
-            metadata: None,
         }),
         _ => Err(ProviderCallError::Rejected(
             "Google Calendar answered an events page with neither nextPageToken nor nextSyncToken"
@@ -252,11 +341,12 @@ fn signals(
     events: &Events,
     since: Timestamp,
     connection: &str,
+    calendar: &str,
 ) -> Result<Vec<SignalDraft>, ProviderCallError> {
     events
         .items
         .iter()
-        .map(|event| signal(event, since, connection))
+        .map(|event| signal(event, since, connection, calendar))
         .collect()
 }
 
@@ -268,6 +358,7 @@ fn signal(
     event: &Event,
     since: Timestamp,
     connection: &str,
+    calendar: &str,
 ) -> Result<SignalDraft, ProviderCallError> {
     if event.id.is_empty() {
         return Err(ProviderCallError::Rejected(
@@ -309,11 +400,11 @@ fn signal(
         url: event.html_link.clone(),
         external_id: Some(event.id.clone()),
         dedupe_key: format!(
-            "google_calendar:{connection}:{CALENDAR}:{}:{stamp}",
+            "google_calendar:{connection}:{calendar}:{}:{stamp}",
             event.id
         ),
         payload: json!({
-            "calendar_id": CALENDAR,
+            "calendar_id": calendar,
             "event_id": event.id,
             "status": event.status,
             "start": event.start,
@@ -329,6 +420,25 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn a_cursor_of_one_calendar_is_the_primary_ones_and_garbage_is_refused() {
+        let single = json!({"since": "2026-11-06T00:00:00Z", "sync_token": "s1"});
+        let state = State::read(Some(&single)).expect("reads");
+        assert_eq!(state.calendars[PRIMARY].sync_token.as_deref(), Some("s1"));
+        assert_eq!((state.calendars.len(), state.at), (1, 0));
+        let again = State::read(Some(&json!(state.clone()))).expect("reads");
+        assert_eq!(again, state);
+        assert_eq!(State::read(None).expect("empty"), State::default());
+        for bad in [
+            json!({"calendars": []}),
+            json!({"calendars": {"primary": {"since": "then", "sync_token": "s"}}}),
+            json!({"calendars": {"team": {"since": "2026-11-06T00:00:00Z"}}}),
+            json!("text"),
+        ] {
+            assert!(State::read(Some(&bad)).is_err(), "{bad}");
+        }
+    }
 
     fn events(body: Value) -> Events {
         serde_json::from_value(body).expect("events")
@@ -351,7 +461,7 @@ mod tests {
                 {"id": "e3", "status": "cancelled"}
             ]
         }));
-        let drafts = signals(&page, since, "c1").expect("signals");
+        let drafts = signals(&page, since, "c1", "primary").expect("signals");
         let kinds: Vec<&str> = drafts.iter().map(|d| d.kind.as_str()).collect();
         assert_eq!(
             kinds,

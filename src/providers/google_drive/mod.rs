@@ -1,8 +1,8 @@
 //! Google Drive: file changes, from the changes feed, synced at once when a push channel says
 //! something changed.
 //!
-//! - Sync: `changes.list` from a `changes.getStartPageToken` taken at the first sync
-//!   ([`sync`]).
+//! - Sync: `changes.list` from a `changes.getStartPageToken` taken at connect, kept in the
+//!   connection's metadata until the first sync starts from it ([`sync`]).
 //! - Channel: one `changes.watch` channel per connection (resource `changes`), opened after
 //!   connect, opened anew before it expires, stopped with `channels.stop` on disconnect
 //!   (`super::google::channel`). Its notifications are verified by their per-channel token
@@ -96,6 +96,13 @@ impl Connector for GoogleDriveConnector {
         push::SECRET_HEADERS
     }
 
+    fn claimed_subscription(
+        &self,
+        headers: &axum::http::HeaderMap,
+    ) -> Option<crate::connector::ClaimedSubscription> {
+        Some(push::claim(headers))
+    }
+
     fn route_webhook(
         &self,
         event: &WebhookEvent,
@@ -108,12 +115,17 @@ impl Connector for GoogleDriveConnector {
         push::normalize(event)
     }
 
+    /// The Google account, and the changes feed's start page token taken now, so the first
+    /// sync reports every change made after connect.
     async fn identify(
         &self,
         ctx: ProviderContext<'_>,
         tokens: &TokenSet,
     ) -> Result<ExternalAccount, ProviderCallError> {
-        google::identify(ctx, &tokens.access_token).await
+        let mut account = google::identify(ctx, &tokens.access_token).await?;
+        let start = sync::start_at_connect(ctx, &tokens.access_token).await?;
+        account.metadata.extend(start);
+        Ok(account)
     }
 
     async fn revoke(

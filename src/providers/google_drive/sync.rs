@@ -1,7 +1,10 @@
 //! Drive's changes feed (<https://developers.google.com/workspace/drive/api/guides/manage-changes>).
 //!
-//! - The first step asks `changes.getStartPageToken` (shared drives included): the feed
-//!   starts at connect, and that step emits nothing.
+//! - At connect, `changes.getStartPageToken` (shared drives included) is kept in the
+//!   connection's metadata with when it was taken ([`start_at_connect`]): the first step lists
+//!   from it, so a change made between connect and the first sync is reported, and removes it.
+//!   A connection without it (made before it was kept) takes the token at its first step,
+//!   which emits nothing.
 //! - Every later step lists `changes.list?pageToken=...` with `includeRemoved=true`, shared
 //!   drives (`includeItemsFromAllDrives`, `supportsAllDrives`), `spaces=drive` and an explicit
 //!   `fields` mask. A page with `nextPageToken` is followed at once (`more`); the page with
@@ -20,8 +23,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::super::google::api;
-use crate::connector::{ProviderCallError, SignalDraft, SyncContext, SyncPage};
-use crate::domain::{format_time, now, parse_rfc3339, Actor, SignalKind, Timestamp};
+use crate::connector::{Metadata, ProviderCallError, SignalDraft, SyncContext, SyncPage};
+use crate::domain::{format_time, now, parse_rfc3339, Actor, Connection, SignalKind, Timestamp};
 
 /// Changes per page (Drive's default is 100, its most 1000).
 const PAGE_SIZE: &str = "100";
@@ -145,27 +148,83 @@ pub(super) async fn start_page_token(
     Ok(answer.start_page_token)
 }
 
+/// The metadata member holding the start page token taken at connect.
+const START_TOKEN: &str = "start_page_token";
+/// The metadata member holding when it was taken (RFC 3339).
+const START_TOKEN_AT: &str = "start_page_token_at";
+
+/// The start page token taken at connect, as connection metadata.
+pub(super) async fn start_at_connect(
+    ctx: crate::connector::ProviderContext<'_>,
+    access_token: &crate::crypto::Secret,
+) -> Result<Metadata, ProviderCallError> {
+    let taken_at = format_time(&now());
+    let token = start_page_token(ctx, access_token).await?;
+    let mut metadata = Metadata::new();
+    metadata.insert(START_TOKEN.into(), json!(token));
+    metadata.insert(START_TOKEN_AT.into(), json!(taken_at));
+    Ok(metadata)
+}
+
+/// Where a first sync starts: the start page token taken at connect, when the connection's
+/// metadata holds a readable one.
+fn kept_start(connection: &Connection) -> Option<Cursor> {
+    let text = |member: &str| {
+        connection
+            .metadata
+            .get(member)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let cursor = Cursor {
+        page_token: text(START_TOKEN)?,
+        since: text(START_TOKEN_AT)?,
+        round_started: None,
+    };
+    Cursor::read(&json!(cursor)).ok()
+}
+
 /// One step of the sync.
 pub(super) async fn page(
     ctx: SyncContext<'_>,
     cursor: Option<&Value>,
 ) -> Result<SyncPage, ProviderCallError> {
-    let cursor = match cursor {
-        None | Some(Value::Null) => {
-            let token = start_page_token(ctx.provider, ctx.access_token).await?;
-            return Ok(SyncPage {
-                signals: Vec::new(),
-                cursor: json!(Cursor {
-                    page_token: token,
-                    since: format_time(&now()),
-                    round_started: None,
-                }),
-                more: false,
-                metadata: None,
-            });
-        }
-        Some(value) => Cursor::read(value)?,
-    };
+    match cursor {
+        Some(value) if !value.is_null() => list(ctx, Cursor::read(value)?, None).await,
+        _ => match kept_start(ctx.connection) {
+            // The kept token is used up once the first page's cursor is stored.
+            Some(start) => {
+                let mut used = Metadata::new();
+                used.insert(START_TOKEN.into(), Value::Null);
+                used.insert(START_TOKEN_AT.into(), Value::Null);
+                list(ctx, start, Some(used)).await
+            }
+            None => start_now(ctx).await,
+        },
+    }
+}
+
+/// The first step of a connection that kept no start page token: takes one, emits nothing.
+async fn start_now(ctx: SyncContext<'_>) -> Result<SyncPage, ProviderCallError> {
+    let token = start_page_token(ctx.provider, ctx.access_token).await?;
+    Ok(SyncPage {
+        signals: Vec::new(),
+        cursor: json!(Cursor {
+            page_token: token,
+            since: format_time(&now()),
+            round_started: None,
+        }),
+        more: false,
+        metadata: None,
+    })
+}
+
+/// Lists the page at `cursor`; `metadata` goes with it.
+async fn list(
+    ctx: SyncContext<'_>,
+    cursor: Cursor,
+    metadata: Option<Metadata>,
+) -> Result<SyncPage, ProviderCallError> {
     let started = cursor
         .round_started
         .clone()
@@ -188,32 +247,34 @@ pub(super) async fn page(
     let since = parse_rfc3339(&cursor.since)
         .map_err(|e| ProviderCallError::Rejected(format!("unreadable Google Drive cursor: {e}")))?;
     let signals = signals(&list, since, &ctx.connection.id.to_string())?;
-    match (list.next_page_token, list.new_start_page_token) {
-        (Some(next), _) if !next.is_empty() => Ok(SyncPage {
-            signals,
-            cursor: json!(Cursor {
+    let (cursor, more) = match (list.next_page_token, list.new_start_page_token) {
+        (Some(next), _) if !next.is_empty() => (
+            Cursor {
                 page_token: next,
                 since: cursor.since,
                 round_started: Some(started),
-            }),
-            more: true,
-            metadata: None,
-        }),
-        (_, Some(new_start)) if !new_start.is_empty() => Ok(SyncPage {
-            signals,
-            cursor: json!(Cursor {
+            },
+            true,
+        ),
+        (_, Some(new_start)) if !new_start.is_empty() => (
+            Cursor {
                 page_token: new_start,
                 since: started,
                 round_started: None,
-            }),
-            more: false,
-            metadata: None,
-        }),
-        _ => Err(ProviderCallError::Rejected(
+            },
+            false,
+        ),
+        _ => return Err(ProviderCallError::Rejected(
             "Google Drive answered a change list with neither nextPageToken nor newStartPageToken"
                 .into(),
         )),
-    }
+    };
+    Ok(SyncPage {
+        signals,
+        cursor: json!(cursor),
+        more,
+        metadata,
+    })
 }
 
 /// The signals of one page.
@@ -368,6 +429,55 @@ mod tests {
             json!({"changes": [{"changeType": "file", "fileId": "f", "time": "yesterday"}]}),
         ] {
             assert!(signals(&list(bad), since, "c").is_err());
+        }
+    }
+
+    fn connection(metadata: Value) -> Connection {
+        use crate::domain::{ConnectionId, ConnectionStatus, TenantId};
+        Connection {
+            id: ConnectionId::generate(),
+            tenant_id: TenantId(uuid::Uuid::new_v4()),
+            provider: "google_drive".into(),
+            external_account_id: "110169484474386276334".into(),
+            external_account_name: None,
+            status: ConnectionStatus::Active,
+            scopes: vec![],
+            token_expires_at: None,
+            last_synced_at: None,
+            last_error: None,
+            metadata: metadata.as_object().cloned().unwrap_or_default(),
+            created_at: now(),
+            updated_at: now(),
+        }
+    }
+
+    #[test]
+    fn a_first_sync_starts_from_the_token_kept_at_connect_when_it_reads() {
+        let kept = connection(json!({
+            "email": "paula@zylker.com",
+            "start_page_token": "100",
+            "start_page_token_at": "2026-12-06T07:00:00Z",
+        }));
+        assert_eq!(
+            kept_start(&kept),
+            Some(Cursor {
+                page_token: "100".into(),
+                since: "2026-12-06T07:00:00Z".into(),
+                round_started: None,
+            })
+        );
+        for unreadable in [
+            json!({}),
+            json!({"start_page_token": "100"}),
+            json!({"start_page_token": "", "start_page_token_at": "2026-12-06T07:00:00Z"}),
+            json!({"start_page_token": "100", "start_page_token_at": "at connect"}),
+            json!({"start_page_token": 100, "start_page_token_at": "2026-12-06T07:00:00Z"}),
+        ] {
+            assert_eq!(
+                kept_start(&connection(unreadable.clone())),
+                None,
+                "{unreadable}"
+            );
         }
     }
 

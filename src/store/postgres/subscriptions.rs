@@ -98,6 +98,25 @@ async fn of_connection(
     rows.iter().map(decode).collect()
 }
 
+async fn by_external_id(
+    pool: &PgPool,
+    tenant: TenantId,
+    provider: &str,
+    external_id: &str,
+) -> Result<Option<Subscription>, StoreError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM subscriptions WHERE tenant_id = $1 AND provider = $2 \
+         AND external_id = $3 AND status <> 'closed' ORDER BY updated_at DESC LIMIT 1"
+    );
+    let row = sqlx::query(&sql)
+        .bind(tenant.0)
+        .bind(provider)
+        .bind(external_id)
+        .fetch_optional(pool)
+        .await?;
+    row.as_ref().map(decode).transpose()
+}
+
 async fn connections_due(
     pool: &PgPool,
     now: Timestamp,
@@ -242,6 +261,15 @@ impl SubscriptionStore for PostgresStore {
         connection: ConnectionId,
     ) -> Result<Vec<Subscription>, StoreError> {
         of_connection(&self.pool, tenant, connection, None).await
+    }
+
+    async fn live_subscription(
+        &self,
+        tenant: TenantId,
+        provider: &str,
+        external_id: &str,
+    ) -> Result<Option<Subscription>, StoreError> {
+        by_external_id(&self.pool, tenant, provider, external_id).await
     }
 
     async fn subscriptions_due(

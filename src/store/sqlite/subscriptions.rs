@@ -99,6 +99,25 @@ async fn of_connection(
     rows.iter().map(decode).collect()
 }
 
+async fn by_external_id(
+    pool: &SqlitePool,
+    tenant: TenantId,
+    provider: &str,
+    external_id: &str,
+) -> Result<Option<Subscription>, StoreError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM subscriptions WHERE tenant_id = ? AND provider = ? \
+         AND external_id = ? AND status <> 'closed' ORDER BY updated_at DESC LIMIT 1"
+    );
+    let row = sqlx::query(&sql)
+        .bind(tenant.0)
+        .bind(provider)
+        .bind(external_id)
+        .fetch_optional(pool)
+        .await?;
+    row.as_ref().map(decode).transpose()
+}
+
 async fn connections_due(
     pool: &SqlitePool,
     now: Timestamp,
@@ -248,6 +267,15 @@ impl SubscriptionStore for SqliteStore {
         connection: ConnectionId,
     ) -> Result<Vec<Subscription>, StoreError> {
         of_connection(&self.pool, tenant, connection, None).await
+    }
+
+    async fn live_subscription(
+        &self,
+        tenant: TenantId,
+        provider: &str,
+        external_id: &str,
+    ) -> Result<Option<Subscription>, StoreError> {
+        by_external_id(&self.pool, tenant, provider, external_id).await
     }
 
     async fn subscriptions_due(

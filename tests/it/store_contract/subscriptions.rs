@@ -526,3 +526,47 @@ async fn subscriptions_are_counted_by_provider_and_status() -> Outcome {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_live_subscription_is_found_by_its_external_id_for_its_tenant_and_provider_only(
+) -> Outcome {
+    let app = TestApp::spawn().await;
+    let store = app.store();
+    let t = tenant();
+    let conn = app.connection(t, "github").await;
+    let at = now();
+    store
+        .ensure_subscriptions(&conn, &resources(&["changes"]), at)
+        .await?;
+    let unopened = store.live_subscription(t, "github", "ch-1").await?;
+    let job = claimed(
+        &store,
+        &conn,
+        JobType::Subscription,
+        "w",
+        at,
+        at + Duration::minutes(1),
+    )
+    .await?;
+    let sub = store.connection_subscriptions(t, conn.id).await?.remove(0);
+    store
+        .record_subscription_opened(lease(&job, "w"), sub.id, &opened("ch-1", at), at)
+        .await?;
+
+    let found = store.live_subscription(t, "github", "ch-1").await?;
+    let stranger = store.live_subscription(tenant(), "github", "ch-1").await?;
+    let other_provider = store.live_subscription(t, "jira", "ch-1").await?;
+    let other_id = store.live_subscription(t, "github", "ch-2").await?;
+    store.close_subscriptions(t, conn.id, at).await?;
+    let after_close = store.live_subscription(t, "github", "ch-1").await?;
+
+    assert!(unopened.is_none(), "not opened yet");
+    let found = found.expect("the open subscription");
+    assert_eq!((found.id, found.connection_id), (sub.id, conn.id));
+    assert_eq!(found.state["resource_id"], "res-9");
+    assert!(stranger.is_none(), "another tenant's");
+    assert!(other_provider.is_none());
+    assert!(other_id.is_none());
+    assert!(after_close.is_none(), "closed");
+    Ok(())
+}

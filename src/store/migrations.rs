@@ -34,6 +34,11 @@ const SQLITE: &[Embedded] = &[
         "connect binding",
         include_str!("../../migrations/sqlite/0005_connect_binding.sql"),
     ),
+    (
+        8,
+        "tenant turns",
+        include_str!("../../migrations/sqlite/0008_tenant_turns.sql"),
+    ),
 ];
 
 const POSTGRES: &[Embedded] = &[
@@ -61,6 +66,11 @@ const POSTGRES: &[Embedded] = &[
         5,
         "connect binding",
         include_str!("../../migrations/postgres/0005_connect_binding.sql"),
+    ),
+    (
+        8,
+        "tenant turns",
+        include_str!("../../migrations/postgres/0008_tenant_turns.sql"),
     ),
 ];
 

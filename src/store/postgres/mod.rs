@@ -11,12 +11,14 @@ mod queue;
 mod signals;
 mod subscriptions;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgConnection, PgPool, Postgres};
 
+use super::shared::turns::Turns;
 use super::shared::Dialect;
 use super::{
     migrations, Backend, ConnectionFilter, ConnectionLock, JobFilter, PageRequest, Readiness,
@@ -33,6 +35,7 @@ use crate::domain::{
 pub struct PostgresStore {
     pool: PgPool,
     announcer: announce::Announcer,
+    turns: Arc<Turns>,
 }
 
 impl PostgresStore {
@@ -44,7 +47,11 @@ impl PostgresStore {
             .connect(url)
             .await?;
         let announcer = announce::Announcer::start(pool.clone());
-        Ok(Self { pool, announcer })
+        Ok(Self {
+            pool,
+            announcer,
+            turns: Arc::default(),
+        })
     }
 }
 
@@ -54,6 +61,10 @@ impl Dialect for PostgresStore {
 
     fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    fn turns(&self) -> &Turns {
+        &self.turns
     }
 
     async fn insert_signals(

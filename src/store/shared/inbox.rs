@@ -5,8 +5,8 @@
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use super::{Conn, Dialect};
-use crate::domain::{NewSignal, Timestamp};
+use super::{turns, Conn, Dialect};
+use crate::domain::{NewSignal, StoredWebhookEvent, Timestamp};
 use crate::store::{EventCompletion, StoreError};
 
 /// The statements of the inbox, in one store's SQL.
@@ -22,6 +22,73 @@ pub(crate) trait InboxDialect: Dialect {
         lease: Timestamp,
         now: Timestamp,
     ) -> Result<Vec<Uuid>, StoreError>;
+
+    /// Up to `max` tenants with a pending event ready at `now` (due and not leased), in
+    /// tenant-id order, after `after` (from the lowest with `None`).
+    async fn pending_tenants(
+        &self,
+        now: Timestamp,
+        after: Option<Uuid>,
+        max: u32,
+    ) -> Result<Vec<Uuid>, StoreError>;
+
+    /// Inside the caller's transaction, leases until `lease_until` up to `limit` of the oldest
+    /// ready events (of `tenant` only, when given), counting an attempt on each.
+    async fn lease_events(
+        &self,
+        conn: &mut Conn<Self>,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+        tenant: Option<Uuid>,
+    ) -> Result<Vec<StoredWebhookEvent>, StoreError>;
+}
+
+/// [`crate::store::Inbox::claim_webhook_events`]: a batch shared between the tenants with
+/// events ready, in turn (`store::shared::turns`): each gets an equal share of its oldest, and
+/// the oldest of anyone's fill what the shares leave.
+pub(crate) async fn claim<S: InboxDialect>(
+    store: &S,
+    now: Timestamp,
+    lease_until: Timestamp,
+    limit: u32,
+) -> Result<Vec<StoredWebhookEvent>, StoreError> {
+    let turn = &store.turns().inbox;
+    let tenants = turns::in_turn(turn.last(), limit, |after, max| {
+        store.pending_tenants(now, after, max)
+    })
+    .await?;
+    let mut tx = store.pool().begin().await?;
+    let mut claimed = Vec::new();
+    if tenants.len() > 1 {
+        let share = turns::share(limit, tenants.len());
+        for tenant in &tenants {
+            let room = limit.saturating_sub(count(&claimed));
+            if room == 0 {
+                break;
+            }
+            let mine = store
+                .lease_events(&mut tx, now, lease_until, share.min(room), Some(*tenant))
+                .await?;
+            claimed.extend(mine);
+            turn.served(*tenant);
+        }
+    } else if let Some(only) = tenants.first() {
+        turn.served(*only);
+    }
+    let room = limit.saturating_sub(count(&claimed));
+    if room > 0 {
+        let rest = store
+            .lease_events(&mut tx, now, lease_until, room, None)
+            .await?;
+        claimed.extend(rest);
+    }
+    tx.commit().await?;
+    Ok(claimed)
+}
+
+fn count(events: &[StoredWebhookEvent]) -> u32 {
+    u32::try_from(events.len()).unwrap_or(u32::MAX)
 }
 
 /// [`crate::store::Inbox::complete_webhook_events`].

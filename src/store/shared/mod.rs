@@ -7,6 +7,7 @@
 
 pub(crate) mod inbox;
 pub(crate) mod queue;
+pub(crate) mod turns;
 
 use async_trait::async_trait;
 use sqlx::{Database, Pool};
@@ -23,6 +24,9 @@ pub(crate) trait Dialect: Send + Sync {
     type Db: Database;
 
     fn pool(&self) -> &Pool<Self::Db>;
+
+    /// Where this process's claims stand in their round-robin between tenants.
+    fn turns(&self) -> &turns::Turns;
 
     /// Stores signals inside the caller's transaction, skipping any whose
     /// `(connection_id, dedupe_key)` exists; returns how many were new.

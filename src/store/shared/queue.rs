@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::{Conn, Dialect};
+use super::{turns, Conn, Dialect};
 use crate::domain::{
     merge_metadata, ConnectionId, Job, JobId, JobStatus, JobType, NewJob, TenantId, Timestamp,
 };
@@ -31,6 +31,21 @@ impl From<(Uuid, Uuid)> for JobKey {
         }
     }
 }
+
+/// Which jobs a claim may lease.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum JobPick {
+    /// A `running` job whose lease ran out: its worker died or stalled.
+    Abandoned,
+    /// A `queued` job of this tenant that is due.
+    OfTenant(TenantId),
+    /// Any due `queued` job, or an abandoned one.
+    Any,
+}
+
+/// How many tenants one claim tries in turn before it takes any tenant's job: more than one,
+/// because instances sharing the database may take a tenant's last ready job meanwhile.
+const TENANTS_PER_CLAIM: u32 = 4;
 
 /// What ending (or requeuing) a leased job left on its row.
 #[derive(Clone, Debug)]
@@ -117,14 +132,24 @@ pub(crate) trait QueueDialect: Dialect {
         lane: &str,
     ) -> Result<Option<JobKey>, StoreError>;
 
-    /// Leases the next due job as [`crate::store::SyncQueue::claim_sync_job`] describes, in
-    /// one statement so that choosing it and leasing it are atomic.
-    async fn lease_next_job(
+    /// Leases the oldest job that `pick` allows, in one statement so that choosing it and
+    /// leasing it are atomic.
+    async fn lease_job(
         &self,
         owner: &str,
         now: Timestamp,
         lease_until: Timestamp,
+        pick: JobPick,
     ) -> Result<Option<JobKey>, StoreError>;
+
+    /// Up to `max` tenants with a queued job due at `now`, in tenant-id order, after `after`
+    /// (from the lowest with `None`).
+    async fn queued_tenants(
+        &self,
+        now: Timestamp,
+        after: Option<Uuid>,
+        max: u32,
+    ) -> Result<Vec<Uuid>, StoreError>;
 
     /// Extends the lease while it is ours and the job's connection is `active`; `false`
     /// otherwise. A write to the job row, so it locks it.
@@ -272,7 +297,31 @@ pub(crate) async fn claim<S: QueueDialect>(
     now: Timestamp,
     lease_until: Timestamp,
 ) -> Result<Option<Job>, StoreError> {
-    match store.lease_next_job(owner, now, lease_until).await? {
+    // A job whose worker died goes first: it has waited its whole lease already.
+    if let Some(key) = store
+        .lease_job(owner, now, lease_until, JobPick::Abandoned)
+        .await?
+    {
+        return Ok(Some(reread(store, key).await?));
+    }
+    // Then tenants take turns (`store::shared::turns`), so no backlog starves anyone.
+    let turn = &store.turns().jobs;
+    let tenants = turns::in_turn(turn.last(), TENANTS_PER_CLAIM, |after, max| {
+        store.queued_tenants(now, after, max)
+    })
+    .await?;
+    for tenant in tenants {
+        turn.served(tenant);
+        let pick = JobPick::OfTenant(TenantId(tenant));
+        if let Some(key) = store.lease_job(owner, now, lease_until, pick).await? {
+            return Ok(Some(reread(store, key).await?));
+        }
+    }
+    // Other instances took those tenants' due jobs meanwhile: the oldest of anyone's.
+    match store
+        .lease_job(owner, now, lease_until, JobPick::Any)
+        .await?
+    {
         Some(key) => Ok(Some(reread(store, key).await?)),
         None => Ok(None),
     }

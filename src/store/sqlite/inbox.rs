@@ -12,7 +12,12 @@ use crate::domain::{
     to_micros, Connection, ConnectionId, NewWebhookEvent, StoredWebhookEvent, TenantId, Timestamp,
 };
 use crate::store::shared::inbox::{self, InboxDialect};
+use crate::store::shared::turns::walk_tenants;
 use crate::store::{EventCompletion, Inbox, StoreError};
+
+/// An event a claim may take at `?1`: pending, due, and not leased by a live claim.
+const READY: &str = "status = 'pending' AND next_attempt_at <= ?1 \
+     AND (lease_expires_at IS NULL OR lease_expires_at < ?1)";
 
 const COLUMNS: &str = "id, tenant_id, provider, connection_id, dedupe_key, event_type, headers, \
      body, status, attempts, last_error, received_at, processed_at";
@@ -32,22 +37,8 @@ impl Inbox for SqliteStore {
         lease_until: Timestamp,
         limit: u32,
     ) -> Result<Vec<StoredWebhookEvent>, StoreError> {
-        let now = to_micros(&now);
-        let sql = format!(
-            "UPDATE webhook_events SET lease_expires_at = ?, attempts = attempts + 1 \
-             WHERE id IN (SELECT id FROM webhook_events WHERE status = 'pending' \
-             AND next_attempt_at <= ? AND (lease_expires_at IS NULL OR lease_expires_at < ?) \
-             ORDER BY next_attempt_at LIMIT ?) RETURNING {COLUMNS}"
-        );
         let _turn = self.gate.lock().await;
-        let rows = sqlx::query(&sql)
-            .bind(to_micros(&lease_until))
-            .bind(now)
-            .bind(now)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(decode).collect()
+        inbox::claim(self, now, lease_until, limit).await
     }
 
     async fn complete_webhook_events(
@@ -172,6 +163,51 @@ impl Inbox for SqliteStore {
 
 #[async_trait]
 impl InboxDialect for SqliteStore {
+    async fn pending_tenants(
+        &self,
+        now: Timestamp,
+        after: Option<Uuid>,
+        max: u32,
+    ) -> Result<Vec<Uuid>, StoreError> {
+        let sql = walk_tenants("webhook_events", READY, after.is_some(), "?2", "?3");
+        let mut query = sqlx::query_scalar(&sql)
+            .bind(to_micros(&now))
+            .bind(i64::from(max));
+        if let Some(after) = after {
+            query = query.bind(after);
+        }
+        Ok(query.fetch_all(&self.pool).await?)
+    }
+
+    async fn lease_events(
+        &self,
+        conn: &mut SqliteConnection,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+        tenant: Option<Uuid>,
+    ) -> Result<Vec<StoredWebhookEvent>, StoreError> {
+        let whose = if tenant.is_some() {
+            " AND tenant_id = ?4"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "UPDATE webhook_events SET lease_expires_at = ?2, attempts = attempts + 1 \
+             WHERE id IN (SELECT id FROM webhook_events WHERE {READY}{whose} \
+             ORDER BY next_attempt_at LIMIT ?3) RETURNING {COLUMNS}"
+        );
+        let mut query = sqlx::query(&sql)
+            .bind(to_micros(&now))
+            .bind(to_micros(&lease_until))
+            .bind(i64::from(limit));
+        if let Some(tenant) = tenant {
+            query = query.bind(tenant);
+        }
+        let rows = query.fetch_all(conn).await?;
+        rows.iter().map(decode).collect()
+    }
+
     async fn record_outcomes(
         &self,
         conn: &mut SqliteConnection,

@@ -22,6 +22,7 @@ use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqliteConnection, SqlitePool};
 
+use super::shared::turns::Turns;
 use super::shared::Dialect;
 use super::{
     migrations, Backend, ConnectionFilter, ConnectionLock, JobFilter, PageRequest, Readiness,
@@ -41,6 +42,7 @@ pub struct SqliteStore {
     /// they take turns in order instead of racing for SQLite's lock in its busy handler.
     gate: WriteGate,
     deliveries: deliveries::Deliveries,
+    turns: Arc<Turns>,
     /// Keeps the background checkpoints going while any clone of the store lives.
     _alive: Arc<()>,
 }
@@ -79,6 +81,7 @@ impl SqliteStore {
             pool,
             gate,
             deliveries,
+            turns: Arc::default(),
             _alive: alive,
         })
     }
@@ -145,6 +148,10 @@ impl Dialect for SqliteStore {
 
     fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    fn turns(&self) -> &Turns {
+        &self.turns
     }
 
     async fn insert_signals(

@@ -13,7 +13,8 @@ use super::{jobs, SqliteStore};
 use crate::domain::{
     to_micros, Connection, ConnectionId, Job, JobId, JobType, NewJob, TenantId, Timestamp,
 };
-use crate::store::shared::queue::{self, EndedJob, JobEnd, JobKey, QueueDialect};
+use crate::store::shared::queue::{self, EndedJob, JobEnd, JobKey, JobPick, QueueDialect};
+use crate::store::shared::turns::walk_tenants;
 use crate::store::{
     Enqueued, Finished, IfRunning, JobFinish, Lease, PageCommit, StoreError, SyncCommit, SyncQueue,
 };
@@ -198,27 +199,60 @@ impl QueueDialect for SqliteStore {
         Ok(active.map(JobKey::from))
     }
 
-    async fn lease_next_job(
+    async fn lease_job(
         &self,
         owner: &str,
         now: Timestamp,
         lease_until: Timestamp,
+        pick: JobPick,
     ) -> Result<Option<JobKey>, StoreError> {
-        let leased: Option<(Uuid, Uuid)> = sqlx::query_as(
+        const ABANDONED: &str =
+            "status = 'running' AND (lease_expires_at IS NULL OR lease_expires_at < ?3)";
+        let (which, tenant) = match pick {
+            JobPick::Abandoned => (ABANDONED.to_owned(), None),
+            JobPick::OfTenant(t) => (
+                "status = 'queued' AND scheduled_at <= ?3 AND tenant_id = ?4".to_owned(),
+                Some(t.0),
+            ),
+            JobPick::Any => (
+                format!("(status = 'queued' AND scheduled_at <= ?3) OR ({ABANDONED})"),
+                None,
+            ),
+        };
+        let sql = format!(
             "UPDATE sync_jobs SET status = 'running', lease_owner = ?1, lease_expires_at = ?2, \
              attempts = attempts + 1, started_at = ?3, updated_at = ?3 \
-             WHERE id = (SELECT id FROM sync_jobs \
-               WHERE (status = 'queued' AND scheduled_at <= ?3) \
-                  OR (status = 'running' AND (lease_expires_at IS NULL OR lease_expires_at < ?3)) \
+             WHERE id = (SELECT id FROM sync_jobs WHERE {which} \
                ORDER BY scheduled_at, id LIMIT 1) \
-             RETURNING id, tenant_id",
-        )
-        .bind(owner)
-        .bind(to_micros(&lease_until))
-        .bind(to_micros(&now))
-        .fetch_optional(&self.pool)
-        .await?;
+             RETURNING id, tenant_id"
+        );
+        let mut query = sqlx::query_as(&sql)
+            .bind(owner)
+            .bind(to_micros(&lease_until))
+            .bind(to_micros(&now));
+        if let Some(tenant) = tenant {
+            query = query.bind(tenant);
+        }
+        let leased: Option<(Uuid, Uuid)> = query.fetch_optional(&self.pool).await?;
         Ok(leased.map(JobKey::from))
+    }
+
+    async fn queued_tenants(
+        &self,
+        now: Timestamp,
+        after: Option<Uuid>,
+        max: u32,
+    ) -> Result<Vec<Uuid>, StoreError> {
+        // A walk over `sync_jobs_queued_by_tenant`: each step is one probe for the next tenant.
+        let ready = "status = 'queued' AND scheduled_at <= ?1";
+        let sql = walk_tenants("sync_jobs", ready, after.is_some(), "?2", "?3");
+        let mut query = sqlx::query_scalar(&sql)
+            .bind(to_micros(&now))
+            .bind(i64::from(max));
+        if let Some(after) = after {
+            query = query.bind(after);
+        }
+        Ok(query.fetch_all(&self.pool).await?)
     }
 
     async fn extend_lease_while_active(

@@ -137,6 +137,7 @@ async fn claimed(
 }
 
 mod connections;
+mod fairness;
 mod inbox;
 mod jobs;
 mod oauth_states;

@@ -15,7 +15,9 @@
 //! Scenarios (`--scenarios`, default all three), each on a fresh database and server:
 //!
 //! * `ingest`: `POBLYSH_ROLES=api`; `--concurrency` senders post signed 7 KB sandbox
-//!   deliveries back to back; accepted/s and latency to `202`.
+//!   deliveries back to back; accepted/s and latency to `202`. Before the deliveries, as many
+//!   clients drive `GET /healthz` on the same server for as long, the floor that accepted/s
+//!   is printed against (as a fraction of its throughput).
 //! * `ingest-worker`: the same with `POBLYSH_ROLES=api,worker`, so deliveries are normalized
 //!   into signals while they arrive; adds the inbox lag (from `202` to the signal), measured
 //!   from the stored events' `processed_at` for a sample of the load and by a probe polling
@@ -39,6 +41,8 @@ mod server;
 mod api;
 #[path = "bench_ingest/fake_api.rs"]
 mod fake_api;
+#[path = "bench_ingest/floor.rs"]
+mod floor;
 #[path = "bench_ingest/ingest.rs"]
 mod ingest;
 #[path = "bench_ingest/report.rs"]
@@ -462,6 +466,20 @@ async fn ingest_scenario(
             ctx.args.warmup_secs,
             ctx.args.duration_secs
         );
+        let floor = floor::healthz(
+            api.client(),
+            &base,
+            ctx.args.concurrency,
+            Duration::from_secs(ctx.args.warmup_secs),
+            Duration::from_secs(ctx.args.duration_secs),
+        )
+        .await?;
+        println!(
+            "  floor: GET /healthz {} req/s, p99 {:.2} ms, {} errors",
+            thousands(floor.per_sec().round() as u64),
+            floor.ms(0.99),
+            floor.errors
+        );
         let load = ingest::LoadSettings {
             name,
             roles,
@@ -472,6 +490,11 @@ async fn ingest_scenario(
         };
         let run = ingest::run(api, &base, &Arc::new(tenants), &load, pid, probe).await?;
         println!("  {}", run.one_line());
+        println!(
+            "  accepted/s is {:.2} of /healthz's throughput; p99 to 202 is {:.1}× /healthz's",
+            floor.fraction(run.per_sec()),
+            run.ms(0.99) / floor.ms(0.99).max(1e-9)
+        );
         if run.errors > 0 {
             eprintln!("  {} errors; samples: {:?}", run.errors, run.error_samples);
         }
@@ -526,7 +549,7 @@ async fn ingest_scenario(
         } else {
             None
         };
-        Ok(IngestReport { run, lag })
+        Ok(IngestReport { run, lag, floor })
     })
     .await
 }

@@ -12,6 +12,8 @@
 //!
 //! Scenarios, each after a warm-up that is not recorded:
 //!
+//! * `healthz`: `GET /healthz`, the floor: what the same server answers when a request does
+//!   no work; every other figure is also printed as a fraction of it;
 //! * `first_page`: `GET /signals?limit=50` for a random tenant per request;
 //! * `deep_page`: `GET /signals?limit=50&cursor=...` with cursors 70–90 % deep into a tenant's
 //!   history, collected beforehand by following `next_cursor` page by page.
@@ -308,8 +310,13 @@ async fn measure(
         warmup: Duration::from_secs(args.warmup_secs),
         duration: Duration::from_secs(args.duration_secs),
     };
-    let mut scenarios = Vec::new();
-    for (name, targets) in [("first_page", first), ("deep_page", deep.targets.clone())] {
+    let floor = vec![api.healthz_target()?];
+    let mut scenarios: Vec<drive::Scenario> = Vec::new();
+    for (name, targets) in [
+        (report::FLOOR, floor),
+        ("first_page", first),
+        ("deep_page", deep.targets.clone()),
+    ] {
         println!(
             "\nscenario {name}: {} clients, {} s warm-up + {} s",
             load.concurrency,
@@ -318,6 +325,9 @@ async fn measure(
         );
         let scenario = drive::run_scenario(api, name, Arc::new(targets), &load, srv.pid).await?;
         println!("  {}", scenario.one_line());
+        if let Some(floor) = scenarios.iter().find(|s| s.name == report::FLOOR) {
+            println!("  {}", report::against_floor(&scenario, floor));
+        }
         if scenario.errors > 0 {
             eprintln!(
                 "  {} errors; samples: {:?}\n  last lines of the server log:\n{}",

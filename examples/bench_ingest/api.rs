@@ -121,17 +121,28 @@ impl Api {
         let authorize = started["authorize_url"]
             .as_str()
             .ok_or_else(|| anyhow!("no authorize_url in {started}"))?;
-        let redirect = self.client.get(authorize).send().await?;
-        if redirect.status() != StatusCode::SEE_OTHER {
-            bail!("the sandbox authorize page answered {}", redirect.status());
+        // The service's authorize hop binds the connect to this browser with a cookie, then the
+        // sandbox's page redirects to the callback, which checks it: one cookie jar per journey.
+        let browser = Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .cookie_store(true)
+            .timeout(Duration::from_secs(60))
+            .build()
+            .context("building the browser's client")?;
+        let mut next = authorize.to_string();
+        let mut response = browser.get(&next).send().await?;
+        for _ in 0..3 {
+            if response.status() != StatusCode::SEE_OTHER {
+                break;
+            }
+            next = response
+                .headers()
+                .get("location")
+                .and_then(|l| l.to_str().ok())
+                .ok_or_else(|| anyhow!("a 303 of the connect journey has no Location"))?
+                .to_string();
+            response = browser.get(&next).send().await?;
         }
-        let callback = redirect
-            .headers()
-            .get("location")
-            .and_then(|l| l.to_str().ok())
-            .ok_or_else(|| anyhow!("the authorize page's 303 has no Location"))?
-            .to_string();
-        let response = self.client.get(callback).send().await?;
         let done: Value = ok_json(response, StatusCode::OK, "the sandbox callback").await?;
         done["connection"]["id"]
             .as_str()

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
+use crate::floor::Floor;
 use crate::ingest::{cores, IngestRun, StoreLag};
 use crate::sync::SyncOutcome;
 use crate::DbKind;
@@ -98,6 +99,8 @@ fn verdict(ok: bool) -> &'static str {
 pub struct IngestReport {
     pub run: IngestRun,
     pub lag: Option<StoreLag>,
+    /// `GET /healthz` on the same server just before the deliveries.
+    pub floor: Floor,
 }
 
 /// Everything one invocation measured.
@@ -165,15 +168,15 @@ fn ingest_section(md: &mut String, s: &Summary, backend: &str) {
         s.concurrency, s.payload_bytes
     );
     md.push_str(
-        "| Backend | Scenario | Roles | Senders | Accepted | Errors | accepted/s | p50 ms | p90 ms \
-         | p99 ms | max ms | Server CPU | Client CPU | Max RSS MB |\n",
+        "| Backend | Scenario | Roles | Senders | Accepted | Errors | accepted/s | /healthz req/s \
+         | of /healthz | p50 ms | p90 ms | p99 ms | max ms | Server CPU | Client CPU | Max RSS MB |\n",
     );
-    md.push_str("|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+    md.push_str("|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
     for r in &s.ingest {
         let run = &r.run;
         let _ = writeln!(
             md,
-            "| {} | {} | `{}` | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {:.1} |",
+            "| {} | {} | `{}` | {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {:.1} |",
             s.backend.as_str(),
             run.name,
             run.roles,
@@ -181,6 +184,8 @@ fn ingest_section(md: &mut String, s: &Summary, backend: &str) {
             thousands(run.accepted),
             run.errors,
             thousands(run.per_sec().round() as u64),
+            thousands(r.floor.per_sec().round() as u64),
+            r.floor.fraction(run.per_sec()),
             run.ms(0.5),
             run.ms(0.9),
             run.ms(0.99),

@@ -79,6 +79,14 @@ impl Api {
         })
     }
 
+    /// `GET /healthz`: the floor, a route that touches neither the database nor auth.
+    pub fn healthz_target(&self) -> Result<Target> {
+        Ok(Target {
+            url: self.base.join("healthz")?,
+            tenant: HeaderValue::from_static("00000000-0000-0000-0000-000000000000"),
+        })
+    }
+
     async fn send(&self, target: &Target) -> reqwest::Result<reqwest::Response> {
         self.client
             .get(target.url.clone())

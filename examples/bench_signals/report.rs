@@ -114,6 +114,20 @@ pub fn thousands(n: u64) -> String {
 }
 
 /// The Markdown block for `docs/benchmarks.md`.
+/// The scenario every other is read against: `GET /healthz` on the same server in the same run.
+pub const FLOOR: &str = "healthz";
+
+/// `scenario`'s throughput and p99 as fractions of the floor's.
+pub fn against_floor(scenario: &Scenario, floor: &Scenario) -> String {
+    format!(
+        "{:.2} of /healthz's throughput ({} vs {} req/s), p99 {:.1}× /healthz's",
+        scenario.req_per_sec() / floor.req_per_sec().max(1e-9),
+        thousands(scenario.req_per_sec().round() as u64),
+        thousands(floor.req_per_sec().round() as u64),
+        scenario.ms(0.99) / floor.ms(0.99).max(1e-9),
+    )
+}
+
 pub fn markdown(s: &Summary) -> String {
     let backend = match s.backend {
         DbKind::Sqlite => "SQLite",
@@ -128,20 +142,26 @@ pub fn markdown(s: &Summary) -> String {
         s.concurrency
     );
     md.push_str(
-        "| Backend | Scenario | Clients | Requests | Errors | req/s | p50 ms | p90 ms | p99 ms \
-         | max ms | Server CPU | Client CPU | Idle RSS MB | Max RSS MB |\n",
+        "| Backend | Scenario | Clients | Requests | Errors | req/s | of /healthz | p50 ms | p90 ms \
+         | p99 ms | max ms | Server CPU | Client CPU | Idle RSS MB | Max RSS MB |\n",
     );
-    md.push_str("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+    md.push_str("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+    let floor = s.scenarios.iter().find(|sc| sc.name == FLOOR);
     for sc in &s.scenarios {
+        let fraction = floor.map_or_else(
+            || "n/a".to_string(),
+            |f| format!("{:.2}", sc.req_per_sec() / f.req_per_sec().max(1e-9)),
+        );
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {:.1} | {:.1} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {:.1} | {:.1} |",
             s.backend.as_str(),
             sc.name,
             s.concurrency,
             thousands(sc.requests),
             sc.errors,
             thousands(sc.req_per_sec().round() as u64),
+            fraction,
             sc.ms(0.5),
             sc.ms(0.9),
             sc.ms(0.99),
@@ -172,7 +192,8 @@ pub fn markdown(s: &Summary) -> String {
         md,
         "- Requests: `GET /signals?limit={PAGE_SIZE}` (no payloads) for a random tenant; \
          `deep_page` adds one of {} cursors from {} tenants, {} (cursors taken from the \
-         server's `next_cursor`).",
+         server's `next_cursor`). `healthz` is `GET /healthz` on the same server in the same \
+         run, the floor: the `of /healthz` column is each scenario's req/s as a fraction of it.",
         s.deep.targets.len(),
         s.deep.tenants,
         s.deep.describe()

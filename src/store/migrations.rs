@@ -89,6 +89,10 @@ fn migrator(embedded: &[Embedded]) -> Migrator {
         .collect::<Vec<_>>();
     Migrator {
         migrations: Cow::Owned(migrations),
+        // During a rolling upgrade a newer release migrates the database while instances of
+        // this one still run, and one of them may restart: it must start on a database that
+        // has migrations it does not know (they are additive; docs/operations.md lists them).
+        ignore_missing: true,
         ..Migrator::DEFAULT
     }
 }

@@ -29,7 +29,7 @@ use crate::helpers::{tenant, TestDatabase, TOKEN};
 
 const SECRET: &str = "fault-tests-sandbox-webhook-secret";
 /// How long a process may take to start listening and to answer `/readyz` with 200.
-const START_TIMEOUT: Duration = Duration::from_secs(90);
+pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(90);
 /// Lines of each process's log kept for failure messages.
 const LOG_LINES: usize = 400;
 
@@ -92,7 +92,7 @@ pub(crate) struct Service {
 
 impl Service {
     /// Starts the binary over `db` with `roles` (`POBLYSH_ROLES`) and waits until it is ready.
-    async fn start(name: &'static str, db: &Database, key: &str, roles: &str) -> Self {
+    pub(crate) async fn start(name: &'static str, db: &Database, key: &str, roles: &str) -> Self {
         Self::start_on(name, db, &db.url, key, roles).await
     }
 
@@ -1007,7 +1007,7 @@ async fn a_worker_only_process_is_woken_by_work_stored_through_another_process()
 }
 
 /// Every job of `t`, newest first.
-async fn jobs_of(client: &Client, service: &Service, t: TenantId) -> Vec<Value> {
+pub(crate) async fn jobs_of(client: &Client, service: &Service, t: TenantId) -> Vec<Value> {
     let response = client
         .get(service.url("/jobs?limit=100"))
         .bearer_auth(TOKEN)

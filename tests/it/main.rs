@@ -27,6 +27,7 @@ mod guide;
 mod jira;
 mod jwks;
 mod keys;
+mod listen;
 mod meta;
 mod oidc;
 mod openapi;

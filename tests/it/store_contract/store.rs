@@ -73,3 +73,43 @@ async fn a_closed_store_answers_unavailable() -> Outcome {
     assert!(err.is_unavailable(), "{err:?}");
     Ok(())
 }
+
+/// Marks a migration this release does not have as applied, as a newer release would.
+async fn apply_a_newer_migration(database_url: &str) -> Outcome {
+    let sql = "INSERT INTO _sqlx_migrations \
+               (version, description, success, checksum, execution_time) \
+               VALUES (9999, 'from a newer release', TRUE, $1, 0)";
+    let checksum = vec![0u8; 48];
+    if database_url.starts_with("sqlite:") {
+        let pool = sqlx::SqlitePool::connect(database_url).await?;
+        sqlx::query(sql).bind(checksum).execute(&pool).await?;
+        pool.close().await;
+    } else {
+        let pool = sqlx::PgPool::connect(database_url).await?;
+        sqlx::query(sql).bind(checksum).execute(&pool).await?;
+        pool.close().await;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_database_migrated_by_a_newer_release_is_migrated_again_and_ready() -> Outcome {
+    let app = TestApp::spawn().await;
+    let store = app.store();
+    apply_a_newer_migration(&app.database_url).await?;
+
+    let migrated = store.migrate().await;
+
+    assert!(
+        migrated.is_ok(),
+        "an older release starts beside a newer one: {migrated:?}"
+    );
+    assert_eq!(
+        store.readiness().await,
+        Readiness {
+            reachable: true,
+            migrated: true
+        }
+    );
+    Ok(())
+}

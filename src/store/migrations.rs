@@ -34,6 +34,11 @@ const SQLITE: &[Embedded] = &[
         "connect binding",
         include_str!("../../migrations/sqlite/0005_connect_binding.sql"),
     ),
+    (
+        6,
+        "push",
+        include_str!("../../migrations/sqlite/0006_push.sql"),
+    ),
 ];
 
 const POSTGRES: &[Embedded] = &[
@@ -61,6 +66,11 @@ const POSTGRES: &[Embedded] = &[
         5,
         "connect binding",
         include_str!("../../migrations/postgres/0005_connect_binding.sql"),
+    ),
+    (
+        6,
+        "push",
+        include_str!("../../migrations/postgres/0006_push.sql"),
     ),
 ];
 

@@ -6,6 +6,7 @@
 //! here.
 
 pub(crate) mod inbox;
+pub(crate) mod push;
 pub(crate) mod queue;
 
 use async_trait::async_trait;

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::endpoints::{parse_body, Scope, ScopeHeader};
-use super::errors::{ItemErrors, ListErrors};
+use super::errors::ItemErrors;
 use crate::domain::{
     parse_rfc3339, ConnectionId, Delivery, DeliveryId, DeliveryStatus, EndpointId, EventId,
 };
@@ -157,7 +157,7 @@ pub async fn list_deliveries(
     params(("id" = uuid::Uuid, Path, description = "Endpoint id"), ScopeHeader),
     request_body(content = ReplayRequest, content_type = "application/json"),
     security(("operator_token" = [])),
-    responses((status = 202, body = ReplayAccepted), ListErrors)
+    responses((status = 202, body = ReplayAccepted), ItemErrors)
 )]
 pub async fn replay(
     State(state): State<AppState>,

@@ -53,8 +53,9 @@ impl From<TenantErasure> for TenantErased {
 /// Erases the tenant: every connection not yet revoked has its provider-side subscriptions
 /// closed and its grant revoked at the provider (best effort, as on disconnect), then its
 /// connections with their tokens and provider secrets, signals, jobs, stored webhook deliveries,
-/// unfinished connects, push endpoints and the tenant's push events and deliveries are deleted in one transaction. Answers what was removed; erasing a
-/// tenant the service knows nothing of removes nothing. Irreversible.
+/// unfinished connects, push endpoints and the tenant's push events and deliveries are deleted
+/// in one transaction. Answers what was removed; erasing a tenant the service knows nothing of
+/// removes nothing. Irreversible.
 #[utoipa::path(
     delete,
     path = "/tenant",

@@ -236,3 +236,76 @@ async fn a_replay_sends_the_same_events_again_with_the_same_ids() {
     assert_eq!(ids.len(), 4);
     assert_eq!(ids[..2], ids[2..], "the replay carries the same webhook-ids, in order");
 }
+
+#[tokio::test]
+async fn a_new_connection_and_a_failing_subscription_are_delivered_once_each() {
+    let app = app().await;
+    let receiver = accepting().await;
+    let t = tenant();
+    crate::push_support::register(
+        &app,
+        Some(t),
+        json!({
+            "url": format!("{}/hooks", receiver.uri()),
+            "event_types": ["connection.created", "subscription.failed"],
+        }),
+    )
+    .await;
+    let connected = crate::connect::connect_sandbox(&app, t).await;
+    let connection = app
+        .store()
+        .get_connection(t, connected["id"].as_str().expect("id").parse().expect("uuid"))
+        .await
+        .expect("read")
+        .expect("stored");
+    let store = app.store();
+    store
+        .ensure_subscriptions(&connection, &["feed".to_string()], now())
+        .await
+        .expect("ensured");
+    let subscription = store
+        .connection_subscriptions(t, connection.id)
+        .await
+        .expect("listed")
+        .into_iter()
+        .find(|s| s.resource == "feed")
+        .expect("the subscription");
+    for _ in 0..2 {
+        store
+            .fail_subscription(subscription.id, "the provider refused", now(), now())
+            .await
+            .expect("failed");
+    }
+
+    dispatcher(&app).0.drain(10).await.expect("drained");
+
+    let bodies: Vec<serde_json::Value> = received(&receiver).await.iter().map(|m| m.json()).collect();
+    let types: Vec<&str> = bodies.iter().map(|b| b["type"].as_str().expect("type")).collect();
+    assert_eq!(types, ["connection.created", "subscription.failed"], "{bodies:?}");
+    assert_eq!(bodies[0]["data"]["connection_id"], connected["id"]);
+    assert_eq!(bodies[1]["data"]["resource"], "feed");
+    assert_eq!(bodies[1]["data"]["error"], "the provider refused");
+}
+
+#[tokio::test]
+async fn deliveries_are_counted_in_the_metrics() {
+    let app = app().await;
+    let receiver = accepting().await;
+    let t = tenant();
+    endpoint_to(&app, Some(t), &receiver).await;
+    let connection = app.connection(t, "github").await;
+    app.signals(vec![signal(&connection, "pr_opened", 1)]).await;
+    dispatcher(&app).0.drain(10).await.expect("drained");
+
+    let text = app
+        .anonymous(Method::GET, "/metrics")
+        .send()
+        .await
+        .expect("sent")
+        .text()
+        .await
+        .expect("text");
+    assert!(text.contains("push_deliveries_total{outcome=\"succeeded\"}"), "{text}");
+    assert!(text.contains("push_delivery_lag_seconds_bucket"));
+    assert!(text.contains("push_endpoint_backlog{endpoint="));
+}

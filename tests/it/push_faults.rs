@@ -205,3 +205,26 @@ async fn a_delivery_fails_after_the_last_attempt_and_the_next_one_goes() {
         .collect();
     assert!(statuses.contains(&json!(["failed", 8])), "{statuses:?}");
 }
+
+#[tokio::test]
+async fn an_endpoint_failing_for_five_days_is_disabled() {
+    let app = app().await;
+    let receiver = answering(ResponseTemplate::new(500)).await;
+    let t = tenant();
+    let endpoint = endpoint_to(&app, Some(t), &receiver).await;
+    let path = format!("/endpoints/{}", endpoint["id"].as_str().expect("id"));
+    let connection = app.connection(t, "github").await;
+    let (dispatcher, clock) = dispatcher(&app);
+    app.signals(vec![signal(&connection, "pr_opened", 1)]).await;
+    dispatcher.drain(10).await.expect("drained");
+    clock.advance(Duration::days(4));
+    dispatcher.drain(10).await.expect("drained");
+    assert_eq!(get_as(&app, Some(t), &path).await.1["status"], "active", "four days");
+
+    clock.advance(Duration::days(1) + Duration::minutes(1));
+    dispatcher.drain(10).await.expect("drained");
+
+    let (_, shown) = get_as(&app, Some(t), &path).await;
+    assert_eq!(shown["status"], "disabled", "{shown}");
+    assert!(shown["disabled_reason"].as_str().is_some_and(|r| r.contains("5 days")));
+}

@@ -218,7 +218,10 @@ pub(super) fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<
 /// Checks the URL's form and that its host resolves to an address deliveries may reach.
 async fn check_url(policy: &EgressPolicy, url: &str, errors: &mut Map<String, Value>) {
     if url.len() > MAX_URL_LEN {
-        errors.insert("url".into(), format!("must be at most {MAX_URL_LEN} bytes").into());
+        errors.insert(
+            "url".into(),
+            format!("must be at most {MAX_URL_LEN} bytes").into(),
+        );
         return;
     }
     let checked = match policy.check_url(url) {
@@ -252,14 +255,21 @@ fn parse_filter(
     let mut parse = |field: &str, items: Option<Vec<String>>, ok: &dyn Fn(&str) -> bool| {
         let items = items?;
         if items.is_empty() {
-            errors.insert(field.into(), "must list at least one value (leave it out for all)".into());
+            errors.insert(
+                field.into(),
+                "must list at least one value (leave it out for all)".into(),
+            );
         } else if let Some(bad) = items.iter().find(|i| !ok(i)) {
             errors.insert(field.into(), format!("{bad:?} is not known").into());
         }
         Some(items)
     };
-    let types = parse("event_types", event_types, &|t| t.parse::<EventType>().is_ok());
-    let providers = parse("filter.providers", filter.providers, &|p| registry.parse(p).is_some());
+    let types = parse("event_types", event_types, &|t| {
+        t.parse::<EventType>().is_ok()
+    });
+    let providers = parse("filter.providers", filter.providers, &|p| {
+        registry.parse(p).is_some()
+    });
     let kinds = parse("filter.kinds", filter.kinds, &|k| {
         SignalKind::parse(k).is_ok_and(|k| registry.knows_kind(&k))
     });
@@ -488,8 +498,8 @@ pub async fn rotate_secret(
     IdPath(id): IdPath<EndpointId>,
 ) -> Result<Json<RotatedSecret>, ApiError> {
     let now = crate::domain::now();
-    let overlap = chrono::Duration::from_std(state.config.push.secret_overlap)
-        .map_err(ApiError::internal)?;
+    let overlap =
+        chrono::Duration::from_std(state.config.push.secret_overlap).map_err(ApiError::internal)?;
     let until = now + overlap;
     let secret = SigningSecret::generate();
     let sealed = secret.seal(&state.vault, scope, id);

@@ -44,9 +44,11 @@ impl AddressRange {
             v4 => v4,
         };
         match (self.base, addr) {
-            (IpAddr::V4(base), IpAddr::V4(addr)) => {
-                prefix_matches(u128::from(u32::from(base)) << 96, u128::from(u32::from(addr)) << 96, self.prefix)
-            }
+            (IpAddr::V4(base), IpAddr::V4(addr)) => prefix_matches(
+                u128::from(u32::from(base)) << 96,
+                u128::from(u32::from(addr)) << 96,
+                self.prefix,
+            ),
             (IpAddr::V6(base), IpAddr::V6(addr)) => {
                 prefix_matches(u128::from(base), u128::from(addr), self.prefix)
             }
@@ -92,8 +94,11 @@ pub(super) fn settings(source: &Source) -> Result<PushSettings, ConfigError> {
 
 /// A duration such as `24h`, `90m`, `3600s` or `2d` (0 to 30 days).
 fn duration(text: &str) -> Result<Duration, String> {
-    let problem = || format!("must be a duration such as 24h, 90m or 3600s (at most 30d), got {text:?}");
-    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(problem)?;
+    let problem =
+        || format!("must be a duration such as 24h, 90m or 3600s (at most 30d), got {text:?}");
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(problem)?;
     let (number, unit) = text.split_at(split);
     let number: u64 = number.parse().map_err(|_| problem())?;
     let unit = match unit {
@@ -103,7 +108,10 @@ fn duration(text: &str) -> Result<Duration, String> {
         "d" => 86_400,
         _ => return Err(problem()),
     };
-    let seconds = number.checked_mul(unit).filter(|s| *s <= 30 * 86_400).ok_or_else(problem)?;
+    let seconds = number
+        .checked_mul(unit)
+        .filter(|s| *s <= 30 * 86_400)
+        .ok_or_else(problem)?;
     Ok(Duration::from_secs(seconds))
 }
 
@@ -124,7 +132,9 @@ mod tests {
         assert!(ula.contains("fd12::1".parse().expect("ip")));
         assert!(AddressRange::parse("10.0.0.0/33").is_err());
         assert!(AddressRange::parse("example.com").is_err());
-        assert!(AddressRange::parse("0.0.0.0/0").expect("valid").contains("8.8.8.8".parse().expect("ip")));
+        assert!(AddressRange::parse("0.0.0.0/0")
+            .expect("valid")
+            .contains("8.8.8.8".parse().expect("ip")));
     }
 
     #[test]

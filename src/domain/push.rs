@@ -237,7 +237,7 @@ impl EndpointFilter {
         let provider_ok = self
             .providers
             .as_ref()
-            .is_none_or(|p| p.iter().any(|p| *p == event.provider));
+            .is_none_or(|p| p.contains(&event.provider));
         let kind_ok = match (&self.kinds, &event.kind) {
             (Some(kinds), Some(kind)) => kinds.iter().any(|k| k == kind),
             _ => true,
@@ -374,8 +374,16 @@ mod tests {
             providers: Some(vec!["github".into()]),
             kinds: Some(vec!["pr_merged".into()]),
         };
-        assert!(filter.admits(&event(EventType::SignalCreated, "github", Some("pr_merged"))));
-        assert!(!filter.admits(&event(EventType::SignalCreated, "github", Some("pr_opened"))));
+        assert!(filter.admits(&event(
+            EventType::SignalCreated,
+            "github",
+            Some("pr_merged")
+        )));
+        assert!(!filter.admits(&event(
+            EventType::SignalCreated,
+            "github",
+            Some("pr_opened")
+        )));
         assert!(!filter.admits(&event(EventType::SignalCreated, "slack", Some("pr_merged"))));
         assert!(!filter.admits(&event(EventType::ConnectionCreated, "github", None)));
         assert!(EndpointFilter::default().admits(&event(

@@ -86,7 +86,8 @@ impl Dispatcher {
             .claim_deliveries(self.owner, now, lease_until, BATCH)
             .await?;
         let attempted = claimed.len();
-        let outcomes = futures::future::join_all(claimed.into_iter().map(|d| self.attempt(d))).await;
+        let outcomes =
+            futures::future::join_all(claimed.into_iter().map(|d| self.attempt(d))).await;
         let mut delivered = 0;
         for outcome in outcomes {
             if outcome? {
@@ -155,24 +156,44 @@ impl Dispatcher {
             disable,
             failing_cutoff: now - FAILING_LIMIT,
         };
-        let retry = |retry_after: Option<Duration>| {
-            match schedule::next_attempt(delivery.attempts, retry_after, now) {
-                Some(at) => NextStep::RetryAt(at),
-                None => NextStep::GiveUp,
-            }
+        let retry = |retry_after: Option<Duration>| match schedule::next_attempt(
+            delivery.attempts,
+            retry_after,
+            now,
+        ) {
+            Some(at) => NextStep::RetryAt(at),
+            None => NextStep::GiveUp,
         };
         let (status_code, error, body, next, health) = match answer {
-            Ok(a) if (200..300).contains(&a.status) => {
-                (Some(a.status), None, Some(a.body), NextStep::Succeeded, HealthChange::Healthy)
-            }
+            Ok(a) if (200..300).contains(&a.status) => (
+                Some(a.status),
+                None,
+                Some(a.body),
+                NextStep::Succeeded,
+                HealthChange::Healthy,
+            ),
             Ok(a) if a.status == 410 => {
                 // Gone: the endpoint is disabled; the delivery waits for it to be enabled.
                 let reason = "the endpoint answered 410 Gone".to_string();
-                (Some(a.status), None, Some(a.body), retry(None), failing(Some(reason)))
+                (
+                    Some(a.status),
+                    None,
+                    Some(a.body),
+                    retry(None),
+                    failing(Some(reason)),
+                )
             }
             Ok(a) => {
-                let honoured = matches!(a.status, 429 | 503).then_some(a.retry_after).flatten();
-                (Some(a.status), None, Some(a.body), retry(honoured), failing(None))
+                let honoured = matches!(a.status, 429 | 503)
+                    .then_some(a.retry_after)
+                    .flatten();
+                (
+                    Some(a.status),
+                    None,
+                    Some(a.body),
+                    retry(honoured),
+                    failing(None),
+                )
             }
             Err(error) => (None, Some(error), None, retry(None), failing(None)),
         };
@@ -191,8 +212,16 @@ impl Dispatcher {
     }
 
     /// Signs and posts the event to the endpoint's URL.
-    async fn send(&self, endpoint: &Endpoint, event: &PushEvent, now: Timestamp) -> Result<Answer, String> {
-        let url = self.egress.check_url(&endpoint.url).map_err(|e| format!("url {e}"))?;
+    async fn send(
+        &self,
+        endpoint: &Endpoint,
+        event: &PushEvent,
+        now: Timestamp,
+    ) -> Result<Answer, String> {
+        let url = self
+            .egress
+            .check_url(&endpoint.url)
+            .map_err(|e| format!("url {e}"))?;
         let secrets = self.secrets(endpoint.id, endpoint, now).await?;
         let body = message_body(event, endpoint.include_payload);
         let id = event.id.to_string();
@@ -206,7 +235,8 @@ impl Dispatcher {
             ("webhook-timestamp", timestamp.to_string()),
             ("webhook-signature", signature),
         ] {
-            let value = HeaderValue::from_str(&value).map_err(|_| "unencodable header".to_string())?;
+            let value =
+                HeaderValue::from_str(&value).map_err(|_| "unencodable header".to_string())?;
             headers.insert(name, value);
         }
         self.post(&url, headers, body, now).await
@@ -242,8 +272,18 @@ impl Dispatcher {
     }
 
     /// Posts through a client bound to the one address checked for this attempt.
-    async fn post(&self, url: &Url, headers: HeaderMap, body: Vec<u8>, now: Timestamp) -> Result<Answer, String> {
-        let addr = self.egress.resolve(url).await.map_err(|e| format!("url {e}"))?;
+    async fn post(
+        &self,
+        url: &Url,
+        headers: HeaderMap,
+        body: Vec<u8>,
+        now: Timestamp,
+    ) -> Result<Answer, String> {
+        let addr = self
+            .egress
+            .resolve(url)
+            .await
+            .map_err(|e| format!("url {e}"))?;
         let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(self.timeout)

@@ -144,12 +144,27 @@ mod tests {
     fn inner_addresses_are_refused_and_global_ones_reached() {
         let p = policy(false, &[]);
         for inner in [
-            "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "0.0.0.0",
-            "100.64.0.1", "::1", "::", "fd00::1", "fe80::1", "::ffff:10.0.0.1", "224.0.0.1",
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "::1",
+            "::",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+            "224.0.0.1",
         ] {
             assert!(!p.permits(inner.parse().expect("ip")), "{inner}");
         }
-        for outer in ["93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946", "1.1.1.1"] {
+        for outer in [
+            "93.184.216.34",
+            "2606:2800:220:1:248:1893:25c8:1946",
+            "1.1.1.1",
+        ] {
             assert!(p.permits(outer.parse().expect("ip")), "{outer}");
         }
         assert!(policy(false, &["127.0.0.1"]).permits("127.0.0.1".parse().expect("ip")));
@@ -159,8 +174,14 @@ mod tests {
     fn urls_are_https_without_userinfo_unless_http_is_allowed() {
         let strict = policy(false, &[]);
         assert!(strict.check_url("https://core.example.com/hooks").is_ok());
-        assert_eq!(strict.check_url("http://core.example.com/hooks"), Err(EgressError::NotHttps));
-        assert_eq!(strict.check_url("ftp://core.example.com"), Err(EgressError::NotHttps));
+        assert_eq!(
+            strict.check_url("http://core.example.com/hooks"),
+            Err(EgressError::NotHttps)
+        );
+        assert_eq!(
+            strict.check_url("ftp://core.example.com"),
+            Err(EgressError::NotHttps)
+        );
         assert_eq!(strict.check_url("not a url"), Err(EgressError::NotHttps));
         assert_eq!(
             strict.check_url("https://user:pw@core.example.com/"),
@@ -176,7 +197,10 @@ mod tests {
             policy(true, &[]).resolve(&url).await,
             Err(EgressError::Forbidden("127.0.0.1".parse().expect("ip")))
         );
-        let allowed = policy(true, &["127.0.0.0/8"]).resolve(&url).await.expect("allowed");
+        let allowed = policy(true, &["127.0.0.0/8"])
+            .resolve(&url)
+            .await
+            .expect("allowed");
         assert_eq!(allowed, "127.0.0.1:8080".parse().expect("addr"));
     }
 }

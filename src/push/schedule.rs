@@ -77,7 +77,10 @@ mod tests {
         assert_eq!(seconds_after(now, asked), 120);
         let huge = next_attempt(1, Some(Duration::from_secs(u64::MAX)), now).expect("retry");
         assert_eq!(seconds_after(now, huge), 24 * 3600);
-        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
         assert_eq!(parse_retry_after("99999999999999999999", now), None);
         assert_eq!(parse_retry_after("soon", now), None);
         let date = (now + chrono::Duration::seconds(60)).to_rfc2822();

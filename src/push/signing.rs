@@ -32,7 +32,10 @@ impl SigningSecret {
     /// Reads `whsec_<base64>`.
     pub fn parse(text: &str) -> Option<Self> {
         let encoded = text.strip_prefix(PREFIX)?;
-        STANDARD.decode(encoded).ok().map(|b| Self(Zeroizing::new(b)))
+        STANDARD
+            .decode(encoded)
+            .ok()
+            .map(|b| Self(Zeroizing::new(b)))
     }
 
     /// The secret as Core stores it: `whsec_<base64>`.
@@ -74,7 +77,12 @@ fn aad(tenant: TenantId, endpoint: EndpointId) -> Aad {
 }
 
 /// The `webhook-signature` header: one signature per secret, space-separated.
-pub fn signature_header(secrets: &[SigningSecret], id: &str, timestamp: i64, body: &[u8]) -> String {
+pub fn signature_header(
+    secrets: &[SigningSecret],
+    id: &str,
+    timestamp: i64,
+    body: &[u8],
+) -> String {
     secrets
         .iter()
         .map(|s| s.sign(id, timestamp, body))

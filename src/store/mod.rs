@@ -29,10 +29,10 @@ pub use error::StoreError;
 pub use inbox::{EventCompletion, Inbox};
 pub use lock::ConnectionLock;
 pub use postgres::PostgresStore;
+pub use push::{AttemptRecord, HealthChange, NextStep, PushStore};
 pub use queue::{
     Enqueued, Finished, IfRunning, JobFinish, Lease, PageCommit, SyncCommit, SyncQueue,
 };
-pub use push::{AttemptRecord, HealthChange, NextStep, PushStore};
 pub use sqlite::SqliteStore;
 pub use subscriptions::{Recorded, SubscriptionStore};
 pub use wake::{WakeUp, WakeUps};
@@ -164,8 +164,7 @@ pub struct Readiness {
 /// The storage interface. Lists are keyset-paginated: connections ascend by
 /// `(created_at, id)`, signals and jobs descend by `(occurred_at, id)` and `(created_at, id)`.
 #[async_trait]
-pub trait Store:
-    Inbox + SyncQueue + SubscriptionStore + PushStore + Send + Sync + 'static {
+pub trait Store: Inbox + SyncQueue + SubscriptionStore + PushStore + Send + Sync + 'static {
     /// Which database this is.
     fn backend(&self) -> Backend;
 

@@ -43,7 +43,10 @@ async fn a_new_signal_is_delivered_signed_so_the_reference_verifier_accepts_it()
     assert_eq!(payload["data"]["kind"], "pr_merged");
     assert_eq!(payload["data"]["payload"]["number"], 1);
     let wrong = connectors::push::SigningSecret::generate().reveal();
-    assert!(verify(wrong.expose(), &messages[0]).is_err(), "another secret does not verify");
+    assert!(
+        verify(wrong.expose(), &messages[0]).is_err(),
+        "another secret does not verify"
+    );
     let (_, shown) = crate::push_support::get_as(
         &app,
         Some(t),
@@ -59,7 +62,12 @@ async fn without_include_payload_the_signal_arrives_without_its_payload() {
     let app = app().await;
     let receiver = accepting().await;
     let t = tenant();
-    crate::push_support::register(&app, Some(t), json!({ "url": format!("{}/hooks", receiver.uri()) })).await;
+    crate::push_support::register(
+        &app,
+        Some(t),
+        json!({ "url": format!("{}/hooks", receiver.uri()) }),
+    )
+    .await;
     let connection = app.connection(t, "github").await;
     app.signals(vec![signal(&connection, "pr_opened", 1)]).await;
     dispatcher(&app).0.drain(10).await.expect("drained");
@@ -93,7 +101,12 @@ async fn after_a_rotation_both_secrets_sign_until_the_overlap_ends() {
     app.signals(vec![signal(&connection, "pr_opened", 2)]).await;
     dispatcher.drain(10).await.expect("drained");
     let during = &received(&receiver).await[0];
-    assert_eq!(during.signature.split(' ').count(), 2, "{}", during.signature);
+    assert_eq!(
+        during.signature.split(' ').count(),
+        2,
+        "{}",
+        during.signature
+    );
     verify(&old, during).expect("the old secret still verifies");
     verify(&new, during).expect("the new secret verifies");
 
@@ -103,7 +116,10 @@ async fn after_a_rotation_both_secrets_sign_until_the_overlap_ends() {
     let after = &received(&receiver).await[1];
     assert_eq!(after.signature.split(' ').count(), 1, "{}", after.signature);
     verify(&new, after).expect("the new secret verifies");
-    assert!(verify(&old, after).is_err(), "the old secret no longer signs");
+    assert!(
+        verify(&old, after).is_err(),
+        "the old secret no longer signs"
+    );
 }
 
 #[tokio::test]
@@ -112,7 +128,10 @@ async fn a_failing_head_holds_back_its_own_connection_only() {
     let receiver = MockServer::start().await;
     let t = tenant();
     endpoint_to(&app, Some(t), &receiver).await;
-    let (first, second) = (app.connection(t, "github").await, app.connection(t, "github").await);
+    let (first, second) = (
+        app.connection(t, "github").await,
+        app.connection(t, "github").await,
+    );
     let [a1, a2, b1] = [
         signal(&first, "pr_opened", 3),
         signal(&first, "pr_merged", 2),
@@ -134,12 +153,18 @@ async fn a_failing_head_holds_back_its_own_connection_only() {
 
     dispatcher.drain(10).await.expect("drained");
     let ids = |messages: Vec<crate::push_support::Received>| -> Vec<String> {
-        messages.iter().map(|m| m.json()["data"]["id"].as_str().expect("id").to_string()).collect()
+        messages
+            .iter()
+            .map(|m| m.json()["data"]["id"].as_str().expect("id").to_string())
+            .collect()
     };
     let sent = ids(received(&receiver).await);
     assert_eq!(sent.len(), 2, "{sent:?}");
     assert!(sent.contains(&a1.id.to_string()) && sent.contains(&b1.id.to_string()));
-    assert!(!sent.contains(&a2.id.to_string()), "the second of the failing connection waits");
+    assert!(
+        !sent.contains(&a2.id.to_string()),
+        "the second of the failing connection waits"
+    );
 
     clock.advance(Duration::seconds(10));
     dispatcher.drain(10).await.expect("drained");
@@ -147,7 +172,10 @@ async fn a_failing_head_holds_back_its_own_connection_only() {
         .into_iter()
         .filter(|id| *id != b1.id.to_string())
         .collect();
-    assert_eq!(first_line, [a1.id.to_string(), a1.id.to_string(), a2.id.to_string()]);
+    assert_eq!(
+        first_line,
+        [a1.id.to_string(), a1.id.to_string(), a2.id.to_string()]
+    );
 }
 
 #[tokio::test]
@@ -157,15 +185,27 @@ async fn a_wide_endpoint_receives_every_tenants_events_and_a_tenants_only_its_ow
     let (t1, t2) = (tenant(), tenant());
     endpoint_to(&app, None, &wide).await;
     endpoint_to(&app, Some(t1), &own).await;
-    let (c1, c2) = (app.connection(t1, "github").await, app.connection(t2, "github").await);
-    app.signals(vec![signal(&c1, "pr_opened", 2), signal(&c2, "pr_opened", 1)]).await;
+    let (c1, c2) = (
+        app.connection(t1, "github").await,
+        app.connection(t2, "github").await,
+    );
+    app.signals(vec![
+        signal(&c1, "pr_opened", 2),
+        signal(&c2, "pr_opened", 1),
+    ])
+    .await;
 
     dispatcher(&app).0.drain(10).await.expect("drained");
 
     let tenants = |messages: Vec<crate::push_support::Received>| -> Vec<String> {
         let mut t: Vec<String> = messages
             .iter()
-            .map(|m| m.json()["data"]["tenant_id"].as_str().expect("tenant").to_string())
+            .map(|m| {
+                m.json()["data"]["tenant_id"]
+                    .as_str()
+                    .expect("tenant")
+                    .to_string()
+            })
             .collect();
         t.sort();
         t
@@ -185,19 +225,35 @@ async fn connection_status_changes_are_delivered_with_the_previous_status() {
     let connection = app.connection(t, "github").await;
     let store = app.store();
     store
-        .set_connection_status(t, connection.id, ConnectionStatus::NeedsReauth, Some("invalid_grant"), now())
+        .set_connection_status(
+            t,
+            connection.id,
+            ConnectionStatus::NeedsReauth,
+            Some("invalid_grant"),
+            now(),
+        )
         .await
         .expect("status set");
     // The same status again is no change, and is not reported.
     store
-        .set_connection_status(t, connection.id, ConnectionStatus::NeedsReauth, Some("invalid_grant"), now())
+        .set_connection_status(
+            t,
+            connection.id,
+            ConnectionStatus::NeedsReauth,
+            Some("invalid_grant"),
+            now(),
+        )
         .await
         .expect("status set");
-    store.revoke_connection(t, connection.id, now()).await.expect("revoked");
+    store
+        .revoke_connection(t, connection.id, now())
+        .await
+        .expect("revoked");
 
     dispatcher(&app).0.drain(10).await.expect("drained");
 
-    let bodies: Vec<serde_json::Value> = received(&receiver).await.iter().map(|m| m.json()).collect();
+    let bodies: Vec<serde_json::Value> =
+        received(&receiver).await.iter().map(|m| m.json()).collect();
     assert_eq!(bodies.len(), 2, "{bodies:?}");
     assert_eq!(bodies[0]["type"], "connection.status_changed");
     assert_eq!(bodies[0]["data"]["status"], "needs_reauth");
@@ -214,12 +270,19 @@ async fn a_replay_sends_the_same_events_again_with_the_same_ids() {
     let endpoint = endpoint_to(&app, Some(t), &receiver).await;
     let since = now() - Duration::minutes(1);
     let connection = app.connection(t, "github").await;
-    app.signals(vec![signal(&connection, "pr_opened", 2), signal(&connection, "pr_merged", 1)]).await;
+    app.signals(vec![
+        signal(&connection, "pr_opened", 2),
+        signal(&connection, "pr_merged", 1),
+    ])
+    .await;
     let (dispatcher, clock) = dispatcher(&app);
     dispatcher.drain(10).await.expect("drained");
 
     let response = app
-        .operator(Method::POST, &format!("/endpoints/{}/replay", endpoint["id"].as_str().expect("id")))
+        .operator(
+            Method::POST,
+            &format!("/endpoints/{}/replay", endpoint["id"].as_str().expect("id")),
+        )
         .header("X-Tenant-Id", t.to_string())
         .json(&json!({ "since": since.to_rfc3339() }))
         .send()
@@ -232,9 +295,17 @@ async fn a_replay_sends_the_same_events_again_with_the_same_ids() {
     clock.advance(Duration::seconds(5));
     dispatcher.drain(10).await.expect("drained");
 
-    let ids: Vec<String> = received(&receiver).await.iter().map(|m| m.id.clone()).collect();
+    let ids: Vec<String> = received(&receiver)
+        .await
+        .iter()
+        .map(|m| m.id.clone())
+        .collect();
     assert_eq!(ids.len(), 4);
-    assert_eq!(ids[..2], ids[2..], "the replay carries the same webhook-ids, in order");
+    assert_eq!(
+        ids[..2],
+        ids[2..],
+        "the replay carries the same webhook-ids, in order"
+    );
 }
 
 #[tokio::test]
@@ -254,7 +325,10 @@ async fn a_new_connection_and_a_failing_subscription_are_delivered_once_each() {
     let connected = crate::connect::connect_sandbox(&app, t).await;
     let connection = app
         .store()
-        .get_connection(t, connected["id"].as_str().expect("id").parse().expect("uuid"))
+        .get_connection(
+            t,
+            connected["id"].as_str().expect("id").parse().expect("uuid"),
+        )
         .await
         .expect("read")
         .expect("stored");
@@ -279,9 +353,17 @@ async fn a_new_connection_and_a_failing_subscription_are_delivered_once_each() {
 
     dispatcher(&app).0.drain(10).await.expect("drained");
 
-    let bodies: Vec<serde_json::Value> = received(&receiver).await.iter().map(|m| m.json()).collect();
-    let types: Vec<&str> = bodies.iter().map(|b| b["type"].as_str().expect("type")).collect();
-    assert_eq!(types, ["connection.created", "subscription.failed"], "{bodies:?}");
+    let bodies: Vec<serde_json::Value> =
+        received(&receiver).await.iter().map(|m| m.json()).collect();
+    let types: Vec<&str> = bodies
+        .iter()
+        .map(|b| b["type"].as_str().expect("type"))
+        .collect();
+    assert_eq!(
+        types,
+        ["connection.created", "subscription.failed"],
+        "{bodies:?}"
+    );
     assert_eq!(bodies[0]["data"]["connection_id"], connected["id"]);
     assert_eq!(bodies[1]["data"]["resource"], "feed");
     assert_eq!(bodies[1]["data"]["error"], "the provider refused");
@@ -305,7 +387,10 @@ async fn deliveries_are_counted_in_the_metrics() {
         .text()
         .await
         .expect("text");
-    assert!(text.contains("push_deliveries_total{outcome=\"succeeded\"}"), "{text}");
+    assert!(
+        text.contains("push_deliveries_total{outcome=\"succeeded\"}"),
+        "{text}"
+    );
     assert!(text.contains("push_delivery_lag_seconds_bucket"));
     assert!(text.contains("push_endpoint_backlog{endpoint="));
 }

@@ -33,7 +33,10 @@ async fn a_registered_endpoint_shows_its_secret_once_and_is_listed_and_read_back
 
     let (status, one) = get_as(&app, Some(t), &format!("/endpoints/{id}")).await;
     assert_eq!(status, 200);
-    assert!(one.get("secret").is_none(), "the secret is shown only at creation");
+    assert!(
+        one.get("secret").is_none(),
+        "the secret is shown only at creation"
+    );
     assert_eq!(one["backlog"], 0);
     assert_eq!(one["description"], "Core");
     let (_, list) = get_as(&app, Some(t), "/endpoints").await;
@@ -98,7 +101,10 @@ async fn bad_urls_and_unknown_filters_are_refused_naming_each_field() {
     )
     .await;
     for field in ["url", "event_types", "filter.providers", "filter.kinds"] {
-        assert!(problem["details"][field].is_string(), "{field} in {problem}");
+        assert!(
+            problem["details"][field].is_string(),
+            "{field} in {problem}"
+        );
     }
     for url in [
         "https://user:secret@core.example.com/hooks",
@@ -186,5 +192,10 @@ async fn rotating_answers_a_new_secret_and_the_overlap() {
     .expect("RFC 3339");
     let hours = (until.with_timezone(&chrono::Utc) - connectors::domain::now()).num_minutes();
     assert!((23 * 60..=24 * 60).contains(&hours), "{hours} minutes");
-    assert_problem(rotate(tenant()).send().await.expect("sent"), 404, "NOT_FOUND").await;
+    assert_problem(
+        rotate(tenant()).send().await.expect("sent"),
+        404,
+        "NOT_FOUND",
+    )
+    .await;
 }

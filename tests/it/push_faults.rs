@@ -40,7 +40,9 @@ async fn gone_disables_the_endpoint_and_keeps_its_delivery_waiting() {
     assert_eq!(received(&receiver).await.len(), 1);
     let (_, shown) = get_as(&app, Some(t), &path).await;
     assert_eq!(shown["status"], "disabled", "{shown}");
-    assert!(shown["disabled_reason"].as_str().is_some_and(|r| r.contains("410")));
+    assert!(shown["disabled_reason"]
+        .as_str()
+        .is_some_and(|r| r.contains("410")));
     assert_eq!(shown["last_failure"]["status_code"], 410);
     assert_eq!(shown["backlog"], 1);
     let (_, deliveries) = get_as(&app, Some(t), &format!("{path}/deliveries")).await;
@@ -83,7 +85,11 @@ async fn retry_after_is_honoured_before_the_next_attempt() {
     assert_eq!(first["deliveries"][0]["status_code"], 503);
     assert_eq!(first["deliveries"][0]["response_body"], "busy");
     clock.advance(Duration::seconds(60));
-    assert_eq!(dispatcher.drain(10).await.expect("drained").attempted, 0, "not before 120 s");
+    assert_eq!(
+        dispatcher.drain(10).await.expect("drained").attempted,
+        0,
+        "not before 120 s"
+    );
     clock.advance(Duration::seconds(61));
     assert_eq!(dispatcher.drain(10).await.expect("drained").delivered, 1);
     let (_, done) = get_as(&app, Some(t), &deliveries_path).await;
@@ -107,7 +113,10 @@ async fn an_address_outside_the_allowed_ranges_is_refused_at_delivery() {
         .await
         .expect("drained");
 
-    assert!(received(&receiver).await.is_empty(), "nothing reached the receiver");
+    assert!(
+        received(&receiver).await.is_empty(),
+        "nothing reached the receiver"
+    );
     let (_, shown) = get_as(
         &app,
         Some(t),
@@ -147,22 +156,37 @@ async fn a_dispatcher_stopped_mid_attempt_loses_nothing_and_the_retry_keeps_the_
         }
         tokio::time::sleep(StdDuration::from_millis(25)).await;
     }
-    assert_eq!(received(&receiver).await.len(), 1, "the first attempt reached the receiver");
+    assert_eq!(
+        received(&receiver).await.len(),
+        1,
+        "the first attempt reached the receiver"
+    );
     running.abort();
     let _ = running.await;
 
     let (second, clock) = dispatcher(&app);
-    assert_eq!(second.drain(10).await.expect("drained").attempted, 0, "the lease still holds");
+    assert_eq!(
+        second.drain(10).await.expect("drained").attempted,
+        0,
+        "the lease still holds"
+    );
     clock.advance(Duration::seconds(61));
     assert_eq!(second.drain(10).await.expect("drained").delivered, 1);
 
-    let ids: Vec<String> = received(&receiver).await.iter().map(|m| m.id.clone()).collect();
+    let ids: Vec<String> = received(&receiver)
+        .await
+        .iter()
+        .map(|m| m.id.clone())
+        .collect();
     assert_eq!(ids.len(), 2);
     assert_eq!(ids[0], ids[1], "the retry carries the same webhook-id");
     let (_, deliveries) = get_as(
         &app,
         Some(t),
-        &format!("/endpoints/{}/deliveries", endpoint["id"].as_str().expect("id")),
+        &format!(
+            "/endpoints/{}/deliveries",
+            endpoint["id"].as_str().expect("id")
+        ),
     )
     .await;
     assert_eq!(deliveries["deliveries"][0]["status"], "succeeded");
@@ -175,8 +199,11 @@ async fn a_delivery_fails_after_the_last_attempt_and_the_next_one_goes() {
     let t = tenant();
     let endpoint = endpoint_to(&app, Some(t), &receiver).await;
     let connection = app.connection(t, "github").await;
-    app.signals(vec![signal(&connection, "pr_opened", 2), signal(&connection, "pr_merged", 1)])
-        .await;
+    app.signals(vec![
+        signal(&connection, "pr_opened", 2),
+        signal(&connection, "pr_merged", 1),
+    ])
+    .await;
     let (dispatcher, clock) = dispatcher(&app);
 
     for _ in 0..8 {
@@ -189,12 +216,22 @@ async fn a_delivery_fails_after_the_last_attempt_and_the_next_one_goes() {
         .iter()
         .map(|m| m.json()["data"]["kind"].as_str().expect("kind").to_string())
         .collect();
-    assert_eq!(kinds.iter().filter(|k| *k == "pr_opened").count(), 8, "{kinds:?}");
-    assert!(kinds.contains(&"pr_merged".to_string()), "the next one went after the give-up");
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "pr_opened").count(),
+        8,
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.contains(&"pr_merged".to_string()),
+        "the next one went after the give-up"
+    );
     let (_, deliveries) = get_as(
         &app,
         Some(t),
-        &format!("/endpoints/{}/deliveries", endpoint["id"].as_str().expect("id")),
+        &format!(
+            "/endpoints/{}/deliveries",
+            endpoint["id"].as_str().expect("id")
+        ),
     )
     .await;
     let statuses: Vec<serde_json::Value> = deliveries["deliveries"]
@@ -219,12 +256,18 @@ async fn an_endpoint_failing_for_five_days_is_disabled() {
     dispatcher.drain(10).await.expect("drained");
     clock.advance(Duration::days(4));
     dispatcher.drain(10).await.expect("drained");
-    assert_eq!(get_as(&app, Some(t), &path).await.1["status"], "active", "four days");
+    assert_eq!(
+        get_as(&app, Some(t), &path).await.1["status"],
+        "active",
+        "four days"
+    );
 
     clock.advance(Duration::days(1) + Duration::minutes(1));
     dispatcher.drain(10).await.expect("drained");
 
     let (_, shown) = get_as(&app, Some(t), &path).await;
     assert_eq!(shown["status"], "disabled", "{shown}");
-    assert!(shown["disabled_reason"].as_str().is_some_and(|r| r.contains("5 days")));
+    assert!(shown["disabled_reason"]
+        .as_str()
+        .is_some_and(|r| r.contains("5 days")));
 }

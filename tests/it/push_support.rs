@@ -43,7 +43,12 @@ pub async fn register(app: &TestApp, tenant: Option<TenantId>, body: Value) -> V
 
 /// Registers an endpoint for `tenant` posting to the receiver's `/hooks`.
 pub async fn endpoint_to(app: &TestApp, tenant: Option<TenantId>, receiver: &MockServer) -> Value {
-    register(app, tenant, json!({ "url": format!("{}/hooks", receiver.uri()), "include_payload": true })).await
+    register(
+        app,
+        tenant,
+        json!({ "url": format!("{}/hooks", receiver.uri()), "include_payload": true }),
+    )
+    .await
 }
 
 /// A dispatcher of `app` on a clock standing at now.
@@ -97,7 +102,9 @@ pub async fn received(receiver: &MockServer) -> Vec<Received> {
 pub fn verify(secret: &str, message: &Received) -> Result<Value, String> {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/push");
     assert!(
-        std::path::Path::new(dir).join("node_modules/standardwebhooks").exists(),
+        std::path::Path::new(dir)
+            .join("node_modules/standardwebhooks")
+            .exists(),
         "the verifier is not installed: run npm ci --prefix tests/push"
     );
     let mut child = Command::new("node")

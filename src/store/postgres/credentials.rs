@@ -9,8 +9,8 @@ use uuid::Uuid;
 
 use super::connections::{decode, COLUMNS};
 use crate::domain::{
-    NewPushEvent,     Connection, ConnectionId, ConnectionStatus, ConnectionUpsert, SealedField, SealedTokens,
-    SealedValue, TenantId, Timestamp,
+    Connection, ConnectionId, ConnectionStatus, ConnectionUpsert, NewPushEvent, SealedField,
+    SealedTokens, SealedValue, TenantId, Timestamp,
 };
 use crate::store::{sealed_location, ConnectionLock, StoreError};
 
@@ -39,7 +39,11 @@ pub(super) async fn upsert(
     let previous = status_where(
         &mut tx,
         "tenant_id = $1 AND provider = $2 AND external_account_id = $3",
-        (u.tenant_id, Some(u.provider.as_str()), Some(u.external_account_id.as_str())),
+        (
+            u.tenant_id,
+            Some(u.provider.as_str()),
+            Some(u.external_account_id.as_str()),
+        ),
     )
     .await?;
     // A provider that sends no new refresh token on reconnect keeps the one we hold.

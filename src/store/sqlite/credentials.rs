@@ -7,8 +7,8 @@ use uuid::Uuid;
 use super::connections::{decode, COLUMNS};
 use super::opt_time;
 use crate::domain::{
-    NewPushEvent,     to_micros, Connection, ConnectionId, ConnectionStatus, ConnectionUpsert, SealedField,
-    SealedTokens, SealedValue, TenantId, Timestamp,
+    to_micros, Connection, ConnectionId, ConnectionStatus, ConnectionUpsert, NewPushEvent,
+    SealedField, SealedTokens, SealedValue, TenantId, Timestamp,
 };
 use crate::store::{sealed_location, ConnectionLock, StoreError};
 
@@ -37,7 +37,11 @@ pub(super) async fn upsert(
     let previous = status_where(
         &mut tx,
         "tenant_id = ? AND provider = ? AND external_account_id = ?",
-        (u.tenant_id, Some(u.provider.as_str()), Some(u.external_account_id.as_str())),
+        (
+            u.tenant_id,
+            Some(u.provider.as_str()),
+            Some(u.external_account_id.as_str()),
+        ),
     )
     .await?;
     let scopes = serde_json::to_string(&u.scopes).map_err(|e| StoreError::corrupt("scopes", e))?;
@@ -369,13 +373,12 @@ async fn by_id(
     tenant: TenantId,
     id: ConnectionId,
 ) -> Result<Option<ConnectionStatus>, StoreError> {
-    let status: Option<String> = sqlx::query_scalar(
-        "SELECT status FROM connections WHERE tenant_id = ? AND id = ?",
-    )
-    .bind(tenant.0)
-    .bind(id.0)
-    .fetch_optional(&mut *conn)
-    .await?;
+    let status: Option<String> =
+        sqlx::query_scalar("SELECT status FROM connections WHERE tenant_id = ? AND id = ?")
+            .bind(tenant.0)
+            .bind(id.0)
+            .fetch_optional(&mut *conn)
+            .await?;
     parse_status(status)
 }
 

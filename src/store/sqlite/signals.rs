@@ -59,8 +59,12 @@ pub(super) async fn insert_in(
                 .push_bind(payload);
         });
         q.push(" ON CONFLICT (connection_id, dedupe_key) DO NOTHING RETURNING id");
-        let new_ids: std::collections::HashSet<Uuid> =
-            q.build_query_scalar().fetch_all(&mut *conn).await?.into_iter().collect();
+        let new_ids: std::collections::HashSet<Uuid> = q
+            .build_query_scalar()
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .collect();
         inserted += new_ids.len() as u64;
         // Each new signal is reported to push endpoints, in this same transaction.
         let now = crate::domain::now();

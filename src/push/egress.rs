@@ -11,6 +11,9 @@ use url::Url;
 
 use crate::config::{AddressRange, PushSettings};
 
+/// The longest a host's resolution may take.
+const RESOLVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The rules deliveries follow.
 #[derive(Clone, Debug)]
 pub struct EgressPolicy {
@@ -63,8 +66,10 @@ impl EgressPolicy {
         let host = url.host_str().ok_or(EgressError::NotHttps)?;
         let port = url.port_or_known_default().ok_or(EgressError::NotHttps)?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+        let lookup = tokio::net::lookup_host((host, port));
+        let addrs: Vec<SocketAddr> = tokio::time::timeout(RESOLVE_TIMEOUT, lookup)
             .await
+            .map_err(|_| EgressError::Unresolved("timed out".into()))?
             .map_err(|e| EgressError::Unresolved(e.kind().to_string()))?
             .collect();
         let first = addrs

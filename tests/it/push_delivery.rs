@@ -394,3 +394,76 @@ async fn deliveries_are_counted_in_the_metrics() {
     assert!(text.contains("push_delivery_lag_seconds_bucket"));
     assert!(text.contains("push_endpoint_backlog{endpoint="));
 }
+
+/// Writes a `connection.status_changed` event marked `late` for `connection` on `conn`.
+async fn insert_marker<'c, E>(conn: E, connection: &connectors::domain::Connection)
+where
+    E: sqlx::Executor<'c>,
+    for<'q> <E::Database as sqlx::Database>::Arguments<'q>: sqlx::IntoArguments<'q, E::Database>,
+    uuid::Uuid: for<'q> sqlx::Encode<'q, E::Database> + sqlx::Type<E::Database>,
+    String: for<'q> sqlx::Encode<'q, E::Database> + sqlx::Type<E::Database>,
+    i64: for<'q> sqlx::Encode<'q, E::Database> + sqlx::Type<E::Database>,
+{
+    sqlx::query(
+        "INSERT INTO push_events (id, tenant_id, connection_id, provider, event_type, data, \
+         created_at) VALUES ($1, $2, $3, $4, 'connection.status_changed', $5, $6)",
+    )
+    .bind(uuid::Uuid::new_v4())
+    .bind(connection.tenant_id.0)
+    .bind(connection.id.0)
+    .bind(connection.provider.clone())
+    .bind(json!({ "marker": "late" }).to_string())
+    .bind(now().timestamp_micros())
+    .execute(conn)
+    .await
+    .expect("event inserted");
+}
+
+#[tokio::test]
+async fn an_event_committed_late_is_delivered_after_those_committed_before_it() {
+    let app = app().await;
+    let receiver = accepting().await;
+    let t = tenant();
+    endpoint_to(&app, Some(t), &receiver).await;
+    let connection = app.connection(t, "github").await;
+    let earlier = signal(&connection, "pr_opened", 1);
+    let (dispatcher, clock) = dispatcher(&app);
+
+    if app.database_url.starts_with("postgres") {
+        // Another instance's transaction inserts first (its row is older) but commits last,
+        // after the sequencer has numbered what was committed.
+        use sqlx::Connection as _;
+        let mut other = sqlx::PgConnection::connect(&app.database_url)
+            .await
+            .expect("connected");
+        let mut tx = other.begin().await.expect("begun");
+        insert_marker(&mut *tx, &connection).await;
+        app.signals(vec![earlier.clone()]).await;
+        app.store()
+            .sequence_and_fan_out(100, now())
+            .await
+            .expect("sequenced");
+        tx.commit().await.expect("committed");
+    } else {
+        // SQLite has one writer at a time: a later commit is always a later insert.
+        app.signals(vec![earlier.clone()]).await;
+        let mut other = sqlx::SqliteConnection::connect(&app.database_url)
+            .await
+            .expect("connected");
+        use sqlx::Connection as _;
+        insert_marker(&mut other, &connection).await;
+    }
+    // What was fanned out above is due at the real time, a moment after the test's clock.
+    clock.advance(Duration::seconds(5));
+    dispatcher.drain(10).await.expect("drained");
+
+    let bodies: Vec<serde_json::Value> =
+        received(&receiver).await.iter().map(|m| m.json()).collect();
+    assert_eq!(bodies.len(), 2, "{bodies:?}");
+    assert_eq!(
+        bodies[0]["data"]["id"],
+        earlier.id.to_string(),
+        "commit order first"
+    );
+    assert_eq!(bodies[1]["data"]["marker"], "late");
+}

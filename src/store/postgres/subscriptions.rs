@@ -214,24 +214,17 @@ async fn note_error(
     pool: &PgPool,
     id: SubscriptionId,
     error: &str,
-    retry_at: Option<Timestamp>,
     now: Timestamp,
 ) -> Result<(), StoreError> {
-    let sql = match retry_at {
-        Some(_) => {
-            "UPDATE subscriptions SET status = 'failed', last_error = $1, updated_at = $2, \
-             renew_at = $3 WHERE id = $4 AND status <> 'closed'"
-        }
-        None => {
-            "UPDATE subscriptions SET last_error = $1, updated_at = $2 \
-             WHERE id = $3 AND status <> 'closed'"
-        }
-    };
-    let mut query = sqlx::query(sql).bind(error).bind(now);
-    if let Some(at) = retry_at {
-        query = query.bind(at);
-    }
-    query.bind(id.0).execute(pool).await?;
+    sqlx::query(
+        "UPDATE subscriptions SET last_error = $1, updated_at = $2 \
+         WHERE id = $3 AND status <> 'closed'",
+    )
+    .bind(error)
+    .bind(now)
+    .bind(id.0)
+    .execute(pool)
+    .await?;
     Ok(())
 }
 
@@ -327,7 +320,7 @@ impl SubscriptionStore for PostgresStore {
         error: &str,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        note_error(&self.pool, id, error, None, now).await
+        note_error(&self.pool, id, error, now).await
     }
 
     async fn fail_subscription(

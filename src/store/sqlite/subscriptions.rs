@@ -220,24 +220,17 @@ async fn note_error(
     pool: &SqlitePool,
     id: SubscriptionId,
     error: &str,
-    retry_at: Option<Timestamp>,
     now: Timestamp,
 ) -> Result<(), StoreError> {
-    let sql = match retry_at {
-        Some(_) => {
-            "UPDATE subscriptions SET status = 'failed', last_error = ?, updated_at = ?, \
-             renew_at = ? WHERE id = ? AND status <> 'closed'"
-        }
-        None => {
-            "UPDATE subscriptions SET last_error = ?, updated_at = ? \
-             WHERE id = ? AND status <> 'closed'"
-        }
-    };
-    let mut query = sqlx::query(sql).bind(error).bind(to_micros(&now));
-    if let Some(at) = retry_at {
-        query = query.bind(to_micros(&at));
-    }
-    query.bind(id.0).execute(pool).await?;
+    sqlx::query(
+        "UPDATE subscriptions SET last_error = ?, updated_at = ? \
+         WHERE id = ? AND status <> 'closed'",
+    )
+    .bind(error)
+    .bind(to_micros(&now))
+    .bind(id.0)
+    .execute(pool)
+    .await?;
     Ok(())
 }
 
@@ -333,7 +326,7 @@ impl SubscriptionStore for SqliteStore {
         error: &str,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        note_error(&self.pool, id, error, None, now).await
+        note_error(&self.pool, id, error, now).await
     }
 
     async fn fail_subscription(

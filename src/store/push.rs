@@ -142,4 +142,8 @@ pub trait PushStore: Send + Sync {
         limit: u32,
         now: Timestamp,
     ) -> Result<u64, StoreError>;
+
+    /// Deletes deliveries that ended before `before`, and events older than it that no
+    /// delivery refers to any more; returns how many of each.
+    async fn purge_push(&self, before: Timestamp) -> Result<(u64, u64), StoreError>;
 }

@@ -271,3 +271,52 @@ async fn an_endpoint_failing_for_five_days_is_disabled() {
         .as_str()
         .is_some_and(|r| r.contains("5 days")));
 }
+
+#[tokio::test]
+async fn retention_removes_ended_deliveries_and_their_events_and_keeps_what_waits() {
+    let app = app().await;
+    let (ok, gone) = (
+        answering(ResponseTemplate::new(200)).await,
+        answering(ResponseTemplate::new(410)).await,
+    );
+    let (t, u) = (tenant(), tenant());
+    endpoint_to(&app, Some(t), &ok).await;
+    endpoint_to(&app, Some(u), &gone).await;
+    let (delivered, waiting) = (
+        app.connection(t, "github").await,
+        app.connection(u, "github").await,
+    );
+    app.signals(vec![
+        signal(&delivered, "pr_opened", 2),
+        signal(&waiting, "pr_opened", 1),
+    ])
+    .await;
+    dispatcher(&app).0.drain(10).await.expect("drained");
+
+    let later = connectors::domain::now() + Duration::days(8);
+    let purged = connectors::ingest::retention::run_once(&app.state, later)
+        .await
+        .expect("retention");
+
+    assert_eq!(purged.push_deliveries, 1, "{purged:?}");
+    assert_eq!(purged.push_events, 1, "{purged:?}");
+    let backlog = app
+        .store()
+        .list_endpoints(
+            u,
+            connectors::store::PageRequest {
+                after: None,
+                fetch: 10,
+            },
+        )
+        .await
+        .expect("listed");
+    assert_eq!(
+        app.store()
+            .endpoint_backlog(backlog[0].id)
+            .await
+            .expect("backlog"),
+        1,
+        "the delivery waiting for a disabled endpoint stays"
+    );
+}

@@ -587,6 +587,26 @@ macro_rules! push_store {
                     tx.commit().await?;
                     Ok(created)
                 }
+
+                async fn purge_push(&self, before: Timestamp) -> Result<(u64, u64), StoreError> {
+                    let before = to_micros(&before);
+                    let deliveries = sqlx::query(
+                        "DELETE FROM push_deliveries WHERE status <> 'pending' AND updated_at < $1",
+                    )
+                    .bind(before)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+                    let events = sqlx::query(
+                        "DELETE FROM push_events WHERE fanned_out AND created_at < $1 \
+                         AND NOT EXISTS (SELECT 1 FROM push_deliveries d WHERE d.event_id = push_events.id)",
+                    )
+                    .bind(before)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+                    Ok((deliveries, events))
+                }
             }
 
             async fn insert_delivery(

@@ -199,3 +199,14 @@ async fn rotating_answers_a_new_secret_and_the_overlap() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn the_configuration_summary_shows_the_push_rules() {
+    let app = app().await;
+    let (status, body) = get_as(&app, None, "/config/summary").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body["push"],
+        json!({ "allow_http": true, "allowed_addresses": ["127.0.0.1/32"], "secret_overlap_secs": 86_400 })
+    );
+}

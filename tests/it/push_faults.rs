@@ -49,6 +49,45 @@ async fn gone_disables_the_endpoint_and_keeps_its_delivery_waiting() {
     assert_eq!(deliveries["deliveries"][0]["status"], "pending");
     assert_eq!(deliveries["deliveries"][0]["status_code"], 410);
     assert_eq!(deliveries["deliveries"][0]["attempt"], 1);
+
+    // Enabled again once the receiver is back, it resumes where it stopped.
+    receiver.reset().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&receiver)
+        .await;
+    let enabled = app
+        .operator(reqwest::Method::PATCH, &path)
+        .header("X-Tenant-Id", t.to_string())
+        .json(&json!({ "status": "active" }))
+        .send()
+        .await
+        .expect("sent");
+    let (status, body) = crate::helpers::json(enabled).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "active");
+    assert_eq!(body["disabled_reason"], serde_json::Value::Null);
+    assert_eq!(dispatcher.drain(10).await.expect("drained").delivered, 1);
+}
+
+#[tokio::test]
+async fn purging_a_connection_drops_what_would_still_be_sent_about_it() {
+    let app = app().await;
+    let receiver = answering(ResponseTemplate::new(410)).await;
+    let t = tenant();
+    let endpoint = endpoint_to(&app, Some(t), &receiver).await;
+    let path = format!("/endpoints/{}", endpoint["id"].as_str().expect("id"));
+    let connection = app.connection(t, "github").await;
+    app.signals(vec![signal(&connection, "pr_opened", 1)]).await;
+    dispatcher(&app).0.drain(10).await.expect("drained");
+    assert_eq!(get_as(&app, Some(t), &path).await.1["backlog"], 1);
+
+    app.store()
+        .delete_connection(t, connection.id)
+        .await
+        .expect("purged");
+
+    assert_eq!(get_as(&app, Some(t), &path).await.1["backlog"], 0);
 }
 
 #[tokio::test]

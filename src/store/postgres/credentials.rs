@@ -217,6 +217,12 @@ pub(super) async fn delete(
     // The raw deliveries routed to it first (deleting the connection would unlink them), so
     // a purge keeps none of the tenant's provider data; then the connection, with its signals
     // and jobs.
+    // Its push events too, with their deliveries: nothing about it is sent after a purge.
+    sqlx::query("DELETE FROM push_events WHERE tenant_id = $1 AND connection_id = $2")
+        .bind(tenant.0)
+        .bind(id.0)
+        .execute(&mut *tx)
+        .await?;
     sqlx::query("DELETE FROM webhook_events WHERE tenant_id = $1 AND connection_id = $2")
         .bind(tenant.0)
         .bind(id.0)

@@ -337,7 +337,9 @@ macro_rules! push_store {
                     let sql = format!(
                         "UPDATE push_endpoints SET url = $1, description = $2, event_types = $3, \
                          providers = $4, kinds = $5, include_payload = $6, status = $7, \
-                         disabled_reason = CASE WHEN $8 THEN NULL ELSE disabled_reason END, \
+                         disabled_reason = CASE WHEN $8 THEN NULL \
+                         WHEN $7 = 'disabled' AND status = 'active' THEN 'disabled by request' \
+                         ELSE disabled_reason END, \
                          failing_since = CASE WHEN $8 THEN NULL ELSE failing_since END, \
                          updated_at = $9 WHERE id = $10 RETURNING {ENDPOINT_COLUMNS}"
                     );

@@ -8,25 +8,19 @@ use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Map;
 use utoipa::{IntoParams, ToSchema};
 
+pub(super) use super::endpoint_input::parse_body;
+use super::endpoint_input::{check_description, check_url, finish, parse_filter};
 use super::errors::{ItemErrors, ListErrors};
-use crate::domain::{
-    Endpoint, EndpointFilter, EndpointId, EndpointPatch, EndpointStatus, EventType, NewEndpoint,
-    SignalKind, TenantId,
-};
+use crate::domain::{Endpoint, EndpointId, EndpointPatch, EndpointStatus, NewEndpoint, TenantId};
 use crate::http::auth::{tenant_header, TENANT_HEADER};
 use crate::http::cursor::CursorScope;
 use crate::http::query::QueryParams;
 use crate::http::{ApiError, AppState, ErrorCode, IdPath, Operator};
-use crate::push::{EgressError, EgressPolicy, SigningSecret};
+use crate::push::{EgressPolicy, SigningSecret};
 use crate::store::PageKey;
-
-/// The longest URL accepted.
-const MAX_URL_LEN: usize = 2048;
-/// The longest description accepted, in characters.
-const MAX_DESCRIPTION_CHARS: usize = 500;
 
 /// Who manages an endpoint: a tenant (`X-Tenant-Id`), or the operator for every tenant
 /// ([`TenantId::NONE`]).
@@ -62,9 +56,9 @@ pub struct ScopeHeader {
 #[serde(deny_unknown_fields)]
 pub struct FilterBody {
     /// Only events of these providers (slugs from `GET /providers`).
-    providers: Option<Vec<String>>,
+    pub(super) providers: Option<Vec<String>>,
     /// Only signals of these kinds (kinds from `GET /providers`); other events pass.
-    kinds: Option<Vec<String>>,
+    pub(super) kinds: Option<Vec<String>>,
 }
 
 /// A new endpoint.
@@ -149,7 +143,6 @@ pub struct EndpointView {
 
 impl From<Endpoint> for EndpointView {
     fn from(e: Endpoint) -> Self {
-        let strings = |v: Option<Vec<String>>| v;
         Self {
             id: e.id,
             tenant_id: (e.tenant_id != TenantId::NONE).then_some(e.tenant_id.0),
@@ -160,8 +153,8 @@ impl From<Endpoint> for EndpointView {
                 .event_types
                 .map(|t| t.iter().map(|t| t.as_str().to_string()).collect()),
             filter: FilterBody {
-                providers: strings(e.filter.providers),
-                kinds: strings(e.filter.kinds),
+                providers: e.filter.providers,
+                kinds: e.filter.kinds,
             },
             include_payload: e.include_payload,
             status: e.status,
@@ -207,97 +200,6 @@ pub struct RotatedSecret {
     secret: String,
     /// Until when the previous secret keeps signing beside it.
     previous_secret_expires_at: DateTime<Utc>,
-}
-
-/// Parses a JSON body, naming `body` when it is not the expected object.
-pub(super) fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::invalid_field("body", format!("must be a JSON object: {e}")))
-}
-
-/// Checks the URL's form and that its host resolves to an address deliveries may reach.
-async fn check_url(policy: &EgressPolicy, url: &str, errors: &mut Map<String, Value>) {
-    if url.len() > MAX_URL_LEN {
-        errors.insert(
-            "url".into(),
-            format!("must be at most {MAX_URL_LEN} bytes").into(),
-        );
-        return;
-    }
-    let checked = match policy.check_url(url) {
-        Ok(parsed) => policy.resolve(&parsed).await.map(|_| ()),
-        Err(e) => Err(e),
-    };
-    if let Err(e) = checked {
-        let problem = match e {
-            EgressError::NotHttps if policy_allows_http(policy) => {
-                "must be an absolute http or https URL".to_string()
-            }
-            other => other.to_string(),
-        };
-        errors.insert("url".into(), problem.into());
-    }
-}
-
-fn policy_allows_http(policy: &EgressPolicy) -> bool {
-    policy.check_url("http://localhost/").is_ok()
-}
-
-/// Parses the filter members, recording every problem under its field's name.
-fn parse_filter(
-    state: &AppState,
-    event_types: Option<Vec<String>>,
-    filter: Option<FilterBody>,
-    errors: &mut Map<String, Value>,
-) -> EndpointFilter {
-    let filter = filter.unwrap_or_default();
-    let registry = &state.registry;
-    let mut parse = |field: &str, items: Option<Vec<String>>, ok: &dyn Fn(&str) -> bool| {
-        let items = items?;
-        if items.is_empty() {
-            errors.insert(
-                field.into(),
-                "must list at least one value (leave it out for all)".into(),
-            );
-        } else if let Some(bad) = items.iter().find(|i| !ok(i)) {
-            errors.insert(field.into(), format!("{bad:?} is not known").into());
-        }
-        Some(items)
-    };
-    let types = parse("event_types", event_types, &|t| {
-        t.parse::<EventType>().is_ok()
-    });
-    let providers = parse("filter.providers", filter.providers, &|p| {
-        registry.parse(p).is_some()
-    });
-    let kinds = parse("filter.kinds", filter.kinds, &|k| {
-        SignalKind::parse(k).is_ok_and(|k| registry.knows_kind(&k))
-    });
-    EndpointFilter {
-        event_types: types.map(|t| t.iter().filter_map(|t| t.parse().ok()).collect()),
-        providers,
-        kinds,
-    }
-}
-
-fn check_description(description: &Option<String>, errors: &mut Map<String, Value>) {
-    if description
-        .as_ref()
-        .is_some_and(|d| d.chars().count() > MAX_DESCRIPTION_CHARS)
-    {
-        errors.insert(
-            "description".into(),
-            format!("must be at most {MAX_DESCRIPTION_CHARS} characters").into(),
-        );
-    }
-}
-
-fn finish(errors: Map<String, Value>) -> Result<(), ApiError> {
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::validation(errors))
-    }
 }
 
 fn not_found() -> ApiError {

@@ -5,6 +5,7 @@
 mod config;
 mod connect;
 mod connections;
+mod endpoint_input;
 mod endpoints;
 mod errors;
 mod jobs;

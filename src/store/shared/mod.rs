@@ -7,6 +7,7 @@
 
 pub(crate) mod inbox;
 pub(crate) mod push;
+pub(crate) mod push_rows;
 pub(crate) mod queue;
 
 use async_trait::async_trait;

@@ -109,6 +109,10 @@ impl App {
                 crate::ingest::relay_wake_ups(s.clone())
             }));
             let s = services.clone();
+            background.push(supervise(&services, "push", move || {
+                crate::push::run(s.clone())
+            }));
+            let s = services.clone();
             background.push(supervise(&services, "retention", move || {
                 crate::ingest::retention::run(s.clone())
             }));

@@ -17,6 +17,7 @@ pub mod keys;
 pub mod oauth;
 pub mod openapi;
 pub mod providers;
+pub mod push;
 pub mod services;
 pub mod store;
 pub mod subscriptions;

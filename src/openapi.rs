@@ -30,6 +30,7 @@ Every error is `application/problem+json` with a stable `code`.",
         (name = "jobs", description = "Sync jobs and their outcomes."),
         (name = "webhooks", description = "Provider webhooks, verified by the provider's signature. Public."),
         (name = "configuration", description = "Effective configuration, secrets redacted. Operator only."),
+        (name = "endpoints", description = "Push delivery to Core: endpoints that receive events as they happen, signed per Standard Webhooks, with their deliveries. Operator, with `X-Tenant-Id` for a tenant's endpoint."),
         (name = "tenants", description = "A tenant as a whole: erasing everything kept for it. Operator only."),
     )
 )]

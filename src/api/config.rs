@@ -34,6 +34,17 @@ pub struct ProviderSummary {
     scopes: Option<Vec<String>>,
 }
 
+/// Push delivery's rules.
+#[derive(Serialize, ToSchema)]
+pub struct PushSummary {
+    /// Plain `http` endpoint URLs are accepted (`POBLYSH_PUSH_ALLOW_HTTP`).
+    allow_http: bool,
+    /// Non-global addresses and ranges deliveries may reach (`POBLYSH_PUSH_ALLOWED_ADDRESSES`).
+    allowed_addresses: Vec<String>,
+    /// How long a rotated-out secret keeps signing (`POBLYSH_PUSH_SECRET_OVERLAP`).
+    secret_overlap_secs: u64,
+}
+
 /// The effective configuration.
 #[derive(Serialize, ToSchema)]
 pub struct ConfigSummary {
@@ -59,6 +70,7 @@ pub struct ConfigSummary {
     allowed_redirect_uris: Vec<String>,
     sandbox_enabled: bool,
     providers: Vec<ProviderSummary>,
+    push: PushSummary,
 }
 
 /// The effective configuration, secrets redacted.
@@ -118,6 +130,16 @@ fn summarize(state: &AppState) -> ConfigSummary {
                 scopes: p.scopes.clone(),
             })
             .collect(),
+        push: PushSummary {
+            allow_http: c.push.allow_http,
+            allowed_addresses: c
+                .push
+                .allowed_addresses
+                .iter()
+                .map(|r| format!("{}/{}", r.base, r.prefix))
+                .collect(),
+            secret_overlap_secs: c.push.secret_overlap.as_secs(),
+        },
     }
 }
 

@@ -5,10 +5,13 @@
 mod config;
 mod connect;
 mod connections;
+mod endpoint_input;
+mod endpoints;
 mod errors;
 mod jobs;
 mod meta;
 mod providers;
+mod push_deliveries;
 mod signals;
 mod tenant_webhooks;
 mod tenants;
@@ -54,4 +57,16 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(config::summary))
         .routes(routes!(config::rate_limit_policy))
         .routes(routes!(tenants::erase_tenant))
+        .routes(routes!(
+            endpoints::create_endpoint,
+            endpoints::list_endpoints
+        ))
+        .routes(routes!(
+            endpoints::get_endpoint,
+            endpoints::update_endpoint,
+            endpoints::delete_endpoint
+        ))
+        .routes(routes!(endpoints::rotate_secret))
+        .routes(routes!(push_deliveries::list_deliveries))
+        .routes(routes!(push_deliveries::replay))
 }

@@ -26,6 +26,12 @@ pub struct TenantErased {
     webhook_events: u64,
     /// Connects started and not finished.
     oauth_states: u64,
+    /// The tenant's push endpoints.
+    push_endpoints: u64,
+    /// Deliveries of the tenant's events, to its own and to operator-wide endpoints.
+    push_deliveries: u64,
+    /// The tenant's events in the push outbox.
+    push_events: u64,
 }
 
 impl From<TenantErasure> for TenantErased {
@@ -37,15 +43,19 @@ impl From<TenantErasure> for TenantErased {
             jobs: e.jobs,
             webhook_events: e.webhook_events,
             oauth_states: e.oauth_states,
+            push_endpoints: e.push_endpoints,
+            push_deliveries: e.push_deliveries,
+            push_events: e.push_events,
         }
     }
 }
 
 /// Erases the tenant: every connection not yet revoked has its provider-side subscriptions
 /// closed and its grant revoked at the provider (best effort, as on disconnect), then its
-/// connections with their tokens and provider secrets, signals, jobs, stored webhook deliveries
-/// and unfinished connects are deleted in one transaction. Answers what was removed; erasing a
-/// tenant the service knows nothing of removes nothing. Irreversible.
+/// connections with their tokens and provider secrets, signals, jobs, stored webhook deliveries,
+/// unfinished connects, push endpoints and the tenant's push events and deliveries are deleted
+/// in one transaction. Answers what was removed; erasing a tenant the service knows nothing of
+/// removes nothing. Irreversible.
 #[utoipa::path(
     delete,
     path = "/tenant",

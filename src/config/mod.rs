@@ -5,6 +5,7 @@
 mod local_secrets;
 mod parse;
 mod providers;
+mod push;
 mod sections;
 mod source;
 
@@ -19,6 +20,7 @@ use crate::connector::ProviderSettings;
 use crate::crypto::{CryptoKey, Secret};
 
 pub use local_secrets::StartupNote;
+pub use push::{AddressRange, PushSettings};
 pub use source::Source;
 
 /// Sync jobs one instance runs at once unless `POBLYSH_SYNC_CONCURRENCY` says otherwise. A job
@@ -176,6 +178,8 @@ pub struct Config {
     /// Per-provider sync intervals (`POBLYSH_<SLUG>_SYNC_INTERVAL_SECS`).
     pub provider_sync_intervals: Vec<(&'static str, Duration)>,
     pub providers: Vec<ProviderSettings>,
+    /// Push delivery to Core.
+    pub push: PushSettings,
     /// What start-up did on the operator's behalf (generated secrets), to log once.
     pub startup_notes: Vec<StartupNote>,
 }
@@ -240,6 +244,7 @@ impl Config {
             sync_interval: work.sync_interval,
             provider_sync_intervals: providers::sync_intervals(source)?,
             providers: providers::load(source)?,
+            push: push::settings(source)?,
             startup_notes,
         })
     }

@@ -64,6 +64,42 @@ uuid_id!(
     SubscriptionId
 );
 
+uuid_id!(
+    /// A push endpoint registered by Core.
+    EndpointId
+);
+
+uuid_id!(
+    /// An event in the push outbox; sent as `webhook-id`, the same on every attempt.
+    EventId
+);
+
+uuid_id!(
+    /// One delivery of an event to an endpoint.
+    DeliveryId
+);
+
+impl EndpointId {
+    /// A fresh, time-ordered id.
+    pub fn generate() -> Self {
+        Self(Uuid::now_v7())
+    }
+}
+
+impl EventId {
+    /// A fresh, time-ordered id.
+    pub fn generate() -> Self {
+        Self(Uuid::now_v7())
+    }
+}
+
+impl DeliveryId {
+    /// A fresh, time-ordered id.
+    pub fn generate() -> Self {
+        Self(Uuid::now_v7())
+    }
+}
+
 impl SubscriptionId {
     /// A fresh, time-ordered id.
     pub fn generate() -> Self {

@@ -144,6 +144,28 @@ text_enum!(
     }
 );
 
+text_enum!(
+    /// Whether a push endpoint receives deliveries.
+    EndpointStatus {
+        /// Receives deliveries.
+        Active => "active",
+        /// Receives nothing until enabled again; `disabled_reason` says why.
+        Disabled => "disabled",
+    }
+);
+
+text_enum!(
+    /// Where one delivery of an event to an endpoint stands.
+    DeliveryStatus {
+        /// Waiting for its first or next attempt (or being attempted).
+        Pending => "pending",
+        /// The endpoint answered `2xx`.
+        Succeeded => "succeeded",
+        /// Given up after the last attempt of the schedule.
+        Failed => "failed",
+    }
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -35,9 +35,14 @@ const SQLITE: &[Embedded] = &[
         include_str!("../../migrations/sqlite/0005_connect_binding.sql"),
     ),
     (
-        8,
+        6,
+        "push",
+        include_str!("../../migrations/sqlite/0006_push.sql"),
+    ),
+    (
+        7,
         "tenant turns",
-        include_str!("../../migrations/sqlite/0008_tenant_turns.sql"),
+        include_str!("../../migrations/sqlite/0007_tenant_turns.sql"),
     ),
 ];
 
@@ -68,9 +73,14 @@ const POSTGRES: &[Embedded] = &[
         include_str!("../../migrations/postgres/0005_connect_binding.sql"),
     ),
     (
-        8,
+        6,
+        "push",
+        include_str!("../../migrations/postgres/0006_push.sql"),
+    ),
+    (
+        7,
         "tenant turns",
-        include_str!("../../migrations/postgres/0008_tenant_turns.sql"),
+        include_str!("../../migrations/postgres/0007_tenant_turns.sql"),
     ),
 ];
 

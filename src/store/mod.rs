@@ -7,6 +7,7 @@ mod inbox;
 mod lock;
 mod migrations;
 mod postgres;
+mod push;
 mod queue;
 mod shared;
 mod sqlite;
@@ -28,6 +29,7 @@ pub use error::StoreError;
 pub use inbox::{EventCompletion, Inbox};
 pub use lock::ConnectionLock;
 pub use postgres::PostgresStore;
+pub use push::{AttemptRecord, HealthChange, NextStep, PushStore};
 pub use queue::{
     Enqueued, Finished, IfRunning, JobFinish, Lease, PageCommit, SyncCommit, SyncQueue,
 };
@@ -86,11 +88,17 @@ pub struct TenantErasure {
     pub jobs: u64,
     pub webhook_events: u64,
     pub oauth_states: u64,
+    pub push_endpoints: u64,
+    pub push_deliveries: u64,
+    pub push_events: u64,
 }
 
 /// The tables a tenant's rows live in, children first, with the member of
 /// [`TenantErasure`] each count goes to.
-pub(crate) const TENANT_TABLES: [&str; 6] = [
+pub(crate) const TENANT_TABLES: [&str; 9] = [
+    "push_deliveries",
+    "push_events",
+    "push_endpoints",
     "signals",
     "sync_jobs",
     "subscriptions",
@@ -108,6 +116,9 @@ impl TenantErasure {
             "subscriptions" => &mut self.subscriptions,
             "webhook_events" => &mut self.webhook_events,
             "oauth_states" => &mut self.oauth_states,
+            "push_deliveries" => &mut self.push_deliveries,
+            "push_events" => &mut self.push_events,
+            "push_endpoints" => &mut self.push_endpoints,
             _ => &mut self.connections,
         };
         *slot = slot.saturating_add(count);
@@ -153,7 +164,7 @@ pub struct Readiness {
 /// The storage interface. Lists are keyset-paginated: connections ascend by
 /// `(created_at, id)`, signals and jobs descend by `(occurred_at, id)` and `(created_at, id)`.
 #[async_trait]
-pub trait Store: Inbox + SyncQueue + SubscriptionStore + Send + Sync + 'static {
+pub trait Store: Inbox + SyncQueue + SubscriptionStore + PushStore + Send + Sync + 'static {
     /// Which database this is.
     fn backend(&self) -> Backend;
 

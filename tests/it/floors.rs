@@ -20,7 +20,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("oauth", OAUTH),
     ("ingest", INGEST),
     ("keys", &["domain", "crypto", "store"]),
+    ("push", PUSH),
 ];
+
+const PUSH: &[&str] = &["domain", "crypto", "config", "store", "services"];
 
 const SERVICES: &[&str] = &[
     "domain",

@@ -48,6 +48,19 @@ async fn populate(app: &TestApp, t: TenantId) -> String {
     )
     .await;
     assert_eq!(start(app, t, "sandbox", None).await.status(), 200);
+    // A push endpoint, with deliveries of the tenant's events fanned out to it.
+    let endpoint = app
+        .operator(Method::POST, "/endpoints")
+        .header("X-Tenant-Id", t.to_string())
+        .json(&json!({ "url": "https://8.8.8.8/hooks" }))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(endpoint.status(), 201);
+    app.store()
+        .sequence_and_fan_out(10_000, connectors::domain::now())
+        .await
+        .expect("fanned out");
     id
 }
 
@@ -92,6 +105,9 @@ async fn erasing_a_tenant_removes_all_it_kept_and_reports_it_leaving_others_whol
         erased["oauth_states"], 2,
         "the connect used up and the one never finished"
     );
+    assert_eq!(erased["push_endpoints"], 1, "{erased}");
+    assert!(erased["push_events"].as_u64().expect("events") > signals_of_b as u64 - 1);
+    assert!(erased["push_deliveries"].as_u64().expect("deliveries") >= 1);
     for (path, member) in [
         ("/connections", "connections"),
         ("/signals", "signals"),
@@ -104,13 +120,16 @@ async fn erasing_a_tenant_removes_all_it_kept_and_reports_it_leaving_others_whol
     let (status, connection) = app.get_json(b, &format!("/connections/{kept}")).await;
     assert_eq!(status, 200);
     assert_eq!(connection["status"], "active");
+    assert_eq!(count(&app, b, "/endpoints", "endpoints").await, 1);
+    assert_eq!(count(&app, a, "/endpoints", "endpoints").await, 0);
 
     // Once more: nothing left to remove.
     let again = erase(&app, a).await;
     assert_eq!(
         again,
         json!({ "connections": 0, "subscriptions": 0, "signals": 0, "jobs": 0,
-                "webhook_events": 0, "oauth_states": 0 })
+                "webhook_events": 0, "oauth_states": 0, "push_endpoints": 0,
+                "push_deliveries": 0, "push_events": 0 })
     );
     // The tenant is named as everywhere else.
     assert_problem(

@@ -9,8 +9,8 @@ use uuid::Uuid;
 
 use super::connections::{decode, COLUMNS};
 use crate::domain::{
-    Connection, ConnectionId, ConnectionStatus, ConnectionUpsert, SealedField, SealedTokens,
-    SealedValue, TenantId, Timestamp,
+    Connection, ConnectionId, ConnectionStatus, ConnectionUpsert, NewPushEvent, SealedField,
+    SealedTokens, SealedValue, TenantId, Timestamp,
 };
 use crate::store::{sealed_location, ConnectionLock, StoreError};
 
@@ -35,6 +35,17 @@ pub(super) async fn upsert(
     pool: &PgPool,
     u: &ConnectionUpsert,
 ) -> Result<Option<Connection>, StoreError> {
+    let mut tx = pool.begin().await?;
+    let previous = status_where(
+        &mut tx,
+        "tenant_id = $1 AND provider = $2 AND external_account_id = $3",
+        (
+            u.tenant_id,
+            Some(u.provider.as_str()),
+            Some(u.external_account_id.as_str()),
+        ),
+    )
+    .await?;
     // A provider that sends no new refresh token on reconnect keeps the one we hold.
     let sql = format!(
         "INSERT INTO connections (id, tenant_id, provider, external_account_id, \
@@ -65,9 +76,21 @@ pub(super) async fn upsert(
         .bind(u.now)
         .bind(Json(&u.metadata))
         .bind(&u.secrets_sealed)
-        .fetch_optional(pool)
+        .fetch_optional(&mut *tx)
         .await?;
-    row.as_ref().map(decode).transpose()
+    let connection = row.as_ref().map(decode).transpose()?;
+    if let Some(c) = &connection {
+        let event = match previous {
+            None => Some(NewPushEvent::connection_created(c)),
+            Some(previous) if previous != c.status => {
+                Some(NewPushEvent::connection_status_changed(c, previous))
+            }
+            Some(_) => None,
+        };
+        super::push::insert_events_in(&mut tx, event.as_slice()).await?;
+    }
+    tx.commit().await?;
+    Ok(connection)
 }
 
 pub(super) async fn tokens(
@@ -139,6 +162,8 @@ pub(super) async fn set_status(
     last_error: Option<&str>,
     now: Timestamp,
 ) -> Result<Option<Connection>, StoreError> {
+    let mut tx = pool.begin().await?;
+    let previous = by_id(&mut tx, tenant, id).await?;
     let sql = format!(
         "UPDATE connections SET status = $1, last_error = $2, updated_at = $3 \
          WHERE tenant_id = $4 AND id = $5 RETURNING {COLUMNS}"
@@ -149,9 +174,12 @@ pub(super) async fn set_status(
         .bind(now)
         .bind(tenant.0)
         .bind(id.0)
-        .fetch_optional(pool)
+        .fetch_optional(&mut *tx)
         .await?;
-    row.as_ref().map(decode).transpose()
+    let connection = row.as_ref().map(decode).transpose()?;
+    report_change(&mut tx, connection.as_ref(), previous).await?;
+    tx.commit().await?;
+    Ok(connection)
 }
 
 pub(super) async fn revoke(
@@ -160,6 +188,8 @@ pub(super) async fn revoke(
     id: ConnectionId,
     now: Timestamp,
 ) -> Result<Option<Connection>, StoreError> {
+    let mut tx = pool.begin().await?;
+    let previous = by_id(&mut tx, tenant, id).await?;
     let sql = format!(
         "UPDATE connections SET status = 'revoked', access_token_sealed = NULL, \
          refresh_token_sealed = NULL, secrets_sealed = NULL, token_expires_at = NULL, \
@@ -170,9 +200,12 @@ pub(super) async fn revoke(
         .bind(now)
         .bind(tenant.0)
         .bind(id.0)
-        .fetch_optional(pool)
+        .fetch_optional(&mut *tx)
         .await?;
-    row.as_ref().map(decode).transpose()
+    let connection = row.as_ref().map(decode).transpose()?;
+    report_change(&mut tx, connection.as_ref(), previous).await?;
+    tx.commit().await?;
+    Ok(connection)
 }
 
 pub(super) async fn delete(
@@ -184,6 +217,12 @@ pub(super) async fn delete(
     // The raw deliveries routed to it first (deleting the connection would unlink them), so
     // a purge keeps none of the tenant's provider data; then the connection, with its signals
     // and jobs.
+    // Its push events too, with their deliveries: nothing about it is sent after a purge.
+    sqlx::query("DELETE FROM push_events WHERE tenant_id = $1 AND connection_id = $2")
+        .bind(tenant.0)
+        .bind(id.0)
+        .execute(&mut *tx)
+        .await?;
     sqlx::query("DELETE FROM webhook_events WHERE tenant_id = $1 AND connection_id = $2")
         .bind(tenant.0)
         .bind(id.0)
@@ -323,4 +362,58 @@ pub(super) async fn replace_sealed(
     };
     let done = query.bind(&value.sealed).execute(pool).await?;
     Ok(done.rows_affected() > 0)
+}
+
+/// The status of the tenant's connection `id` (locked until the transaction ends).
+async fn by_id(
+    conn: &mut sqlx::PgConnection,
+    tenant: TenantId,
+    id: ConnectionId,
+) -> Result<Option<ConnectionStatus>, StoreError> {
+    let status: Option<String> = sqlx::query_scalar(
+        "SELECT status FROM connections WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
+    )
+    .bind(tenant.0)
+    .bind(id.0)
+    .fetch_optional(&mut *conn)
+    .await?;
+    parse_status(status)
+}
+
+/// The status of the tenant's connection to a provider account (locked until the
+/// transaction ends).
+async fn status_where(
+    conn: &mut sqlx::PgConnection,
+    condition: &str,
+    (tenant, provider, account): (TenantId, Option<&str>, Option<&str>),
+) -> Result<Option<ConnectionStatus>, StoreError> {
+    let sql = format!("SELECT status FROM connections WHERE {condition} FOR UPDATE");
+    let status: Option<String> = sqlx::query_scalar(&sql)
+        .bind(tenant.0)
+        .bind(provider)
+        .bind(account)
+        .fetch_optional(&mut *conn)
+        .await?;
+    parse_status(status)
+}
+
+fn parse_status(status: Option<String>) -> Result<Option<ConnectionStatus>, StoreError> {
+    status
+        .map(|s| s.parse().map_err(|e| StoreError::corrupt("status", e)))
+        .transpose()
+}
+
+/// Reports a change of status to push endpoints, in the caller's transaction.
+async fn report_change(
+    conn: &mut sqlx::PgConnection,
+    connection: Option<&Connection>,
+    previous: Option<ConnectionStatus>,
+) -> Result<(), StoreError> {
+    if let (Some(c), Some(previous)) = (connection, previous) {
+        if c.status != previous {
+            let event = NewPushEvent::connection_status_changed(c, previous);
+            super::push::insert_events_in(conn, &[event]).await?;
+        }
+    }
+    Ok(())
 }

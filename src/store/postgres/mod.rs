@@ -7,6 +7,7 @@ mod inbox;
 mod jobs;
 mod notify;
 mod oauth_states;
+mod push;
 mod queue;
 mod signals;
 mod subscriptions;

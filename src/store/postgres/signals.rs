@@ -5,7 +5,7 @@ use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
-use crate::domain::{Actor, ConnectionId, NewSignal, Signal, SignalId, TenantId};
+use crate::domain::{Actor, ConnectionId, NewPushEvent, NewSignal, Signal, SignalId, TenantId};
 use crate::store::{PageRequest, SignalFilter, StoreError};
 
 const COLUMNS: &str = "id, tenant_id, connection_id, provider, kind, occurred_at, received_at, \
@@ -46,8 +46,22 @@ pub(super) async fn insert_in(
                 .push_bind(s.dedupe_key.clone())
                 .push_bind(Json(s.payload.clone()));
         });
-        q.push(" ON CONFLICT (connection_id, dedupe_key) DO NOTHING");
-        inserted += q.build().execute(&mut *conn).await?.rows_affected();
+        q.push(" ON CONFLICT (connection_id, dedupe_key) DO NOTHING RETURNING id");
+        let new_ids: std::collections::HashSet<Uuid> = q
+            .build_query_scalar()
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .collect();
+        inserted += new_ids.len() as u64;
+        // Each new signal is reported to push endpoints, in this same transaction.
+        let now = crate::domain::now();
+        let events: Vec<NewPushEvent> = chunk
+            .iter()
+            .filter(|s| new_ids.contains(&s.id.0))
+            .map(|s| NewPushEvent::signal_created(s, now))
+            .collect();
+        super::push::insert_events_in(conn, &events).await?;
     }
     Ok(inserted)
 }

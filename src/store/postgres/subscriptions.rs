@@ -179,28 +179,71 @@ async fn record_opened(
     })
 }
 
+/// Marks a subscription `failed`; the first failure after it was fine is reported to push
+/// endpoints (`subscription.failed`) in the same transaction.
+async fn fail(
+    pool: &PgPool,
+    id: SubscriptionId,
+    error: &str,
+    retry_at: Timestamp,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await?;
+    let became: Option<(Uuid, Uuid, String, String)> = sqlx::query_as(
+        "UPDATE subscriptions SET status = 'failed', last_error = $1, updated_at = $2, \
+         renew_at = $3 WHERE id = $4 AND status NOT IN ('closed', 'failed') \
+         RETURNING tenant_id, connection_id, provider, resource",
+    )
+    .bind(error)
+    .bind(now)
+    .bind(retry_at)
+    .bind(id.0)
+    .fetch_optional(&mut *tx)
+    .await?;
+    match became {
+        Some((tenant, connection, provider, resource)) => {
+            let event = crate::domain::NewPushEvent::subscription_failed(
+                TenantId(tenant),
+                ConnectionId(connection),
+                &provider,
+                &resource,
+                error,
+                now,
+            );
+            super::push::insert_events_in(&mut tx, &[event]).await?;
+        }
+        None => {
+            sqlx::query(
+                "UPDATE subscriptions SET last_error = $1, updated_at = $2, renew_at = $3 \
+                 WHERE id = $4 AND status = 'failed'",
+            )
+            .bind(error)
+            .bind(now)
+            .bind(retry_at)
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
 async fn note_error(
     pool: &PgPool,
     id: SubscriptionId,
     error: &str,
-    retry_at: Option<Timestamp>,
     now: Timestamp,
 ) -> Result<(), StoreError> {
-    let sql = match retry_at {
-        Some(_) => {
-            "UPDATE subscriptions SET status = 'failed', last_error = $1, updated_at = $2, \
-             renew_at = $3 WHERE id = $4 AND status <> 'closed'"
-        }
-        None => {
-            "UPDATE subscriptions SET last_error = $1, updated_at = $2 \
-             WHERE id = $3 AND status <> 'closed'"
-        }
-    };
-    let mut query = sqlx::query(sql).bind(error).bind(now);
-    if let Some(at) = retry_at {
-        query = query.bind(at);
-    }
-    query.bind(id.0).execute(pool).await?;
+    sqlx::query(
+        "UPDATE subscriptions SET last_error = $1, updated_at = $2 \
+         WHERE id = $3 AND status <> 'closed'",
+    )
+    .bind(error)
+    .bind(now)
+    .bind(id.0)
+    .execute(pool)
+    .await?;
     Ok(())
 }
 
@@ -305,7 +348,7 @@ impl SubscriptionStore for PostgresStore {
         error: &str,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        note_error(&self.pool, id, error, None, now).await
+        note_error(&self.pool, id, error, now).await
     }
 
     async fn fail_subscription(
@@ -315,7 +358,7 @@ impl SubscriptionStore for PostgresStore {
         retry_at: Timestamp,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        note_error(&self.pool, id, error, Some(retry_at), now).await
+        fail(&self.pool, id, error, retry_at, now).await
     }
 
     async fn close_subscriptions(

@@ -6,6 +6,8 @@
 //! here.
 
 pub(crate) mod inbox;
+pub(crate) mod push;
+pub(crate) mod push_rows;
 pub(crate) mod queue;
 pub(crate) mod turns;
 

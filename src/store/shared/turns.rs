@@ -8,7 +8,7 @@
 //! Inside a tenant, work stays oldest first.
 //!
 //! Finding "the next tenant with work" is a walk over a partial index of the waiting work
-//! ordered by tenant (migration 0008): one index probe per tenant visited, never a scan of the
+//! ordered by tenant (migration 0007): one index probe per tenant visited, never a scan of the
 //! backlog. Instances keep their own turn; each of them alternates between tenants, so together
 //! they do too.
 

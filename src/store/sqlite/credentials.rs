@@ -7,8 +7,8 @@ use uuid::Uuid;
 use super::connections::{decode, COLUMNS};
 use super::opt_time;
 use crate::domain::{
-    to_micros, Connection, ConnectionId, ConnectionStatus, ConnectionUpsert, SealedField,
-    SealedTokens, SealedValue, TenantId, Timestamp,
+    to_micros, Connection, ConnectionId, ConnectionStatus, ConnectionUpsert, NewPushEvent,
+    SealedField, SealedTokens, SealedValue, TenantId, Timestamp,
 };
 use crate::store::{sealed_location, ConnectionLock, StoreError};
 
@@ -33,6 +33,17 @@ pub(super) async fn upsert(
     pool: &SqlitePool,
     u: &ConnectionUpsert,
 ) -> Result<Option<Connection>, StoreError> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let previous = status_where(
+        &mut tx,
+        "tenant_id = ? AND provider = ? AND external_account_id = ?",
+        (
+            u.tenant_id,
+            Some(u.provider.as_str()),
+            Some(u.external_account_id.as_str()),
+        ),
+    )
+    .await?;
     let scopes = serde_json::to_string(&u.scopes).map_err(|e| StoreError::corrupt("scopes", e))?;
     let metadata =
         serde_json::to_string(&u.metadata).map_err(|e| StoreError::corrupt("metadata", e))?;
@@ -68,9 +79,21 @@ pub(super) async fn upsert(
         .bind(&u.secrets_sealed)
         .bind(now)
         .bind(now)
-        .fetch_optional(pool)
+        .fetch_optional(&mut *tx)
         .await?;
-    row.as_ref().map(decode).transpose()
+    let connection = row.as_ref().map(decode).transpose()?;
+    if let Some(c) = &connection {
+        let event = match previous {
+            None => Some(NewPushEvent::connection_created(c)),
+            Some(previous) if previous != c.status => {
+                Some(NewPushEvent::connection_status_changed(c, previous))
+            }
+            Some(_) => None,
+        };
+        super::push::insert_events_in(&mut tx, event.as_slice()).await?;
+    }
+    tx.commit().await?;
+    Ok(connection)
 }
 
 pub(super) async fn tokens(
@@ -141,6 +164,8 @@ pub(super) async fn set_status(
     last_error: Option<&str>,
     now: Timestamp,
 ) -> Result<Option<Connection>, StoreError> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let previous = by_id(&mut tx, tenant, id).await?;
     let sql = format!(
         "UPDATE connections SET status = ?, last_error = ?, updated_at = ? \
          WHERE tenant_id = ? AND id = ? RETURNING {COLUMNS}"
@@ -151,9 +176,12 @@ pub(super) async fn set_status(
         .bind(to_micros(&now))
         .bind(tenant.0)
         .bind(id.0)
-        .fetch_optional(pool)
+        .fetch_optional(&mut *tx)
         .await?;
-    row.as_ref().map(decode).transpose()
+    let connection = row.as_ref().map(decode).transpose()?;
+    report_change(&mut tx, connection.as_ref(), previous).await?;
+    tx.commit().await?;
+    Ok(connection)
 }
 
 pub(super) async fn revoke(
@@ -162,6 +190,8 @@ pub(super) async fn revoke(
     id: ConnectionId,
     now: Timestamp,
 ) -> Result<Option<Connection>, StoreError> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let previous = by_id(&mut tx, tenant, id).await?;
     let sql = format!(
         "UPDATE connections SET status = 'revoked', access_token_sealed = NULL, \
          refresh_token_sealed = NULL, secrets_sealed = NULL, token_expires_at = NULL, \
@@ -172,9 +202,12 @@ pub(super) async fn revoke(
         .bind(to_micros(&now))
         .bind(tenant.0)
         .bind(id.0)
-        .fetch_optional(pool)
+        .fetch_optional(&mut *tx)
         .await?;
-    row.as_ref().map(decode).transpose()
+    let connection = row.as_ref().map(decode).transpose()?;
+    report_change(&mut tx, connection.as_ref(), previous).await?;
+    tx.commit().await?;
+    Ok(connection)
 }
 
 pub(super) async fn delete(
@@ -186,6 +219,12 @@ pub(super) async fn delete(
     // The raw deliveries routed to it first (deleting the connection would unlink them), so
     // a purge keeps none of the tenant's provider data; then the connection, with its signals
     // and jobs.
+    // Its push events too, with their deliveries: nothing about it is sent after a purge.
+    sqlx::query("DELETE FROM push_events WHERE tenant_id = ? AND connection_id = ?")
+        .bind(tenant.0)
+        .bind(id.0)
+        .execute(&mut *tx)
+        .await?;
     sqlx::query("DELETE FROM webhook_events WHERE tenant_id = ? AND connection_id = ?")
         .bind(tenant.0)
         .bind(id.0)
@@ -332,4 +371,57 @@ pub(super) async fn lock(
             handle.spawn(release);
         }
     }))
+}
+
+/// The status of the tenant's connection `id` (locked until the transaction ends).
+async fn by_id(
+    conn: &mut sqlx::SqliteConnection,
+    tenant: TenantId,
+    id: ConnectionId,
+) -> Result<Option<ConnectionStatus>, StoreError> {
+    let status: Option<String> =
+        sqlx::query_scalar("SELECT status FROM connections WHERE tenant_id = ? AND id = ?")
+            .bind(tenant.0)
+            .bind(id.0)
+            .fetch_optional(&mut *conn)
+            .await?;
+    parse_status(status)
+}
+
+/// The status of the tenant's connection to a provider account (locked until the
+/// transaction ends).
+async fn status_where(
+    conn: &mut sqlx::SqliteConnection,
+    condition: &str,
+    (tenant, provider, account): (TenantId, Option<&str>, Option<&str>),
+) -> Result<Option<ConnectionStatus>, StoreError> {
+    let sql = format!("SELECT status FROM connections WHERE {condition}");
+    let status: Option<String> = sqlx::query_scalar(&sql)
+        .bind(tenant.0)
+        .bind(provider)
+        .bind(account)
+        .fetch_optional(&mut *conn)
+        .await?;
+    parse_status(status)
+}
+
+fn parse_status(status: Option<String>) -> Result<Option<ConnectionStatus>, StoreError> {
+    status
+        .map(|s| s.parse().map_err(|e| StoreError::corrupt("status", e)))
+        .transpose()
+}
+
+/// Reports a change of status to push endpoints, in the caller's transaction.
+async fn report_change(
+    conn: &mut sqlx::SqliteConnection,
+    connection: Option<&Connection>,
+    previous: Option<ConnectionStatus>,
+) -> Result<(), StoreError> {
+    if let (Some(c), Some(previous)) = (connection, previous) {
+        if c.status != previous {
+            let event = NewPushEvent::connection_status_changed(c, previous);
+            super::push::insert_events_in(conn, &[event]).await?;
+        }
+    }
+    Ok(())
 }

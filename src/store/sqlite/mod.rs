@@ -10,6 +10,7 @@ mod deliveries;
 mod inbox;
 mod jobs;
 mod oauth_states;
+mod push;
 mod queue;
 mod signals;
 mod subscriptions;

@@ -185,28 +185,71 @@ async fn record_opened(
     })
 }
 
+/// Marks a subscription `failed`; the first failure after it was fine is reported to push
+/// endpoints (`subscription.failed`) in the same transaction.
+async fn fail(
+    pool: &SqlitePool,
+    id: SubscriptionId,
+    error: &str,
+    retry_at: Timestamp,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await?;
+    let became: Option<(Uuid, Uuid, String, String)> = sqlx::query_as(
+        "UPDATE subscriptions SET status = 'failed', last_error = ?, updated_at = ?, \
+         renew_at = ? WHERE id = ? AND status NOT IN ('closed', 'failed') \
+         RETURNING tenant_id, connection_id, provider, resource",
+    )
+    .bind(error)
+    .bind(to_micros(&now))
+    .bind(to_micros(&retry_at))
+    .bind(id.0)
+    .fetch_optional(&mut *tx)
+    .await?;
+    match became {
+        Some((tenant, connection, provider, resource)) => {
+            let event = crate::domain::NewPushEvent::subscription_failed(
+                TenantId(tenant),
+                ConnectionId(connection),
+                &provider,
+                &resource,
+                error,
+                now,
+            );
+            super::push::insert_events_in(&mut tx, &[event]).await?;
+        }
+        None => {
+            sqlx::query(
+                "UPDATE subscriptions SET last_error = ?, updated_at = ?, renew_at = ? \
+                 WHERE id = ? AND status = 'failed'",
+            )
+            .bind(error)
+            .bind(to_micros(&now))
+            .bind(to_micros(&retry_at))
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
 async fn note_error(
     pool: &SqlitePool,
     id: SubscriptionId,
     error: &str,
-    retry_at: Option<Timestamp>,
     now: Timestamp,
 ) -> Result<(), StoreError> {
-    let sql = match retry_at {
-        Some(_) => {
-            "UPDATE subscriptions SET status = 'failed', last_error = ?, updated_at = ?, \
-             renew_at = ? WHERE id = ? AND status <> 'closed'"
-        }
-        None => {
-            "UPDATE subscriptions SET last_error = ?, updated_at = ? \
-             WHERE id = ? AND status <> 'closed'"
-        }
-    };
-    let mut query = sqlx::query(sql).bind(error).bind(to_micros(&now));
-    if let Some(at) = retry_at {
-        query = query.bind(to_micros(&at));
-    }
-    query.bind(id.0).execute(pool).await?;
+    sqlx::query(
+        "UPDATE subscriptions SET last_error = ?, updated_at = ? \
+         WHERE id = ? AND status <> 'closed'",
+    )
+    .bind(error)
+    .bind(to_micros(&now))
+    .bind(id.0)
+    .execute(pool)
+    .await?;
     Ok(())
 }
 
@@ -311,7 +354,7 @@ impl SubscriptionStore for SqliteStore {
         error: &str,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        note_error(&self.pool, id, error, None, now).await
+        note_error(&self.pool, id, error, now).await
     }
 
     async fn fail_subscription(
@@ -321,7 +364,7 @@ impl SubscriptionStore for SqliteStore {
         retry_at: Timestamp,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        note_error(&self.pool, id, error, Some(retry_at), now).await
+        fail(&self.pool, id, error, retry_at, now).await
     }
 
     async fn close_subscriptions(

@@ -1,0 +1,390 @@
+//! The dispatcher: sequences and fans out the outbox, claims the deliveries that head their
+//! line, attempts them (signed, through the egress rules, 15 s at most) and records each
+//! outcome with the retry schedule and the endpoint's health. [`Dispatcher::run_once`] is
+//! one pass, for tests to drain deterministically; [`run`] is the background loop.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
+use serde_json::json;
+use url::Url;
+use uuid::Uuid;
+
+use super::clock::{Clock, SystemClock};
+use super::egress::EgressPolicy;
+use super::schedule;
+use super::signing::{signature_header, SigningSecret};
+use crate::domain::{format_time, Delivery, Endpoint, EndpointId, PushEvent, Timestamp};
+use crate::services::Services;
+use crate::store::{AttemptRecord, HealthChange, NextStep, StoreError};
+
+/// The longest an attempt may take.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a claim lasts: past the attempt's time-out, so only a dead instance loses it.
+const LEASE: Duration = Duration::from_secs(60);
+/// An endpoint failing this long without a success is disabled.
+const FAILING_LIMIT: chrono::Duration = chrono::Duration::days(5);
+/// The most of an answer's body kept.
+pub const MAX_RESPONSE_BODY: usize = 4096;
+/// Events fanned out, and deliveries attempted, per pass.
+const BATCH: u32 = 64;
+
+/// What one pass did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pass {
+    /// Deliveries created from newly sequenced events.
+    pub fanned_out: u64,
+    /// Attempts made.
+    pub attempted: usize,
+    /// Attempts the endpoint answered `2xx`.
+    pub delivered: usize,
+}
+
+/// Delivers the outbox.
+#[derive(Clone)]
+pub struct Dispatcher {
+    services: Services,
+    clock: Arc<dyn Clock>,
+    egress: EgressPolicy,
+    owner: Uuid,
+    timeout: Duration,
+}
+
+/// What an endpoint answered.
+struct Answer {
+    status: u16,
+    retry_after: Option<Duration>,
+    body: String,
+}
+
+impl Dispatcher {
+    /// A dispatcher on the system clock.
+    pub fn new(services: Services) -> Self {
+        Self {
+            egress: EgressPolicy::new(&services.config.push),
+            services,
+            clock: Arc::new(SystemClock),
+            owner: Uuid::new_v4(),
+            timeout: ATTEMPT_TIMEOUT,
+        }
+    }
+
+    /// The same dispatcher reading time from `clock`.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// One pass: sequence and fan out, then attempt the deliveries due now.
+    pub async fn run_once(&self) -> Result<Pass, StoreError> {
+        let store = &self.services.store;
+        let now = self.clock.now();
+        let fanned_out = store.sequence_and_fan_out(BATCH, now).await?;
+        let lease_until = now + chrono::Duration::from_std(LEASE).unwrap_or_default();
+        let claimed = store
+            .claim_deliveries(self.owner, now, lease_until, BATCH)
+            .await?;
+        let attempted = claimed.len();
+        let outcomes =
+            futures::future::join_all(claimed.into_iter().map(|d| self.attempt(d))).await;
+        let mut delivered = 0;
+        for outcome in outcomes {
+            if outcome? {
+                delivered += 1;
+            }
+        }
+        Ok(Pass {
+            fanned_out,
+            attempted,
+            delivered,
+        })
+    }
+
+    /// Runs passes until one finds nothing to do (at most `max_passes`).
+    pub async fn drain(&self, max_passes: usize) -> Result<Pass, StoreError> {
+        let mut total = Pass::default();
+        for _ in 0..max_passes {
+            let pass = self.run_once().await?;
+            total.fanned_out += pass.fanned_out;
+            total.attempted += pass.attempted;
+            total.delivered += pass.delivered;
+            if pass.fanned_out == 0 && pass.attempted == 0 {
+                break;
+            }
+        }
+        Ok(total)
+    }
+
+    /// Attempts one claimed delivery and records the outcome; `true` when delivered.
+    async fn attempt(&self, delivery: Delivery) -> Result<bool, StoreError> {
+        let store = &self.services.store;
+        let (Some(endpoint), Some(event)) = (
+            store.endpoint_by_id(delivery.endpoint_id).await?,
+            store.get_event(delivery.event_id).await?,
+        ) else {
+            // Deleted meanwhile: its deliveries went with it.
+            return Ok(false);
+        };
+        let now = self.clock.now();
+        let started = Instant::now();
+        let answer = self.send(&endpoint, &event, now).await;
+        let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let record = self.judge(&delivery, &endpoint, answer, latency_ms);
+        let delivered = record.next == NextStep::Succeeded;
+        if !store.record_attempt(&record).await? {
+            tracing::warn!(delivery = %delivery.id, "delivery lease lost before the outcome was recorded");
+            return Ok(false);
+        }
+        observe(&record, &event, now);
+        let backlog = store.endpoint_backlog(endpoint.id).await?;
+        metrics::gauge!("push_endpoint_backlog", "endpoint" => endpoint.id.to_string())
+            .set(backlog as f64);
+        Ok(delivered)
+    }
+
+    /// Turns an answer (or the failure to get one) into what is recorded.
+    fn judge(
+        &self,
+        delivery: &Delivery,
+        endpoint: &Endpoint,
+        answer: Result<Answer, String>,
+        latency_ms: u64,
+    ) -> AttemptRecord {
+        let now = self.clock.now();
+        let failing = |disable: Option<String>| HealthChange::Failing {
+            disable,
+            failing_cutoff: now - FAILING_LIMIT,
+        };
+        let retry = |retry_after: Option<Duration>| match schedule::next_attempt(
+            delivery.attempts,
+            retry_after,
+            now,
+        ) {
+            Some(at) => NextStep::RetryAt(at),
+            None => NextStep::GiveUp,
+        };
+        let (status_code, error, body, next, health) = match answer {
+            Ok(a) if (200..300).contains(&a.status) => (
+                Some(a.status),
+                None,
+                Some(a.body),
+                NextStep::Succeeded,
+                HealthChange::Healthy,
+            ),
+            Ok(a) if a.status == 410 => {
+                // Gone: the endpoint is disabled; the delivery waits for it to be enabled.
+                let reason = "the endpoint answered 410 Gone".to_string();
+                (
+                    Some(a.status),
+                    None,
+                    Some(a.body),
+                    retry(None),
+                    failing(Some(reason)),
+                )
+            }
+            Ok(a) => {
+                let honoured = matches!(a.status, 429 | 503)
+                    .then_some(a.retry_after)
+                    .flatten();
+                (
+                    Some(a.status),
+                    None,
+                    Some(a.body),
+                    retry(honoured),
+                    failing(None),
+                )
+            }
+            Err(error) => (None, Some(error), None, retry(None), failing(None)),
+        };
+        AttemptRecord {
+            delivery: delivery.id,
+            endpoint: endpoint.id,
+            owner: self.owner,
+            now,
+            status_code,
+            error,
+            latency_ms,
+            response_body: body,
+            next,
+            health,
+        }
+    }
+
+    /// Signs and posts the event to the endpoint's URL.
+    async fn send(
+        &self,
+        endpoint: &Endpoint,
+        event: &PushEvent,
+        now: Timestamp,
+    ) -> Result<Answer, String> {
+        let url = self
+            .egress
+            .check_url(&endpoint.url)
+            .map_err(|e| format!("url {e}"))?;
+        let secrets = self.secrets(endpoint.id, endpoint, now).await?;
+        let body = message_body(event, endpoint.include_payload);
+        let id = event.id.to_string();
+        let timestamp = now.timestamp();
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(USER_AGENT, HeaderValue::from_static("poblysh-connectors"));
+        let signature = signature_header(&secrets, &id, timestamp, &body);
+        for (name, value) in [
+            ("webhook-id", id),
+            ("webhook-timestamp", timestamp.to_string()),
+            ("webhook-signature", signature),
+        ] {
+            let value =
+                HeaderValue::from_str(&value).map_err(|_| "unencodable header".to_string())?;
+            headers.insert(name, value);
+        }
+        self.post(&url, headers, body, now).await
+    }
+
+    /// The secrets that sign now: the current one, and the one before a rotation during its
+    /// overlap.
+    async fn secrets(
+        &self,
+        id: EndpointId,
+        endpoint: &Endpoint,
+        now: Timestamp,
+    ) -> Result<Vec<SigningSecret>, String> {
+        let vault = &self.services.vault;
+        let sealed = self
+            .services
+            .store
+            .endpoint_secrets(id)
+            .await
+            .map_err(|_| "the signing secret could not be read".to_string())?
+            .ok_or_else(|| "the endpoint is gone".to_string())?;
+        let open = |bytes: &[u8]| {
+            SigningSecret::open(vault, endpoint.tenant_id, id, bytes)
+                .map_err(|_| "the signing secret could not be opened".to_string())
+        };
+        let mut secrets = vec![open(&sealed.current)?];
+        if let Some((previous, until)) = &sealed.previous {
+            if *until > now {
+                secrets.push(open(previous)?);
+            }
+        }
+        Ok(secrets)
+    }
+
+    /// Posts through a client bound to the one address checked for this attempt.
+    async fn post(
+        &self,
+        url: &Url,
+        headers: HeaderMap,
+        body: Vec<u8>,
+        now: Timestamp,
+    ) -> Result<Answer, String> {
+        let addr = self
+            .egress
+            .resolve(url)
+            .await
+            .map_err(|e| format!("url {e}"))?;
+        let mut builder = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(self.timeout)
+            .no_proxy();
+        if let Some(domain) = url.domain() {
+            builder = builder.resolve(domain, addr);
+        }
+        let client = builder.build().map_err(|_| "no HTTP client".to_string())?;
+        let response = client
+            .post(url.clone())
+            .headers(headers)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| describe(&e))?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| schedule::parse_retry_after(v, now));
+        Ok(Answer {
+            status,
+            retry_after,
+            body: capped_body(response).await,
+        })
+    }
+}
+
+/// The message: `{ type, timestamp, data }`, the signal's payload only when asked for.
+pub fn message_body(event: &PushEvent, include_payload: bool) -> Vec<u8> {
+    let mut data = event.data.clone();
+    if !include_payload {
+        if let Some(map) = data.as_object_mut() {
+            map.remove("payload");
+        }
+    }
+    let message = json!({
+        "type": event.event_type.as_str(),
+        "timestamp": format_time(&event.created_at),
+        "data": data,
+    });
+    serde_json::to_vec(&message).unwrap_or_default()
+}
+
+/// Up to [`MAX_RESPONSE_BODY`] bytes of the answer's body, as text.
+async fn capped_body(mut response: reqwest::Response) -> String {
+    let mut bytes = Vec::new();
+    while bytes.len() < MAX_RESPONSE_BODY {
+        match response.chunk().await {
+            Ok(Some(chunk)) => bytes.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    bytes.truncate(MAX_RESPONSE_BODY);
+    let mut text = String::from_utf8_lossy(&bytes).into_owned();
+    while text.len() > MAX_RESPONSE_BODY {
+        text.pop();
+    }
+    text
+}
+
+/// What went wrong, without the URL or anything the endpoint sent.
+fn describe(error: &reqwest::Error) -> String {
+    if error.is_timeout() {
+        "timed out".into()
+    } else if error.is_connect() {
+        "could not connect".into()
+    } else {
+        "the request failed before an answer".into()
+    }
+}
+
+fn observe(record: &AttemptRecord, event: &PushEvent, now: Timestamp) {
+    let outcome = match record.next {
+        NextStep::Succeeded => "succeeded",
+        NextStep::RetryAt(_) => "retried",
+        NextStep::GiveUp => "failed",
+    };
+    metrics::counter!("push_deliveries_total", "outcome" => outcome).increment(1);
+    if record.next == NextStep::Succeeded {
+        let lag = now.signed_duration_since(event.created_at);
+        let seconds = lag.num_milliseconds() as f64 / 1000.0;
+        metrics::histogram!("push_delivery_lag_seconds").record(seconds.max(0.0));
+    }
+}
+
+/// The background loop: passes until shutdown, pausing for the poll interval when idle.
+pub async fn run(services: Services) {
+    let dispatcher = Dispatcher::new(services.clone());
+    let poll = services.config.worker_poll_interval;
+    while !services.is_shutting_down() {
+        let busy = match dispatcher.run_once().await {
+            Ok(pass) => pass.fanned_out > 0 || pass.attempted > 0,
+            Err(e) => {
+                tracing::warn!(error = %e, "push dispatch pass failed");
+                false
+            }
+        };
+        if !busy {
+            tokio::time::sleep(poll).await;
+        }
+    }
+}

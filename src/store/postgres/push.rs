@@ -1,0 +1,12 @@
+//! Push delivery on PostgreSQL: the shared statements (`src/store/shared/push.rs`), with the
+//! sequencer serialized across instances by a transaction-scoped advisory lock and claims
+//! skipping rows another instance holds.
+
+crate::store::shared::push::push_store!(
+    crate::store::PostgresStore,
+    sqlx::Postgres,
+    sqlx::postgres::PgRow,
+    // The outbox sequencer's advisory lock; the key is "push seq" in ASCII.
+    Some("SELECT pg_advisory_xact_lock(8103509995581302129)"),
+    "FOR UPDATE OF d SKIP LOCKED"
+);

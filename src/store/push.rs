@@ -1,0 +1,149 @@
+//! The push delivery part of the storage interface: endpoints, the outbox's sequencer and
+//! fan-out, and the deliveries the dispatcher claims under a lease and records attempts of.
+//! Both stores implement it with the same statements (`src/store/shared/push.rs`).
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use super::{PageRequest, StoreError};
+use crate::domain::{
+    Delivery, DeliveryId, Endpoint, EndpointId, EndpointPatch, EndpointSecrets, EventId,
+    NewEndpoint, PushEvent, TenantId, Timestamp,
+};
+
+/// The outcome of one attempt, as the dispatcher records it.
+#[derive(Clone, Debug)]
+pub struct AttemptRecord {
+    pub delivery: DeliveryId,
+    pub endpoint: EndpointId,
+    /// The lease the attempt ran under; nothing is written once another holds it.
+    pub owner: Uuid,
+    pub now: Timestamp,
+    pub status_code: Option<u16>,
+    pub error: Option<String>,
+    pub latency_ms: u64,
+    /// The start of the answer's body, already capped.
+    pub response_body: Option<String>,
+    pub next: NextStep,
+    pub health: HealthChange,
+}
+
+/// What becomes of the delivery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NextStep {
+    /// Delivered.
+    Succeeded,
+    /// Tried again at this instant.
+    RetryAt(Timestamp),
+    /// The schedule is spent: the delivery failed, and the next one of its connection goes.
+    GiveUp,
+}
+
+/// What the attempt says about the endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HealthChange {
+    /// It answered `2xx`: no longer failing.
+    Healthy,
+    /// It failed; it is disabled now with `disable` as the reason when given, or when it has
+    /// been failing since `failing_cutoff` or earlier.
+    Failing {
+        disable: Option<String>,
+        failing_cutoff: Timestamp,
+    },
+}
+
+/// What keeps push delivery.
+#[async_trait]
+pub trait PushStore: Send + Sync {
+    /// Creates an endpoint.
+    async fn insert_endpoint(&self, new: &NewEndpoint) -> Result<Endpoint, StoreError>;
+
+    /// One endpoint of `scope` (a tenant, or [`TenantId::NONE`] for operator-wide ones).
+    async fn get_endpoint(
+        &self,
+        scope: TenantId,
+        id: EndpointId,
+    ) -> Result<Option<Endpoint>, StoreError>;
+
+    /// A page of `scope`'s endpoints, oldest first.
+    async fn list_endpoints(
+        &self,
+        scope: TenantId,
+        page: PageRequest,
+    ) -> Result<Vec<Endpoint>, StoreError>;
+
+    /// Applies a patch; `None` when `scope` has no such endpoint.
+    async fn update_endpoint(
+        &self,
+        scope: TenantId,
+        id: EndpointId,
+        patch: &EndpointPatch,
+        now: Timestamp,
+    ) -> Result<Option<Endpoint>, StoreError>;
+
+    /// Deletes an endpoint with its deliveries; `false` when there was none.
+    async fn delete_endpoint(&self, scope: TenantId, id: EndpointId) -> Result<bool, StoreError>;
+
+    /// Makes `sealed` the signing secret; the one it replaces keeps signing until
+    /// `previous_until`. `false` when `scope` has no such endpoint.
+    async fn rotate_endpoint_secret(
+        &self,
+        scope: TenantId,
+        id: EndpointId,
+        sealed: &[u8],
+        previous_until: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool, StoreError>;
+
+    /// An endpoint's sealed secrets, for signing.
+    async fn endpoint_secrets(&self, id: EndpointId)
+        -> Result<Option<EndpointSecrets>, StoreError>;
+
+    /// Any endpoint by id, for the dispatcher.
+    async fn endpoint_by_id(&self, id: EndpointId) -> Result<Option<Endpoint>, StoreError>;
+
+    /// Gives the events committed since the last call their `seq`, in one statement and one
+    /// sequencer at a time across instances, then fans up to `limit` sequenced events out to
+    /// every active endpoint that receives them. Returns how many deliveries were created.
+    async fn sequence_and_fan_out(&self, limit: u32, now: Timestamp) -> Result<u64, StoreError>;
+
+    /// Leases up to `limit` due deliveries that head their (endpoint, connection) line until
+    /// `lease_until`, counting the attempt.
+    async fn claim_deliveries(
+        &self,
+        owner: Uuid,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<Delivery>, StoreError>;
+
+    /// One event of the outbox.
+    async fn get_event(&self, id: EventId) -> Result<Option<PushEvent>, StoreError>;
+
+    /// Records an attempt; `false` (nothing written) when the lease was lost.
+    async fn record_attempt(&self, record: &AttemptRecord) -> Result<bool, StoreError>;
+
+    /// A page of an endpoint's deliveries, newest first.
+    async fn list_deliveries(
+        &self,
+        endpoint: EndpointId,
+        page: PageRequest,
+    ) -> Result<Vec<Delivery>, StoreError>;
+
+    /// How many of an endpoint's deliveries are pending.
+    async fn endpoint_backlog(&self, endpoint: EndpointId) -> Result<u64, StoreError>;
+
+    /// New deliveries to `endpoint` of every event since `since` it receives (the same event
+    /// ids), at most `limit`; returns how many.
+    async fn replay(
+        &self,
+        endpoint: &Endpoint,
+        since: Timestamp,
+        limit: u32,
+        now: Timestamp,
+    ) -> Result<u64, StoreError>;
+
+    /// Deletes deliveries that ended before `before`, and events older than it that no
+    /// delivery refers to any more; returns how many of each.
+    async fn purge_push(&self, before: Timestamp) -> Result<(u64, u64), StoreError>;
+}

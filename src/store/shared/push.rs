@@ -1,0 +1,515 @@
+//! Push delivery's statements, written once for both databases. The push tables keep times as
+//! microseconds and JSON as text on both, and both speak `$n` placeholders, `RETURNING`,
+//! `UPDATE ... FROM` and window functions, so the same SQL runs on each. [`push_store!`]
+//! expands the [`PushStore`](crate::store::PushStore) implementation for a store type with
+//! its concrete sqlx types; the only dialect parts are the sequencer's lock (an advisory
+//! lock on PostgreSQL; SQLite serializes writers) and `SKIP LOCKED` when claiming.
+
+/// Columns of an endpoint row, in the order [`push_store!`] decodes them.
+pub(crate) const ENDPOINT_COLUMNS: &str = "id, tenant_id, url, description, event_types, \
+    providers, kinds, include_payload, status, disabled_reason, failing_since, last_success_at, \
+    last_failure_at, last_failure_status, last_failure_error, created_at, updated_at";
+
+/// Columns of a delivery row.
+pub(crate) const DELIVERY_COLUMNS: &str = "id, endpoint_id, event_id, event_type, tenant_id, \
+    connection_id, seq, status, attempts, next_attempt_at, last_status_code, last_error, \
+    last_latency_ms, last_response_body, created_at, updated_at, completed_at";
+
+/// Columns of an event row.
+pub(crate) const EVENT_COLUMNS: &str =
+    "id, seq, tenant_id, connection_id, provider, kind, event_type, data, created_at";
+
+/// Gives every visible unsequenced event the next `seq`, in insertion order. Run by one
+/// sequencer at a time: rows committed before it get seqs now, rows committed after it get
+/// higher ones on the next run.
+pub(crate) const SEQUENCE: &str = "UPDATE push_events SET seq = numbered.n \
+    FROM (SELECT pos, (SELECT COALESCE(MAX(seq), 0) FROM push_events) \
+          + ROW_NUMBER() OVER (ORDER BY pos) AS n \
+          FROM push_events WHERE seq IS NULL) AS numbered \
+    WHERE push_events.pos = numbered.pos";
+
+/// The due deliveries heading their (endpoint, connection) line; `{lock}` is the dialect's
+/// row locking clause.
+pub(crate) fn claim_sql(lock: &str) -> String {
+    format!(
+        "UPDATE push_deliveries SET lease_owner = $1, lease_expires_at = $2, \
+         attempts = attempts + 1, updated_at = $3 \
+         WHERE id IN (SELECT d.id FROM push_deliveries d \
+           JOIN push_endpoints e ON e.id = d.endpoint_id \
+           WHERE d.status = 'pending' AND e.status = 'active' AND d.next_attempt_at <= $3 \
+           AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= $3) \
+           AND NOT EXISTS (SELECT 1 FROM push_deliveries h \
+             WHERE h.endpoint_id = d.endpoint_id AND h.connection_id = d.connection_id \
+             AND h.status = 'pending' AND (h.seq < d.seq OR (h.seq = d.seq AND h.id < d.id))) \
+           ORDER BY d.next_attempt_at, d.seq LIMIT $4 {lock}) \
+         RETURNING {DELIVERY_COLUMNS}"
+    )
+}
+
+/// Records the attempt on the delivery, if the lease is still `$10`'s.
+pub(crate) const FINISH_DELIVERY: &str = "UPDATE push_deliveries SET status = $1, \
+    next_attempt_at = $2, lease_owner = NULL, lease_expires_at = NULL, last_status_code = $3, \
+    last_error = $4, last_latency_ms = $5, last_response_body = $6, updated_at = $7, \
+    completed_at = $8 WHERE id = $9 AND lease_owner = $10 AND status = 'pending'";
+
+/// A success: the endpoint is no longer failing.
+pub(crate) const ENDPOINT_HEALTHY: &str =
+    "UPDATE push_endpoints SET last_success_at = $1, failing_since = NULL WHERE id = $2";
+
+/// A failure: remembered, and the endpoint disabled when told to or when it has been failing
+/// since the cutoff (`$5`) or earlier.
+pub(crate) const ENDPOINT_FAILING: &str = "UPDATE push_endpoints SET last_failure_at = $1, \
+    last_failure_status = $2, last_failure_error = $3, \
+    failing_since = COALESCE(failing_since, $1), \
+    status = CASE WHEN $4 IS NOT NULL OR COALESCE(failing_since, $1) <= $5 \
+      THEN 'disabled' ELSE status END, \
+    disabled_reason = CASE WHEN $4 IS NOT NULL THEN $4 \
+      WHEN COALESCE(failing_since, $1) <= $5 \
+      THEN 'every attempt failed for 5 days' ELSE disabled_reason END, \
+    updated_at = $1 WHERE id = $6";
+
+/// Expands `impl PushStore for $store` over sqlx database `$db` and its row type `$row`.
+/// `$sequencer_lock` is a statement taking the sequencer's lock inside the transaction, or
+/// `None`; `$skip_locked` the row locking clause of claims.
+macro_rules! push_store {
+    ($store:ty, $db:ty, $row:ty, $sequencer_lock:expr, $skip_locked:expr) => {
+        $crate::store::shared::push_rows::push_rows!($row);
+
+        /// Writes events into the outbox inside the caller's transaction.
+        pub(super) async fn insert_events_in(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            events: &[$crate::domain::NewPushEvent],
+        ) -> Result<(), $crate::store::StoreError> {
+            for chunk in events.chunks(500) {
+                let mut q = sqlx::QueryBuilder::<$db>::new(
+                    "INSERT INTO push_events (id, tenant_id, connection_id, provider, kind, \
+                     event_type, data, created_at) ",
+                );
+                q.push_values(chunk, |mut b, e| {
+                    b.push_bind(e.id.0)
+                        .push_bind(e.tenant_id.0)
+                        .push_bind(e.connection_id.0)
+                        .push_bind(e.provider.clone())
+                        .push_bind(e.kind.clone())
+                        .push_bind(e.event_type.as_str())
+                        .push_bind(e.data.to_string())
+                        .push_bind($crate::domain::to_micros(&e.created_at));
+                });
+                q.build().execute(&mut *conn).await?;
+            }
+            Ok(())
+        }
+
+        mod push_impl {
+            use async_trait::async_trait;
+            use sqlx::Row;
+            use uuid::Uuid;
+
+            use super::push_rows::{delivery, encode_list, endpoint, event};
+            use $crate::domain::{
+                to_micros, Delivery, DeliveryId, DeliveryStatus, Endpoint, EndpointId,
+                EndpointPatch, EndpointSecrets, EventId, NewEndpoint, PushEvent, TenantId,
+                Timestamp,
+            };
+            use $crate::store::shared::push::*;
+            use $crate::store::{AttemptRecord, HealthChange, NextStep, PageRequest, PushStore, StoreError};
+
+            #[async_trait]
+            impl PushStore for $store {
+                async fn insert_endpoint(&self, new: &NewEndpoint) -> Result<Endpoint, StoreError> {
+                    let at = to_micros(&new.created_at);
+                    let sql = format!(
+                        "INSERT INTO push_endpoints (id, tenant_id, url, description, event_types, \
+                         providers, kinds, include_payload, secret_sealed, status, created_at, \
+                         updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'active', $10, $10) \
+                         RETURNING {ENDPOINT_COLUMNS}"
+                    );
+                    let row = sqlx::query(&sql)
+                        .bind(new.id.0)
+                        .bind(new.tenant_id.0)
+                        .bind(&new.url)
+                        .bind(&new.description)
+                        .bind(encode_list(&new.filter.event_types))
+                        .bind(encode_list(&new.filter.providers))
+                        .bind(encode_list(&new.filter.kinds))
+                        .bind(new.include_payload)
+                        .bind(&new.secret_sealed)
+                        .bind(at)
+                        .fetch_one(&self.pool)
+                        .await?;
+                    endpoint(&row)
+                }
+
+                async fn get_endpoint(
+                    &self,
+                    scope: TenantId,
+                    id: EndpointId,
+                ) -> Result<Option<Endpoint>, StoreError> {
+                    let sql = format!(
+                        "SELECT {ENDPOINT_COLUMNS} FROM push_endpoints WHERE tenant_id = $1 AND id = $2"
+                    );
+                    let row = sqlx::query(&sql).bind(scope.0).bind(id.0).fetch_optional(&self.pool).await?;
+                    row.as_ref().map(endpoint).transpose()
+                }
+
+                async fn list_endpoints(
+                    &self,
+                    scope: TenantId,
+                    page: PageRequest,
+                ) -> Result<Vec<Endpoint>, StoreError> {
+                    let (at, id) = match page.after {
+                        Some(k) => (to_micros(&k.at), k.id),
+                        None => (i64::MIN, Uuid::nil()),
+                    };
+                    let sql = format!(
+                        "SELECT {ENDPOINT_COLUMNS} FROM push_endpoints WHERE tenant_id = $1 \
+                         AND (created_at > $2 OR (created_at = $2 AND id > $3)) \
+                         ORDER BY created_at, id LIMIT $4"
+                    );
+                    let rows = sqlx::query(&sql)
+                        .bind(scope.0)
+                        .bind(at)
+                        .bind(id)
+                        .bind(i64::from(page.fetch))
+                        .fetch_all(&self.pool)
+                        .await?;
+                    rows.iter().map(endpoint).collect()
+                }
+
+                async fn update_endpoint(
+                    &self,
+                    scope: TenantId,
+                    id: EndpointId,
+                    patch: &EndpointPatch,
+                    now: Timestamp,
+                ) -> Result<Option<Endpoint>, StoreError> {
+                    let mut tx = self.pool.begin().await?;
+                    let sql = format!(
+                        "SELECT {ENDPOINT_COLUMNS} FROM push_endpoints WHERE tenant_id = $1 AND id = $2"
+                    );
+                    let Some(row) = sqlx::query(&sql).bind(scope.0).bind(id.0).fetch_optional(&mut *tx).await? else {
+                        return Ok(None);
+                    };
+                    let mut current = endpoint(&row)?;
+                    if let Some(url) = &patch.url {
+                        current.url = url.clone();
+                    }
+                    if let Some(description) = &patch.description {
+                        current.description = description.clone();
+                    }
+                    if let Some(filter) = &patch.filter {
+                        current.filter = filter.clone();
+                    }
+                    if let Some(include) = patch.include_payload {
+                        current.include_payload = include;
+                    }
+                    let enable = patch.status == Some($crate::domain::EndpointStatus::Active);
+                    if let Some(status) = patch.status {
+                        current.status = status;
+                    }
+                    let sql = format!(
+                        "UPDATE push_endpoints SET url = $1, description = $2, event_types = $3, \
+                         providers = $4, kinds = $5, include_payload = $6, status = $7, \
+                         disabled_reason = CASE WHEN $8 THEN NULL \
+                         WHEN $7 = 'disabled' AND status = 'active' THEN 'disabled by request' \
+                         ELSE disabled_reason END, \
+                         failing_since = CASE WHEN $8 THEN NULL ELSE failing_since END, \
+                         updated_at = $9 WHERE id = $10 RETURNING {ENDPOINT_COLUMNS}"
+                    );
+                    let row = sqlx::query(&sql)
+                        .bind(&current.url)
+                        .bind(&current.description)
+                        .bind(encode_list(&current.filter.event_types))
+                        .bind(encode_list(&current.filter.providers))
+                        .bind(encode_list(&current.filter.kinds))
+                        .bind(current.include_payload)
+                        .bind(current.status.as_str())
+                        .bind(enable)
+                        .bind(to_micros(&now))
+                        .bind(id.0)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    let updated = endpoint(&row)?;
+                    tx.commit().await?;
+                    Ok(Some(updated))
+                }
+
+                async fn delete_endpoint(&self, scope: TenantId, id: EndpointId) -> Result<bool, StoreError> {
+                    let done = sqlx::query("DELETE FROM push_endpoints WHERE tenant_id = $1 AND id = $2")
+                        .bind(scope.0)
+                        .bind(id.0)
+                        .execute(&self.pool)
+                        .await?;
+                    Ok(done.rows_affected() > 0)
+                }
+
+                async fn rotate_endpoint_secret(
+                    &self,
+                    scope: TenantId,
+                    id: EndpointId,
+                    sealed: &[u8],
+                    previous_until: Timestamp,
+                    now: Timestamp,
+                ) -> Result<bool, StoreError> {
+                    let done = sqlx::query(
+                        "UPDATE push_endpoints SET previous_secret_sealed = secret_sealed, \
+                         previous_secret_expires_at = $1, secret_sealed = $2, updated_at = $3 \
+                         WHERE tenant_id = $4 AND id = $5",
+                    )
+                    .bind(to_micros(&previous_until))
+                    .bind(sealed)
+                    .bind(to_micros(&now))
+                    .bind(scope.0)
+                    .bind(id.0)
+                    .execute(&self.pool)
+                    .await?;
+                    Ok(done.rows_affected() > 0)
+                }
+
+                async fn endpoint_secrets(&self, id: EndpointId) -> Result<Option<EndpointSecrets>, StoreError> {
+                    let row = sqlx::query(
+                        "SELECT secret_sealed, previous_secret_sealed, previous_secret_expires_at \
+                         FROM push_endpoints WHERE id = $1",
+                    )
+                    .bind(id.0)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                    let Some(row) = row else { return Ok(None) };
+                    let previous: Option<Vec<u8>> = row.try_get("previous_secret_sealed")?;
+                    let until: Option<i64> = row.try_get("previous_secret_expires_at")?;
+                    let previous = match (previous, until) {
+                        (Some(sealed), Some(until)) => Some((sealed, super::push_rows::time("previous_secret_expires_at", until)?)),
+                        _ => None,
+                    };
+                    Ok(Some(EndpointSecrets { current: row.try_get("secret_sealed")?, previous }))
+                }
+
+                async fn endpoint_by_id(&self, id: EndpointId) -> Result<Option<Endpoint>, StoreError> {
+                    let sql = format!("SELECT {ENDPOINT_COLUMNS} FROM push_endpoints WHERE id = $1");
+                    let row = sqlx::query(&sql).bind(id.0).fetch_optional(&self.pool).await?;
+                    row.as_ref().map(endpoint).transpose()
+                }
+
+                async fn sequence_and_fan_out(&self, limit: u32, now: Timestamp) -> Result<u64, StoreError> {
+                    let mut tx = self.pool.begin().await?;
+                    let lock: Option<&str> = $sequencer_lock;
+                    if let Some(lock) = lock {
+                        sqlx::query(lock).execute(&mut *tx).await?;
+                    }
+                    sqlx::query(SEQUENCE).execute(&mut *tx).await?;
+                    let sql = format!(
+                        "SELECT {EVENT_COLUMNS} FROM push_events WHERE NOT fanned_out \
+                         AND seq IS NOT NULL ORDER BY seq LIMIT $1"
+                    );
+                    let rows = sqlx::query(&sql).bind(i64::from(limit)).fetch_all(&mut *tx).await?;
+                    let events = rows.iter().map(event).collect::<Result<Vec<PushEvent>, _>>()?;
+                    let Some(last) = events.last().map(|e| e.seq) else {
+                        tx.commit().await?;
+                        return Ok(0);
+                    };
+                    let sql = format!("SELECT {ENDPOINT_COLUMNS} FROM push_endpoints WHERE status = 'active'");
+                    let rows = sqlx::query(&sql).fetch_all(&mut *tx).await?;
+                    let endpoints = rows.iter().map(endpoint).collect::<Result<Vec<Endpoint>, _>>()?;
+                    let mut created = 0u64;
+                    for e in &events {
+                        for target in endpoints.iter().filter(|t| t.receives(e)) {
+                            insert_delivery(&mut *tx, target.id, e, now).await?;
+                            created += 1;
+                        }
+                    }
+                    sqlx::query(
+                        "UPDATE push_events SET fanned_out = TRUE WHERE NOT fanned_out \
+                         AND seq IS NOT NULL AND seq <= $1",
+                    )
+                    .bind(last)
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    Ok(created)
+                }
+
+                async fn claim_deliveries(
+                    &self,
+                    owner: Uuid,
+                    now: Timestamp,
+                    lease_until: Timestamp,
+                    limit: u32,
+                ) -> Result<Vec<Delivery>, StoreError> {
+                    let rows = sqlx::query(&claim_sql($skip_locked))
+                        .bind(owner)
+                        .bind(to_micros(&lease_until))
+                        .bind(to_micros(&now))
+                        .bind(i64::from(limit))
+                        .fetch_all(&self.pool)
+                        .await?;
+                    rows.iter().map(delivery).collect()
+                }
+
+                async fn get_event(&self, id: EventId) -> Result<Option<PushEvent>, StoreError> {
+                    let sql = format!("SELECT {EVENT_COLUMNS} FROM push_events WHERE id = $1 AND seq IS NOT NULL");
+                    let row = sqlx::query(&sql).bind(id.0).fetch_optional(&self.pool).await?;
+                    row.as_ref().map(event).transpose()
+                }
+
+                async fn record_attempt(&self, r: &AttemptRecord) -> Result<bool, StoreError> {
+                    let now = to_micros(&r.now);
+                    let (status, next, completed) = match r.next {
+                        NextStep::Succeeded => (DeliveryStatus::Succeeded, now, Some(now)),
+                        NextStep::RetryAt(at) => (DeliveryStatus::Pending, to_micros(&at), None),
+                        NextStep::GiveUp => (DeliveryStatus::Failed, now, Some(now)),
+                    };
+                    let mut tx = self.pool.begin().await?;
+                    let done = sqlx::query(FINISH_DELIVERY)
+                        .bind(status.as_str())
+                        .bind(next)
+                        .bind(r.status_code.map(i64::from))
+                        .bind(&r.error)
+                        .bind(i64::try_from(r.latency_ms).unwrap_or(i64::MAX))
+                        .bind(&r.response_body)
+                        .bind(now)
+                        .bind(completed)
+                        .bind(r.delivery.0)
+                        .bind(r.owner)
+                        .execute(&mut *tx)
+                        .await?;
+                    if done.rows_affected() == 0 {
+                        return Ok(false);
+                    }
+                    match &r.health {
+                        HealthChange::Healthy => {
+                            sqlx::query(ENDPOINT_HEALTHY).bind(now).bind(r.endpoint.0).execute(&mut *tx).await?;
+                        }
+                        HealthChange::Failing { disable, failing_cutoff } => {
+                            sqlx::query(ENDPOINT_FAILING)
+                                .bind(now)
+                                .bind(r.status_code.map(i64::from))
+                                .bind(&r.error)
+                                .bind(disable)
+                                .bind(to_micros(failing_cutoff))
+                                .bind(r.endpoint.0)
+                                .execute(&mut *tx)
+                                .await?;
+                        }
+                    }
+                    tx.commit().await?;
+                    Ok(true)
+                }
+
+                async fn list_deliveries(
+                    &self,
+                    endpoint_id: EndpointId,
+                    page: PageRequest,
+                ) -> Result<Vec<Delivery>, StoreError> {
+                    let (at, id) = match page.after {
+                        Some(k) => (to_micros(&k.at), k.id),
+                        None => (i64::MAX, Uuid::max()),
+                    };
+                    let sql = format!(
+                        "SELECT {DELIVERY_COLUMNS} FROM push_deliveries WHERE endpoint_id = $1 \
+                         AND (created_at < $2 OR (created_at = $2 AND id < $3)) \
+                         ORDER BY created_at DESC, id DESC LIMIT $4"
+                    );
+                    let rows = sqlx::query(&sql)
+                        .bind(endpoint_id.0)
+                        .bind(at)
+                        .bind(id)
+                        .bind(i64::from(page.fetch))
+                        .fetch_all(&self.pool)
+                        .await?;
+                    rows.iter().map(delivery).collect()
+                }
+
+                async fn endpoint_backlog(&self, endpoint_id: EndpointId) -> Result<u64, StoreError> {
+                    let count: i64 = sqlx::query_scalar(
+                        "SELECT COUNT(*) FROM push_deliveries WHERE endpoint_id = $1 AND status = 'pending'",
+                    )
+                    .bind(endpoint_id.0)
+                    .fetch_one(&self.pool)
+                    .await?;
+                    Ok(u64::try_from(count).unwrap_or(0))
+                }
+
+                async fn replay(
+                    &self,
+                    target: &Endpoint,
+                    since: Timestamp,
+                    limit: u32,
+                    now: Timestamp,
+                ) -> Result<u64, StoreError> {
+                    let mut tx = self.pool.begin().await?;
+                    let sql = format!(
+                        "SELECT {EVENT_COLUMNS} FROM push_events WHERE created_at >= $1 \
+                         AND seq IS NOT NULL AND (tenant_id = $2 OR $3) ORDER BY seq"
+                    );
+                    let rows = sqlx::query(&sql)
+                        .bind(to_micros(&since))
+                        .bind(target.tenant_id.0)
+                        .bind(target.tenant_id == TenantId::NONE)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    let mut created = 0u64;
+                    for row in &rows {
+                        let e = event(row)?;
+                        if !target.receives(&e) {
+                            continue;
+                        }
+                        if created >= u64::from(limit) {
+                            break;
+                        }
+                        insert_delivery(&mut *tx, target.id, &e, now).await?;
+                        created += 1;
+                    }
+                    tx.commit().await?;
+                    Ok(created)
+                }
+
+                async fn purge_push(&self, before: Timestamp) -> Result<(u64, u64), StoreError> {
+                    let before = to_micros(&before);
+                    let deliveries = sqlx::query(
+                        "DELETE FROM push_deliveries WHERE status <> 'pending' AND updated_at < $1",
+                    )
+                    .bind(before)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+                    let events = sqlx::query(
+                        "DELETE FROM push_events WHERE fanned_out AND created_at < $1 \
+                         AND NOT EXISTS (SELECT 1 FROM push_deliveries d WHERE d.event_id = push_events.id)",
+                    )
+                    .bind(before)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+                    Ok((deliveries, events))
+                }
+            }
+
+            async fn insert_delivery(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                endpoint: EndpointId,
+                e: &PushEvent,
+                now: Timestamp,
+            ) -> Result<(), StoreError> {
+                let at = to_micros(&now);
+                sqlx::query(
+                    "INSERT INTO push_deliveries (id, endpoint_id, event_id, event_type, tenant_id, \
+                     connection_id, seq, status, attempts, next_attempt_at, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, $8, $8, $8)",
+                )
+                .bind(DeliveryId::generate().0)
+                .bind(endpoint.0)
+                .bind(e.id.0)
+                .bind(e.event_type.as_str())
+                .bind(e.tenant_id.0)
+                .bind(e.connection_id.0)
+                .bind(e.seq)
+                .bind(at)
+                .execute(&mut *conn)
+                .await?;
+                Ok(())
+            }
+        }
+    };
+}
+
+pub(crate) use push_store;

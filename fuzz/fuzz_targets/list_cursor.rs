@@ -27,7 +27,11 @@ fn scope() -> CursorScope {
 /// Decodes `cursor`; what decodes must be what this codec issues for that position.
 fn decode_checked(codec: &CursorCodec, cursor: &str) {
     if let Ok(key) = codec.decode(&scope(), cursor) {
-        assert_eq!(codec.encode(&scope(), &key), cursor, "a cursor not issued here decoded");
+        assert_eq!(
+            codec.encode(&scope(), &key),
+            cursor,
+            "a cursor not issued here decoded"
+        );
     }
 }
 
@@ -45,12 +49,18 @@ fuzz_target!(|data: &[u8]| {
             let cursor = codec.encode(&scope(), &key);
             assert_eq!(codec.decode(&scope(), &cursor).ok(), Some(key));
             let other = CursorScope::new("signals", TenantId(uuid::Uuid::from_u128(7)), &[]);
-            assert!(codec.decode(&other, &cursor).is_err(), "decoded under another scope");
+            assert!(
+                codec.decode(&other, &cursor).is_err(),
+                "decoded under another scope"
+            );
             let mut bytes = URL_SAFE_NO_PAD.decode(&cursor).expect("base64url");
             let at = usize::from(data[0]) % bytes.len();
             bytes[at] ^= 1 << (data[1] % 8);
             let altered = URL_SAFE_NO_PAD.encode(&bytes);
-            assert!(codec.decode(&scope(), &altered).is_err(), "an altered cursor decoded");
+            assert!(
+                codec.decode(&scope(), &altered).is_err(),
+                "an altered cursor decoded"
+            );
         }
     }
 });

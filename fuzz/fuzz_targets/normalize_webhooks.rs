@@ -48,15 +48,24 @@ fn check(connector: &dyn Connector, data: &[u8]) {
     if let Some(account) = &named {
         candidates.push(connection(slug, account));
     }
-    for set in [&candidates[..], &candidates[..1], &candidates[candidates.len() - 1..]] {
+    for set in [
+        &candidates[..],
+        &candidates[..1],
+        &candidates[candidates.len() - 1..],
+    ] {
         if let Some(id) = connector.route_webhook(&event, set) {
-            assert!(set.iter().any(|c| c.id == id), "{slug} routed outside the candidates");
+            assert!(
+                set.iter().any(|c| c.id == id),
+                "{slug} routed outside the candidates"
+            );
         }
     }
     let Some(account) = named else {
         return;
     };
-    if ROUTING_NOT_CHECKED.contains(&slug) || account.eq_ignore_ascii_case(&stranger.external_account_id) {
+    if ROUTING_NOT_CHECKED.contains(&slug)
+        || account.eq_ignore_ascii_case(&stranger.external_account_id)
+    {
         return;
     }
     assert_eq!(

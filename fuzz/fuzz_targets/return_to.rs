@@ -18,7 +18,10 @@ fuzz_target!(|data: &[u8]| {
         let Ok(url) = allowed_return_to(candidate, &allowed) else {
             continue;
         };
-        assert!(url.username().is_empty() && url.password().is_none(), "{url}");
+        assert!(
+            url.username().is_empty() && url.password().is_none(),
+            "{url}"
+        );
         let path = url.path();
         let lower = path.to_ascii_lowercase();
         for hidden in ["%2f", "%5c", "%2e", "\\"] {

@@ -20,7 +20,10 @@ fuzz_target!(|data: &[u8]| {
     let input = delivery(data);
     for (url, secret) in [
         (WebhookUrl::App, SECRET.to_string()),
-        (WebhookUrl::Tenant(fuzzing::TENANT), tenant_secret.expose().to_string()),
+        (
+            WebhookUrl::Tenant(fuzzing::TENANT),
+            tenant_secret.expose().to_string(),
+        ),
     ] {
         let expected = hmac(secret.as_bytes(), &[input.body]);
         if verify(github, &settings, url, &input.headers, input.body).is_ok() {
@@ -31,12 +34,22 @@ fuzz_target!(|data: &[u8]| {
             );
         }
         let mut signed = input.headers.clone();
-        set(&mut signed, "x-hub-signature-256", &format!("sha256={}", hex(&expected)));
+        set(
+            &mut signed,
+            "x-hub-signature-256",
+            &format!("sha256={}", hex(&expected)),
+        );
         let result = verify(github, &settings, url, &signed, input.body);
-        assert!(!refused_signature(&result), "a signed delivery was refused: {result:?}");
+        assert!(
+            !refused_signature(&result),
+            "a signed delivery was refused: {result:?}"
+        );
         if let Some(altered) = altered(input.body) {
             let result = verify(github, &settings, url, &signed, &altered);
-            assert!(refused_signature(&result), "an altered body verified: {result:?}");
+            assert!(
+                refused_signature(&result),
+                "an altered body verified: {result:?}"
+            );
         }
     }
 });

@@ -10,8 +10,8 @@ use std::net::TcpListener;
 use std::sync::OnceLock;
 
 use connectors::connector::WebhookUrl;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use fuzzing::{delivery, header, refused_signature, set, verify};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use libfuzzer_sys::fuzz_target;
 
 const KEY: &str = include_str!("../../tests/keys/jwt-test-rsa-1.pem");
@@ -33,7 +33,10 @@ fn jwks_url() -> &'static str {
         jwk["use"] = "sig".into();
         let body = serde_json::json!({ "keys": [jwk] }).to_string();
         let listener = TcpListener::bind("127.0.0.1:0").expect("a local port");
-        let url = format!("http://{}/oauth2/v3/certs", listener.local_addr().expect("bound"));
+        let url = format!(
+            "http://{}/oauth2/v3/certs",
+            listener.local_addr().expect("bound")
+        );
         std::thread::spawn(move || {
             for mut stream in listener.incoming().flatten() {
                 let mut request = [0u8; 4096];
@@ -59,7 +62,10 @@ fn token(pem: &str) -> String {
         "email_verified": true, "exp": now + 86_400, "iat": now,
         "iss": "https://accounts.google.com", "sub": "113774264463038321964",
     });
-    let header = Header { kid: Some("k1".into()), ..Header::new(Algorithm::RS256) };
+    let header = Header {
+        kid: Some("k1".into()),
+        ..Header::new(Algorithm::RS256)
+    };
     let key = EncodingKey::from_rsa_pem(pem.as_bytes()).expect("a test key");
     jsonwebtoken::encode(&header, &claims, &key).expect("signs")
 }
@@ -93,15 +99,24 @@ fuzz_target!(|data: &[u8]| {
         let token = header(&input.headers, "authorization")
             .and_then(|a| a.strip_prefix("Bearer "))
             .expect("a verified push has a bearer token");
-        assert!(signed_by_test_key(token), "a push verified without the key's signature");
+        assert!(
+            signed_by_test_key(token),
+            "a push verified without the key's signature"
+        );
     }
     let (good, forged) = tokens();
     let mut signed = input.headers.clone();
     set(&mut signed, "authorization", &format!("Bearer {good}"));
     let result = verify(gmail, &settings, url, &signed, input.body);
-    assert!(!refused_signature(&result), "a signed push was refused: {result:?}");
+    assert!(
+        !refused_signature(&result),
+        "a signed push was refused: {result:?}"
+    );
     set(&mut signed, "authorization", &format!("Bearer {forged}"));
     let result = verify(gmail, &settings, url, &signed, input.body);
-    assert!(refused_signature(&result), "another key's token verified: {result:?}");
+    assert!(
+        refused_signature(&result),
+        "another key's token verified: {result:?}"
+    );
     let _ = gmail.webhook_account(&input.headers, input.body);
 });

@@ -43,13 +43,27 @@ fuzz_target!(|data: &[u8]| {
             None => "fuzz-channel".to_string(),
         };
         set(&mut signed, "x-goog-channel-id", &channel);
-        set(&mut signed, "x-goog-channel-token", &token(slug, TENANT, &channel));
+        set(
+            &mut signed,
+            "x-goog-channel-token",
+            &token(slug, TENANT, &channel),
+        );
         let result = verify(google, &settings, url, &signed, input.body);
-        assert!(!refused_signature(&result), "the channel's token was refused: {result:?}");
+        assert!(
+            !refused_signature(&result),
+            "the channel's token was refused: {result:?}"
+        );
         let other = TenantId(uuid::Uuid::from_u128(7));
-        set(&mut signed, "x-goog-channel-token", &token(slug, other, &channel));
+        set(
+            &mut signed,
+            "x-goog-channel-token",
+            &token(slug, other, &channel),
+        );
         let result = verify(google, &settings, url, &signed, input.body);
-        assert!(refused_signature(&result), "another tenant's token verified: {result:?}");
+        assert!(
+            refused_signature(&result),
+            "another tenant's token verified: {result:?}"
+        );
         let event = fuzzing::event(slug, &input.headers, input.body, None);
         let _ = google.normalize_webhook(&event);
     }

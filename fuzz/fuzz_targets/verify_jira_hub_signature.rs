@@ -22,11 +22,21 @@ fuzz_target!(|data: &[u8]| {
     let expected = hmac(tenant_secret(&settings).expose().as_bytes(), &[input.body]);
     let mut signed = input.headers.clone();
     signed.remove("authorization");
-    set(&mut signed, "x-hub-signature", &format!("sha256={}", hex(&expected)));
+    set(
+        &mut signed,
+        "x-hub-signature",
+        &format!("sha256={}", hex(&expected)),
+    );
     let result = verify(jira, &settings, url, &signed, input.body);
-    assert!(!refused_signature(&result), "a signed delivery was refused: {result:?}");
+    assert!(
+        !refused_signature(&result),
+        "a signed delivery was refused: {result:?}"
+    );
     if let Some(altered) = altered(input.body) {
         let result = verify(jira, &settings, url, &signed, &altered);
-        assert!(refused_signature(&result), "an altered body verified: {result:?}");
+        assert!(
+            refused_signature(&result),
+            "an altered body verified: {result:?}"
+        );
     }
 });

@@ -23,9 +23,15 @@ fuzz_target!(|data: &[u8]| {
     let mut signed = input.headers.clone();
     set(&mut signed, "authorization", &format!("Bearer {token}"));
     let result = verify(jira, &settings, url, &signed, input.body);
-    assert!(!refused_signature(&result), "a signed token was refused: {result:?}");
+    assert!(
+        !refused_signature(&result),
+        "a signed token was refused: {result:?}"
+    );
     let truncated = &token[..token.len() - 1];
     set(&mut signed, "authorization", &format!("Bearer {truncated}"));
     let result = verify(jira, &settings, url, &signed, input.body);
-    assert!(refused_signature(&result), "a truncated token verified: {result:?}");
+    assert!(
+        refused_signature(&result),
+        "a truncated token verified: {result:?}"
+    );
 });

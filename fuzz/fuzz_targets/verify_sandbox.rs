@@ -5,7 +5,9 @@
 #![no_main]
 
 use connectors::connector::WebhookUrl;
-use fuzzing::{altered, delivery, header, hex, hex_signature_is, hmac, refused_signature, set, verify};
+use fuzzing::{
+    altered, delivery, header, hex, hex_signature_is, hmac, refused_signature, set, verify,
+};
 use libfuzzer_sys::fuzz_target;
 
 const SECRET: &str = "sandbox-webhook-secret-value";
@@ -17,7 +19,10 @@ fuzz_target!(|data: &[u8]| {
     for url in [WebhookUrl::App, WebhookUrl::Tenant(fuzzing::TENANT)] {
         if verify(sandbox, &settings, url, &input.headers, input.body).is_ok() {
             let timestamp = header(&input.headers, "x-sandbox-timestamp").unwrap_or_default();
-            let sent: i64 = timestamp.trim().parse().expect("a verified timestamp is a number");
+            let sent: i64 = timestamp
+                .trim()
+                .parse()
+                .expect("a verified timestamp is a number");
             let now = connectors::domain::now().timestamp();
             assert!((now - sent).abs() <= 300, "a stale delivery verified");
             let expected = hmac(SECRET.as_bytes(), &[timestamp.as_bytes(), b".", input.body]);
@@ -31,12 +36,22 @@ fuzz_target!(|data: &[u8]| {
         let expected = hmac(SECRET.as_bytes(), &[at.as_bytes(), b".", input.body]);
         let mut signed = input.headers.clone();
         set(&mut signed, "x-sandbox-timestamp", &at);
-        set(&mut signed, "x-sandbox-signature", &format!("v1={}", hex(&expected)));
+        set(
+            &mut signed,
+            "x-sandbox-signature",
+            &format!("v1={}", hex(&expected)),
+        );
         let result = verify(sandbox, &settings, url, &signed, input.body);
-        assert!(!refused_signature(&result), "a signed delivery was refused: {result:?}");
+        assert!(
+            !refused_signature(&result),
+            "a signed delivery was refused: {result:?}"
+        );
         if let Some(altered) = altered(input.body) {
             let result = verify(sandbox, &settings, url, &signed, &altered);
-            assert!(refused_signature(&result), "an altered body verified: {result:?}");
+            assert!(
+                refused_signature(&result),
+                "an altered body verified: {result:?}"
+            );
         }
     }
 });

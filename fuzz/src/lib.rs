@@ -24,7 +24,9 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use sha2::Sha256;
 
 /// The tenant whose URL tenant-scoped deliveries arrive at.
-pub const TENANT: TenantId = TenantId(uuid::Uuid::from_u128(0x0193_a1b2_c3d4_7e5f_8a9b_0c1d_2e3f_4a5b));
+pub const TENANT: TenantId = TenantId(uuid::Uuid::from_u128(
+    0x0193_a1b2_c3d4_7e5f_8a9b_0c1d_2e3f_4a5b,
+));
 
 /// This service's public base URL, as verifiers see it.
 pub const PUBLIC_BASE_URL: &str = "https://connectors.example.com/";
@@ -127,7 +129,12 @@ pub fn verify(
 }
 
 /// A stored event of `slug` for the delivery, its headers as the inbox keeps them.
-pub fn event(slug: &str, headers: &HeaderMap, body: &[u8], event_type: Option<String>) -> WebhookEvent {
+pub fn event(
+    slug: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    event_type: Option<String>,
+) -> WebhookEvent {
     let headers = headers
         .iter()
         .filter_map(|(name, value)| {
@@ -259,7 +266,10 @@ pub mod jira {
             let token = authorization
                 .to_str()
                 .ok()
-                .and_then(|a| a.strip_prefix("Bearer ").or_else(|| a.strip_prefix("bearer ")))
+                .and_then(|a| {
+                    a.strip_prefix("Bearer ")
+                        .or_else(|| a.strip_prefix("bearer "))
+                })
                 .map(str::trim)
                 .expect("a verified delivery has a bearer token");
             assert!(

@@ -44,7 +44,8 @@ pub use subscription::{Opened, SubscriptionContext};
 pub use sync::{SyncContext, SyncPage};
 pub use token::{standard_token_response, TokenSet, MAX_TOKEN_LIFETIME_SECS};
 pub use webhook::{
-    route_to_account, Normalized, TenantWebhook, Verified, WebhookEvent, WebhookRejection, WebhookRequest, WebhookUrl,
+    route_to_account, Normalized, TenantWebhook, Verified, WebhookEvent, WebhookRejection,
+    WebhookRequest, WebhookUrl,
 };
 
 /// A provider's behaviour: its catalogue entry, OAuth endpoints and quirks, and who an account

@@ -488,13 +488,27 @@ async fn a_delivery_naming_an_unknown_account_stays_unmatched_beside_the_only_co
     let t = tenant();
     let connection = connect_sandbox(&app, t).await;
     let stranger = accepted(
-        deliver(&app, t, "acct-1", "event.created", &account_body("s", "someone-else"), |_| {})
-            .await,
+        deliver(
+            &app,
+            t,
+            "acct-1",
+            "event.created",
+            &account_body("s", "someone-else"),
+            |_| {},
+        )
+        .await,
     )
     .await;
     let named = accepted(
-        deliver(&app, t, "acct-2", "event.created", &account_body("n", "sandbox-user"), |_| {})
-            .await,
+        deliver(
+            &app,
+            t,
+            "acct-2",
+            "event.created",
+            &account_body("n", "sandbox-user"),
+            |_| {},
+        )
+        .await,
     )
     .await;
     inbox::drain(&app.state).await.expect("drain");
@@ -514,7 +528,11 @@ async fn a_delivery_naming_an_unknown_account_stays_unmatched_beside_the_only_co
         .iter()
         .map(|s| &s["external_id"])
         .collect();
-    assert_eq!(ids, [&json!("n")], "only the named account's event is a signal");
+    assert_eq!(
+        ids,
+        [&json!("n")],
+        "only the named account's event is a signal"
+    );
 }
 
 #[tokio::test]

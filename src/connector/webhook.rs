@@ -145,7 +145,7 @@ mod tests {
     fn event(headers: serde_json::Map<String, Value>) -> WebhookEvent {
         WebhookEvent {
             tenant_id: TenantId(uuid::Uuid::new_v4()),
-            provider: "sandbox".into(),
+            provider: "example".into(),
             event_type: None,
             headers,
             body: Vec::new(),
@@ -155,8 +155,8 @@ mod tests {
 
     #[test]
     fn a_named_account_is_routed_only_to_its_own_connection() {
-        let ours = Connection::active_for_tests("sandbox", "acct-1");
-        let theirs = Connection::active_for_tests("sandbox", "acct-2");
+        let ours = Connection::active_for_tests("example", "acct-1");
+        let theirs = Connection::active_for_tests("example", "acct-2");
         let both = [theirs.clone(), ours.clone()];
         assert_eq!(route_to_account(Some("acct-1"), &both), Some(ours.id));
         assert_eq!(
@@ -169,8 +169,8 @@ mod tests {
 
     #[test]
     fn a_delivery_naming_no_account_goes_only_to_a_single_connection() {
-        let only = Connection::active_for_tests("sandbox", "acct-1");
-        let other = Connection::active_for_tests("sandbox", "acct-2");
+        let only = Connection::active_for_tests("example", "acct-1");
+        let other = Connection::active_for_tests("example", "acct-2");
         assert_eq!(
             route_to_account(None, std::slice::from_ref(&only)),
             Some(only.id)
@@ -182,14 +182,14 @@ mod tests {
     #[test]
     fn stored_headers_read_back_as_a_header_map_without_invalid_ones() {
         let mut headers = serde_json::Map::new();
-        headers.insert("x-sandbox-event".into(), "event.created".into());
+        headers.insert("x-example-event".into(), "event.created".into());
         headers.insert("bad name".into(), "v".into());
         headers.insert("x-number".into(), Value::from(3));
         headers.insert("x-newline".into(), "a\nb".into());
         let map = event(headers).header_map();
         assert_eq!(map.len(), 1);
         assert_eq!(
-            map.get("x-sandbox-event").and_then(|v| v.to_str().ok()),
+            map.get("x-example-event").and_then(|v| v.to_str().ok()),
             Some("event.created")
         );
     }

@@ -11,6 +11,8 @@ pub mod config;
 pub mod connector;
 pub mod crypto;
 pub mod domain;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod ingest;
 pub mod keys;

@@ -44,7 +44,8 @@ pub use subscription::{ClaimedSubscription, Opened, SubscriptionContext};
 pub use sync::{SyncContext, SyncPage};
 pub use token::{standard_token_response, TokenSet, MAX_TOKEN_LIFETIME_SECS};
 pub use webhook::{
-    Normalized, TenantWebhook, Verified, WebhookEvent, WebhookRejection, WebhookRequest, WebhookUrl,
+    route_to_account, Normalized, TenantWebhook, Verified, WebhookEvent, WebhookRejection,
+    WebhookRequest, WebhookUrl,
 };
 
 /// A provider's behaviour: its catalogue entry, OAuth endpoints and quirks, and who an account
@@ -238,16 +239,16 @@ pub trait Connector: Send + Sync + 'static {
     }
 
     /// Which of the tenant's active connections to this provider a stored event belongs to;
-    /// `None` leaves it `unmatched`. The default: the only connection, if there is exactly one.
+    /// `None` leaves it `unmatched`. The default ([`route_to_account`]): a delivery naming an
+    /// account ([`Connector::webhook_account`]) goes only to a connection of that account; one
+    /// naming none goes to the tenant's only connection, if there is exactly one.
     fn route_webhook(
         &self,
-        _event: &WebhookEvent,
+        event: &WebhookEvent,
         connections: &[Connection],
     ) -> Option<ConnectionId> {
-        match connections {
-            [only] => Some(only.id),
-            _ => None,
-        }
+        let account = self.webhook_account(&event.header_map(), &event.body);
+        route_to_account(account.as_deref(), connections)
     }
 
     /// What a stored event means. `Err` describes a payload that cannot be read (the event

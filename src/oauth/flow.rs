@@ -331,7 +331,7 @@ fn authorize_url(
 /// prefix's path segments as whole segments at the start of its path (`/connectors` allows
 /// `/connectors/done`, not `/connectors-evil`). Credentials in the URL, and encoded separators
 /// or dots that could mean another path to whoever reads it next, are refused.
-fn allowed_return_to(raw: &str, allowed: &[Url]) -> Result<Url, String> {
+pub(crate) fn allowed_return_to(raw: &str, allowed: &[Url]) -> Result<Url, String> {
     let url = Url::parse(raw).map_err(|_| "must be an absolute URL".to_string())?;
     if !url.username().is_empty() || url.password().is_some() {
         return Err("must not carry credentials".into());

@@ -480,6 +480,61 @@ async fn an_event_for_a_tenant_without_a_connection_stays_unmatched() {
     assert_eq!(stored.status, EventStatus::Unmatched);
 }
 
+/// A delivery that names an account is routed only to a connection of that account: the
+/// tenant's only connection is no fallback for an account it did not connect.
+#[tokio::test]
+async fn a_delivery_naming_an_unknown_account_stays_unmatched_beside_the_only_connection() {
+    let app = spawn().await;
+    let t = tenant();
+    let connection = connect_sandbox(&app, t).await;
+    let stranger = accepted(
+        deliver(
+            &app,
+            t,
+            "acct-1",
+            "event.created",
+            &account_body("s", "someone-else"),
+            |_| {},
+        )
+        .await,
+    )
+    .await;
+    let named = accepted(
+        deliver(
+            &app,
+            t,
+            "acct-2",
+            "event.created",
+            &account_body("n", "sandbox-user"),
+            |_| {},
+        )
+        .await,
+    )
+    .await;
+    inbox::drain(&app.state).await.expect("drain");
+    let stored = stored_event(&app, t, &stranger).await;
+    assert_eq!(stored.status, EventStatus::Unmatched);
+    assert_eq!(stored.connection_id, None);
+    let stored = stored_event(&app, t, &named).await;
+    assert_eq!(stored.status, EventStatus::Processed);
+    assert_eq!(
+        stored.connection_id.map(|c| c.to_string()),
+        connection["id"].as_str().map(str::to_string)
+    );
+    let (_, signals) = app.get_json(t, "/signals").await;
+    let ids: Vec<&Value> = signals["signals"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|s| &s["external_id"])
+        .collect();
+    assert_eq!(
+        ids,
+        [&json!("n")],
+        "only the named account's event is a signal"
+    );
+}
+
 #[tokio::test]
 async fn with_the_database_gone_deliveries_get_503_so_providers_redeliver() {
     let app = spawn().await;

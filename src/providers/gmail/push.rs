@@ -217,20 +217,19 @@ pub(super) fn normalize(event: &WebhookEvent) -> Result<Normalized, String> {
 }
 
 /// The tenant's connection whose mailbox the notification names (the address kept as its
-/// `email` when it connected); else the only one.
+/// `email` when it connected). A push always names its mailbox, so no other connection, not
+/// even the tenant's only one, is ever chosen for it.
 pub(super) fn route(event: &WebhookEvent, connections: &[Connection]) -> Option<ConnectionId> {
     let address = mailbox(event)?;
-    let named = connections.iter().find(|c| {
-        c.metadata
-            .get("email")
-            .and_then(|v| v.as_str())
-            .is_some_and(|e| e.eq_ignore_ascii_case(&address))
-    });
-    match (named, connections) {
-        (Some(c), _) => Some(c.id),
-        (None, [only]) => Some(only.id),
-        (None, _) => None,
-    }
+    connections
+        .iter()
+        .find(|c| {
+            c.metadata
+                .get("email")
+                .and_then(|v| v.as_str())
+                .is_some_and(|e| e.eq_ignore_ascii_case(&address))
+        })
+        .map(|c| c.id)
 }
 
 #[cfg(test)]
@@ -263,7 +262,7 @@ mod tests {
     }
 
     #[test]
-    fn a_notification_goes_to_the_mailbox_it_names_or_the_only_one() {
+    fn a_notification_goes_only_to_the_mailbox_it_names() {
         let (a, b) = (
             mailbox_connection("a@example.com"),
             mailbox_connection("b@example.com"),
@@ -273,7 +272,8 @@ mod tests {
         assert_eq!(route(&event("c@example.com"), &both), None);
         assert_eq!(
             route(&event("c@example.com"), std::slice::from_ref(&a)),
-            Some(a.id)
+            None,
+            "another mailbox never falls back to the only connection"
         );
         assert!(matches!(
             normalize(&event("a@example.com")),

@@ -11,9 +11,6 @@ use connectors::providers::CATALOGUE;
 use fuzzing::{delivery, header, TENANT};
 use libfuzzer_sys::fuzz_target;
 
-/// Providers whose own routing (in their `src/providers/<slug>/`) is not yet held to the
-/// account rule; only the rest are checked against it.
-const ROUTING_NOT_CHECKED: &[&str] = &["github"];
 
 fn connection(provider: &str, account: &str) -> Connection {
     let at = connectors::domain::now();
@@ -63,9 +60,7 @@ fn check(connector: &dyn Connector, data: &[u8]) {
     let Some(account) = named else {
         return;
     };
-    if ROUTING_NOT_CHECKED.contains(&slug)
-        || account.eq_ignore_ascii_case(&stranger.external_account_id)
-    {
+    if account.eq_ignore_ascii_case(&stranger.external_account_id) {
         return;
     }
     assert_eq!(

@@ -26,8 +26,9 @@
 //! repositories since the cycle began (`issues/comments?since=…`), then the reviews of each pull
 //! request the cycle's listing showed (at most [`history::MAX_SEEN`]).
 //!
-//! **Pushes** ([`super::pushes`]): after the issue events, the newest page of each known
-//! repository's events, then the head commit of each branch push it showed, one per page.
+//! **Pushes** ([`super::pushes`]): every cycle, the first included, ends with each known
+//! repository's events, paged back to the last one read (at most GitHub's 300), then the head
+//! commit of each branch push they showed, one per page.
 //!
 //! **Conditional requests**: each listing's `ETag` is kept and sent back as `If-None-Match`;
 //! a `304` costs no rate limit
@@ -68,12 +69,13 @@
 //!   `release_index` is the next repository (or, for reviews, pull request) to ask;
 //!   `activity_next` a comments or reviews listing's next page.
 //! - `pending_pushes`: pushes of the repository at `release_index` whose head commit is still
-//!   to be read.
+//!   to be read; `events_scan`: while its events are paged, the next page, how many were read,
+//!   the oldest event seen and how far they go.
 //! - `cycle_since`: `since` when the cycle began, for the comments listing.
 //! - `seen`: the items the cycle's listing showed, for titles and reviews.
 //! - `repos`: repositories seen in the listing, most recent first, with their releases' and
-//!   events' `ETag` and how far their pushes were read (`pushes`: the newest push event's time
-//!   and the ids of that second's events).
+//!   events' `ETag` and how far their events were read (`pushes`: the newest event's time and
+//!   the ids of that second's events).
 //! - `rate_limited_until`: no request before this (the quota ran out on a successful answer).
 //!
 //! A cursor that cannot be read (another version) starts over; dedupe keys keep that from

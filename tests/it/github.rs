@@ -1354,7 +1354,7 @@ async fn sync_reads_issues_by_watermark_then_the_releases_of_the_repositories_se
     assert_eq!(seventh.cursor["phase"], "pushes");
     assert!(
         seventh.cursor.get("seen").is_none(),
-        "forgotten with the cycle"
+        "forgotten with the reviews"
     );
 }
 
@@ -1880,8 +1880,8 @@ async fn a_connection_made_through_oauth_gets_webhooks_and_sync_and_one_change_i
     assert_eq!(outcomes.len(), 1);
     assert_eq!(outcomes[0].result, JobResult::Succeeded, "{outcomes:?}");
     assert_eq!(
-        outcomes[0].pages, 4,
-        "the issues, the releases, the comments, the pull request's reviews"
+        outcomes[0].pages, 5,
+        "the issues, the releases, the comments, the pull request's reviews, the pushes"
     );
     assert_eq!(outcomes[0].new_signals, 0, "the webhooks already told");
     let after = signals_of(&app, t).await;

@@ -260,6 +260,10 @@ impl Cursor {
             Phase::Reviews => self.seen.iter().any(|s| s.pull),
             _ => false,
         };
+        if phase == Phase::Pushes {
+            // The items of the cycle's listing served the reviews; the pushes need none.
+            self.seen.clear();
+        }
         if any {
             self.phase = phase;
             true

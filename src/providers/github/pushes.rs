@@ -362,4 +362,60 @@ mod tests {
         assert_eq!(draft.actor.map(|a| a.id).as_deref(), Some("583231"));
         assert_eq!(draft.payload["branch"], Value::from("main"));
     }
+
+    #[test]
+    fn a_scan_reaches_the_mark_on_an_event_already_read_or_older() {
+        let floor = parse_rfc3339("2026-01-01T00:00:00Z").expect("time");
+        let head = "7a8f3ac80e2ad2f6842cb86f576d4bfe2c03e300";
+        let newer = [event(
+            "9",
+            "PushEvent",
+            "2026-01-05T00:00:00Z",
+            "refs/heads/main",
+            head,
+        )];
+        let mark = PushMark {
+            at: parse_rfc3339("2026-01-04T00:00:00Z").ok(),
+            ids: vec!["8".into()],
+        };
+        let mut scan = EventsScan::default();
+        let (found, reached) = scan_page(&newer, &floor, &mark, &mut scan);
+        assert_eq!((found.len(), reached), (1, false));
+        let read_before = [event(
+            "8",
+            "PushEvent",
+            "2026-01-04T00:00:00Z",
+            "refs/heads/main",
+            head,
+        )];
+        let (found, reached) = scan_page(&read_before, &floor, &mark, &mut scan);
+        assert_eq!((found.len(), reached), (0, true));
+        assert_eq!((scan.pages, scan.events), (2, 2));
+        assert_eq!(scan.mark.ids, ["9"]);
+    }
+
+    #[test]
+    fn a_gap_is_kept_per_repository_the_latest_first() {
+        let at = |t: &str| parse_rfc3339(t).expect("time");
+        let first = pushes_missed_patch(
+            &Metadata::new(),
+            "octo/app",
+            &at("2026-01-01T00:00:00Z"),
+            Some(&at("2026-01-02T00:00:00Z")),
+            &at("2026-01-03T00:00:00Z"),
+        )
+        .expect("a patch");
+        let second = pushes_missed_patch(
+            &first,
+            "octo/lib",
+            &at("2026-01-04T00:00:00Z"),
+            None,
+            &at("2026-01-05T00:00:00Z"),
+        )
+        .expect("a patch");
+        let gaps = &second[PUSHES_MISSED];
+        assert_eq!(gaps["octo/app"]["until"], "2026-01-02T00:00:00Z");
+        assert_eq!(gaps["octo/lib"]["from"], "2026-01-04T00:00:00Z");
+        assert_eq!(gaps["octo/lib"]["until"], Value::Null);
+    }
 }

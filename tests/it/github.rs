@@ -29,6 +29,8 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 use crate::github_rest::Rest;
 use crate::helpers::{accepted, assert_problem, json, post_delivery, tenant, TestApp};
 
+mod pushes;
+
 const SECRET: &str = "github-webhook-secret-value";
 
 fn fixtures() -> PathBuf {
@@ -1348,14 +1350,11 @@ async fn sync_reads_issues_by_watermark_then_the_releases_of_the_repositories_se
         kinds_and_keys(&seventh),
         [pair("pr_reviewed", "review:70".into())]
     );
-    assert!(!seventh.more, "the cycle is over");
-    assert_eq!(
-        seventh.cursor["phase"], "events",
-        "the next begins with the issue events of the repositories known"
-    );
+    assert!(seventh.more, "the pushes of the repositories known follow");
+    assert_eq!(seventh.cursor["phase"], "pushes");
     assert!(
         seventh.cursor.get("seen").is_none(),
-        "forgotten with the cycle"
+        "forgotten with the reviews"
     );
 }
 
@@ -1571,10 +1570,10 @@ async fn repository_events_are_polled_with_their_etag_and_each_push_is_read_once
         .mount(&gh.mock)
         .await;
     let unchanged = gh.page(Some(&cursor)).await.expect("unchanged");
-    assert!(unchanged.signals.is_empty() && unchanged.more);
+    assert!(unchanged.signals.is_empty() && !unchanged.more);
     assert_eq!(
-        unchanged.cursor["phase"], "issues",
-        "the issues listing follows"
+        unchanged.cursor["phase"], "events",
+        "the pushes end the cycle"
     );
     gh.mock.reset().await;
 
@@ -1620,7 +1619,8 @@ async fn repository_events_are_polled_with_their_etag_and_each_push_is_read_once
             format!("push:1296269:refs/heads/master:{head}")
         )]
     );
-    assert_eq!(read.cursor["phase"], "issues");
+    assert_eq!(read.cursor["phase"], "events");
+    assert!(!read.more);
     let mut again = read.cursor.clone();
     again["phase"] = json!("pushes");
     let nothing_new = gh.page(Some(&again)).await.expect("the same events");
@@ -1880,8 +1880,8 @@ async fn a_connection_made_through_oauth_gets_webhooks_and_sync_and_one_change_i
     assert_eq!(outcomes.len(), 1);
     assert_eq!(outcomes[0].result, JobResult::Succeeded, "{outcomes:?}");
     assert_eq!(
-        outcomes[0].pages, 4,
-        "the issues, the releases, the comments, the pull request's reviews"
+        outcomes[0].pages, 5,
+        "the issues, the releases, the comments, the pull request's reviews, the pushes"
     );
     assert_eq!(outcomes[0].new_signals, 0, "the webhooks already told");
     let after = signals_of(&app, t).await;

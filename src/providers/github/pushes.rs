@@ -12,21 +12,26 @@
 //! the same actor (the event's actor: who pushed, the webhook's sender).
 
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{json, Value};
 
-use super::normalize::{actor_of, push_key};
+use super::normalize::{actor_of, key_time, push_key};
 use super::wire::{Account, GitCommit, PushEventPayload, RepoEvent};
-use crate::connector::SignalDraft;
+use crate::connector::{Metadata, SignalDraft};
 use crate::domain::{parse_rfc3339, SignalKind, Timestamp};
 
-/// Pushes waiting for their head commit, at most (more in one page wait for the next cycle's
-/// listing: the mark does not pass them).
-pub(super) const MAX_PENDING: usize = 100;
+/// Pushes waiting for their head commit, at most: all a repository's events listing can show.
+pub(super) const MAX_PENDING: usize = WINDOW_EVENTS;
+
+/// The events GitHub keeps listed per repository, 100 a page at most (and only those of the
+/// last 90 days): <https://docs.github.com/en/rest/activity/events#list-repository-events>.
+pub(super) const WINDOW_EVENTS: usize = 300;
+/// Pages of a repository's events read in one scan (`per_page=100`).
+pub(super) const MAX_EVENT_PAGES: u32 = 3;
 
 /// The `head` of a push that deleted its branch.
 const NO_COMMIT: &str = "0000000000000000000000000000000000000000";
 
-/// How far a repository's pushes have been read: the newest event's time, and the ids of the
+/// How far a repository's events have been read: the newest event's time, and the ids of the
 /// events of that second already taken.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct PushMark {
@@ -37,7 +42,7 @@ pub(super) struct PushMark {
 }
 
 impl PushMark {
-    /// Whether no push of the repository has been read yet.
+    /// Whether no event of the repository has been read yet.
     pub fn is_unset(&self) -> bool {
         self.at.is_none()
     }
@@ -71,45 +76,148 @@ pub(super) struct PendingPush {
     pub actor_id: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor_login: Option<String>,
+    /// When the event was created (the listing's order).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<Timestamp>,
 }
 
-/// The branch pushes among `events` created at or after `floor` and past `mark`, oldest first
-/// (the listing is newest first), at most [`MAX_PENDING`]; `mark` moves past those taken.
-pub(super) fn pending_pushes(
+/// A repository's events listing being read page by page, newest first, back to its mark.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct EventsScan {
+    /// The page to read next.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+    /// Pages and events read so far.
+    pub pages: u32,
+    pub events: usize,
+    /// The oldest event read so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest: Option<Timestamp>,
+    /// How far the events read so far go: the repository's mark once the scan ends.
+    #[serde(default)]
+    pub mark: PushMark,
+}
+
+/// Reads one page of a repository's events into `scan`: the branch pushes created at or after
+/// `floor` and past `mark` (the repository's mark when the scan began), and whether the page
+/// reached that mark (an event already read, or older than it or than `floor`).
+pub(super) fn scan_page(
+    events: &[RepoEvent],
+    floor: &Timestamp,
+    mark: &PushMark,
+    scan: &mut EventsScan,
+) -> (Vec<PendingPush>, bool) {
+    scan.pages = scan.pages.saturating_add(1);
+    scan.events = scan.events.saturating_add(events.len());
+    let mut reached = false;
+    let mut pushes = Vec::new();
+    for event in events {
+        let Some(at) = event
+            .created_at
+            .as_deref()
+            .and_then(|t| parse_rfc3339(t).ok())
+        else {
+            continue;
+        };
+        scan.oldest = Some(scan.oldest.map_or(at, |o| o.min(at)));
+        if mark.passed(&at, &event.id) || at < *floor {
+            reached = true;
+            continue;
+        }
+        scan.mark.advance(at, &event.id);
+        if let Some(push) = branch_push(event, at) {
+            pushes.push(push);
+        }
+    }
+    (pushes, reached)
+}
+
+/// The push to a branch `event` is, if it is one.
+fn branch_push(event: &RepoEvent, at: Timestamp) -> Option<PendingPush> {
+    if event.kind.as_deref() != Some("PushEvent") {
+        return None;
+    }
+    let payload: PushEventPayload = serde_json::from_value(event.payload.clone()).ok()?;
+    // Tags point at code already pushed, and deletions push nothing (as the webhook:
+    // https://docs.github.com/en/webhooks/webhook-events-and-payloads#push).
+    if !payload.git_ref.starts_with("refs/heads/") || payload.head == NO_COMMIT {
+        return None;
+    }
+    Some(PendingPush {
+        repo_id: event.repo.id,
+        repo: event.repo.name.clone(),
+        git_ref: payload.git_ref,
+        head: payload.head,
+        before: payload.before,
+        actor_id: event.actor.id,
+        actor_login: event.actor.login.clone(),
+        at: Some(at),
+    })
+}
+
+/// The pushes a scan found, oldest first, at most [`MAX_PENDING`].
+pub(super) fn oldest_first(mut pushes: Vec<PendingPush>) -> Vec<PendingPush> {
+    pushes.sort_by_key(|p| p.at);
+    pushes.truncate(MAX_PENDING);
+    pushes
+}
+
+/// The branch pushes of one listing `events` past `mark`, oldest first; `mark` moves past
+/// every event read.
+#[cfg(test)]
+fn pending_pushes(
     events: &[RepoEvent],
     floor: &Timestamp,
     mark: &mut PushMark,
 ) -> Vec<PendingPush> {
-    let mut found: Vec<(Timestamp, &RepoEvent, PushEventPayload)> = events
-        .iter()
-        .filter(|e| e.kind.as_deref() == Some("PushEvent"))
-        .filter_map(|e| {
-            let at = parse_rfc3339(e.created_at.as_deref()?).ok()?;
-            let payload: PushEventPayload = serde_json::from_value(e.payload.clone()).ok()?;
-            (at >= *floor && !mark.passed(&at, &e.id)).then_some((at, e, payload))
+    let mut scan = EventsScan {
+        mark: mark.clone(),
+        ..EventsScan::default()
+    };
+    let (found, _) = scan_page(events, floor, mark, &mut scan);
+    *mark = scan.mark;
+    oldest_first(found)
+}
+
+/// The connection's metadata member naming the repositories whose pushes may be missing:
+/// `{"owner/repo": {"from": …, "until": …, "seen_at": …}}`, pushes created between `from` (the
+/// last read) and `until` (the oldest event GitHub still listed) possibly lost.
+pub const PUSHES_MISSED: &str = "pushes_possibly_missed";
+/// Repositories kept in [`PUSHES_MISSED`], the latest first.
+const MAX_MISSED: usize = 50;
+
+/// The metadata patch recording that `repo`'s events ended at `until` without reaching `from`.
+pub(super) fn pushes_missed_patch(
+    metadata: &Metadata,
+    repo: &str,
+    from: &Timestamp,
+    until: Option<&Timestamp>,
+    now: &Timestamp,
+) -> Option<Metadata> {
+    let mut missed: Vec<(String, Value)> = metadata
+        .get(PUSHES_MISSED)
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter(|(name, _)| name.as_str() != repo)
+                .map(|(name, gap)| (name.clone(), gap.clone()))
+                .collect()
         })
-        .collect();
-    found.sort_by_key(|(at, _, _)| *at);
-    found.truncate(MAX_PENDING);
-    let mut pending = Vec::new();
-    for (at, event, payload) in found {
-        mark.advance(at, &event.id);
-        // Tags point at code already pushed, and deletions push nothing (as the webhook:
-        // https://docs.github.com/en/webhooks/webhook-events-and-payloads#push).
-        if !payload.git_ref.starts_with("refs/heads/") || payload.head == NO_COMMIT {
-            continue;
-        }
-        pending.push(PendingPush {
-            repo_id: event.repo.id,
-            repo: event.repo.name.clone(),
-            git_ref: payload.git_ref,
-            head: payload.head,
-            before: payload.before,
-            actor_id: event.actor.id,
-            actor_login: event.actor.login.clone(),
-        });
-    }
-    pending
+        .unwrap_or_default();
+    missed.sort_by(|a, b| b.1["seen_at"].as_str().cmp(&a.1["seen_at"].as_str()));
+    missed.truncate(MAX_MISSED.saturating_sub(1));
+    let gap = json!({
+        "from": key_time(from),
+        "until": until.map(key_time),
+        "seen_at": key_time(now),
+    });
+    missed.insert(0, (repo.to_string(), gap));
+    let mut patch = Metadata::new();
+    patch.insert(
+        PUSHES_MISSED.into(),
+        Value::Object(missed.into_iter().collect()),
+    );
+    Some(patch)
 }
 
 /// `code_pushed` for a push and its head commit, as the webhook gives it: at the head commit's
@@ -149,7 +257,6 @@ pub(super) fn push_draft(push: &PendingPush, commit: &GitCommit) -> Option<Signa
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::Value;
 
     fn event(id: &str, kind: &str, at: &str, git_ref: &str, head: &str) -> RepoEvent {
         serde_json::from_value(json!({
@@ -216,7 +323,7 @@ mod tests {
         let taken = pending_pushes(&events, &floor, &mut mark);
         let refs: Vec<&str> = taken.iter().map(|p| p.git_ref.as_str()).collect();
         assert_eq!(refs, ["refs/heads/main", "refs/heads/dev"]);
-        assert_eq!(mark.ids, ["5", "6"]);
+        assert_eq!(mark.ids, ["5", "6"], "every event of the newest second");
         assert!(pending_pushes(&events, &floor, &mut mark).is_empty());
         let later = [event(
             "7",
@@ -254,5 +361,61 @@ mod tests {
         assert_eq!(draft.title.as_deref(), Some("Fix all the bugs"));
         assert_eq!(draft.actor.map(|a| a.id).as_deref(), Some("583231"));
         assert_eq!(draft.payload["branch"], Value::from("main"));
+    }
+
+    #[test]
+    fn a_scan_reaches_the_mark_on_an_event_already_read_or_older() {
+        let floor = parse_rfc3339("2026-01-01T00:00:00Z").expect("time");
+        let head = "7a8f3ac80e2ad2f6842cb86f576d4bfe2c03e300";
+        let newer = [event(
+            "9",
+            "PushEvent",
+            "2026-01-05T00:00:00Z",
+            "refs/heads/main",
+            head,
+        )];
+        let mark = PushMark {
+            at: parse_rfc3339("2026-01-04T00:00:00Z").ok(),
+            ids: vec!["8".into()],
+        };
+        let mut scan = EventsScan::default();
+        let (found, reached) = scan_page(&newer, &floor, &mark, &mut scan);
+        assert_eq!((found.len(), reached), (1, false));
+        let read_before = [event(
+            "8",
+            "PushEvent",
+            "2026-01-04T00:00:00Z",
+            "refs/heads/main",
+            head,
+        )];
+        let (found, reached) = scan_page(&read_before, &floor, &mark, &mut scan);
+        assert_eq!((found.len(), reached), (0, true));
+        assert_eq!((scan.pages, scan.events), (2, 2));
+        assert_eq!(scan.mark.ids, ["9"]);
+    }
+
+    #[test]
+    fn a_gap_is_kept_per_repository_the_latest_first() {
+        let at = |t: &str| parse_rfc3339(t).expect("time");
+        let first = pushes_missed_patch(
+            &Metadata::new(),
+            "octo/app",
+            &at("2026-01-01T00:00:00Z"),
+            Some(&at("2026-01-02T00:00:00Z")),
+            &at("2026-01-03T00:00:00Z"),
+        )
+        .expect("a patch");
+        let second = pushes_missed_patch(
+            &first,
+            "octo/lib",
+            &at("2026-01-04T00:00:00Z"),
+            None,
+            &at("2026-01-05T00:00:00Z"),
+        )
+        .expect("a patch");
+        let gaps = &second[PUSHES_MISSED];
+        assert_eq!(gaps["octo/app"]["until"], "2026-01-02T00:00:00Z");
+        assert_eq!(gaps["octo/lib"]["from"], "2026-01-04T00:00:00Z");
+        assert_eq!(gaps["octo/lib"]["until"], Value::Null);
     }
 }

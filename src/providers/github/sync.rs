@@ -26,8 +26,9 @@
 //! repositories since the cycle began (`issues/comments?since=…`), then the reviews of each pull
 //! request the cycle's listing showed (at most [`history::MAX_SEEN`]).
 //!
-//! **Pushes** ([`super::pushes`]): after the issue events, the newest page of each known
-//! repository's events, then the head commit of each branch push it showed, one per page.
+//! **Pushes** ([`super::pushes`]): every cycle, the first included, ends with each known
+//! repository's events, paged back to the last one read (at most GitHub's 300), then the head
+//! commit of each branch push they showed, one per page.
 //!
 //! **Conditional requests**: each listing's `ETag` is kept and sent back as `If-None-Match`;
 //! a `304` costs no rate limit
@@ -68,12 +69,13 @@
 //!   `release_index` is the next repository (or, for reviews, pull request) to ask;
 //!   `activity_next` a comments or reviews listing's next page.
 //! - `pending_pushes`: pushes of the repository at `release_index` whose head commit is still
-//!   to be read.
+//!   to be read; `events_scan`: while its events are paged, the next page, how many were read,
+//!   the oldest event seen and how far they go.
 //! - `cycle_since`: `since` when the cycle began, for the comments listing.
 //! - `seen`: the items the cycle's listing showed, for titles and reviews.
 //! - `repos`: repositories seen in the listing, most recent first, with their releases' and
-//!   events' `ETag` and how far their pushes were read (`pushes`: the newest push event's time
-//!   and the ids of that second's events).
+//!   events' `ETag` and how far their events were read (`pushes`: the newest event's time and
+//!   the ids of that second's events).
 //! - `rate_limited_until`: no request before this (the quota ran out on a successful answer).
 //!
 //! A cursor that cannot be read (another version) starts over; dedupe keys keep that from
@@ -89,11 +91,15 @@ use url::Url;
 use super::history::{self, comment_draft, event_draft, review_draft, Seen};
 use super::normalize::{key_time, listed_issue, listed_release, listed_repository};
 use super::oauth::{api_base, API_VERSION};
-use super::pushes::{pending_pushes, push_draft, PendingPush, PushMark};
+use super::pushes::{
+    oldest_first, push_draft, pushes_missed_patch, scan_page, EventsScan, PendingPush, PushMark,
+    MAX_EVENT_PAGES, WINDOW_EVENTS,
+};
 use super::webhook::known_owners_patch;
 use super::wire::{GitCommit, Issue, IssueEvent, ListedComment, ListedReview, Release, RepoEvent};
 use crate::connector::join_path;
 use crate::connector::transport;
+use crate::connector::Metadata;
 use crate::connector::ProviderCallError;
 use crate::connector::SyncContext;
 use crate::connector::{read_body, MAX_BODY_BYTES};
@@ -166,6 +172,8 @@ struct Cursor {
     activity_next: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pending_pushes: Vec<PendingPush>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    events_scan: Option<EventsScan>,
 }
 
 impl Cursor {
@@ -185,6 +193,7 @@ impl Cursor {
             seen: Vec::new(),
             activity_next: None,
             pending_pushes: Vec::new(),
+            events_scan: None,
         }
     }
 
@@ -247,16 +256,22 @@ impl Cursor {
         self.release_index = 0;
         self.activity_next = None;
         let any = match phase {
-            Phase::Comments => !self.repos.is_empty(),
+            Phase::Comments | Phase::Pushes => !self.repos.is_empty(),
             Phase::Reviews => self.seen.iter().any(|s| s.pull),
             _ => false,
         };
+        if phase == Phase::Pushes {
+            // The items of the cycle's listing served the reviews; the pushes need none.
+            self.seen.clear();
+        }
         if any {
             self.phase = phase;
             true
-        } else {
+        } else if phase == Phase::Pushes {
             self.end_cycle();
             false
+        } else {
+            self.begin(Phase::Pushes)
         }
     }
 
@@ -586,14 +601,15 @@ async fn events_page(
     }
     cursor.release_index += 1;
     if cursor.release_index >= cursor.repos.len() {
-        cursor.phase = Phase::Pushes;
+        cursor.phase = Phase::Issues;
         cursor.release_index = 0;
     }
     Ok(cursor.page(signals, true))
 }
 
-/// A known repository's newest events, or the head commit of the next push they showed
-/// ([`super::pushes`]); the issues listing follows the last repository.
+/// The head commit of the next push found, or the next page of a known repository's events
+/// (newest first, back to the repository's mark: [`events_page_of`]); the cycle ends after the
+/// last repository.
 async fn pushes_page(
     ctx: &SyncContext<'_>,
     mut cursor: Cursor,
@@ -601,47 +617,104 @@ async fn pushes_page(
 ) -> Result<SyncPage, ProviderCallError> {
     let base = api_base(ctx.provider.settings);
     let mut signals = Vec::new();
-    if let Some(push) = cursor.pending_pushes.first().cloned() {
+    let mut metadata = None;
+    if cursor.events_scan.is_none() && !cursor.pending_pushes.is_empty() {
+        let push = cursor.pending_pushes.remove(0);
         signals.extend(head_commit(ctx, &mut cursor, &base, &push, now).await?);
-        cursor.pending_pushes.remove(0);
-    } else if let Some(repo) = cursor.repos.get(cursor.release_index).cloned() {
-        if plain_full_name(&repo.full_name) {
-            let mut url = join_path(&base, &format!("/repos/{}/events", repo.full_name));
-            url.query_pairs_mut().append_pair("per_page", "100");
-            let answer = fetch(ctx, &base, url, repo.events_etag.as_deref(), now).await?;
-            cursor.rate_limited_until = answer.exhausted_until;
-            let state = &mut cursor.repos[cursor.release_index];
-            match answer.status {
-                200 => {
-                    let events: Vec<RepoEvent> =
-                        serde_json::from_slice(&answer.body).map_err(|_| {
-                            ProviderCallError::Rejected(
-                                "GitHub repository events answered an unexpected body".into(),
-                            )
-                        })?;
-                    state.events_etag = answer.etag;
-                    cursor.pending_pushes =
-                        pending_pushes(&events, &cursor.floor, &mut state.pushes);
-                }
-                // Unchanged (costs no rate limit), or no longer visible: nothing to read.
-                304 | 301 | 403 | 404 | 410 | 451 => {}
-                status => {
-                    return Err(ProviderCallError::Rejected(format!(
-                        "GitHub events of {} answered {status}",
-                        repo.full_name
-                    )))
-                }
-            }
-        }
+    } else if cursor.release_index < cursor.repos.len() {
+        metadata = events_page_of(ctx, &mut cursor, &base, now).await?;
     }
-    if cursor.pending_pushes.is_empty() {
+    if cursor.events_scan.is_none() && cursor.pending_pushes.is_empty() {
         cursor.release_index += 1;
     }
-    if cursor.release_index >= cursor.repos.len() && cursor.pending_pushes.is_empty() {
-        cursor.phase = Phase::Issues;
-        cursor.release_index = 0;
+    let more = cursor.release_index < cursor.repos.len()
+        || cursor.events_scan.is_some()
+        || !cursor.pending_pushes.is_empty();
+    if !more {
+        cursor.end_cycle();
     }
-    Ok(cursor.page(signals, true))
+    let mut page = cursor.page(signals, more);
+    page.metadata = metadata;
+    Ok(page)
+}
+
+/// One page of the events of the repository at `release_index`: the first with its `ETag`
+/// (a `304` costs no rate limit), the next by `Link` (`page=2`, `page=3`) until an event at or
+/// before the repository's mark shows, GitHub's window ends or [`MAX_EVENT_PAGES`] were read.
+/// A window ending before the mark means pushes may be missing: logged and kept in the
+/// connection's metadata ([`super::pushes::PUSHES_MISSED`]), which this returns patched.
+async fn events_page_of(
+    ctx: &SyncContext<'_>,
+    cursor: &mut Cursor,
+    base: &Url,
+    now: Timestamp,
+) -> Result<Option<Metadata>, ProviderCallError> {
+    let index = cursor.release_index;
+    let repo = cursor.repos[index].clone();
+    let mut scan = cursor.events_scan.take().unwrap_or_else(|| EventsScan {
+        mark: repo.pushes.clone(),
+        ..EventsScan::default()
+    });
+    if !plain_full_name(&repo.full_name) {
+        return Ok(None);
+    }
+    let mut first = join_path(base, &format!("/repos/{}/events", repo.full_name));
+    first.query_pairs_mut().append_pair("per_page", "100");
+    let following = scan.next.as_deref().and_then(|n| Url::parse(n).ok());
+    let (url, etag) = match following.filter(|u| within_base(u, base)) {
+        Some(next) => (next, None),
+        None => (first, repo.events_etag.as_deref()),
+    };
+    let answer = fetch(ctx, base, url, etag, now).await?;
+    cursor.rate_limited_until = answer.exhausted_until;
+    let events: Vec<RepoEvent> = match answer.status {
+        200 => {
+            if scan.pages == 0 {
+                cursor.repos[index].events_etag = answer.etag.clone();
+            }
+            serde_json::from_slice(&answer.body).map_err(|_| {
+                ProviderCallError::Rejected(
+                    "GitHub repository events answered an unexpected body".into(),
+                )
+            })?
+        }
+        // Unchanged (costs no rate limit), or no longer visible: nothing more to read.
+        304 | 301 | 403 | 404 | 410 | 451 => Vec::new(),
+        status => {
+            return Err(ProviderCallError::Rejected(format!(
+                "GitHub events of {} answered {status}",
+                repo.full_name
+            )))
+        }
+    };
+    let (found, reached) = scan_page(&events, &cursor.floor, &repo.pushes, &mut scan);
+    cursor.pending_pushes.extend(found);
+    let next = answer.next.filter(|_| !reached);
+    if let Some(next) = next.as_ref().filter(|_| scan.pages < MAX_EVENT_PAGES) {
+        scan.next = Some(next.to_string());
+        cursor.events_scan = Some(scan);
+        return Ok(None);
+    }
+    cursor.pending_pushes = oldest_first(std::mem::take(&mut cursor.pending_pushes));
+    cursor.repos[index].pushes = scan.mark.clone();
+    let window_ended = scan.events >= WINDOW_EVENTS || next.is_some();
+    if reached || !window_ended {
+        return Ok(None);
+    }
+    let from = repo.pushes.at.unwrap_or(cursor.floor);
+    tracing::warn!(
+        repository = %repo.full_name,
+        from = %key_time(&from),
+        until = ?scan.oldest.map(|t| key_time(&t)),
+        "GitHub's repository events ended before the pushes already read: some may be missing"
+    );
+    Ok(pushes_missed_patch(
+        &ctx.connection.metadata,
+        &repo.full_name,
+        &from,
+        scan.oldest.as_ref(),
+        &now,
+    ))
 }
 
 /// The head commit of `push`, as its `code_pushed`; nothing when it is gone.
@@ -728,10 +801,7 @@ async fn reviews_page(
         cursor.activity_next = None;
         cursor.release_index += 1;
     }
-    let more = cursor.release_index < pulls.len();
-    if !more {
-        cursor.end_cycle();
-    }
+    let more = cursor.release_index < pulls.len() || cursor.begin(Phase::Pushes);
     Ok(cursor.page(signals, more))
 }
 

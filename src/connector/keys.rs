@@ -1101,19 +1101,21 @@ mod tests {
             .respond_with(ResponseTemplate::new(500))
             .mount(&server)
             .await;
+        // Both tokens are signed first: RSA signing in a debug build on a busy machine can take
+        // longer than the set's lifetime, which starts at the first fetch.
+        let token = sign(KEY_1, "k1", &claims());
+        let forged = sign(KEY_2, "k9", &claims());
         // max_ttl caps the server's hour.
-        let max_ttl = Duration::from_millis(400);
+        let max_ttl = Duration::from_millis(1500);
         let keys = cache(KeyCachePolicy {
             min_refetch_interval: Duration::ZERO,
             max_ttl,
             ..policy()
         });
         let expect = expectation(&server);
-        let token = sign(KEY_1, "k1", &claims());
         keys.verify_rs256(&token, &expect).await.expect("verifies");
 
         // The server breaks; an unknown kid's refetch fails, the fresh set still serves k1.
-        let forged = sign(KEY_2, "k9", &claims());
         assert!(matches!(
             keys.verify_rs256(&forged, &expect).await,
             Err(JwtError::Key(KeyError::Unavailable(_)))

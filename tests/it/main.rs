@@ -37,6 +37,7 @@ mod providers_oauth;
 mod push_delivery;
 mod push_endpoints;
 mod push_faults;
+mod push_replay;
 mod push_support;
 mod refresh;
 mod slack;

@@ -12,7 +12,7 @@ mod queue;
 mod shared;
 mod sqlite;
 mod subscriptions;
-mod wake;
+pub mod wake;
 
 use std::sync::Arc;
 

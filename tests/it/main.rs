@@ -39,6 +39,7 @@ mod push_endpoints;
 mod push_faults;
 mod push_replay;
 mod push_support;
+mod push_wake;
 mod refresh;
 mod slack;
 mod slack_sync;

@@ -70,9 +70,11 @@ pub(crate) const ENDPOINT_FAILING: &str = "UPDATE push_endpoints SET last_failur
 
 /// Expands `impl PushStore for $store` over sqlx database `$db` and its row type `$row`.
 /// `$sequencer_lock` is a statement taking the sequencer's lock inside the transaction, or
-/// `None`; `$skip_locked` the row locking clause of claims.
+/// `None`; `$skip_locked` the row locking clause of claims; `$announce` a statement that
+/// announces new events to every instance when the caller's transaction commits, or `None`
+/// to wake this process's dispatchers directly.
 macro_rules! push_store {
-    ($store:ty, $db:ty, $row:ty, $sequencer_lock:expr, $skip_locked:expr) => {
+    ($store:ty, $db:ty, $row:ty, $sequencer_lock:expr, $skip_locked:expr, $announce:expr) => {
         $crate::store::shared::push_rows::push_rows!($row);
 
         /// Writes events into the outbox inside the caller's transaction.
@@ -96,6 +98,16 @@ macro_rules! push_store {
                         .push_bind($crate::domain::to_micros(&e.created_at));
                 });
                 q.build().execute(&mut *conn).await?;
+            }
+            if events.is_empty() {
+                return Ok(());
+            }
+            let announce: Option<&str> = $announce;
+            match announce {
+                Some(statement) => {
+                    sqlx::query(statement).execute(&mut *conn).await?;
+                }
+                None => $crate::store::wake::push_news(),
             }
             Ok(())
         }

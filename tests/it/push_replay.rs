@@ -120,3 +120,39 @@ async fn a_cursor_of_another_tenant_or_not_issued_here_is_refused() {
     assert_eq!(status, 400, "both starts at once: {body}");
     assert_eq!(body["code"], "VALIDATION_FAILED", "{body}");
 }
+
+#[tokio::test]
+async fn an_operator_wide_endpoint_replays_after_a_cursor_of_any_tenant() {
+    let app = app().await;
+    let receiver = accepting().await;
+    let t = tenant();
+    let endpoint = endpoint_to(&app, None, &receiver).await;
+    let connection = app.connection(t, "github").await;
+    let stored = app
+        .signals(vec![
+            signal(&connection, "pr_opened", 3),
+            signal(&connection, "pr_merged", 2),
+            signal(&connection, "pr_closed", 1),
+        ])
+        .await;
+    let (dispatcher, clock) = dispatcher(&app);
+    dispatcher.drain(10).await.expect("drained");
+    let cursor = cursor_after(&app, t, 2).await;
+
+    let path = format!("/endpoints/{}/replay", endpoint["id"].as_str().expect("id"));
+    let response = app
+        .operator(Method::POST, &path)
+        .json(&json!({ "after_signal_cursor": cursor }))
+        .send()
+        .await
+        .expect("sent");
+    let (status, body) = crate::helpers::json(response).await;
+
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["replayed"], 1);
+    clock.advance(Duration::seconds(5));
+    dispatcher.drain(10).await.expect("drained");
+    let all = received(&receiver).await;
+    let last = all.last().expect("a replayed message").json();
+    assert_eq!(last["data"]["id"], stored[2].id.to_string());
+}

@@ -1,6 +1,6 @@
 //! `GET /endpoints/{id}/deliveries` (what was sent to an endpoint and how it answered) and
-//! `POST /endpoints/{id}/replay` (send everything since an instant again, with the same
-//! `webhook-id`s).
+//! `POST /endpoints/{id}/replay` (send everything since an instant or after a signal cursor
+//! again, with the same `webhook-id`s).
 
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
@@ -14,10 +14,10 @@ use super::errors::ItemErrors;
 use crate::domain::{
     parse_rfc3339, ConnectionId, Delivery, DeliveryId, DeliveryStatus, EndpointId, EventId,
 };
-use crate::http::cursor::CursorScope;
+use crate::http::cursor::{self, CursorScope};
 use crate::http::query::QueryParams;
 use crate::http::{ApiError, AppState, ErrorCode, IdPath};
-use crate::store::PageKey;
+use crate::store::{PageKey, ReplayFrom};
 
 /// The most deliveries one replay creates.
 const MAX_REPLAY: u32 = 10_000;
@@ -93,13 +93,18 @@ pub struct DeliveriesQuery {
     cursor: Option<String>,
 }
 
-/// What to send again.
+/// What to send again: give exactly one of `since` and `after_signal_cursor`.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReplayRequest {
     /// Every event the endpoint receives created at or after this instant (RFC 3339).
-    #[schema(value_type = String, format = DateTime)]
-    since: String,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    since: Option<String>,
+    /// A cursor as `GET /signals` returns it: the `signal.created` events of the signals
+    /// after the position it names (later `occurred_at`, then higher id), that is the signals
+    /// a reader of the list has not reached. The cursor's signal must be one of the endpoint's
+    /// tenant and still in the outbox; otherwise `400 INVALID_CURSOR`.
+    after_signal_cursor: Option<String>,
 }
 
 /// How many deliveries a replay created.
@@ -148,8 +153,9 @@ pub async fn list_deliveries(
     }))
 }
 
-/// Sends every event the endpoint receives since `since` again: new deliveries of the same
-/// events, with the same `webhook-id`s, in order per connection.
+/// Sends again every event the endpoint receives since `since`, or the `signal.created` events
+/// of the signals after `after_signal_cursor`: new deliveries of the same events, with the
+/// same `webhook-id`s, in order per connection.
 #[utoipa::path(
     post,
     path = "/endpoints/{id}/replay",
@@ -166,7 +172,7 @@ pub async fn replay(
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<ReplayAccepted>), ApiError> {
     let request: ReplayRequest = parse_body(&body)?;
-    let since = parse_rfc3339(&request.since).map_err(|p| ApiError::invalid_field("since", p))?;
+    let from = replay_from(&state, &request)?;
     let endpoint = state
         .store
         .get_endpoint(scope, id)
@@ -174,7 +180,27 @@ pub async fn replay(
         .ok_or_else(not_found)?;
     let replayed = state
         .store
-        .replay(&endpoint, since, MAX_REPLAY, crate::domain::now())
-        .await?;
+        .replay(&endpoint, &from, MAX_REPLAY, crate::domain::now())
+        .await?
+        .ok_or_else(|| {
+            cursor::invalid("names no signal of this endpoint's tenant in the outbox")
+        })?;
     Ok((StatusCode::ACCEPTED, Json(ReplayAccepted { replayed })))
+}
+
+/// Where the request asks the replay to start.
+fn replay_from(state: &AppState, request: &ReplayRequest) -> Result<ReplayFrom, ApiError> {
+    match (&request.since, &request.after_signal_cursor) {
+        (Some(since), None) => parse_rfc3339(since)
+            .map(ReplayFrom::Since)
+            .map_err(|p| ApiError::invalid_field("since", p)),
+        (None, Some(c)) => state
+            .cursors
+            .decode_unscoped(c)
+            .map(ReplayFrom::AfterSignal),
+        _ => Err(ApiError::invalid_field(
+            "since",
+            "give exactly one of since and after_signal_cursor",
+        )),
+    }
 }

@@ -84,13 +84,20 @@ impl CursorCodec {
 
     /// The position a cursor names, if it is genuine and was issued for `scope`.
     pub fn decode(&self, scope: &CursorScope, cursor: &str) -> Result<PageKey, ApiError> {
-        let invalid = |why: &str| {
-            ApiError::new(
-                ErrorCode::InvalidCursor,
-                format!("the cursor is not valid: {why}"),
-            )
-            .with_details(serde_json::json!({ "cursor": why }))
-        };
+        let (issued_for, key) = self.open(cursor)?;
+        if issued_for != *scope {
+            return Err(invalid("issued for another tenant or other filters"));
+        }
+        Ok(key)
+    }
+
+    /// The position a cursor names if it is genuine, whatever it was issued for: for callers
+    /// that check the position itself belongs to the caller.
+    pub fn decode_unscoped(&self, cursor: &str) -> Result<PageKey, ApiError> {
+        self.open(cursor).map(|(_, key)| key)
+    }
+
+    fn open(&self, cursor: &str) -> Result<(CursorScope, PageKey), ApiError> {
         let bytes = URL_SAFE_NO_PAD
             .decode(cursor)
             .map_err(|_| invalid("not a cursor issued by this service"))?;
@@ -102,9 +109,8 @@ impl CursorCodec {
         mac.update(body);
         mac.verify_truncated_left(tag)
             .map_err(|_| invalid("not a cursor issued by this service"))?;
-        if body[1..1 + SCOPE_LEN] != scope.0 {
-            return Err(invalid("issued for another tenant or other filters"));
-        }
+        let mut scope = [0u8; SCOPE_LEN];
+        scope.copy_from_slice(&body[1..1 + SCOPE_LEN]);
         let micros_at = 1 + SCOPE_LEN;
         let micros = i64::from_be_bytes(
             body[micros_at..micros_at + 8]
@@ -113,8 +119,17 @@ impl CursorCodec {
         );
         let id = Uuid::from_slice(&body[micros_at + 8..]).map_err(|_| invalid("truncated"))?;
         let at = from_micros(micros).ok_or_else(|| invalid("out of range"))?;
-        Ok(PageKey { at, id })
+        Ok((CursorScope(scope), PageKey { at, id }))
     }
+}
+
+/// `400 INVALID_CURSOR`, saying why.
+pub fn invalid(why: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::InvalidCursor,
+        format!("the cursor is not valid: {why}"),
+    )
+    .with_details(serde_json::json!({ "cursor": why }))
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ pub async fn relay_wake_ups(services: Services) {
         match kind {
             WakeUp::Inbox => services.inbox.notify(),
             WakeUp::Jobs => services.sync.notify(),
+            WakeUp::Push => crate::store::wake::push_news(),
         }
     }
 }

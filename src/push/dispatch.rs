@@ -371,11 +371,15 @@ fn observe(record: &AttemptRecord, event: &PushEvent, now: Timestamp) {
     }
 }
 
-/// The background loop: passes until shutdown, pausing for the poll interval when idle.
+/// The background loop: passes until shutdown, pausing when idle until events are stored (by
+/// this process, or announced by another instance) or the poll interval passes.
 pub async fn run(services: Services) {
     let dispatcher = Dispatcher::new(services.clone());
     let poll = services.config.worker_poll_interval;
     while !services.is_shutting_down() {
+        let news = crate::store::wake::next_push_news();
+        tokio::pin!(news);
+        news.as_mut().enable();
         let busy = match dispatcher.run_once().await {
             Ok(pass) => pass.fanned_out > 0 || pass.attempted > 0,
             Err(e) => {
@@ -384,7 +388,10 @@ pub async fn run(services: Services) {
             }
         };
         if !busy {
-            tokio::time::sleep(poll).await;
+            tokio::select! {
+                () = tokio::time::sleep(poll) => {}
+                () = &mut news => {}
+            }
         }
     }
 }

@@ -12,7 +12,7 @@ mod queue;
 mod shared;
 mod sqlite;
 mod subscriptions;
-mod wake;
+pub mod wake;
 
 use std::sync::Arc;
 
@@ -29,7 +29,7 @@ pub use error::StoreError;
 pub use inbox::{EventCompletion, Inbox};
 pub use lock::ConnectionLock;
 pub use postgres::PostgresStore;
-pub use push::{AttemptRecord, HealthChange, NextStep, PushStore};
+pub use push::{AttemptRecord, HealthChange, NextStep, PushStore, ReplayFrom};
 pub use queue::{
     Enqueued, Finished, IfRunning, JobFinish, Lease, PageCommit, SyncCommit, SyncQueue,
 };

@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use super::{PageRequest, StoreError};
+use super::{PageKey, PageRequest, StoreError};
 use crate::domain::{
     Delivery, DeliveryId, Endpoint, EndpointId, EndpointPatch, EndpointSecrets, EventId,
     NewEndpoint, PushEvent, TenantId, Timestamp,
@@ -50,6 +50,16 @@ pub enum HealthChange {
         disable: Option<String>,
         failing_cutoff: Timestamp,
     },
+}
+
+/// Where a replay starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplayFrom {
+    /// Every event created at or after this instant.
+    Since(Timestamp),
+    /// The `signal.created` events of signals after this position of `GET /signals` (later
+    /// `occurred_at`, then higher id): the signals a reader of the list had not reached.
+    AfterSignal(PageKey),
 }
 
 /// What keeps push delivery.
@@ -133,15 +143,16 @@ pub trait PushStore: Send + Sync {
     /// How many of an endpoint's deliveries are pending.
     async fn endpoint_backlog(&self, endpoint: EndpointId) -> Result<u64, StoreError>;
 
-    /// New deliveries to `endpoint` of every event since `since` it receives (the same event
-    /// ids), at most `limit`; returns how many.
+    /// New deliveries to `endpoint` of every event from `from` on that it receives (the same
+    /// event ids), at most `limit`; returns how many, or `None` when `from` names a signal
+    /// that none of the endpoint's events is about.
     async fn replay(
         &self,
         endpoint: &Endpoint,
-        since: Timestamp,
+        from: &ReplayFrom,
         limit: u32,
         now: Timestamp,
-    ) -> Result<u64, StoreError>;
+    ) -> Result<Option<u64>, StoreError>;
 
     /// Deletes deliveries that ended before `before`, and events older than it that no
     /// delivery refers to any more; returns how many of each.

@@ -1,6 +1,7 @@
 //! Wake-ups from the database: work that another instance sharing it has just stored.
 
-use tokio::sync::mpsc;
+use tokio::sync::futures::Notified;
+use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
 /// What kind of work was announced.
@@ -10,6 +11,23 @@ pub enum WakeUp {
     Inbox,
     /// A sync job was enqueued.
     Jobs,
+    /// Push events were committed to the outbox.
+    Push,
+}
+
+/// This process's dispatchers, woken when push events are stored here or announced by another
+/// instance. Shared by the whole process: an extra wake-up costs one empty pass.
+static PUSH_NEWS: Notify = Notify::const_new();
+
+/// Wakes every dispatcher of this process waiting for push events.
+pub fn push_news() {
+    PUSH_NEWS.notify_waiters();
+}
+
+/// A wake-up for the next [`push_news`]; enable it before looking for work so news that
+/// arrives during the look is not missed.
+pub fn next_push_news() -> Notified<'static> {
+    PUSH_NEWS.notified()
 }
 
 /// A stream of wake-ups, fed by a task of the store's that ends when this is dropped.

@@ -17,6 +17,8 @@ use crate::store::{WakeUp, WakeUps};
 pub(super) const INBOX_CHANNEL: &str = "poblysh_inbox";
 /// Notified when a sync job is enqueued.
 pub(super) const JOBS_CHANNEL: &str = "poblysh_jobs";
+/// Notified when push events commit (the statement is in `super::push`).
+pub(super) const PUSH_CHANNEL: &str = "poblysh_push";
 
 /// The first pause before reconnecting; doubled after each failure, up to [`LAST_RETRY`].
 const FIRST_RETRY: Duration = Duration::from_millis(250);
@@ -24,7 +26,7 @@ const LAST_RETRY: Duration = Duration::from_secs(10);
 /// How long one attempt to connect may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Starts listening on both channels with connections made from `options`.
+/// Starts listening on every channel with connections made from `options`.
 pub(super) fn listen(options: PgConnectOptions) -> WakeUps {
     let (sender, receiver) = mpsc::channel(64);
     let feeder = tokio::spawn(feed(options, sender));
@@ -53,6 +55,7 @@ async fn feed(options: PgConnectOptions, wake_ups: mpsc::Sender<WakeUp>) {
                         Ok(Some(notification)) => match notification.channel() {
                             INBOX_CHANNEL => WakeUp::Inbox,
                             JOBS_CHANNEL => WakeUp::Jobs,
+                            PUSH_CHANNEL => WakeUp::Push,
                             _ => continue,
                         },
                         // The connection dropped and was made again: anything in between is lost.
@@ -86,7 +89,7 @@ async fn feed(options: PgConnectOptions, wake_ups: mpsc::Sender<WakeUp>) {
     }
 }
 
-/// A listener on both channels, over a connection of its own.
+/// A listener on every channel, over a connection of its own.
 async fn connect(options: &PgConnectOptions) -> Result<PgListener, sqlx::Error> {
     let pool = PgPoolOptions::new()
         .max_connections(1)
@@ -95,13 +98,15 @@ async fn connect(options: &PgConnectOptions) -> Result<PgListener, sqlx::Error> 
         .idle_timeout(None)
         .connect_lazy_with(options.clone());
     let mut listener = PgListener::connect_with(&pool).await?;
-    listener.listen_all([INBOX_CHANNEL, JOBS_CHANNEL]).await?;
+    listener
+        .listen_all([INBOX_CHANNEL, JOBS_CHANNEL, PUSH_CHANNEL])
+        .await?;
     Ok(listener)
 }
 
 /// Announces every kind of work; `false` once no one listens.
 async fn announce_all(wake_ups: &mpsc::Sender<WakeUp>) -> bool {
-    for kind in [WakeUp::Inbox, WakeUp::Jobs] {
+    for kind in [WakeUp::Inbox, WakeUp::Jobs, WakeUp::Push] {
         if wake_ups.send(kind).await.is_err() {
             return false;
         }

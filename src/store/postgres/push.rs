@@ -8,5 +8,7 @@ crate::store::shared::push::push_store!(
     sqlx::postgres::PgRow,
     // The outbox sequencer's advisory lock; the key is "push seq" in ASCII.
     Some("SELECT pg_advisory_xact_lock(8103509995581302129)"),
-    "FOR UPDATE OF d SKIP LOCKED"
+    "FOR UPDATE OF d SKIP LOCKED",
+    // Sent when the events' transaction commits, to every instance listening.
+    Some("SELECT pg_notify('poblysh_push', '')")
 );

@@ -9,6 +9,7 @@ pub(crate) mod inbox;
 pub(crate) mod push;
 pub(crate) mod push_rows;
 pub(crate) mod queue;
+pub(crate) mod replay;
 pub(crate) mod turns;
 
 use async_trait::async_trait;

@@ -70,9 +70,11 @@ pub(crate) const ENDPOINT_FAILING: &str = "UPDATE push_endpoints SET last_failur
 
 /// Expands `impl PushStore for $store` over sqlx database `$db` and its row type `$row`.
 /// `$sequencer_lock` is a statement taking the sequencer's lock inside the transaction, or
-/// `None`; `$skip_locked` the row locking clause of claims.
+/// `None`; `$skip_locked` the row locking clause of claims; `$announce` a statement that
+/// announces new events to every instance when the caller's transaction commits, or `None`
+/// to wake this process's dispatchers directly.
 macro_rules! push_store {
-    ($store:ty, $db:ty, $row:ty, $sequencer_lock:expr, $skip_locked:expr) => {
+    ($store:ty, $db:ty, $row:ty, $sequencer_lock:expr, $skip_locked:expr, $announce:expr) => {
         $crate::store::shared::push_rows::push_rows!($row);
 
         /// Writes events into the outbox inside the caller's transaction.
@@ -97,6 +99,16 @@ macro_rules! push_store {
                 });
                 q.build().execute(&mut *conn).await?;
             }
+            if events.is_empty() {
+                return Ok(());
+            }
+            let announce: Option<&str> = $announce;
+            match announce {
+                Some(statement) => {
+                    sqlx::query(statement).execute(&mut *conn).await?;
+                }
+                None => $crate::store::wake::push_news(),
+            }
             Ok(())
         }
 
@@ -112,7 +124,10 @@ macro_rules! push_store {
                 Timestamp,
             };
             use $crate::store::shared::push::*;
-            use $crate::store::{AttemptRecord, HealthChange, NextStep, PageRequest, PushStore, StoreError};
+            use $crate::store::shared::replay::{replay_picks, replay_sql};
+            use $crate::store::{
+                AttemptRecord, HealthChange, NextStep, PageRequest, PushStore, ReplayFrom, StoreError,
+            };
 
             #[async_trait]
             impl PushStore for $store {
@@ -432,35 +447,32 @@ macro_rules! push_store {
                 async fn replay(
                     &self,
                     target: &Endpoint,
-                    since: Timestamp,
+                    from: &ReplayFrom,
                     limit: u32,
                     now: Timestamp,
-                ) -> Result<u64, StoreError> {
+                ) -> Result<Option<u64>, StoreError> {
                     let mut tx = self.pool.begin().await?;
-                    let sql = format!(
-                        "SELECT {EVENT_COLUMNS} FROM push_events WHERE created_at >= $1 \
-                         AND seq IS NOT NULL AND (tenant_id = $2 OR $3) ORDER BY seq"
-                    );
+                    let (sql, since) = replay_sql(from);
                     let rows = sqlx::query(&sql)
-                        .bind(to_micros(&since))
+                        .bind(since)
                         .bind(target.tenant_id.0)
                         .bind(target.tenant_id == TenantId::NONE)
                         .fetch_all(&mut *tx)
                         .await?;
+                    let events = rows.iter().map(event).collect::<Result<Vec<_>, _>>()?;
+                    let Some(events) = replay_picks(events, from) else {
+                        return Ok(None);
+                    };
                     let mut created = 0u64;
-                    for row in &rows {
-                        let e = event(row)?;
-                        if !target.receives(&e) {
-                            continue;
-                        }
+                    for e in events.iter().filter(|e| target.receives(e)) {
                         if created >= u64::from(limit) {
                             break;
                         }
-                        insert_delivery(&mut *tx, target.id, &e, now).await?;
+                        insert_delivery(&mut *tx, target.id, e, now).await?;
                         created += 1;
                     }
                     tx.commit().await?;
-                    Ok(created)
+                    Ok(Some(created))
                 }
 
                 async fn purge_push(&self, before: Timestamp) -> Result<(u64, u64), StoreError> {

@@ -6,5 +6,8 @@ crate::store::shared::push::push_store!(
     sqlx::Sqlite,
     sqlx::sqlite::SqliteRow,
     None,
-    ""
+    "",
+    // One process: its dispatchers are woken in-process (the writer holds SQLite's lock until
+    // it commits, so a sequencer woken early waits for the events).
+    None
 );

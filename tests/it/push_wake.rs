@@ -1,0 +1,52 @@
+//! The background dispatcher wakes as soon as events are stored, instead of waiting out its
+//! poll interval: in-process on SQLite, by `LISTEN/NOTIFY` on PostgreSQL.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use wiremock::matchers::method;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::helpers::{signal, tenant};
+use crate::push_support::{app_with, received, register};
+
+#[tokio::test]
+async fn an_idle_dispatcher_delivers_a_new_signal_well_within_its_poll_interval() {
+    // A minute between polls: only a wake-up can deliver within the few seconds allowed.
+    let app = app_with(&[
+        ("POBLYSH_ROLES", "api,worker"),
+        ("POBLYSH_WORKER_POLL_INTERVAL_MS", "60000"),
+    ])
+    .await;
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&receiver)
+        .await;
+    let t = tenant();
+    register(
+        &app,
+        Some(t),
+        json!({
+            "url": format!("{}/hooks", receiver.uri()),
+            "event_types": ["signal.created"],
+        }),
+    )
+    .await;
+    let connection = app.connection(t, "github").await;
+    // Let the dispatcher finish its first pass and fall idle.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let started = Instant::now();
+    let stored = app.signals(vec![signal(&connection, "pr_opened", 1)]).await;
+
+    let deadline = started + Duration::from_secs(10);
+    let mut messages = received(&receiver).await;
+    while messages.is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        messages = received(&receiver).await;
+    }
+    assert_eq!(messages.len(), 1, "delivered before the next poll");
+    assert_eq!(messages[0].json()["data"]["id"], stored[0].id.to_string());
+    assert!(started.elapsed() < Duration::from_secs(10));
+}

@@ -111,32 +111,50 @@ impl Api {
             .ok_or_else(|| format!("202 without an event_id: {answer}"))
     }
 
-    /// The sandbox journey for `tenant`; returns the connection's id.
+    /// The sandbox journey for `tenant`; returns the connection's id. The authorize link is
+    /// followed hop by hop (the service's authorize hop, the sandbox's page, the callback) as a
+    /// browser would, carrying the connect's binding cookie.
     pub async fn connect_sandbox(&self, base: &Url, tenant: TenantId) -> Result<String> {
         let response = self
             .operator(Method::POST, base.join("connect/sandbox")?, tenant)
             .send()
             .await?;
         let started: Value = ok_json(response, StatusCode::OK, "POST /connect/sandbox").await?;
-        let authorize = started["authorize_url"]
+        let mut next = started["authorize_url"]
             .as_str()
-            .ok_or_else(|| anyhow!("no authorize_url in {started}"))?;
-        let redirect = self.client.get(authorize).send().await?;
-        if redirect.status() != StatusCode::SEE_OTHER {
-            bail!("the sandbox authorize page answered {}", redirect.status());
-        }
-        let callback = redirect
-            .headers()
-            .get("location")
-            .and_then(|l| l.to_str().ok())
-            .ok_or_else(|| anyhow!("the authorize page's 303 has no Location"))?
+            .ok_or_else(|| anyhow!("no authorize_url in {started}"))?
             .to_string();
-        let response = self.client.get(callback).send().await?;
-        let done: Value = ok_json(response, StatusCode::OK, "the sandbox callback").await?;
-        done["connection"]["id"]
-            .as_str()
-            .map(str::to_string)
-            .ok_or_else(|| anyhow!("no connection in {done}"))
+        let mut cookies: Vec<String> = Vec::new();
+        for _ in 0..5 {
+            let mut request = self.client.get(next.as_str());
+            if !cookies.is_empty() {
+                request = request.header("cookie", cookies.join("; "));
+            }
+            let response = request.send().await?;
+            if response.status() != StatusCode::SEE_OTHER {
+                let done: Value = ok_json(response, StatusCode::OK, "the sandbox callback").await?;
+                return done["connection"]["id"]
+                    .as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| anyhow!("no connection in {done}"));
+            }
+            cookies.extend(
+                response
+                    .headers()
+                    .get_all("set-cookie")
+                    .iter()
+                    .filter_map(|c| c.to_str().ok()?.split(';').next().map(str::to_string)),
+            );
+            let location = response
+                .headers()
+                .get("location")
+                .and_then(|l| l.to_str().ok())
+                .ok_or_else(|| anyhow!("a 303 of the connect journey has no Location"))?;
+            next = Url::parse(location)
+                .or_else(|_| base.join(location))?
+                .to_string();
+        }
+        bail!("the connect journey did not end within five hops")
     }
 
     /// A sandbox connection for each of `tenants`, `concurrency` journeys at a time.

@@ -152,7 +152,7 @@ async fn deliver(
 }
 
 /// Pages through one tenant's signals (up to 3 pages of 50), then the next tenant's, alternating
-/// instances; on a transport error, the next request goes to the other instance.
+/// instances; a request that fails is asked once more of the other instance.
 async fn reader(
     n: usize,
     api: &Api,
@@ -167,16 +167,22 @@ async fn reader(
         let tenant = tenants[(turn % tenants.len() as u64) as usize];
         let mut cursor: Option<String> = None;
         for _ in 0..3 {
-            let Some(base) = target(targets, turn) else {
-                return;
-            };
             let mut path = "signals?limit=50".to_string();
             if let Some(c) = &cursor {
                 path.push_str("&cursor=");
                 path.extend(url::form_urlencoded::byte_serialize(c.as_bytes()));
             }
             let at = Instant::now();
-            let page = api.get_json(&base, tenant, &path).await;
+            let mut page = Err(anyhow::anyhow!("no API instance"));
+            for attempt in 0..2 {
+                let Some(base) = target(targets, turn + attempt) else {
+                    break;
+                };
+                page = api.get_json(&base, tenant, &path).await;
+                if page.is_ok() {
+                    break;
+                }
+            }
             let took = at.elapsed();
             if let Ok(mut rec) = recorded.lock() {
                 rec.reads.push(Sample {
@@ -185,17 +191,9 @@ async fn reader(
                     ok: page.is_ok(),
                 });
             }
-            match page {
-                Ok(page) => match page["next_cursor"].as_str() {
-                    Some(next) => cursor = Some(next.to_string()),
-                    None => break,
-                },
-                Err(_) => {
-                    // Another instance next time.
-                    turn += 1;
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    break;
-                }
+            match page.ok().and_then(|p| p["next_cursor"].as_str().map(str::to_string)) {
+                Some(next) => cursor = Some(next),
+                None => break,
             }
         }
     }

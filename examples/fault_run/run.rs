@@ -58,6 +58,8 @@ pub struct Kill {
 pub async fn run(args: Args) -> Result<bool> {
     validate(&args)?;
     let bin = server::locate(args.server_bin.as_deref())?;
+    // The instances run in directories of their own.
+    let bin = std::fs::canonicalize(&bin).with_context(|| format!("{}", bin.display()))?;
     let workdir = workdir(&args)?;
     println!("fault_run: server {}", bin.display());
     println!("work directory: {}", workdir.path().display());
@@ -247,6 +249,12 @@ async fn faults_inner(
     let duration = Duration::from_secs(args.duration_secs);
     tokio::time::sleep(duration / 3).await;
     let victim = &mut fleet[0];
+    let pid = victim.pid().ok_or_else(|| anyhow!("{} is not running", victim.name))?;
+    // A kill while the instance holds jobs, so that there is something to take over.
+    let wait_until = Instant::now() + Duration::from_secs(15);
+    while checks::held_by(pool, pid).await?.is_empty() && Instant::now() < wait_until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let kill = mark();
     let pid = victim.kill9()?;
     // The process is gone: its jobs' rows cannot change any more, except by a takeover.

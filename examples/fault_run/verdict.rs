@@ -87,7 +87,7 @@ fn takeover_check(t: &checks::Takeovers) -> Check {
     };
     Check {
         name: "the killed instance's leases were taken over within the lease",
-        passed: t.not_taken.is_empty() && late == 0,
+        passed: t.held > 0 && t.not_taken.is_empty() && late == 0,
         detail: format!(
             "{} jobs held at the kill, {} taken over {range} (lease {} + {} claim slack), {} \
              later than that, {} not taken over",

@@ -51,7 +51,11 @@ fn expected_versions() -> Result<Vec<i64>> {
     for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
         let name = entry?.file_name().to_string_lossy().into_owned();
         if let Some(number) = name.strip_suffix(".sql").and_then(|n| n.split('_').next()) {
-            versions.push(number.parse().with_context(|| format!("migration {name}"))?);
+            versions.push(
+                number
+                    .parse()
+                    .with_context(|| format!("migration {name}"))?,
+            );
         }
     }
     versions.sort_unstable();
@@ -215,11 +219,7 @@ pub async fn wait_delivered(
 }
 
 /// Signals stored (`received_at`) between `from` and `to`.
-pub async fn signals_between(
-    pool: &PgPool,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-) -> Result<i64> {
+pub async fn signals_between(pool: &PgPool, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<i64> {
     sqlx::query_scalar("SELECT count(*) FROM signals WHERE received_at >= $1 AND received_at < $2")
         .bind(from)
         .bind(to)

@@ -175,7 +175,10 @@ impl Drop for InFlight {
 /// Opens (or renews) a subscription for a day, at once.
 async fn subscribe() -> Response {
     let expires = chrono::Utc::now() + chrono::Duration::days(1);
-    let id = format!("fault-{}", expires.timestamp_nanos_opt().unwrap_or_default());
+    let id = format!(
+        "fault-{}",
+        expires.timestamp_nanos_opt().unwrap_or_default()
+    );
     (
         StatusCode::CREATED,
         axum::Json(json!({

@@ -98,8 +98,11 @@ impl Load {
             };
             let n = seq.fetch_add(1, Ordering::Relaxed);
             let tenant = self.tenants[(n % self.tenants.len() as u64) as usize];
-            let (api, targets, recorded) =
-                (self.api.clone(), self.targets.clone(), self.recorded.clone());
+            let (api, targets, recorded) = (
+                self.api.clone(),
+                self.targets.clone(),
+                self.recorded.clone(),
+            );
             tasks.spawn(async move {
                 deliver(&api, &targets, tenant, n, &recorded).await;
                 drop(permit);
@@ -191,7 +194,10 @@ async fn reader(
                     ok: page.is_ok(),
                 });
             }
-            match page.ok().and_then(|p| p["next_cursor"].as_str().map(str::to_string)) {
+            match page
+                .ok()
+                .and_then(|p| p["next_cursor"].as_str().map(str::to_string))
+            {
                 Some(next) => cursor = Some(next),
                 None => break,
             }

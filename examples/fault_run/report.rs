@@ -34,7 +34,10 @@ impl PhaseFigures {
         let mut latency = Histogram::new_with_bounds(1, 600_000_000, 3)
             .map_err(|e| anyhow::anyhow!("histogram: {e:?}"))?;
         let (mut ok, mut errors) = (0, 0);
-        for s in samples.iter().filter(|s| s.at >= phase.from && s.at < phase.to) {
+        for s in samples
+            .iter()
+            .filter(|s| s.at >= phase.from && s.at < phase.to)
+        {
             if s.ok {
                 ok += 1;
                 latency.saturating_record((s.took.as_micros() as u64).max(1));
@@ -102,11 +105,7 @@ pub fn markdown(s: &Summary) -> String {
     let _ = writeln!(out, "### Many instances under faults\n");
     let _ = writeln!(out, "```text\n{}\n```\n", s.command);
     let _ = writeln!(out, "{}; commit {}.\n", s.machine, s.commit);
-    let settings: Vec<String> = s
-        .settings
-        .iter()
-        .map(|(k, v)| format!("{k} {v}"))
-        .collect();
+    let settings: Vec<String> = s.settings.iter().map(|(k, v)| format!("{k} {v}")).collect();
     let _ = writeln!(out, "Settings: {}.\n", settings.join(", "));
     let _ = writeln!(out, "| Check | Result | Measured |\n|---|---|---|");
     for c in &s.checks {

@@ -151,7 +151,10 @@ fn instance_env(args: &Args, secret: &str, fake: &Url) -> Vec<(String, String)> 
             "POBLYSH_SANDBOX_SYNC_INTERVAL_SECS",
             args.sync_interval_secs.to_string(),
         ),
-        ("POBLYSH_SYNC_CONCURRENCY", args.sync_concurrency.to_string()),
+        (
+            "POBLYSH_SYNC_CONCURRENCY",
+            args.sync_concurrency.to_string(),
+        ),
         (
             "POBLYSH_PROVIDER_TIMEOUT_SECS",
             PROVIDER_TIMEOUT_SECS.to_string(),
@@ -249,7 +252,9 @@ async fn faults_inner(
     let duration = Duration::from_secs(args.duration_secs);
     tokio::time::sleep(duration / 3).await;
     let victim = &mut fleet[0];
-    let pid = victim.pid().ok_or_else(|| anyhow!("{} is not running", victim.name))?;
+    let pid = victim
+        .pid()
+        .ok_or_else(|| anyhow!("{} is not running", victim.name))?;
     // A kill while the instance holds jobs, so that there is something to take over.
     let wait_until = Instant::now() + Duration::from_secs(15);
     while checks::held_by(pool, pid).await?.is_empty() && Instant::now() < wait_until {
@@ -267,7 +272,9 @@ async fn faults_inner(
     );
     tokio::time::sleep(Duration::from_secs(args.restart_after_secs)).await;
     victim.spawn(spec)?;
-    let took = victim.wait_ready(load.api.client(), spec.ready_timeout).await?;
+    let took = victim
+        .wait_ready(load.api.client(), spec.ready_timeout)
+        .await?;
     let back = mark();
     if let (Some(base), Ok(mut targets)) = (victim.base(), load.targets.write()) {
         targets[0] = base;

@@ -23,9 +23,9 @@ use crate::{database, server, verdict, Args, DbKind};
 
 /// `POBLYSH_PROVIDER_TIMEOUT_SECS` of the instances; their lease is three of it, at least 60 s.
 pub const PROVIDER_TIMEOUT_SECS: u64 = 20;
-/// How long after a lease expires a claim may come: workers that find no due job look again
-/// within this.
-pub const CLAIM_SLACK: Duration = Duration::from_secs(5);
+/// How long after a lease expires a claim may come: idle workers look again every second
+/// (`POBLYSH_WORKER_POLL_INTERVAL_MS`), later on a machine this loaded.
+pub const CLAIM_SLACK: Duration = Duration::from_secs(10);
 
 /// An instant on both clocks: the harness's monotonic one and the database's wall clock.
 #[derive(Clone, Copy)]

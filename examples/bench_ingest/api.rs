@@ -111,43 +111,50 @@ impl Api {
             .ok_or_else(|| format!("202 without an event_id: {answer}"))
     }
 
-    /// The sandbox journey for `tenant`; returns the connection's id.
+    /// The sandbox journey for `tenant`; returns the connection's id. The authorize link is
+    /// followed hop by hop (the service's authorize hop, the sandbox's page, the callback) as a
+    /// browser would, carrying the connect's binding cookie.
     pub async fn connect_sandbox(&self, base: &Url, tenant: TenantId) -> Result<String> {
         let response = self
             .operator(Method::POST, base.join("connect/sandbox")?, tenant)
             .send()
             .await?;
         let started: Value = ok_json(response, StatusCode::OK, "POST /connect/sandbox").await?;
-        let authorize = started["authorize_url"]
+        let mut next = started["authorize_url"]
             .as_str()
-            .ok_or_else(|| anyhow!("no authorize_url in {started}"))?;
-        // The service's authorize hop binds the connect to this browser with a cookie, then the
-        // sandbox's page redirects to the callback, which checks it: one cookie jar per journey.
-        let browser = Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .cookie_store(true)
-            .timeout(Duration::from_secs(60))
-            .build()
-            .context("building the browser's client")?;
-        let mut next = authorize.to_string();
-        let mut response = browser.get(&next).send().await?;
-        for _ in 0..3 {
-            if response.status() != StatusCode::SEE_OTHER {
-                break;
+            .ok_or_else(|| anyhow!("no authorize_url in {started}"))?
+            .to_string();
+        let mut cookies: Vec<String> = Vec::new();
+        for _ in 0..5 {
+            let mut request = self.client.get(next.as_str());
+            if !cookies.is_empty() {
+                request = request.header("cookie", cookies.join("; "));
             }
-            next = response
+            let response = request.send().await?;
+            if response.status() != StatusCode::SEE_OTHER {
+                let done: Value = ok_json(response, StatusCode::OK, "the sandbox callback").await?;
+                return done["connection"]["id"]
+                    .as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| anyhow!("no connection in {done}"));
+            }
+            cookies.extend(
+                response
+                    .headers()
+                    .get_all("set-cookie")
+                    .iter()
+                    .filter_map(|c| c.to_str().ok()?.split(';').next().map(str::to_string)),
+            );
+            let location = response
                 .headers()
                 .get("location")
                 .and_then(|l| l.to_str().ok())
-                .ok_or_else(|| anyhow!("a 303 of the connect journey has no Location"))?
+                .ok_or_else(|| anyhow!("a 303 of the connect journey has no Location"))?;
+            next = Url::parse(location)
+                .or_else(|_| base.join(location))?
                 .to_string();
-            response = browser.get(&next).send().await?;
         }
-        let done: Value = ok_json(response, StatusCode::OK, "the sandbox callback").await?;
-        done["connection"]["id"]
-            .as_str()
-            .map(str::to_string)
-            .ok_or_else(|| anyhow!("no connection in {done}"))
+        bail!("the connect journey did not end within five hops")
     }
 
     /// A sandbox connection for each of `tenants`, `concurrency` journeys at a time.

@@ -797,3 +797,12 @@ async fn a_follow_up_is_not_queued_for_a_connection_disconnected_meanwhile() {
     assert_eq!(finished, crate::store::Finished::Done);
     assert!(h.claim_at(&worker, now()).await.is_none(), "nothing queued");
 }
+
+#[test]
+fn a_workers_lease_owner_names_its_process_and_differs_from_another_workers() {
+    let (a, b) = (SyncWorker::new(), SyncWorker::new());
+    let prefix = format!("worker-{}-", std::process::id());
+    assert!(a.owner().starts_with(&prefix), "{}", a.owner());
+    assert!(b.owner().starts_with(&prefix), "{}", b.owner());
+    assert_ne!(a.owner(), b.owner());
+}

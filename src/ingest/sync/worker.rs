@@ -92,10 +92,12 @@ pub(super) fn later(at: Timestamp, d: Duration) -> Timestamp {
 }
 
 impl SyncWorker {
-    /// A worker with a fresh owner id and its own rate limiters.
+    /// A worker with a fresh owner id and its own rate limiters. The id names the process
+    /// (`worker-<pid>-<uuid>`), so an operator reading `sync_jobs.lease_owner` can tell which
+    /// instance holds a lease.
     pub fn new() -> Self {
         Self {
-            owner: format!("worker-{}", Uuid::new_v4().simple()).into(),
+            owner: format!("worker-{}-{}", std::process::id(), Uuid::new_v4().simple()).into(),
             limiters: RateLimiters::default(),
         }
     }

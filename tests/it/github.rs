@@ -1782,6 +1782,20 @@ async fn connect_through_oauth(app: &TestApp, mock: &MockServer, t: TenantId) ->
         .expect("uuid")
 }
 
+/// An app whose GitHub OAuth app and API are both the fake GitHub it returns.
+async fn spawn_with_fake_github() -> (MockServer, TestApp) {
+    let mock = MockServer::start().await;
+    let uri = mock.uri();
+    let app = spawn(&[
+        ("POBLYSH_GITHUB_CLIENT_ID", "Iv1.test-client"),
+        ("POBLYSH_GITHUB_CLIENT_SECRET", "github-test-secret-value"),
+        ("POBLYSH_GITHUB_AUTH_BASE_URL", uri.as_str()),
+        ("POBLYSH_GITHUB_API_BASE_URL", uri.as_str()),
+    ])
+    .await;
+    (mock, app)
+}
+
 async fn sync_connection(
     app: &TestApp,
     t: TenantId,
@@ -1799,15 +1813,7 @@ async fn sync_connection(
 
 #[tokio::test]
 async fn a_connection_made_through_oauth_gets_webhooks_and_sync_and_one_change_is_one_signal() {
-    let mock = MockServer::start().await;
-    let uri = mock.uri();
-    let app = spawn(&[
-        ("POBLYSH_GITHUB_CLIENT_ID", "Iv1.test-client"),
-        ("POBLYSH_GITHUB_CLIENT_SECRET", "github-test-secret-value"),
-        ("POBLYSH_GITHUB_AUTH_BASE_URL", uri.as_str()),
-        ("POBLYSH_GITHUB_API_BASE_URL", uri.as_str()),
-    ])
-    .await;
+    let (mock, app) = spawn_with_fake_github().await;
     let t = tenant();
     let connection = connect_through_oauth(&app, &mock, t).await;
     let at = second_now();
@@ -1913,15 +1919,7 @@ async fn a_connection_made_through_oauth_gets_webhooks_and_sync_and_one_change_i
 /// although the tenant has a single connection.
 #[tokio::test]
 async fn an_organizations_delivery_reaches_the_connection_that_syncs_its_repositories() {
-    let mock = MockServer::start().await;
-    let uri = mock.uri();
-    let app = spawn(&[
-        ("POBLYSH_GITHUB_CLIENT_ID", "Iv1.test-client"),
-        ("POBLYSH_GITHUB_CLIENT_SECRET", "github-test-secret-value"),
-        ("POBLYSH_GITHUB_AUTH_BASE_URL", uri.as_str()),
-        ("POBLYSH_GITHUB_API_BASE_URL", uri.as_str()),
-    ])
-    .await;
+    let (mock, app) = spawn_with_fake_github().await;
     let t = tenant();
     let connection = connect_through_oauth(&app, &mock, t).await;
     let (org, org_id) = ("octo-org", 6811672u64);
@@ -1975,15 +1973,7 @@ async fn an_organizations_delivery_reaches_the_connection_that_syncs_its_reposit
 /// a delivery naming one reaches the connection before any sync.
 #[tokio::test]
 async fn an_organization_of_the_connected_account_routes_to_it_from_the_connect_on() {
-    let mock = MockServer::start().await;
-    let uri = mock.uri();
-    let app = spawn(&[
-        ("POBLYSH_GITHUB_CLIENT_ID", "Iv1.test-client"),
-        ("POBLYSH_GITHUB_CLIENT_SECRET", "github-test-secret-value"),
-        ("POBLYSH_GITHUB_AUTH_BASE_URL", uri.as_str()),
-        ("POBLYSH_GITHUB_API_BASE_URL", uri.as_str()),
-    ])
-    .await;
+    let (mock, app) = spawn_with_fake_github().await;
     let org_id = 38302899u64;
     let text = serde_json::to_string(&crate::github_rest::example("organization-simple-items"))
         .expect("json")
@@ -2057,15 +2047,7 @@ fn said(s: &Signal) -> Value {
 /// webhooks after the sync adds nothing.
 #[tokio::test]
 async fn comments_reviews_reopenings_and_pushes_synced_are_the_signals_their_webhooks_give() {
-    let mock = MockServer::start().await;
-    let uri = mock.uri();
-    let app = spawn(&[
-        ("POBLYSH_GITHUB_CLIENT_ID", "Iv1.test-client"),
-        ("POBLYSH_GITHUB_CLIENT_SECRET", "github-test-secret-value"),
-        ("POBLYSH_GITHUB_AUTH_BASE_URL", uri.as_str()),
-        ("POBLYSH_GITHUB_API_BASE_URL", uri.as_str()),
-    ])
-    .await;
+    let (mock, app) = spawn_with_fake_github().await;
     let at = second_now();
     let (commented, reviewed) = (
         secs(&(at - Duration::hours(2))),

@@ -375,12 +375,7 @@ async fn calendar_runs_its_whole_journey_against_a_fake_google() {
         .notify(t, &channel, RESOURCE_ID, "exists", 4, None)
         .await;
     assert_problem(late, 401, "INVALID_SIGNATURE").await;
-    assert_eq!(
-        connectors::ingest::inbox::drain(&google.app.state)
-            .await
-            .expect("drain"),
-        0
-    );
+    google.assert_inbox_stored_nothing().await;
     calendar.assert_clean();
 }
 

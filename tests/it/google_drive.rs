@@ -267,12 +267,7 @@ async fn drive_runs_its_whole_journey_against_a_fake_google() {
         .notify(t, &channel, RESOURCE_ID, "change", 3, None)
         .await;
     assert_problem(late, 401, "INVALID_SIGNATURE").await;
-    assert_eq!(
-        connectors::ingest::inbox::drain(&google.app.state)
-            .await
-            .expect("drain"),
-        0
-    );
+    google.assert_inbox_stored_nothing().await;
     drive.assert_clean();
 }
 
@@ -303,12 +298,7 @@ async fn notifications_for_channels_we_did_not_open_are_refused_and_not_stored()
         )
         .await;
     assert_problem(response, 401, "INVALID_SIGNATURE").await;
-    assert_eq!(
-        connectors::ingest::inbox::drain(&google.app.state)
-            .await
-            .expect("drain"),
-        0
-    );
+    google.assert_inbox_stored_nothing().await;
 
     // A rightly signed message naming a resource the channel does not watch, or a channel id
     // this service never opened: 401, nothing stored, nothing synced.
@@ -321,12 +311,7 @@ async fn notifications_for_channels_we_did_not_open_are_refused_and_not_stored()
         .notify(t, &never_opened, RESOURCE_ID, "change", 1, None)
         .await;
     assert_problem(response, 401, "INVALID_SIGNATURE").await;
-    assert_eq!(
-        connectors::ingest::inbox::drain(&google.app.state)
-            .await
-            .expect("drain"),
-        0
-    );
+    google.assert_inbox_stored_nothing().await;
     assert!(webhook_jobs(&google.app, t, &cid).await.is_empty());
 
     // The channel itself is still heard.

@@ -129,6 +129,12 @@ impl Google {
         body
     }
 
+    /// Asserts the inbox has nothing left to process: what was refused was not stored.
+    pub async fn assert_inbox_stored_nothing(&self) {
+        let processed = inbox::drain(&self.app.state).await.expect("drain");
+        assert_eq!(processed, 0, "nothing was stored");
+    }
+
     /// Posts a notification as Google sends one (headers only, an empty body) for `channel`.
     #[allow(clippy::too_many_arguments)]
     pub async fn notify(

@@ -20,7 +20,7 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgConnection, PgPool, Postgres};
 
 use super::shared::turns::Turns;
-use super::shared::Dialect;
+use super::shared::{self, Dialect};
 use super::{
     migrations, Backend, ConnectionFilter, ConnectionLock, JobFilter, PageRequest, Readiness,
     SignalFilter, Store, StoreError, StoreOptions, WakeUps,
@@ -74,6 +74,14 @@ impl Dialect for PostgresStore {
         new: &[NewSignal],
     ) -> Result<u64, StoreError> {
         signals::insert_in(conn, new).await
+    }
+
+    async fn insert_push_events(
+        &self,
+        conn: &mut PgConnection,
+        events: &[crate::domain::NewPushEvent],
+    ) -> Result<(), StoreError> {
+        push::insert_events_in(conn, events).await
     }
 }
 
@@ -214,7 +222,7 @@ impl Store for PostgresStore {
         &self,
         upsert: &ConnectionUpsert,
     ) -> Result<Option<Connection>, StoreError> {
-        credentials::upsert(&self.pool, upsert).await
+        shared::credentials::upsert(self, upsert).await
     }
 
     async fn connection_tokens(
@@ -261,7 +269,8 @@ impl Store for PostgresStore {
         last_error: Option<&str>,
         now: Timestamp,
     ) -> Result<Option<Connection>, StoreError> {
-        credentials::set_status(&self.pool, tenant, id, status, last_error, now).await
+        let write = shared::credentials::StatusWrite::Set { status, last_error };
+        shared::credentials::write_status(self, tenant, id, write, now).await
     }
 
     async fn revoke_connection(
@@ -270,7 +279,8 @@ impl Store for PostgresStore {
         id: ConnectionId,
         now: Timestamp,
     ) -> Result<Option<Connection>, StoreError> {
-        credentials::revoke(&self.pool, tenant, id, now).await
+        let write = shared::credentials::StatusWrite::Revoke;
+        shared::credentials::write_status(self, tenant, id, write, now).await
     }
 
     async fn erase_tenant(

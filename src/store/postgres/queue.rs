@@ -205,19 +205,7 @@ impl QueueDialect for PostgresStore {
         lease_until: Timestamp,
         pick: JobPick,
     ) -> Result<Option<JobKey>, StoreError> {
-        const ABANDONED: &str =
-            "status = 'running' AND (lease_expires_at IS NULL OR lease_expires_at < $3)";
-        let (which, tenant) = match pick {
-            JobPick::Abandoned => (ABANDONED.to_owned(), None),
-            JobPick::OfTenant(t) => (
-                "status = 'queued' AND scheduled_at <= $3 AND tenant_id = $4".to_owned(),
-                Some(t.0),
-            ),
-            JobPick::Any => (
-                format!("(status = 'queued' AND scheduled_at <= $3) OR ({ABANDONED})"),
-                None,
-            ),
-        };
+        let (which, tenant) = pick.condition('$');
         let sql = format!(
             "UPDATE sync_jobs SET status = 'running', lease_owner = $1, lease_expires_at = $2, \
              attempts = attempts + 1, started_at = $3, updated_at = $3 \

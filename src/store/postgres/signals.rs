@@ -5,7 +5,7 @@ use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
-use crate::domain::{Actor, ConnectionId, NewPushEvent, NewSignal, Signal, SignalId, TenantId};
+use crate::domain::{Actor, ConnectionId, NewSignal, Signal, SignalId, TenantId};
 use crate::store::{PageRequest, SignalFilter, StoreError};
 
 const COLUMNS: &str = "id, tenant_id, connection_id, provider, kind, occurred_at, received_at, \
@@ -55,12 +55,7 @@ pub(super) async fn insert_in(
             .collect();
         inserted += new_ids.len() as u64;
         // Each new signal is reported to push endpoints, in this same transaction.
-        let now = crate::domain::now();
-        let events: Vec<NewPushEvent> = chunk
-            .iter()
-            .filter(|s| new_ids.contains(&s.id.0))
-            .map(|s| NewPushEvent::signal_created(s, now))
-            .collect();
+        let events = crate::store::shared::signals::created_events(chunk, &new_ids);
         super::push::insert_events_in(conn, &events).await?;
     }
     Ok(inserted)

@@ -13,6 +13,7 @@ use crate::domain::{
     Connection, ConnectionId, OpenedSubscription, Subscription, SubscriptionId, SubscriptionStatus,
     TenantId, Timestamp,
 };
+use crate::store::shared::subscriptions::{Failed, Failure, SubscriptionsDialect};
 use crate::store::{Lease, Recorded, StoreError, SubscriptionStore};
 
 const COLUMNS: &str = "id, tenant_id, connection_id, provider, resource, external_id, status, \
@@ -179,54 +180,43 @@ async fn record_opened(
     })
 }
 
-/// Marks a subscription `failed`; the first failure after it was fine is reported to push
-/// endpoints (`subscription.failed`) in the same transaction.
-async fn fail(
-    pool: &PgPool,
-    id: SubscriptionId,
-    error: &str,
-    retry_at: Timestamp,
-    now: Timestamp,
-) -> Result<(), StoreError> {
-    let mut tx = pool.begin().await?;
-    let became: Option<(Uuid, Uuid, String, String)> = sqlx::query_as(
-        "UPDATE subscriptions SET status = 'failed', last_error = $1, updated_at = $2, \
-         renew_at = $3 WHERE id = $4 AND status NOT IN ('closed', 'failed') \
-         RETURNING tenant_id, connection_id, provider, resource",
-    )
-    .bind(error)
-    .bind(now)
-    .bind(retry_at)
-    .bind(id.0)
-    .fetch_optional(&mut *tx)
-    .await?;
-    match became {
-        Some((tenant, connection, provider, resource)) => {
-            let event = crate::domain::NewPushEvent::subscription_failed(
-                TenantId(tenant),
-                ConnectionId(connection),
-                &provider,
-                &resource,
-                error,
-                now,
-            );
-            super::push::insert_events_in(&mut tx, &[event]).await?;
-        }
-        None => {
-            sqlx::query(
-                "UPDATE subscriptions SET last_error = $1, updated_at = $2, renew_at = $3 \
-                 WHERE id = $4 AND status = 'failed'",
-            )
-            .bind(error)
-            .bind(now)
-            .bind(retry_at)
-            .bind(id.0)
-            .execute(&mut *tx)
-            .await?;
-        }
+#[async_trait]
+impl SubscriptionsDialect for PostgresStore {
+    async fn mark_failed(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        f: &Failure<'_>,
+    ) -> Result<Option<Failed>, StoreError> {
+        Ok(sqlx::query_as(
+            "UPDATE subscriptions SET status = 'failed', last_error = $1, updated_at = $2, \
+             renew_at = $3 WHERE id = $4 AND status NOT IN ('closed', 'failed') \
+             RETURNING tenant_id, connection_id, provider, resource",
+        )
+        .bind(f.error)
+        .bind(f.now)
+        .bind(f.retry_at)
+        .bind(f.id.0)
+        .fetch_optional(&mut *conn)
+        .await?)
     }
-    tx.commit().await?;
-    Ok(())
+
+    async fn refresh_failure(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        f: &Failure<'_>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE subscriptions SET last_error = $1, updated_at = $2, renew_at = $3 \
+             WHERE id = $4 AND status = 'failed'",
+        )
+        .bind(f.error)
+        .bind(f.now)
+        .bind(f.retry_at)
+        .bind(f.id.0)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
 }
 
 async fn note_error(
@@ -358,7 +348,13 @@ impl SubscriptionStore for PostgresStore {
         retry_at: Timestamp,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        fail(&self.pool, id, error, retry_at, now).await
+        let failure = Failure {
+            id,
+            error,
+            retry_at,
+            now,
+        };
+        crate::store::shared::subscriptions::fail(self, &failure).await
     }
 
     async fn close_subscriptions(

@@ -117,3 +117,12 @@ pub(crate) async fn complete<S: InboxDialect>(
     tx.commit().await?;
     Ok(())
 }
+
+/// The clause narrowing a lease to one tenant's events when `tenant` names one, in a dialect
+/// whose numbered placeholders start with `mark` (`?` or `$`): the tenant is parameter 4.
+pub(crate) fn of_tenant(tenant: Option<Uuid>, mark: char) -> String {
+    match tenant {
+        Some(_) => format!(" AND tenant_id = {mark}4"),
+        None => String::new(),
+    }
+}

@@ -5,18 +5,21 @@
 //! the database they belong to, and the control flow that strings the statements together is
 //! here.
 
+pub(crate) mod credentials;
 pub(crate) mod inbox;
 pub(crate) mod push;
 pub(crate) mod push_rows;
 pub(crate) mod queue;
 pub(crate) mod replay;
+pub(crate) mod signals;
+pub(crate) mod subscriptions;
 pub(crate) mod turns;
 
 use async_trait::async_trait;
-use sqlx::{Database, Pool};
+use sqlx::{Database, Pool, Transaction};
 
 use super::StoreError;
-use crate::domain::NewSignal;
+use crate::domain::{NewPushEvent, NewSignal};
 
 /// A database connection of dialect `D`, as a transaction's steps receive it.
 pub(crate) type Conn<D> = <<D as Dialect>::Db as Database>::Connection;
@@ -28,6 +31,11 @@ pub(crate) trait Dialect: Send + Sync {
 
     fn pool(&self) -> &Pool<Self::Db>;
 
+    /// Opens a transaction that is going to write (SQLite takes its write lock at once).
+    async fn begin_write(&self) -> Result<Transaction<'_, Self::Db>, StoreError> {
+        Ok(self.pool().begin().await?)
+    }
+
     /// Where this process's claims stand in their round-robin between tenants.
     fn turns(&self) -> &turns::Turns;
 
@@ -38,4 +46,11 @@ pub(crate) trait Dialect: Send + Sync {
         conn: &mut Conn<Self>,
         signals: &[NewSignal],
     ) -> Result<u64, StoreError>;
+
+    /// Writes push events into the outbox inside the caller's transaction.
+    async fn insert_push_events(
+        &self,
+        conn: &mut Conn<Self>,
+        events: &[NewPushEvent],
+    ) -> Result<(), StoreError>;
 }

@@ -43,6 +43,28 @@ pub(crate) enum JobPick {
     Any,
 }
 
+impl JobPick {
+    /// The where-clause choosing the jobs this pick may lease, in a dialect whose numbered
+    /// placeholders start with `mark` (`?` or `$`): parameter 3 is the time now and 4 the
+    /// tenant, returned with it when the clause binds one.
+    pub(crate) fn condition(self, mark: char) -> (String, Option<Uuid>) {
+        let abandoned = format!(
+            "status = 'running' AND (lease_expires_at IS NULL OR lease_expires_at < {mark}3)"
+        );
+        match self {
+            JobPick::Abandoned => (abandoned, None),
+            JobPick::OfTenant(t) => (
+                format!("status = 'queued' AND scheduled_at <= {mark}3 AND tenant_id = {mark}4"),
+                Some(t.0),
+            ),
+            JobPick::Any => (
+                format!("(status = 'queued' AND scheduled_at <= {mark}3) OR ({abandoned})"),
+                None,
+            ),
+        }
+    }
+}
+
 /// How many tenants one claim tries in turn before it takes any tenant's job: more than one,
 /// because instances sharing the database may take a tenant's last ready job meanwhile.
 const TENANTS_PER_CLAIM: u32 = 4;

@@ -1,15 +1,17 @@
 //! Connection credentials and lifecycle on SQLite: upsert from the OAuth callback, sealed
 //! tokens, status changes, deletion, refresh candidates and key rotation.
 
+use async_trait::async_trait;
 use sqlx::{Row, SqlitePool};
 use uuid::Uuid;
 
 use super::connections::{decode, COLUMNS};
-use super::opt_time;
+use super::{opt_time, SqliteStore};
 use crate::domain::{
-    to_micros, Connection, ConnectionId, ConnectionStatus, ConnectionUpsert, NewPushEvent,
-    SealedField, SealedTokens, SealedValue, TenantId, Timestamp,
+    to_micros, Connection, ConnectionId, ConnectionStatus, ConnectionUpsert, SealedField,
+    SealedTokens, SealedValue, TenantId, Timestamp,
 };
+use crate::store::shared::credentials::{parse_status, CredentialsDialect, StatusWrite};
 use crate::store::{sealed_location, ConnectionLock, StoreError};
 
 pub(super) async fn find_id(
@@ -27,73 +29,6 @@ pub(super) async fn find_id(
     .fetch_optional(pool)
     .await?;
     Ok(id.map(ConnectionId))
-}
-
-pub(super) async fn upsert(
-    pool: &SqlitePool,
-    u: &ConnectionUpsert,
-) -> Result<Option<Connection>, StoreError> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let previous = status_where(
-        &mut tx,
-        "tenant_id = ? AND provider = ? AND external_account_id = ?",
-        (
-            u.tenant_id,
-            Some(u.provider.as_str()),
-            Some(u.external_account_id.as_str()),
-        ),
-    )
-    .await?;
-    let scopes = serde_json::to_string(&u.scopes).map_err(|e| StoreError::corrupt("scopes", e))?;
-    let metadata =
-        serde_json::to_string(&u.metadata).map_err(|e| StoreError::corrupt("metadata", e))?;
-    let now = to_micros(&u.now);
-    // A provider that sends no new refresh token on reconnect keeps the one we hold.
-    let sql = format!(
-        "INSERT INTO connections (id, tenant_id, provider, external_account_id, \
-         external_account_name, status, scopes, access_token_sealed, refresh_token_sealed, \
-         token_expires_at, metadata, secrets_sealed, created_at, updated_at) \
-         VALUES (?, ?, ?, ?, ?, 'active', ?, ?, ?, ?, ?, ?, ?, ?) \
-         ON CONFLICT (tenant_id, provider, external_account_id) DO UPDATE SET \
-         external_account_name = excluded.external_account_name, status = 'active', \
-         scopes = excluded.scopes, access_token_sealed = excluded.access_token_sealed, \
-         refresh_token_sealed = COALESCE(excluded.refresh_token_sealed, connections.refresh_token_sealed), \
-         token_expires_at = excluded.token_expires_at, last_error = NULL, \
-         metadata = excluded.metadata, \
-         secrets_sealed = COALESCE(excluded.secrets_sealed, connections.secrets_sealed), \
-         updated_at = excluded.updated_at \
-         WHERE connections.id = excluded.id \
-         RETURNING {COLUMNS}"
-    );
-    let row = sqlx::query(&sql)
-        .bind(u.id.0)
-        .bind(u.tenant_id.0)
-        .bind(&u.provider)
-        .bind(&u.external_account_id)
-        .bind(&u.external_account_name)
-        .bind(scopes)
-        .bind(&u.tokens.access_token)
-        .bind(&u.tokens.refresh_token)
-        .bind(u.tokens.expires_at.as_ref().map(to_micros))
-        .bind(metadata)
-        .bind(&u.secrets_sealed)
-        .bind(now)
-        .bind(now)
-        .fetch_optional(&mut *tx)
-        .await?;
-    let connection = row.as_ref().map(decode).transpose()?;
-    if let Some(c) = &connection {
-        let event = match previous {
-            None => Some(NewPushEvent::connection_created(c)),
-            Some(previous) if previous != c.status => {
-                Some(NewPushEvent::connection_status_changed(c, previous))
-            }
-            Some(_) => None,
-        };
-        super::push::insert_events_in(&mut tx, event.as_slice()).await?;
-    }
-    tx.commit().await?;
-    Ok(connection)
 }
 
 pub(super) async fn tokens(
@@ -154,60 +89,6 @@ pub(super) async fn replace_tokens(
     .execute(pool)
     .await?;
     Ok(())
-}
-
-pub(super) async fn set_status(
-    pool: &SqlitePool,
-    tenant: TenantId,
-    id: ConnectionId,
-    status: ConnectionStatus,
-    last_error: Option<&str>,
-    now: Timestamp,
-) -> Result<Option<Connection>, StoreError> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let previous = by_id(&mut tx, tenant, id).await?;
-    let sql = format!(
-        "UPDATE connections SET status = ?, last_error = ?, updated_at = ? \
-         WHERE tenant_id = ? AND id = ? RETURNING {COLUMNS}"
-    );
-    let row = sqlx::query(&sql)
-        .bind(status.as_str())
-        .bind(last_error)
-        .bind(to_micros(&now))
-        .bind(tenant.0)
-        .bind(id.0)
-        .fetch_optional(&mut *tx)
-        .await?;
-    let connection = row.as_ref().map(decode).transpose()?;
-    report_change(&mut tx, connection.as_ref(), previous).await?;
-    tx.commit().await?;
-    Ok(connection)
-}
-
-pub(super) async fn revoke(
-    pool: &SqlitePool,
-    tenant: TenantId,
-    id: ConnectionId,
-    now: Timestamp,
-) -> Result<Option<Connection>, StoreError> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let previous = by_id(&mut tx, tenant, id).await?;
-    let sql = format!(
-        "UPDATE connections SET status = 'revoked', access_token_sealed = NULL, \
-         refresh_token_sealed = NULL, secrets_sealed = NULL, token_expires_at = NULL, \
-         next_sync_at = NULL, \
-         updated_at = ? WHERE tenant_id = ? AND id = ? RETURNING {COLUMNS}"
-    );
-    let row = sqlx::query(&sql)
-        .bind(to_micros(&now))
-        .bind(tenant.0)
-        .bind(id.0)
-        .fetch_optional(&mut *tx)
-        .await?;
-    let connection = row.as_ref().map(decode).transpose()?;
-    report_change(&mut tx, connection.as_ref(), previous).await?;
-    tx.commit().await?;
-    Ok(connection)
 }
 
 pub(super) async fn delete(
@@ -373,55 +254,124 @@ pub(super) async fn lock(
     }))
 }
 
-/// The status of the tenant's connection `id` (locked until the transaction ends).
-async fn by_id(
-    conn: &mut sqlx::SqliteConnection,
-    tenant: TenantId,
-    id: ConnectionId,
-) -> Result<Option<ConnectionStatus>, StoreError> {
-    let status: Option<String> =
-        sqlx::query_scalar("SELECT status FROM connections WHERE tenant_id = ? AND id = ?")
-            .bind(tenant.0)
-            .bind(id.0)
-            .fetch_optional(&mut *conn)
-            .await?;
-    parse_status(status)
-}
-
-/// The status of the tenant's connection to a provider account (locked until the
-/// transaction ends).
-async fn status_where(
-    conn: &mut sqlx::SqliteConnection,
-    condition: &str,
-    (tenant, provider, account): (TenantId, Option<&str>, Option<&str>),
-) -> Result<Option<ConnectionStatus>, StoreError> {
-    let sql = format!("SELECT status FROM connections WHERE {condition}");
-    let status: Option<String> = sqlx::query_scalar(&sql)
-        .bind(tenant.0)
-        .bind(provider)
-        .bind(account)
+#[async_trait]
+impl CredentialsDialect for SqliteStore {
+    async fn account_status(
+        &self,
+        conn: &mut sqlx::SqliteConnection,
+        u: &ConnectionUpsert,
+    ) -> Result<Option<ConnectionStatus>, StoreError> {
+        let status: Option<String> = sqlx::query_scalar(
+            "SELECT status FROM connections WHERE tenant_id = ? AND provider = ? \
+             AND external_account_id = ?",
+        )
+        .bind(u.tenant_id.0)
+        .bind(&u.provider)
+        .bind(&u.external_account_id)
         .fetch_optional(&mut *conn)
         .await?;
-    parse_status(status)
-}
-
-fn parse_status(status: Option<String>) -> Result<Option<ConnectionStatus>, StoreError> {
-    status
-        .map(|s| s.parse().map_err(|e| StoreError::corrupt("status", e)))
-        .transpose()
-}
-
-/// Reports a change of status to push endpoints, in the caller's transaction.
-async fn report_change(
-    conn: &mut sqlx::SqliteConnection,
-    connection: Option<&Connection>,
-    previous: Option<ConnectionStatus>,
-) -> Result<(), StoreError> {
-    if let (Some(c), Some(previous)) = (connection, previous) {
-        if c.status != previous {
-            let event = NewPushEvent::connection_status_changed(c, previous);
-            super::push::insert_events_in(conn, &[event]).await?;
-        }
+        parse_status(status)
     }
-    Ok(())
+
+    async fn status_of(
+        &self,
+        conn: &mut sqlx::SqliteConnection,
+        tenant: TenantId,
+        id: ConnectionId,
+    ) -> Result<Option<ConnectionStatus>, StoreError> {
+        let status: Option<String> =
+            sqlx::query_scalar("SELECT status FROM connections WHERE tenant_id = ? AND id = ?")
+                .bind(tenant.0)
+                .bind(id.0)
+                .fetch_optional(&mut *conn)
+                .await?;
+        parse_status(status)
+    }
+
+    async fn upsert_row(
+        &self,
+        conn: &mut sqlx::SqliteConnection,
+        u: &ConnectionUpsert,
+    ) -> Result<Option<Connection>, StoreError> {
+        let scopes =
+            serde_json::to_string(&u.scopes).map_err(|e| StoreError::corrupt("scopes", e))?;
+        let metadata =
+            serde_json::to_string(&u.metadata).map_err(|e| StoreError::corrupt("metadata", e))?;
+        let now = to_micros(&u.now);
+        // A provider that sends no new refresh token on reconnect keeps the one we hold.
+        let sql = format!(
+            "INSERT INTO connections (id, tenant_id, provider, external_account_id, \
+             external_account_name, status, scopes, access_token_sealed, refresh_token_sealed, \
+             token_expires_at, metadata, secrets_sealed, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, 'active', ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (tenant_id, provider, external_account_id) DO UPDATE SET \
+             external_account_name = excluded.external_account_name, status = 'active', \
+             scopes = excluded.scopes, access_token_sealed = excluded.access_token_sealed, \
+             refresh_token_sealed = COALESCE(excluded.refresh_token_sealed, connections.refresh_token_sealed), \
+             token_expires_at = excluded.token_expires_at, last_error = NULL, \
+             metadata = excluded.metadata, \
+             secrets_sealed = COALESCE(excluded.secrets_sealed, connections.secrets_sealed), \
+             updated_at = excluded.updated_at \
+             WHERE connections.id = excluded.id \
+             RETURNING {COLUMNS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(u.id.0)
+            .bind(u.tenant_id.0)
+            .bind(&u.provider)
+            .bind(&u.external_account_id)
+            .bind(&u.external_account_name)
+            .bind(scopes)
+            .bind(&u.tokens.access_token)
+            .bind(&u.tokens.refresh_token)
+            .bind(u.tokens.expires_at.as_ref().map(to_micros))
+            .bind(metadata)
+            .bind(&u.secrets_sealed)
+            .bind(now)
+            .bind(now)
+            .fetch_optional(&mut *conn)
+            .await?;
+        row.as_ref().map(decode).transpose()
+    }
+
+    async fn write_status(
+        &self,
+        conn: &mut sqlx::SqliteConnection,
+        tenant: TenantId,
+        id: ConnectionId,
+        write: StatusWrite<'_>,
+        now: Timestamp,
+    ) -> Result<Option<Connection>, StoreError> {
+        let row = match write {
+            StatusWrite::Set { status, last_error } => {
+                let sql = format!(
+                    "UPDATE connections SET status = ?, last_error = ?, updated_at = ? \
+                     WHERE tenant_id = ? AND id = ? RETURNING {COLUMNS}"
+                );
+                sqlx::query(&sql)
+                    .bind(status.as_str())
+                    .bind(last_error)
+                    .bind(to_micros(&now))
+                    .bind(tenant.0)
+                    .bind(id.0)
+                    .fetch_optional(&mut *conn)
+                    .await?
+            }
+            StatusWrite::Revoke => {
+                let sql = format!(
+                    "UPDATE connections SET status = 'revoked', access_token_sealed = NULL, \
+                     refresh_token_sealed = NULL, secrets_sealed = NULL, token_expires_at = NULL, \
+                     next_sync_at = NULL, \
+                     updated_at = ? WHERE tenant_id = ? AND id = ? RETURNING {COLUMNS}"
+                );
+                sqlx::query(&sql)
+                    .bind(to_micros(&now))
+                    .bind(tenant.0)
+                    .bind(id.0)
+                    .fetch_optional(&mut *conn)
+                    .await?
+            }
+        };
+        row.as_ref().map(decode).transpose()
+    }
 }

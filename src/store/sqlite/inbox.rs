@@ -187,11 +187,7 @@ impl InboxDialect for SqliteStore {
         limit: u32,
         tenant: Option<Uuid>,
     ) -> Result<Vec<StoredWebhookEvent>, StoreError> {
-        let whose = if tenant.is_some() {
-            " AND tenant_id = ?4"
-        } else {
-            ""
-        };
+        let whose = crate::store::shared::inbox::of_tenant(tenant, '?');
         let sql = format!(
             "UPDATE webhook_events SET lease_expires_at = ?2, attempts = attempts + 1 \
              WHERE id IN (SELECT id FROM webhook_events WHERE {READY}{whose} \

@@ -24,7 +24,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Sqlite, SqliteConnection, SqlitePool};
 
 use super::shared::turns::Turns;
-use super::shared::Dialect;
+use super::shared::{self, Dialect};
 use super::{
     migrations, Backend, ConnectionFilter, ConnectionLock, JobFilter, PageRequest, Readiness,
     SignalFilter, Store, StoreError, StoreOptions,
@@ -161,6 +161,18 @@ impl Dialect for SqliteStore {
         new: &[NewSignal],
     ) -> Result<u64, StoreError> {
         signals::insert_in(conn, new).await
+    }
+
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'_, Sqlite>, StoreError> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    async fn insert_push_events(
+        &self,
+        conn: &mut SqliteConnection,
+        events: &[crate::domain::NewPushEvent],
+    ) -> Result<(), StoreError> {
+        push::insert_events_in(conn, events).await
     }
 }
 
@@ -306,7 +318,7 @@ impl Store for SqliteStore {
         &self,
         upsert: &ConnectionUpsert,
     ) -> Result<Option<Connection>, StoreError> {
-        credentials::upsert(&self.pool, upsert).await
+        shared::credentials::upsert(self, upsert).await
     }
 
     async fn connection_tokens(
@@ -353,7 +365,8 @@ impl Store for SqliteStore {
         last_error: Option<&str>,
         now: Timestamp,
     ) -> Result<Option<Connection>, StoreError> {
-        credentials::set_status(&self.pool, tenant, id, status, last_error, now).await
+        let write = shared::credentials::StatusWrite::Set { status, last_error };
+        shared::credentials::write_status(self, tenant, id, write, now).await
     }
 
     async fn revoke_connection(
@@ -362,7 +375,8 @@ impl Store for SqliteStore {
         id: ConnectionId,
         now: Timestamp,
     ) -> Result<Option<Connection>, StoreError> {
-        credentials::revoke(&self.pool, tenant, id, now).await
+        let write = shared::credentials::StatusWrite::Revoke;
+        shared::credentials::write_status(self, tenant, id, write, now).await
     }
 
     async fn erase_tenant(

@@ -6,6 +6,23 @@ fn resources(names: &[&str]) -> Vec<String> {
     names.iter().map(|n| n.to_string()).collect()
 }
 
+/// The connection's subscription job, claimed at `at` by worker `w` for a minute.
+async fn subscription_job(
+    store: &Arc<dyn Store>,
+    conn: &Connection,
+    at: Timestamp,
+) -> anyhow::Result<Job> {
+    claimed(
+        store,
+        conn,
+        JobType::Subscription,
+        "w",
+        at,
+        at + Duration::minutes(1),
+    )
+    .await
+}
+
 fn opened(external_id: &str, at: Timestamp) -> OpenedSubscription {
     OpenedSubscription {
         external_id: external_id.into(),
@@ -60,15 +77,7 @@ async fn a_closed_subscription_becomes_pending_again_on_reconnect() -> Outcome {
     store
         .ensure_subscriptions(&conn, &resources(&["changes"]), at)
         .await?;
-    let job = claimed(
-        &store,
-        &conn,
-        JobType::Subscription,
-        "w",
-        at,
-        at + Duration::minutes(1),
-    )
-    .await?;
+    let job = subscription_job(&store, &conn, at).await?;
     let sub = store.connection_subscriptions(t, conn.id).await?.remove(0);
     store
         .record_subscription_opened(lease(&job, "w"), sub.id, &opened("ch-1", at), at)
@@ -135,15 +144,7 @@ async fn subscriptions_due_are_the_live_ones_whose_renewal_time_came_oldest_firs
         .await?;
     let rows = store.connection_subscriptions(t, conn.id).await?;
     let id_of = |name: &str| rows.iter().find(|s| s.resource == name).expect("row").id;
-    let job = claimed(
-        &store,
-        &conn,
-        JobType::Subscription,
-        "w",
-        at,
-        at + Duration::minutes(1),
-    )
-    .await?;
+    let job = subscription_job(&store, &conn, at).await?;
     store
         .record_subscription_opened(lease(&job, "w"), id_of("active"), &opened("ch", at), at)
         .await?;
@@ -224,15 +225,7 @@ async fn an_opened_subscription_is_recorded_while_the_job_lease_is_held() -> Out
     store
         .note_subscription_error(sub.id, "first try timed out", at)
         .await?;
-    let job = claimed(
-        &store,
-        &conn,
-        JobType::Subscription,
-        "w",
-        at,
-        at + Duration::minutes(1),
-    )
-    .await?;
+    let job = subscription_job(&store, &conn, at).await?;
     let what = opened("ch-1", at);
     let recorded_at = at + Duration::seconds(1);
 
@@ -299,15 +292,7 @@ async fn a_subscription_closed_meanwhile_is_not_recorded() -> Outcome {
         .ensure_subscriptions(&conn, &resources(&["changes"]), at)
         .await?;
     let sub = store.connection_subscriptions(t, conn.id).await?.remove(0);
-    let job = claimed(
-        &store,
-        &conn,
-        JobType::Subscription,
-        "w",
-        at,
-        at + Duration::minutes(1),
-    )
-    .await?;
+    let job = subscription_job(&store, &conn, at).await?;
     store.close_subscriptions(t, conn.id, at).await?;
 
     let recorded = store
@@ -332,15 +317,7 @@ async fn a_subscription_of_a_connection_no_longer_active_is_not_recorded() -> Ou
         .ensure_subscriptions(&conn, &resources(&["changes"]), at)
         .await?;
     let sub = store.connection_subscriptions(t, conn.id).await?.remove(0);
-    let job = claimed(
-        &store,
-        &conn,
-        JobType::Subscription,
-        "w",
-        at,
-        at + Duration::minutes(1),
-    )
-    .await?;
+    let job = subscription_job(&store, &conn, at).await?;
     store
         .set_connection_status(t, conn.id, ConnectionStatus::NeedsReauth, None, at)
         .await?;
@@ -446,15 +423,7 @@ async fn closing_subscriptions_returns_them_once() -> Outcome {
     store
         .ensure_subscriptions(&conn, &resources(&["changes", "mail"]), at)
         .await?;
-    let job = claimed(
-        &store,
-        &conn,
-        JobType::Subscription,
-        "w",
-        at,
-        at + Duration::minutes(1),
-    )
-    .await?;
+    let job = subscription_job(&store, &conn, at).await?;
     let mail = store
         .connection_subscriptions(t, conn.id)
         .await?
@@ -539,15 +508,7 @@ async fn a_live_subscription_is_found_by_its_external_id_for_its_tenant_and_prov
         .ensure_subscriptions(&conn, &resources(&["changes"]), at)
         .await?;
     let unopened = store.live_subscription(t, "github", "ch-1").await?;
-    let job = claimed(
-        &store,
-        &conn,
-        JobType::Subscription,
-        "w",
-        at,
-        at + Duration::minutes(1),
-    )
-    .await?;
+    let job = subscription_job(&store, &conn, at).await?;
     let sub = store.connection_subscriptions(t, conn.id).await?.remove(0);
     store
         .record_subscription_opened(lease(&job, "w"), sub.id, &opened("ch-1", at), at)

@@ -23,7 +23,14 @@ use crate::helpers::{json, tenant, TestApp, TestDatabase, TOKEN};
 
 const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
 /// The OpenAPI tags of the routes meant for Core.
-const CORE_TAGS: [&str; 5] = ["providers", "connect", "connections", "signals", "jobs"];
+const CORE_TAGS: [&str; 6] = [
+    "providers",
+    "connect",
+    "connections",
+    "signals",
+    "jobs",
+    "endpoints",
+];
 /// Where the reference Core sends users back to; the walkthrough's `CORE_URL`.
 const CORE_URL: &str = "http://127.0.0.1:3000";
 

@@ -33,7 +33,9 @@ const BATCH: u32 = 64;
 /// What one pass did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Pass {
-    /// Deliveries created from newly sequenced events.
+    /// Newly sequenced events fanned out (whether or not an endpoint receives them).
+    pub events: u64,
+    /// Deliveries created from them.
     pub fanned_out: u64,
     /// Attempts made.
     pub attempted: usize,
@@ -80,7 +82,7 @@ impl Dispatcher {
     pub async fn run_once(&self) -> Result<Pass, StoreError> {
         let store = &self.services.store;
         let now = self.clock.now();
-        let fanned_out = store.sequence_and_fan_out(BATCH, now).await?;
+        let (events, fanned_out) = store.sequence_and_fan_out(BATCH, now).await?;
         let lease_until = now + chrono::Duration::from_std(LEASE).unwrap_or_default();
         let claimed = store
             .claim_deliveries(self.owner, now, lease_until, BATCH)
@@ -95,6 +97,7 @@ impl Dispatcher {
             }
         }
         Ok(Pass {
+            events,
             fanned_out,
             attempted,
             delivered,
@@ -106,10 +109,11 @@ impl Dispatcher {
         let mut total = Pass::default();
         for _ in 0..max_passes {
             let pass = self.run_once().await?;
+            total.events += pass.events;
             total.fanned_out += pass.fanned_out;
             total.attempted += pass.attempted;
             total.delivered += pass.delivered;
-            if pass.fanned_out == 0 && pass.attempted == 0 {
+            if pass.events == 0 && pass.attempted == 0 {
                 break;
             }
         }
@@ -173,7 +177,8 @@ impl Dispatcher {
                 HealthChange::Healthy,
             ),
             Ok(a) if a.status == 410 => {
-                // Gone: the endpoint is disabled; the delivery waits for it to be enabled.
+                // Gone: the endpoint is disabled; its pending deliveries wait for it to be
+                // enabled (events committed meanwhile are not queued: replay sends them).
                 let reason = "the endpoint answered 410 Gone".to_string();
                 (
                     Some(a.status),
@@ -381,7 +386,7 @@ pub async fn run(services: Services) {
         tokio::pin!(news);
         news.as_mut().enable();
         let busy = match dispatcher.run_once().await {
-            Ok(pass) => pass.fanned_out > 0 || pass.attempted > 0,
+            Ok(pass) => pass.events > 0 || pass.attempted > 0,
             Err(e) => {
                 tracing::warn!(error = %e, "push dispatch pass failed");
                 false

@@ -114,8 +114,13 @@ pub trait PushStore: Send + Sync {
 
     /// Gives the events committed since the last call their `seq`, in one statement and one
     /// sequencer at a time across instances, then fans up to `limit` sequenced events out to
-    /// every active endpoint that receives them. Returns how many deliveries were created.
-    async fn sequence_and_fan_out(&self, limit: u32, now: Timestamp) -> Result<u64, StoreError>;
+    /// every active endpoint that receives them. Returns how many events were fanned out and
+    /// how many deliveries that created (an event no endpoint receives creates none).
+    async fn sequence_and_fan_out(
+        &self,
+        limit: u32,
+        now: Timestamp,
+    ) -> Result<(u64, u64), StoreError>;
 
     /// Leases up to `limit` due deliveries that head their (endpoint, connection) line until
     /// `lease_until`, counting the attempt.

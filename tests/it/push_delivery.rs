@@ -467,3 +467,26 @@ async fn an_event_committed_late_is_delivered_after_those_committed_before_it() 
     );
     assert_eq!(bodies[1]["data"]["marker"], "late");
 }
+
+#[tokio::test]
+async fn events_no_endpoint_receives_do_not_hold_back_the_ones_behind_them() {
+    let app = app().await;
+    let receiver = accepting().await;
+    let (watched, unwatched) = (tenant(), tenant());
+    endpoint_to(&app, Some(watched), &receiver).await;
+    let quiet = app.connection(unwatched, "github").await;
+    // More than one pass's batch of events that no endpoint receives, committed first.
+    app.signals((0..150).map(|n| signal(&quiet, "pr_opened", n)).collect())
+        .await;
+    let connection = app.connection(watched, "github").await;
+    app.signals(vec![signal(&connection, "pr_merged", 1)]).await;
+
+    let pass = dispatcher(&app).0.drain(10).await.expect("drained");
+
+    assert_eq!(pass.events, 151);
+    assert_eq!(
+        pass.delivered, 1,
+        "the watched tenant's signal is delivered"
+    );
+    assert_eq!(received(&receiver).await.len(), 1);
+}

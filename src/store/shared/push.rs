@@ -305,7 +305,7 @@ macro_rules! push_store {
                     row.as_ref().map(endpoint).transpose()
                 }
 
-                async fn sequence_and_fan_out(&self, limit: u32, now: Timestamp) -> Result<u64, StoreError> {
+                async fn sequence_and_fan_out(&self, limit: u32, now: Timestamp) -> Result<(u64, u64), StoreError> {
                     let mut tx = self.pool.begin().await?;
                     let lock: Option<&str> = $sequencer_lock;
                     if let Some(lock) = lock {
@@ -320,7 +320,7 @@ macro_rules! push_store {
                     let events = rows.iter().map(event).collect::<Result<Vec<PushEvent>, _>>()?;
                     let Some(last) = events.last().map(|e| e.seq) else {
                         tx.commit().await?;
-                        return Ok(0);
+                        return Ok((0, 0));
                     };
                     let sql = format!("SELECT {ENDPOINT_COLUMNS} FROM push_endpoints WHERE status = 'active'");
                     let rows = sqlx::query(&sql).fetch_all(&mut *tx).await?;
@@ -340,7 +340,7 @@ macro_rules! push_store {
                     .execute(&mut *tx)
                     .await?;
                     tx.commit().await?;
-                    Ok(created)
+                    Ok((u64::try_from(events.len()).unwrap_or(u64::MAX), created))
                 }
 
                 async fn claim_deliveries(

@@ -16,6 +16,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use url::Url;
 
+use super::super::google::api;
 use crate::connector::{join_path, read_body, retry_after_header, transport};
 use crate::connector::{ProviderCallError, ProviderContext, MAX_BODY_BYTES};
 use crate::crypto::Secret;
@@ -27,8 +28,6 @@ pub(super) const METADATA_HEADERS: [&str; 4] = ["From", "To", "Subject", "Date"]
 /// The members of a message asked for (`fields`): its snippet, a piece of the body, is never
 /// sent (<https://developers.google.com/gmail/api/guides/performance#partial>).
 const MESSAGE_FIELDS: &str = "id,threadId,labelIds,internalDate,historyId,payload/headers";
-/// The longest error message of Google's kept in an error.
-const MAX_MESSAGE: usize = 200;
 
 /// The API under these settings.
 pub(super) struct Gmail<'a> {
@@ -116,26 +115,6 @@ pub(super) struct Header {
 pub(super) struct Watch {
     pub history_id: String,
     pub expiration: String,
-}
-
-/// Google's error body (<https://cloud.google.com/apis/design/errors#http_mapping>).
-#[derive(Deserialize)]
-struct ErrorBody {
-    error: ErrorDetail,
-}
-
-#[derive(Deserialize)]
-struct ErrorDetail {
-    #[serde(default)]
-    message: String,
-    #[serde(default)]
-    errors: Vec<ErrorItem>,
-}
-
-#[derive(Deserialize)]
-struct ErrorItem {
-    #[serde(default)]
-    reason: String,
 }
 
 impl<'a> Gmail<'a> {
@@ -304,50 +283,22 @@ async fn read<T: DeserializeOwned>(
 }
 
 /// Sorts an answer: `Ok(true)` for `2xx`, `Ok(false)` for `404`, else the failure the engine
-/// acts on (see the module docs).
+/// acts on, as every Google API's (see the module docs).
 pub(super) fn check(
     status: u16,
     headers: &HeaderMap,
     body: &[u8],
     what: &str,
 ) -> Result<bool, ProviderCallError> {
-    let retry_after = retry_after_header(headers);
-    let error: Option<ErrorBody> = serde_json::from_slice(body).ok();
-    let quota = error.as_ref().is_some_and(|e| {
-        e.error.errors.iter().any(|i| {
-            matches!(
-                i.reason.as_str(),
-                "rateLimitExceeded" | "userRateLimitExceeded"
-            )
-        })
-    });
-    let message = || {
-        error
-            .as_ref()
-            .map(|e| {
-                e.error
-                    .message
-                    .chars()
-                    .take(MAX_MESSAGE)
-                    .collect::<String>()
-            })
-            .filter(|m| !m.is_empty())
-            .map_or_else(String::new, |m| format!(": {m}"))
-    };
     match status {
         200..=299 => Ok(true),
         404 => Ok(false),
-        401 => Err(ProviderCallError::Unauthorized),
-        429 => Err(ProviderCallError::RateLimited { retry_after }),
-        403 if quota => Err(ProviderCallError::RateLimited { retry_after }),
-        503 if retry_after.is_some() => Err(ProviderCallError::RateLimited { retry_after }),
-        500..=599 => Err(ProviderCallError::Unavailable(format!(
-            "Gmail answered {what} with {status}"
-        ))),
-        _ => Err(ProviderCallError::Rejected(format!(
-            "Gmail answered {what} with {status}{}",
-            message()
-        ))),
+        _ => Err(api::error(
+            status,
+            retry_after_header(headers),
+            body,
+            &format!("Gmail {what}"),
+        )),
     }
 }
 

@@ -23,7 +23,8 @@
 //!   backs off with jitter.
 //! - `410 Gone`: a sync token Google no longer honours (Calendar): told apart, so the caller
 //!   can start a full sync again.
-//! - `5xx`: unavailable, worth retrying. Any other status: rejected, with Google's reason.
+//! - `503` with `Retry-After`: waited out like a rate limit. Other `5xx`: unavailable, worth
+//!   retrying. Any other status: rejected, with Google's reason.
 
 use reqwest::RequestBuilder;
 use serde::de::DeserializeOwned;
@@ -96,6 +97,27 @@ pub(in crate::providers) fn parse<T: DeserializeOwned>(
     })
 }
 
+/// Reads a list of a `2xx` body item by item: an item that cannot be read is logged and skipped,
+/// so one odd entry of a page does not hold back the rest of it (and every later page).
+/// Use with `#[serde(default, deserialize_with = "api::readable_items")]`.
+pub(in crate::providers) fn readable_items<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: DeserializeOwned,
+{
+    let items = Vec::<serde_json::Value>::deserialize(deserializer)?;
+    Ok(items
+        .into_iter()
+        .filter_map(|item| match serde_json::from_value(item) {
+            Ok(read) => Some(read),
+            Err(error) => {
+                tracing::warn!(%error, "skipped a list item Google answered that cannot be read");
+                None
+            }
+        })
+        .collect())
+}
+
 /// Google's error body, as much as we read of it.
 #[derive(Deserialize, Default)]
 struct ErrorBody {
@@ -163,6 +185,8 @@ pub(in crate::providers) fn error(
         401 => ProviderCallError::Unauthorized,
         429 => ProviderCallError::RateLimited { retry_after },
         403 if rate_limited => ProviderCallError::RateLimited { retry_after },
+        // Overloaded and saying when to come back: wait that long, as for a rate limit.
+        503 if retry_after.is_some() => ProviderCallError::RateLimited { retry_after },
         500..=599 => ProviderCallError::Unavailable(explained),
         _ => ProviderCallError::Rejected(explained),
     }
@@ -225,6 +249,12 @@ mod tests {
         assert!(matches!(
             error(503, None, b"<html>", "Drive"),
             ProviderCallError::Unavailable(_)
+        ));
+        assert!(matches!(
+            error(503, Some(20), b"<html>", "Drive"),
+            ProviderCallError::RateLimited {
+                retry_after: Some(20)
+            }
         ));
     }
 

@@ -108,7 +108,7 @@ impl Cursor {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Events {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "api::readable_items")]
     items: Vec<Event>,
     #[serde(default)]
     next_page_token: Option<String>,
@@ -309,7 +309,7 @@ async fn calendar_page(
         .round_started
         .clone()
         .unwrap_or_else(|| format_time(&at));
-    let signals = signals(&events, since, &ctx.connection.id.to_string(), calendar)?;
+    let signals = signals(&events, since, &ctx.connection.id.to_string(), calendar);
     match (events.next_page_token, events.next_sync_token) {
         (Some(next), _) if !next.is_empty() => Ok(Step {
             signals,
@@ -337,16 +337,24 @@ async fn calendar_page(
     }
 }
 
+/// The signals of one page. An event that cannot be read is logged and skipped: the rest of
+/// the page, and the sync token past it, still count.
 fn signals(
     events: &Events,
     since: Timestamp,
     connection: &str,
     calendar: &str,
-) -> Result<Vec<SignalDraft>, ProviderCallError> {
+) -> Vec<SignalDraft> {
     events
         .items
         .iter()
-        .map(|event| signal(event, since, connection, calendar))
+        .filter_map(|event| match signal(event, since, connection, calendar) {
+            Ok(draft) => Some(draft),
+            Err(error) => {
+                tracing::warn!(%error, calendar, "skipped a Google Calendar event");
+                None
+            }
+        })
         .collect()
 }
 
@@ -461,7 +469,7 @@ mod tests {
                 {"id": "e3", "status": "cancelled"}
             ]
         }));
-        let drafts = signals(&page, since, "c1", "primary").expect("signals");
+        let drafts = signals(&page, since, "c1", "primary");
         let kinds: Vec<&str> = drafts.iter().map(|d| d.kind.as_str()).collect();
         assert_eq!(
             kinds,
@@ -485,6 +493,24 @@ mod tests {
             "google_calendar:c1:primary:e1:2026-11-20T09:00:01.000Z"
         );
         assert!(drafts[2].actor.is_none());
+    }
+
+    #[test]
+    fn an_event_that_cannot_be_read_is_skipped_and_the_rest_of_its_page_kept() {
+        let since = parse_rfc3339("2026-11-01T00:00:00Z").expect("time");
+        let good =
+            json!({"id": "ok", "status": "confirmed", "updated": "2026-11-20T09:00:01.000Z"});
+        for bad in [
+            json!({"id": "", "status": "confirmed"}),
+            json!({"id": 7}),
+            json!("x"),
+        ] {
+            let page = events(json!({"nextSyncToken": "t", "items": [bad, good.clone()]}));
+            let drafts = signals(&page, since, "c1", "primary");
+            assert_eq!(drafts.len(), 1, "{bad}");
+            assert_eq!(drafts[0].external_id.as_deref(), Some("ok"));
+            assert_eq!(page.next_sync_token.as_deref(), Some("t"));
+        }
     }
 
     #[test]

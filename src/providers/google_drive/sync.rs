@@ -76,7 +76,7 @@ struct StartPageToken {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct ChangeList {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "api::readable_items")]
     changes: Vec<Change>,
     #[serde(default)]
     next_page_token: Option<String>,
@@ -246,7 +246,7 @@ async fn list(
     let list: ChangeList = api::json(request, "Google Drive changes.list").await?;
     let since = parse_rfc3339(&cursor.since)
         .map_err(|e| ProviderCallError::Rejected(format!("unreadable Google Drive cursor: {e}")))?;
-    let signals = signals(&list, since, &ctx.connection.id.to_string())?;
+    let signals = signals(&list, since, &ctx.connection.id.to_string());
     let (cursor, more) = match (list.next_page_token, list.new_start_page_token) {
         (Some(next), _) if !next.is_empty() => (
             Cursor {
@@ -277,19 +277,18 @@ async fn list(
     })
 }
 
-/// The signals of one page.
-fn signals(
-    list: &ChangeList,
-    since: Timestamp,
-    connection: &str,
-) -> Result<Vec<SignalDraft>, ProviderCallError> {
+/// The signals of one page. A change that cannot be read is logged and skipped: the rest of
+/// the page, and the cursor past it, still count.
+fn signals(list: &ChangeList, since: Timestamp, connection: &str) -> Vec<SignalDraft> {
     let mut out = Vec::with_capacity(list.changes.len());
     for change in &list.changes {
-        if let Some(draft) = signal(change, since, connection)? {
-            out.push(draft);
+        match signal(change, since, connection) {
+            Ok(Some(draft)) => out.push(draft),
+            Ok(None) => {}
+            Err(error) => tracing::warn!(%error, "skipped a Google Drive change"),
         }
     }
-    Ok(out)
+    out
 }
 
 fn signal(
@@ -391,7 +390,7 @@ mod tests {
                 {"changeType": "drive", "driveId": "d1", "removed": false, "time": "2026-12-01T10:04:00.000Z"}
             ]
         }));
-        let drafts = signals(&page, since, "c1").expect("signals");
+        let drafts = signals(&page, since, "c1");
         let kinds: Vec<&str> = drafts.iter().map(|d| d.kind.as_str()).collect();
         assert_eq!(
             kinds,
@@ -422,13 +421,21 @@ mod tests {
     }
 
     #[test]
-    fn a_change_without_a_file_id_or_a_readable_time_is_refused() {
+    fn a_change_that_cannot_be_read_is_skipped_and_the_rest_of_its_page_kept() {
         let since = now();
+        let good = json!({"changeType": "file", "fileId": "ok", "time": "2026-12-01T10:00:00Z",
+                          "file": {"id": "ok", "name": "Plan"}});
         for bad in [
-            json!({"changes": [{"changeType": "file", "time": "2026-12-01T10:00:00Z"}]}),
-            json!({"changes": [{"changeType": "file", "fileId": "f", "time": "yesterday"}]}),
+            json!({"changeType": "file", "time": "2026-12-01T10:00:00Z"}),
+            json!({"changeType": "file", "fileId": "f", "time": "yesterday"}),
+            json!({"changeType": "file", "fileId": "f"}),
+            json!({"changeType": "file", "fileId": "f", "time": 7}),
         ] {
-            assert!(signals(&list(bad), since, "c").is_err());
+            let page = list(json!({"changes": [bad, good.clone()], "newStartPageToken": "9"}));
+            let drafts = signals(&page, since, "c");
+            assert_eq!(drafts.len(), 1, "{bad}");
+            assert_eq!(drafts[0].external_id.as_deref(), Some("ok"));
+            assert_eq!(page.new_start_page_token.as_deref(), Some("9"));
         }
     }
 

@@ -322,6 +322,7 @@ export async function startCoreServer({ connectorsUrl, token, host = '127.0.0.1'
     stop: () => new Promise((resolve) => {
       server.close(resolve);
       server.push.close();
+      server.closeAllConnections();
     }),
   };
 }

@@ -200,11 +200,19 @@ try {
     if (kind !== 'sandbox_event_created') throw new Error(`the pushed signal's kind is ${kind}`);
     const received = Number(await page.locator('#live').getAttribute('data-received'));
     if (!(received >= 1)) throw new Error(`the page counted ${received} pushed events`);
-    const polled = requests.filter((r) => r.at >= quiet && /^\/api\/connectors\/(signals|jobs)/.test(r.url.pathname));
-    if (polled.length) throw new Error(`the page polled: ${polled.map((r) => r.url.pathname).join(', ')}`);
     // Every row is this tenant's: another organisation's signals reach neither list nor stream.
     const foreign = await page.locator(`#signals tr.signal:not([data-connection-id="${connectionId}"])`).count();
     if (foreign) throw new Error(`${foreign} signal(s) of another connection are shown`);
+
+    step = `pattern ${p.pattern}: see "Last synced" move once the pushed signal came in`;
+    await page.waitForFunction(
+      (id) => document.querySelector(`#connections tr[data-connection-id="${id}"] td:nth-child(4)`)?.textContent !== 'never',
+      connectionId,
+    );
+
+    step = `pattern ${p.pattern}: check the page polled nothing since the connection existed`;
+    const polled = requests.filter((r) => r.at >= quiet && /^\/api\/connectors\/(signals|jobs)/.test(r.url.pathname));
+    if (polled.length) throw new Error(`the page polled: ${polled.map((r) => r.url.pathname).join(', ')}`);
 
     step = `pattern ${p.pattern}: save the screenshot`;
     mkdirSync(dirname(p.screenshot), { recursive: true });

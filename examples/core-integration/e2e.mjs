@@ -221,6 +221,32 @@ try {
   }
   if (browserErrors.length) throw new Error(`the page raised errors: ${browserErrors.join('; ')}`);
 
+  step = 'pattern B: see a provider redirect refused in a browser that did not start its connect';
+  // A connect started in one browser; its provider redirect opened in another browser, which has
+  // a connect of its own pending and brings a `binding` in the address: Core ignores the
+  // address's, forwards its own session's, and the service refuses the mismatch. (Without any
+  // binding, the local profile lets a callback through; every other profile refuses it too.)
+  const coreB = patterns[1].url;
+  const startConnect = async () => {
+    const response = await fetch(`${coreB}/api/connectors/authorize`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', Cookie: 'core_session=grace%40globex.example' },
+      body: JSON.stringify({ provider: 'sandbox' }),
+    });
+    const cookie = response.headers.getSetCookie().find((c) => c.startsWith('core_connect='))?.split(';')[0];
+    return { cookie, providerPage: (await response.json()).authorize_url };
+  };
+  const first = await startConnect();
+  const other = await startConnect();
+  if (!first.cookie || !other.cookie) throw new Error('Core set no core_connect cookie when starting a connect');
+  const toCore = (await fetch(first.providerPage, { redirect: 'manual' })).headers.get('location') ?? '';
+  if (!toCore.startsWith(`${coreB}/connectors/callback/sandbox?`)) throw new Error(`the provider sent the browser to ${toCore}`);
+  const elsewhere = await fetch(`${toCore}&binding=forged`, { redirect: 'manual', headers: { Cookie: other.cookie } });
+  const outcome = new URL(elsewhere.headers.get('location') ?? '', coreB).searchParams;
+  if (elsewhere.status !== 303 || outcome.get('status') !== 'error' || outcome.get('code') !== 'OAUTH_STATE_INVALID') {
+    throw new Error(`the other browser was answered ${elsewhere.status} to ${elsewhere.headers.get('location')}`);
+  }
+
   step = 'have Core refuse a forged delivery';
   const core = patterns[0].core;
   const forged = await fetch(`${patterns[0].url}/hooks/connectors`, {
@@ -252,7 +278,7 @@ try {
   await until(() => core.push.stats.duplicates - duplicates >= replayed, `Core saw the ${replayed} replayed deliveries`);
   if (core.push.stats.received !== received) throw new Error('a replayed delivery was handled twice');
 
-  console.log(`e2e: passed: ${results.join('; ')}; a forged delivery refused; ${replayed} replayed deliveries dropped as duplicates; screenshots ${patterns.map((p) => p.screenshot).join(', ')}`);
+  console.log(`e2e: passed: ${results.join('; ')}; a provider redirect opened in another browser refused; a forged delivery refused; ${replayed} replayed deliveries dropped as duplicates; screenshots ${patterns.map((p) => p.screenshot).join(', ')}`);
   await cleanup();
   process.exit(0);
 } catch (err) {

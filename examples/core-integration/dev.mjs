@@ -4,7 +4,8 @@
 //   npm start --prefix examples/core-integration      then open http://127.0.0.1:3000
 //
 // CONNECTORS_BIN uses an existing binary instead of `cargo build`; CONNECTORS_PORT (8080) and
-// CORE_PORT (3000) move the two servers.
+// CORE_PORT (3000) move the two servers; CORE_CALLBACK_PATTERN=B has the provider send the
+// browser to Core's own callback route instead of the service's (server.mjs).
 
 import { spawnSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
@@ -39,16 +40,23 @@ const connectors = await startConnectors({
   dataDir,
   port: connectorsPort,
   token,
-  coreUrl,
+  coreUrls: [coreUrl],
   env: { POBLYSH_LOG_FORMAT: 'pretty' },
 });
-const core = await startCoreServer({ connectorsUrl: connectors.url, token, port: corePort, publicUrl: coreUrl });
+const core = await startCoreServer({
+  connectorsUrl: connectors.url,
+  token,
+  port: corePort,
+  publicUrl: coreUrl,
+  callbackPattern: process.env.CORE_CALLBACK_PATTERN ?? 'A',
+});
 
 console.log(`\nConnectors service: ${connectors.url} (API reference at ${connectors.url}/docs)`);
-console.log(`Core:               ${core.url}  <- open this, click Connect on Sandbox\n`);
+console.log(`Core:               ${core.url}  <- open this, click Connect on Sandbox`);
+console.log(`Callback pattern ${process.env.CORE_CALLBACK_PATTERN ?? 'A'}; events pushed to ${core.url}/hooks/connectors\n`);
 
 async function shutdown() {
-  core.server.close();
+  await core.stop();
   await connectors.stop();
   process.exit(0);
 }

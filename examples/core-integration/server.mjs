@@ -5,23 +5,37 @@
 //   GET    /api/me                                   who is signed in (never the tenant id)
 //   POST   /api/session         {"user": "..."}      sign in as another demo user
 //   GET    /api/connectors/providers                 GET    /providers
-//   POST   /api/connectors/authorize {"provider"}    POST   /connect/{provider} (return_to = this server)
+//   POST   /api/connectors/authorize {"provider"}    POST   /connect/{provider}
 //   GET    /api/connectors/connections               GET    /connections
 //   POST   /api/connectors/connections/{id}/sync     POST   /connections/{id}/sync
 //   DELETE /api/connectors/connections/{id}          DELETE /connections/{id}
 //   GET    /api/connectors/signals?cursor&kind&connection_id   GET /signals
 //   GET    /api/connectors/jobs/{id}                 GET    /jobs/{id}
+//   GET    /api/events                               the tenant's events, pushed (push.mjs)
+//   POST   /hooks/connectors                         where the service delivers events (push.mjs)
+//   GET    /connectors/callback/{provider}           the provider's redirect, in pattern B
 //
 // Every call to the service carries `Authorization: Bearer <operator token>` and the
 // `X-Tenant-Id` that Core derives from the session; the browser never sees either.
 //
-// Run: CONNECTORS_URL=http://127.0.0.1:8080 CONNECTORS_OPERATOR_TOKEN=... node server.mjs
-// (or `npm start`, which starts the service and this server together: see dev.mjs).
-// No dependencies beyond Node.js 20.
+// The OAuth callback follows one of the guide's two patterns (`callbackPattern`):
+//   A  the provider redirects to the service, which sends the browser back to Core's
+//      `return_to` with the outcome in the query. Nothing to register with the provider but
+//      the service's callback URL.
+//   B  the provider redirects to Core's /connectors/callback/{provider}; Core forwards `code`
+//      and `state` to the service with the `binding` it kept in the user's session, and sends
+//      the browser to the same page with the same query as in A.
+//
+// Run: CONNECTORS_URL=http://127.0.0.1:8080 CONNECTORS_OPERATOR_TOKEN=... CORE_PUBLIC_URL=...
+// [CORE_CALLBACK_PATTERN=B] node server.mjs (or `npm start`, which starts the service and this
+// server together: see dev.mjs). The service must reach CORE_PUBLIC_URL to push events.
 
+import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import { fileURLToPath } from 'node:url';
+
+import { createPush } from './push.mjs';
 
 const HERE = fileURLToPath(new URL('.', import.meta.url));
 
@@ -42,46 +56,72 @@ export const TENANT_OF_ORG = {
   acme: '6b1f0a52-1d2e-4c61-9d0a-2d9a1c3f5e11',
   globex: '0e9c7d3a-58b4-4f7e-a2c1-93d4b5e6f708',
 };
+const TENANTS = new Set(Object.values(TENANT_OF_ORG));
 
 const DEFAULT_USER = 'ada@acme.example';
 const SESSION_COOKIE = 'core_session';
+// Pattern B: which browser started which connect. A real Core keeps this in its session store.
+const CONNECT_COOKIE = 'core_connect';
+const CONNECT_TTL_MS = 15 * 60 * 1000;
 
-/// A Core server talking to the Connectors service at `connectorsUrl` with `token`.
-export function createCoreServer({ connectorsUrl, token, publicUrl }) {
-  if (!connectorsUrl || !token) {
-    throw new Error('createCoreServer needs connectorsUrl and token');
+// guide:core-client:begin
+/// A problem+json answer of the service, as an Error with its status, code and detail.
+export class ConnectorsError extends Error {
+  constructor(status, problem, retryAfter) {
+    super(problem.detail ?? `the connectors service answered ${status}`);
+    Object.assign(this, { status, code: problem.code ?? 'UPSTREAM_ERROR', details: problem.details });
+    Object.assign(this, { traceId: problem.trace_id, retryAfter });
   }
-  const base = connectorsUrl.replace(/\/+$/, '');
-
-  // One call to the Connectors service on behalf of `tenant`.
-  async function connectors(method, path, { tenant, body } = {}) {
+}
+/// Calls the service at `baseUrl` as Core: the operator token on every call, and `tenant`
+/// (from Core's session, never from the browser) as `X-Tenant-Id`. Resolves with the JSON body.
+export function connectorsClient(baseUrl, token) {
+  return async function connectors(method, path, { tenant, body } = {}) {
     const headers = { Authorization: `Bearer ${token}`, Accept: 'application/json' };
     if (tenant) headers['X-Tenant-Id'] = tenant;
     if (body !== undefined) headers['Content-Type'] = 'application/json';
-    const response = await fetch(`${base}${path}`, {
-      method,
-      headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
-      redirect: 'manual',
-    });
-    const text = await response.text();
-    let json = null;
-    try {
-      json = text ? JSON.parse(text) : null;
-    } catch {
-      json = null;
+    for (let attempt = 1; ; attempt += 1) {
+      const response = await fetch(`${baseUrl}${path}`, { method, headers, body: body && JSON.stringify(body) });
+      const text = await response.text();
+      const json = text && response.headers.get('content-type')?.includes('json') ? JSON.parse(text) : null;
+      if (response.ok) return json;
+      // 429 and 503 are tried again (3 attempts), never sooner than Retry-After asks.
+      const retryAfter = response.headers.get('retry-after'); // seconds, or an HTTP date
+      const wait = retryAfter === null ? 1000 : /^\d+$/.test(retryAfter) ? Number(retryAfter) * 1000
+        : Math.max(0, Date.parse(retryAfter) - Date.now());
+      if ([429, 503].includes(response.status) && attempt < 3 && wait <= 10_000) {
+        await new Promise((resolve) => setTimeout(resolve, wait));
+      } else throw new ConnectorsError(response.status, json ?? {}, retryAfter);
     }
-    return { status: response.status, json, retryAfter: response.headers.get('retry-after') };
+  };
+}
+// guide:core-client:end
+
+function cookiesOf(req) {
+  return Object.fromEntries(
+    (req.headers.cookie ?? '')
+      .split(';')
+      .map((c) => c.trim().split('='))
+      .filter(([k, v]) => k && v)
+      .map(([k, v]) => [k, decodeURIComponent(v)]),
+  );
+}
+
+/// A Core server talking to the Connectors service at `connectorsUrl` with `token`, following
+/// callback pattern `callbackPattern` ('A' or 'B'). `server.push` is its push receiver.
+export function createCoreServer({ connectorsUrl, token, publicUrl, callbackPattern = 'A' }) {
+  if (!connectorsUrl || !token) {
+    throw new Error('createCoreServer needs connectorsUrl and token');
   }
+  if (callbackPattern !== 'A' && callbackPattern !== 'B') {
+    throw new Error(`callbackPattern is 'A' or 'B', not ${callbackPattern}`);
+  }
+  const connectors = connectorsClient(connectorsUrl.replace(/\/+$/, ''), token);
+  const push = createPush(connectors);
+  const pendingConnects = new Map(); // CONNECT_COOKIE value → { provider, binding, expires }
 
   function session(req) {
-    const cookies = Object.fromEntries(
-      (req.headers.cookie ?? '')
-        .split(';')
-        .map((c) => c.trim().split('='))
-        .filter(([k, v]) => k && v)
-        .map(([k, v]) => [k, decodeURIComponent(v)]),
-    );
+    const cookies = cookiesOf(req);
     const email = USERS[cookies[SESSION_COOKIE]] ? cookies[SESSION_COOKIE] : DEFAULT_USER;
     const user = USERS[email];
     return { email, ...user, orgName: ORGS[user.org].name, tenant: TENANT_OF_ORG[user.org] };
@@ -93,18 +133,11 @@ export function createCoreServer({ connectorsUrl, token, publicUrl }) {
   }
 
   // A problem+json from the service, turned into Core's own error shape for the frontend.
-  function relayError(res, upstream) {
-    const problem = upstream.json ?? {};
-    const code = problem.code ?? 'UPSTREAM_ERROR';
+  function relayError(res, err) {
     // An operator-token problem is Core's misconfiguration, not the user's: say so, hide detail.
-    const status = code === 'UNAUTHORIZED' ? 502 : upstream.status;
-    const headers = upstream.retryAfter ? { 'Retry-After': upstream.retryAfter } : {};
-    send(
-      res,
-      status,
-      { error: { code, message: problem.detail ?? 'the connectors service failed', trace_id: problem.trace_id } },
-      headers,
-    );
+    const status = err.code === 'UNAUTHORIZED' ? 502 : err.status;
+    const headers = err.retryAfter ? { 'Retry-After': err.retryAfter } : {};
+    send(res, status, { error: { code: err.code, message: err.message, trace_id: err.traceId } }, headers);
   }
 
   async function readJson(req) {
@@ -114,11 +147,18 @@ export function createCoreServer({ connectorsUrl, token, publicUrl }) {
     return text ? JSON.parse(text) : {};
   }
 
-  // Where the browser reaches Core: the base of `return_to`, which must be one of the service's
-  // POBLYSH_ALLOWED_RETURN_URLS.
+  // Where the browser and the service reach Core: the base of `return_to` (one of the
+  // service's POBLYSH_ALLOWED_RETURN_URLS), of `redirect_uri` (POBLYSH_ALLOWED_REDIRECT_URIS)
+  // and of the push endpoint.
   function selfUrl(req) {
     const url = typeof publicUrl === 'function' ? publicUrl() : publicUrl;
     return (url ?? `http://${req.headers.host}`).replace(/\/+$/, '');
+  }
+
+  // Pattern A's `return_to`, and where pattern B sends the browser: the page, which reads
+  // status=connected&connection_id=... or status=error&code=... from the query.
+  function backToPage(req, provider) {
+    return `${selfUrl(req)}/?connected=${encodeURIComponent(provider)}`;
   }
 
   const routes = [
@@ -138,47 +178,80 @@ export function createCoreServer({ connectorsUrl, token, publicUrl }) {
       });
     }],
     ['GET', /^\/api\/connectors\/providers$/, async (req, res) => {
-      const up = await connectors('GET', '/providers');
-      if (up.status !== 200) return relayError(res, up);
+      const { providers } = await connectors('GET', '/providers');
       // The frontend needs only what it renders.
-      const providers = up.json.providers.map((p) => ({
-        slug: p.slug,
-        name: p.display_name,
-        configured: p.configured,
-        kinds: p.kinds,
-      }));
-      send(res, 200, { providers });
+      send(res, 200, {
+        providers: providers.map((p) => ({ slug: p.slug, name: p.display_name, configured: p.configured, kinds: p.kinds })),
+      });
     }],
     ['POST', /^\/api\/connectors\/authorize$/, async (req, res, me) => {
       const { provider } = await readJson(req);
       if (typeof provider !== 'string' || !/^[a-z0-9_]+$/.test(provider)) {
         return send(res, 400, { error: { code: 'VALIDATION_FAILED', message: 'provider must be a slug' } });
       }
-      // The service sends the browser back here with status=connected&connection_id=... or
-      // status=error&code=...; the page reads them.
-      const returnTo = `${selfUrl(req)}/?connected=${encodeURIComponent(provider)}`;
-      const up = await connectors('POST', `/connect/${provider}`, {
+      if (callbackPattern === 'A') {
+        const started = await connectors('POST', `/connect/${provider}`, {
+          tenant: me.tenant,
+          body: { return_to: backToPage(req, provider) },
+        });
+        return send(res, 200, { authorize_url: started.authorize_url });
+      }
+      // Pattern B: the provider comes back to Core. The binding ties the connect to this
+      // browser: kept server-side under a fresh cookie, never shown to the page.
+      const started = await connectors('POST', `/connect/${provider}`, {
         tenant: me.tenant,
-        body: { return_to: returnTo },
+        body: { redirect_uri: `${selfUrl(req)}/connectors/callback/${provider}` },
       });
-      if (up.status !== 200) return relayError(res, up);
-      send(res, 200, { authorize_url: up.json.authorize_url });
+      const key = randomBytes(24).toString('base64url');
+      pendingConnects.set(key, { provider, binding: started.binding, expires: Date.now() + CONNECT_TTL_MS });
+      for (const [k, pending] of pendingConnects) if (pending.expires < Date.now()) pendingConnects.delete(k);
+      send(res, 200, { authorize_url: started.authorize_url }, {
+        'Set-Cookie': `${CONNECT_COOKIE}=${key}; Path=/connectors/callback; HttpOnly; SameSite=Lax`,
+      });
+    }],
+    ['GET', /^\/connectors\/callback\/([a-z0-9_]+)$/, async (req, res, me, [provider]) => {
+      if (callbackPattern !== 'B') {
+        return send(res, 404, { error: { code: 'NOT_FOUND', message: 'no such route' } });
+      }
+      // Everything the provider sent (code, state, error, error_description, and anything a
+      // provider adds) goes on; a `binding` in the address is the browser's, never trusted.
+      const query = new URL(req.url, 'http://core.invalid').searchParams;
+      query.delete('binding');
+      const key = cookiesOf(req)[CONNECT_COOKIE];
+      const pending = key && pendingConnects.get(key);
+      if (pending && pending.provider === provider && pending.expires >= Date.now()) {
+        query.set('binding', pending.binding);
+      }
+      // Without it the service refuses the connect (OAUTH_STATE_INVALID, browser_mismatch).
+      pendingConnects.delete(key);
+      const outcome = new URLSearchParams();
+      try {
+        const { connection } = await connectors('GET', `/connect/${provider}/callback?${query}`);
+        outcome.set('status', 'connected');
+        outcome.set('connection_id', connection.id);
+      } catch (err) {
+        if (!(err instanceof ConnectorsError)) throw err;
+        outcome.set('status', 'error');
+        outcome.set('code', err.code);
+      }
+      res.writeHead(303, {
+        Location: `${backToPage(req, provider)}&${outcome}`,
+        'Set-Cookie': `${CONNECT_COOKIE}=; Path=/connectors/callback; HttpOnly; SameSite=Lax; Max-Age=0`,
+      });
+      res.end();
     }],
     ['GET', /^\/api\/connectors\/connections$/, async (req, res, me) => {
-      const up = await connectors('GET', '/connections?limit=100', { tenant: me.tenant });
-      if (up.status !== 200) return relayError(res, up);
-      send(res, 200, { connections: up.json.connections.filter((c) => c.status !== 'revoked') });
+      const { connections } = await connectors('GET', '/connections?limit=100', { tenant: me.tenant });
+      send(res, 200, { connections: connections.filter((c) => c.status !== 'revoked') });
     }],
     ['POST', /^\/api\/connectors\/connections\/([0-9a-f-]{36})\/sync$/, async (req, res, me, [id]) => {
-      const up = await connectors('POST', `/connections/${id}/sync`, { tenant: me.tenant });
-      if (up.status !== 202) return relayError(res, up);
-      const job = up.json.job ?? up.json;
+      const queued = await connectors('POST', `/connections/${id}/sync`, { tenant: me.tenant });
+      const job = queued.job ?? queued;
       send(res, 202, { job: { id: job.id, status: job.status } });
     }],
     ['DELETE', /^\/api\/connectors\/connections\/([0-9a-f-]{36})$/, async (req, res, me, [id]) => {
-      const up = await connectors('DELETE', `/connections/${id}`, { tenant: me.tenant });
-      if (up.status !== 200) return relayError(res, up);
-      send(res, 200, { connection: { id: up.json.id, status: up.json.status } });
+      const connection = await connectors('DELETE', `/connections/${id}`, { tenant: me.tenant });
+      send(res, 200, { connection: { id: connection.id, status: connection.status } });
     }],
     ['GET', /^\/api\/connectors\/signals$/, async (req, res, me) => {
       const incoming = new URL(req.url, 'http://core.invalid').searchParams;
@@ -187,19 +260,21 @@ export function createCoreServer({ connectorsUrl, token, publicUrl }) {
       for (const name of ['cursor', 'kind', 'connection_id']) {
         if (incoming.get(name)) query.set(name, incoming.get(name));
       }
-      const up = await connectors('GET', `/signals?${query}`, { tenant: me.tenant });
-      if (up.status !== 200) return relayError(res, up);
-      send(res, 200, up.json);
+      send(res, 200, await connectors('GET', `/signals?${query}`, { tenant: me.tenant }));
     }],
     ['GET', /^\/api\/connectors\/jobs\/([0-9a-f-]{36})$/, async (req, res, me, [id]) => {
-      const up = await connectors('GET', `/jobs/${id}`, { tenant: me.tenant });
-      if (up.status !== 200) return relayError(res, up);
-      const { status, error, finished_at: finishedAt } = up.json;
+      const { status, error, finished_at: finishedAt } = await connectors('GET', `/jobs/${id}`, { tenant: me.tenant });
       send(res, 200, { job: { id, status, error, finished_at: finishedAt } });
+    }],
+    ['GET', /^\/api\/events$/, async (req, res, me) => {
+      push.stream(req, res, me.tenant);
+    }],
+    ['POST', /^\/hooks\/connectors$/, async (req, res) => {
+      await push.receive(req, res, (tenant) => TENANTS.has(tenant));
     }],
   ];
 
-  return createServer(async (req, res) => {
+  const server = createServer(async (req, res) => {
     const path = new URL(req.url, 'http://core.invalid').pathname;
     try {
       for (const [method, pattern, handle] of routes) {
@@ -210,22 +285,46 @@ export function createCoreServer({ connectorsUrl, token, publicUrl }) {
       }
       send(res, 404, { error: { code: 'NOT_FOUND', message: 'no such route' } });
     } catch (err) {
+      if (err instanceof ConnectorsError) return relayError(res, err);
       console.error(`core: ${req.method} ${path} failed:`, err);
       send(res, 502, { error: { code: 'UPSTREAM_UNREACHABLE', message: 'the connectors service is unreachable' } });
     }
   });
+  server.push = push;
+  server.on('close', () => push.close());
+  return server;
 }
 
-/// Starts a Core server and resolves with its URL once it listens.
-export async function startCoreServer({ connectorsUrl, token, host = '127.0.0.1', port = 0, publicUrl }) {
+/// Starts a Core server, resolves with its URL once it listens and has registered its push
+/// endpoint with the service.
+export async function startCoreServer({ connectorsUrl, token, host = '127.0.0.1', port = 0, publicUrl, callbackPattern }) {
   let url = publicUrl;
-  const server = createCoreServer({ connectorsUrl, token, publicUrl: () => url });
+  const server = createCoreServer({ connectorsUrl, token, publicUrl: () => url, callbackPattern });
   await new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, resolve);
   });
   url ??= `http://${host}:${server.address().port}`;
-  return { server, url };
+  try {
+    await server.push.subscribe(`${url}/hooks/connectors`);
+  } catch (err) {
+    server.close();
+    throw new Error(
+      `could not register ${url}/hooks/connectors for push (${err.code ?? err.message}): the service ` +
+        'must accept its URL (https, or POBLYSH_PUSH_ALLOW_HTTP=true) and address (POBLYSH_PUSH_ALLOWED_ADDRESSES)',
+    );
+  }
+  return {
+    server,
+    url,
+    push: server.push,
+    /// Ends the page streams and stops listening.
+    stop: () => new Promise((resolve) => {
+      server.close(resolve);
+      server.push.close();
+      server.closeAllConnections();
+    }),
+  };
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
@@ -236,6 +335,12 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
     process.exit(2);
   }
   const port = Number.parseInt(process.env.CORE_PORT ?? '3000', 10);
-  const { url } = await startCoreServer({ connectorsUrl, token, port, publicUrl: process.env.CORE_PUBLIC_URL });
+  const { url } = await startCoreServer({
+    connectorsUrl,
+    token,
+    port,
+    publicUrl: process.env.CORE_PUBLIC_URL,
+    callbackPattern: process.env.CORE_CALLBACK_PATTERN ?? 'A',
+  });
   console.log(`Core listening on ${url} (connectors at ${connectorsUrl})`);
 }

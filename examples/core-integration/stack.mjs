@@ -1,5 +1,6 @@
 // Starts the Connectors service binary for the reference integration (dev.mjs) and its browser
-// test (e2e.mjs): local profile, sandbox provider on, Core's URL allowed as `return_to`.
+// test (e2e.mjs): local profile, sandbox provider on, Core's URLs allowed as `return_to` and
+// `redirect_uri`, and pushes to Core over plain http on the loopback interface.
 
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -25,10 +26,11 @@ export function newOperatorToken() {
 
 /// Starts `binary serve` and resolves once `/readyz` answers 200.
 ///
-/// `coreUrl` is added to POBLYSH_ALLOWED_RETURN_URLS so the callback may send the browser back
-/// to Core. Variables named POBLYSH_* in this process's environment are not passed on, so the
-/// service sees exactly this configuration (plus `env`).
-export async function startConnectors({ binary, dataDir, port, token, coreUrl, databaseUrl, env = {}, quiet = false }) {
+/// Each of `coreUrls` (one per Core server) is added to POBLYSH_ALLOWED_RETURN_URLS, so the
+/// callback may send the browser back to it (pattern A), and its sandbox callback to
+/// POBLYSH_ALLOWED_REDIRECT_URIS (pattern B). Variables named POBLYSH_* in this process's
+/// environment are not passed on, so the service sees exactly this configuration (plus `env`).
+export async function startConnectors({ binary, dataDir, port, token, coreUrls, databaseUrl, env = {}, quiet = false }) {
   const childEnv = Object.fromEntries(
     Object.entries(process.env).filter(([name]) => !name.startsWith('POBLYSH_')),
   );
@@ -38,7 +40,13 @@ export async function startConnectors({ binary, dataDir, port, token, coreUrl, d
     POBLYSH_API_BIND_ADDR: `127.0.0.1:${port}`,
     POBLYSH_OPERATOR_TOKEN: token,
     POBLYSH_SANDBOX_ENABLED: 'true',
-    POBLYSH_ALLOWED_RETURN_URLS: `${coreUrl}/`,
+    POBLYSH_ALLOWED_RETURN_URLS: coreUrls.map((url) => `${url}/`).join(','),
+    POBLYSH_ALLOWED_REDIRECT_URIS: coreUrls.map((url) => `${url}/connectors/callback/sandbox`).join(','),
+    // Development only: Core listens on plain http at 127.0.0.1, which a deployed service
+    // refuses to push to (https only, no loopback or private addresses). Never set these in
+    // production.
+    POBLYSH_PUSH_ALLOW_HTTP: 'true',
+    POBLYSH_PUSH_ALLOWED_ADDRESSES: '127.0.0.1',
     POBLYSH_LOG_FORMAT: 'json',
     ...(databaseUrl ? { POBLYSH_DATABASE_URL: databaseUrl } : {}),
     ...env,

@@ -31,6 +31,7 @@ mod listen;
 mod meta;
 mod oidc;
 mod openapi;
+mod openspec;
 mod outage;
 mod pagination;
 mod providers_oauth;

@@ -53,26 +53,36 @@ export function createCoreServer({ connectorsUrl, token, publicUrl }) {
   }
   const base = connectorsUrl.replace(/\/+$/, '');
 
-  // One call to the Connectors service on behalf of `tenant`.
+  // guide:core-client:begin
+  // One call to the service for `tenant`; 429 and 503 are retried after their Retry-After.
   async function connectors(method, path, { tenant, body } = {}) {
     const headers = { Authorization: `Bearer ${token}`, Accept: 'application/json' };
     if (tenant) headers['X-Tenant-Id'] = tenant;
     if (body !== undefined) headers['Content-Type'] = 'application/json';
-    const response = await fetch(`${base}${path}`, {
-      method,
-      headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
-      redirect: 'manual',
-    });
-    const text = await response.text();
-    let json = null;
-    try {
-      json = text ? JSON.parse(text) : null;
-    } catch {
-      json = null;
+    const init = { method, headers, redirect: 'manual', body: body && JSON.stringify(body) };
+    for (let attempt = 1; ; attempt += 1) {
+      const response = await fetch(`${base}${path}`, init);
+      const retryAfter = response.headers.get('retry-after');
+      if ((response.status === 429 || response.status === 503) && attempt < 3) {
+        await response.body?.cancel();
+        const seconds = Math.min(Number.parseInt(retryAfter ?? '', 10) || 1, 30);
+        await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
+        continue;
+      }
+      const text = await response.text();
+      const json = text.startsWith('{') ? JSON.parse(text) : null;
+      return { status: response.status, json, retryAfter };
     }
-    return { status: response.status, json, retryAfter: response.headers.get('retry-after') };
   }
+  // The service's problem as Core's own error, by `code`; a refused operator token is Core's
+  // misconfiguration, not the user's: 502, detail hidden.
+  function relayError(res, { status, json, retryAfter }) {
+    const code = json?.code ?? 'UPSTREAM_ERROR';
+    const hidden = code === 'UNAUTHORIZED' || !json?.detail;
+    const error = { code, message: hidden ? 'the connectors service failed' : json.detail, trace_id: json?.trace_id };
+    send(res, code === 'UNAUTHORIZED' ? 502 : status, { error }, retryAfter ? { 'Retry-After': retryAfter } : {});
+  }
+  // guide:core-client:end
 
   function session(req) {
     const cookies = Object.fromEntries(
@@ -90,21 +100,6 @@ export function createCoreServer({ connectorsUrl, token, publicUrl }) {
   function send(res, status, body, headers = {}) {
     res.writeHead(status, { 'Content-Type': 'application/json', ...headers });
     res.end(JSON.stringify(body));
-  }
-
-  // A problem+json from the service, turned into Core's own error shape for the frontend.
-  function relayError(res, upstream) {
-    const problem = upstream.json ?? {};
-    const code = problem.code ?? 'UPSTREAM_ERROR';
-    // An operator-token problem is Core's misconfiguration, not the user's: say so, hide detail.
-    const status = code === 'UNAUTHORIZED' ? 502 : upstream.status;
-    const headers = upstream.retryAfter ? { 'Retry-After': upstream.retryAfter } : {};
-    send(
-      res,
-      status,
-      { error: { code, message: problem.detail ?? 'the connectors service failed', trace_id: problem.trace_id } },
-      headers,
-    );
   }
 
   async function readJson(req) {

@@ -305,12 +305,18 @@ mod tests {
 
     #[test]
     fn the_connect_fallback_must_be_an_allowed_return_url() {
-        let allowed = ("POBLYSH_ALLOWED_RETURN_URLS", "https://app.poblysh.com/connectors");
+        let allowed = (
+            "POBLYSH_ALLOWED_RETURN_URLS",
+            "https://app.poblysh.com/connectors",
+        );
         for (extra, bad) in [
             (None, "https://app.poblysh.com/connectors/failed"),
             (Some(allowed), "https://evil.example.com/connectors/failed"),
             (Some(allowed), "https://app.poblysh.com/admin"),
-            (Some(allowed), "https://user:pass@app.poblysh.com/connectors/x"),
+            (
+                Some(allowed),
+                "https://user:pass@app.poblysh.com/connectors/x",
+            ),
             (Some(allowed), "/connectors/failed"),
         ] {
             let mut pairs = vec![("POBLYSH_CONNECT_FALLBACK_RETURN_URL", bad)];

@@ -121,16 +121,12 @@ pub(super) fn requests(source: &Source) -> Result<Requests, ConfigError> {
             .unwrap_or_default();
     // Where a browser goes when its connect cannot be identified: held to the same rule as
     // every `return_to`, so it is never an open redirect.
-    let connect_fallback_return_url = parse::optional(
-        source,
-        "POBLYSH_CONNECT_FALLBACK_RETURN_URL",
-        |text| {
+    let connect_fallback_return_url =
+        parse::optional(source, "POBLYSH_CONNECT_FALLBACK_RETURN_URL", |text| {
             let url = parse::http_url(text)?;
-            allowed_return_to(url.as_str(), &allowed_return_urls).map_err(|problem| {
-                format!("{problem} (POBLYSH_ALLOWED_RETURN_URLS), got {text:?}")
-            })
-        },
-    )?;
+            allowed_return_to(url.as_str(), &allowed_return_urls)
+                .map_err(|problem| format!("{problem} (POBLYSH_ALLOWED_RETURN_URLS), got {text:?}"))
+        })?;
     Ok(Requests {
         timeout: parse::optional(
             source,

@@ -495,9 +495,7 @@ fn state_refusal(found: StateConsumption) -> (FlowError, ReturnTo) {
             (invalid("already_used"), ReturnTo::saved(saved.return_to))
         }
         StateConsumption::Unknown => (invalid("unknown"), ReturnTo::Unidentified),
-        StateConsumption::Expired { return_to } => {
-            (invalid("expired"), ReturnTo::saved(return_to))
-        }
+        StateConsumption::Expired { return_to } => (invalid("expired"), ReturnTo::saved(return_to)),
         StateConsumption::AlreadyUsed { return_to } => {
             (invalid("already_used"), ReturnTo::saved(return_to))
         }

@@ -306,7 +306,11 @@ async fn a_state_that_names_no_connect_sends_the_browser_to_the_configured_fallb
             ),
             "{path}"
         );
-        assert_eq!(param(&back, "from").as_deref(), Some("connectors"), "{path}");
+        assert_eq!(
+            param(&back, "from").as_deref(),
+            Some("connectors"),
+            "{path}"
+        );
         assert_eq!(param(&back, "status").as_deref(), Some("error"), "{path}");
         assert_eq!(param(&back, "code").as_deref(), Some(code), "{path}");
     }

@@ -997,28 +997,23 @@ fn the_guide_starts_on_one_screen_and_stays_short() {
         .iter()
         .filter(|b| b.line < start && b.lang == "mermaid" && b.body.contains("sequenceDiagram"))
         .count();
-    assert_eq!(diagrams, 2, "Start here has a sequence diagram per callback pattern");
+    assert_eq!(
+        diagrams, 2,
+        "Start here has a sequence diagram per callback pattern"
+    );
     assert!(
         guide.blocks.iter().any(|b| b.line < start
             && b.lang == "sh"
-            && b.body.contains("npm start --prefix examples/core-integration")),
+            && b.body
+                .contains("npm start --prefix examples/core-integration")),
         "Start here has the one-command quickstart"
     );
-}
-
-/// The `backticked` value of every row's first cell of the table starting with `header`.
-fn first_cells(guide: &Guide, header: &str) -> Vec<(usize, String)> {
-    let (_, rows) = guide.table(header);
-    rows.into_iter()
-        .map(|(line, row)| (line, row[0].trim_matches('`').to_string()))
-        .collect()
 }
 
 #[test]
 fn the_frontend_section_says_what_to_show_for_every_connection_status() {
     let guide = Guide::load();
-    let statuses: BTreeSet<String> = openapi()["components"]["schemas"]["ConnectionStatus"]
-        ["enum"]
+    let statuses: BTreeSet<String> = openapi()["components"]["schemas"]["ConnectionStatus"]["enum"]
         .as_array()
         .expect("ConnectionStatus is an enum")
         .iter()
@@ -1035,7 +1030,9 @@ fn the_frontend_section_says_what_to_show_for_every_connection_status() {
     for (line, row) in &rows {
         let status = row[0].trim_matches('`');
         if !statuses.contains(status) {
-            problems.push(format!("line {line}: `{status}` is not a connection status"));
+            problems.push(format!(
+                "line {line}: `{status}` is not a connection status"
+            ));
         }
         if row[2].len() < 10 || row[3].is_empty() {
             problems.push(format!("line {line}: say what to show and which button"));
@@ -1145,7 +1142,9 @@ fn the_webhook_table_claims_what_each_provider_does_and_every_provider_guide_is_
             "yes" => true,
             "no" => false,
             other => {
-                problems.push(format!("line {line}: `by webhook` is yes or no, not {other:?}"));
+                problems.push(format!(
+                    "line {line}: `by webhook` is yes or no, not {other:?}"
+                ));
                 continue;
             }
         };
@@ -1211,7 +1210,14 @@ fn the_guide_quotes_the_reference_core_client_exactly() {
         (20..=30).contains(&length),
         "the quoted client is {length} lines; keep it to 20-30"
     );
-    for needed in ["Authorization", "X-Tenant-Id", "retry-after", "429", "503", "code"] {
+    for needed in [
+        "Authorization",
+        "X-Tenant-Id",
+        "retry-after",
+        "429",
+        "503",
+        "code",
+    ] {
         assert!(
             client.contains(needed),
             "the quoted client does not show {needed:?}"
@@ -1220,7 +1226,10 @@ fn the_guide_quotes_the_reference_core_client_exactly() {
     let guide = Guide::load();
     let quoted: Vec<&Block> = guide.blocks.iter().filter(|b| b.lang == "js").collect();
     let [block] = quoted.as_slice() else {
-        panic!("the guide must hold one ```js block, the Core client; it has {}", quoted.len());
+        panic!(
+            "the guide must hold one ```js block, the Core client; it has {}",
+            quoted.len()
+        );
     };
     if block.body != client {
         let differ = block

@@ -22,6 +22,7 @@ CORE=http://127.0.0.1:3000
   exec env POBLYSH_PROFILE=local POBLYSH_API_BIND_ADDR=127.0.0.1:8080 POBLYSH_DATA_DIR="$WORK" \
   POBLYSH_OPERATOR_TOKEN="$TOKEN" POBLYSH_ALLOWED_RETURN_URLS="$CORE/" \
   POBLYSH_ALLOWED_REDIRECT_URIS="$CORE/connectors/callback/sandbox" \
+  POBLYSH_CONNECT_FALLBACK_RETURN_URL="$CORE/settings/connectors" \
   POBLYSH_LOG_FORMAT=json POBLYSH_LOG_LEVEL=warn "$BIN" serve >"$WORK/log" 2>&1
 ) &
 SERVER=$!
@@ -69,6 +70,8 @@ AUTHORIZE=$(curl -s -X POST "${auth[@]}" -H 'Content-Type: application/json' \
 CALLBACK=$(to_callback "$AUTHORIZE")
 headers "callback with return_to" "${browse[@]}" "$CALLBACK"
 headers "callback replayed (state already used)" "${browse[@]}" "$CALLBACK"
+headers "callback with an unknown state (the fallback return URL)" \
+  "$BASE/connect/sandbox/callback?code=x&state=no-such-state"
 
 # Without return_to: JSON.
 AUTHORIZE=$(curl -s -X POST "${auth[@]}" "$BASE/connect/sandbox" | jq -r .authorize_url)
@@ -108,7 +111,9 @@ show "POST /connect/{provider} 404" -X POST "${auth[@]}" "$BASE/connect/myspace"
 show "POST /connect/{provider} 409" -X POST "${auth[@]}" "$BASE/connect/github"
 
 show "DELETE /connections/{id} 200" -X DELETE "${auth[@]}" "$BASE/connections/$ID"
+show "POST /connections/{id}/sync 409" -X POST "${auth[@]}" "$BASE/connections/$ID/sync"
 AUTHORIZE=$(curl -s -X POST "${auth[@]}" "$BASE/connect/sandbox" | jq -r .authorize_url)
 STATE=$(echo "$AUTHORIZE" | sed -n 's/.*[?&]state=\([^&]*\).*/\1/p')
 show "GET /connect/{provider}/callback 400 (OAUTH_DENIED)" "$BASE/connect/sandbox/callback?error=access_denied&state=$STATE"
 headers "purge" -X DELETE "${auth[@]}" "$BASE/connections/$ID?purge=true"
+show "DELETE /tenant 200" -X DELETE "${auth[@]}" "$BASE/tenant"

@@ -11,7 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::connections::ConnectionView;
 use crate::http::{ApiError, AppState, Problem, Tenant, TenantHeader};
-use crate::oauth::flow::{self, CallbackParams, ConnectParams};
+use crate::oauth::flow::{self, CallbackParams, ConnectParams, ReturnTo};
 
 /// Optional settings for a new connection.
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -115,7 +115,7 @@ pub struct AuthorizeQuery {
     params(("provider" = String, Path, description = "Provider slug"), AuthorizeQuery),
     responses(
         (status = 303, description = "To the provider's authorization page, with the binding cookie set"),
-        (status = 400, description = "`OAUTH_STATE_INVALID` (`details.reason`: `unknown`, `expired`, `already_used` — the hop was passed before —, `provider_mismatch`) or `VALIDATION_FAILED`; with a `return_to`, `303` to it with `status=error&code=...` instead", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`OAUTH_STATE_INVALID` (`details.reason`: `unknown`, `expired`, `already_used` — the hop was passed before —, `provider_mismatch`) or `VALIDATION_FAILED`; with a `return_to`, `303` to it with `status=error&code=...` instead (to `POBLYSH_CONNECT_FALLBACK_RETURN_URL`, when set, if the state is missing or unknown)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown provider (`PROVIDER_NOT_FOUND`)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The provider has no client credentials (`PROVIDER_NOT_CONFIGURED`)", body = Problem, content_type = "application/problem+json"),
         (status = 500, description = "Unexpected failure (`INTERNAL_ERROR`)", body = Problem, content_type = "application/problem+json"),
@@ -140,7 +140,10 @@ pub async fn authorize(
             set_cookie(&mut response, &opened.cookie.set(opened.max_age_secs));
             response
         }
-        Err((error, return_to)) => outcome_response(Err(ApiError::from(error)), return_to),
+        Err((error, return_to)) => {
+            let fallback = state.config.connect_fallback_return_url.as_ref();
+            outcome_response(Err(ApiError::from(error)), return_to, fallback)
+        }
     }
 }
 
@@ -177,7 +180,9 @@ pub struct CallbackResponse {
 /// Where the provider sends the user back. Consumes the state once, checks that the connect
 /// comes from the browser that started it (the authorize hop's cookie, or the `binding` Core
 /// forwards), exchanges the code and stores the connection. With a `return_to`, answers `303`
-/// to it with `status=connected&connection_id=...` or `status=error&code=...`; otherwise JSON.
+/// to it with `status=connected&connection_id=...` or `status=error&code=...`; a failure whose
+/// state identifies no connect goes to `POBLYSH_CONNECT_FALLBACK_RETURN_URL` when it is set;
+/// otherwise JSON.
 #[utoipa::path(
     get,
     path = "/connect/{provider}/callback",
@@ -185,7 +190,7 @@ pub struct CallbackResponse {
     params(("provider" = String, Path, description = "Provider slug"), CallbackQuery),
     responses(
         (status = 200, body = CallbackResponse),
-        (status = 303, description = "Redirect to the `return_to` given at start, with the outcome in its query"),
+        (status = 303, description = "Redirect to the `return_to` given at start, with the outcome in its query; when the state is missing or unknown and `POBLYSH_CONNECT_FALLBACK_RETURN_URL` is set, to that URL with `status=error&code=...` (never for a callback Core forwards with `binding`)"),
         (status = 400, description = "`OAUTH_STATE_INVALID` (`details.reason`: `unknown`, `expired`, `already_used`, `provider_mismatch`, `browser_mismatch` — no binding cookie or `binding`, or a wrong one), `OAUTH_DENIED`, or `VALIDATION_FAILED`", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown provider (`PROVIDER_NOT_FOUND`)", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "The provider failed the exchange (`PROVIDER_ERROR`)", body = Problem, content_type = "application/problem+json"),
@@ -199,6 +204,12 @@ pub async fn callback(
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Response {
+    // A callback Core forwards (with its `binding`) is answered to Core, never redirected to
+    // the fallback.
+    let fallback = match query.binding {
+        None => state.config.connect_fallback_return_url.clone(),
+        Some(_) => None,
+    };
     let named = ["code", "state", "error", "error_description", "binding"];
     let extra = url::form_urlencoded::parse(raw.as_deref().unwrap_or_default().as_bytes())
         .filter(|(name, _)| !named.contains(&name.as_ref()))
@@ -224,6 +235,7 @@ pub async fn callback(
             .map(ConnectionView::from)
             .map_err(ApiError::from),
         completed.return_to,
+        fallback.as_ref(),
     );
     if let Some(cookie) = completed.spent_cookie {
         set_cookie(&mut response, &cookie.clear());
@@ -231,13 +243,20 @@ pub async fn callback(
     response
 }
 
-/// The end of a browser's pass through the service: JSON without a `return_to`, else `303`
-/// to it with the outcome in its query.
+/// The end of a browser's pass through the service: `303` to the connect's `return_to` with
+/// the outcome in its query; when no connect could be identified, a failure goes to the
+/// `fallback` (`POBLYSH_CONNECT_FALLBACK_RETURN_URL`) the same way; otherwise JSON.
 fn outcome_response(
     outcome: Result<ConnectionView, ApiError>,
-    return_to: Option<url::Url>,
+    return_to: ReturnTo,
+    fallback: Option<&url::Url>,
 ) -> Response {
-    match (outcome, return_to) {
+    let back = match (&outcome, return_to) {
+        (_, ReturnTo::Url(url)) => Some(url),
+        (Err(_), ReturnTo::Unidentified) => fallback.cloned(),
+        _ => None,
+    };
+    match (outcome, back) {
         (Ok(connection), None) => Json(CallbackResponse { connection }).into_response(),
         (Err(err), None) => err.into_response(),
         (outcome, Some(mut url)) => {

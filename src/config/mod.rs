@@ -163,6 +163,10 @@ pub struct Config {
     pub max_connections: usize,
     pub allowed_return_urls: Vec<Url>,
     pub allowed_redirect_uris: Vec<Url>,
+    /// Where the browser is sent, with `status=error&code=...`, when a connect's state is
+    /// missing or unknown and its `return_to` cannot be known
+    /// (`POBLYSH_CONNECT_FALLBACK_RETURN_URL`).
+    pub connect_fallback_return_url: Option<Url>,
     pub sandbox_enabled: bool,
     pub roles: Roles,
     /// How often idle workers look for due events and jobs when nothing wakes them
@@ -235,6 +239,7 @@ impl Config {
             max_connections: connections.max_connections,
             allowed_return_urls: requests.allowed_return_urls,
             allowed_redirect_uris: requests.allowed_redirect_uris,
+            connect_fallback_return_url: requests.connect_fallback_return_url,
             sandbox_enabled: parse::optional(source, "POBLYSH_SANDBOX_ENABLED", parse::boolean)?
                 .unwrap_or(profile == Profile::Local),
             roles: work.roles,
@@ -295,6 +300,29 @@ mod tests {
         ] {
             let err = Config::from_source(&test_source(&[(name, value)])).expect_err(name);
             assert_eq!(err.variable, name, "{err}");
+        }
+    }
+
+    #[test]
+    fn the_connect_fallback_must_be_an_allowed_return_url() {
+        let allowed = (
+            "POBLYSH_ALLOWED_RETURN_URLS",
+            "https://app.poblysh.com/connectors",
+        );
+        for (extra, bad) in [
+            (None, "https://app.poblysh.com/connectors/failed"),
+            (Some(allowed), "https://evil.example.com/connectors/failed"),
+            (Some(allowed), "https://app.poblysh.com/admin"),
+            (
+                Some(allowed),
+                "https://user:pass@app.poblysh.com/connectors/x",
+            ),
+            (Some(allowed), "/connectors/failed"),
+        ] {
+            let mut pairs = vec![("POBLYSH_CONNECT_FALLBACK_RETURN_URL", bad)];
+            pairs.extend(extra);
+            let err = Config::from_source(&test_source(&pairs)).expect_err(bad);
+            assert_eq!(err.variable, "POBLYSH_CONNECT_FALLBACK_RETURN_URL", "{err}");
         }
     }
 

@@ -10,6 +10,7 @@ use url::Url;
 
 use super::{parse, ConfigError, LogFormat, Profile, Roles, Source, DEFAULT_SYNC_CONCURRENCY};
 use crate::crypto::CryptoKey;
+use crate::oauth::flow::allowed_return_to;
 
 /// The API address, the separate metrics address, and the public base URL. The `local`
 /// profile listens on loopback addresses only.
@@ -111,9 +112,21 @@ pub(super) struct Requests {
     pub max_webhook_bytes_in_flight: usize,
     pub allowed_return_urls: Vec<Url>,
     pub allowed_redirect_uris: Vec<Url>,
+    pub connect_fallback_return_url: Option<Url>,
 }
 
 pub(super) fn requests(source: &Source) -> Result<Requests, ConfigError> {
+    let allowed_return_urls: Vec<Url> =
+        parse::optional(source, "POBLYSH_ALLOWED_RETURN_URLS", parse::url_list)?
+            .unwrap_or_default();
+    // Where a browser goes when its connect cannot be identified: held to the same rule as
+    // every `return_to`, so it is never an open redirect.
+    let connect_fallback_return_url =
+        parse::optional(source, "POBLYSH_CONNECT_FALLBACK_RETURN_URL", |text| {
+            let url = parse::http_url(text)?;
+            allowed_return_to(url.as_str(), &allowed_return_urls)
+                .map_err(|problem| format!("{problem} (POBLYSH_ALLOWED_RETURN_URLS), got {text:?}"))
+        })?;
     Ok(Requests {
         timeout: parse::optional(
             source,
@@ -134,12 +147,8 @@ pub(super) fn requests(source: &Source) -> Result<Requests, ConfigError> {
             parse::bounded(64 * 1024usize, 4 * 1024 * 1024 * 1024),
         )?
         .unwrap_or(64 * 1024 * 1024),
-        allowed_return_urls: parse::optional(
-            source,
-            "POBLYSH_ALLOWED_RETURN_URLS",
-            parse::url_list,
-        )?
-        .unwrap_or_default(),
+        allowed_return_urls,
+        connect_fallback_return_url,
         allowed_redirect_uris: parse::optional(
             source,
             "POBLYSH_ALLOWED_REDIRECT_URIS",

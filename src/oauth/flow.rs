@@ -69,10 +69,29 @@ pub struct CallbackParams {
     pub cookies: Option<String>,
 }
 
-/// How a callback ended, and where the user goes next when Core gave a `return_to`.
+/// Where the browser goes once the service is done with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReturnTo {
+    /// The `return_to` the connect named.
+    Url(Url),
+    /// The connect named none: the outcome is answered as JSON.
+    Json,
+    /// No connect could be identified (its state missing, unknown or unreadable), so its
+    /// `return_to` cannot be known: the deployment's fallback, when it has one.
+    Unidentified,
+}
+
+impl ReturnTo {
+    fn saved(raw: Option<String>) -> Self {
+        raw.and_then(|r| Url::parse(&r).ok())
+            .map_or(ReturnTo::Json, ReturnTo::Url)
+    }
+}
+
+/// How a callback ended, and where the user goes next.
 pub struct Completed {
     pub result: Result<Connection, FlowError>,
-    pub return_to: Option<Url>,
+    pub return_to: ReturnTo,
     /// A binding cookie the browser sent, to be removed now that the state is used.
     pub spent_cookie: Option<BindingCookie>,
 }
@@ -176,24 +195,30 @@ pub async fn open(
     services: &Services,
     slug: &str,
     state: Option<&str>,
-) -> Result<Opened, (FlowError, Option<Url>)> {
+) -> Result<Opened, (FlowError, ReturnTo)> {
     let Some(raw_state) = state.filter(|s| !s.is_empty()) else {
-        return Err((FlowError::invalid("state", "is required"), None));
+        return Err((
+            FlowError::invalid("state", "is required"),
+            ReturnTo::Unidentified,
+        ));
     };
     let Some(parsed) = services.registry.parse(slug) else {
-        return Err((FlowError::UnknownProvider(slug.to_string()), None));
+        return Err((
+            FlowError::UnknownProvider(slug.to_string()),
+            ReturnTo::Unidentified,
+        ));
     };
     let state_hash = pkce::state_hash(raw_state);
     let opened = services
         .store
         .open_oauth_state(&state_hash, now())
         .await
-        .map_err(|e| (e.into(), None))?;
+        .map_err(|e| (e.into(), ReturnTo::Unidentified))?;
     let saved = match opened {
         StateConsumption::Consumed(saved) => saved,
         other => return Err(state_refusal(other)),
     };
-    let return_to = parse_url(saved.return_to.clone());
+    let return_to = ReturnTo::saved(saved.return_to.clone());
     if saved.provider != slug {
         return Err((FlowError::state_invalid("provider_mismatch"), return_to));
     }
@@ -373,7 +398,7 @@ pub async fn complete(services: &Services, slug: &str, params: CallbackParams) -
             }
         }
     };
-    let return_to = parse_url(saved.return_to.clone());
+    let return_to = ReturnTo::saved(saved.return_to.clone());
     let (bound, spent_cookie) = check_binding(services, slug, &saved, &params);
     let result = match (params.error, params.code.filter(|c| !c.is_empty())) {
         _ if !bound => Err(FlowError::state_invalid("browser_mismatch")),
@@ -428,44 +453,51 @@ fn check_binding(
     (bound, cookie)
 }
 
-/// Consumes the callback's state: the saved connect, or why not (with where to send the user
-/// when the state named a `return_to`).
+/// Consumes the callback's state: the saved connect, or why not (with where to send the user).
 async fn consume(
     services: &Services,
     slug: &str,
     params: &CallbackParams,
-) -> Result<OAuthState, (FlowError, Option<Url>)> {
+) -> Result<OAuthState, (FlowError, ReturnTo)> {
     let Some(raw_state) = params.state.as_deref().filter(|s| !s.is_empty()) else {
-        return Err((FlowError::invalid("state", "is required"), None));
+        return Err((
+            FlowError::invalid("state", "is required"),
+            ReturnTo::Unidentified,
+        ));
     };
     if services.registry.parse(slug).is_none() {
-        return Err((FlowError::UnknownProvider(slug.to_string()), None));
+        return Err((
+            FlowError::UnknownProvider(slug.to_string()),
+            ReturnTo::Unidentified,
+        ));
     }
     let consumed = services
         .store
         .consume_oauth_state(&pkce::state_hash(raw_state), now())
         .await
-        .map_err(|e| (e.into(), None))?;
+        .map_err(|e| (e.into(), ReturnTo::Unidentified))?;
     let saved = match consumed {
         StateConsumption::Consumed(saved) => saved,
         other => return Err(state_refusal(other)),
     };
     if saved.provider != slug {
-        let return_to = parse_url(saved.return_to.clone());
+        let return_to = ReturnTo::saved(saved.return_to.clone());
         return Err((FlowError::state_invalid("provider_mismatch"), return_to));
     }
     Ok(saved)
 }
 
-/// Why a state could not be used, and where to send the user when it named a `return_to`.
-fn state_refusal(found: StateConsumption) -> (FlowError, Option<Url>) {
+/// Why a state could not be used, and where to send the user.
+fn state_refusal(found: StateConsumption) -> (FlowError, ReturnTo) {
     let invalid = FlowError::state_invalid;
     match found {
-        StateConsumption::Consumed(saved) => (invalid("already_used"), parse_url(saved.return_to)),
-        StateConsumption::Unknown => (invalid("unknown"), None),
-        StateConsumption::Expired { return_to } => (invalid("expired"), parse_url(return_to)),
+        StateConsumption::Consumed(saved) => {
+            (invalid("already_used"), ReturnTo::saved(saved.return_to))
+        }
+        StateConsumption::Unknown => (invalid("unknown"), ReturnTo::Unidentified),
+        StateConsumption::Expired { return_to } => (invalid("expired"), ReturnTo::saved(return_to)),
         StateConsumption::AlreadyUsed { return_to } => {
-            (invalid("already_used"), parse_url(return_to))
+            (invalid("already_used"), ReturnTo::saved(return_to))
         }
     }
 }
@@ -633,10 +665,6 @@ fn verifier_aad(tenant: TenantId, slug: &str, state_hash: &[u8]) -> Aad {
         &hex(state_hash),
         SealedField::PkceVerifier.aad_name(),
     )
-}
-
-fn parse_url(raw: Option<String>) -> Option<Url> {
-    raw.and_then(|r| Url::parse(&r).ok())
 }
 
 #[cfg(test)]

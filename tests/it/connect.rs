@@ -258,6 +258,105 @@ async fn with_a_return_to_the_callback_sends_the_user_back_with_the_outcome() {
     assert_eq!(param(&back, "code").as_deref(), Some("OAUTH_STATE_INVALID"));
 }
 
+/// Where the `Location` of a `303` points.
+fn location(response: &reqwest::Response) -> Url {
+    assert_eq!(response.status(), 303, "a redirect");
+    Url::parse(response.headers()["location"].to_str().expect("ascii")).expect("location")
+}
+
+#[tokio::test]
+async fn a_state_that_names_no_connect_sends_the_browser_to_the_configured_fallback() {
+    let fallback = "https://app.poblysh.com/connectors/failed?from=connectors";
+    let app = TestApp::spawn_with(&[
+        (
+            "POBLYSH_ALLOWED_RETURN_URLS",
+            "https://app.poblysh.com/connectors",
+        ),
+        ("POBLYSH_CONNECT_FALLBACK_RETURN_URL", fallback),
+    ])
+    .await;
+    let get = |path: String| app.anonymous(Method::GET, &path).send();
+    // Unknown at the callback and at the authorize hop, or missing: the browser goes to the
+    // fallback with the code, keeping the fallback's own query.
+    for (path, code) in [
+        (
+            "/connect/sandbox/callback?code=x&state=forged-state-value".to_string(),
+            "OAUTH_STATE_INVALID",
+        ),
+        (
+            "/connect/sandbox/authorize?state=forged-state-value".to_string(),
+            "OAUTH_STATE_INVALID",
+        ),
+        (
+            "/connect/sandbox/callback?code=x".to_string(),
+            "VALIDATION_FAILED",
+        ),
+        (
+            "/connect/myspace/callback?code=x&state=forged".to_string(),
+            "PROVIDER_NOT_FOUND",
+        ),
+    ] {
+        let response = get(path.clone()).await.expect("sent");
+        let back = location(&response);
+        assert_eq!(
+            (back.origin(), back.path()),
+            (
+                Url::parse(fallback).expect("url").origin(),
+                "/connectors/failed"
+            ),
+            "{path}"
+        );
+        assert_eq!(
+            param(&back, "from").as_deref(),
+            Some("connectors"),
+            "{path}"
+        );
+        assert_eq!(param(&back, "status").as_deref(), Some("error"), "{path}");
+        assert_eq!(param(&back, "code").as_deref(), Some(code), "{path}");
+    }
+
+    // Core forwarding a callback (with its binding) is answered, never redirected.
+    let response = get("/connect/sandbox/callback?code=x&state=forged&binding=b".into())
+        .await
+        .expect("sent");
+    let body = assert_problem(response, 400, "OAUTH_STATE_INVALID").await;
+    assert_eq!(body["details"]["reason"], "unknown");
+
+    // A connect that is known keeps its own answer: JSON without a return_to...
+    let callback = sandbox_redirect(&app, tenant(), None).await;
+    let first = app.client.get(callback.clone()).send().await.expect("sent");
+    assert_eq!(first.status(), 200);
+    let again = app.client.get(callback).send().await.expect("sent");
+    let body = assert_problem(again, 400, "OAUTH_STATE_INVALID").await;
+    assert_eq!(body["details"]["reason"], "already_used");
+    // ...and its return_to with one.
+    let body = json!({ "return_to": "https://app.poblysh.com/connectors/done" });
+    let callback = sandbox_redirect(&app, tenant(), Some(body)).await;
+    let response = app.client.get(callback).send().await.expect("sent");
+    let back = location(&response);
+    assert_eq!(back.path(), "/connectors/done");
+    assert_eq!(param(&back, "status").as_deref(), Some("connected"));
+}
+
+#[tokio::test]
+async fn without_a_fallback_a_state_that_names_no_connect_is_a_problem_body() {
+    let app = TestApp::spawn_with(&[(
+        "POBLYSH_ALLOWED_RETURN_URLS",
+        "https://app.poblysh.com/connectors",
+    )])
+    .await;
+    let response = app
+        .anonymous(
+            Method::GET,
+            "/connect/sandbox/authorize?state=forged-state-value",
+        )
+        .send()
+        .await
+        .expect("sent");
+    let body = assert_problem(response, 400, "OAUTH_STATE_INVALID").await;
+    assert_eq!(body["details"]["reason"], "unknown");
+}
+
 /// A NUL (PostgreSQL refuses it in text) or any other control character in what Core asks
 /// for is a `400` naming the field, on every database, never a `500`.
 #[tokio::test]

@@ -1,36 +1,49 @@
 //! The integration guide (`docs/integration/connectors-service.md`) is checked against the code:
 //! the routes, headers and query parameters it names, its endpoint table, its JSON examples
 //! (validated against the OpenAPI schemas), its error codes and error table; its walkthrough
-//! runs against a fresh service; and the reference integration (`examples/core-integration/`)
-//! is driven in headless Chromium.
+//! runs against a fresh service; its frontend section, webhook table and quoted Core client
+//! stay true to the code; and the reference integration (`examples/core-integration/`) is
+//! driven in headless Chromium.
 //!
-//! Conventions the guide follows (described in its last section):
+//! Conventions the guide follows (described in `docs/integration/maintaining-the-guide.md`):
 //! - `<!-- example: METHOD /path STATUS [note] -->` or `<!-- example: METHOD /path request -->`
 //!   on the line before every ```` ```json ```` block;
 //! - `<!-- walkthrough -->` on the line before each ```` ```sh ```` block that CI runs, in order,
 //!   with `CONNECTORS_URL`, `CONNECTORS_TOKEN`, `TENANT` and `CORE_URL` set;
-//! - the endpoint table starts with `| operation |`, the error table with `| status | code |`;
+//! - the endpoint table starts with `| operation |`, the error table with `| status | code |`,
+//!   the frontend tables with `| connection status |` and `| callback code |`, the webhook
+//!   table with `| provider | by webhook |`;
+//! - the one ```` ```js ```` block is the reference Core's client, quoted from `server.mjs`;
 //! - `METHOD /api/...` names a route of Core's (the reference server), not of the service.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use connectors::http::ErrorCode;
+use connectors::connector::ProviderCallError;
+use connectors::http::{ApiError, ErrorCode};
+use connectors::oauth::FlowError;
+use connectors::store::StoreError;
 use serde_json::{json, Value};
 
 use crate::helpers::{json, tenant, TestApp, TestDatabase, TOKEN};
 
 const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
 /// The OpenAPI tags of the routes meant for Core.
-const CORE_TAGS: [&str; 6] = [
+const CORE_TAGS: [&str; 7] = [
     "providers",
     "connect",
     "connections",
     "signals",
     "jobs",
     "endpoints",
+    "tenants",
 ];
+/// The most lines the guide may have.
+const MAX_LINES: usize = 450;
+/// Where the reference Core's client starts and ends in `server.mjs`.
+const CLIENT_BEGIN: &str = "// guide:core-client:begin";
+const CLIENT_END: &str = "// guide:core-client:end";
 /// Where the reference Core sends users back to; the walkthrough's `CORE_URL`.
 const CORE_URL: &str = "http://127.0.0.1:3000";
 
@@ -942,6 +955,298 @@ fn the_guide_knows_every_error_code_and_no_other() {
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The shape of the guide, its frontend section, its webhook table and its Core client
+
+#[test]
+fn the_guide_starts_on_one_screen_and_stays_short() {
+    let guide = Guide::load();
+    let lines = guide.text.lines().count();
+    assert!(
+        lines <= MAX_LINES,
+        "the guide has {lines} lines, at most {MAX_LINES}: move detail to the reference docs"
+    );
+    let headings: Vec<&str> = guide
+        .prose
+        .iter()
+        .filter_map(|(_, l)| l.strip_prefix("## "))
+        .collect();
+    assert_eq!(
+        headings.first(),
+        Some(&"Start here"),
+        "the guide opens with `## Start here`"
+    );
+    for needed in ["Recommendations", "For frontend engineers"] {
+        assert!(
+            headings.contains(&needed),
+            "the guide has no `## {needed}` section: {headings:?}"
+        );
+    }
+    // The start screen: the quickstart command and a sequence diagram of each callback pattern,
+    // before the first `##` after it.
+    let start = guide
+        .prose
+        .iter()
+        .find(|(_, l)| l.starts_with("## ") && *l != "## Start here")
+        .map(|(n, _)| *n)
+        .expect("a section after Start here");
+    let diagrams = guide
+        .blocks
+        .iter()
+        .filter(|b| b.line < start && b.lang == "mermaid" && b.body.contains("sequenceDiagram"))
+        .count();
+    assert_eq!(
+        diagrams, 2,
+        "Start here has a sequence diagram per callback pattern"
+    );
+    assert!(
+        guide.blocks.iter().any(|b| b.line < start
+            && b.lang == "sh"
+            && b.body
+                .contains("npm start --prefix examples/core-integration")),
+        "Start here has the one-command quickstart"
+    );
+}
+
+#[test]
+fn the_frontend_section_says_what_to_show_for_every_connection_status() {
+    let guide = Guide::load();
+    let statuses: BTreeSet<String> = openapi()["components"]["schemas"]["ConnectionStatus"]["enum"]
+        .as_array()
+        .expect("ConnectionStatus is an enum")
+        .iter()
+        .map(|v| v.as_str().expect("a string").to_string())
+        .collect();
+    assert!(statuses.len() >= 4, "{statuses:?}");
+    let (columns, rows) = guide.table("| connection status |");
+    assert_eq!(
+        columns,
+        ["connection status", "sync state", "what to show", "buttons"]
+    );
+    let mut problems = Vec::new();
+    let mut shown = BTreeSet::new();
+    for (line, row) in &rows {
+        let status = row[0].trim_matches('`');
+        if !statuses.contains(status) {
+            problems.push(format!(
+                "line {line}: `{status}` is not a connection status"
+            ));
+        }
+        if row[2].len() < 10 || row[3].is_empty() {
+            problems.push(format!("line {line}: say what to show and which button"));
+        }
+        shown.insert(status.to_string());
+    }
+    for status in statuses.difference(&shown) {
+        problems.push(format!("the frontend table has no row for `{status}`"));
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// Every code the connect flow can send a browser back with (`status=error&code=...`): each way
+/// it fails, mapped to a code as the HTTP edge maps it.
+fn callback_codes() -> BTreeSet<&'static str> {
+    // Every variant is named: a new way to fail does not compile until it is listed below.
+    fn listed(failure: &FlowError) {
+        match failure {
+            FlowError::UnknownProvider(_)
+            | FlowError::NotConfigured(_)
+            | FlowError::Invalid(_)
+            | FlowError::StateInvalid(_)
+            | FlowError::Denied { .. }
+            | FlowError::Provider { .. }
+            | FlowError::Store(_)
+            | FlowError::Internal(_) => {}
+        }
+    }
+    let failures = vec![
+        FlowError::UnknownProvider("myspace".into()),
+        FlowError::NotConfigured("github"),
+        FlowError::invalid("state", "is required"),
+        FlowError::state_invalid("unknown"),
+        FlowError::Denied {
+            error: "access_denied".into(),
+            description: None,
+        },
+        FlowError::Provider {
+            provider: "github".into(),
+            source: ProviderCallError::Unavailable("down".into()),
+        },
+        FlowError::Store(StoreError::Unavailable(sqlx::Error::PoolTimedOut)),
+        FlowError::Store(StoreError::Conflict {
+            constraint: "connections".into(),
+        }),
+        FlowError::Internal(anyhow::anyhow!("the vault failed")),
+    ];
+    failures
+        .into_iter()
+        .map(|failure| {
+            listed(&failure);
+            ApiError::from(failure).code().as_str()
+        })
+        .collect()
+}
+
+#[test]
+fn the_frontend_section_has_a_message_for_every_code_the_callback_sends_back() {
+    let guide = Guide::load();
+    let emitted = callback_codes();
+    assert!(emitted.contains("OAUTH_STATE_INVALID") && emitted.contains("OAUTH_DENIED"));
+    let (columns, rows) = guide.table("| callback code |");
+    assert_eq!(columns[1], "what to show the user");
+    let mut problems = Vec::new();
+    let mut listed = BTreeSet::new();
+    for (line, row) in &rows {
+        let code = row[0].trim_matches('`');
+        if !emitted.contains(code) {
+            problems.push(format!(
+                "line {line}: the callback never sends the browser back with `{code}`"
+            ));
+        }
+        if row[1].len() < 10 {
+            problems.push(format!("line {line}: say what the user sees for {code}"));
+        }
+        if !listed.insert(code.to_string()) {
+            problems.push(format!("line {line}: {code} is listed twice"));
+        }
+    }
+    for code in &emitted {
+        if !listed.contains(*code) {
+            problems.push(format!(
+                "the callback table has no row for {code}, which the connect flow can send back"
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn the_webhook_table_claims_what_each_provider_does_and_every_provider_guide_is_linked() {
+    let guide = Guide::load();
+    let (columns, rows) = guide.table("| provider | by webhook |");
+    assert_eq!(columns.len(), 3, "{columns:?}");
+    let mut problems = Vec::new();
+    let mut listed = BTreeSet::new();
+    for (line, row) in &rows {
+        let slug = row[0].trim_matches('`');
+        let Some(d) = connectors::providers::descriptors()
+            .into_iter()
+            .find(|d| d.slug == slug)
+        else {
+            problems.push(format!("line {line}: `{slug}` is not a provider"));
+            continue;
+        };
+        let says = match row[1].as_str() {
+            "yes" => true,
+            "no" => false,
+            other => {
+                problems.push(format!(
+                    "line {line}: `by webhook` is yes or no, not {other:?}"
+                ));
+                continue;
+            }
+        };
+        if says != d.webhooks {
+            problems.push(format!(
+                "line {line}: {slug} says by webhook {:?}, GET /providers answers webhooks: {}",
+                row[1], d.webhooks
+            ));
+        }
+        listed.insert(slug.to_string());
+    }
+    for d in connectors::providers::descriptors() {
+        if !listed.contains(d.slug) {
+            problems.push(format!("the webhook table has no row for {}", d.slug));
+        }
+    }
+    let dir = root().join("docs/providers");
+    let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let mut guides = 0;
+    for entry in entries {
+        let name = entry.expect("a directory entry").file_name();
+        let name = name.to_string_lossy();
+        if !name.ends_with(".md") || name == "adding-a-provider.md" {
+            continue;
+        }
+        guides += 1;
+        if !guide.text.contains(&format!("](../providers/{name}")) {
+            problems.push(format!("the guide does not link docs/providers/{name}"));
+        }
+    }
+    assert!(guides >= 6, "found only {guides} provider guides");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// The lines of `server.mjs` between the client markers.
+fn core_client() -> String {
+    let source = read("examples/core-integration/server.mjs");
+    let lines: Vec<&str> = source.lines().collect();
+    let at = |marker: &str| {
+        let found: Vec<usize> = lines
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.trim() == marker)
+            .map(|(i, _)| i)
+            .collect();
+        match found.as_slice() {
+            [one] => *one,
+            _ => panic!("server.mjs must hold `{marker}` once, on a line of its own"),
+        }
+    };
+    let (begin, end) = (at(CLIENT_BEGIN), at(CLIENT_END));
+    assert!(begin < end, "{CLIENT_BEGIN} comes before {CLIENT_END}");
+    let mut client = lines[begin + 1..end].join("\n");
+    client.push('\n');
+    client
+}
+
+#[test]
+fn the_guide_quotes_the_reference_core_client_exactly() {
+    let client = core_client();
+    let length = client.lines().count();
+    assert!(
+        (20..=30).contains(&length),
+        "the quoted client is {length} lines; keep it to 20-30"
+    );
+    for needed in [
+        "Authorization",
+        "X-Tenant-Id",
+        "retry-after",
+        "429",
+        "503",
+        "code",
+    ] {
+        assert!(
+            client.contains(needed),
+            "the quoted client does not show {needed:?}"
+        );
+    }
+    let guide = Guide::load();
+    let quoted: Vec<&Block> = guide.blocks.iter().filter(|b| b.lang == "js").collect();
+    let [block] = quoted.as_slice() else {
+        panic!(
+            "the guide must hold one ```js block, the Core client; it has {}",
+            quoted.len()
+        );
+    };
+    if block.body != client {
+        let differ = block
+            .body
+            .lines()
+            .zip(client.lines())
+            .position(|(a, b)| a != b)
+            .map_or_else(
+                || "in length".to_string(),
+                |i| format!("at its line {}", i + 1),
+            );
+        panic!(
+            "line {}: the guide's Core client differs from server.mjs between the \
+             `guide:core-client` markers {differ}; paste it again",
+            block.line
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -50,8 +50,8 @@ export const ORGS = {
 };
 
 // The tenant mapping table Core owns: organisation → the `X-Tenant-Id` used with Connectors.
-// A Core whose organisations already have UUIDs would send those UUIDs instead (strategy 1 in
-// the guide); this table is strategy 2. The frontend never chooses or sends a tenant id.
+// A Core whose organisations already have UUIDs would send those UUIDs instead of keeping a
+// table like this one. The frontend never chooses or sends a tenant id.
 export const TENANT_OF_ORG = {
   acme: '6b1f0a52-1d2e-4c61-9d0a-2d9a1c3f5e11',
   globex: '0e9c7d3a-58b4-4f7e-a2c1-93d4b5e6f708',

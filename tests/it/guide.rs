@@ -1010,6 +1010,54 @@ fn the_guide_starts_on_one_screen_and_stays_short() {
     );
 }
 
+/// The prose of the section headed `## {heading}`, up to the next `## `.
+fn section(guide: &Guide, heading: &str) -> String {
+    let title = format!("## {heading}");
+    guide
+        .prose
+        .iter()
+        .skip_while(|(_, l)| *l != title)
+        .skip(1)
+        .take_while(|(_, l)| !l.starts_with("## "))
+        .map(|(_, l)| l.as_str())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn the_recommendations_pick_a_callback_pattern_push_or_poll_and_say_what_return_to_must_be() {
+    let guide = Guide::load();
+    let advice = section(&guide, "Recommendations");
+    for (needed, why) in [
+        ("Pattern A in production", "which callback pattern to use"),
+        (
+            "cookie",
+            "how a connect is bound to the browser in pattern A",
+        ),
+        (
+            "binding",
+            "how a connect is bound to the browser in pattern B",
+        ),
+        ("`return_to`", "what return_to must be"),
+        (
+            "POBLYSH_ALLOWED_RETURN_URLS",
+            "where return_to's allowed origins come from",
+        ),
+        ("POST /endpoints", "how Core receives events by push"),
+        ("GET /signals", "how Core polls"),
+    ] {
+        assert!(
+            advice.contains(needed),
+            "`## Recommendations` does not say {why} (no {needed:?})"
+        );
+    }
+    let cadence = ["every minute", "every 15 minutes"];
+    assert!(
+        cadence.iter().all(|c| advice.contains(c)),
+        "`## Recommendations` gives no polling cadence ({cadence:?})"
+    );
+}
+
 #[test]
 fn the_frontend_section_says_what_to_show_for_every_connection_status() {
     let guide = Guide::load();

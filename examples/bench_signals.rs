@@ -238,7 +238,10 @@ async fn bench(
     // directory (which the `test` profile reads). The cursors hold across the restart: both
     // servers sign them with the same key.
     let mut srv = server::start(&spec)?;
-    println!("\nstarted the sizing server (pid {}) on {}", srv.pid, srv.base);
+    println!(
+        "\nstarted the sizing server (pid {}) on {}",
+        srv.pid, srv.base
+    );
     let api = drive::Api::new(srv.base.clone(), &token, args.concurrency)?;
     let outcome = match srv.wait_ready(api.client(), ready_timeout).await {
         Ok(_) => prepare(args, &api, &loaded).await,
@@ -258,11 +261,7 @@ async fn bench(
         "\nstarted the measured server (pid {}) on {} with POBLYSH_BENCH_FLOOR_BYTES={}",
         srv.pid, srv.base, prepared.page_bytes
     );
-    let api = Arc::new(drive::Api::new(
-        srv.base.clone(),
-        &token,
-        args.concurrency,
-    )?);
+    let api = Arc::new(drive::Api::new(srv.base.clone(), &token, args.concurrency)?);
     let outcome = match srv.wait_ready(api.client(), ready_timeout).await {
         Ok(ready_in) => measure(args, &srv, &api, &prepared, &loaded, ready_in).await,
         Err(err) => Err(err),

@@ -217,7 +217,7 @@ async fn postgres(db: &BenchDb, settings: &Settings<'_>) -> Result<CommitLimit> 
     )?;
     let pgbench = tool(bin.as_deref(), "pgbench");
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let args = vec![
+    let args = [
         "-n".to_string(),
         "-c".to_string(),
         settings.clients.to_string(),
@@ -249,8 +249,9 @@ async fn postgres(db: &BenchDb, settings: &Settings<'_>) -> Result<CommitLimit> 
     )
     .await?;
     let _ = std::fs::remove_file(&fsync_file);
-    let fsync = one_write_ops(&fsync_out, &sync_method)
-        .ok_or_else(|| anyhow!("no {sync_method} figure in pg_test_fsync's output:\n{fsync_out}"))?;
+    let fsync = one_write_ops(&fsync_out, &sync_method).ok_or_else(|| {
+        anyhow!("no {sync_method} figure in pg_test_fsync's output:\n{fsync_out}")
+    })?;
     let device = same_device(settings.workdir, Path::new(&data_directory));
     Ok(CommitLimit {
         backend: DbKind::Postgres,

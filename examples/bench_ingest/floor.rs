@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
-use hdrhistogram::Histogram;
 use connectors::domain::TenantId;
+use hdrhistogram::Histogram;
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use reqwest::{Client, StatusCode, Url};
 

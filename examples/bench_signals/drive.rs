@@ -124,7 +124,10 @@ impl Api {
             let status = response.status();
             let body = response.bytes().await?;
             if status != StatusCode::OK {
-                bail!("GET {} answered {status} while sizing pages", target.url.path());
+                bail!(
+                    "GET {} answered {status} while sizing pages",
+                    target.url.path()
+                );
             }
             total += body.len();
         }

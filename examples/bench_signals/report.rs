@@ -142,13 +142,10 @@ pub fn against_floors(scenario: &Scenario, earlier: &[Scenario]) -> Vec<String> 
 
 /// `sc`'s throughput as a fraction of the scenario `floor`, when it ran.
 fn fraction_of(s: &Summary, sc: &Scenario, floor: &str) -> String {
-    s.scenarios
-        .iter()
-        .find(|f| f.name == floor)
-        .map_or_else(
-            || "n/a".to_string(),
-            |f| format!("{:.2}", sc.req_per_sec() / f.req_per_sec().max(1e-9)),
-        )
+    s.scenarios.iter().find(|f| f.name == floor).map_or_else(
+        || "n/a".to_string(),
+        |f| format!("{:.2}", sc.req_per_sec() / f.req_per_sec().max(1e-9)),
+    )
 }
 
 /// The Markdown block for `docs/benchmarks.md`.

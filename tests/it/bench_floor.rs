@@ -8,14 +8,22 @@ use crate::helpers::{assert_problem, tenant, TestApp};
 #[tokio::test]
 async fn the_floor_route_is_not_found_unless_turned_on() {
     let app = TestApp::spawn().await;
-    let response = app.get(tenant(), "/bench/floor").send().await.expect("sent");
+    let response = app
+        .get(tenant(), "/bench/floor")
+        .send()
+        .await
+        .expect("sent");
     assert_problem(response, 404, "NOT_FOUND").await;
 }
 
 #[tokio::test]
 async fn the_floor_route_answers_exactly_the_configured_bytes_of_json() {
     let app = TestApp::spawn_with(&[("POBLYSH_BENCH_FLOOR_BYTES", "17000")]).await;
-    let response = app.get(tenant(), "/bench/floor").send().await.expect("sent");
+    let response = app
+        .get(tenant(), "/bench/floor")
+        .send()
+        .await
+        .expect("sent");
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "application/json");
     let body = response.bytes().await.expect("body");

@@ -29,10 +29,7 @@ use crate::DbKind;
 
 /// What the database alone sustained.
 pub struct CommitLimit {
-    pub backend: DbKind,
     pub clients: usize,
-    pub window: Duration,
-    pub row_bytes: usize,
     /// Single-row insert commits per second from `clients` clients.
     pub commits_per_sec: f64,
     /// SQLite: the same from one writer.
@@ -136,10 +133,7 @@ async fn sqlite(settings: &Settings<'_>) -> Result<CommitLimit> {
         let _ = std::fs::remove_file(PathBuf::from(format!("{}{suffix}", path.display())));
     }
     Ok(CommitLimit {
-        backend: DbKind::Sqlite,
         clients: settings.clients,
-        window: settings.window,
-        row_bytes: settings.row_bytes,
         commits_per_sec: concurrent,
         single_writer_per_sec: Some(single),
         fsync: None,
@@ -254,10 +248,7 @@ async fn postgres(db: &BenchDb, settings: &Settings<'_>) -> Result<CommitLimit> 
     })?;
     let device = same_device(settings.workdir, Path::new(&data_directory));
     Ok(CommitLimit {
-        backend: DbKind::Postgres,
         clients: settings.clients,
-        window: settings.window,
-        row_bytes: settings.row_bytes,
         commits_per_sec: tps,
         single_writer_per_sec: None,
         fsync: Some((sync_method.clone(), fsync)),

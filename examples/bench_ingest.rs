@@ -39,6 +39,8 @@ mod server;
 
 #[path = "bench_ingest/api.rs"]
 mod api;
+#[path = "bench_ingest/commit_limit.rs"]
+mod commit_limit;
 #[path = "bench_ingest/fake_api.rs"]
 mod fake_api;
 #[path = "bench_ingest/floor.rs"]
@@ -135,6 +137,12 @@ struct Args {
     /// Seconds to wait after the load for the sampled deliveries to be processed.
     #[arg(long, default_value_t = 300)]
     drain_timeout_secs: u64,
+    /// Seconds of each commit-rate measurement of the database alone (pgbench; SQLite's loops).
+    #[arg(long, default_value_t = 10)]
+    commit_secs: u64,
+    /// Seconds per `pg_test_fsync` test (it runs 18 of them).
+    #[arg(long, default_value_t = 2)]
+    fsync_secs: u64,
     /// Sandbox connections (one tenant each) for the sync scenario.
     #[arg(long, default_value_t = 1_000)]
     connections: usize,
@@ -184,6 +192,9 @@ impl Args {
         }
         if !(1..=100).contains(&self.page_size) || self.pages_per_connection == 0 {
             bail!("--page-size must be between 1 and 100, --pages-per-connection at least 1");
+        }
+        if self.commit_secs == 0 || self.fsync_secs == 0 {
+            bail!("--commit-secs and --fsync-secs must be at least 1");
         }
         if self.scenarios.is_empty() {
             bail!("--scenarios names nothing to run");
@@ -269,6 +280,16 @@ async fn run(args: Args) -> Result<()> {
         args,
     };
 
+    let commit_limit = if ctx
+        .args
+        .scenarios
+        .iter()
+        .any(|s| matches!(s, Scenario::Ingest | Scenario::IngestWorker))
+    {
+        Some(interruptible(measure_commit_limit(&ctx)).await?)
+    } else {
+        None
+    };
     let mut ingest_reports = Vec::new();
     let mut sync_outcome = None;
     for scenario in ctx.args.scenarios.clone() {
@@ -303,6 +324,7 @@ async fn run(args: Args) -> Result<()> {
         duration: Duration::from_secs(ctx.args.duration_secs),
         db_connections: ctx.args.db_connections,
         ingest: ingest_reports,
+        commit_limit,
         sync: sync_outcome,
         machine,
         load_after: report::load_average(),
@@ -311,6 +333,27 @@ async fn run(args: Args) -> Result<()> {
     };
     println!("\n{}", report::markdown(&summary));
     Ok(())
+}
+
+/// The database's own commit rate, in a scratch database of its own, before the scenarios.
+async fn measure_commit_limit(ctx: &Ctx) -> Result<commit_limit::CommitLimit> {
+    let dir = ctx.root.join("commit_limit");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    println!(
+        "\nthe database's own limit: single-row insert commits ({} B rows), {} clients, {} s",
+        ctx.args.payload_bytes, ctx.args.concurrency, ctx.args.commit_secs
+    );
+    let settings = commit_limit::Settings {
+        clients: ctx.args.concurrency,
+        window: Duration::from_secs(ctx.args.commit_secs),
+        row_bytes: ctx.args.payload_bytes,
+        pool_size: ctx.args.db_connections,
+        fsync_secs: ctx.args.fsync_secs,
+        workdir: &dir,
+    };
+    let limit = commit_limit::measure(ctx.args.db, &ctx.args.postgres_url, &settings).await?;
+    println!("  {}", limit.one_line());
+    Ok(limit)
 }
 
 /// The scenario directory `name` with a fresh database.
@@ -438,21 +481,31 @@ async fn ingest_scenario(
     } else {
         "ingest"
     });
-    let srv = start_server(ctx, &dir.join("server"), &db.url, roles, &[]).await?;
+    let api = &ctx.api;
+    let tenants = fresh_tenants(ctx.args.tenants);
+    let probe = with_worker.then(|| TenantId(Uuid::new_v4()));
+    // A first server connects the tenants and answers one delivery, whose `202` sizes the
+    // fixed-body floor of the measured server started next over the same database.
+    let setup = start_server(ctx, &dir.join("setup"), &db.url, "api", &[]).await?;
+    let setup_base = setup.base.clone();
+    let answer_bytes = with_server(setup, async {
+        api.connect_all(&setup_base, &tenants, ctx.args.setup_concurrency)
+            .await?;
+        if let Some(probe) = probe {
+            api.connect_sandbox(&setup_base, probe).await?;
+        }
+        let answer = api
+            .delivery_answer(&setup_base, tenants[0], &Uuid::new_v4().to_string())
+            .await
+            .map_err(|e| anyhow!("sizing delivery: {e}"))?;
+        Ok(answer.len())
+    })
+    .await?;
+    let floor_bytes = [("POBLYSH_BENCH_FLOOR_BYTES", answer_bytes.to_string())];
+    let srv = start_server(ctx, &dir.join("server"), &db.url, roles, &floor_bytes).await?;
     let base = srv.base.clone();
     let pid = srv.pid;
     with_server(srv, async {
-        let api = &ctx.api;
-        let tenants = fresh_tenants(ctx.args.tenants);
-        api.connect_all(&base, &tenants, ctx.args.setup_concurrency)
-            .await?;
-        let probe = if with_worker {
-            let probe = TenantId(Uuid::new_v4());
-            api.connect_sandbox(&base, probe).await?;
-            Some(probe)
-        } else {
-            None
-        };
         println!(
             "connected {} tenants{}; {} senders, {} B payload, {} s warm-up + {} s",
             tenants.len(),
@@ -480,6 +533,22 @@ async fn ingest_scenario(
             floor.ms(0.99),
             floor.errors
         );
+        let fixed = floor::fixed_body(
+            api.client(),
+            &base,
+            (api.auth(), tenants[0]),
+            ctx.args.concurrency,
+            Duration::from_secs(ctx.args.warmup_secs),
+            Duration::from_secs(ctx.args.duration_secs),
+        )
+        .await?;
+        println!(
+            "  floor: GET /bench/floor ({answer_bytes} B, the size of a 202) {} req/s, p99 \
+             {:.2} ms, {} errors",
+            thousands(fixed.per_sec().round() as u64),
+            fixed.ms(0.99),
+            fixed.errors
+        );
         let load = ingest::LoadSettings {
             name,
             roles,
@@ -491,8 +560,10 @@ async fn ingest_scenario(
         let run = ingest::run(api, &base, &Arc::new(tenants), &load, pid, probe).await?;
         println!("  {}", run.one_line());
         println!(
-            "  accepted/s is {:.2} of /healthz's throughput; p99 to 202 is {:.1}× /healthz's",
+            "  accepted/s is {:.2} of /healthz's throughput and {:.2} of the fixed body's; p99 \
+             to 202 is {:.1}× /healthz's",
             floor.fraction(run.per_sec()),
+            fixed.fraction(run.per_sec()),
             run.ms(0.99) / floor.ms(0.99).max(1e-9)
         );
         if run.errors > 0 {
@@ -549,7 +620,13 @@ async fn ingest_scenario(
         } else {
             None
         };
-        Ok(IngestReport { run, lag, floor })
+        Ok(IngestReport {
+            run,
+            lag,
+            floor,
+            fixed,
+            fixed_bytes: answer_bytes,
+        })
     })
     .await
 }

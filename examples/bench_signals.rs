@@ -223,32 +223,52 @@ async fn bench(
 
     let token = random_token().expose().to_string();
     let crypto_key = CryptoKey::generate().to_base64().to_string();
-    let mut srv = server::start(&server::Spec {
+    let spec = server::Spec {
         bin: server_bin,
         workdir,
         database_url: &db.url,
         token: &token,
         crypto_key: &crypto_key,
         db_connections: args.db_connections,
-    })?;
-    println!("\nstarted the server (pid {}) on {}", srv.pid, srv.base);
-    let api = Arc::new(drive::Api::new(srv.base.clone(), &token, args.concurrency)?);
-    let measured = measure(args, &mut srv, &api, &loaded).await;
-    let measured = match measured {
-        Ok(measured) => measured,
-        Err(err) => {
-            let tail = srv.log_tail(30);
-            let log = srv.log_path.display().to_string();
-            let _ = srv.stop().await;
-            return Err(anyhow!(
-                "{err:#}\nlast lines of the server log {log}:\n{tail}"
-            ));
-        }
     };
-    let status = srv.stop().await?;
-    if !status.success() {
-        eprintln!("warning: the server exited with {status} after SIGTERM");
+    let ready_timeout = Duration::from_secs(args.ready_timeout_secs);
+
+    // A first server hands out the deep cursors and sizes the pages; the measured server is
+    // started next with the fixed-body floor of that size, through `.env.test` in its working
+    // directory (which the `test` profile reads). The cursors hold across the restart: both
+    // servers sign them with the same key.
+    let mut srv = server::start(&spec)?;
+    println!(
+        "\nstarted the sizing server (pid {}) on {}",
+        srv.pid, srv.base
+    );
+    let api = drive::Api::new(srv.base.clone(), &token, args.concurrency)?;
+    let outcome = match srv.wait_ready(api.client(), ready_timeout).await {
+        Ok(_) => prepare(args, &api, &loaded).await,
+        Err(err) => Err(err),
     }
+    .map_err(|err| with_log(&srv, err));
+    stop(srv).await?;
+    let prepared = outcome?;
+    std::fs::write(
+        workdir.join(".env.test"),
+        format!("POBLYSH_BENCH_FLOOR_BYTES={}\n", prepared.page_bytes),
+    )
+    .context("writing the server's .env.test")?;
+
+    let mut srv = server::start(&spec)?;
+    println!(
+        "\nstarted the measured server (pid {}) on {} with POBLYSH_BENCH_FLOOR_BYTES={}",
+        srv.pid, srv.base, prepared.page_bytes
+    );
+    let api = Arc::new(drive::Api::new(srv.base.clone(), &token, args.concurrency)?);
+    let outcome = match srv.wait_ready(api.client(), ready_timeout).await {
+        Ok(ready_in) => measure(args, &srv, &api, &prepared, &loaded, ready_in).await,
+        Err(err) => Err(err),
+    }
+    .map_err(|err| with_log(&srv, err));
+    stop(srv).await?;
+    let measured = outcome?;
 
     Ok(report::Summary {
         backend: args.db,
@@ -263,7 +283,9 @@ async fn bench(
         db_connections: args.db_connections,
         ready_in: measured.ready_in,
         idle_rss_kb: measured.idle_rss_kb,
-        deep: measured.deep,
+        deep: prepared.deep,
+        page_bytes: prepared.page_bytes,
+        sized_pages: prepared.sized_pages,
         scenarios: measured.scenarios,
         machine: machine.clone(),
         load_after: report::load_average(),
@@ -272,28 +294,41 @@ async fn bench(
     })
 }
 
+/// What the sizing server handed out.
+struct Prepared {
+    deep: drive::DeepCursors,
+    /// Mean body size of the pages requested once each (every first page and every deep
+    /// cursor), in bytes.
+    page_bytes: usize,
+    sized_pages: usize,
+}
+
 struct Measured {
     ready_in: Duration,
     idle_rss_kb: u64,
-    deep: drive::DeepCursors,
     scenarios: Vec<drive::Scenario>,
 }
 
-/// Everything that happens while the server runs.
-async fn measure(
-    args: &Args,
-    srv: &mut server::Server,
-    api: &Arc<drive::Api>,
-    loaded: &dataset::Loaded,
-) -> Result<Measured> {
-    let ready_in = srv
-        .wait_ready(api.client(), Duration::from_secs(args.ready_timeout_secs))
-        .await?;
-    println!("ready in {} ms; settling for 2 s", ready_in.as_millis());
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let idle_rss_kb = server::rss_kb(srv.pid).context("reading the server's VmRSS")?;
-    println!("idle RSS: {:.1} MB", report::mb(idle_rss_kb));
+/// `err` with the last lines of `srv`'s log.
+fn with_log(srv: &server::Server, err: anyhow::Error) -> anyhow::Error {
+    anyhow!(
+        "{err:#}\nlast lines of the server log {}:\n{}",
+        srv.log_path.display(),
+        srv.log_tail(30)
+    )
+}
 
+/// Stops `srv` with SIGTERM; a non-zero exit is only a warning.
+async fn stop(srv: server::Server) -> Result<()> {
+    let status = srv.stop().await?;
+    if !status.success() {
+        eprintln!("warning: the server exited with {status} after SIGTERM");
+    }
+    Ok(())
+}
+
+/// On the sizing server: the deep cursors, and the mean size of a page.
+async fn prepare(args: &Args, api: &drive::Api, loaded: &dataset::Loaded) -> Result<Prepared> {
     let deep = drive::deep_cursors(api, &loaded.tenants, args.deep_tenants).await?;
     println!(
         "collected {} deep cursors from {} tenants by walking {} pages in {:.1} s ({})",
@@ -303,19 +338,58 @@ async fn measure(
         deep.elapsed.as_secs_f64(),
         deep.describe()
     );
-    let first = drive::first_page_targets(api, &loaded.tenants)?;
+    let mut pages = drive::first_page_targets(api, &loaded.tenants)?;
+    pages.extend(deep.targets.iter().cloned());
+    let page_bytes = api.mean_body_bytes(&pages).await?;
+    println!(
+        "a page is {page_bytes} bytes on average over {} pages (first pages and deep cursors)",
+        pages.len()
+    );
+    Ok(Prepared {
+        deep,
+        page_bytes,
+        sized_pages: pages.len(),
+    })
+}
+
+/// On the measured server: every scenario, each also printed against the floors.
+async fn measure(
+    args: &Args,
+    srv: &server::Server,
+    api: &Arc<drive::Api>,
+    prepared: &Prepared,
+    loaded: &dataset::Loaded,
+    ready_in: Duration,
+) -> Result<Measured> {
+    println!("ready in {} ms; settling for 2 s", ready_in.as_millis());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle_rss_kb = server::rss_kb(srv.pid).context("reading the server's VmRSS")?;
+    println!("idle RSS: {:.1} MB", report::mb(idle_rss_kb));
 
     let load = drive::LoadSettings {
         concurrency: args.concurrency,
         warmup: Duration::from_secs(args.warmup_secs),
         duration: Duration::from_secs(args.duration_secs),
     };
-    let floor = vec![api.healthz_target()?];
+    let healthz = vec![api.healthz_target()?];
+    let fixed = loaded
+        .tenants
+        .iter()
+        .map(|t| api.fixed_body_target(t.id))
+        .collect::<Result<Vec<_>>>()?;
+    let first = drive::first_page_targets(api, &loaded.tenants)?;
+    let deep = prepared
+        .deep
+        .targets
+        .iter()
+        .map(|t| t.rebased(api.base()))
+        .collect::<Result<Vec<_>>>()?;
     let mut scenarios: Vec<drive::Scenario> = Vec::new();
     for (name, targets) in [
-        (report::FLOOR, floor),
+        (report::FLOOR, healthz),
+        (report::FIXED_FLOOR, fixed),
         ("first_page", first),
-        ("deep_page", deep.targets.clone()),
+        ("deep_page", deep),
     ] {
         println!(
             "\nscenario {name}: {} clients, {} s warm-up + {} s",
@@ -325,8 +399,8 @@ async fn measure(
         );
         let scenario = drive::run_scenario(api, name, Arc::new(targets), &load, srv.pid).await?;
         println!("  {}", scenario.one_line());
-        if let Some(floor) = scenarios.iter().find(|s| s.name == report::FLOOR) {
-            println!("  {}", report::against_floor(&scenario, floor));
+        for line in report::against_floors(&scenario, &scenarios) {
+            println!("  {line}");
         }
         if scenario.errors > 0 {
             eprintln!(
@@ -341,7 +415,6 @@ async fn measure(
     Ok(Measured {
         ready_in,
         idle_rss_kb,
-        deep,
         scenarios,
     })
 }

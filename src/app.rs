@@ -201,9 +201,14 @@ pub fn router(state: AppState) -> Router {
         .fold(Router::new(), |router, page| {
             router.route(page.path, get(crate::http::pages::serve(*page)))
         });
+    let floor = state
+        .config
+        .bench_floor_bytes
+        .map_or_else(Router::new, crate::api::bench_floor);
     let router = api
         .merge(docs)
         .merge(providers)
+        .merge(floor)
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no route matches this path") });
     edge::apply(router, settings).with_state(state)
 }

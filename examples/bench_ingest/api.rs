@@ -75,9 +75,29 @@ impl Api {
         serde_json::to_vec(&event).unwrap_or_default()
     }
 
+    /// The `Authorization` header of every operator request.
+    pub fn auth(&self) -> HeaderValue {
+        self.auth.clone()
+    }
+
     /// `POST /webhooks/sandbox/{tenant}` signed as the sandbox signs (`X-Sandbox-Signature:
     /// v1=<HMAC-SHA256 of "{timestamp}." + body>`); the stored event's id on `202`.
     pub async fn deliver(&self, base: &Url, tenant: TenantId, id: &str) -> Result<Uuid, String> {
+        let bytes = self.delivery_answer(base, tenant, id).await?;
+        let answer: Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+        answer["event_id"]
+            .as_str()
+            .and_then(|id| id.parse().ok())
+            .ok_or_else(|| format!("202 without an event_id: {answer}"))
+    }
+
+    /// The body of the `202` answering one delivery, as [`Api::deliver`] sends it.
+    pub async fn delivery_answer(
+        &self,
+        base: &Url,
+        tenant: TenantId,
+        id: &str,
+    ) -> Result<axum::body::Bytes, String> {
         let body = self.body(id);
         let timestamp = now().timestamp().to_string();
         let signature = hmac_sha256_hex(&self.secret, &[timestamp.as_bytes(), b".", &body]);
@@ -104,11 +124,7 @@ impl Api {
                 String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
             ));
         }
-        let answer: Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
-        answer["event_id"]
-            .as_str()
-            .and_then(|id| id.parse().ok())
-            .ok_or_else(|| format!("202 without an event_id: {answer}"))
+        Ok(bytes)
     }
 
     /// The sandbox journey for `tenant`; returns the connection's id. The authorize link is

@@ -1,17 +1,20 @@
-//! The floor of an ingest run: `GET /healthz` driven on the same server, with the same number
-//! of clients, just before the deliveries, so that accepted/s can be read as a fraction of
-//! what the server answers when a request does no work.
+//! The floors of an ingest run, driven on the same server with the same number of clients just
+//! before the deliveries, so that accepted/s can be read as a fraction of each: `GET /healthz`
+//! (no work at all) and `GET /bench/floor` (a fixed body the size of a `202` answer, behind
+//! the operator token and `X-Tenant-Id`, so authentication is included but no database).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
+use connectors::domain::TenantId;
 use hdrhistogram::Histogram;
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use reqwest::{Client, StatusCode, Url};
 
 use crate::ingest::histogram;
 
-/// What `GET /healthz` did over the recorded window.
+/// What a floor route did over the recorded window.
 pub struct Floor {
     pub requests: u64,
     pub errors: u64,
@@ -43,11 +46,51 @@ pub async fn healthz(
     warmup: Duration,
     duration: Duration,
 ) -> Result<Floor> {
-    let url = Arc::new(base.join("healthz")?);
+    let request = Request {
+        url: base.join("healthz")?,
+        headers: HeaderMap::new(),
+    };
+    drive(client, request, concurrency, warmup, duration).await
+}
+
+/// `concurrency` tasks request `GET /bench/floor` for `tenant` with `auth` (the operator's
+/// `Authorization` header) back to back for `warmup`, then `duration`.
+pub async fn fixed_body(
+    client: &Client,
+    base: &Url,
+    (auth, tenant): (HeaderValue, TenantId),
+    concurrency: usize,
+    warmup: Duration,
+    duration: Duration,
+) -> Result<Floor> {
+    let mut headers = HeaderMap::new();
+    headers.insert(AUTHORIZATION, auth);
+    headers.insert("x-tenant-id", HeaderValue::from_str(&tenant.to_string())?);
+    let request = Request {
+        url: base.join("bench/floor")?,
+        headers,
+    };
+    drive(client, request, concurrency, warmup, duration).await
+}
+
+/// The one request a floor repeats.
+struct Request {
+    url: Url,
+    headers: HeaderMap,
+}
+
+async fn drive(
+    client: &Client,
+    request: Request,
+    concurrency: usize,
+    warmup: Duration,
+    duration: Duration,
+) -> Result<Floor> {
+    let request = Arc::new(request);
     let record_from = Instant::now() + warmup;
     let end = record_from + duration;
     let tasks: Vec<_> = (0..concurrency)
-        .map(|_| tokio::spawn(sender(client.clone(), url.clone(), record_from, end)))
+        .map(|_| tokio::spawn(sender(client.clone(), request.clone(), record_from, end)))
         .collect();
     let mut floor = Floor {
         requests: 0,
@@ -69,7 +112,7 @@ pub async fn healthz(
 
 async fn sender(
     client: Client,
-    url: Arc<Url>,
+    request: Arc<Request>,
     record_from: Instant,
     end: Instant,
 ) -> Result<(u64, u64, Histogram<u64>)> {
@@ -80,7 +123,12 @@ async fn sender(
         if started >= end {
             return Ok((requests, errors, latency));
         }
-        let ok = match client.get(url.as_ref().clone()).send().await {
+        let sent = client
+            .get(request.url.clone())
+            .headers(request.headers.clone())
+            .send()
+            .await;
+        let ok = match sent {
             Ok(response) => response.status() == StatusCode::OK && response.bytes().await.is_ok(),
             Err(_) => false,
         };

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
+use crate::commit_limit::CommitLimit;
 use crate::floor::Floor;
 use crate::ingest::{cores, IngestRun, StoreLag};
 use crate::sync::SyncOutcome;
@@ -15,6 +16,9 @@ use crate::DbKind;
 pub const TARGET_PER_SEC: f64 = 3000.0;
 /// Ingest target: p99 latency to `202` at 32 senders, ms.
 pub const TARGET_P99_MS: f64 = 25.0;
+/// Ingest target: accepted/s as a fraction of the database's own single-row commit rate
+/// (`ingest`, stated for PostgreSQL).
+pub const TARGET_OF_COMMITS: f64 = 0.8;
 /// Inbox lag target: p99 from `202` to the signal listed, ms.
 pub const TARGET_LAG_P99_MS: f64 = 1000.0;
 
@@ -101,6 +105,10 @@ pub struct IngestReport {
     pub lag: Option<StoreLag>,
     /// `GET /healthz` on the same server just before the deliveries.
     pub floor: Floor,
+    /// `GET /bench/floor` on the same server just before the deliveries, its body
+    /// `fixed_bytes` long (the size of a `202` answer).
+    pub fixed: Floor,
+    pub fixed_bytes: usize,
 }
 
 /// Everything one invocation measured.
@@ -115,6 +123,8 @@ pub struct Summary {
     pub duration: Duration,
     pub db_connections: u32,
     pub ingest: Vec<IngestReport>,
+    /// The database's own commit rate, measured before the ingest scenarios.
+    pub commit_limit: Option<CommitLimit>,
     pub sync: Option<SyncOutcome>,
     pub machine: Machine,
     pub load_after: Option<String>,
@@ -169,14 +179,18 @@ fn ingest_section(md: &mut String, s: &Summary, backend: &str) {
     );
     md.push_str(
         "| Backend | Scenario | Roles | Senders | Accepted | Errors | accepted/s | /healthz req/s \
-         | of /healthz | p50 ms | p90 ms | p99 ms | max ms | Server CPU | Client CPU | Max RSS MB |\n",
+         | of /healthz | fixed body req/s | of fixed body | commits/s | of commits/s | p50 ms \
+         | p90 ms | p99 ms | max ms | Server CPU | Client CPU | Max RSS MB |\n",
     );
-    md.push_str("|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+    md.push_str(
+        "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
+    );
+    let commits = s.commit_limit.as_ref();
     for r in &s.ingest {
         let run = &r.run;
         let _ = writeln!(
             md,
-            "| {} | {} | `{}` | {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {:.1} |",
+            "| {} | {} | `{}` | {} | {} | {} | {} | {} | {:.2} | {} | {:.2} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {:.1} |",
             s.backend.as_str(),
             run.name,
             run.roles,
@@ -186,6 +200,16 @@ fn ingest_section(md: &mut String, s: &Summary, backend: &str) {
             thousands(run.per_sec().round() as u64),
             thousands(r.floor.per_sec().round() as u64),
             r.floor.fraction(run.per_sec()),
+            thousands(r.fixed.per_sec().round() as u64),
+            r.fixed.fraction(run.per_sec()),
+            commits.map_or_else(
+                || "n/a".to_string(),
+                |c| thousands(c.commits_per_sec.round() as u64)
+            ),
+            commits.map_or_else(
+                || "n/a".to_string(),
+                |c| format!("{:.2}", c.fraction(run.per_sec()))
+            ),
             run.ms(0.5),
             run.ms(0.9),
             run.ms(0.99),
@@ -280,6 +304,28 @@ fn ingest_section(md: &mut String, s: &Summary, backend: &str) {
             ""
         }
     );
+    let fixed_bytes = s.ingest.first().map_or(0, |r| r.fixed_bytes);
+    let _ = writeln!(
+        md,
+        "- Floors, on the same server with the same {} clients just before the deliveries \
+         ({} s warm-up, {} s recorded each): `GET /healthz`, and `GET /bench/floor` \
+         (`POBLYSH_BENCH_FLOOR_BYTES={fixed_bytes}`, the size of the `202` answer measured on a \
+         first server over the same database) with the operator token and `X-Tenant-Id`: \
+         authentication and a fixed body, no database. \"of ...\" columns: accepted/s as a \
+         fraction of each.",
+        s.concurrency,
+        s.warmup.as_secs(),
+        s.duration.as_secs()
+    );
+    if let Some(limit) = commits {
+        let _ = writeln!(
+            md,
+            "- The database's own limit (\"commits/s\"), measured just before the scenarios: {}. \
+             {}.",
+            limit.how,
+            limit.one_line()
+        );
+    }
     if !lags.is_empty() {
         md.push_str(
             "- Inbox lag (`ingest+worker`): from the `202` to the signal. *processed_at*: for \
@@ -317,6 +363,23 @@ fn ingest_section(md: &mut String, s: &Summary, backend: &str) {
                 verdict(run.ms(0.99) < TARGET_P99_MS),
                 run.ms(0.99)
             );
+            if let Some(limit) = commits {
+                let fraction = limit.fraction(run.per_sec());
+                let _ = writeln!(
+                    md,
+                    "  - ≥ {:.0} % of the database's single-row commits/s{}: {} ({:.0} %: {} of {} /s)",
+                    TARGET_OF_COMMITS * 100.0,
+                    if s.backend == DbKind::Postgres {
+                        ""
+                    } else {
+                        " (stated for PostgreSQL)"
+                    },
+                    verdict(fraction >= TARGET_OF_COMMITS),
+                    fraction * 100.0,
+                    thousands(run.per_sec().round() as u64),
+                    thousands(limit.commits_per_sec.round() as u64)
+                );
+            }
         }
         if let Some(lag) = &r.lag {
             let p99 = lag.lag.value_at_quantile(0.99) as f64 / 1000.0;

@@ -39,6 +39,18 @@ pub struct Target {
     tenant: HeaderValue,
 }
 
+impl Target {
+    /// The same request to the server at `base` (the path and query kept).
+    pub fn rebased(&self, base: &Url) -> Result<Target> {
+        let mut url = base.join(self.url.path())?;
+        url.set_query(self.url.query());
+        Ok(Target {
+            url,
+            tenant: self.tenant.clone(),
+        })
+    }
+}
+
 #[derive(Deserialize)]
 struct Page {
     signals: Vec<IgnoredAny>,
@@ -63,6 +75,11 @@ impl Api {
         &self.client
     }
 
+    /// The server's base URL.
+    pub fn base(&self) -> &Url {
+        &self.base
+    }
+
     /// `GET /signals?limit=50[&cursor=...]` for `tenant`.
     pub fn target(&self, tenant: TenantId, cursor: Option<&str>) -> Result<Target> {
         let mut url = self.base.join("signals")?;
@@ -85,6 +102,36 @@ impl Api {
             url: self.base.join("healthz")?,
             tenant: HeaderValue::from_static("00000000-0000-0000-0000-000000000000"),
         })
+    }
+
+    /// `GET /bench/floor` for `tenant`: the fixed-body floor (operator token, tenant header and
+    /// a body the size of a page, but no database and no serialization).
+    pub fn fixed_body_target(&self, tenant: TenantId) -> Result<Target> {
+        Ok(Target {
+            url: self.base.join("bench/floor")?,
+            tenant: HeaderValue::from_str(&tenant.to_string())?,
+        })
+    }
+
+    /// Requests every one of `targets` once; the mean size of the answers' bodies, in bytes.
+    pub async fn mean_body_bytes(&self, targets: &[Target]) -> Result<usize> {
+        if targets.is_empty() {
+            bail!("no page to size");
+        }
+        let mut total = 0usize;
+        for target in targets {
+            let response = self.send(target).await?;
+            let status = response.status();
+            let body = response.bytes().await?;
+            if status != StatusCode::OK {
+                bail!(
+                    "GET {} answered {status} while sizing pages",
+                    target.url.path()
+                );
+            }
+            total += body.len();
+        }
+        Ok(total / targets.len())
     }
 
     async fn send(&self, target: &Target) -> reqwest::Result<reqwest::Response> {

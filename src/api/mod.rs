@@ -2,6 +2,7 @@
 //! registered through `utoipa_axum`, so the router and the OpenAPI document come from the
 //! same code and cannot drift.
 
+mod bench_floor;
 mod config;
 mod connect;
 mod connections;
@@ -18,6 +19,11 @@ mod tenants;
 mod webhooks;
 
 pub use meta::render_metrics;
+
+/// The benchmark floor route, when `POBLYSH_BENCH_FLOOR_BYTES` turns it on (never documented).
+pub fn bench_floor(bytes: usize) -> axum::Router<AppState> {
+    bench_floor::router(bytes)
+}
 
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;

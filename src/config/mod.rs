@@ -184,6 +184,9 @@ pub struct Config {
     pub providers: Vec<ProviderSettings>,
     /// Push delivery to Core.
     pub push: PushSettings,
+    /// Size of the body `GET /bench/floor` answers; `None` (the default) leaves the route out
+    /// (`POBLYSH_BENCH_FLOOR_BYTES`, for benchmarks only).
+    pub bench_floor_bytes: Option<usize>,
     /// What start-up did on the operator's behalf (generated secrets), to log once.
     pub startup_notes: Vec<StartupNote>,
 }
@@ -250,6 +253,7 @@ impl Config {
             provider_sync_intervals: providers::sync_intervals(source)?,
             providers: providers::load(source)?,
             push: push::settings(source)?,
+            bench_floor_bytes: sections::bench_floor_bytes(source)?,
             startup_notes,
         })
     }
@@ -297,6 +301,8 @@ mod tests {
             ("POBLYSH_IDLE_TIMEOUT_SECS", "-1"),
             ("POBLYSH_MAX_CONNECTIONS", "0"),
             ("POBLYSH_MAX_CONNECTIONS", "65537"),
+            ("POBLYSH_BENCH_FLOOR_BYTES", "11"),
+            ("POBLYSH_BENCH_FLOOR_BYTES", "big"),
         ] {
             let err = Config::from_source(&test_source(&[(name, value)])).expect_err(name);
             assert_eq!(err.variable, name, "{err}");

@@ -183,6 +183,16 @@ pub(super) fn connections(source: &Source) -> Result<Connections, ConfigError> {
     })
 }
 
+/// The body size of the benchmark floor route (`GET /bench/floor`), when it is on. The body is
+/// a JSON object, so it needs at least the 12 bytes of `{"floor":""}`.
+pub(super) fn bench_floor_bytes(source: &Source) -> Result<Option<usize>, ConfigError> {
+    parse::optional(
+        source,
+        "POBLYSH_BENCH_FLOOR_BYTES",
+        parse::bounded(12usize, 16 * 1024 * 1024),
+    )
+}
+
 /// What runs in the background, and how often.
 pub(super) struct Work {
     pub roles: Roles,

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod auth;
+mod bench_floor;
 mod binding;
 mod cli;
 mod connect;

@@ -105,16 +105,23 @@ impl App {
                 crate::ingest::inbox::run(s.clone())
             }));
             let s = services.clone();
-            background.push(supervise(&services, "wake_ups", move || {
-                crate::ingest::relay_wake_ups(s.clone())
-            }));
-            let s = services.clone();
             background.push(supervise(&services, "push", move || {
                 crate::push::run(s.clone())
             }));
             let s = services.clone();
             background.push(supervise(&services, "retention", move || {
                 crate::ingest::retention::run(s.clone())
+            }));
+        }
+        // Wake-ups from other instances reach the workers and the live streams alike.
+        let s = services.clone();
+        background.push(supervise(&services, "wake_ups", move || {
+            crate::ingest::relay_wake_ups(s.clone())
+        }));
+        if services.config.roles.api {
+            let s = services.clone();
+            background.push(supervise(&services, "live_signals", move || {
+                crate::push::live::run(s.clone())
             }));
         }
         let sync = crate::ingest::sync::spawn(&services);

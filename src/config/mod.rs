@@ -8,6 +8,7 @@ mod providers;
 mod push;
 mod sections;
 mod source;
+mod stream;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -22,6 +23,7 @@ use crate::crypto::{CryptoKey, Secret};
 pub use local_secrets::StartupNote;
 pub use push::{AddressRange, PushSettings};
 pub use source::Source;
+pub use stream::StreamSettings;
 
 /// Sync jobs one instance runs at once unless `POBLYSH_SYNC_CONCURRENCY` says otherwise. A job
 /// mostly waits for its provider, so several share a core; each provider's own limit on
@@ -180,6 +182,8 @@ pub struct Config {
     pub providers: Vec<ProviderSettings>,
     /// Push delivery to Core.
     pub push: PushSettings,
+    /// The live signal stream (`GET /signals/stream`).
+    pub stream: StreamSettings,
     /// What start-up did on the operator's behalf (generated secrets), to log once.
     pub startup_notes: Vec<StartupNote>,
 }
@@ -209,6 +213,7 @@ impl Config {
         let (operator_tokens, operator_token_source) =
             local_secrets::operator_tokens(source, profile, &data_dir, &mut startup_notes)?;
         let crypto_key = local_secrets::crypto_key(source, profile, &data_dir, &mut startup_notes)?;
+        let stream = stream::settings(source, connections.idle_timeout)?;
         Ok(Config {
             profile,
             bind_addr,
@@ -245,6 +250,7 @@ impl Config {
             provider_sync_intervals: providers::sync_intervals(source)?,
             providers: providers::load(source)?,
             push: push::settings(source)?,
+            stream,
             startup_notes,
         })
     }

@@ -145,7 +145,11 @@ pub async fn stream_signals(
         sender,
     };
     tokio::spawn(feed.pump(slot));
-    let events = futures::stream::poll_fn(move |cx| receiver.poll_recv(cx).map(|e| e.map(Ok)));
+    let events = futures::stream::poll_fn(move |cx| {
+        receiver
+            .poll_recv(cx)
+            .map(|event| event.map(Ok::<Event, Infallible>))
+    });
     Ok(Sse::new(events).keep_alive(
         KeepAlive::new()
             .interval(settings.heartbeat)

@@ -8,9 +8,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::connections::provider_filter;
 use super::errors::{ItemErrors, ListErrors};
-use crate::domain::{
-    format_time, Actor, ConnectionId, Signal, SignalId, SignalKind, TenantId,
-};
+use crate::domain::{format_time, Actor, ConnectionId, Signal, SignalId, SignalKind, TenantId};
 use crate::http::cursor::CursorScope;
 use crate::http::query::{self, QueryParams};
 use crate::http::{ApiError, AppState, ErrorCode, IdPath, Tenant, TenantHeader};

@@ -41,16 +41,13 @@ pub(super) fn settings(
 ) -> Result<StreamSettings, ConfigError> {
     let defaults = StreamSettings::default();
     let seconds = |name: &str, max: u64| {
-        parse::optional(source, name, parse::bounded(1u64, max))
-            .map(|s| s.map(Duration::from_secs))
+        parse::optional(source, name, parse::bounded(1u64, max)).map(|s| s.map(Duration::from_secs))
     };
     let heartbeat = match seconds("POBLYSH_STREAM_HEARTBEAT_SECS", 3600)? {
-        Some(every) if every >= idle_timeout => {
-            return Err(ConfigError::new(
-                "POBLYSH_STREAM_HEARTBEAT_SECS",
-                "must be shorter than POBLYSH_IDLE_TIMEOUT_SECS, or quiet streams are closed as idle",
-            ))
-        }
+        Some(every) if every >= idle_timeout => return Err(ConfigError::new(
+            "POBLYSH_STREAM_HEARTBEAT_SECS",
+            "must be shorter than POBLYSH_IDLE_TIMEOUT_SECS, or quiet streams are closed as idle",
+        )),
         Some(every) => every,
         None => defaults
             .heartbeat
@@ -66,8 +63,12 @@ pub(super) fn settings(
             parse::bounded(1usize, 100_000),
         )?
         .unwrap_or(defaults.max_open),
-        buffer: parse::optional(source, "POBLYSH_STREAM_BUFFER", parse::bounded(1usize, 10_000))?
-            .unwrap_or(defaults.buffer),
+        buffer: parse::optional(
+            source,
+            "POBLYSH_STREAM_BUFFER",
+            parse::bounded(1usize, 10_000),
+        )?
+        .unwrap_or(defaults.buffer),
     })
 }
 

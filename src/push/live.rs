@@ -33,4 +33,6 @@ pub async fn run(services: Services) {
             () = &mut news => {}
         }
     }
+    // Shutting down: the streams wake, see it and end, so connections can close.
+    live.announce();
 }

@@ -64,7 +64,6 @@ impl LiveSignals {
     pub fn announce(&self) {
         self.inner.sequenced.notify_waiters();
     }
-
 }
 
 impl Drop for StreamSlot {

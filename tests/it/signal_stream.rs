@@ -10,7 +10,9 @@ use connectors::domain::{Connection, NewSignal, TenantId};
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
 
-use crate::faults::{connect_sandbox, crypto_key, deliver, postgres_admin_url, Database, Service};
+use crate::faults::{
+    client, connect_sandbox, crypto_key, deliver, postgres_admin_url, Database, Service,
+};
 use crate::helpers::{assert_problem, signal, tenant, TestApp, TOKEN};
 
 /// Long enough for a wake-up on a busy machine, far below any poll interval the tests set.
@@ -35,7 +37,10 @@ impl Stream {
         let response = Self::request(app, t, query, last_event_id).await;
         assert_eq!(response.status(), 200, "the stream opens");
         let content_type = response.headers()["content-type"].to_str().expect("ascii");
-        assert!(content_type.starts_with("text/event-stream"), "{content_type}");
+        assert!(
+            content_type.starts_with("text/event-stream"),
+            "{content_type}"
+        );
         Self {
             response,
             text: String::new(),
@@ -76,9 +81,15 @@ impl Stream {
                 .unwrap_or_else(|_| panic!("nothing within {within:?}; so far: {:?}", self.text))
                 .expect("the stream reads");
             match chunk {
-                Some(bytes) => self.text.push_str(std::str::from_utf8(&bytes).expect("utf-8")),
+                Some(bytes) => self
+                    .text
+                    .push_str(std::str::from_utf8(&bytes).expect("utf-8")),
                 None => {
-                    assert!(self.text.trim().is_empty(), "a partial frame: {:?}", self.text);
+                    assert!(
+                        self.text.trim().is_empty(),
+                        "a partial frame: {:?}",
+                        self.text
+                    );
                     return None;
                 }
             }
@@ -104,9 +115,9 @@ impl Stream {
             match tokio::time::timeout(left, self.response.chunk()).await {
                 Err(_) => break,
                 Ok(chunk) => match chunk.expect("the stream reads") {
-                    Some(bytes) => {
-                        self.text.push_str(std::str::from_utf8(&bytes).expect("utf-8"))
-                    }
+                    Some(bytes) => self
+                        .text
+                        .push_str(std::str::from_utf8(&bytes).expect("utf-8")),
                     None => break,
                 },
             }
@@ -162,16 +173,19 @@ async fn a_signal_stored_after_the_stream_opens_arrives_as_get_signal_shows_it()
     let stored = store(&app, &connection, "pr_merged").await;
 
     let (id, data) = stream.signal(SOON).await;
-    assert_eq!(data["id"], stored.id.to_string(), "only signals stored after it opened");
-    let (status, shown) = app
-        .get_json(t, &format!("/signals/{}", stored.id))
-        .await;
+    assert_eq!(
+        data["id"],
+        stored.id.to_string(),
+        "only signals stored after it opened"
+    );
+    let (status, shown) = app.get_json(t, &format!("/signals/{}", stored.id)).await;
     assert_eq!(status, 200);
-    assert_eq!(data, shown, "the data is the signal as GET /signals/{{id}} shows it");
+    assert_eq!(
+        data, shown,
+        "the data is the signal as GET /signals/{{id}} shows it"
+    );
     // The event id is the signal's cursor: `GET /signals` pages after it.
-    let (status, page) = app
-        .get_json(t, &format!("/signals?cursor={id}"))
-        .await;
+    let (status, page) = app.get_json(t, &format!("/signals?cursor={id}")).await;
     assert_eq!(status, 200, "{page}");
     assert_eq!(page["signals"].as_array().map(Vec::len), Some(1));
 }
@@ -204,8 +218,15 @@ async fn the_filters_of_get_signals_apply_and_unknown_parameters_are_refused() {
     let wanted = store(&app, &github, "pr_merged").await;
 
     let (_, first) = stream.signal(SOON).await;
-    assert_eq!(first["id"], old.id.to_string(), "the first match in commit order");
-    assert!(first.get("payload").is_none(), "no payload unless asked for");
+    assert_eq!(
+        first["id"],
+        old.id.to_string(),
+        "the first match in commit order"
+    );
+    assert!(
+        first.get("payload").is_none(),
+        "no payload unless asked for"
+    );
     let (_, second) = stream.signal(SOON).await;
     assert_eq!(second["id"], wanted.id.to_string());
     let (_, only) = recent.signal(SOON).await;
@@ -233,7 +254,10 @@ async fn resuming_with_last_event_id_yields_exactly_the_signals_after_it() {
     for _ in 0..5 {
         seen.push(first.signal(SOON).await);
     }
-    let ids: Vec<String> = seen.iter().map(|(_, d)| d["id"].as_str().expect("id").to_string()).collect();
+    let ids: Vec<String> = seen
+        .iter()
+        .map(|(_, d)| d["id"].as_str().expect("id").to_string())
+        .collect();
     assert_eq!(ids, stored, "in the order they were stored");
     drop(first);
 
@@ -247,20 +271,17 @@ async fn resuming_with_last_event_id_yields_exactly_the_signals_after_it() {
     }
     let mut expected = stored[2..].to_vec();
     expected.push(sixth);
-    assert_eq!(again, expected, "exactly the signals after the last event id");
+    assert_eq!(
+        again, expected,
+        "exactly the signals after the last event id"
+    );
     resumed.no_signal(Duration::from_millis(700)).await;
 
     // The `cursor` parameter resumes the same way; `Last-Event-ID` wins over it.
     let mut by_query = Stream::open(&app, t, &format!("cursor={}", seen[3].0), None).await;
     let (_, data) = by_query.signal(SOON).await;
     assert_eq!(data["id"], stored[4]);
-    let mut both = Stream::open(
-        &app,
-        t,
-        &format!("cursor={}", seen[0].0),
-        Some(&seen[3].0),
-    )
-    .await;
+    let mut both = Stream::open(&app, t, &format!("cursor={}", seen[0].0), Some(&seen[3].0)).await;
     let (_, data) = both.signal(SOON).await;
     assert_eq!(data["id"], stored[4], "Last-Event-ID takes precedence");
 
@@ -285,7 +306,11 @@ async fn a_foreign_tenants_signals_never_appear_and_its_cursors_are_refused() {
     let own = store(&app, &our_connection, "pr_opened").await;
 
     let (_, data) = stream.signal(SOON).await;
-    assert_eq!(data["id"], own.id.to_string(), "the other tenant's signal is not ours");
+    assert_eq!(
+        data["id"],
+        own.id.to_string(),
+        "the other tenant's signal is not ours"
+    );
     stream.no_signal(Duration::from_millis(700)).await;
     let (their_cursor, _) = foreign.signal(SOON).await;
     let refused = Stream::request(&app, ours, "", Some(&their_cursor)).await;
@@ -326,7 +351,10 @@ async fn a_consumer_that_stops_reading_is_cut_off_while_others_are_served() {
         s.payload = json!({ "body": big });
         last = Some(app.signals(vec![s]).await.remove(0));
         let (_, data) = reader.signal(SOON).await;
-        assert_eq!(Some(data["id"].clone()), last.as_ref().map(|s| json!(s.id.to_string())));
+        assert_eq!(
+            Some(data["id"].clone()),
+            last.as_ref().map(|s| json!(s.id.to_string()))
+        );
         let third = Stream::request(&app, t, "", None).await;
         if third.status() == StatusCode::OK {
             freed = true;
@@ -351,12 +379,20 @@ async fn a_stream_ends_after_its_lifetime() {
             None => break,
         }
     }
-    assert!(opened.elapsed() >= Duration::from_millis(900), "ended early");
+    assert!(
+        opened.elapsed() >= Duration::from_millis(900),
+        "ended early"
+    );
 }
 
 #[tokio::test]
 async fn past_the_cap_of_open_streams_the_answer_is_503_with_retry_after() {
-    let app = TestApp::spawn_with(&[("POBLYSH_STREAM_MAX_OPEN", "1")]).await;
+    // Heartbeats every second: a write finds out soon that a client has gone.
+    let app = TestApp::spawn_with(&[
+        ("POBLYSH_STREAM_MAX_OPEN", "1"),
+        ("POBLYSH_STREAM_HEARTBEAT_SECS", "1"),
+    ])
+    .await;
     let t = tenant();
     let open = Stream::open(&app, t, "", None).await;
     let refused = Stream::request(&app, t, "", None).await;
@@ -383,12 +419,18 @@ async fn a_signal_stored_through_another_process_reaches_the_stream() {
     let db = Database::create_postgres(&postgres_admin_url()).await;
     let key = crypto_key();
     let slow = [("POBLYSH_WORKER_POLL_INTERVAL_MS", "60000")];
-    let streaming = Service::start_with("the streaming process", &db, &db.url, &key, "api", &slow)
-        .await;
-    let ingesting =
-        Service::start_with("the ingesting process", &db, &db.url, &key, "api,worker", &slow)
-            .await;
-    let http = reqwest::Client::new();
+    let streaming =
+        Service::start_with("the streaming process", &db, &db.url, &key, "api", &slow).await;
+    let ingesting = Service::start_with(
+        "the ingesting process",
+        &db,
+        &db.url,
+        &key,
+        "api,worker",
+        &slow,
+    )
+    .await;
+    let http = client();
     let t = tenant();
     connect_sandbox(&http, &ingesting, t).await;
 

@@ -202,7 +202,7 @@ async fn the_filters_of_get_signals_apply_and_unknown_parameters_are_refused() {
     store(&app, &github, "pr_opened").await;
     store(&app, &other, "pr_merged").await;
     let mut old = signal(&github, "pr_merged", 0);
-    old.occurred_at = old.occurred_at - chrono::Duration::hours(3);
+    old.occurred_at -= chrono::Duration::hours(3);
     let mut recent = Stream::open(
         &app,
         t,

@@ -105,6 +105,10 @@ impl App {
                 crate::ingest::inbox::run(s.clone())
             }));
             let s = services.clone();
+            background.push(supervise(&services, "wake_ups", move || {
+                crate::ingest::relay_wake_ups(s.clone())
+            }));
+            let s = services.clone();
             background.push(supervise(&services, "push", move || {
                 crate::push::run(s.clone())
             }));
@@ -113,11 +117,6 @@ impl App {
                 crate::ingest::retention::run(s.clone())
             }));
         }
-        // Wake-ups from other instances reach the workers and the live streams alike.
-        let s = services.clone();
-        background.push(supervise(&services, "wake_ups", move || {
-            crate::ingest::relay_wake_ups(s.clone())
-        }));
         if services.config.roles.api {
             let s = services.clone();
             background.push(supervise(&services, "live_signals", move || {

@@ -2,8 +2,9 @@
 //! every stored signal has a `signal.created` event there, and a stream reads the events of
 //! its tenant in `seq` order, which is commit order (see the module above). [`run`] is this
 //! process's feed loop: woken like the dispatcher (events stored here, or announced by another
-//! instance sharing the database) or by its poll interval, it numbers new events while any
-//! stream is open, then wakes every stream ([`crate::services::LiveSignals`]) to read them.
+//! instance sharing the database, which a process with the worker role listens for) or by its
+//! poll interval, it numbers new events while any stream is open, then wakes every stream
+//! ([`crate::services::LiveSignals`]) to read them.
 
 use crate::services::Services;
 

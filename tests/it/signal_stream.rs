@@ -6,13 +6,11 @@
 
 use std::time::{Duration, Instant};
 
-use connectors::domain::{Connection, NewSignal, TenantId};
+use connectors::domain::{Connection, ConnectionId, NewSignal, TenantId};
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
 
-use crate::faults::{
-    client, connect_sandbox, crypto_key, deliver, postgres_admin_url, Database, Service,
-};
+use crate::faults::{client, connect_sandbox, crypto_key, postgres_admin_url, Database, Service};
 use crate::helpers::{assert_problem, signal, tenant, TestApp, TOKEN};
 
 /// Long enough for a wake-up on a busy machine, far below any poll interval the tests set.
@@ -411,18 +409,16 @@ async fn past_the_cap_of_open_streams_the_answer_is_503_with_retry_after() {
     }
 }
 
-/// On PostgreSQL (in every pass of the suite): a signal stored through another process sharing
-/// the database reaches a stream of this one, woken by `LISTEN/NOTIFY` (both processes poll only
-/// once a minute).
+/// On PostgreSQL (in every pass of the suite): a signal committed by another instance sharing
+/// the database (here the test's own store, as a second process would) reaches a stream of a
+/// service process, woken by `LISTEN/NOTIFY`: the process polls only once a minute.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_signal_stored_through_another_process_reaches_the_stream() {
+async fn a_signal_committed_by_another_instance_reaches_the_stream() {
     let db = Database::create_postgres(&postgres_admin_url()).await;
     let key = crypto_key();
     let slow = [("POBLYSH_WORKER_POLL_INTERVAL_MS", "60000")];
-    let streaming =
-        Service::start_with("the streaming process", &db, &db.url, &key, "api", &slow).await;
-    let ingesting = Service::start_with(
-        "the ingesting process",
+    let streaming = Service::start_with(
+        "the streaming process",
         &db,
         &db.url,
         &key,
@@ -432,7 +428,13 @@ async fn a_signal_stored_through_another_process_reaches_the_stream() {
     .await;
     let http = client();
     let t = tenant();
-    connect_sandbox(&http, &ingesting, t).await;
+    let connection_id = connect_sandbox(&http, &streaming, t).await;
+    let other_instance = db.store().await;
+    let connection = other_instance
+        .get_connection(t, ConnectionId(connection_id.parse().expect("a uuid")))
+        .await
+        .expect("read")
+        .expect("the connection");
 
     let response = http
         .get(streaming.url("/signals/stream"))
@@ -443,14 +445,15 @@ async fn a_signal_stored_through_another_process_reaches_the_stream() {
         .expect("sent");
     assert_eq!(response.status(), 200);
     let mut stream = Stream::from_response(response);
-    let accepted = deliver(&http, &ingesting.base, t, "streamed-1")
+    let committed = signal(&connection, "sandbox_event_created", 1);
+    other_instance
+        .insert_signals(std::slice::from_ref(&committed))
         .await
-        .expect("sent");
-    assert_eq!(accepted.status(), 202);
+        .expect("stored");
 
     loop {
         let (_, data) = stream.signal(SOON).await;
-        if data["external_id"] == "streamed-1" {
+        if data["id"] == committed.id.to_string() {
             break;
         }
     }

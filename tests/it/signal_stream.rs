@@ -161,8 +161,13 @@ async fn store(app: &TestApp, connection: &Connection, kind: &str) -> NewSignal 
 
 #[tokio::test]
 async fn a_signal_stored_after_the_stream_opens_arrives_as_get_signal_shows_it() {
-    // A minute between polls: only a wake-up delivers within `SOON`.
-    let app = TestApp::spawn_with(&[("POBLYSH_WORKER_POLL_INTERVAL_MS", "60000")]).await;
+    // A minute between polls: only a wake-up delivers within `SOON` (on PostgreSQL, the
+    // worker role listens for them).
+    let app = TestApp::spawn_with(&[
+        ("POBLYSH_ROLES", "api,worker"),
+        ("POBLYSH_WORKER_POLL_INTERVAL_MS", "60000"),
+    ])
+    .await;
     let t = tenant();
     let connection = app.connection(t, "github").await;
     store(&app, &connection, "pr_opened").await;

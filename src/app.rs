@@ -117,6 +117,12 @@ impl App {
                 crate::ingest::retention::run(s.clone())
             }));
         }
+        if services.config.roles.api {
+            let s = services.clone();
+            background.push(supervise(&services, "live_signals", move || {
+                crate::push::live::run(s.clone())
+            }));
+        }
         let sync = crate::ingest::sync::spawn(&services);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let stopping = services.clone();

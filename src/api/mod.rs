@@ -13,6 +13,7 @@ mod jobs;
 mod meta;
 mod providers;
 mod push_deliveries;
+mod signal_stream;
 mod signals;
 mod tenant_webhooks;
 mod tenants;
@@ -55,6 +56,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(connections::sync_connection))
         .routes(routes!(signals::list_signals))
+        .routes(routes!(signal_stream::stream_signals))
         .routes(routes!(signals::get_signal))
         .routes(routes!(jobs::list_jobs))
         .routes(routes!(jobs::get_job))

@@ -8,10 +8,11 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::connections::provider_filter;
 use super::errors::{ItemErrors, ListErrors};
-use crate::domain::{format_time, Actor, ConnectionId, Signal, SignalId, SignalKind};
+use crate::domain::{format_time, Actor, ConnectionId, Signal, SignalId, SignalKind, TenantId};
 use crate::http::cursor::CursorScope;
 use crate::http::query::{self, QueryParams};
 use crate::http::{ApiError, AppState, ErrorCode, IdPath, Tenant, TenantHeader};
+use crate::services::Registry;
 use crate::store::{PageKey, SignalFilter};
 
 /// A normalized event from a provider.
@@ -111,7 +112,32 @@ pub async fn list_signals(
     RawQuery(raw): RawQuery,
 ) -> Result<Json<SignalList>, ApiError> {
     let mut q = QueryParams::parse::<SignalsQuery>(raw.as_deref());
-    let registry = &state.registry;
+    let (filter, scope) = read_filters(&mut q, &state.registry, tenant);
+    let paging = q.paging(&state.cursors, &scope)?;
+    check_bounds(&filter)?;
+    let rows = state
+        .store
+        .list_signals(tenant, &filter, paging.request())
+        .await?;
+    let key = |s: &Signal| PageKey {
+        at: s.occurred_at,
+        id: s.id.0,
+    };
+    let (rows, next_cursor) = paging.finish(rows, key, &state.cursors, &scope);
+    Ok(Json(SignalList {
+        signals: rows.into_iter().map(SignalView::from).collect(),
+        next_cursor,
+    }))
+}
+
+/// The filters of `GET /signals` (shared by `GET /signals/stream`) taken from `q`, problems
+/// recorded there, and the cursor scope they define: a cursor works only with the filters it
+/// was issued for.
+pub(super) fn read_filters(
+    q: &mut QueryParams,
+    registry: &Registry,
+    tenant: TenantId,
+) -> (SignalFilter, CursorScope) {
     let filter = SignalFilter {
         provider: q.take("provider", provider_filter(registry)),
         connection_id: q.take("connection_id", query::uuid::<ConnectionId>),
@@ -144,7 +170,11 @@ pub async fn list_signals(
             ),
         ],
     );
-    let paging = q.paging(&state.cursors, &scope)?;
+    (filter, scope)
+}
+
+/// `400` when the time bounds exclude every instant.
+pub(super) fn check_bounds(filter: &SignalFilter) -> Result<(), ApiError> {
     if let (Some(after), Some(before)) = (filter.occurred_after, filter.occurred_before) {
         if after > before {
             return Err(ApiError::invalid_field(
@@ -153,19 +183,7 @@ pub async fn list_signals(
             ));
         }
     }
-    let rows = state
-        .store
-        .list_signals(tenant, &filter, paging.request())
-        .await?;
-    let key = |s: &Signal| PageKey {
-        at: s.occurred_at,
-        id: s.id.0,
-    };
-    let (rows, next_cursor) = paging.finish(rows, key, &state.cursors, &scope);
-    Ok(Json(SignalList {
-        signals: rows.into_iter().map(SignalView::from).collect(),
-        next_cursor,
-    }))
+    Ok(())
 }
 
 /// One signal of the tenant, with its payload.

@@ -8,6 +8,7 @@ mod providers;
 mod push;
 mod sections;
 mod source;
+mod stream;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -22,6 +23,7 @@ use crate::crypto::{CryptoKey, Secret};
 pub use local_secrets::StartupNote;
 pub use push::{AddressRange, PushSettings};
 pub use source::Source;
+pub use stream::StreamSettings;
 
 /// Sync jobs one instance runs at once unless `POBLYSH_SYNC_CONCURRENCY` says otherwise. A job
 /// mostly waits for its provider, so several share a core; each provider's own limit on
@@ -187,6 +189,8 @@ pub struct Config {
     /// Size of the body `GET /bench/floor` answers; `None` (the default) leaves the route out
     /// (`POBLYSH_BENCH_FLOOR_BYTES`, for benchmarks only).
     pub bench_floor_bytes: Option<usize>,
+    /// The live signal stream (`GET /signals/stream`).
+    pub stream: StreamSettings,
     /// What start-up did on the operator's behalf (generated secrets), to log once.
     pub startup_notes: Vec<StartupNote>,
 }
@@ -216,6 +220,7 @@ impl Config {
         let (operator_tokens, operator_token_source) =
             local_secrets::operator_tokens(source, profile, &data_dir, &mut startup_notes)?;
         let crypto_key = local_secrets::crypto_key(source, profile, &data_dir, &mut startup_notes)?;
+        let stream = stream::settings(source, connections.idle_timeout)?;
         Ok(Config {
             profile,
             bind_addr,
@@ -254,6 +259,7 @@ impl Config {
             providers: providers::load(source)?,
             push: push::settings(source)?,
             bench_floor_bytes: sections::bench_floor_bytes(source)?,
+            stream,
             startup_notes,
         })
     }

@@ -1,9 +1,11 @@
 //! [`Services`]: everything the engine needs, in one cheaply cloned value: configuration,
 //! store, provider registry, vault, the provider HTTP client, in-process locks and wake-ups,
-//! and the shutdown flag; [`supervise`] restarts a background loop that panicked. Workers, the
+//! the open live streams and the shutdown flag; [`supervise`] restarts a background loop that
+//! panicked. Workers, the
 //! OAuth flow and subscription steps take it; the HTTP layer wraps it and adds only HTTP
 //! things. Nothing here knows HTTP.
 
+mod live;
 mod locks;
 mod registry;
 mod supervise;
@@ -20,6 +22,7 @@ use crate::crypto::Vault;
 use crate::domain::ConnectionId;
 use crate::store::Store;
 
+pub use live::{LiveSignals, StreamSlot};
 pub use locks::KeyedLocks;
 pub use registry::{Registry, RegistryEntry};
 pub use supervise::supervise;
@@ -43,6 +46,8 @@ pub struct Services {
     pub inbox: Wake,
     /// Wakes the idle sync workers when a job is enqueued.
     pub sync: Wake,
+    /// The live signal streams open in this process.
+    pub live: LiveSignals,
     /// Set once shutdown begins: loops stop, `/readyz` turns load balancers away.
     pub shutting_down: Arc<AtomicBool>,
 }
@@ -62,6 +67,7 @@ impl Services {
             refresh_locks: KeyedLocks::default(),
             inbox: Wake::default(),
             sync: Wake::default(),
+            live: LiveSignals::new(config.stream.max_open),
             config,
             store,
             shutting_down: Arc::new(AtomicBool::new(false)),

@@ -5,10 +5,10 @@
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use super::{PageKey, PageRequest, StoreError};
+use super::{PageKey, PageRequest, SignalFilter, StoreError};
 use crate::domain::{
     Delivery, DeliveryId, Endpoint, EndpointId, EndpointPatch, EndpointSecrets, EventId,
-    NewEndpoint, PushEvent, TenantId, Timestamp,
+    NewEndpoint, PushEvent, SignalId, TenantId, Timestamp,
 };
 
 /// The outcome of one attempt, as the dispatcher records it.
@@ -121,6 +121,30 @@ pub trait PushStore: Send + Sync {
         limit: u32,
         now: Timestamp,
     ) -> Result<(u64, u64), StoreError>;
+
+    /// Gives the events committed since the last run their `seq`, as
+    /// [`PushStore::sequence_and_fan_out`] does but without fanning out, and returns the
+    /// highest `seq` given so far (0 before the first event).
+    async fn sequence_events(&self) -> Result<i64, StoreError>;
+
+    /// Up to `limit` sequenced `signal.created` events of `tenant` after `after_seq`, in `seq`
+    /// order, limited to the provider, connection and kind `filter` names (its other fields
+    /// are the caller's to apply).
+    async fn signal_events_after(
+        &self,
+        tenant: TenantId,
+        after_seq: i64,
+        filter: &SignalFilter,
+        limit: u32,
+    ) -> Result<Vec<PushEvent>, StoreError>;
+
+    /// The `seq` of the `signal.created` event of `tenant`'s signal `signal`, once it is
+    /// sequenced and while the outbox keeps it.
+    async fn signal_event_seq(
+        &self,
+        tenant: TenantId,
+        signal: SignalId,
+    ) -> Result<Option<i64>, StoreError>;
 
     /// Leases up to `limit` due deliveries that head their (endpoint, connection) line until
     /// `lease_until`, counting the attempt.

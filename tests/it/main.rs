@@ -43,6 +43,7 @@ mod push_replay;
 mod push_support;
 mod push_wake;
 mod refresh;
+mod signal_stream;
 mod slack;
 mod slack_sync;
 mod store_contract;

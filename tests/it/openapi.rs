@@ -98,8 +98,8 @@ async fn tenant_operations_declare_security_the_tenant_header_and_their_errors()
         );
     }
     assert_eq!(
-        tenant_ops, 11,
-        "connect; a provider's tenant webhook; connections list, get, delete, sync; signals and jobs list and get; tenant erasure"
+        tenant_ops, 12,
+        "connect; a provider's tenant webhook; connections list, get, delete, sync; signals and jobs list and get; the signal stream; tenant erasure"
     );
 }
 

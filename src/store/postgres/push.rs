@@ -10,5 +10,7 @@ crate::store::shared::push::push_store!(
     Some("SELECT pg_advisory_xact_lock(8103509995581302129)"),
     "FOR UPDATE OF d SKIP LOCKED",
     // Sent when the events' transaction commits, to every instance listening.
-    Some("SELECT pg_notify('poblysh_push', '')")
+    Some("SELECT pg_notify('poblysh_push', '')"),
+    // The signal id inside an event's JSON data.
+    "(data::jsonb ->> 'id')"
 );

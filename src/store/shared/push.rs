@@ -72,9 +72,10 @@ pub(crate) const ENDPOINT_FAILING: &str = "UPDATE push_endpoints SET last_failur
 /// `$sequencer_lock` is a statement taking the sequencer's lock inside the transaction, or
 /// `None`; `$skip_locked` the row locking clause of claims; `$announce` a statement that
 /// announces new events to every instance when the caller's transaction commits, or `None`
-/// to wake this process's dispatchers directly.
+/// to wake this process's dispatchers directly; `$data_id` the expression reading the `id`
+/// member of an event's JSON `data`.
 macro_rules! push_store {
-    ($store:ty, $db:ty, $row:ty, $sequencer_lock:expr, $skip_locked:expr, $announce:expr) => {
+    ($store:ty, $db:ty, $row:ty, $sequencer_lock:expr, $skip_locked:expr, $announce:expr, $data_id:expr) => {
         $crate::store::shared::push_rows::push_rows!($row);
 
         /// Writes events into the outbox inside the caller's transaction.
@@ -341,6 +342,63 @@ macro_rules! push_store {
                     .await?;
                     tx.commit().await?;
                     Ok((u64::try_from(events.len()).unwrap_or(u64::MAX), created))
+                }
+
+                async fn sequence_events(&self) -> Result<i64, StoreError> {
+                    let mut tx = self.pool.begin().await?;
+                    let lock: Option<&str> = $sequencer_lock;
+                    if let Some(lock) = lock {
+                        sqlx::query(lock).execute(&mut *tx).await?;
+                    }
+                    sqlx::query(SEQUENCE).execute(&mut *tx).await?;
+                    let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM push_events")
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    Ok(last)
+                }
+
+                async fn signal_events_after(
+                    &self,
+                    tenant: TenantId,
+                    after_seq: i64,
+                    filter: &$crate::store::SignalFilter,
+                    limit: u32,
+                ) -> Result<Vec<PushEvent>, StoreError> {
+                    let sql = format!(
+                        "SELECT {EVENT_COLUMNS} FROM push_events WHERE tenant_id = $1 \
+                         AND event_type = 'signal.created' AND seq IS NOT NULL AND seq > $2 \
+                         AND ($3 IS NULL OR provider = $3) AND ($4 IS NULL OR connection_id = $4) \
+                         AND ($5 IS NULL OR kind = $5) ORDER BY seq LIMIT $6"
+                    );
+                    let rows = sqlx::query(&sql)
+                        .bind(tenant.0)
+                        .bind(after_seq)
+                        .bind(filter.provider.as_deref())
+                        .bind(filter.connection_id.map(|c| c.0))
+                        .bind(filter.kind.as_deref())
+                        .bind(i64::from(limit))
+                        .fetch_all(&self.pool)
+                        .await?;
+                    rows.iter().map(event).collect()
+                }
+
+                async fn signal_event_seq(
+                    &self,
+                    tenant: TenantId,
+                    signal: $crate::domain::SignalId,
+                ) -> Result<Option<i64>, StoreError> {
+                    let sql = format!(
+                        "SELECT seq FROM push_events WHERE tenant_id = $1 \
+                         AND event_type = 'signal.created' AND seq IS NOT NULL AND {} = $2",
+                        $data_id
+                    );
+                    let seq: Option<i64> = sqlx::query_scalar(&sql)
+                        .bind(tenant.0)
+                        .bind(signal.0.to_string())
+                        .fetch_optional(&self.pool)
+                        .await?;
+                    Ok(seq)
                 }
 
                 async fn claim_deliveries(

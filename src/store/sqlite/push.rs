@@ -9,5 +9,7 @@ crate::store::shared::push::push_store!(
     "",
     // One process: its dispatchers are woken in-process (the writer holds SQLite's lock until
     // it commits, so a sequencer woken early waits for the events).
-    None
+    None,
+    // The signal id inside an event's JSON data.
+    "json_extract(data, '$.id')"
 );

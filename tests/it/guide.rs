@@ -488,9 +488,7 @@ fn the_endpoint_table_lists_every_core_operation_with_its_headers_and_query() {
         }
     }
     for op in &ops {
-        if op.tags().iter().any(|t| CORE_TAGS.contains(t))
-            && !listed.contains(&op.name())
-        {
+        if op.tags().iter().any(|t| CORE_TAGS.contains(t)) && !listed.contains(&op.name()) {
             problems.push(format!(
                 "{} (tagged {:?}) is meant for Core but has no row in the endpoint table",
                 op.name(),

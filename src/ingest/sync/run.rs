@@ -13,7 +13,7 @@ use crate::connector::{
     ProviderSettings, RateLimitPolicy, SyncContext, SyncPage,
 };
 use crate::crypto::Secret;
-use crate::domain::{merge_metadata, now, Connection, ConnectionStatus, Job, JobType};
+use crate::domain::{merge_metadata, now, Connection, ConnectionStatus, Job, JobType, Timestamp};
 use crate::services::Services;
 use crate::store::{Lease, PageCommit, StoreError, SyncCommit};
 use crate::subscriptions::{self, StepError};
@@ -112,6 +112,9 @@ struct Run<'a> {
     secrets: ProviderSecrets,
     cursor: Option<Value>,
     token: Secret,
+    /// When this run last set the lease (by a page commit or an extension); `None` before the
+    /// first page, which checks the lease is still ours before calling the provider.
+    leased_at: Option<Timestamp>,
 }
 
 impl SyncWorker {
@@ -147,7 +150,7 @@ impl SyncWorker {
                     note: None,
                 });
             }
-            match self.fetch_page(state, lease, &run).await? {
+            match self.fetch_page(state, lease, &mut run).await? {
                 Ok(page) => {
                     let more = page.more;
                     self.commit(state, lease, &mut run, page, progress).await?;
@@ -175,16 +178,21 @@ impl SyncWorker {
         &self,
         state: &Services,
         lease: Lease<'_>,
-        run: &Run<'_>,
+        run: &mut Run<'_>,
     ) -> Result<Result<SyncPage, ProviderCallError>, Stop> {
-        // Keep the lease through the wait for the limiter and the call.
+        // Keep the lease through the wait for the limiter and the call. After the first page,
+        // the commit of the page before extended it already: one set that recently still
+        // covers both, and the write spared is a commit per provider call.
         let at = now();
-        if !state
-            .store
-            .extend_sync_lease(lease, at + self.lease_chrono(state), at)
-            .await?
-        {
-            return Err(Stop::LeaseLost);
+        if self.lease_needs_extending(state, run.leased_at, at) {
+            if !state
+                .store
+                .extend_sync_lease(lease, at + self.lease_chrono(state), at)
+                .await?
+            {
+                return Err(Stop::LeaseLost);
+            }
+            run.leased_at = Some(at);
         }
         let slug = run.connection.provider.as_str();
         let permit = self
@@ -261,6 +269,7 @@ impl SyncWorker {
         progress.pages += 1;
         progress.new_signals += new;
         run.cursor = Some(page.cursor);
+        run.leased_at = Some(at);
         Ok(())
     }
 }
@@ -320,6 +329,7 @@ async fn prepare<'a>(
         secrets,
         cursor,
         token,
+        leased_at: None,
     })
 }
 

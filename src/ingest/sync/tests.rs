@@ -806,3 +806,17 @@ fn a_workers_lease_owner_names_its_process_and_differs_from_another_workers() {
     assert!(b.owner().starts_with(&prefix), "{}", b.owner());
     assert_ne!(a.owner(), b.owner());
 }
+
+#[tokio::test]
+async fn a_lease_set_less_than_a_quarter_of_a_lease_ago_is_not_extended_before_a_page() {
+    let h = harness().await;
+    let worker = SyncWorker::new();
+    let lease = chrono::Duration::from_std(SyncWorker::lease(&h.state)).expect("a lease");
+    let at = now();
+    let second = chrono::Duration::seconds(1);
+    // Before the first page the run has set no lease of its own: it checks the claim's.
+    assert!(worker.lease_needs_extending(&h.state, None, at));
+    assert!(!worker.lease_needs_extending(&h.state, Some(at), at));
+    assert!(!worker.lease_needs_extending(&h.state, Some(at - lease / 4 + second), at));
+    assert!(worker.lease_needs_extending(&h.state, Some(at - lease / 4), at));
+}

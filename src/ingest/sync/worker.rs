@@ -121,6 +121,20 @@ impl SyncWorker {
         chrono::Duration::from_std(Self::lease(state)).unwrap_or(chrono::Duration::minutes(1))
     }
 
+    /// Whether a lease set at `leased_at` (`None`: unknown) must be extended at `at` before a
+    /// limiter wait and a provider call. A lease lasts at least three provider time-outs and a
+    /// limiter wait is at most a quarter of it, so one set less than a quarter of a lease ago
+    /// still covers both; older, it is extended.
+    pub(super) fn lease_needs_extending(
+        &self,
+        state: &Services,
+        leased_at: Option<Timestamp>,
+        at: Timestamp,
+    ) -> bool {
+        let fresh = self.lease_chrono(state) / 4;
+        leased_at.is_none_or(|set| at - set >= fresh)
+    }
+
     /// A token further away than this is not waited for: the job is deferred instead.
     pub(super) fn max_limiter_wait(&self, state: &Services) -> Duration {
         Self::lease(state) / 4

@@ -1,5 +1,6 @@
 //! The webhook inbox on PostgreSQL (the batch rules are in `store::shared::inbox`). Claims
-//! skip rows other instances hold locked; a stored delivery is announced to them.
+//! skip rows other instances hold locked; deliveries are stored by group commit
+//! (`super::deliveries`).
 
 use async_trait::async_trait;
 use sqlx::postgres::PgRow;
@@ -29,37 +30,7 @@ impl Inbox for PostgresStore {
         &self,
         new: &NewWebhookEvent,
     ) -> Result<(Uuid, bool), StoreError> {
-        let inserted: Option<Uuid> = sqlx::query_scalar(
-            "INSERT INTO webhook_events (id, tenant_id, provider, connection_id, dedupe_key, \
-             event_type, headers, body, status, next_attempt_at, received_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $9) \
-             ON CONFLICT (tenant_id, provider, dedupe_key) DO NOTHING RETURNING id",
-        )
-        .bind(new.id)
-        .bind(new.tenant_id.0)
-        .bind(&new.provider)
-        .bind(new.connection_id.map(|c| c.0))
-        .bind(&new.dedupe_key)
-        .bind(&new.event_type)
-        .bind(Json(&new.headers))
-        .bind(&new.body)
-        .bind(new.received_at)
-        .fetch_optional(&self.pool)
-        .await?;
-        if let Some(id) = inserted {
-            // Committed: worker instances elsewhere hear of it (a duplicate is no news).
-            self.announcer.inbox();
-            return Ok((id, false));
-        }
-        let existing: Uuid = sqlx::query_scalar(
-            "SELECT id FROM webhook_events WHERE tenant_id = $1 AND provider = $2 AND dedupe_key = $3",
-        )
-        .bind(new.tenant_id.0)
-        .bind(&new.provider)
-        .bind(&new.dedupe_key)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok((existing, true))
+        self.deliveries.insert(new).await
     }
 
     async fn claim_webhook_events(
@@ -219,6 +190,33 @@ impl InboxDialect for PostgresStore {
             query = query.bind(tenant);
         }
         let rows = query.fetch_all(conn).await?;
+        rows.iter().map(decode).collect()
+    }
+
+    async fn lease_shares(
+        &self,
+        conn: &mut PgConnection,
+        now: Timestamp,
+        lease_until: Timestamp,
+        share: u32,
+        tenants: &[Uuid],
+    ) -> Result<Vec<StoredWebhookEvent>, StoreError> {
+        // Every tenant's share in one statement: one round trip however many tenants take
+        // their turn, each share read from the tenant's end of the pending index.
+        let sql = format!(
+            "UPDATE webhook_events SET lease_expires_at = $2, attempts = attempts + 1 \
+             WHERE id IN (SELECT l.id FROM UNNEST($4::uuid[]) AS t (tenant_id) \
+             CROSS JOIN LATERAL (SELECT id FROM webhook_events WHERE {READY} \
+             AND tenant_id = t.tenant_id ORDER BY next_attempt_at LIMIT $3 \
+             FOR UPDATE SKIP LOCKED) AS l) RETURNING {COLUMNS}"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(now)
+            .bind(lease_until)
+            .bind(i64::from(share))
+            .bind(tenants)
+            .fetch_all(conn)
+            .await?;
         rows.iter().map(decode).collect()
     }
 

@@ -3,6 +3,7 @@
 mod announce;
 mod connections;
 mod credentials;
+mod deliveries;
 mod inbox;
 mod jobs;
 mod notify;
@@ -35,7 +36,7 @@ use crate::domain::{
 #[derive(Clone, Debug)]
 pub struct PostgresStore {
     pool: PgPool,
-    announcer: announce::Announcer,
+    deliveries: super::shared::deliveries::Deliveries,
     turns: Arc<Turns>,
 }
 
@@ -48,9 +49,10 @@ impl PostgresStore {
             .connect(url)
             .await?;
         let announcer = announce::Announcer::start(pool.clone());
+        let deliveries = deliveries::start(pool.clone(), announcer, options.max_connections);
         Ok(Self {
             pool,
-            announcer,
+            deliveries,
             turns: Arc::default(),
         })
     }

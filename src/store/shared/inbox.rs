@@ -42,6 +42,27 @@ pub(crate) trait InboxDialect: Dialect {
         limit: u32,
         tenant: Option<Uuid>,
     ) -> Result<Vec<StoredWebhookEvent>, StoreError>;
+
+    /// Inside the caller's transaction, leases until `lease_until` up to `share` of the oldest
+    /// ready events of each of `tenants`, counting an attempt on each. One
+    /// [`InboxDialect::lease_events`] per tenant unless the store does it in one statement.
+    async fn lease_shares(
+        &self,
+        conn: &mut Conn<Self>,
+        now: Timestamp,
+        lease_until: Timestamp,
+        share: u32,
+        tenants: &[Uuid],
+    ) -> Result<Vec<StoredWebhookEvent>, StoreError> {
+        let mut leased = Vec::new();
+        for tenant in tenants {
+            let mine = self
+                .lease_events(&mut *conn, now, lease_until, share, Some(*tenant))
+                .await?;
+            leased.extend(mine);
+        }
+        Ok(leased)
+    }
 }
 
 /// [`crate::store::Inbox::claim_webhook_events`]: a batch shared between the tenants with
@@ -61,20 +82,14 @@ pub(crate) async fn claim<S: InboxDialect>(
     let mut tx = store.pool().begin().await?;
     let mut claimed = Vec::new();
     if tenants.len() > 1 {
+        // `in_turn` lists at most `limit` tenants, so the shares fit in the batch.
         let share = turns::share(limit, tenants.len());
-        for tenant in &tenants {
-            let room = limit.saturating_sub(count(&claimed));
-            if room == 0 {
-                break;
-            }
-            let mine = store
-                .lease_events(&mut tx, now, lease_until, share.min(room), Some(*tenant))
-                .await?;
-            claimed.extend(mine);
-            turn.served(*tenant);
-        }
-    } else if let Some(only) = tenants.first() {
-        turn.served(*only);
+        claimed = store
+            .lease_shares(&mut tx, now, lease_until, share, &tenants)
+            .await?;
+    }
+    if let Some(last) = tenants.last() {
+        turn.served(*last);
     }
     let room = limit.saturating_sub(count(&claimed));
     if room > 0 {

@@ -6,6 +6,7 @@
 //! here.
 
 pub(crate) mod credentials;
+pub(crate) mod deliveries;
 pub(crate) mod inbox;
 pub(crate) mod push;
 pub(crate) mod push_rows;

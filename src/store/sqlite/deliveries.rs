@@ -1,113 +1,52 @@
-//! Storing webhook deliveries on SQLite by group commit. SQLite admits one writer at a time,
-//! so concurrent deliveries committing one by one queue on its lock and starve every other
-//! writer (the inbox worker above all). Instead, one writer task takes every delivery waiting
-//! at that moment, inserts them in one transaction and answers each caller after the commit:
-//! a delivery is still durable before it is acknowledged, and the cost of a commit is shared.
+//! Storing webhook deliveries on SQLite by group commit (`store::shared::deliveries`). SQLite
+//! admits one writer at a time, so concurrent deliveries committing one by one would queue on
+//! its lock and starve every other writer (the inbox worker above all): one writer task takes
+//! every delivery waiting, in turn with this process's other inbox writers on the store's gate.
 
 use std::collections::HashSet;
 
+use async_trait::async_trait;
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
-use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::WriteGate;
 use crate::domain::{to_micros, NewWebhookEvent};
+use crate::store::shared::deliveries::{Deliveries, GroupCommit, Stored};
 use crate::store::StoreError;
 
 /// The most deliveries one transaction holds (ten parameters each, well under SQLite's limit).
 const MAX_GROUP: usize = 256;
-/// Deliveries that may wait for the writer before senders wait for room.
-const QUEUE: usize = 4096;
 
-type Reply = oneshot::Sender<Result<(Uuid, bool), StoreError>>;
-
-/// The handle callers store deliveries through.
-#[derive(Clone, Debug)]
-pub(super) struct Deliveries {
-    queue: mpsc::Sender<(NewWebhookEvent, Reply)>,
+/// Starts the writer over `pool`; it ends when the last handle is dropped.
+pub(super) fn start(pool: SqlitePool, gate: WriteGate) -> Deliveries {
+    Deliveries::start(Writer { pool, gate }, 1, MAX_GROUP)
 }
 
-impl Deliveries {
-    /// Starts the writer task over `pool`; it ends when the last handle is dropped.
-    pub(super) fn start(pool: SqlitePool, gate: WriteGate) -> Self {
-        let (queue, waiting) = mpsc::channel(QUEUE);
-        tokio::spawn(write(pool, gate, waiting));
-        Self { queue }
-    }
-
-    /// Stores `new` unless its dedupe key is there; answers once the insert has committed.
-    pub(super) async fn insert(&self, new: &NewWebhookEvent) -> Result<(Uuid, bool), StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.queue
-            .send((new.clone(), reply))
-            .await
-            .map_err(|_| writer_gone())?;
-        answer.await.map_err(|_| writer_gone())?
-    }
-}
-
-fn writer_gone() -> StoreError {
-    StoreError::Unavailable(sqlx::Error::PoolClosed)
-}
-
-/// The same "unavailable" for each caller of a failed group.
-fn unavailable(err: &StoreError) -> StoreError {
-    StoreError::Unavailable(sqlx::Error::Io(std::io::Error::other(error_chain(err))))
-}
-
-fn error_chain(err: &StoreError) -> String {
-    match std::error::Error::source(err) {
-        Some(source) => format!("{err}: {source}"),
-        None => err.to_string(),
-    }
-}
-
-async fn write(
+/// The SQL of the group commit, taking its turn on the gate for each transaction.
+struct Writer {
     pool: SqlitePool,
     gate: WriteGate,
-    mut waiting: mpsc::Receiver<(NewWebhookEvent, Reply)>,
-) {
-    let mut group = Vec::with_capacity(MAX_GROUP);
-    while waiting.recv_many(&mut group, MAX_GROUP).await > 0 {
-        let committed = {
-            let _turn = gate.lock().await;
-            commit_group(&pool, &group).await
-        };
-        match committed {
-            Ok(outcomes) => {
-                for ((_, reply), outcome) in group.drain(..).zip(outcomes) {
-                    // A caller that gave up still has its delivery stored; a redelivery is a
-                    // duplicate.
-                    let _ = reply.send(Ok(outcome));
-                }
-            }
-            // The database is away: every caller hears so, and its provider redelivers.
-            Err(err) if err.is_unavailable() => {
-                tracing::warn!(error = %error_chain(&err), deliveries = group.len(), "could not store deliveries");
-                for (_, reply) in group.drain(..) {
-                    let _ = reply.send(Err(unavailable(&err)));
-                }
-            }
-            // One delivery's failure must not fail the others: each goes again on its own.
-            Err(_) => {
-                for (new, reply) in group.drain(..) {
-                    let outcome = {
-                        let _turn = gate.lock().await;
-                        commit_one(&pool, &new).await
-                    };
-                    let _ = reply.send(outcome);
-                }
-            }
-        }
+}
+
+#[async_trait]
+impl GroupCommit for Writer {
+    async fn commit_group(&self, group: &[&NewWebhookEvent]) -> Result<Vec<Stored>, StoreError> {
+        let _turn = self.gate.lock().await;
+        commit_group(&self.pool, group).await
+    }
+
+    async fn commit_one(&self, new: &NewWebhookEvent) -> Result<Stored, StoreError> {
+        let _turn = self.gate.lock().await;
+        commit_one(&self.pool, new).await
     }
 }
 
 async fn commit_group(
     pool: &SqlitePool,
-    group: &[(NewWebhookEvent, Reply)],
-) -> Result<Vec<(Uuid, bool)>, StoreError> {
+    group: &[&NewWebhookEvent],
+) -> Result<Vec<Stored>, StoreError> {
     let mut headers = Vec::with_capacity(group.len());
-    for (new, _) in group {
+    for new in group {
         headers.push(
             serde_json::to_string(&new.headers).map_err(|e| StoreError::corrupt("headers", e))?,
         );
@@ -119,23 +58,20 @@ async fn commit_group(
         "INSERT INTO webhook_events (id, tenant_id, provider, connection_id, dedupe_key, \
          event_type, headers, body, status, next_attempt_at, received_at) ",
     );
-    q.push_values(
-        group.iter().zip(&headers),
-        |mut row, ((new, _), headers)| {
-            let received = to_micros(&new.received_at);
-            row.push_bind(new.id)
-                .push_bind(new.tenant_id.0)
-                .push_bind(new.provider.as_str())
-                .push_bind(new.connection_id.map(|c| c.0))
-                .push_bind(new.dedupe_key.as_str())
-                .push_bind(new.event_type.as_deref())
-                .push_bind(headers.as_str())
-                .push_bind(new.body.as_slice())
-                .push("'pending'")
-                .push_bind(received)
-                .push_bind(received);
-        },
-    );
+    q.push_values(group.iter().zip(&headers), |mut row, (new, headers)| {
+        let received = to_micros(&new.received_at);
+        row.push_bind(new.id)
+            .push_bind(new.tenant_id.0)
+            .push_bind(new.provider.as_str())
+            .push_bind(new.connection_id.map(|c| c.0))
+            .push_bind(new.dedupe_key.as_str())
+            .push_bind(new.event_type.as_deref())
+            .push_bind(headers.as_str())
+            .push_bind(new.body.as_slice())
+            .push("'pending'")
+            .push_bind(received)
+            .push_bind(received);
+    });
     q.push(" ON CONFLICT (tenant_id, provider, dedupe_key) DO NOTHING RETURNING id");
     let inserted: HashSet<Uuid> = q
         .build_query_scalar::<Uuid>()
@@ -144,7 +80,7 @@ async fn commit_group(
         .into_iter()
         .collect();
     let mut outcomes = Vec::with_capacity(group.len());
-    for (new, _) in group {
+    for new in group {
         if inserted.contains(&new.id) {
             outcomes.push((new.id, false));
         } else {
@@ -211,7 +147,7 @@ mod tests {
     use sqlx::{Connection as _, SqliteConnection};
 
     use super::super::SqliteStore;
-    use crate::domain::{now, ConnectionId, NewWebhookEvent, TenantId};
+    use crate::domain::{now, NewWebhookEvent, TenantId};
     use crate::store::{Inbox, Store, StoreError, StoreOptions};
 
     async fn store(dir: &tempfile::TempDir) -> (SqliteStore, String) {
@@ -234,32 +170,6 @@ mod tests {
             headers: serde_json::Map::new(),
             body: b"{}".to_vec(),
             received_at: now(),
-        }
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn one_bad_delivery_in_a_group_fails_alone() {
-        let dir = tempfile::tempdir().expect("dir");
-        let (store, _) = store(&dir).await;
-        let tenant = TenantId(uuid::Uuid::new_v4());
-        // A connection that does not exist breaks the foreign key of this one delivery only.
-        let mut bad = delivery(tenant, "bad");
-        bad.connection_id = Some(ConnectionId::generate());
-        let goods: Vec<NewWebhookEvent> = (0..20)
-            .map(|i| delivery(tenant, &format!("good-{i}")))
-            .collect();
-        let (bad_result, good_results) = tokio::join!(
-            store.insert_webhook_event(&bad),
-            futures::future::join_all(goods.iter().map(|d| store.insert_webhook_event(d)))
-        );
-        assert!(bad_result.is_err(), "the bad delivery is refused");
-        for (good, result) in goods.iter().zip(good_results) {
-            assert_eq!(result.expect("stored"), (good.id, false));
-            let stored = store
-                .get_webhook_event(tenant, good.id)
-                .await
-                .expect("read");
-            assert!(stored.is_some(), "{} is stored", good.dedupe_key);
         }
     }
 

@@ -42,7 +42,7 @@ pub struct SqliteStore {
     /// Taken by this process's inbox writers (deliveries, the worker's claims and outcomes), so
     /// they take turns in order instead of racing for SQLite's lock in its busy handler.
     gate: WriteGate,
-    deliveries: deliveries::Deliveries,
+    deliveries: super::shared::deliveries::Deliveries,
     turns: Arc<Turns>,
     /// Keeps the background checkpoints going while any clone of the store lives.
     _alive: Arc<()>,
@@ -75,7 +75,7 @@ impl SqliteStore {
             .connect_with(connect)
             .await?;
         let gate = WriteGate::default();
-        let deliveries = deliveries::Deliveries::start(pool.clone(), gate.clone());
+        let deliveries = deliveries::start(pool.clone(), gate.clone());
         let alive = Arc::new(());
         checkpoint::start(pool.clone(), Arc::downgrade(&alive));
         Ok(Self {

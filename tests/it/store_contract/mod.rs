@@ -139,6 +139,7 @@ async fn claimed(
 mod connections;
 mod fairness;
 mod inbox;
+mod ingest;
 mod jobs;
 mod oauth_states;
 mod queue;

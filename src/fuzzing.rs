@@ -7,5 +7,5 @@ use url::Url;
 /// `allowed` prefixes (same origin, whole path segments, no credentials, no encoded
 /// separators), else why not.
 pub fn allowed_return_to(raw: &str, allowed: &[Url]) -> Result<Url, String> {
-    crate::oauth::flow::allowed_return_to(raw, allowed)
+    crate::config::allowed_return_to(raw, allowed)
 }

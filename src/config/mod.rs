@@ -6,6 +6,7 @@ mod local_secrets;
 mod parse;
 mod providers;
 mod push;
+mod return_to;
 mod sections;
 mod source;
 mod stream;
@@ -22,6 +23,7 @@ use crate::crypto::{CryptoKey, Secret};
 
 pub use local_secrets::StartupNote;
 pub use push::{AddressRange, PushSettings};
+pub(crate) use return_to::allowed_return_to;
 pub use source::Source;
 pub use stream::StreamSettings;
 

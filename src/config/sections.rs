@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use url::Url;
 
+use super::allowed_return_to;
 use super::{parse, ConfigError, LogFormat, Profile, Roles, Source, DEFAULT_SYNC_CONCURRENCY};
 use crate::crypto::CryptoKey;
-use crate::oauth::flow::allowed_return_to;
 
 /// The API address, the separate metrics address, and the public base URL. The `local`
 /// profile listens on loopback addresses only.

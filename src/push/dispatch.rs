@@ -3,6 +3,7 @@
 //! outcome with the retry schedule and the endpoint's health. [`Dispatcher::run_once`] is
 //! one pass, for tests to drain deterministically; [`run`] is the background loop.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,11 +12,14 @@ use serde_json::json;
 use url::Url;
 use uuid::Uuid;
 
+use super::clients::Clients;
 use super::clock::{Clock, SystemClock};
 use super::egress::EgressPolicy;
 use super::schedule;
 use super::signing::{signature_header, SigningSecret};
-use crate::domain::{format_time, Delivery, Endpoint, EndpointId, PushEvent, Timestamp};
+use crate::domain::{
+    format_time, Delivery, Endpoint, EndpointId, EndpointSecrets, PushEvent, Timestamp,
+};
 use crate::services::Services;
 use crate::store::{AttemptRecord, HealthChange, NextStep, StoreError};
 
@@ -50,7 +54,14 @@ pub struct Dispatcher {
     clock: Arc<dyn Clock>,
     egress: EgressPolicy,
     owner: Uuid,
-    timeout: Duration,
+    clients: Arc<Clients>,
+}
+
+/// An endpoint as a pass delivers to it: read once per pass, its secrets opened once.
+struct Target {
+    endpoint: Endpoint,
+    /// The secrets that sign now, or why there are none.
+    secrets: Result<Vec<SigningSecret>, String>,
 }
 
 /// What an endpoint answered.
@@ -68,7 +79,7 @@ impl Dispatcher {
             services,
             clock: Arc::new(SystemClock),
             owner: Uuid::new_v4(),
-            timeout: ATTEMPT_TIMEOUT,
+            clients: Arc::new(Clients::new(ATTEMPT_TIMEOUT)),
         }
     }
 
@@ -88,8 +99,12 @@ impl Dispatcher {
             .claim_deliveries(self.owner, now, lease_until, BATCH)
             .await?;
         let attempted = claimed.len();
-        let outcomes =
-            futures::future::join_all(claimed.into_iter().map(|d| self.attempt(d))).await;
+        let targets = self.targets(&claimed, now).await?;
+        let outcomes = futures::future::join_all(claimed.into_iter().map(|d| {
+            let target = targets.get(&d.endpoint_id).cloned();
+            self.attempt(d, target)
+        }))
+        .await;
         let mut delivered = 0;
         for outcome in outcomes {
             if outcome? {
@@ -120,30 +135,51 @@ impl Dispatcher {
         Ok(total)
     }
 
+    /// The endpoints of the claimed deliveries, each read once (with its secrets).
+    async fn targets(
+        &self,
+        claimed: &[Delivery],
+        now: Timestamp,
+    ) -> Result<HashMap<EndpointId, Arc<Target>>, StoreError> {
+        let mut targets = HashMap::new();
+        for delivery in claimed {
+            let id = delivery.endpoint_id;
+            if targets.contains_key(&id) {
+                continue;
+            }
+            // Deleted meanwhile: its deliveries went with it.
+            if let Some((endpoint, sealed)) = self.services.store.endpoint_for_delivery(id).await? {
+                let secrets = self.open_secrets(&endpoint, &sealed, now);
+                targets.insert(id, Arc::new(Target { endpoint, secrets }));
+            }
+        }
+        Ok(targets)
+    }
+
     /// Attempts one claimed delivery and records the outcome; `true` when delivered.
-    async fn attempt(&self, delivery: Delivery) -> Result<bool, StoreError> {
+    async fn attempt(
+        &self,
+        delivery: Delivery,
+        target: Option<Arc<Target>>,
+    ) -> Result<bool, StoreError> {
         let store = &self.services.store;
-        let (Some(endpoint), Some(event)) = (
-            store.endpoint_by_id(delivery.endpoint_id).await?,
-            store.get_event(delivery.event_id).await?,
-        ) else {
+        let (Some(target), Some(event)) = (target, store.get_event(delivery.event_id).await?)
+        else {
             // Deleted meanwhile: its deliveries went with it.
             return Ok(false);
         };
+        let endpoint = &target.endpoint;
         let now = self.clock.now();
         let started = Instant::now();
-        let answer = self.send(&endpoint, &event, now).await;
+        let answer = self.send(&target, &event, now).await;
         let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let record = self.judge(&delivery, &endpoint, answer, latency_ms);
+        let record = self.judge(&delivery, endpoint, answer, latency_ms);
         let delivered = record.next == NextStep::Succeeded;
         if !store.record_attempt(&record).await? {
             tracing::warn!(delivery = %delivery.id, "delivery lease lost before the outcome was recorded");
             return Ok(false);
         }
         observe(&record, &event, now);
-        let backlog = store.endpoint_backlog(endpoint.id).await?;
-        metrics::gauge!("push_endpoint_backlog", "endpoint" => endpoint.id.to_string())
-            .set(backlog as f64);
         Ok(delivered)
     }
 
@@ -219,22 +255,23 @@ impl Dispatcher {
     /// Signs and posts the event to the endpoint's URL.
     async fn send(
         &self,
-        endpoint: &Endpoint,
+        target: &Target,
         event: &PushEvent,
         now: Timestamp,
     ) -> Result<Answer, String> {
+        let endpoint = &target.endpoint;
         let url = self
             .egress
             .check_url(&endpoint.url)
             .map_err(|e| format!("url {e}"))?;
-        let secrets = self.secrets(endpoint.id, endpoint, now).await?;
+        let secrets = target.secrets.as_ref().map_err(Clone::clone)?;
         let body = message_body(event, endpoint.include_payload);
         let id = event.id.to_string();
         let timestamp = now.timestamp();
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert(USER_AGENT, HeaderValue::from_static("poblysh-connectors"));
-        let signature = signature_header(&secrets, &id, timestamp, &body);
+        let signature = signature_header(secrets, &id, timestamp, &body);
         for (name, value) in [
             ("webhook-id", id),
             ("webhook-timestamp", timestamp.to_string()),
@@ -249,22 +286,15 @@ impl Dispatcher {
 
     /// The secrets that sign now: the current one, and the one before a rotation during its
     /// overlap.
-    async fn secrets(
+    fn open_secrets(
         &self,
-        id: EndpointId,
         endpoint: &Endpoint,
+        sealed: &EndpointSecrets,
         now: Timestamp,
     ) -> Result<Vec<SigningSecret>, String> {
         let vault = &self.services.vault;
-        let sealed = self
-            .services
-            .store
-            .endpoint_secrets(id)
-            .await
-            .map_err(|_| "the signing secret could not be read".to_string())?
-            .ok_or_else(|| "the endpoint is gone".to_string())?;
         let open = |bytes: &[u8]| {
-            SigningSecret::open(vault, endpoint.tenant_id, id, bytes)
+            SigningSecret::open(vault, endpoint.tenant_id, endpoint.id, bytes)
                 .map_err(|_| "the signing secret could not be opened".to_string())
         };
         let mut secrets = vec![open(&sealed.current)?];
@@ -276,7 +306,8 @@ impl Dispatcher {
         Ok(secrets)
     }
 
-    /// Posts through a client bound to the one address checked for this attempt.
+    /// Posts through a client bound to the one address checked for this attempt (kept for the
+    /// next attempt to the same host and address, so its connections are reused).
     async fn post(
         &self,
         url: &Url,
@@ -289,14 +320,7 @@ impl Dispatcher {
             .resolve(url)
             .await
             .map_err(|e| format!("url {e}"))?;
-        let mut builder = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(self.timeout)
-            .no_proxy();
-        if let Some(domain) = url.domain() {
-            builder = builder.resolve(domain, addr);
-        }
-        let client = builder.build().map_err(|_| "no HTTP client".to_string())?;
+        let client = self.clients.for_address(url, addr)?;
         let response = client
             .post(url.clone())
             .headers(headers)

@@ -80,6 +80,13 @@ impl Outcome {
     }
 }
 
+/// A delivery as its signal names it: the tenant and the delivery's id (`external_id`).
+type DeliveryKey = (TenantId, String);
+
+fn key(ack: &Ack) -> DeliveryKey {
+    (ack.tenant, format!("load-{}-{}", ack.sender, ack.seq))
+}
+
 /// Every signal id of the acknowledged deliveries, by delivery: read from the store, tenant by
 /// tenant, a page at a time. Waits until each acknowledged delivery has a signal or `timeout`.
 async fn signals_of(
@@ -87,10 +94,10 @@ async fn signals_of(
     tenants: &[TenantId],
     acks: &[Ack],
     timeout: Duration,
-) -> Result<HashMap<String, Vec<String>>> {
+) -> Result<HashMap<DeliveryKey, Vec<String>>> {
     let deadline = Instant::now() + timeout;
     loop {
-        let mut by_external: HashMap<String, Vec<String>> = HashMap::new();
+        let mut by_external: HashMap<DeliveryKey, Vec<String>> = HashMap::new();
         for tenant in tenants {
             let mut after: Option<PageKey> = None;
             loop {
@@ -105,7 +112,7 @@ async fn signals_of(
                 for s in &page {
                     if let Some(external) = &s.external_id {
                         by_external
-                            .entry(external.clone())
+                            .entry((*tenant, external.clone()))
                             .or_default()
                             .push(s.id.to_string());
                     }
@@ -121,9 +128,7 @@ async fn signals_of(
                 }
             }
         }
-        let all_there = acks
-            .iter()
-            .all(|a| by_external.contains_key(&format!("load-{}-{}", a.sender, a.seq)));
+        let all_there = acks.iter().all(|a| by_external.contains_key(&key(a)));
         if all_there || Instant::now() > deadline {
             return Ok(by_external);
         }
@@ -150,7 +155,7 @@ pub async fn check(
     store.close().await;
     let wanted: BTreeSet<String> = acks
         .iter()
-        .filter_map(|a| signals.get(&format!("load-{}-{}", a.sender, a.seq)))
+        .filter_map(|a| signals.get(&key(a)))
         .flatten()
         .cloned()
         .collect();
@@ -179,7 +184,7 @@ pub async fn check(
         span: None,
     };
     for ack in acks {
-        match signals.get(&format!("load-{}-{}", ack.sender, ack.seq)) {
+        match signals.get(&key(ack)) {
             None => outcome.missing_signals += 1,
             Some(ids) if ids.len() > 1 => outcome.extra_signals += ids.len() - 1,
             Some(_) => {}

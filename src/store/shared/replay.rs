@@ -120,7 +120,7 @@ mod tests {
             "{}",
             q.sql
         );
-        assert!(!q.sql.contains("provider"), "{}", q.sql);
+        assert!(!q.sql.contains("provider IN"), "{}", q.sql);
         assert_eq!(q.texts, ["signal.created", "pr_opened", "issue_opened"]);
         let none = EndpointFilter {
             event_types: None,

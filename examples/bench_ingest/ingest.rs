@@ -52,8 +52,11 @@ pub struct LoadSettings {
 pub struct Ack {
     pub tenant: TenantId,
     pub event: Uuid,
-    /// The delivery's id is `load-{sender}-{seq}` (the signal's `external_id`).
+    /// The delivery's id is `load-{sender}-{seq}` (the signal's `external_id`); read by the
+    /// push harness, which matches signals to acknowledgements.
+    #[allow(dead_code)]
     pub sender: usize,
+    #[allow(dead_code)]
     pub seq: usize,
     /// The harness's clock when the `202` arrived.
     pub at: DateTime<Utc>,

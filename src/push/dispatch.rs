@@ -33,6 +33,13 @@ const FAILING_LIMIT: chrono::Duration = chrono::Duration::days(5);
 pub const MAX_RESPONSE_BODY: usize = 4096;
 /// Events fanned out, and deliveries attempted, per pass.
 const BATCH: u32 = 64;
+/// Attempts the background loop keeps in flight at once, each on its own task, so an endpoint
+/// that hangs holds back only its own lines.
+const IN_FLIGHT: usize = 256;
+/// Events the background loop fans out per step.
+const FAN_OUT: u32 = 512;
+/// Outcomes the background loop records per transaction, at the most.
+const RECORD_BATCH: usize = 512;
 
 /// What one pass did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -64,6 +71,12 @@ struct Target {
     secrets: Result<Vec<SigningSecret>, String>,
 }
 
+/// An attempt made, its outcome not yet recorded.
+struct Attempted {
+    record: AttemptRecord,
+    event: PushEvent,
+}
+
 /// What an endpoint answered.
 struct Answer {
     status: u16,
@@ -89,15 +102,13 @@ impl Dispatcher {
         self
     }
 
-    /// One pass: sequence and fan out, then attempt the deliveries due now.
+    /// One pass: sequence and fan out, then attempt the deliveries due now and record their
+    /// outcomes together.
     pub async fn run_once(&self) -> Result<Pass, StoreError> {
         let store = &self.services.store;
         let now = self.clock.now();
         let (events, fanned_out) = store.sequence_and_fan_out(BATCH, now).await?;
-        let lease_until = now + chrono::Duration::from_std(LEASE).unwrap_or_default();
-        let claimed = store
-            .claim_deliveries(self.owner, now, lease_until, BATCH)
-            .await?;
+        let claimed = self.claim(BATCH, now).await?;
         let attempted = claimed.len();
         let targets = self.targets(&claimed, now).await?;
         let outcomes = futures::future::join_all(claimed.into_iter().map(|d| {
@@ -105,18 +116,90 @@ impl Dispatcher {
             self.attempt(d, target)
         }))
         .await;
-        let mut delivered = 0;
+        let mut done = Vec::with_capacity(outcomes.len());
         for outcome in outcomes {
-            if outcome? {
-                delivered += 1;
-            }
+            done.extend(outcome?);
         }
+        let delivered = self.record(done).await?;
         Ok(Pass {
             events,
             fanned_out,
             attempted,
             delivered,
         })
+    }
+
+    /// Claims up to `limit` deliveries that head their line, under this dispatcher's lease.
+    async fn claim(&self, limit: u32, now: Timestamp) -> Result<Vec<Delivery>, StoreError> {
+        let lease_until = now + chrono::Duration::from_std(LEASE).unwrap_or_default();
+        self.services
+            .store
+            .claim_deliveries(self.owner, now, lease_until, limit)
+            .await
+    }
+
+    /// Records attempts in one transaction; how many of them delivered.
+    async fn record(&self, done: Vec<Attempted>) -> Result<usize, StoreError> {
+        if done.is_empty() {
+            return Ok(0);
+        }
+        let records: Vec<AttemptRecord> = done.iter().map(|a| a.record.clone()).collect();
+        let kept = self.services.store.record_attempts(&records).await?;
+        let mut delivered = 0;
+        for (attempted, ours) in done.iter().zip(kept) {
+            if !ours {
+                tracing::warn!(delivery = %attempted.record.delivery, "delivery lease lost before the outcome was recorded");
+                continue;
+            }
+            if attempted.record.next == NextStep::Succeeded {
+                delivered += 1;
+            }
+            observe(&attempted.record, &attempted.event, attempted.record.now);
+        }
+        Ok(delivered)
+    }
+
+    /// One step of the background loop: sequence and fan out, then start an attempt on its own
+    /// task for each delivery due now, as far as `slots` allow; each sends its outcome to
+    /// `outcomes`. Whether there was anything to do.
+    async fn feed(
+        &self,
+        slots: &Arc<tokio::sync::Semaphore>,
+        outcomes: &tokio::sync::mpsc::UnboundedSender<Attempted>,
+    ) -> Result<bool, StoreError> {
+        let now = self.clock.now();
+        let (events, _) = self
+            .services
+            .store
+            .sequence_and_fan_out(FAN_OUT, now)
+            .await?;
+        let free = u32::try_from(slots.available_permits()).unwrap_or(u32::MAX);
+        if free == 0 {
+            return Ok(events > 0);
+        }
+        let claimed = self.claim(free, now).await?;
+        let started = !claimed.is_empty();
+        let targets = self.targets(&claimed, now).await?;
+        for delivery in claimed {
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                break;
+            };
+            let target = targets.get(&delivery.endpoint_id).cloned();
+            let this = self.clone();
+            let outcomes = outcomes.clone();
+            tokio::spawn(async move {
+                let _slot = slot;
+                match this.attempt(delivery, target).await {
+                    Ok(Some(attempted)) => {
+                        // The recorder is gone only at shutdown: the lease covers the retry.
+                        let _ = outcomes.send(attempted);
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(error = %e, "push attempt failed"),
+                }
+            });
+        }
+        Ok(events > 0 || started)
     }
 
     /// Runs passes until one finds nothing to do (at most `max_passes`).
@@ -156,31 +239,25 @@ impl Dispatcher {
         Ok(targets)
     }
 
-    /// Attempts one claimed delivery and records the outcome; `true` when delivered.
+    /// Attempts one claimed delivery; its outcome, to record, or `None` when there was nothing
+    /// to send any more.
     async fn attempt(
         &self,
         delivery: Delivery,
         target: Option<Arc<Target>>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<Attempted>, StoreError> {
         let store = &self.services.store;
         let (Some(target), Some(event)) = (target, store.get_event(delivery.event_id).await?)
         else {
             // Deleted meanwhile: its deliveries went with it.
-            return Ok(false);
+            return Ok(None);
         };
-        let endpoint = &target.endpoint;
         let now = self.clock.now();
         let started = Instant::now();
         let answer = self.send(&target, &event, now).await;
         let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let record = self.judge(&delivery, endpoint, answer, latency_ms);
-        let delivered = record.next == NextStep::Succeeded;
-        if !store.record_attempt(&record).await? {
-            tracing::warn!(delivery = %delivery.id, "delivery lease lost before the outcome was recorded");
-            return Ok(false);
-        }
-        observe(&record, &event, now);
-        Ok(delivered)
+        let record = self.judge(&delivery, &target.endpoint, answer, latency_ms);
+        Ok(Some(Attempted { record, event }))
     }
 
     /// Turns an answer (or the failure to get one) into what is recorded.
@@ -400,17 +477,44 @@ fn observe(record: &AttemptRecord, event: &PushEvent, now: Timestamp) {
     }
 }
 
-/// The background loop: passes until shutdown, pausing when idle until events are stored (by
-/// this process, or announced by another instance) or the poll interval passes.
+/// The background loop until shutdown: attempts run on their own tasks (at most
+/// [`IN_FLIGHT`] at once) and one recorder writes their outcomes in batches, so a hanging
+/// endpoint holds back only its own lines. Idle, it waits until events are stored (by this
+/// process, or announced by another instance), an outcome is recorded (freeing the next of its
+/// line), or the poll interval passes.
 pub async fn run(services: Services) {
     let dispatcher = Dispatcher::new(services.clone());
     let poll = services.config.worker_poll_interval;
+    let slots = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+    let recorded = Arc::new(tokio::sync::Notify::new());
+    let (outcomes, mut pending) = tokio::sync::mpsc::unbounded_channel::<Attempted>();
+    let recorder = {
+        let dispatcher = dispatcher.clone();
+        let recorded = recorded.clone();
+        tokio::spawn(async move {
+            while let Some(first) = pending.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < RECORD_BATCH {
+                    match pending.try_recv() {
+                        Ok(next) => batch.push(next),
+                        Err(_) => break,
+                    }
+                }
+                // Not recorded: the deliveries stay leased and are attempted again once the
+                // lease ends (the same message, the same `webhook-id`).
+                if let Err(e) = dispatcher.record(batch).await {
+                    tracing::warn!(error = %e, "recording push outcomes failed");
+                }
+                recorded.notify_one();
+            }
+        })
+    };
     while !services.is_shutting_down() {
         let news = crate::store::wake::next_push_news();
         tokio::pin!(news);
         news.as_mut().enable();
-        let busy = match dispatcher.run_once().await {
-            Ok(pass) => pass.events > 0 || pass.attempted > 0,
+        let busy = match dispatcher.feed(&slots, &outcomes).await {
+            Ok(busy) => busy,
             Err(e) => {
                 tracing::warn!(error = %e, "push dispatch pass failed");
                 false
@@ -420,7 +524,10 @@ pub async fn run(services: Services) {
             tokio::select! {
                 () = tokio::time::sleep(poll) => {}
                 () = &mut news => {}
+                () = recorded.notified() => {}
             }
         }
     }
+    drop(outcomes);
+    recorder.abort();
 }

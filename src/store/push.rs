@@ -134,8 +134,9 @@ pub trait PushStore: Send + Sync {
     /// One event of the outbox.
     async fn get_event(&self, id: EventId) -> Result<Option<PushEvent>, StoreError>;
 
-    /// Records an attempt; `false` (nothing written) when the lease was lost.
-    async fn record_attempt(&self, record: &AttemptRecord) -> Result<bool, StoreError>;
+    /// Records attempts in one transaction; for each, `false` (nothing written for it) when
+    /// its lease was lost.
+    async fn record_attempts(&self, records: &[AttemptRecord]) -> Result<Vec<bool>, StoreError>;
 
     /// A page of an endpoint's deliveries, newest first.
     async fn list_deliveries(

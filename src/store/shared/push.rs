@@ -361,48 +361,53 @@ macro_rules! push_store {
                     row.as_ref().map(event).transpose()
                 }
 
-                async fn record_attempt(&self, r: &AttemptRecord) -> Result<bool, StoreError> {
-                    let now = to_micros(&r.now);
-                    let (status, next, completed) = match r.next {
-                        NextStep::Succeeded => (DeliveryStatus::Succeeded, now, Some(now)),
-                        NextStep::RetryAt(at) => (DeliveryStatus::Pending, to_micros(&at), None),
-                        NextStep::GiveUp => (DeliveryStatus::Failed, now, Some(now)),
-                    };
+                async fn record_attempts(&self, records: &[AttemptRecord]) -> Result<Vec<bool>, StoreError> {
                     let mut tx = self.pool.begin().await?;
-                    let done = sqlx::query(FINISH_DELIVERY)
-                        .bind(status.as_str())
-                        .bind(next)
-                        .bind(r.status_code.map(i64::from))
-                        .bind(&r.error)
-                        .bind(i64::try_from(r.latency_ms).unwrap_or(i64::MAX))
-                        .bind(&r.response_body)
-                        .bind(now)
-                        .bind(completed)
-                        .bind(r.delivery.0)
-                        .bind(r.owner)
-                        .execute(&mut *tx)
-                        .await?;
-                    if done.rows_affected() == 0 {
-                        return Ok(false);
-                    }
-                    match &r.health {
-                        HealthChange::Healthy => {
-                            sqlx::query(ENDPOINT_HEALTHY).bind(now).bind(r.endpoint.0).execute(&mut *tx).await?;
+                    let mut kept = Vec::with_capacity(records.len());
+                    for r in records {
+                        let now = to_micros(&r.now);
+                        let (status, next, completed) = match r.next {
+                            NextStep::Succeeded => (DeliveryStatus::Succeeded, now, Some(now)),
+                            NextStep::RetryAt(at) => (DeliveryStatus::Pending, to_micros(&at), None),
+                            NextStep::GiveUp => (DeliveryStatus::Failed, now, Some(now)),
+                        };
+                        let done = sqlx::query(FINISH_DELIVERY)
+                            .bind(status.as_str())
+                            .bind(next)
+                            .bind(r.status_code.map(i64::from))
+                            .bind(&r.error)
+                            .bind(i64::try_from(r.latency_ms).unwrap_or(i64::MAX))
+                            .bind(&r.response_body)
+                            .bind(now)
+                            .bind(completed)
+                            .bind(r.delivery.0)
+                            .bind(r.owner)
+                            .execute(&mut *tx)
+                            .await?;
+                        let ours = done.rows_affected() > 0;
+                        kept.push(ours);
+                        if !ours {
+                            continue;
                         }
-                        HealthChange::Failing { disable, failing_cutoff } => {
-                            sqlx::query(ENDPOINT_FAILING)
-                                .bind(now)
-                                .bind(r.status_code.map(i64::from))
-                                .bind(&r.error)
-                                .bind(disable)
-                                .bind(to_micros(failing_cutoff))
-                                .bind(r.endpoint.0)
-                                .execute(&mut *tx)
-                                .await?;
+                        match &r.health {
+                            HealthChange::Healthy => {
+                                sqlx::query(ENDPOINT_HEALTHY).bind(now).bind(r.endpoint.0).execute(&mut *tx).await?;
+                            }
+                            HealthChange::Failing { disable, failing_cutoff } => {
+                                sqlx::query(ENDPOINT_FAILING)
+                                    .bind(now)
+                                    .bind(r.status_code.map(i64::from))
+                                    .bind(&r.error)
+                                    .bind(disable)
+                                    .bind(to_micros(failing_cutoff))
+                                    .bind(r.endpoint.0)
+                                    .execute(&mut *tx)
+                                    .await?;
+                            }
                         }
                     }
                     tx.commit().await?;
-                    Ok(true)
+                    Ok(kept)
                 }
 
                 async fn list_deliveries(

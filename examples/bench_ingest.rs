@@ -47,6 +47,8 @@ mod fake_api;
 mod floor;
 #[path = "bench_ingest/ingest.rs"]
 mod ingest;
+#[path = "bench_ingest/machine.rs"]
+mod machine;
 #[path = "bench_ingest/report.rs"]
 mod report;
 #[path = "bench_ingest/sync.rs"]

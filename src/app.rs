@@ -225,7 +225,7 @@ fn metrics_router(state: AppState) -> Router {
             "/metrics",
             get(
                 |axum::extract::State(state): axum::extract::State<AppState>| async move {
-                    crate::api::render_metrics(&state)
+                    crate::api::render_metrics(&state).await
                 },
             ),
         )

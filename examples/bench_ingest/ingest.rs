@@ -16,7 +16,7 @@ use reqwest::Url;
 use uuid::Uuid;
 
 use crate::api::Api;
-use crate::report::thousands;
+use crate::machine::thousands;
 use crate::server;
 
 /// Latencies are recorded in microseconds, up to ten minutes, with three significant digits.
@@ -52,6 +52,12 @@ pub struct LoadSettings {
 pub struct Ack {
     pub tenant: TenantId,
     pub event: Uuid,
+    /// The delivery's id is `load-{sender}-{seq}` (the signal's `external_id`); read by the
+    /// push harness, which matches signals to acknowledgements.
+    #[allow(dead_code)]
+    pub sender: usize,
+    #[allow(dead_code)]
+    pub seq: usize,
     /// The harness's clock when the `202` arrived.
     pub at: DateTime<Utc>,
 }
@@ -252,6 +258,7 @@ async fn sender(
         }
         let tenant = tenants[(n + seq) % tenants.len()];
         let id = format!("load-{n}-{seq}");
+        let number = seq;
         seq += 1;
         let outcome = api.deliver(base, tenant, &id).await;
         let took = started.elapsed();
@@ -266,6 +273,8 @@ async fn sender(
                 stats.acks.push(Ack {
                     tenant,
                     event,
+                    sender: n,
+                    seq: number,
                     at: Utc::now(),
                 });
             }

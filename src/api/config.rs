@@ -41,7 +41,7 @@ pub struct PushSummary {
     allow_http: bool,
     /// Non-global addresses and ranges deliveries may reach (`POBLYSH_PUSH_ALLOWED_ADDRESSES`).
     allowed_addresses: Vec<String>,
-    /// How long a rotated-out secret keeps signing (`POBLYSH_PUSH_SECRET_OVERLAP`).
+    /// How long a rotated-out secret keeps signing (`POBLYSH_PUSH_SECRET_OVERLAP_SECS`).
     secret_overlap_secs: u64,
 }
 

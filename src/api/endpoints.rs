@@ -384,7 +384,7 @@ pub async fn delete_endpoint(
 }
 
 /// Replaces the signing secret. The previous one keeps signing beside the new one (both
-/// signatures in `webhook-signature`) for `POBLYSH_PUSH_SECRET_OVERLAP` (default 24 h), so
+/// signatures in `webhook-signature`) for `POBLYSH_PUSH_SECRET_OVERLAP_SECS` (default 24 h), so
 /// Core can switch without losing a message.
 #[utoipa::path(
     post,

@@ -124,15 +124,22 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         )
         .into_response();
     }
-    render_metrics(&state)
+    render_metrics(&state).await
 }
 
-/// The metrics page, for the API address or the separate metrics address.
-pub fn render_metrics(state: &AppState) -> Response {
+/// The metrics page, for the API address or the separate metrics address. The push backlog
+/// gauge is read from the store as the page is rendered; without the store the page goes
+/// out without it.
+pub async fn render_metrics(state: &AppState) -> Response {
+    let mut page = state.metrics.render();
+    match crate::push::backlog::render(state.store.as_ref()).await {
+        Ok(backlog) => page.push_str(&backlog),
+        Err(e) => tracing::warn!(error = %e, "the push backlog could not be read for /metrics"),
+    }
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
+        page,
     )
         .into_response()
 }

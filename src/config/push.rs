@@ -71,9 +71,13 @@ pub struct PushSettings {
     /// Addresses deliveries may reach although they are not global
     /// (`POBLYSH_PUSH_ALLOWED_ADDRESSES`).
     pub allowed_addresses: Vec<AddressRange>,
-    /// How long the secret before a rotation keeps signing (`POBLYSH_PUSH_SECRET_OVERLAP`).
+    /// How long the secret before a rotation keeps signing
+    /// (`POBLYSH_PUSH_SECRET_OVERLAP_SECS`).
     pub secret_overlap: Duration,
 }
+
+/// The longest overlap: 30 days.
+const MAX_SECRET_OVERLAP_SECS: u64 = 30 * 86_400;
 
 pub(super) fn settings(source: &Source) -> Result<PushSettings, ConfigError> {
     Ok(PushSettings {
@@ -87,32 +91,13 @@ pub(super) fn settings(source: &Source) -> Result<PushSettings, ConfigError> {
                 .collect()
         })?
         .unwrap_or_default(),
-        secret_overlap: parse::optional(source, "POBLYSH_PUSH_SECRET_OVERLAP", duration)?
-            .unwrap_or(Duration::from_secs(24 * 3600)),
+        secret_overlap: parse::optional(
+            source,
+            "POBLYSH_PUSH_SECRET_OVERLAP_SECS",
+            parse::bounded(0u64, MAX_SECRET_OVERLAP_SECS),
+        )?
+        .map_or(Duration::from_secs(24 * 3600), Duration::from_secs),
     })
-}
-
-/// A duration such as `24h`, `90m`, `3600s` or `2d` (0 to 30 days).
-fn duration(text: &str) -> Result<Duration, String> {
-    let problem =
-        || format!("must be a duration such as 24h, 90m or 3600s (at most 30d), got {text:?}");
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(problem)?;
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().map_err(|_| problem())?;
-    let unit = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(problem()),
-    };
-    let seconds = number
-        .checked_mul(unit)
-        .filter(|s| *s <= 30 * 86_400)
-        .ok_or_else(problem)?;
-    Ok(Duration::from_secs(seconds))
 }
 
 #[cfg(test)]
@@ -138,11 +123,26 @@ mod tests {
     }
 
     #[test]
-    fn durations_take_a_unit_and_a_bound() {
-        assert_eq!(duration("24h"), Ok(Duration::from_secs(86_400)));
-        assert_eq!(duration("90m"), Ok(Duration::from_secs(5_400)));
-        assert!(duration("24").is_err());
-        assert!(duration("31d").is_err());
-        assert!(duration("h").is_err());
+    fn the_overlap_is_seconds_within_thirty_days() {
+        let read = |value: &str| {
+            settings(&Source::from_pairs([(
+                "POBLYSH_PUSH_SECRET_OVERLAP_SECS",
+                value,
+            )]))
+        };
+        assert_eq!(
+            read("3600").expect("valid").secret_overlap,
+            Duration::from_secs(3600)
+        );
+        assert_eq!(read("0").expect("valid").secret_overlap, Duration::ZERO);
+        for bad in ["24h", "2592001", "-1", "soon"] {
+            let err = read(bad).expect_err(bad);
+            assert!(
+                err.to_string().contains("POBLYSH_PUSH_SECRET_OVERLAP_SECS"),
+                "{err}"
+            );
+        }
+        let default = settings(&Source::default()).expect("valid");
+        assert_eq!(default.secret_overlap, Duration::from_secs(86_400));
     }
 }

@@ -184,15 +184,17 @@ pub const MAX_RETRY_AFTER_SECS: u64 = 3600;
 /// A `Retry-After` in seconds, clamped to [`MAX_RETRY_AFTER_SECS`]. Digits too many for a
 /// `u64` still mean "a long time"; anything else (an HTTP date, a sign, a fraction) is `None`.
 pub fn retry_after_secs(value: &str) -> Option<u64> {
+    retry_after_secs_within(value, MAX_RETRY_AFTER_SECS)
+}
+
+/// [`retry_after_secs`] with another bound, for a caller that honours longer waits (push
+/// delivery to Core waits up to a day).
+pub fn retry_after_secs_within(value: &str, max: u64) -> Option<u64> {
     let value = value.trim();
     if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    Some(
-        value
-            .parse::<u64>()
-            .map_or(MAX_RETRY_AFTER_SECS, |s| s.min(MAX_RETRY_AFTER_SECS)),
-    )
+    Some(value.parse::<u64>().map_or(max, |s| s.min(max)))
 }
 
 /// The `Retry-After` header of `headers`, per [`retry_after_secs`].

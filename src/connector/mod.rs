@@ -30,7 +30,8 @@ use crate::domain::{Connection, ConnectionId, TenantId};
 
 pub use call::{
     check_status, http_client, rate_limited, read_body, retry_after_header, retry_after_secs,
-    transport, ProviderCallError, ProviderContext, MAX_BODY_BYTES, MAX_RETRY_AFTER_SECS,
+    retry_after_secs_within, transport, ProviderCallError, ProviderContext, MAX_BODY_BYTES,
+    MAX_RETRY_AFTER_SECS,
 };
 pub use descriptor::{AuthType, Descriptor, RateLimitPolicy, Setting};
 pub use oauth::{

@@ -3,6 +3,7 @@
 //! outcome with the retry schedule and the endpoint's health. [`Dispatcher::run_once`] is
 //! one pass, for tests to drain deterministically; [`run`] is the background loop.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,11 +12,14 @@ use serde_json::json;
 use url::Url;
 use uuid::Uuid;
 
+use super::clients::Clients;
 use super::clock::{Clock, SystemClock};
 use super::egress::EgressPolicy;
 use super::schedule;
 use super::signing::{signature_header, SigningSecret};
-use crate::domain::{format_time, Delivery, Endpoint, EndpointId, PushEvent, Timestamp};
+use crate::domain::{
+    format_time, Delivery, Endpoint, EndpointId, EndpointSecrets, PushEvent, Timestamp,
+};
 use crate::services::Services;
 use crate::store::{AttemptRecord, HealthChange, NextStep, StoreError};
 
@@ -29,6 +33,13 @@ const FAILING_LIMIT: chrono::Duration = chrono::Duration::days(5);
 pub const MAX_RESPONSE_BODY: usize = 4096;
 /// Events fanned out, and deliveries attempted, per pass.
 const BATCH: u32 = 64;
+/// Attempts the background loop keeps in flight at once, each on its own task, so an endpoint
+/// that hangs holds back only its own lines.
+const IN_FLIGHT: usize = 256;
+/// Events the background loop fans out per step.
+const FAN_OUT: u32 = 512;
+/// Outcomes the background loop records per transaction, at the most.
+const RECORD_BATCH: usize = 512;
 
 /// What one pass did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -50,7 +61,20 @@ pub struct Dispatcher {
     clock: Arc<dyn Clock>,
     egress: EgressPolicy,
     owner: Uuid,
-    timeout: Duration,
+    clients: Arc<Clients>,
+}
+
+/// An endpoint as a pass delivers to it: read once per pass, its secrets opened once.
+struct Target {
+    endpoint: Endpoint,
+    /// The secrets that sign now, or why there are none.
+    secrets: Result<Vec<SigningSecret>, String>,
+}
+
+/// An attempt made, its outcome not yet recorded.
+struct Attempted {
+    record: AttemptRecord,
+    event: PushEvent,
 }
 
 /// What an endpoint answered.
@@ -68,7 +92,7 @@ impl Dispatcher {
             services,
             clock: Arc::new(SystemClock),
             owner: Uuid::new_v4(),
-            timeout: ATTEMPT_TIMEOUT,
+            clients: Arc::new(Clients::new(ATTEMPT_TIMEOUT)),
         }
     }
 
@@ -78,30 +102,104 @@ impl Dispatcher {
         self
     }
 
-    /// One pass: sequence and fan out, then attempt the deliveries due now.
+    /// One pass: sequence and fan out, then attempt the deliveries due now and record their
+    /// outcomes together.
     pub async fn run_once(&self) -> Result<Pass, StoreError> {
         let store = &self.services.store;
         let now = self.clock.now();
         let (events, fanned_out) = store.sequence_and_fan_out(BATCH, now).await?;
-        let lease_until = now + chrono::Duration::from_std(LEASE).unwrap_or_default();
-        let claimed = store
-            .claim_deliveries(self.owner, now, lease_until, BATCH)
-            .await?;
+        let claimed = self.claim(BATCH, now).await?;
         let attempted = claimed.len();
-        let outcomes =
-            futures::future::join_all(claimed.into_iter().map(|d| self.attempt(d))).await;
-        let mut delivered = 0;
+        let targets = self.targets(&claimed, now).await?;
+        let outcomes = futures::future::join_all(claimed.into_iter().map(|d| {
+            let target = targets.get(&d.endpoint_id).cloned();
+            self.attempt(d, target)
+        }))
+        .await;
+        let mut done = Vec::with_capacity(outcomes.len());
         for outcome in outcomes {
-            if outcome? {
-                delivered += 1;
-            }
+            done.extend(outcome?);
         }
+        let delivered = self.record(done).await?;
         Ok(Pass {
             events,
             fanned_out,
             attempted,
             delivered,
         })
+    }
+
+    /// Claims up to `limit` deliveries that head their line, under this dispatcher's lease.
+    async fn claim(&self, limit: u32, now: Timestamp) -> Result<Vec<Delivery>, StoreError> {
+        let lease_until = now + chrono::Duration::from_std(LEASE).unwrap_or_default();
+        self.services
+            .store
+            .claim_deliveries(self.owner, now, lease_until, limit)
+            .await
+    }
+
+    /// Records attempts in one transaction; how many of them delivered.
+    async fn record(&self, done: Vec<Attempted>) -> Result<usize, StoreError> {
+        if done.is_empty() {
+            return Ok(0);
+        }
+        let records: Vec<AttemptRecord> = done.iter().map(|a| a.record.clone()).collect();
+        let kept = self.services.store.record_attempts(&records).await?;
+        let mut delivered = 0;
+        for (attempted, ours) in done.iter().zip(kept) {
+            if !ours {
+                tracing::warn!(delivery = %attempted.record.delivery, "delivery lease lost before the outcome was recorded");
+                continue;
+            }
+            if attempted.record.next == NextStep::Succeeded {
+                delivered += 1;
+            }
+            observe(&attempted.record, &attempted.event, attempted.record.now);
+        }
+        Ok(delivered)
+    }
+
+    /// One step of the background loop: sequence and fan out, then start an attempt on its own
+    /// task for each delivery due now, as far as `slots` allow; each sends its outcome to
+    /// `outcomes`. Whether there was anything to do.
+    async fn feed(
+        &self,
+        slots: &Arc<tokio::sync::Semaphore>,
+        outcomes: &tokio::sync::mpsc::UnboundedSender<Attempted>,
+    ) -> Result<bool, StoreError> {
+        let now = self.clock.now();
+        let (events, _) = self
+            .services
+            .store
+            .sequence_and_fan_out(FAN_OUT, now)
+            .await?;
+        let free = u32::try_from(slots.available_permits()).unwrap_or(u32::MAX);
+        if free == 0 {
+            return Ok(events > 0);
+        }
+        let claimed = self.claim(free, now).await?;
+        let started = !claimed.is_empty();
+        let targets = self.targets(&claimed, now).await?;
+        for delivery in claimed {
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                break;
+            };
+            let target = targets.get(&delivery.endpoint_id).cloned();
+            let this = self.clone();
+            let outcomes = outcomes.clone();
+            tokio::spawn(async move {
+                let _slot = slot;
+                match this.attempt(delivery, target).await {
+                    Ok(Some(attempted)) => {
+                        // The recorder is gone only at shutdown: the lease covers the retry.
+                        let _ = outcomes.send(attempted);
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(error = %e, "push attempt failed"),
+                }
+            });
+        }
+        Ok(events > 0 || started)
     }
 
     /// Runs passes until one finds nothing to do (at most `max_passes`).
@@ -120,31 +218,46 @@ impl Dispatcher {
         Ok(total)
     }
 
-    /// Attempts one claimed delivery and records the outcome; `true` when delivered.
-    async fn attempt(&self, delivery: Delivery) -> Result<bool, StoreError> {
-        let store = &self.services.store;
-        let (Some(endpoint), Some(event)) = (
-            store.endpoint_by_id(delivery.endpoint_id).await?,
-            store.get_event(delivery.event_id).await?,
-        ) else {
+    /// The endpoints of the claimed deliveries, each read once (with its secrets).
+    async fn targets(
+        &self,
+        claimed: &[Delivery],
+        now: Timestamp,
+    ) -> Result<HashMap<EndpointId, Arc<Target>>, StoreError> {
+        let mut targets = HashMap::new();
+        for delivery in claimed {
+            let id = delivery.endpoint_id;
+            if targets.contains_key(&id) {
+                continue;
+            }
             // Deleted meanwhile: its deliveries went with it.
-            return Ok(false);
+            if let Some((endpoint, sealed)) = self.services.store.endpoint_for_delivery(id).await? {
+                let secrets = self.open_secrets(&endpoint, &sealed, now);
+                targets.insert(id, Arc::new(Target { endpoint, secrets }));
+            }
+        }
+        Ok(targets)
+    }
+
+    /// Attempts one claimed delivery; its outcome, to record, or `None` when there was nothing
+    /// to send any more.
+    async fn attempt(
+        &self,
+        delivery: Delivery,
+        target: Option<Arc<Target>>,
+    ) -> Result<Option<Attempted>, StoreError> {
+        let store = &self.services.store;
+        let (Some(target), Some(event)) = (target, store.get_event(delivery.event_id).await?)
+        else {
+            // Deleted meanwhile: its deliveries went with it.
+            return Ok(None);
         };
         let now = self.clock.now();
         let started = Instant::now();
-        let answer = self.send(&endpoint, &event, now).await;
+        let answer = self.send(&target, &event, now).await;
         let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let record = self.judge(&delivery, &endpoint, answer, latency_ms);
-        let delivered = record.next == NextStep::Succeeded;
-        if !store.record_attempt(&record).await? {
-            tracing::warn!(delivery = %delivery.id, "delivery lease lost before the outcome was recorded");
-            return Ok(false);
-        }
-        observe(&record, &event, now);
-        let backlog = store.endpoint_backlog(endpoint.id).await?;
-        metrics::gauge!("push_endpoint_backlog", "endpoint" => endpoint.id.to_string())
-            .set(backlog as f64);
-        Ok(delivered)
+        let record = self.judge(&delivery, &target.endpoint, answer, latency_ms);
+        Ok(Some(Attempted { record, event }))
     }
 
     /// Turns an answer (or the failure to get one) into what is recorded.
@@ -219,22 +332,23 @@ impl Dispatcher {
     /// Signs and posts the event to the endpoint's URL.
     async fn send(
         &self,
-        endpoint: &Endpoint,
+        target: &Target,
         event: &PushEvent,
         now: Timestamp,
     ) -> Result<Answer, String> {
+        let endpoint = &target.endpoint;
         let url = self
             .egress
             .check_url(&endpoint.url)
             .map_err(|e| format!("url {e}"))?;
-        let secrets = self.secrets(endpoint.id, endpoint, now).await?;
+        let secrets = target.secrets.as_ref().map_err(Clone::clone)?;
         let body = message_body(event, endpoint.include_payload);
         let id = event.id.to_string();
         let timestamp = now.timestamp();
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert(USER_AGENT, HeaderValue::from_static("poblysh-connectors"));
-        let signature = signature_header(&secrets, &id, timestamp, &body);
+        let signature = signature_header(secrets, &id, timestamp, &body);
         for (name, value) in [
             ("webhook-id", id),
             ("webhook-timestamp", timestamp.to_string()),
@@ -249,22 +363,15 @@ impl Dispatcher {
 
     /// The secrets that sign now: the current one, and the one before a rotation during its
     /// overlap.
-    async fn secrets(
+    fn open_secrets(
         &self,
-        id: EndpointId,
         endpoint: &Endpoint,
+        sealed: &EndpointSecrets,
         now: Timestamp,
     ) -> Result<Vec<SigningSecret>, String> {
         let vault = &self.services.vault;
-        let sealed = self
-            .services
-            .store
-            .endpoint_secrets(id)
-            .await
-            .map_err(|_| "the signing secret could not be read".to_string())?
-            .ok_or_else(|| "the endpoint is gone".to_string())?;
         let open = |bytes: &[u8]| {
-            SigningSecret::open(vault, endpoint.tenant_id, id, bytes)
+            SigningSecret::open(vault, endpoint.tenant_id, endpoint.id, bytes)
                 .map_err(|_| "the signing secret could not be opened".to_string())
         };
         let mut secrets = vec![open(&sealed.current)?];
@@ -276,7 +383,8 @@ impl Dispatcher {
         Ok(secrets)
     }
 
-    /// Posts through a client bound to the one address checked for this attempt.
+    /// Posts through a client bound to the one address checked for this attempt (kept for the
+    /// next attempt to the same host and address, so its connections are reused).
     async fn post(
         &self,
         url: &Url,
@@ -289,14 +397,7 @@ impl Dispatcher {
             .resolve(url)
             .await
             .map_err(|e| format!("url {e}"))?;
-        let mut builder = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(self.timeout)
-            .no_proxy();
-        if let Some(domain) = url.domain() {
-            builder = builder.resolve(domain, addr);
-        }
-        let client = builder.build().map_err(|_| "no HTTP client".to_string())?;
+        let client = self.clients.for_address(url, addr)?;
         let response = client
             .post(url.clone())
             .headers(headers)
@@ -376,17 +477,44 @@ fn observe(record: &AttemptRecord, event: &PushEvent, now: Timestamp) {
     }
 }
 
-/// The background loop: passes until shutdown, pausing when idle until events are stored (by
-/// this process, or announced by another instance) or the poll interval passes.
+/// The background loop until shutdown: attempts run on their own tasks (at most
+/// [`IN_FLIGHT`] at once) and one recorder writes their outcomes in batches, so a hanging
+/// endpoint holds back only its own lines. Idle, it waits until events are stored (by this
+/// process, or announced by another instance), an outcome is recorded (freeing the next of its
+/// line), or the poll interval passes.
 pub async fn run(services: Services) {
     let dispatcher = Dispatcher::new(services.clone());
     let poll = services.config.worker_poll_interval;
+    let slots = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+    let recorded = Arc::new(tokio::sync::Notify::new());
+    let (outcomes, mut pending) = tokio::sync::mpsc::unbounded_channel::<Attempted>();
+    let recorder = {
+        let dispatcher = dispatcher.clone();
+        let recorded = recorded.clone();
+        tokio::spawn(async move {
+            while let Some(first) = pending.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < RECORD_BATCH {
+                    match pending.try_recv() {
+                        Ok(next) => batch.push(next),
+                        Err(_) => break,
+                    }
+                }
+                // Not recorded: the deliveries stay leased and are attempted again once the
+                // lease ends (the same message, the same `webhook-id`).
+                if let Err(e) = dispatcher.record(batch).await {
+                    tracing::warn!(error = %e, "recording push outcomes failed");
+                }
+                recorded.notify_one();
+            }
+        })
+    };
     while !services.is_shutting_down() {
         let news = crate::store::wake::next_push_news();
         tokio::pin!(news);
         news.as_mut().enable();
-        let busy = match dispatcher.run_once().await {
-            Ok(pass) => pass.events > 0 || pass.attempted > 0,
+        let busy = match dispatcher.feed(&slots, &outcomes).await {
+            Ok(busy) => busy,
             Err(e) => {
                 tracing::warn!(error = %e, "push dispatch pass failed");
                 false
@@ -396,7 +524,10 @@ pub async fn run(services: Services) {
             tokio::select! {
                 () = tokio::time::sleep(poll) => {}
                 () = &mut news => {}
+                () = recorded.notified() => {}
             }
         }
     }
+    drop(outcomes);
+    recorder.abort();
 }

@@ -26,9 +26,11 @@
 //! PostgreSQL); an instance killed mid-attempt leaves a lease that runs out, and the
 //! delivery is attempted again with the same `webhook-id` (the event's id): delivery is at
 //! least once. See [`dispatch`] for attempts, [`schedule`] for retries, [`egress`] for where
-//! deliveries may go and [`signing`] for the signatures. [`live`] feeds the same outbox to
-//! the live signal stream.
+//! deliveries may go, [`clients`] for the connections kept to them and [`signing`] for the
+//! signatures. [`live`] feeds the same outbox to the live signal stream.
 
+pub mod backlog;
+pub mod clients;
 pub mod clock;
 pub mod dispatch;
 pub mod egress;

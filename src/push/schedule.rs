@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use rand::Rng;
 
+use crate::connector::retry_after_secs_within;
 use crate::domain::Timestamp;
 
 /// The delay before each attempt; the first is immediate.
@@ -41,13 +42,13 @@ pub fn next_attempt(
     now.checked_add_signed(wait)
 }
 
-/// A `Retry-After` value: seconds, or an HTTP date (then relative to `now`).
+/// A `Retry-After` value: seconds (read as the connectors read them, bounded by
+/// [`MAX_RETRY_AFTER`]), or an HTTP date (then relative to `now`).
 pub fn parse_retry_after(value: &str, now: Timestamp) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds).min(MAX_RETRY_AFTER));
+    if let Some(seconds) = retry_after_secs_within(value, MAX_RETRY_AFTER.as_secs()) {
+        return Some(Duration::from_secs(seconds));
     }
-    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let at = chrono::DateTime::parse_from_rfc2822(value.trim()).ok()?;
     let wait = at.with_timezone(&chrono::Utc).signed_duration_since(now);
     Some(wait.to_std().unwrap_or(Duration::ZERO).min(MAX_RETRY_AFTER))
 }
@@ -81,7 +82,13 @@ mod tests {
             parse_retry_after("120", now),
             Some(Duration::from_secs(120))
         );
-        assert_eq!(parse_retry_after("99999999999999999999", now), None);
+        assert_eq!(
+            parse_retry_after("99999999999999999999", now),
+            Some(MAX_RETRY_AFTER),
+            "more digits than a u64 holds still mean a long wait"
+        );
+        assert_eq!(parse_retry_after(" 7 ", now), Some(Duration::from_secs(7)));
+        assert_eq!(parse_retry_after("-5", now), None);
         assert_eq!(parse_retry_after("soon", now), None);
         let date = (now + chrono::Duration::seconds(60)).to_rfc2822();
         let wait = parse_retry_after(&date, now).expect("a date");

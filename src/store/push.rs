@@ -105,12 +105,11 @@ pub trait PushStore: Send + Sync {
         now: Timestamp,
     ) -> Result<bool, StoreError>;
 
-    /// An endpoint's sealed secrets, for signing.
-    async fn endpoint_secrets(&self, id: EndpointId)
-        -> Result<Option<EndpointSecrets>, StoreError>;
-
-    /// Any endpoint by id, for the dispatcher.
-    async fn endpoint_by_id(&self, id: EndpointId) -> Result<Option<Endpoint>, StoreError>;
+    /// Any endpoint by id with its sealed secrets, read in one statement for the dispatcher.
+    async fn endpoint_for_delivery(
+        &self,
+        id: EndpointId,
+    ) -> Result<Option<(Endpoint, EndpointSecrets)>, StoreError>;
 
     /// Gives the events committed since the last call their `seq`, in one statement and one
     /// sequencer at a time across instances, then fans up to `limit` sequenced events out to
@@ -159,8 +158,9 @@ pub trait PushStore: Send + Sync {
     /// One event of the outbox.
     async fn get_event(&self, id: EventId) -> Result<Option<PushEvent>, StoreError>;
 
-    /// Records an attempt; `false` (nothing written) when the lease was lost.
-    async fn record_attempt(&self, record: &AttemptRecord) -> Result<bool, StoreError>;
+    /// Records attempts in one transaction; for each, `false` (nothing written for it) when
+    /// its lease was lost.
+    async fn record_attempts(&self, records: &[AttemptRecord]) -> Result<Vec<bool>, StoreError>;
 
     /// A page of an endpoint's deliveries, newest first.
     async fn list_deliveries(
@@ -171,6 +171,10 @@ pub trait PushStore: Send + Sync {
 
     /// How many of an endpoint's deliveries are pending.
     async fn endpoint_backlog(&self, endpoint: EndpointId) -> Result<u64, StoreError>;
+
+    /// Every endpoint with how many of its deliveries are pending (zero included), in one
+    /// statement: the backlog gauge, read when metrics are scraped.
+    async fn endpoint_backlogs(&self) -> Result<Vec<(EndpointId, u64)>, StoreError>;
 
     /// New deliveries to `endpoint` of every event from `from` on that it receives (the same
     /// event ids), at most `limit`; returns how many, or `None` when `from` names a signal

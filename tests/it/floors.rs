@@ -23,7 +23,14 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("push", PUSH),
 ];
 
-const PUSH: &[&str] = &["domain", "crypto", "config", "store", "services"];
+const PUSH: &[&str] = &[
+    "domain",
+    "crypto",
+    "connector",
+    "config",
+    "store",
+    "services",
+];
 
 const SERVICES: &[&str] = &[
     "domain",

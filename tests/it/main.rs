@@ -37,6 +37,7 @@ mod outage;
 mod pagination;
 mod providers_oauth;
 mod push_delivery;
+mod push_economy;
 mod push_endpoints;
 mod push_faults;
 mod push_replay;

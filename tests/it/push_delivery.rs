@@ -78,7 +78,7 @@ async fn without_include_payload_the_signal_arrives_without_its_payload() {
 
 #[tokio::test]
 async fn after_a_rotation_both_secrets_sign_until_the_overlap_ends() {
-    let app = app_with(&[("POBLYSH_PUSH_SECRET_OVERLAP", "1s")]).await;
+    let app = app_with(&[("POBLYSH_PUSH_SECRET_OVERLAP_SECS", "1")]).await;
     let receiver = accepting().await;
     let t = tenant();
     let endpoint = endpoint_to(&app, Some(t), &receiver).await;

@@ -50,3 +50,62 @@ async fn an_idle_dispatcher_delivers_a_new_signal_well_within_its_poll_interval(
     assert_eq!(messages[0].json()["data"]["id"], stored[0].id.to_string());
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+#[tokio::test]
+async fn an_endpoint_that_hangs_holds_back_no_other_endpoint() {
+    let app = app_with(&[("POBLYSH_ROLES", "api,worker")]).await;
+    // Answers only after the attempt's 15 s time-out.
+    let hanging = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(204).set_delay(Duration::from_secs(30)))
+        .mount(&hanging)
+        .await;
+    let fast = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&fast)
+        .await;
+    let slow_tenant = tenant();
+    let other = tenant();
+    for (t, receiver) in [(slow_tenant, &hanging), (other, &fast)] {
+        register(
+            &app,
+            Some(t),
+            json!({"url": format!("{}/hooks", receiver.uri()), "event_types": ["signal.created"]}),
+        )
+        .await;
+    }
+    let stuck = app.connection(slow_tenant, "github").await;
+    app.signals(vec![signal(&stuck, "pr_opened", 1)]).await;
+    // The hanging endpoint's attempt is under way before the other's events are stored.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while hanging.received_requests().await.unwrap_or_default().is_empty() {
+        assert!(Instant::now() < deadline, "the hanging endpoint was never attempted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let connection = app.connection(other, "github").await;
+    let started = Instant::now();
+    let stored = app
+        .signals((1..=3).map(|n| signal(&connection, "pr_opened", n)).collect())
+        .await;
+    let mut messages = received(&fast).await;
+    while messages.len() < 3 && started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        messages = received(&fast).await;
+    }
+    let ids: Vec<String> = messages
+        .iter()
+        .map(|m| m.json()["data"]["id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    let expected: Vec<String> = stored.iter().map(|s| s.id.to_string()).collect();
+    let mut sorted = expected.clone();
+    sorted.sort();
+    let mut got = ids.clone();
+    got.sort();
+    assert_eq!(got, sorted, "every event of the other endpoint arrived");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the other endpoint waited for the hanging one's 15 s time-out"
+    );
+}

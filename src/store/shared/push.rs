@@ -125,7 +125,7 @@ macro_rules! push_store {
                 Timestamp,
             };
             use $crate::store::shared::push::*;
-            use $crate::store::shared::replay::{replay_picks, replay_sql};
+            use $crate::store::shared::replay::{replay_picks, replay_query, REPLAY_PAGE};
             use $crate::store::{
                 AttemptRecord, HealthChange, NextStep, PageRequest, PushStore, ReplayFrom, StoreError,
             };
@@ -282,14 +282,15 @@ macro_rules! push_store {
                     Ok(done.rows_affected() > 0)
                 }
 
-                async fn endpoint_secrets(&self, id: EndpointId) -> Result<Option<EndpointSecrets>, StoreError> {
-                    let row = sqlx::query(
-                        "SELECT secret_sealed, previous_secret_sealed, previous_secret_expires_at \
-                         FROM push_endpoints WHERE id = $1",
-                    )
-                    .bind(id.0)
-                    .fetch_optional(&self.pool)
-                    .await?;
+                async fn endpoint_for_delivery(
+                    &self,
+                    id: EndpointId,
+                ) -> Result<Option<(Endpoint, EndpointSecrets)>, StoreError> {
+                    let sql = format!(
+                        "SELECT {ENDPOINT_COLUMNS}, secret_sealed, previous_secret_sealed, \
+                         previous_secret_expires_at FROM push_endpoints WHERE id = $1"
+                    );
+                    let row = sqlx::query(&sql).bind(id.0).fetch_optional(&self.pool).await?;
                     let Some(row) = row else { return Ok(None) };
                     let previous: Option<Vec<u8>> = row.try_get("previous_secret_sealed")?;
                     let until: Option<i64> = row.try_get("previous_secret_expires_at")?;
@@ -297,13 +298,8 @@ macro_rules! push_store {
                         (Some(sealed), Some(until)) => Some((sealed, super::push_rows::time("previous_secret_expires_at", until)?)),
                         _ => None,
                     };
-                    Ok(Some(EndpointSecrets { current: row.try_get("secret_sealed")?, previous }))
-                }
-
-                async fn endpoint_by_id(&self, id: EndpointId) -> Result<Option<Endpoint>, StoreError> {
-                    let sql = format!("SELECT {ENDPOINT_COLUMNS} FROM push_endpoints WHERE id = $1");
-                    let row = sqlx::query(&sql).bind(id.0).fetch_optional(&self.pool).await?;
-                    row.as_ref().map(endpoint).transpose()
+                    let secrets = EndpointSecrets { current: row.try_get("secret_sealed")?, previous };
+                    Ok(Some((endpoint(&row)?, secrets)))
                 }
 
                 async fn sequence_and_fan_out(&self, limit: u32, now: Timestamp) -> Result<(u64, u64), StoreError> {
@@ -326,13 +322,12 @@ macro_rules! push_store {
                     let sql = format!("SELECT {ENDPOINT_COLUMNS} FROM push_endpoints WHERE status = 'active'");
                     let rows = sqlx::query(&sql).fetch_all(&mut *tx).await?;
                     let endpoints = rows.iter().map(endpoint).collect::<Result<Vec<Endpoint>, _>>()?;
-                    let mut created = 0u64;
-                    for e in &events {
-                        for target in endpoints.iter().filter(|t| t.receives(e)) {
-                            insert_delivery(&mut *tx, target.id, e, now).await?;
-                            created += 1;
-                        }
-                    }
+                    let fan_out: Vec<(EndpointId, &PushEvent)> = events
+                        .iter()
+                        .flat_map(|e| endpoints.iter().filter(move |t| t.receives(e)).map(move |t| (t.id, e)))
+                        .collect();
+                    insert_deliveries(&mut *tx, &fan_out, now).await?;
+                    let created = u64::try_from(fan_out.len()).unwrap_or(u64::MAX);
                     sqlx::query(
                         "UPDATE push_events SET fanned_out = TRUE WHERE NOT fanned_out \
                          AND seq IS NOT NULL AND seq <= $1",
@@ -424,48 +419,53 @@ macro_rules! push_store {
                     row.as_ref().map(event).transpose()
                 }
 
-                async fn record_attempt(&self, r: &AttemptRecord) -> Result<bool, StoreError> {
-                    let now = to_micros(&r.now);
-                    let (status, next, completed) = match r.next {
-                        NextStep::Succeeded => (DeliveryStatus::Succeeded, now, Some(now)),
-                        NextStep::RetryAt(at) => (DeliveryStatus::Pending, to_micros(&at), None),
-                        NextStep::GiveUp => (DeliveryStatus::Failed, now, Some(now)),
-                    };
+                async fn record_attempts(&self, records: &[AttemptRecord]) -> Result<Vec<bool>, StoreError> {
                     let mut tx = self.pool.begin().await?;
-                    let done = sqlx::query(FINISH_DELIVERY)
-                        .bind(status.as_str())
-                        .bind(next)
-                        .bind(r.status_code.map(i64::from))
-                        .bind(&r.error)
-                        .bind(i64::try_from(r.latency_ms).unwrap_or(i64::MAX))
-                        .bind(&r.response_body)
-                        .bind(now)
-                        .bind(completed)
-                        .bind(r.delivery.0)
-                        .bind(r.owner)
-                        .execute(&mut *tx)
-                        .await?;
-                    if done.rows_affected() == 0 {
-                        return Ok(false);
-                    }
-                    match &r.health {
-                        HealthChange::Healthy => {
-                            sqlx::query(ENDPOINT_HEALTHY).bind(now).bind(r.endpoint.0).execute(&mut *tx).await?;
+                    let mut kept = Vec::with_capacity(records.len());
+                    for r in records {
+                        let now = to_micros(&r.now);
+                        let (status, next, completed) = match r.next {
+                            NextStep::Succeeded => (DeliveryStatus::Succeeded, now, Some(now)),
+                            NextStep::RetryAt(at) => (DeliveryStatus::Pending, to_micros(&at), None),
+                            NextStep::GiveUp => (DeliveryStatus::Failed, now, Some(now)),
+                        };
+                        let done = sqlx::query(FINISH_DELIVERY)
+                            .bind(status.as_str())
+                            .bind(next)
+                            .bind(r.status_code.map(i64::from))
+                            .bind(&r.error)
+                            .bind(i64::try_from(r.latency_ms).unwrap_or(i64::MAX))
+                            .bind(&r.response_body)
+                            .bind(now)
+                            .bind(completed)
+                            .bind(r.delivery.0)
+                            .bind(r.owner)
+                            .execute(&mut *tx)
+                            .await?;
+                        let ours = done.rows_affected() > 0;
+                        kept.push(ours);
+                        if !ours {
+                            continue;
                         }
-                        HealthChange::Failing { disable, failing_cutoff } => {
-                            sqlx::query(ENDPOINT_FAILING)
-                                .bind(now)
-                                .bind(r.status_code.map(i64::from))
-                                .bind(&r.error)
-                                .bind(disable)
-                                .bind(to_micros(failing_cutoff))
-                                .bind(r.endpoint.0)
-                                .execute(&mut *tx)
-                                .await?;
+                        match &r.health {
+                            HealthChange::Healthy => {
+                                sqlx::query(ENDPOINT_HEALTHY).bind(now).bind(r.endpoint.0).execute(&mut *tx).await?;
+                            }
+                            HealthChange::Failing { disable, failing_cutoff } => {
+                                sqlx::query(ENDPOINT_FAILING)
+                                    .bind(now)
+                                    .bind(r.status_code.map(i64::from))
+                                    .bind(&r.error)
+                                    .bind(disable)
+                                    .bind(to_micros(failing_cutoff))
+                                    .bind(r.endpoint.0)
+                                    .execute(&mut *tx)
+                                    .await?;
+                            }
                         }
                     }
                     tx.commit().await?;
-                    Ok(true)
+                    Ok(kept)
                 }
 
                 async fn list_deliveries(
@@ -502,6 +502,22 @@ macro_rules! push_store {
                     Ok(u64::try_from(count).unwrap_or(0))
                 }
 
+                async fn endpoint_backlogs(&self) -> Result<Vec<(EndpointId, u64)>, StoreError> {
+                    let rows = sqlx::query(
+                        "SELECT e.id, (SELECT COUNT(*) FROM push_deliveries d \
+                         WHERE d.endpoint_id = e.id AND d.status = 'pending') AS backlog \
+                         FROM push_endpoints e",
+                    )
+                    .fetch_all(&self.pool)
+                    .await?;
+                    rows.iter()
+                        .map(|row| {
+                            let count: i64 = row.try_get("backlog")?;
+                            Ok((EndpointId(row.try_get::<Uuid, _>("id")?), u64::try_from(count).unwrap_or(0)))
+                        })
+                        .collect()
+                }
+
                 async fn replay(
                     &self,
                     target: &Endpoint,
@@ -509,28 +525,41 @@ macro_rules! push_store {
                     limit: u32,
                     now: Timestamp,
                 ) -> Result<Option<u64>, StoreError> {
+                    let query = replay_query(from, &target.filter);
+                    let cap = usize::try_from(limit).unwrap_or(usize::MAX);
                     let mut tx = self.pool.begin().await?;
-                    let (sql, since) = replay_sql(from);
-                    let rows = sqlx::query(&sql)
-                        .bind(since)
-                        .bind(target.tenant_id.0)
-                        .bind(target.tenant_id == TenantId::NONE)
-                        .fetch_all(&mut *tx)
-                        .await?;
-                    let events = rows.iter().map(event).collect::<Result<Vec<_>, _>>()?;
-                    let Some(events) = replay_picks(events, from) else {
-                        return Ok(None);
-                    };
-                    let mut created = 0u64;
-                    for e in events.iter().filter(|e| target.receives(e)) {
-                        if created >= u64::from(limit) {
+                    let mut anchored = false;
+                    let mut picks: Vec<PushEvent> = Vec::new();
+                    let mut after = i64::MIN;
+                    loop {
+                        let mut q = sqlx::query(&query.sql)
+                            .bind(query.since)
+                            .bind(target.tenant_id.0)
+                            .bind(target.tenant_id == TenantId::NONE)
+                            .bind(after)
+                            .bind(i64::from(REPLAY_PAGE));
+                        for text in &query.texts {
+                            q = q.bind(text.as_str());
+                        }
+                        let rows = q.fetch_all(&mut *tx).await?;
+                        let events = rows.iter().map(event).collect::<Result<Vec<_>, _>>()?;
+                        let last_page = events.len() < usize::try_from(REPLAY_PAGE).unwrap_or(usize::MAX);
+                        if let Some(last) = events.last() {
+                            after = last.seq;
+                        }
+                        let room = cap.saturating_sub(picks.len());
+                        picks.extend(replay_picks(events, from, &mut anchored).into_iter().take(room));
+                        if last_page || (anchored && picks.len() >= cap) {
                             break;
                         }
-                        insert_delivery(&mut *tx, target.id, e, now).await?;
-                        created += 1;
                     }
+                    if !anchored {
+                        return Ok(None);
+                    }
+                    let rows: Vec<(EndpointId, &PushEvent)> = picks.iter().map(|e| (target.id, e)).collect();
+                    insert_deliveries(&mut *tx, &rows, now).await?;
                     tx.commit().await?;
-                    Ok(Some(created))
+                    Ok(Some(u64::try_from(rows.len()).unwrap_or(u64::MAX)))
                 }
 
                 async fn purge_push(&self, before: Timestamp) -> Result<(u64, u64), StoreError> {
@@ -554,28 +583,37 @@ macro_rules! push_store {
                 }
             }
 
-            async fn insert_delivery(
+            /// Rows per multi-row `INSERT`: twelve binds each, well under either database's limit.
+            const INSERT_CHUNK: usize = 500;
+
+            /// One pending delivery per (endpoint, event), a statement per [`INSERT_CHUNK`].
+            async fn insert_deliveries(
                 conn: &mut <$db as sqlx::Database>::Connection,
-                endpoint: EndpointId,
-                e: &PushEvent,
+                rows: &[(EndpointId, &PushEvent)],
                 now: Timestamp,
             ) -> Result<(), StoreError> {
                 let at = to_micros(&now);
-                sqlx::query(
-                    "INSERT INTO push_deliveries (id, endpoint_id, event_id, event_type, tenant_id, \
-                     connection_id, seq, status, attempts, next_attempt_at, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, $8, $8, $8)",
-                )
-                .bind(DeliveryId::generate().0)
-                .bind(endpoint.0)
-                .bind(e.id.0)
-                .bind(e.event_type.as_str())
-                .bind(e.tenant_id.0)
-                .bind(e.connection_id.0)
-                .bind(e.seq)
-                .bind(at)
-                .execute(&mut *conn)
-                .await?;
+                for chunk in rows.chunks(INSERT_CHUNK) {
+                    let mut q = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO push_deliveries (id, endpoint_id, event_id, event_type, tenant_id, \
+                         connection_id, seq, status, attempts, next_attempt_at, created_at, updated_at) ",
+                    );
+                    q.push_values(chunk, |mut b, (endpoint, e)| {
+                        b.push_bind(DeliveryId::generate().0)
+                            .push_bind(endpoint.0)
+                            .push_bind(e.id.0)
+                            .push_bind(e.event_type.as_str())
+                            .push_bind(e.tenant_id.0)
+                            .push_bind(e.connection_id.0)
+                            .push_bind(e.seq)
+                            .push_bind("pending")
+                            .push_bind(0i64)
+                            .push_bind(at)
+                            .push_bind(at)
+                            .push_bind(at);
+                    });
+                    q.build().execute(&mut *conn).await?;
+                }
                 Ok(())
             }
         }

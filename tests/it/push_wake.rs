@@ -79,15 +79,27 @@ async fn an_endpoint_that_hangs_holds_back_no_other_endpoint() {
     app.signals(vec![signal(&stuck, "pr_opened", 1)]).await;
     // The hanging endpoint's attempt is under way before the other's events are stored.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while hanging.received_requests().await.unwrap_or_default().is_empty() {
-        assert!(Instant::now() < deadline, "the hanging endpoint was never attempted");
+    while hanging
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .is_empty()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the hanging endpoint was never attempted"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
     let connection = app.connection(other, "github").await;
     let started = Instant::now();
     let stored = app
-        .signals((1..=3).map(|n| signal(&connection, "pr_opened", n)).collect())
+        .signals(
+            (1..=3)
+                .map(|n| signal(&connection, "pr_opened", n))
+                .collect(),
+        )
         .await;
     let mut messages = received(&fast).await;
     while messages.len() < 3 && started.elapsed() < Duration::from_secs(10) {
@@ -96,7 +108,12 @@ async fn an_endpoint_that_hangs_holds_back_no_other_endpoint() {
     }
     let ids: Vec<String> = messages
         .iter()
-        .map(|m| m.json()["data"]["id"].as_str().unwrap_or_default().to_string())
+        .map(|m| {
+            m.json()["data"]["id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
         .collect();
     let expected: Vec<String> = stored.iter().map(|s| s.id.to_string()).collect();
     let mut sorted = expected.clone();

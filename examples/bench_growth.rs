@@ -451,7 +451,11 @@ async fn measure(
         let scenario = drive::run_scenario(api, name, Arc::new(targets), &load, b.srv.pid).await?;
         println!("  {name}: {}", scenario.one_line());
         if scenario.errors > 0 {
-            bail!("{name}: {} errors, e.g. {:?}", scenario.errors, scenario.error_samples);
+            bail!(
+                "{name}: {} errors, e.g. {:?}",
+                scenario.errors,
+                scenario.error_samples
+            );
         }
         http.push(scenario);
     }

@@ -266,14 +266,15 @@ impl Bulk {
         Ok(())
     }
 
-    /// Removes every sync job (the scheduler's passes leave them queued).
+    /// Removes the jobs of the sync lane (the scheduler's passes leave them queued).
     pub async fn clear_jobs(&self) -> Result<()> {
+        let sql = "DELETE FROM sync_jobs WHERE lane = 'sync'";
         match self {
             Bulk::Sqlite(pool) => {
-                sqlx::query("DELETE FROM sync_jobs").execute(pool).await?;
+                sqlx::query(sql).execute(pool).await?;
             }
             Bulk::Postgres(pool) => {
-                sqlx::query("DELETE FROM sync_jobs").execute(pool).await?;
+                sqlx::query(sql).execute(pool).await?;
             }
         }
         Ok(())
@@ -291,12 +292,13 @@ impl Bulk {
         );
         // The query of `connections_due_for_sync` (src/store/*/queue.rs).
         let due = "SELECT * FROM connections WHERE status = 'active' \
-                   AND (next_sync_at IS NULL OR next_sync_at <= $1) AND provider = ANY($2) \
-                   ORDER BY next_sync_at NULLS FIRST, id LIMIT 200";
+                   AND COALESCE(next_sync_at, '-infinity'::timestamptz) <= $1 \
+                   AND provider = ANY($2) \
+                   ORDER BY COALESCE(next_sync_at, '-infinity'::timestamptz), id LIMIT 200";
         let due_sqlite = format!(
             "SELECT * FROM connections WHERE status = 'active' \
-             AND (next_sync_at IS NULL OR next_sync_at <= ?1) AND provider IN ({}) \
-             ORDER BY next_sync_at NULLS FIRST, id LIMIT 200",
+             AND coalesce(next_sync_at, 0) <= ?1 AND provider IN ({}) \
+             ORDER BY coalesce(next_sync_at, 0), id LIMIT 200",
             providers
                 .iter()
                 .map(|p| format!("'{p}'"))

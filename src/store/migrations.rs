@@ -44,6 +44,11 @@ const SQLITE: &[Embedded] = &[
         "tenant turns",
         include_str!("../../migrations/sqlite/0007_tenant_turns.sql"),
     ),
+    (
+        8,
+        "connections due",
+        include_str!("../../migrations/sqlite/0008_connections_due.sql"),
+    ),
 ];
 
 const POSTGRES: &[Embedded] = &[
@@ -81,6 +86,11 @@ const POSTGRES: &[Embedded] = &[
         7,
         "tenant turns",
         include_str!("../../migrations/postgres/0007_tenant_turns.sql"),
+    ),
+    (
+        8,
+        "connections due",
+        include_str!("../../migrations/postgres/0008_connections_due.sql"),
     ),
 ];
 

@@ -96,14 +96,19 @@ impl SyncQueue for PostgresStore {
             return Ok(Vec::new());
         }
         let providers: Vec<String> = providers.iter().map(|p| p.to_string()).collect();
+        // One range on the expression of the index `connections_due` (migration
+        // 0008), in its order: an unset next sync is `-infinity`, due before any other.
         let mut q = QueryBuilder::<Postgres>::new(format!(
             "SELECT {CONNECTION_COLUMNS} FROM connections WHERE status = 'active' \
-             AND (next_sync_at IS NULL OR next_sync_at <= "
+             AND COALESCE(next_sync_at, '-infinity'::timestamptz) <= "
         ));
         q.push_bind(now)
-            .push(") AND provider = ANY(")
+            .push(" AND provider = ANY(")
             .push_bind(providers)
-            .push(") ORDER BY next_sync_at NULLS FIRST, id LIMIT ")
+            .push(
+                ") ORDER BY COALESCE(next_sync_at, '-infinity'::timestamptz), id \
+                 LIMIT ",
+            )
             .push_bind(i64::from(limit));
         let rows = q.build().fetch_all(&self.pool).await?;
         rows.iter().map(decode_connection).collect()

@@ -96,16 +96,18 @@ impl SyncQueue for SqliteStore {
         if providers.is_empty() {
             return Ok(Vec::new());
         }
+        // One range on the expression of the index `connections_due` (migration
+        // 0008), in its order: an unset next sync is 0, due before any other.
         let mut q = QueryBuilder::<Sqlite>::new(format!(
             "SELECT {CONNECTION_COLUMNS} FROM connections WHERE status = 'active' \
-             AND (next_sync_at IS NULL OR next_sync_at <= "
+             AND coalesce(next_sync_at, 0) <= "
         ));
-        q.push_bind(to_micros(&now)).push(") AND provider IN (");
+        q.push_bind(to_micros(&now)).push(" AND provider IN (");
         let mut list = q.separated(", ");
         for provider in providers {
             list.push_bind(provider.to_string());
         }
-        q.push(") ORDER BY next_sync_at NULLS FIRST, id LIMIT ")
+        q.push(") ORDER BY coalesce(next_sync_at, 0), id LIMIT ")
             .push_bind(i64::from(limit));
         let rows = q.build().fetch_all(&self.pool).await?;
         rows.iter().map(decode_connection).collect()

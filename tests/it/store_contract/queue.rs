@@ -730,6 +730,36 @@ async fn connections_due_for_sync_are_active_ones_of_the_providers_longest_waiti
 }
 
 #[tokio::test]
+async fn a_connection_is_due_at_its_next_sync_not_a_microsecond_before() -> Outcome {
+    let app = TestApp::spawn().await;
+    let store = app.store();
+    let t = tenant();
+    let at = now();
+    let conn = app.connection(t, "github").await;
+    let later = app.connection(t, "github").await;
+    assert!(store.advance_next_sync(conn.id, at, at).await?);
+    assert!(
+        store
+            .advance_next_sync(later.id, at, at + Duration::microseconds(1))
+            .await?
+    );
+    let ids = |list: Vec<Connection>| list.into_iter().map(|c| c.id).collect::<Vec<_>>();
+
+    let just_before = store
+        .connections_due_for_sync(&["github"], at - Duration::microseconds(1), 10)
+        .await?;
+    let on_time = store.connections_due_for_sync(&["github"], at, 10).await?;
+    let both = store
+        .connections_due_for_sync(&["github"], at + Duration::microseconds(1), 10)
+        .await?;
+
+    assert!(just_before.is_empty());
+    assert_eq!(ids(on_time), vec![conn.id]);
+    assert_eq!(ids(both), vec![conn.id, later.id]);
+    Ok(())
+}
+
+#[tokio::test]
 async fn the_next_sync_is_advanced_once_per_due_time() -> Outcome {
     let app = TestApp::spawn().await;
     let store = app.store();

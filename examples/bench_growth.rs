@@ -48,6 +48,9 @@ mod drive;
 #[path = "bench_ingest/ingest.rs"]
 mod ingest;
 #[allow(dead_code)]
+#[path = "bench_ingest/machine.rs"]
+mod machine;
+#[allow(dead_code)]
 #[path = "bench_signals/report.rs"]
 mod report;
 #[allow(dead_code)]

@@ -72,6 +72,29 @@ pub(crate) const ENDPOINT_FAILING: &str = "UPDATE push_endpoints SET last_failur
       THEN 'every attempt failed for 5 days' ELSE disabled_reason END, \
     updated_at = $1 WHERE id = $6";
 
+/// Which of `records` (those whose outcome was `kept`) change their endpoint's health, in
+/// order. A success followed, later in the batch, by another success of the same endpoint with
+/// no failure between changes nothing the later one does not, so only the last of such a run
+/// is written: a batch of successes to one endpoint writes its row once, not once per delivery.
+pub(crate) fn health_writes(records: &[crate::store::AttemptRecord], kept: &[bool]) -> Vec<usize> {
+    use crate::store::HealthChange;
+    let mut later_healthy = std::collections::HashMap::new();
+    let mut writes = Vec::with_capacity(records.len());
+    for (i, r) in records.iter().enumerate().rev() {
+        if !kept.get(i).copied().unwrap_or(false) {
+            continue;
+        }
+        let healthy = r.health == HealthChange::Healthy;
+        let covered = healthy && later_healthy.get(&r.endpoint) == Some(&true);
+        later_healthy.insert(r.endpoint, healthy);
+        if !covered {
+            writes.push(i);
+        }
+    }
+    writes.reverse();
+    writes
+}
+
 /// Expands `impl PushStore for $store` over sqlx database `$db` and its row type `$row`.
 /// `$sequencer_lock` is a statement taking the sequencer's lock inside the transaction, or
 /// `None`; `$skip_locked` the row locking clause of claims; `$announce` a statement that
@@ -446,11 +469,11 @@ macro_rules! push_store {
                             .bind(r.owner)
                             .execute(&mut *tx)
                             .await?;
-                        let ours = done.rows_affected() > 0;
-                        kept.push(ours);
-                        if !ours {
-                            continue;
-                        }
+                        kept.push(done.rows_affected() > 0);
+                    }
+                    for i in health_writes(records, &kept) {
+                        let Some(r) = records.get(i) else { continue };
+                        let now = to_micros(&r.now);
                         match &r.health {
                             HealthChange::Healthy => {
                                 sqlx::query(ENDPOINT_HEALTHY).bind(now).bind(r.endpoint.0).execute(&mut *tx).await?;
@@ -625,3 +648,68 @@ macro_rules! push_store {
 }
 
 pub(crate) use push_store;
+
+#[cfg(test)]
+mod tests {
+    use super::health_writes;
+    use crate::domain::{now, DeliveryId, EndpointId};
+    use crate::store::{AttemptRecord, HealthChange, NextStep};
+
+    fn record(endpoint: EndpointId, healthy: bool) -> AttemptRecord {
+        let at = now();
+        AttemptRecord {
+            delivery: DeliveryId::generate(),
+            endpoint,
+            owner: uuid::Uuid::new_v4(),
+            now: at,
+            status_code: Some(if healthy { 200 } else { 500 }),
+            error: None,
+            latency_ms: 1,
+            response_body: None,
+            next: if healthy {
+                NextStep::Succeeded
+            } else {
+                NextStep::RetryAt(at)
+            },
+            health: if healthy {
+                HealthChange::Healthy
+            } else {
+                HealthChange::Failing {
+                    disable: None,
+                    failing_cutoff: at,
+                }
+            },
+        }
+    }
+
+    #[test]
+    fn a_run_of_successes_writes_its_endpoint_once() {
+        let (a, b) = (EndpointId::generate(), EndpointId::generate());
+        let records = [
+            record(a, true),
+            record(b, true),
+            record(a, true),
+            record(a, true),
+        ];
+        assert_eq!(health_writes(&records, &[true; 4]), vec![1, 3]);
+    }
+
+    #[test]
+    fn a_failure_between_successes_keeps_both_sides_in_order() {
+        let a = EndpointId::generate();
+        let records = [
+            record(a, true),
+            record(a, false),
+            record(a, true),
+            record(a, false),
+        ];
+        assert_eq!(health_writes(&records, &[true; 4]), vec![0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn an_outcome_whose_lease_was_lost_changes_no_health() {
+        let a = EndpointId::generate();
+        let records = [record(a, true), record(a, false), record(a, true)];
+        assert_eq!(health_writes(&records, &[true, false, true]), vec![2]);
+    }
+}

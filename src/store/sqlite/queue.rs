@@ -75,6 +75,7 @@ impl SyncQueue for SqliteStore {
         lease_until: Timestamp,
         now: Timestamp,
     ) -> Result<PageCommit, StoreError> {
+        let _turn = self.gate.lock().await;
         queue::commit_page(self, lease, connection, page, lease_until, now).await
     }
 
@@ -84,6 +85,7 @@ impl SyncQueue for SqliteStore {
         finish: JobFinish<'_>,
         now: Timestamp,
     ) -> Result<Finished, StoreError> {
+        let _turn = self.gate.lock().await;
         queue::finish(self, lease, finish, now).await
     }
 

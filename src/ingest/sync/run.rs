@@ -8,12 +8,16 @@ use serde_json::Value;
 
 use super::backoff;
 use super::worker::SyncWorker;
+use crate::connector::Metadata;
 use crate::connector::{
     declared_signals, Connector, ProviderCallError, ProviderContext, ProviderSecrets,
     ProviderSettings, RateLimitPolicy, SyncContext, SyncPage,
 };
 use crate::crypto::Secret;
-use crate::domain::{merge_metadata, now, Connection, ConnectionStatus, Job, JobType, Timestamp};
+use crate::domain::{
+    merge_metadata, now, Connection, ConnectionId, ConnectionStatus, Job, JobType, NewSignal,
+    Timestamp,
+};
 use crate::services::Services;
 use crate::store::{Lease, PageCommit, StoreError, SyncCommit};
 use crate::subscriptions::{self, StepError};
@@ -143,22 +147,13 @@ impl SyncWorker {
         }
         let mut run = prepare(state, connector, job).await?;
         let mut refreshed = false;
+        if state.is_shutting_down() {
+            return Err(shutting_down());
+        }
+        let mut fetched = self.fetch_page(state, lease, &mut run).await?;
         loop {
-            if state.is_shutting_down() {
-                return Err(Stop::Defer {
-                    wait: Duration::ZERO,
-                    note: None,
-                });
-            }
-            match self.fetch_page(state, lease, &mut run).await? {
-                Ok(page) => {
-                    let more = page.more;
-                    self.commit(state, lease, &mut run, page, progress).await?;
-                    refreshed = false;
-                    if !more || progress.pages >= MAX_PAGES_PER_JOB {
-                        return Ok(());
-                    }
-                }
+            let page = match fetched {
+                Ok(page) => page,
                 Err(ProviderCallError::Unauthorized) if !refreshed => {
                     // One refresh, then this page once more.
                     run.token =
@@ -166,9 +161,30 @@ impl SyncWorker {
                             .await
                             .map_err(token_failure)?;
                     refreshed = true;
+                    if state.is_shutting_down() {
+                        return Err(shutting_down());
+                    }
+                    fetched = self.fetch_page(state, lease, &mut run).await?;
+                    continue;
                 }
                 Err(err) => return Err(call_failure(state, &run.connection, err).await.into()),
+            };
+            refreshed = false;
+            let more = page.more && progress.pages.saturating_add(1) < MAX_PAGES_PER_JOB;
+            let staged = stage(&mut run, page, self.lease_chrono(state));
+            if !more || state.is_shutting_down() {
+                self.store_page(state, lease, &staged, progress).await?;
+                return if more { Err(shutting_down()) } else { Ok(()) };
             }
+            // The next page is read while this one is stored, so a job's provider calls follow
+            // each other without waiting for the database. The commit extends the lease the
+            // next call runs under; the page read meanwhile is kept only if this one is stored.
+            let (stored, next) = futures::join!(
+                self.store_page(state, lease, &staged, progress),
+                self.fetch_page(state, lease, &mut run),
+            );
+            stored?;
+            fetched = next?;
         }
     }
 
@@ -227,30 +243,27 @@ impl SyncWorker {
         Ok(result)
     }
 
-    /// Stores a page's signals with the cursor (and metadata) that follow them, while the
-    /// lease is ours and the connection active.
-    async fn commit(
+    /// Stores a staged page's signals with the cursor (and metadata) that follow them, while
+    /// the lease is ours and the connection active.
+    async fn store_page(
         &self,
         state: &Services,
         lease: Lease<'_>,
-        run: &mut Run<'_>,
-        page: SyncPage,
+        staged: &Staged,
         progress: &mut Progress,
     ) -> Result<(), Stop> {
-        let signals = declared_signals(run.connector.descriptor(), page.signals, &run.connection);
-        let at = now();
         let committed = state
             .store
             .commit_sync_page(
                 lease,
-                run.connection.id,
+                staged.connection,
                 &SyncCommit {
-                    signals: &signals,
-                    cursor: &page.cursor,
-                    metadata: page.metadata.as_ref(),
+                    signals: &staged.signals,
+                    cursor: &staged.cursor,
+                    metadata: staged.metadata.as_ref(),
                 },
-                at + self.lease_chrono(state),
-                at,
+                staged.lease_until,
+                staged.at,
             )
             .await?;
         let new =
@@ -263,14 +276,47 @@ impl SyncWorker {
                 )
                 .into()),
             };
-        if let Some(patch) = page.metadata {
-            merge_metadata(&mut run.connection.metadata, patch);
-        }
         progress.pages += 1;
         progress.new_signals += new;
-        run.cursor = Some(page.cursor);
-        run.leased_at = Some(at);
         Ok(())
+    }
+}
+
+/// A page read from the provider, ready to be stored.
+struct Staged {
+    connection: ConnectionId,
+    signals: Vec<NewSignal>,
+    cursor: Value,
+    metadata: Option<Metadata>,
+    at: Timestamp,
+    lease_until: Timestamp,
+}
+
+/// Turns `page` into what its commit writes, and moves `run` past it: the next call reads
+/// from its cursor, with its metadata, under the lease its commit sets.
+fn stage(run: &mut Run<'_>, page: SyncPage, lease: chrono::Duration) -> Staged {
+    let signals = declared_signals(run.connector.descriptor(), page.signals, &run.connection);
+    let at = now();
+    if let Some(patch) = &page.metadata {
+        merge_metadata(&mut run.connection.metadata, patch.clone());
+    }
+    run.cursor = Some(page.cursor.clone());
+    run.leased_at = Some(at);
+    Staged {
+        connection: run.connection.id,
+        signals,
+        cursor: page.cursor,
+        metadata: page.metadata,
+        at,
+        lease_until: at + lease,
+    }
+}
+
+/// The run stops for shutdown; the job goes back to the queue as it is.
+fn shutting_down() -> Stop {
+    Stop::Defer {
+        wait: Duration::ZERO,
+        note: None,
     }
 }
 

@@ -6,6 +6,7 @@ mod error;
 mod inbox;
 mod lock;
 mod migrations;
+mod pool;
 mod postgres;
 mod push;
 mod queue;

@@ -761,7 +761,11 @@ async fn a_page_read_after_a_disconnect_is_not_stored_and_the_job_ends() {
     // connection inactive (pages are read one ahead of their commits); nothing of it is stored
     // and no call follows.
     let calls = connector.calls();
-    assert_eq!(calls.len(), 3, "one read ahead, then no call after the disconnect");
+    assert_eq!(
+        calls.len(),
+        3,
+        "one read ahead, then no call after the disconnect"
+    );
     assert_eq!(calls[2].cursor, Some(json!({ "n": 5 })));
 }
 

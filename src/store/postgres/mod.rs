@@ -43,7 +43,7 @@ pub struct PostgresStore {
 impl PostgresStore {
     /// Connects to `url`, e.g. `postgres://user@127.0.0.1:5432/connectors`.
     pub async fn connect(url: &str, options: &StoreOptions) -> Result<Self, StoreError> {
-        let pool = PgPoolOptions::new()
+        let pool = super::pool::ping_when_idle(PgPoolOptions::new())
             .max_connections(options.max_connections)
             .acquire_timeout(Duration::from_secs(5))
             .connect(url)

@@ -69,7 +69,7 @@ impl SqliteStore {
             .pragma("wal_autocheckpoint", checkpoint::AUTOCHECKPOINT_PAGES);
         private_files(connect.get_filename())
             .map_err(|e| StoreError::Unavailable(sqlx::Error::Io(e)))?;
-        let pool = SqlitePoolOptions::new()
+        let pool = super::pool::ping_when_idle(SqlitePoolOptions::new())
             .max_connections(options.max_connections)
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(connect)

@@ -1,6 +1,6 @@
-//! The dispatcher: sequences and fans out the outbox, claims the deliveries that head their
-//! line, attempts them (signed, through the egress rules, 15 s at most) and records each
-//! outcome with the retry schedule and the endpoint's health. [`Dispatcher::run_once`] is
+//! The dispatcher: numbers (on PostgreSQL) and fans out the outbox, claims the deliveries that
+//! head their line, attempts them (signed, through the egress rules, 15 s at most) and records
+//! each outcome with the retry schedule and the endpoint's health. [`Dispatcher::run_once`] is
 //! one pass, for tests to drain deterministically; [`run`] is the background loop.
 
 use std::collections::HashMap;
@@ -44,7 +44,7 @@ const RECORD_BATCH: usize = 512;
 /// What one pass did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Pass {
-    /// Newly sequenced events fanned out (whether or not an endpoint receives them).
+    /// Events the fan-out watermark passed (whether or not an endpoint receives them).
     pub events: u64,
     /// Deliveries created from them.
     pub fanned_out: u64,

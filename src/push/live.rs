@@ -3,7 +3,8 @@
 //! its tenant in `seq` order, which is commit order (see the module above). [`run`] is this
 //! process's feed loop: woken like the dispatcher (events stored here, or announced by another
 //! instance sharing the database, which a process with the worker role listens for) or by its
-//! poll interval, it numbers new events while any stream is open, then wakes every stream
+//! poll interval, it numbers new events while any stream is open (on PostgreSQL; SQLite numbers
+//! them as it stores them, and this only reads the newest number), then wakes every stream
 //! ([`crate::services::LiveSignals`]) to read them.
 
 use crate::services::Services;

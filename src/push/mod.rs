@@ -5,27 +5,48 @@
 //! Every change Core hears of (`signal.created`, `connection.created`,
 //! `connection.status_changed`, `subscription.failed`) is written to `push_events` by the
 //! store in the same transaction as the change itself, so an event exists exactly when its
-//! change committed. Rows are inserted with `seq` NULL. PostgreSQL sequence values are handed
-//! out at insert time, not at commit, so a row numbered 7 can commit after a row numbered 8
-//! has been read; ordering by such a number would let a reader pass 7 for good. Instead a
+//! change committed. Dispatch and live streams read events in `seq` order, so `seq` order must
+//! be commit order: nothing numbered may be overtaken by a row that commits later.
+//!
+//! On **PostgreSQL** rows are inserted with `seq` NULL. Its sequence values are handed out at
+//! insert time, not at commit, so a row numbered 7 can commit after a row numbered 8 has been
+//! read; ordering by such a number would let a reader pass 7 for good. Instead a
 //! **sequencer** numbers rows after they commit: under a transaction-scoped advisory lock
 //! (one sequencer at a time across every instance), one statement gives every visible
 //! unsequenced row `MAX(seq) + ROW_NUMBER()` in insertion order. A row that commits later is
-//! numbered by a later run, higher. Dispatch reads only numbered rows, so `seq` order is commit
-//! order and nothing numbered can be overtaken. SQLite serializes writers, and the same
-//! statements hold there without the lock.
+//! numbered by a later run, higher. Dispatch reads only numbered rows.
+//!
+//! On **SQLite** writers are serialized: inside the inserting transaction no other writer can
+//! commit, so the insert numbers its rows `MAX(seq) + 1, + 2, ...` itself, and that is commit
+//! order. There is no sequencer and no second write of the row.
 //!
 //! # Fan-out and delivery
 //!
-//! In the same locked transaction the sequencer fans each numbered event out to every active
-//! endpoint that receives it (its tenant's or an operator-wide endpoint, its event types,
-//! providers and kinds) as one `push_deliveries` row. Deliveries of one endpoint and one
-//! connection go one at a time in `seq` order: only the pending delivery with the lowest `seq`
-//! of its line may be claimed, so a failing head holds back its own line until it succeeds or
-//! is given up, and nothing else. Claims take a lease (`FOR UPDATE SKIP LOCKED` on
-//! PostgreSQL); an instance killed mid-attempt leaves a lease that runs out, and the
-//! delivery is attempted again with the same `webhook-id` (the event's id): delivery is at
-//! least once. See [`dispatch`] for attempts, [`schedule`] for retries, [`egress`] for where
+//! Fan-out reads the events past a watermark, `push_fan_out.through_seq` (every event with
+//! `seq <= through_seq` has been fanned out), in `seq` order, a batch at a time, and fans each
+//! out to every active endpoint that receives it (its tenant's or an operator-wide endpoint,
+//! its event types, providers and kinds) as one `push_deliveries` row; then it moves the
+//! watermark to the last event it read. Events are not written again. On PostgreSQL this runs
+//! in the sequencer's locked transaction, so one instance at a time fans out. When no endpoint
+//! is active it reads no events and only moves the watermark to the highest `seq`: an endpoint
+//! created, or enabled again, receives the events fanned out after that, not those before
+//! (`POST /endpoints/{id}/replay` sends those). On SQLite a pass with nothing past the
+//! watermark is a read and takes no write lock; the fan-out, claims and outcomes of this
+//! process take their turn with its other writers instead of meeting in SQLite's busy handler.
+//! Retention deletes only events at or below the watermark.
+//!
+//! Events are still inserted with the older `fanned_out` column set: an instance of the
+//! previous release, which fans out what is not marked, may run beside this one on one
+//! PostgreSQL during a rolling upgrade, and so leaves this release's events alone. This release
+//! fans out that instance's events too (they are past the watermark), which it may also do: an
+//! event may then be delivered twice, with the same `webhook-id`, during the upgrade only.
+//!
+//! Deliveries of one endpoint and one connection go one at a time in `seq` order: only the
+//! pending delivery with the lowest `seq` of its line may be claimed, so a failing head holds
+//! back its own line until it succeeds or is given up, and nothing else. Claims take a lease
+//! (`FOR UPDATE SKIP LOCKED` on PostgreSQL); an instance killed mid-attempt leaves a lease that
+//! runs out, and the delivery is attempted again with the same `webhook-id` (the event's id):
+//! delivery is at least once. See [`dispatch`] for attempts, [`schedule`] for retries, [`egress`] for where
 //! deliveries may go, [`clients`] for the connections kept to them and [`signing`] for the
 //! signatures. [`live`] feeds the same outbox to the live signal stream.
 

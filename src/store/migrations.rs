@@ -49,6 +49,11 @@ const SQLITE: &[Embedded] = &[
         "connections due",
         include_str!("../../migrations/sqlite/0008_connections_due.sql"),
     ),
+    (
+        9,
+        "push fan out",
+        include_str!("../../migrations/sqlite/0009_push_fan_out.sql"),
+    ),
 ];
 
 const POSTGRES: &[Embedded] = &[
@@ -91,6 +96,11 @@ const POSTGRES: &[Embedded] = &[
         8,
         "connections due",
         include_str!("../../migrations/postgres/0008_connections_due.sql"),
+    ),
+    (
+        9,
+        "push fan out",
+        include_str!("../../migrations/postgres/0009_push_fan_out.sql"),
     ),
 ];
 

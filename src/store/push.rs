@@ -1,4 +1,4 @@
-//! The push delivery part of the storage interface: endpoints, the outbox's sequencer and
+//! The push delivery part of the storage interface: endpoints, the outbox's numbering and
 //! fan-out, and the deliveries the dispatcher claims under a lease and records attempts of.
 //! Both stores implement it with the same statements (`src/store/shared/push.rs`).
 
@@ -111,10 +111,15 @@ pub trait PushStore: Send + Sync {
         id: EndpointId,
     ) -> Result<Option<(Endpoint, EndpointSecrets)>, StoreError>;
 
-    /// Gives the events committed since the last call their `seq`, in one statement and one
-    /// sequencer at a time across instances, then fans up to `limit` sequenced events out to
-    /// every active endpoint that receives them. Returns how many events were fanned out and
-    /// how many deliveries that created (an event no endpoint receives creates none).
+    /// Gives the events committed since the last call their `seq` where the store numbers them
+    /// after commit (PostgreSQL: in one statement and one sequencer at a time across
+    /// instances), then fans up to `limit` of the events past the fan-out watermark, in `seq`
+    /// order, out to every active endpoint that receives them, and moves the watermark past
+    /// them. With no active endpoint it reads no events and moves the watermark to the highest
+    /// `seq`. Returns how many events the watermark passed (with no active endpoint, how far it
+    /// moved, which counts any number whose event was deleted first) and how many deliveries
+    /// that created (an event no endpoint receives creates none). With nothing past the
+    /// watermark SQLite answers from a read, without its write lock.
     async fn sequence_and_fan_out(
         &self,
         limit: u32,
@@ -123,7 +128,8 @@ pub trait PushStore: Send + Sync {
 
     /// Gives the events committed since the last run their `seq`, as
     /// [`PushStore::sequence_and_fan_out`] does but without fanning out, and returns the
-    /// highest `seq` given so far (0 before the first event).
+    /// highest `seq` given so far (0 before the first event). On SQLite, which numbers events
+    /// as it inserts them, only the read.
     async fn sequence_events(&self) -> Result<i64, StoreError>;
 
     /// Up to `limit` sequenced `signal.created` events of `tenant` after `after_seq`, in `seq`
@@ -187,7 +193,7 @@ pub trait PushStore: Send + Sync {
         now: Timestamp,
     ) -> Result<Option<u64>, StoreError>;
 
-    /// Deletes deliveries that ended before `before`, and events older than it that no
-    /// delivery refers to any more; returns how many of each.
+    /// Deletes deliveries that ended before `before`, and events older than it that fan-out
+    /// has passed and no delivery refers to any more; returns how many of each.
     async fn purge_push(&self, before: Timestamp) -> Result<(u64, u64), StoreError>;
 }

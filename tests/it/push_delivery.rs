@@ -395,8 +395,9 @@ async fn deliveries_are_counted_in_the_metrics() {
     assert!(text.contains("push_endpoint_backlog{endpoint="));
 }
 
-/// Writes a `connection.status_changed` event marked `late` for `connection` on `conn`.
-async fn insert_marker<'c, E>(conn: E, connection: &connectors::domain::Connection)
+/// Writes a `connection.status_changed` event marked `late` for `connection` on `conn`, its
+/// `seq` the SQL expression `seq` (what a writer of the database's kind gives it at insert).
+async fn insert_marker<'c, E>(conn: E, connection: &connectors::domain::Connection, seq: &str)
 where
     E: sqlx::Executor<'c>,
     for<'q> <E::Database as sqlx::Database>::Arguments<'q>: sqlx::IntoArguments<'q, E::Database>,
@@ -404,19 +405,20 @@ where
     String: for<'q> sqlx::Encode<'q, E::Database> + sqlx::Type<E::Database>,
     i64: for<'q> sqlx::Encode<'q, E::Database> + sqlx::Type<E::Database>,
 {
-    sqlx::query(
-        "INSERT INTO push_events (id, tenant_id, connection_id, provider, event_type, data, \
-         created_at) VALUES ($1, $2, $3, $4, 'connection.status_changed', $5, $6)",
-    )
-    .bind(uuid::Uuid::new_v4())
-    .bind(connection.tenant_id.0)
-    .bind(connection.id.0)
-    .bind(connection.provider.clone())
-    .bind(json!({ "marker": "late" }).to_string())
-    .bind(now().timestamp_micros())
-    .execute(conn)
-    .await
-    .expect("event inserted");
+    let sql = format!(
+        "INSERT INTO push_events (seq, id, tenant_id, connection_id, provider, event_type, data, \
+         created_at) VALUES ({seq}, $1, $2, $3, $4, 'connection.status_changed', $5, $6)"
+    );
+    sqlx::query(&sql)
+        .bind(uuid::Uuid::new_v4())
+        .bind(connection.tenant_id.0)
+        .bind(connection.id.0)
+        .bind(connection.provider.clone())
+        .bind(json!({ "marker": "late" }).to_string())
+        .bind(now().timestamp_micros())
+        .execute(conn)
+        .await
+        .expect("event inserted");
 }
 
 #[tokio::test]
@@ -437,7 +439,7 @@ async fn an_event_committed_late_is_delivered_after_those_committed_before_it() 
             .await
             .expect("connected");
         let mut tx = other.begin().await.expect("begun");
-        insert_marker(&mut *tx, &connection).await;
+        insert_marker(&mut *tx, &connection, "NULL").await;
         app.signals(vec![earlier.clone()]).await;
         app.store()
             .sequence_and_fan_out(100, now())
@@ -445,13 +447,15 @@ async fn an_event_committed_late_is_delivered_after_those_committed_before_it() 
             .expect("sequenced");
         tx.commit().await.expect("committed");
     } else {
-        // SQLite has one writer at a time: a later commit is always a later insert.
+        // SQLite has one writer at a time: a later commit is always a later insert, numbered
+        // as it is inserted after every event committed before it.
         app.signals(vec![earlier.clone()]).await;
         let mut other = sqlx::SqliteConnection::connect(&app.database_url)
             .await
             .expect("connected");
         use sqlx::Connection as _;
-        insert_marker(&mut other, &connection).await;
+        let next = "(SELECT COALESCE(MAX(seq), 0) + 1 FROM push_events)";
+        insert_marker(&mut other, &connection, next).await;
     }
     // What was fanned out above is due at the real time, a moment after the test's clock.
     clock.advance(Duration::seconds(5));

@@ -8,6 +8,8 @@ crate::store::shared::push::push_store!(
     sqlx::postgres::PgRow,
     // The outbox sequencer's advisory lock; the key is "push seq" in ASCII.
     Some("SELECT pg_advisory_xact_lock(8103509995581302129)"),
+    // Sequence values are handed out at insert, not at commit: numbered after they commit.
+    false,
     "FOR UPDATE OF d SKIP LOCKED",
     // Sent when the events' transaction commits, to every instance listening.
     Some("SELECT pg_notify('poblysh_push', '')"),

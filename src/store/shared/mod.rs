@@ -8,6 +8,7 @@
 pub(crate) mod credentials;
 pub(crate) mod deliveries;
 pub(crate) mod inbox;
+pub(crate) mod outbox;
 pub(crate) mod push;
 pub(crate) mod push_rows;
 pub(crate) mod queue;
@@ -35,6 +36,13 @@ pub(crate) trait Dialect: Send + Sync {
     /// Opens a transaction that is going to write (SQLite takes its write lock at once).
     async fn begin_write(&self) -> Result<Transaction<'_, Self::Db>, StoreError> {
         Ok(self.pool().begin().await?)
+    }
+
+    /// Waits for this process's turn to write, held until the guard drops: on SQLite, whose
+    /// one writer at a time would otherwise be chosen by its busy handler, the store's gate;
+    /// `None` on PostgreSQL, whose writers do not queue for one lock.
+    async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        None
     }
 
     /// Where this process's claims stand in their round-robin between tenants.

@@ -2,8 +2,10 @@
 //! microseconds and JSON as text on both, and both speak `$n` placeholders, `RETURNING`,
 //! `UPDATE ... FROM` and window functions, so the same SQL runs on each. [`push_store!`]
 //! expands the [`PushStore`](crate::store::PushStore) implementation for a store type with
-//! its concrete sqlx types; the only dialect parts are the sequencer's lock (an advisory
-//! lock on PostgreSQL; SQLite serializes writers) and `SKIP LOCKED` when claiming.
+//! its concrete sqlx types; the dialect parts are how events are numbered (after they commit,
+//! by a sequencer under an advisory lock, on PostgreSQL; as they are inserted on SQLite, whose
+//! writers are serialized), `SKIP LOCKED` when claiming, and the write turn and `BEGIN
+//! IMMEDIATE` SQLite's writers take ([`Dialect`](super::Dialect)).
 
 /// Columns of an endpoint row, in the order [`push_store!`] decodes them.
 pub(crate) const ENDPOINT_COLUMNS: &str = "id, tenant_id, url, description, event_types, \
@@ -18,15 +20,6 @@ pub(crate) const DELIVERY_COLUMNS: &str = "id, endpoint_id, event_id, event_type
 /// Columns of an event row.
 pub(crate) const EVENT_COLUMNS: &str =
     "id, seq, tenant_id, connection_id, provider, kind, event_type, data, created_at";
-
-/// Gives every visible unsequenced event the next `seq`, in insertion order. Run by one
-/// sequencer at a time: rows committed before it get seqs now, rows committed after it get
-/// higher ones on the next run.
-pub(crate) const SEQUENCE: &str = "UPDATE push_events SET seq = numbered.n \
-    FROM (SELECT pos, (SELECT COALESCE(MAX(seq), 0) FROM push_events) \
-          + ROW_NUMBER() OVER (ORDER BY pos) AS n \
-          FROM push_events WHERE seq IS NULL) AS numbered \
-    WHERE push_events.pos = numbered.pos";
 
 /// The due deliveries heading their (endpoint, connection) line; `{lock}` is the dialect's
 /// row locking clause. The heads are found once per claim, in one ordered pass over the pending
@@ -97,25 +90,35 @@ pub(crate) fn health_writes(records: &[crate::store::AttemptRecord], kept: &[boo
 
 /// Expands `impl PushStore for $store` over sqlx database `$db` and its row type `$row`.
 /// `$sequencer_lock` is a statement taking the sequencer's lock inside the transaction, or
-/// `None`; `$skip_locked` the row locking clause of claims; `$announce` a statement that
+/// `None`; `$numbered_at_insert` whether events get their `seq` as they are inserted (SQLite,
+/// whose writers are serialized) rather than from the sequencer after they commit
+/// (PostgreSQL); `$skip_locked` the row locking clause of claims; `$announce` a statement that
 /// announces new events to every instance when the caller's transaction commits, or `None`
 /// to wake this process's dispatchers directly; `$data_id` the expression reading the `id`
 /// member of an event's JSON `data`.
 macro_rules! push_store {
-    ($store:ty, $db:ty, $row:ty, $sequencer_lock:expr, $skip_locked:expr, $announce:expr, $data_id:expr) => {
+    ($store:ty, $db:ty, $row:ty, $sequencer_lock:expr, $numbered_at_insert:expr, $skip_locked:expr, $announce:expr, $data_id:expr) => {
         $crate::store::shared::push_rows::push_rows!($row);
 
-        /// Writes events into the outbox inside the caller's transaction.
+        /// Writes events into the outbox inside the caller's transaction, numbered as they are
+        /// inserted where `$numbered_at_insert` says so. Each is marked `fanned_out`: this
+        /// release fans out by watermark, and an instance of the previous release running
+        /// beside it (which fans out what is not marked) leaves them alone.
         pub(super) async fn insert_events_in(
             conn: &mut <$db as sqlx::Database>::Connection,
             events: &[$crate::domain::NewPushEvent],
         ) -> Result<(), $crate::store::StoreError> {
+            let numbered: bool = $numbered_at_insert;
             for chunk in events.chunks(500) {
-                let mut q = sqlx::QueryBuilder::<$db>::new(
-                    "INSERT INTO push_events (id, tenant_id, connection_id, provider, kind, \
-                     event_type, data, created_at) ",
-                );
-                q.push_values(chunk, |mut b, e| {
+                let mut q = sqlx::QueryBuilder::<$db>::new(if numbered {
+                    $crate::store::shared::outbox::insert_numbered_sql()
+                } else {
+                    $crate::store::shared::outbox::insert_unnumbered_sql()
+                });
+                q.push_values(chunk.iter().zip(1i64..), |mut b, (e, n)| {
+                    if numbered {
+                        b.push_bind(n);
+                    }
                     b.push_bind(e.id.0)
                         .push_bind(e.tenant_id.0)
                         .push_bind(e.connection_id.0)
@@ -123,8 +126,12 @@ macro_rules! push_store {
                         .push_bind(e.kind.clone())
                         .push_bind(e.event_type.as_str())
                         .push_bind(e.data.to_string())
-                        .push_bind($crate::domain::to_micros(&e.created_at));
+                        .push_bind($crate::domain::to_micros(&e.created_at))
+                        .push_bind(true);
                 });
+                if numbered {
+                    q.push(") AS v");
+                }
                 q.build().execute(&mut *conn).await?;
             }
             if events.is_empty() {
@@ -151,7 +158,9 @@ macro_rules! push_store {
                 EndpointPatch, EndpointSecrets, EventId, NewEndpoint, PushEvent, TenantId,
                 Timestamp,
             };
+            use $crate::store::shared::outbox::*;
             use $crate::store::shared::push::*;
+            use $crate::store::shared::Dialect;
             use $crate::store::shared::replay::{replay_picks, replay_query, REPLAY_PAGE};
             use $crate::store::{
                 AttemptRecord, HealthChange, NextStep, PageRequest, PushStore, ReplayFrom, StoreError,
@@ -330,52 +339,72 @@ macro_rules! push_store {
                 }
 
                 async fn sequence_and_fan_out(&self, limit: u32, now: Timestamp) -> Result<(u64, u64), StoreError> {
-                    let mut tx = self.pool.begin().await?;
+                    let numbered: bool = $numbered_at_insert;
+                    if numbered {
+                        // Events are numbered as they are inserted: with nothing past the
+                        // watermark there is nothing to do, found by a read (a write would take
+                        // SQLite's only write lock for nothing).
+                        let (through, newest): (i64, i64) = sqlx::query_as(FAN_OUT_SPAN).fetch_one(&self.pool).await?;
+                        if newest <= through {
+                            return Ok((0, 0));
+                        }
+                    }
+                    let _turn = self.write_turn().await;
+                    let mut tx = self.begin_write().await?;
                     let lock: Option<&str> = $sequencer_lock;
                     if let Some(lock) = lock {
                         sqlx::query(lock).execute(&mut *tx).await?;
                     }
-                    sqlx::query(SEQUENCE).execute(&mut *tx).await?;
-                    let sql = format!(
-                        "SELECT {EVENT_COLUMNS} FROM push_events WHERE NOT fanned_out \
-                         AND seq IS NOT NULL ORDER BY seq LIMIT $1"
-                    );
-                    let rows = sqlx::query(&sql).bind(i64::from(limit)).fetch_all(&mut *tx).await?;
+                    if !numbered {
+                        sqlx::query(SEQUENCE).execute(&mut *tx).await?;
+                    }
+                    let through: i64 = sqlx::query_scalar(FANNED_OUT_THROUGH).fetch_one(&mut *tx).await?;
+                    let sql = format!("SELECT {ENDPOINT_COLUMNS} FROM push_endpoints WHERE status = 'active'");
+                    let rows = sqlx::query(&sql).fetch_all(&mut *tx).await?;
+                    let endpoints = rows.iter().map(endpoint).collect::<Result<Vec<Endpoint>, _>>()?;
+                    if endpoints.is_empty() {
+                        // No endpoint receives anything: the watermark moves past every event
+                        // numbered so far, none of them read.
+                        let newest: i64 = sqlx::query_scalar(NEWEST_SEQ).fetch_one(&mut *tx).await?;
+                        if newest > through {
+                            sqlx::query(ADVANCE_FAN_OUT).bind(newest).execute(&mut *tx).await?;
+                        }
+                        tx.commit().await?;
+                        return Ok((u64::try_from(newest - through).unwrap_or(0), 0));
+                    }
+                    let rows = sqlx::query(&events_past_sql())
+                        .bind(through)
+                        .bind(i64::from(limit))
+                        .fetch_all(&mut *tx)
+                        .await?;
                     let events = rows.iter().map(event).collect::<Result<Vec<PushEvent>, _>>()?;
                     let Some(last) = events.last().map(|e| e.seq) else {
                         tx.commit().await?;
                         return Ok((0, 0));
                     };
-                    let sql = format!("SELECT {ENDPOINT_COLUMNS} FROM push_endpoints WHERE status = 'active'");
-                    let rows = sqlx::query(&sql).fetch_all(&mut *tx).await?;
-                    let endpoints = rows.iter().map(endpoint).collect::<Result<Vec<Endpoint>, _>>()?;
                     let fan_out: Vec<(EndpointId, &PushEvent)> = events
                         .iter()
                         .flat_map(|e| endpoints.iter().filter(move |t| t.receives(e)).map(move |t| (t.id, e)))
                         .collect();
                     insert_deliveries(&mut *tx, &fan_out, now).await?;
                     let created = u64::try_from(fan_out.len()).unwrap_or(u64::MAX);
-                    sqlx::query(
-                        "UPDATE push_events SET fanned_out = TRUE WHERE NOT fanned_out \
-                         AND seq IS NOT NULL AND seq <= $1",
-                    )
-                    .bind(last)
-                    .execute(&mut *tx)
-                    .await?;
+                    sqlx::query(ADVANCE_FAN_OUT).bind(last).execute(&mut *tx).await?;
                     tx.commit().await?;
                     Ok((u64::try_from(events.len()).unwrap_or(u64::MAX), created))
                 }
 
                 async fn sequence_events(&self) -> Result<i64, StoreError> {
+                    let numbered: bool = $numbered_at_insert;
+                    if numbered {
+                        return Ok(sqlx::query_scalar(NEWEST_SEQ).fetch_one(&self.pool).await?);
+                    }
                     let mut tx = self.pool.begin().await?;
                     let lock: Option<&str> = $sequencer_lock;
                     if let Some(lock) = lock {
                         sqlx::query(lock).execute(&mut *tx).await?;
                     }
                     sqlx::query(SEQUENCE).execute(&mut *tx).await?;
-                    let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM push_events")
-                        .fetch_one(&mut *tx)
-                        .await?;
+                    let last: i64 = sqlx::query_scalar(NEWEST_SEQ).fetch_one(&mut *tx).await?;
                     tx.commit().await?;
                     Ok(last)
                 }
@@ -430,6 +459,7 @@ macro_rules! push_store {
                     lease_until: Timestamp,
                     limit: u32,
                 ) -> Result<Vec<Delivery>, StoreError> {
+                    let _turn = self.write_turn().await;
                     let rows = sqlx::query(&claim_sql($skip_locked))
                         .bind(owner)
                         .bind(to_micros(&lease_until))
@@ -447,7 +477,8 @@ macro_rules! push_store {
                 }
 
                 async fn record_attempts(&self, records: &[AttemptRecord]) -> Result<Vec<bool>, StoreError> {
-                    let mut tx = self.pool.begin().await?;
+                    let _turn = self.write_turn().await;
+                    let mut tx = self.begin_write().await?;
                     let mut kept = Vec::with_capacity(records.len());
                     for r in records {
                         let now = to_micros(&r.now);
@@ -599,7 +630,8 @@ macro_rules! push_store {
                     .await?
                     .rows_affected();
                     let events = sqlx::query(
-                        "DELETE FROM push_events WHERE fanned_out AND created_at < $1 \
+                        "DELETE FROM push_events WHERE seq <= (SELECT through_seq FROM push_fan_out) \
+                         AND created_at < $1 \
                          AND NOT EXISTS (SELECT 1 FROM push_deliveries d WHERE d.event_id = push_events.id)",
                     )
                     .bind(before)

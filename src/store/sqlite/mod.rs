@@ -39,8 +39,9 @@ use crate::domain::{
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
-    /// Taken by this process's inbox writers (deliveries, the worker's claims and outcomes), so
-    /// they take turns in order instead of racing for SQLite's lock in its busy handler.
+    /// Taken by this process's busiest writers (the inbox's deliveries, claims and outcomes, sync
+    /// commits, and push fan-out, claims and outcomes), so they take turns in order instead of
+    /// racing for SQLite's lock in its busy handler.
     gate: WriteGate,
     deliveries: super::shared::deliveries::Deliveries,
     turns: Arc<Turns>,
@@ -165,6 +166,10 @@ impl Dialect for SqliteStore {
 
     async fn begin_write(&self) -> Result<sqlx::Transaction<'_, Sqlite>, StoreError> {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        Some(self.gate.lock().await)
     }
 
     async fn insert_push_events(

@@ -142,6 +142,7 @@ mod inbox;
 mod ingest;
 mod jobs;
 mod oauth_states;
+mod push;
 mod queue;
 mod signals;
 mod store;

@@ -1,0 +1,443 @@
+//! The storage contract: the push outbox. Fan-out moves a watermark past the events it has
+//! read, in `seq` order; SQLite numbers events as it inserts them, PostgreSQL after they commit;
+//! retention keeps what fan-out has not passed; migration 0009 starts the watermark right.
+
+use std::borrow::Cow;
+use std::path::Path;
+use std::str::FromStr;
+
+use connectors::domain::{EndpointFilter, EndpointId, EndpointPatch, EndpointStatus, NewEndpoint};
+use connectors::store::StoreOptions;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::Executor;
+
+use super::*;
+use crate::helpers::TestDatabase;
+
+/// Runs `$body` with `$pool` a pool of the test's own on the database at `$url` (a SQLite file
+/// is created when missing), closed afterwards.
+macro_rules! on_database {
+    ($url:expr, |$pool:ident| $body:expr) => {{
+        let url: &str = $url;
+        if url.starts_with("sqlite:") {
+            let options =
+                sqlx::sqlite::SqliteConnectOptions::from_str(url)?.create_if_missing(true);
+            let $pool = sqlx::SqlitePool::connect_with(options).await?;
+            let out = $body;
+            $pool.close().await;
+            out
+        } else {
+            let $pool = sqlx::PgPool::connect(url).await?;
+            let out = $body;
+            $pool.close().await;
+            out
+        }
+    }};
+}
+
+/// The one integer (or NULL) column of every row `sql` reads.
+async fn column(url: &str, sql: &str) -> anyhow::Result<Vec<Option<i64>>> {
+    Ok(on_database!(url, |pool| sqlx::query_scalar(sql)
+        .fetch_all(&pool)
+        .await?))
+}
+
+/// How far fan-out has gone, as stored.
+async fn through_seq(url: &str) -> anyhow::Result<i64> {
+    let rows = column(url, "SELECT through_seq FROM push_fan_out").await?;
+    assert_eq!(rows.len(), 1, "one watermark row");
+    Ok(rows[0].expect("a watermark"))
+}
+
+/// An active endpoint of `scope` receiving everything.
+async fn endpoint(store: &Arc<dyn Store>, scope: TenantId) -> anyhow::Result<EndpointId> {
+    let new = NewEndpoint {
+        id: EndpointId::generate(),
+        tenant_id: scope,
+        url: "https://8.8.8.8/hooks".into(),
+        description: None,
+        filter: EndpointFilter::default(),
+        include_payload: false,
+        secret_sealed: b"sealed".to_vec(),
+        created_at: now(),
+    };
+    Ok(store.insert_endpoint(&new).await?.id)
+}
+
+/// The `seq` of every delivery of `endpoint`, each once.
+async fn delivered_seqs(store: &Arc<dyn Store>, endpoint: EndpointId) -> anyhow::Result<Vec<i64>> {
+    let rows = store.list_deliveries(endpoint, first(1000)).await?;
+    let mut seqs: Vec<i64> = rows.iter().map(|d| d.seq).collect();
+    seqs.sort_unstable();
+    Ok(seqs)
+}
+
+/// The `seq` of each signal's `signal.created` event, in order.
+async fn event_seqs(
+    store: &Arc<dyn Store>,
+    t: TenantId,
+    signals: &[NewSignal],
+) -> anyhow::Result<Vec<i64>> {
+    let mut seqs = Vec::with_capacity(signals.len());
+    for s in signals {
+        let seq = store.signal_event_seq(t, s.id).await?;
+        seqs.push(seq.expect("the signal's event is numbered"));
+    }
+    seqs.sort_unstable();
+    Ok(seqs)
+}
+
+/// `count` signals of `connection`.
+fn signals(connection: &Connection, count: i64) -> Vec<NewSignal> {
+    (0..count)
+        .map(|n| signal(connection, "pr_opened", count - n))
+        .collect()
+}
+
+#[tokio::test]
+async fn fan_out_with_no_active_endpoint_delivers_nothing_then_or_later() -> Outcome {
+    let app = TestApp::spawn().await;
+    let store = app.store();
+    let t = tenant();
+    let connection = app.connection(t, "github").await;
+    let paused = endpoint(&store, t).await?;
+    let disable = EndpointPatch {
+        status: Some(EndpointStatus::Disabled),
+        ..Default::default()
+    };
+    store.update_endpoint(t, paused, &disable, now()).await?;
+    app.signals(signals(&connection, 3)).await;
+
+    let passed = store.sequence_and_fan_out(64, now()).await?;
+    let again = store.sequence_and_fan_out(64, now()).await?;
+
+    assert_eq!(passed, (3, 0), "three events passed, no delivery written");
+    assert_eq!(again, (0, 0), "nothing past the watermark");
+    let enable = EndpointPatch {
+        status: Some(EndpointStatus::Active),
+        ..Default::default()
+    };
+    store.update_endpoint(t, paused, &enable, now()).await?;
+    let created = endpoint(&store, t).await?;
+    let later = app.signals(signals(&connection, 2)).await;
+    let fanned = store.sequence_and_fan_out(64, now()).await?;
+    assert_eq!(fanned, (2, 4), "the two later events, to both endpoints");
+    let expected = event_seqs(&store, t, &later).await?;
+    for id in [paused, created] {
+        assert_eq!(
+            delivered_seqs(&store, id).await?,
+            expected,
+            "only the events after the endpoint became active"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn fan_out_resumes_after_its_watermark_skipping_and_repeating_nothing() -> Outcome {
+    let app = TestApp::spawn().await;
+    let store = app.store();
+    let t = tenant();
+    let connection = app.connection(t, "github").await;
+    let id = endpoint(&store, t).await?;
+    let mut stored = app.signals(signals(&connection, 7)).await;
+
+    let mut passes = Vec::new();
+    for _ in 0..3 {
+        passes.push(store.sequence_and_fan_out(3, now()).await?);
+    }
+    stored.extend(app.signals(signals(&connection, 4)).await);
+    for _ in 0..3 {
+        passes.push(store.sequence_and_fan_out(3, now()).await?);
+    }
+
+    assert_eq!(
+        passes,
+        vec![(3, 3), (3, 3), (1, 1), (3, 3), (1, 1), (0, 0)],
+        "three at a time, resuming where the last pass stopped"
+    );
+    let seqs = delivered_seqs(&store, id).await?;
+    assert_eq!(
+        seqs,
+        event_seqs(&store, t, &stored).await?,
+        "each event once"
+    );
+    assert_eq!(through_seq(&app.database_url).await?, seqs[seqs.len() - 1]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_purge_keeps_the_events_past_the_fan_out_watermark() -> Outcome {
+    let app = TestApp::spawn().await;
+    let store = app.store();
+    let t = tenant();
+    let connection = app.connection(t, "github").await;
+    app.signals(signals(&connection, 3)).await;
+    assert_eq!(store.sequence_and_fan_out(64, now()).await?, (3, 0));
+    let waiting = app.signals(signals(&connection, 2)).await;
+    // Numbered (on PostgreSQL by the sequencer) but not fanned out.
+    let newest = store.sequence_events().await?;
+
+    let purged = store.purge_push(now() + Duration::days(1)).await?;
+
+    assert_eq!(
+        purged,
+        (0, 3),
+        "the three events fan-out has passed, no more"
+    );
+    let id = endpoint(&store, t).await?;
+    assert_eq!(store.sequence_and_fan_out(64, now()).await?, (2, 2));
+    let seqs = delivered_seqs(&store, id).await?;
+    assert_eq!(seqs, event_seqs(&store, t, &waiting).await?);
+    assert_eq!(seqs.last().copied(), Some(newest));
+    Ok(())
+}
+
+#[tokio::test]
+async fn events_are_numbered_in_commit_order_at_insert_on_sqlite_and_after_commit_on_postgres(
+) -> Outcome {
+    let app = TestApp::spawn().await;
+    let store = app.store();
+    let t = tenant();
+    let connection = app.connection(t, "github").await;
+    // Writers in parallel, each storing its batches one transaction at a time.
+    let writers = (0..6).map(|_| {
+        let (store, connection) = (store.clone(), connection.clone());
+        tokio::spawn(async move {
+            let mut stored = Vec::new();
+            for _ in 0..4 {
+                let batch = signals(&connection, 5);
+                store.insert_signals(&batch).await?;
+                stored.extend(batch);
+            }
+            anyhow::Ok(stored)
+        })
+    });
+    let mut stored = Vec::new();
+    for writer in futures::future::join_all(writers).await {
+        stored.extend(writer??);
+    }
+    let all: Vec<Option<i64>> = (1..=120).map(Some).collect();
+    let url = app.database_url.as_str();
+    let unmarked = column(url, "SELECT COUNT(*) FROM push_events WHERE NOT fanned_out").await?;
+    assert_eq!(
+        unmarked,
+        vec![Some(0)],
+        "marked, so an instance of the previous release does not fan them out"
+    );
+
+    match store.backend() {
+        Backend::Sqlite => {
+            // Before any sequencer: each event has its number, in the order the rows went in,
+            // which on SQLite's one writer at a time is the order they committed.
+            let by_insert = column(url, "SELECT seq FROM push_events ORDER BY pos").await?;
+            assert_eq!(by_insert, all);
+            let first = store.signal_event_seq(t, stored[0].id).await?;
+            assert!(first.is_some(), "readable by a stream at once");
+        }
+        Backend::Postgres => {
+            // Sequence values are taken at insert, not at commit: numbered after commit only.
+            let unnumbered = column(url, "SELECT seq FROM push_events ORDER BY pos").await?;
+            assert_eq!(unnumbered, vec![None; 120]);
+            assert_eq!(store.sequence_events().await?, 120);
+            let numbered = column(url, "SELECT seq FROM push_events ORDER BY seq").await?;
+            assert_eq!(numbered, all);
+        }
+    }
+    let seqs = event_seqs(&store, t, &stored).await?;
+    assert_eq!(seqs, (1..=120).collect::<Vec<i64>>());
+    Ok(())
+}
+
+#[tokio::test]
+async fn with_nothing_past_the_watermark_sqlite_fan_out_waits_for_no_write_lock() -> Outcome {
+    let app = TestApp::spawn().await;
+    if app.store().backend() != Backend::Sqlite {
+        // PostgreSQL's sequencer takes its lock and runs on every pass, as before.
+        return Ok(());
+    }
+    let store = app.store();
+    let t = tenant();
+    let connection = app.connection(t, "github").await;
+    endpoint(&store, t).await?;
+    app.signals(signals(&connection, 2)).await;
+    assert_eq!(store.sequence_and_fan_out(64, now()).await?, (2, 2));
+    // Another connection holds the database's only write lock.
+    use sqlx::Connection as _;
+    let mut writer = sqlx::SqliteConnection::connect(&app.database_url).await?;
+    writer.execute("BEGIN IMMEDIATE").await?;
+
+    let idle = tokio::time::timeout(
+        StdDuration::from_secs(2),
+        store.sequence_and_fan_out(64, now()),
+    )
+    .await;
+    let newest = tokio::time::timeout(StdDuration::from_secs(2), store.sequence_events()).await;
+
+    writer.execute("ROLLBACK").await?;
+    assert_eq!(idle.expect("answered by a read, not a write")?, (0, 0));
+    assert_eq!(newest.expect("a read")?, 2);
+    Ok(())
+}
+
+/// The migrations of this release up to 0008, as an instance of the release before 0009
+/// applied them.
+fn migrations_through_0008(url: &str) -> anyhow::Result<Migrator> {
+    let dir = if url.starts_with("sqlite:") {
+        "sqlite"
+    } else {
+        "postgres"
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(dir);
+    let mut migrations = Vec::new();
+    for entry in std::fs::read_dir(root)? {
+        let path = entry?.path();
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .expect("a migration file name")
+            .to_string();
+        let (version, description) = name.split_once('_').expect("NNNN_description");
+        let version: i64 = version.parse()?;
+        if version > 8 {
+            continue;
+        }
+        let sql = std::fs::read_to_string(&path)?;
+        migrations.push(Migration::new(
+            version,
+            Cow::Owned(description.replace('_', " ")),
+            MigrationType::Simple,
+            Cow::Owned(sql),
+            false,
+        ));
+    }
+    migrations.sort_by_key(|m| m.version);
+    assert_eq!(migrations.len(), 8);
+    Ok(Migrator {
+        migrations: Cow::Owned(migrations),
+        ..Migrator::DEFAULT
+    })
+}
+
+/// One event as the release before 0009 left it: at `pos`, numbered `seq` or not yet, fanned
+/// out or not; a `connection.status_changed` whose data is `{"pos": pos}`.
+struct OldEvent {
+    pos: i64,
+    seq: Option<i64>,
+    fanned_out: bool,
+}
+
+/// A database at migration 0008 holding `events` of tenant `t`.
+async fn database_at_0008(t: TenantId, events: &[OldEvent]) -> anyhow::Result<TestDatabase> {
+    let db = TestDatabase::create().await;
+    let migrator = migrations_through_0008(&db.url)?;
+    let insert = "INSERT INTO push_events (pos, id, seq, fanned_out, tenant_id, connection_id, \
+                  provider, event_type, data, created_at) \
+                  VALUES ($1, $2, $3, $4, $5, $6, 'github', 'connection.status_changed', $7, $8)";
+    let connection = Uuid::new_v4();
+    on_database!(&db.url, |pool| {
+        migrator.run(&pool).await?;
+        for e in events {
+            sqlx::query(insert)
+                .bind(e.pos)
+                // Ids fall as `pos` rises: an order by id is not the order by `pos`.
+                .bind(Uuid::from_u128(
+                    u128::MAX - u128::from(e.pos.unsigned_abs()),
+                ))
+                .bind(e.seq)
+                .bind(e.fanned_out)
+                .bind(t.0)
+                .bind(connection)
+                .bind(json!({ "pos": e.pos }).to_string())
+                .bind(now().timestamp_micros())
+                .execute(&pool)
+                .await?;
+        }
+    });
+    Ok(db)
+}
+
+/// The `pos` in the data of each event an endpoint received, in `seq` order.
+async fn delivered_positions(
+    store: &Arc<dyn Store>,
+    endpoint: EndpointId,
+) -> anyhow::Result<Vec<(i64, i64)>> {
+    let mut rows = store.list_deliveries(endpoint, first(1000)).await?;
+    rows.sort_by_key(|d| d.seq);
+    let mut positions = Vec::with_capacity(rows.len());
+    for d in rows {
+        let event = store.get_event(d.event_id).await?.expect("the event");
+        positions.push((d.seq, event.data["pos"].as_i64().expect("a pos")));
+    }
+    Ok(positions)
+}
+
+#[tokio::test]
+async fn migrating_from_0008_starts_the_watermark_after_the_fanned_out_prefix() -> Outcome {
+    let t = tenant();
+    let old = |pos, seq, fanned_out| OldEvent {
+        pos,
+        seq,
+        fanned_out,
+    };
+    // Three fanned out, two numbered but not fanned out, two not numbered yet: inserted out of
+    // `pos` order, so numbering follows `pos`, not insertion.
+    let events = [
+        old(1, Some(1), true),
+        old(2, Some(2), true),
+        old(3, Some(3), true),
+        old(4, Some(4), false),
+        old(5, Some(5), false),
+        old(20, None, false),
+        old(10, None, false),
+    ];
+    let db = database_at_0008(t, &events).await?;
+    let store = connectors::store::connect(&db.url, &StoreOptions { max_connections: 2 }).await?;
+
+    store.migrate().await?;
+
+    assert_eq!(through_seq(&db.url).await?, 3);
+    let unnumbered = column(&db.url, "SELECT pos FROM push_events WHERE seq IS NULL").await?;
+    match store.backend() {
+        // SQLite numbers events at insert from now on, so the migration numbers the rest.
+        Backend::Sqlite => assert!(unnumbered.is_empty(), "{unnumbered:?}"),
+        // PostgreSQL's sequencer numbers them on its next run.
+        Backend::Postgres => assert_eq!(unnumbered.len(), 2),
+    }
+    let id = endpoint(&store, t).await?;
+    assert_eq!(store.sequence_and_fan_out(64, now()).await?, (4, 4));
+    assert_eq!(
+        delivered_positions(&store, id).await?,
+        vec![(4, 4), (5, 5), (6, 10), (7, 20)],
+        "what was not fanned out yet, numbered in insertion order"
+    );
+    store.close().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn migrating_from_0008_with_everything_or_nothing_fanned_out() -> Outcome {
+    let t = tenant();
+    let done = |pos| OldEvent {
+        pos,
+        seq: Some(pos),
+        fanned_out: true,
+    };
+    let cases: [(&[OldEvent], i64); 2] = [(&[done(1), done(2), done(3)], 3), (&[], 0)];
+    for (events, expected) in cases {
+        let db = database_at_0008(t, events).await?;
+        let store =
+            connectors::store::connect(&db.url, &StoreOptions { max_connections: 2 }).await?;
+
+        store.migrate().await?;
+
+        assert_eq!(through_seq(&db.url).await?, expected);
+        let id = endpoint(&store, t).await?;
+        assert_eq!(store.sequence_and_fan_out(64, now()).await?, (0, 0));
+        assert!(delivered_positions(&store, id).await?.is_empty());
+        store.close().await;
+    }
+    Ok(())
+}

@@ -14,7 +14,6 @@ INSERT INTO push_fan_out (id, through_seq) VALUES (1, COALESCE(
     (SELECT MAX(seq) FROM push_events),
     0));
 
--- `fanned_out` stays (an instance of the previous release reads it; this release inserts
--- events with it set, so such an instance leaves them alone); nothing of this release asks
--- for unmarked rows.
-DROP INDEX push_events_to_fan_out;
+-- `fanned_out` stays, and so does its partial index `push_events_to_fan_out`: an instance of
+-- the previous release fans out through them. This release inserts events with `fanned_out`
+-- set, so they never enter that index and cost it nothing.

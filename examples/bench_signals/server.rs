@@ -45,6 +45,49 @@ pub fn locate(explicit: Option<&Path>) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// What a harness starts from: the server binary and its own work directory.
+pub struct Setup {
+    pub server_bin: PathBuf,
+    /// Removed when dropped.
+    pub workdir: tempfile::TempDir,
+}
+
+/// Warns when `harness` is a debug build, finds the server binary ([`locate`]) and creates a
+/// fresh work directory named after `harness` in `data_dir` (created when missing), or by
+/// default in the system temp directory.
+pub fn setup(harness: &str, server_bin: Option<&Path>, data_dir: Option<&Path>) -> Result<Setup> {
+    if cfg!(debug_assertions) {
+        eprintln!(
+            "warning: this harness is a debug build; its own overhead will distort the figures \
+             (use cargo run --release)"
+        );
+    }
+    let server_bin = locate(server_bin)?;
+    let prefix = format!("{harness}_");
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix);
+    let workdir = match data_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            builder.tempdir_in(dir)
+        }
+        None => builder.tempdir(),
+    }
+    .context("creating the work directory")?;
+    Ok(Setup {
+        server_bin,
+        workdir,
+    })
+}
+
+impl Setup {
+    /// The lines that say where the run's binary and files are.
+    pub fn print(&self) {
+        println!("server binary: {}", self.server_bin.display());
+        println!("work directory: {}", self.workdir.path().display());
+    }
+}
+
 /// How to start the server.
 pub struct Spec<'a> {
     pub bin: &'a Path,
@@ -232,4 +275,22 @@ fn clock_ticks() -> f64 {
             .filter(|ticks: &f64| *ticks > 0.0)
             .unwrap_or(100.0)
     })
+}
+
+/// The JSON body of `response`, which must answer `expected`; `what` names the request in
+/// errors.
+pub async fn ok_json(
+    response: reqwest::Response,
+    expected: StatusCode,
+    what: &str,
+) -> Result<serde_json::Value> {
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    if status != expected {
+        bail!(
+            "{what} answered {status}: {}",
+            text.chars().take(300).collect::<String>()
+        );
+    }
+    serde_json::from_str(&text).with_context(|| format!("{what}: not JSON"))
 }

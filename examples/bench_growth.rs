@@ -183,29 +183,21 @@ impl Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    match run(args).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("bench_growth: error: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    server::exit_code("bench_growth", run(args).await)
 }
 
 async fn run(args: Args) -> Result<()> {
     args.validate()?;
-    let setup = server::setup(
-        "bench_growth",
-        args.server_bin.as_deref(),
-        args.data_dir.as_deref(),
-    )?;
     let machine = report::Machine::detect_with_memory();
-    println!("{}", machine.headline("bench_growth"));
-    setup.print();
     let server::Setup {
         server_bin,
         workdir,
-    } = setup;
+    } = server::setup(
+        "bench_growth",
+        args.server_bin.as_deref(),
+        args.data_dir.as_deref(),
+        &[machine.headline("bench_growth")],
+    )?;
 
     let db = database::prepare(args.db, &args.postgres_url, workdir.path()).await?;
     println!("database: {}", db.describe());

@@ -208,34 +208,26 @@ struct Ctx {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    match run(args).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("bench_ingest: error: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    server::exit_code("bench_ingest", run(args).await)
 }
 
 async fn run(args: Args) -> Result<()> {
     args.validate()?;
-    let setup = server::setup(
-        "bench_ingest",
-        args.server_bin.as_deref(),
-        args.data_dir.as_deref(),
-    )?;
     let machine = report::Machine::detect();
-    println!("{}", machine.headline("bench_ingest"));
-    println!(
+    let note = format!(
         "note: senders and server share this machine's {} CPU(s); the harness's CPU use is \
          shown next to the server's",
         machine.cpus
     );
-    setup.print();
     let server::Setup {
         server_bin,
         workdir,
-    } = setup;
+    } = server::setup(
+        "bench_ingest",
+        args.server_bin.as_deref(),
+        args.data_dir.as_deref(),
+        &[machine.headline("bench_ingest"), note],
+    )?;
 
     let token = random_token().expose().to_string();
     let secret = random_token().expose().to_string();

@@ -140,13 +140,7 @@ struct Ctx {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match run(Args::parse()).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("bench_push: error: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    server::exit_code("bench_push", run(Args::parse()).await)
 }
 
 async fn run(args: Args) -> Result<()> {

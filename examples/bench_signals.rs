@@ -118,34 +118,26 @@ impl Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    match run(args).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("bench_signals: error: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    server::exit_code("bench_signals", run(args).await)
 }
 
 async fn run(args: Args) -> Result<()> {
     args.validate()?;
-    let setup = server::setup(
-        "bench_signals",
-        args.server_bin.as_deref(),
-        args.data_dir.as_deref(),
-    )?;
     let machine = report::Machine::detect_with_memory();
-    println!("{}", machine.headline("bench_signals"));
-    println!(
+    let note = format!(
         "note: client and server share this machine's {} CPU(s); the client's CPU use is shown \
          next to the server's",
         machine.cpus
     );
-    setup.print();
     let server::Setup {
         server_bin,
         workdir,
-    } = setup;
+    } = server::setup(
+        "bench_signals",
+        args.server_bin.as_deref(),
+        args.data_dir.as_deref(),
+        &[machine.headline("bench_signals"), note],
+    )?;
 
     let db = database::prepare(args.db, &args.postgres_url, workdir.path()).await?;
     println!("database: {}", db.describe());

@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -54,8 +54,14 @@ pub struct Setup {
 
 /// Warns when `harness` is a debug build, finds the server binary ([`locate`]) and creates a
 /// fresh work directory named after `harness` in `data_dir` (created when missing), or by
-/// default in the system temp directory.
-pub fn setup(harness: &str, server_bin: Option<&Path>, data_dir: Option<&Path>) -> Result<Setup> {
+/// default in the system temp directory; then prints `lines` (what the run is about) and
+/// where the binary and the directory are.
+pub fn setup(
+    harness: &str,
+    server_bin: Option<&Path>,
+    data_dir: Option<&Path>,
+    lines: &[String],
+) -> Result<Setup> {
     if cfg!(debug_assertions) {
         eprintln!(
             "warning: this harness is a debug build; its own overhead will distort the figures \
@@ -74,17 +80,25 @@ pub fn setup(harness: &str, server_bin: Option<&Path>, data_dir: Option<&Path>) 
         None => builder.tempdir(),
     }
     .context("creating the work directory")?;
+    for line in lines {
+        println!("{line}");
+    }
+    println!("server binary: {}", server_bin.display());
+    println!("work directory: {}", workdir.path().display());
     Ok(Setup {
         server_bin,
         workdir,
     })
 }
 
-impl Setup {
-    /// The lines that say where the run's binary and files are.
-    pub fn print(&self) {
-        println!("server binary: {}", self.server_bin.display());
-        println!("work directory: {}", self.workdir.path().display());
+/// The process's exit code for `harness`'s outcome; an error goes to stderr first.
+pub fn exit_code(harness: &str, outcome: Result<()>) -> ExitCode {
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("{harness}: error: {err:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 

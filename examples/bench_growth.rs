@@ -189,15 +189,9 @@ async fn main() -> ExitCode {
 async fn run(args: Args) -> Result<()> {
     args.validate()?;
     let machine = report::Machine::detect_with_memory();
-    let server::Setup {
-        server_bin,
-        workdir,
-    } = server::setup(
-        "bench_growth",
-        args.server_bin.as_deref(),
-        args.data_dir.as_deref(),
-        &[machine.headline("bench_growth")],
-    )?;
+    let lines = [machine.headline("bench_growth")];
+    let (server_bin, workdir) =
+        server::setup("bench_growth", &args.server_bin, &args.data_dir, &lines)?;
 
     let db = database::prepare(args.db, &args.postgres_url, workdir.path()).await?;
     println!("database: {}", db.describe());

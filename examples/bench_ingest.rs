@@ -219,15 +219,9 @@ async fn run(args: Args) -> Result<()> {
          shown next to the server's",
         machine.cpus
     );
-    let server::Setup {
-        server_bin,
-        workdir,
-    } = server::setup(
-        "bench_ingest",
-        args.server_bin.as_deref(),
-        args.data_dir.as_deref(),
-        &[machine.headline("bench_ingest"), note],
-    )?;
+    let lines = [machine.headline("bench_ingest"), note];
+    let (server_bin, workdir) =
+        server::setup("bench_ingest", &args.server_bin, &args.data_dir, &lines)?;
 
     let token = random_token().expose().to_string();
     let secret = random_token().expose().to_string();

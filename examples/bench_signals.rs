@@ -129,15 +129,9 @@ async fn run(args: Args) -> Result<()> {
          next to the server's",
         machine.cpus
     );
-    let server::Setup {
-        server_bin,
-        workdir,
-    } = server::setup(
-        "bench_signals",
-        args.server_bin.as_deref(),
-        args.data_dir.as_deref(),
-        &[machine.headline("bench_signals"), note],
-    )?;
+    let lines = [machine.headline("bench_signals"), note];
+    let (server_bin, workdir) =
+        server::setup("bench_signals", &args.server_bin, &args.data_dir, &lines)?;
 
     let db = database::prepare(args.db, &args.postgres_url, workdir.path()).await?;
     println!("database: {}", db.describe());

@@ -29,16 +29,11 @@ pub async fn requeue_due_now(database_url: &str) -> Result<usize> {
         let lease = Lease { job: job.id, owner };
         let next = at + chrono::Duration::days(1);
         store.advance_next_sync(job.connection_id, at, next).await?;
-        let released = store
-            .finish_sync_job(
-                lease,
-                JobFinish::Defer {
-                    at: now(),
-                    note: None,
-                },
-                now(),
-            )
-            .await?;
+        let due_now = JobFinish::Defer {
+            at: now(),
+            note: None,
+        };
+        let released = store.finish_sync_job(lease, due_now, now()).await?;
         if released != Finished::Done {
             bail!("could not put job {} back in the queue", job.id);
         }

@@ -45,30 +45,23 @@ pub fn locate(explicit: Option<&Path>) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// What a harness starts from: the server binary and its own work directory.
-pub struct Setup {
-    pub server_bin: PathBuf,
-    /// Removed when dropped.
-    pub workdir: tempfile::TempDir,
-}
-
 /// Warns when `harness` is a debug build, finds the server binary ([`locate`]) and creates a
 /// fresh work directory named after `harness` in `data_dir` (created when missing), or by
-/// default in the system temp directory; then prints `lines` (what the run is about) and
-/// where the binary and the directory are.
+/// default in the system temp directory (removed when dropped); then prints `lines` (what the
+/// run is about) and where the binary and the directory are.
 pub fn setup(
     harness: &str,
-    server_bin: Option<&Path>,
-    data_dir: Option<&Path>,
+    server_bin: &Option<PathBuf>,
+    data_dir: &Option<PathBuf>,
     lines: &[String],
-) -> Result<Setup> {
+) -> Result<(PathBuf, tempfile::TempDir)> {
     if cfg!(debug_assertions) {
         eprintln!(
             "warning: this harness is a debug build; its own overhead will distort the figures \
              (use cargo run --release)"
         );
     }
-    let server_bin = locate(server_bin)?;
+    let server_bin = locate(server_bin.as_deref())?;
     let prefix = format!("{harness}_");
     let mut builder = tempfile::Builder::new();
     builder.prefix(&prefix);
@@ -85,10 +78,7 @@ pub fn setup(
     }
     println!("server binary: {}", server_bin.display());
     println!("work directory: {}", workdir.path().display());
-    Ok(Setup {
-        server_bin,
-        workdir,
-    })
+    Ok((server_bin, workdir))
 }
 
 /// The process's exit code for `harness`'s outcome; an error goes to stderr first.

@@ -30,6 +30,8 @@
 mod database;
 #[path = "bench_google_drive/fake_google.rs"]
 mod fake_google;
+#[path = "bench_ingest/queue.rs"]
+mod queue;
 // Shared with bench_signals; not every helper is used here.
 #[allow(dead_code)]
 #[path = "bench_signals/server.rs"]
@@ -40,30 +42,16 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use connectors::crypto::{random_token, CryptoKey};
-use connectors::domain::{now, TenantId};
-use connectors::store::StoreOptions;
+use connectors::domain::TenantId;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use reqwest::{Client, Method, StatusCode, Url};
 use serde_json::Value;
 use uuid::Uuid;
 
-/// Which database the benchmark runs on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum DbKind {
-    Sqlite,
-    Postgres,
-}
-
-impl DbKind {
-    pub const fn as_str(&self) -> &'static str {
-        match self {
-            DbKind::Sqlite => "sqlite",
-            DbKind::Postgres => "postgres",
-        }
-    }
-}
+use crate::database::DbKind;
+use crate::server::ok_json;
 
 /// Google Drive sync over many connections against a fake Google.
 #[derive(Debug, Parser)]
@@ -183,7 +171,7 @@ async fn measure(ctx: &Ctx, database_url: &str) -> Result<String> {
         Ok(connections)
     })
     .await?;
-    let queued = prepare(database_url).await?;
+    let queued = queue::requeue_due_now(database_url).await?;
     if queued != 0 {
         bail!("{queued} sync jobs queued before the measurement, expected none");
     }
@@ -210,7 +198,7 @@ async fn measure(ctx: &Ctx, database_url: &str) -> Result<String> {
     let srv = start(ctx, "queue", database_url, "api", 8).await?;
     let base = srv.base.clone();
     guarded(srv, enqueue(ctx, &base, &connections)).await?;
-    let queued = prepare(database_url).await?;
+    let queued = queue::requeue_due_now(database_url).await?;
     if queued != n {
         bail!("{queued} sync jobs queued, expected {n}");
     }
@@ -364,51 +352,6 @@ async fn wait_jobs(ctx: &Ctx, base: &Url, jobs: usize, started: Instant) -> Resu
     }
 }
 
-/// Puts every queued job back in the queue due now and moves each connection's next
-/// scheduled sync a day ahead, so the scheduler adds no job during the measurement (as
-/// `bench_ingest` does). Returns how many sync jobs are queued.
-async fn prepare(database_url: &str) -> Result<usize> {
-    use connectors::domain::JobType;
-    use connectors::store::{Finished, JobFinish, Lease};
-    let store = connectors::store::connect(database_url, &StoreOptions { max_connections: 2 })
-        .await
-        .context("opening the store")?;
-    let owner = "bench-setup";
-    let at = now();
-    let mut claimed = Vec::new();
-    while let Some(job) = store
-        .claim_sync_job(owner, at, at + chrono::Duration::minutes(30))
-        .await?
-    {
-        claimed.push(job);
-    }
-    let syncs = claimed
-        .iter()
-        .filter(|j| j.job_type != JobType::Subscription)
-        .count();
-    for job in &claimed {
-        store
-            .advance_next_sync(job.connection_id, at, at + chrono::Duration::days(1))
-            .await?;
-        let lease = Lease { job: job.id, owner };
-        let released = store
-            .finish_sync_job(
-                lease,
-                JobFinish::Defer {
-                    at: now(),
-                    note: None,
-                },
-                now(),
-            )
-            .await?;
-        if released != Finished::Done {
-            bail!("could not put job {} back in the queue", job.id);
-        }
-    }
-    store.close().await;
-    Ok(syncs)
-}
-
 /// The signals listed for a connection, page by page.
 async fn count_signals(ctx: &Ctx, base: &Url, t: TenantId, id: &str) -> Result<u64> {
     let mut count = 0;
@@ -478,18 +421,6 @@ async fn guarded<T>(
     let tail = srv.log_tail(30);
     let _ = srv.stop().await;
     result.map_err(|err| anyhow!("{err:#}\nlast lines of the server log:\n{tail}"))
-}
-
-async fn ok_json(response: reqwest::Response, expected: StatusCode, what: &str) -> Result<Value> {
-    let status = response.status();
-    let text = response.text().await.unwrap_or_default();
-    if status != expected {
-        bail!(
-            "{what} answered {status}: {}",
-            text.chars().take(300).collect::<String>()
-        );
-    }
-    serde_json::from_str(&text).with_context(|| format!("{what}: not JSON"))
 }
 
 fn git_commit() -> Option<String> {

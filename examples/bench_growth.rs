@@ -70,28 +70,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use connectors::crypto::{random_token, CryptoKey};
 use connectors::domain::TenantId;
 use uuid::Uuid;
 
+use crate::database::DbKind;
 use crate::report::thousands;
-
-/// Which database the benchmark runs on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum DbKind {
-    Sqlite,
-    Postgres,
-}
-
-impl DbKind {
-    pub const fn as_str(&self) -> &'static str {
-        match self {
-            DbKind::Sqlite => "sqlite",
-            DbKind::Postgres => "postgres",
-        }
-    }
-}
 
 /// Growth benchmark of `GET /signals`, webhook ingest and the scheduler against the release
 /// server (run `cargo build --release` first).
@@ -198,45 +183,15 @@ impl Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    match run(args).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("bench_growth: error: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    server::exit_code("bench_growth", run(args).await)
 }
 
 async fn run(args: Args) -> Result<()> {
     args.validate()?;
-    if cfg!(debug_assertions) {
-        eprintln!(
-            "warning: this harness is a debug build; its own overhead will distort the figures \
-             (use cargo run --release)"
-        );
-    }
-    let server_bin = server::locate(args.server_bin.as_deref())?;
-    let workdir = {
-        let mut builder = tempfile::Builder::new();
-        builder.prefix("bench_growth_");
-        match &args.data_dir {
-            Some(dir) => {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("creating {}", dir.display()))?;
-                builder.tempdir_in(dir)
-            }
-            None => builder.tempdir(),
-        }
-        .context("creating the work directory")?
-    };
-    let machine = report::Machine::detect();
-    println!(
-        "bench_growth: {}, load average {}",
-        machine.describe(),
-        machine.load_before.as_deref().unwrap_or("n/a")
-    );
-    println!("server binary: {}", server_bin.display());
-    println!("work directory: {}", workdir.path().display());
+    let machine = report::Machine::detect_with_memory();
+    let lines = [machine.headline("bench_growth")];
+    let (server_bin, workdir) =
+        server::setup("bench_growth", &args.server_bin, &args.data_dir, &lines)?;
 
     let db = database::prepare(args.db, &args.postgres_url, workdir.path()).await?;
     println!("database: {}", db.describe());
@@ -244,16 +199,7 @@ async fn run(args: Args) -> Result<()> {
         result = bench(&args, &server_bin, workdir.path(), &db) => result,
         _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
     };
-    let cleanup = db.cleanup().await;
-    let stages = match (outcome, cleanup) {
-        (Ok(stages), Ok(())) => stages,
-        (Err(err), Ok(())) => return Err(err),
-        (Ok(_), Err(err)) => return Err(err),
-        (Err(err), Err(cleanup_err)) => {
-            eprintln!("bench_growth: cleanup also failed: {cleanup_err:#}");
-            return Err(err);
-        }
-    };
+    let stages = db.dropping("bench_growth", outcome).await?;
     let summary = table::Summary {
         backend: args.db,
         concurrency: args.concurrency,

@@ -47,8 +47,12 @@ mod fake_api;
 mod floor;
 #[path = "bench_ingest/ingest.rs"]
 mod ingest;
+// Shared with bench_signals; not every helper is used here.
+#[allow(dead_code)]
 #[path = "bench_ingest/machine.rs"]
 mod machine;
+#[path = "bench_ingest/queue.rs"]
+mod queue;
 #[path = "bench_ingest/report.rs"]
 mod report;
 #[path = "bench_ingest/sync.rs"]
@@ -69,24 +73,9 @@ use connectors::providers::sandbox::SandboxConnector;
 use uuid::Uuid;
 
 use crate::api::Api;
+use crate::database::DbKind;
 use crate::fake_api::{FakeApi, FakeSettings};
 use crate::report::{thousands, IngestReport};
-
-/// Which database the benchmark runs on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum DbKind {
-    Sqlite,
-    Postgres,
-}
-
-impl DbKind {
-    pub const fn as_str(&self) -> &'static str {
-        match self {
-            DbKind::Sqlite => "sqlite",
-            DbKind::Postgres => "postgres",
-        }
-    }
-}
 
 /// What to measure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -219,50 +208,20 @@ struct Ctx {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    match run(args).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("bench_ingest: error: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    server::exit_code("bench_ingest", run(args).await)
 }
 
 async fn run(args: Args) -> Result<()> {
     args.validate()?;
-    if cfg!(debug_assertions) {
-        eprintln!(
-            "warning: this harness is a debug build; its own overhead will distort the figures \
-             (use cargo run --release)"
-        );
-    }
-    let server_bin = server::locate(args.server_bin.as_deref())?;
-    let workdir = {
-        let mut builder = tempfile::Builder::new();
-        builder.prefix("bench_ingest_");
-        match &args.data_dir {
-            Some(dir) => {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("creating {}", dir.display()))?;
-                builder.tempdir_in(dir)
-            }
-            None => builder.tempdir(),
-        }
-        .context("creating the work directory")?
-    };
     let machine = report::Machine::detect();
-    println!(
-        "bench_ingest: {}, load average {}",
-        machine.describe(),
-        machine.load_before.as_deref().unwrap_or("n/a")
-    );
-    println!(
+    let note = format!(
         "note: senders and server share this machine's {} CPU(s); the harness's CPU use is \
          shown next to the server's",
         machine.cpus
     );
-    println!("server binary: {}", server_bin.display());
-    println!("work directory: {}", workdir.path().display());
+    let lines = [machine.headline("bench_ingest"), note];
+    let (server_bin, workdir) =
+        server::setup("bench_ingest", &args.server_bin, &args.data_dir, &lines)?;
 
     let token = random_token().expose().to_string();
     let secret = random_token().expose().to_string();
@@ -304,15 +263,15 @@ async fn run(args: Args) -> Result<()> {
         match scenario {
             Scenario::Ingest => {
                 let outcome = interruptible(ingest_scenario(&ctx, &db, false)).await;
-                ingest_reports.push(dropping(db, outcome).await?);
+                ingest_reports.push(db.dropping("bench_ingest", outcome).await?);
             }
             Scenario::IngestWorker => {
                 let outcome = interruptible(ingest_scenario(&ctx, &db, true)).await;
-                ingest_reports.push(dropping(db, outcome).await?);
+                ingest_reports.push(db.dropping("bench_ingest", outcome).await?);
             }
             Scenario::Sync => {
                 let outcome = interruptible(sync_scenario(&ctx, &db)).await;
-                sync_outcome = Some(dropping(db, outcome).await?);
+                sync_outcome = Some(db.dropping("bench_ingest", outcome).await?);
             }
         }
     }
@@ -372,19 +331,6 @@ async fn interruptible<T>(work: impl Future<Output = Result<T>>) -> Result<T> {
     tokio::select! {
         result = work => result,
         _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
-    }
-}
-
-/// Drops the scenario's database (PostgreSQL), whatever the outcome.
-async fn dropping<T>(db: database::BenchDb, outcome: Result<T>) -> Result<T> {
-    match (outcome, db.cleanup().await) {
-        (Ok(value), Ok(())) => Ok(value),
-        (Err(err), Ok(())) => Err(err),
-        (Ok(_), Err(err)) => Err(err),
-        (Err(err), Err(cleanup_err)) => {
-            eprintln!("bench_ingest: cleanup also failed: {cleanup_err:#}");
-            Err(err)
-        }
     }
 }
 

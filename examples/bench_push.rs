@@ -36,6 +36,7 @@ mod api;
 #[allow(dead_code)]
 #[path = "bench_ingest/ingest.rs"]
 mod ingest;
+#[allow(dead_code)]
 #[path = "bench_ingest/machine.rs"]
 mod machine;
 
@@ -60,22 +61,7 @@ use uuid::Uuid;
 use crate::api::Api;
 use crate::check::Outcome;
 use crate::consumer::Consumer;
-
-/// Which database the benchmark runs on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum DbKind {
-    Sqlite,
-    Postgres,
-}
-
-impl DbKind {
-    pub const fn as_str(&self) -> &'static str {
-        match self {
-            DbKind::Sqlite => "sqlite",
-            DbKind::Postgres => "postgres",
-        }
-    }
-}
+use crate::database::DbKind;
 
 /// What to measure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -154,13 +140,7 @@ struct Ctx {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match run(Args::parse()).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("bench_push: error: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    server::exit_code("bench_push", run(Args::parse()).await)
 }
 
 async fn run(args: Args) -> Result<()> {

@@ -27,8 +27,12 @@ mod database;
 mod dataset;
 #[path = "bench_signals/drive.rs"]
 mod drive;
+#[path = "bench_ingest/machine.rs"]
+mod machine;
 #[path = "bench_signals/report.rs"]
 mod report;
+// Shared with the other harnesses; not every helper is used here.
+#[allow(dead_code)]
 #[path = "bench_signals/server.rs"]
 mod server;
 
@@ -38,24 +42,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use connectors::crypto::{random_token, CryptoKey};
 
-/// Which database the benchmark runs on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum DbKind {
-    Sqlite,
-    Postgres,
-}
-
-impl DbKind {
-    pub const fn as_str(&self) -> &'static str {
-        match self {
-            DbKind::Sqlite => "sqlite",
-            DbKind::Postgres => "postgres",
-        }
-    }
-}
+use crate::database::DbKind;
 
 /// Benchmark of `GET /signals` against the release server (run `cargo build --release` first).
 #[derive(Debug, Parser)]
@@ -128,50 +118,20 @@ impl Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    match run(args).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("bench_signals: error: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    server::exit_code("bench_signals", run(args).await)
 }
 
 async fn run(args: Args) -> Result<()> {
     args.validate()?;
-    if cfg!(debug_assertions) {
-        eprintln!(
-            "warning: this harness is a debug build; its own overhead will distort the figures \
-             (use cargo run --release)"
-        );
-    }
-    let server_bin = server::locate(args.server_bin.as_deref())?;
-    let workdir = {
-        let mut builder = tempfile::Builder::new();
-        builder.prefix("bench_signals_");
-        match &args.data_dir {
-            Some(dir) => {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("creating {}", dir.display()))?;
-                builder.tempdir_in(dir)
-            }
-            None => builder.tempdir(),
-        }
-        .context("creating the work directory")?
-    };
-    let machine = report::Machine::detect();
-    println!(
-        "bench_signals: {}, load average {}",
-        machine.describe(),
-        machine.load_before.as_deref().unwrap_or("n/a")
-    );
-    println!(
+    let machine = report::Machine::detect_with_memory();
+    let note = format!(
         "note: client and server share this machine's {} CPU(s); the client's CPU use is shown \
          next to the server's",
         machine.cpus
     );
-    println!("server binary: {}", server_bin.display());
-    println!("work directory: {}", workdir.path().display());
+    let lines = [machine.headline("bench_signals"), note];
+    let (server_bin, workdir) =
+        server::setup("bench_signals", &args.server_bin, &args.data_dir, &lines)?;
 
     let db = database::prepare(args.db, &args.postgres_url, workdir.path()).await?;
     println!("database: {}", db.describe());
@@ -180,16 +140,7 @@ async fn run(args: Args) -> Result<()> {
         result = bench(&args, &server_bin, workdir.path(), &db, &machine) => result,
         _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
     };
-    let cleanup = db.cleanup().await;
-    let summary = match (outcome, cleanup) {
-        (Ok(summary), Ok(())) => summary,
-        (Err(err), Ok(())) => return Err(err),
-        (Ok(_), Err(err)) => return Err(err),
-        (Err(err), Err(cleanup_err)) => {
-            eprintln!("bench_signals: cleanup also failed: {cleanup_err:#}");
-            return Err(err);
-        }
-    };
+    let summary = db.dropping("bench_signals", outcome).await?;
     println!("\n{}", report::markdown(&summary));
     Ok(())
 }

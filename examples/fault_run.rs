@@ -53,14 +53,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// Which database a shared helper prepares; this run uses PostgreSQL only.
-#[allow(dead_code)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DbKind {
-    Sqlite,
-    Postgres,
-}
-
 /// Three instances on one PostgreSQL under load, one killed midway (run
 /// `cargo build --release` first, or use `scripts/fault-run`).
 #[derive(Debug, Parser)]

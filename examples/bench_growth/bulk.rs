@@ -12,9 +12,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use sqlx::{PgPool, Row, SqlitePool};
 use uuid::Uuid;
 
+use crate::database::DbKind;
 use crate::dataset::TenantData;
 use crate::report::thousands;
-use crate::DbKind;
 
 const DAY_US: i64 = 24 * 3600 * 1_000_000;
 /// The columns `GET /signals` reads (no payload), as the store lists them.

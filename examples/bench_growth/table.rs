@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
+use crate::database::DbKind;
 use crate::drive::Scenario;
 use crate::ingest::IngestRun;
 use crate::report::{thousands, Machine, FLOOR};
 use crate::scheduler::{ms, SchedulerFigures};
-use crate::DbKind;
 
 /// What one stage measured.
 pub struct Stage {

@@ -13,6 +13,8 @@ use reqwest::{Client, Method, RequestBuilder, StatusCode, Url};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use crate::server::ok_json;
+
 /// The client, the operator token and the sandbox webhook secret of a run.
 pub struct Api {
     client: Client,
@@ -236,16 +238,4 @@ impl Api {
             .map(|v| v as u64)
             .sum())
     }
-}
-
-async fn ok_json(response: reqwest::Response, expected: StatusCode, what: &str) -> Result<Value> {
-    let status = response.status();
-    let text = response.text().await.unwrap_or_default();
-    if status != expected {
-        bail!(
-            "{what} answered {status}: {}",
-            text.chars().take(300).collect::<String>()
-        );
-    }
-    serde_json::from_str(&text).with_context(|| format!("{what}: not JSON"))
 }

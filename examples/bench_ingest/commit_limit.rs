@@ -23,9 +23,9 @@ use anyhow::{anyhow, bail, Context, Result};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Executor, PgPool, Row, SqlitePool};
 
+use crate::database::DbKind;
 use crate::database::{self, BenchDb};
 use crate::report::thousands;
-use crate::DbKind;
 
 /// What the database alone sustained.
 pub struct CommitLimit {

@@ -1,6 +1,7 @@
 //! Facts about the run shared by the harnesses' reports: the machine, its load, the commit,
 //! and numbers with thousands separators.
 
+use std::fmt::Write as _;
 use std::process::Command;
 
 /// The machine the benchmark runs on (client, server and database alike).
@@ -8,6 +9,8 @@ use std::process::Command;
 pub struct Machine {
     pub cpus: usize,
     pub cpu_model: Option<String>,
+    /// `MemTotal` of `/proc/meminfo`, read only by [`Machine::detect_with_memory`].
+    pub mem_total_kb: Option<u64>,
     pub load_before: Option<String>,
 }
 
@@ -21,15 +24,42 @@ impl Machine {
                 .find_map(|l| l.strip_prefix("model name"))
                 .and_then(|rest| rest.split_once(':'))
                 .map(|(_, model)| model.trim().to_string()),
+            mem_total_kb: None,
             load_before: load_average(),
         }
     }
 
-    pub fn describe(&self) -> String {
-        match &self.cpu_model {
-            Some(model) => format!("{} CPU(s) ({model})", self.cpus),
-            None => format!("{} CPU(s)", self.cpus),
+    /// [`Machine::detect`] and the memory, which [`Machine::describe`] then names too.
+    pub fn detect_with_memory() -> Self {
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        Self {
+            mem_total_kb: meminfo
+                .lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|kb| kb.parse().ok()),
+            ..Self::detect()
         }
+    }
+
+    /// A run's first line: `harness`, this machine and its load.
+    pub fn headline(&self, harness: &str) -> String {
+        format!(
+            "{harness}: {}, load average {}",
+            self.describe(),
+            self.load_before.as_deref().unwrap_or("n/a")
+        )
+    }
+
+    pub fn describe(&self) -> String {
+        let mut text = format!("{} CPU(s)", self.cpus);
+        if let Some(model) = &self.cpu_model {
+            let _ = write!(text, " ({model})");
+        }
+        if let Some(kb) = self.mem_total_kb {
+            let _ = write!(text, ", {:.1} GiB RAM", kb as f64 / 1024.0 / 1024.0);
+        }
+        text
     }
 }
 

@@ -6,11 +6,11 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::commit_limit::CommitLimit;
+use crate::database::DbKind;
 use crate::floor::Floor;
 use crate::ingest::{cores, IngestRun, StoreLag};
 pub use crate::machine::{git_commit, load_average, thousands, Machine};
 use crate::sync::SyncOutcome;
-use crate::DbKind;
 
 /// Ingest target: accepted deliveries per second on SQLite at 32 senders (`ingest`).
 pub const TARGET_PER_SEC: f64 = 3000.0;

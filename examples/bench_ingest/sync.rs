@@ -8,10 +8,9 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use chrono::{DateTime, Utc};
-use connectors::domain::{now, JobType, TenantId};
-use connectors::store::{Finished, JobFinish, Lease, StoreOptions};
+use connectors::domain::TenantId;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use reqwest::Url;
 use serde_json::Value;
@@ -48,53 +47,18 @@ pub async fn enqueue_all(
         .await
 }
 
-/// Prepares the queued jobs through the store while no worker runs: claims every one, puts it
-/// back in the queue due now, and moves the connection's next scheduled sync a day ahead so
-/// the scheduler adds no job of its own during the measurement.
+/// Prepares the queued jobs through the store while no worker runs
+/// ([`crate::queue::requeue_due_now`]). Each connection also has the job that opens its
+/// sandbox subscription, queued when it connected; it goes back to the queue too and runs (at
+/// once, against the fake) beside the syncs, which alone are counted.
 pub async fn prepare(database_url: &str, queued: &[Queued]) -> Result<()> {
-    let store = connectors::store::connect(database_url, &StoreOptions { max_connections: 2 })
-        .await
-        .context("opening the store")?;
-    let owner = "bench-setup";
-    let at = now();
-    let lease_until = at + chrono::Duration::minutes(30);
-    let mut claimed = Vec::with_capacity(queued.len());
-    // Everything is claimed before anything is released, so each claim is a different job.
-    while let Some(job) = store.claim_sync_job(owner, at, lease_until).await? {
-        claimed.push(job);
-    }
-    // Each connection also has the job that opens its sandbox subscription, queued when it
-    // connected; it goes back to the queue too and runs (at once, against the fake) beside the
-    // syncs, which alone are counted.
-    let syncs = claimed
-        .iter()
-        .filter(|j| j.job_type != JobType::Subscription)
-        .count();
+    let syncs = crate::queue::requeue_due_now(database_url).await?;
     if syncs != queued.len() {
         bail!(
             "claimed {syncs} queued sync jobs, expected {}",
             queued.len()
         );
     }
-    for job in &claimed {
-        let lease = Lease { job: job.id, owner };
-        let next = at + chrono::Duration::days(1);
-        store.advance_next_sync(job.connection_id, at, next).await?;
-        let released = store
-            .finish_sync_job(
-                lease,
-                JobFinish::Defer {
-                    at: now(),
-                    note: None,
-                },
-                now(),
-            )
-            .await?;
-        if released != Finished::Done {
-            bail!("could not put job {} back in the queue", job.id);
-        }
-    }
-    store.close().await;
     Ok(())
 }
 

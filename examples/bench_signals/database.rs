@@ -5,12 +5,27 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use clap::ValueEnum;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Executor, PgPool};
 use url::Url;
 use uuid::Uuid;
 
-use crate::DbKind;
+/// Which database the benchmark runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DbKind {
+    Sqlite,
+    Postgres,
+}
+
+impl DbKind {
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            DbKind::Sqlite => "sqlite",
+            DbKind::Postgres => "postgres",
+        }
+    }
+}
 
 /// The database one run uses.
 pub struct BenchDb {
@@ -88,6 +103,21 @@ impl BenchDb {
         pool.execute("ANALYZE").await.context("ANALYZE")?;
         pool.close().await;
         Ok(true)
+    }
+
+    /// `outcome`, once the database is dropped (see [`BenchDb::cleanup`]); a failed drop is
+    /// the error when the run itself went well, and is reported on stderr, as `harness`'s,
+    /// when the run failed too.
+    pub async fn dropping<T>(&self, harness: &str, outcome: Result<T>) -> Result<T> {
+        match (outcome, self.cleanup().await) {
+            (Ok(value), Ok(())) => Ok(value),
+            (Err(err), Ok(())) => Err(err),
+            (Ok(_), Err(err)) => Err(err),
+            (Err(err), Err(cleanup_err)) => {
+                eprintln!("{harness}: cleanup also failed: {cleanup_err:#}");
+                Err(err)
+            }
+        }
     }
 
     /// PostgreSQL only: drops the run's database (the SQLite file goes with the work directory).

@@ -1,77 +1,14 @@
 //! The report: machine facts and the Markdown block to paste into `docs/benchmarks.md`.
 
 use std::fmt::Write as _;
-use std::process::Command;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
+use crate::database::DbKind;
 use crate::dataset::Loaded;
 use crate::drive::{cores, DeepCursors, Scenario, PAGE_SIZE};
-use crate::DbKind;
-
-/// The machine the benchmark runs on (client and server alike).
-#[derive(Clone, Debug)]
-pub struct Machine {
-    pub cpus: usize,
-    pub cpu_model: Option<String>,
-    pub mem_total_kb: Option<u64>,
-    pub load_before: Option<String>,
-}
-
-impl Machine {
-    pub fn detect() -> Self {
-        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-        Self {
-            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            cpu_model: cpuinfo
-                .lines()
-                .find_map(|l| l.strip_prefix("model name"))
-                .and_then(|rest| rest.split_once(':'))
-                .map(|(_, model)| model.trim().to_string()),
-            mem_total_kb: meminfo
-                .lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|rest| rest.split_whitespace().next())
-                .and_then(|kb| kb.parse().ok()),
-            load_before: load_average(),
-        }
-    }
-
-    pub fn describe(&self) -> String {
-        let mut text = format!("{} CPU(s)", self.cpus);
-        if let Some(model) = &self.cpu_model {
-            let _ = write!(text, " ({model})");
-        }
-        if let Some(kb) = self.mem_total_kb {
-            let _ = write!(text, ", {:.1} GiB RAM", kb as f64 / 1024.0 / 1024.0);
-        }
-        text
-    }
-}
-
-/// The 1, 5 and 15 minute load averages.
-pub fn load_average() -> Option<String> {
-    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
-    Some(
-        text.split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" "),
-    )
-}
-
-/// `git describe --always --dirty` of the repository, when available.
-pub fn git_commit() -> Option<String> {
-    let out = Command::new("git")
-        .args(["describe", "--always", "--dirty"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .ok()?;
-    let text = String::from_utf8(out.stdout).ok()?.trim().to_string();
-    (out.status.success() && !text.is_empty()).then_some(text)
-}
+pub use crate::machine::{git_commit, load_average, thousands, Machine};
 
 /// Everything one run measured.
 pub struct Summary {
@@ -101,19 +38,6 @@ pub struct Summary {
 /// Kilobytes as megabytes (MiB).
 pub fn mb(kb: u64) -> f64 {
     kb as f64 / 1024.0
-}
-
-/// `1234567` as `1,234,567`.
-pub fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// The scenario every other is read against: `GET /healthz` on the same server in the same run.

@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -43,6 +43,53 @@ pub fn locate(explicit: Option<&Path>) -> Result<PathBuf> {
         }
     }
     Ok(path)
+}
+
+/// Warns when `harness` is a debug build, finds the server binary ([`locate`]) and creates a
+/// fresh work directory named after `harness` in `data_dir` (created when missing), or by
+/// default in the system temp directory (removed when dropped); then prints `lines` (what the
+/// run is about) and where the binary and the directory are.
+pub fn setup(
+    harness: &str,
+    server_bin: &Option<PathBuf>,
+    data_dir: &Option<PathBuf>,
+    lines: &[String],
+) -> Result<(PathBuf, tempfile::TempDir)> {
+    if cfg!(debug_assertions) {
+        eprintln!(
+            "warning: this harness is a debug build; its own overhead will distort the figures \
+             (use cargo run --release)"
+        );
+    }
+    let server_bin = locate(server_bin.as_deref())?;
+    let prefix = format!("{harness}_");
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix);
+    let workdir = match data_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            builder.tempdir_in(dir)
+        }
+        None => builder.tempdir(),
+    }
+    .context("creating the work directory")?;
+    for line in lines {
+        println!("{line}");
+    }
+    println!("server binary: {}", server_bin.display());
+    println!("work directory: {}", workdir.path().display());
+    Ok((server_bin, workdir))
+}
+
+/// The process's exit code for `harness`'s outcome; an error goes to stderr first.
+pub fn exit_code(harness: &str, outcome: Result<()>) -> ExitCode {
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("{harness}: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// How to start the server.
@@ -232,4 +279,22 @@ fn clock_ticks() -> f64 {
             .filter(|ticks: &f64| *ticks > 0.0)
             .unwrap_or(100.0)
     })
+}
+
+/// The JSON body of `response`, which must answer `expected`; `what` names the request in
+/// errors.
+pub async fn ok_json(
+    response: reqwest::Response,
+    expected: StatusCode,
+    what: &str,
+) -> Result<serde_json::Value> {
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    if status != expected {
+        bail!(
+            "{what} answered {status}: {}",
+            text.chars().take(300).collect::<String>()
+        );
+    }
+    serde_json::from_str(&text).with_context(|| format!("{what}: not JSON"))
 }

@@ -15,11 +15,12 @@ use uuid::Uuid;
 
 use crate::api::Api;
 use crate::checks;
+use crate::database::{self, DbKind};
 use crate::fake::{FakeApi, FakeSettings};
 use crate::fleet::{self, FleetSpec, Instance};
 use crate::load::{Load, Recorded, Targets};
 use crate::report::{self, thousands, Check};
-use crate::{database, server, verdict, Args, DbKind};
+use crate::{server, verdict, Args};
 
 /// `POBLYSH_PROVIDER_TIMEOUT_SECS` of the instances; their lease is three of it, at least 60 s.
 pub const PROVIDER_TIMEOUT_SECS: u64 = 20;

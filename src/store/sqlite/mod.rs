@@ -49,6 +49,9 @@ pub struct SqliteStore {
     _alive: Arc<()>,
 }
 
+/// `PRAGMA cache_size`: 16 MiB of page cache per connection, in KiB.
+const CACHE_KIB: &str = "-16384";
+
 /// One turn at writing the inbox.
 type WriteGate = Arc<tokio::sync::Mutex<()>>;
 
@@ -67,7 +70,10 @@ impl SqliteStore {
             // The worker thread streams rows through this channel; room for a whole page
             // (the API reads up to 101 rows) spares a thread hand-off per row.
             .row_buffer_size(256)
-            .pragma("wal_autocheckpoint", checkpoint::AUTOCHECKPOINT_PAGES);
+            .pragma("wal_autocheckpoint", checkpoint::AUTOCHECKPOINT_PAGES)
+            // Each connection keeps up to this many KiB of pages (negative: KiB, not pages),
+            // so the indexes a write walks stay cached across commits.
+            .pragma("cache_size", CACHE_KIB);
         private_files(connect.get_filename())
             .map_err(|e| StoreError::Unavailable(sqlx::Error::Io(e)))?;
         let pool = super::pool::ping_when_idle(SqlitePoolOptions::new())

@@ -21,16 +21,32 @@ pub(crate) const DELIVERY_COLUMNS: &str = "id, endpoint_id, event_id, event_type
 pub(crate) const EVENT_COLUMNS: &str =
     "id, seq, tenant_id, connection_id, provider, kind, event_type, data, created_at";
 
-/// The due deliveries heading their (endpoint, connection) line; `{lock}` is the dialect's
-/// row locking clause. The heads are found once per claim, in one ordered pass over the pending
-/// deliveries (a materialized step, so no plan evaluates it per row), instead of asking, for
-/// every pending delivery, whether an earlier one waits: with a backlog of tens of thousands
-/// that made each claim take seconds.
-pub(crate) fn claim_sql(lock: &str) -> String {
+/// The line heads (the first pending delivery of each (endpoint, connection) line) found in
+/// one ordered pass over the pending deliveries, materialized so no plan evaluates it per row.
+/// It reads the whole backlog; SQLite claims with it, where writers are serialized and a claim
+/// runs beside no other.
+pub(crate) const HEADS_BY_WINDOW: &str = "heads AS MATERIALIZED (SELECT id FROM (SELECT id, \
+    ROW_NUMBER() OVER (PARTITION BY endpoint_id, connection_id ORDER BY seq, id) AS place \
+    FROM push_deliveries WHERE status = 'pending') AS line WHERE line.place = 1)";
+
+/// The same line heads by a skip scan of the index `push_deliveries_heads`: the first pending
+/// delivery, then, line after line, the first of the next line. A claim reads one index entry
+/// per line however long the backlog behind each head is; with a backlog of tens of thousands
+/// the pass of [`HEADS_BY_WINDOW`] made each claim on PostgreSQL take a large share of a second.
+pub(crate) const HEADS_BY_SKIP_SCAN: &str = "RECURSIVE heads AS ((SELECT endpoint_id, \
+    connection_id, id FROM push_deliveries WHERE status = 'pending' \
+    ORDER BY endpoint_id, connection_id, seq, id LIMIT 1) \
+    UNION ALL SELECT next.endpoint_id, next.connection_id, next.id FROM heads h \
+    CROSS JOIN LATERAL (SELECT d.endpoint_id, d.connection_id, d.id FROM push_deliveries d \
+      WHERE d.status = 'pending' \
+      AND (d.endpoint_id, d.connection_id) > (h.endpoint_id, h.connection_id) \
+      ORDER BY d.endpoint_id, d.connection_id, d.seq, d.id LIMIT 1) AS next)";
+
+/// Leases the due deliveries heading their line: `heads` is the dialect's way of finding the
+/// heads ([`HEADS_BY_WINDOW`], [`HEADS_BY_SKIP_SCAN`]), `lock` its row locking clause.
+pub(crate) fn claim_sql(heads: &str, lock: &str) -> String {
     format!(
-        "WITH heads AS MATERIALIZED (SELECT id FROM (SELECT id, ROW_NUMBER() OVER \
-           (PARTITION BY endpoint_id, connection_id ORDER BY seq, id) AS place \
-           FROM push_deliveries WHERE status = 'pending') AS line WHERE line.place = 1) \
+        "WITH {heads} \
          UPDATE push_deliveries SET lease_owner = $1, lease_expires_at = $2, \
          attempts = attempts + 1, updated_at = $3 \
          WHERE id IN (SELECT d.id FROM heads \
@@ -92,12 +108,12 @@ pub(crate) fn health_writes(records: &[crate::store::AttemptRecord], kept: &[boo
 /// `$sequencer_lock` is a statement taking the sequencer's lock inside the transaction, or
 /// `None`; `$numbered_at_insert` whether events get their `seq` as they are inserted (SQLite,
 /// whose writers are serialized) rather than from the sequencer after they commit
-/// (PostgreSQL); `$skip_locked` the row locking clause of claims; `$announce` a statement that
+/// (PostgreSQL); `$claim` the statement that claims deliveries ([`claim_sql`]); `$announce` a statement that
 /// announces new events to every instance when the caller's transaction commits, or `None`
 /// to wake this process's dispatchers directly; `$data_id` the expression reading the `id`
 /// member of an event's JSON `data`.
 macro_rules! push_store {
-    ($store:ty, $db:ty, $row:ty, $sequencer_lock:expr, $numbered_at_insert:expr, $skip_locked:expr, $announce:expr, $data_id:expr) => {
+    ($store:ty, $db:ty, $row:ty, $sequencer_lock:expr, $numbered_at_insert:expr, $claim:expr, $announce:expr, $data_id:expr) => {
         $crate::store::shared::push_rows::push_rows!($row);
 
         /// Writes events into the outbox inside the caller's transaction, numbered as they are
@@ -460,7 +476,7 @@ macro_rules! push_store {
                     limit: u32,
                 ) -> Result<Vec<Delivery>, StoreError> {
                     let _turn = self.write_turn().await;
-                    let rows = sqlx::query(&claim_sql($skip_locked))
+                    let rows = sqlx::query(&$claim)
                         .bind(owner)
                         .bind(to_micros(&lease_until))
                         .bind(to_micros(&now))

@@ -10,7 +10,7 @@ crate::store::shared::push::push_store!(
     None,
     // Numbered at insert.
     true,
-    "",
+    crate::store::shared::push::claim_sql(crate::store::shared::push::HEADS_BY_WINDOW, ""),
     // One process: its dispatchers are woken in-process (the writer holds SQLite's lock until
     // it commits, so a dispatcher woken early waits for the events).
     None,

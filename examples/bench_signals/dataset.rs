@@ -131,6 +131,17 @@ pub async fn load(url: &str, total: u64, tenants: u32, batch: usize) -> Result<L
     }
     generator.await.context("the signal generator panicked")?;
     let elapsed = started.elapsed();
+    // Each signal also wrote its `signal.created` event to the push outbox. The server's
+    // dispatcher would number and fan out a million of them as it starts, beside the
+    // measurement; they are done here, as they would be long done in a running service.
+    store
+        .sequence_events()
+        .await
+        .context("numbering the outbox")?;
+    store
+        .sequence_and_fan_out(u32::MAX, now)
+        .await
+        .context("fanning out the outbox")?;
     store.close().await;
     if rows != total {
         bail!("inserted {rows} signals, expected {total} (dedupe keys collided?)");

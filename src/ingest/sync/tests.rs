@@ -208,6 +208,20 @@ impl Connector for Scripted {
             Some(Step::DisconnectedThenPage(count, more)) => {
                 let store = self.store.as_ref().expect("a store to disconnect through");
                 let connection = ctx.connection;
+                // This call runs while the page before is stored (pages are read one ahead):
+                // the disconnect comes once that page is, as if it came during this call.
+                let mut waited = 0;
+                while store
+                    .sync_cursor(connection.id)
+                    .await
+                    .expect("cursor")
+                    .as_ref()
+                    != cursor
+                {
+                    waited += 1;
+                    assert!(waited < 500, "the page before this call was never stored");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
                 store
                     .revoke_connection(connection.tenant_id, connection.id, now())
                     .await

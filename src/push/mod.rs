@@ -30,8 +30,9 @@
 //! in the sequencer's locked transaction, so one instance at a time fans out. When no endpoint
 //! is active it reads no events and only moves the watermark to the highest `seq`: an endpoint
 //! created, or enabled again, receives the events fanned out after that, not those before
-//! (`POST /endpoints/{id}/replay` sends those). On SQLite a pass with nothing past the
-//! watermark is a read and takes no write lock; the fan-out, claims and outcomes of this
+//! (`POST /endpoints/{id}/replay` sends those). On SQLite a pass takes the write lock before it
+//! reads, even with nothing to do: a writer wakes the dispatcher before it commits, and the
+//! lock is what makes the pass wait for that commit. The fan-out, claims and outcomes of this
 //! process take their turn with its other writers instead of meeting in SQLite's busy handler.
 //! Retention deletes only events at or below the watermark.
 //!

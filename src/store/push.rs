@@ -118,8 +118,7 @@ pub trait PushStore: Send + Sync {
     /// them. With no active endpoint it reads no events and moves the watermark to the highest
     /// `seq`. Returns how many events the watermark passed (with no active endpoint, how far it
     /// moved, which counts any number whose event was deleted first) and how many deliveries
-    /// that created (an event no endpoint receives creates none). With nothing past the
-    /// watermark SQLite answers from a read, without its write lock.
+    /// that created (an event no endpoint receives creates none).
     async fn sequence_and_fan_out(
         &self,
         limit: u32,
@@ -129,7 +128,8 @@ pub trait PushStore: Send + Sync {
     /// Gives the events committed since the last run their `seq`, as
     /// [`PushStore::sequence_and_fan_out`] does but without fanning out, and returns the
     /// highest `seq` given so far (0 before the first event). On SQLite, which numbers events
-    /// as it inserts them, only the read.
+    /// as it inserts them, only the read, under the write lock so that a writer which announced
+    /// its events before committing has committed them.
     async fn sequence_events(&self) -> Result<i64, StoreError>;
 
     /// Up to `limit` sequenced `signal.created` events of `tenant` after `after_seq`, in `seq`

@@ -355,16 +355,10 @@ macro_rules! push_store {
                 }
 
                 async fn sequence_and_fan_out(&self, limit: u32, now: Timestamp) -> Result<(u64, u64), StoreError> {
+                    // The write lock first, even with nothing to do: on SQLite a writer wakes
+                    // the dispatcher before its commit, and this pass must wait for that commit
+                    // to see the events it announced.
                     let numbered: bool = $numbered_at_insert;
-                    if numbered {
-                        // Events are numbered as they are inserted: with nothing past the
-                        // watermark there is nothing to do, found by a read (a write would take
-                        // SQLite's only write lock for nothing).
-                        let (through, newest): (i64, i64) = sqlx::query_as(FAN_OUT_SPAN).fetch_one(&self.pool).await?;
-                        if newest <= through {
-                            return Ok((0, 0));
-                        }
-                    }
                     let _turn = self.write_turn().await;
                     let mut tx = self.begin_write().await?;
                     let lock: Option<&str> = $sequencer_lock;
@@ -412,7 +406,13 @@ macro_rules! push_store {
                 async fn sequence_events(&self) -> Result<i64, StoreError> {
                     let numbered: bool = $numbered_at_insert;
                     if numbered {
-                        return Ok(sqlx::query_scalar(NEWEST_SEQ).fetch_one(&self.pool).await?);
+                        // Under the write lock, as fan-out: a writer that announced events
+                        // before its commit has committed them by the time it is granted.
+                        let _turn = self.write_turn().await;
+                        let mut tx = self.begin_write().await?;
+                        let last: i64 = sqlx::query_scalar(NEWEST_SEQ).fetch_one(&mut *tx).await?;
+                        tx.commit().await?;
+                        return Ok(last);
                     }
                     let mut tx = self.pool.begin().await?;
                     let lock: Option<&str> = $sequencer_lock;

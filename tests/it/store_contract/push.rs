@@ -249,37 +249,6 @@ async fn events_are_numbered_in_commit_order_at_insert_on_sqlite_and_after_commi
     Ok(())
 }
 
-#[tokio::test]
-async fn with_nothing_past_the_watermark_sqlite_fan_out_waits_for_no_write_lock() -> Outcome {
-    let app = TestApp::spawn().await;
-    if app.store().backend() != Backend::Sqlite {
-        // PostgreSQL's sequencer takes its lock and runs on every pass, as before.
-        return Ok(());
-    }
-    let store = app.store();
-    let t = tenant();
-    let connection = app.connection(t, "github").await;
-    endpoint(&store, t).await?;
-    app.signals(signals(&connection, 2)).await;
-    assert_eq!(store.sequence_and_fan_out(64, now()).await?, (2, 2));
-    // Another connection holds the database's only write lock.
-    use sqlx::Connection as _;
-    let mut writer = sqlx::SqliteConnection::connect(&app.database_url).await?;
-    writer.execute("BEGIN IMMEDIATE").await?;
-
-    let idle = tokio::time::timeout(
-        StdDuration::from_secs(2),
-        store.sequence_and_fan_out(64, now()),
-    )
-    .await;
-    let newest = tokio::time::timeout(StdDuration::from_secs(2), store.sequence_events()).await;
-
-    writer.execute("ROLLBACK").await?;
-    assert_eq!(idle.expect("answered by a read, not a write")?, (0, 0));
-    assert_eq!(newest.expect("a read")?, 2);
-    Ok(())
-}
-
 /// The migrations of this release up to 0008, as an instance of the release before 0009
 /// applied them.
 fn migrations_through_0008(url: &str) -> anyhow::Result<Migrator> {

@@ -20,11 +20,6 @@ pub(crate) const NEWEST_SEQ: &str = "SELECT COALESCE(MAX(seq), 0) FROM push_even
 /// How far fan-out has gone: every event with `seq <= through_seq` has been fanned out.
 pub(crate) const FANNED_OUT_THROUGH: &str = "SELECT through_seq FROM push_fan_out";
 
-/// The fan-out watermark and the highest `seq`, read together: fan-out has something to do
-/// only when the second is past the first.
-pub(crate) const FAN_OUT_SPAN: &str =
-    "SELECT through_seq, (SELECT COALESCE(MAX(seq), 0) FROM push_events) FROM push_fan_out";
-
 /// Moves the fan-out watermark to `$1`.
 pub(crate) const ADVANCE_FAN_OUT: &str = "UPDATE push_fan_out SET through_seq = $1";
 

@@ -9,7 +9,6 @@ use std::str::FromStr;
 use connectors::domain::{EndpointFilter, EndpointId, EndpointPatch, EndpointStatus, NewEndpoint};
 use connectors::store::StoreOptions;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::Executor;
 
 use super::*;
 use crate::helpers::TestDatabase;

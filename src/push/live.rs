@@ -4,7 +4,8 @@
 //! process's feed loop: woken like the dispatcher (events stored here, or announced by another
 //! instance sharing the database, which a process with the worker role listens for) or by its
 //! poll interval, it numbers new events while any stream is open (on PostgreSQL; SQLite numbers
-//! them as it stores them, and this only reads the newest number), then wakes every stream
+//! them as it stores them, and this reads the newest number under the write lock, so a writer
+//! that woke it before committing has committed), then wakes every stream
 //! ([`crate::services::LiveSignals`]) to read them.
 
 use crate::services::Services;

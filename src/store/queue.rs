@@ -163,4 +163,20 @@ pub trait SyncQueue: Send + Sync {
         now: Timestamp,
         next: Timestamp,
     ) -> Result<bool, StoreError>;
+
+    /// [`SyncQueue::advance_next_sync`] for a batch of connections in one statement: each
+    /// still due at `now` moves to its own next sync. Returns the connections moved. On
+    /// PostgreSQL a connection another transaction holds locked is skipped, not waited for:
+    /// it stays due for the next pass.
+    async fn advance_next_syncs(
+        &self,
+        due: &[(ConnectionId, Timestamp)],
+        now: Timestamp,
+    ) -> Result<Vec<ConnectionId>, StoreError>;
+
+    /// [`SyncQueue::enqueue_sync`] with [`IfRunning::Join`] for a batch of jobs in one
+    /// statement: each is queued unless its connection has a queued or running job in that
+    /// lane. Returns how many were queued. The statement fails as a whole (a connection
+    /// deleted meanwhile, say); enqueue one by one then.
+    async fn enqueue_syncs(&self, jobs: &[NewJob]) -> Result<u64, StoreError>;
 }

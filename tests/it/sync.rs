@@ -216,6 +216,77 @@ async fn a_connection_has_one_active_job_and_other_tenants_cannot_sync_it() {
     assert_problem(response, 401, "UNAUTHORIZED").await;
 }
 
+/// The incremental jobs of `connection`.
+async fn incremental_jobs(app: &TestApp, connection: &connectors::domain::Connection) -> usize {
+    let filter = connectors::store::JobFilter {
+        connection_id: Some(connection.id),
+        job_type: Some(connectors::domain::JobType::Incremental),
+        ..Default::default()
+    };
+    let page = connectors::store::PageRequest {
+        after: None,
+        fetch: 10,
+    };
+    app.store()
+        .list_jobs(connection.tenant_id, &filter, page)
+        .await
+        .expect("jobs")
+        .len()
+}
+
+#[tokio::test]
+async fn the_scheduler_enqueues_every_due_connection_batch_after_batch() {
+    let app = TestApp::spawn().await;
+    let mut connections = Vec::new();
+    for _ in 0..450 {
+        connections.push(app.connection(tenant(), "github").await);
+    }
+
+    let start = now();
+    let created = Scheduler.tick(&app.state, start).await.expect("tick");
+    let again = Scheduler.tick(&app.state, start).await.expect("tick");
+
+    assert_eq!(created, 450, "three batches, the last one short");
+    assert_eq!(again, 0);
+    for connection in [&connections[0], &connections[249], &connections[449]] {
+        assert_eq!(incremental_jobs(&app, connection).await, 1);
+    }
+}
+
+#[tokio::test]
+async fn a_due_connection_whose_job_cannot_be_queued_fails_alone() {
+    let app = TestApp::spawn().await;
+    let t = tenant();
+    let fine = app.connection(t, "github").await;
+    let refused = app.connection(t, "github").await;
+    let also_fine = app.connection(tenant(), "github").await;
+    // The database refuses one connection's job, as it does one whose connection was deleted
+    // after the scheduler found it due: the batch's statement fails, and each is tried alone.
+    let hex = refused.id.0.simple().to_string();
+    app.execute_sql(
+        &format!(
+            "CREATE TRIGGER refuse_job BEFORE INSERT ON sync_jobs \
+             WHEN NEW.connection_id = X'{hex}' BEGIN SELECT RAISE(ABORT, 'job refused'); END"
+        ),
+        &format!(
+            "CREATE FUNCTION refuse_job() RETURNS trigger AS $$ BEGIN \
+               IF NEW.connection_id = '{}' THEN RAISE EXCEPTION 'job refused'; END IF; \
+               RETURN NEW; END $$ LANGUAGE plpgsql; \
+             CREATE TRIGGER refuse_job BEFORE INSERT ON sync_jobs \
+               FOR EACH ROW EXECUTE FUNCTION refuse_job()",
+            refused.id
+        ),
+    )
+    .await;
+
+    let created = Scheduler.tick(&app.state, now()).await.expect("tick");
+
+    assert_eq!(created, 2);
+    assert_eq!(incremental_jobs(&app, &fine).await, 1);
+    assert_eq!(incremental_jobs(&app, &also_fine).await, 1);
+    assert_eq!(incremental_jobs(&app, &refused).await, 0);
+}
+
 #[tokio::test]
 async fn the_scheduler_enqueues_a_due_connection_once_and_again_only_when_due() {
     let app = TestApp::spawn_with(&[("POBLYSH_SANDBOX_SYNC_INTERVAL_SECS", "600")]).await;

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::{backoff, new_job};
-use crate::domain::{from_micros, now, to_micros, JobType, Timestamp};
+use crate::domain::{from_micros, now, to_micros, JobType, NewJob, Timestamp};
 use crate::services::Services;
 use crate::store::IfRunning;
 
@@ -12,6 +12,31 @@ use crate::store::IfRunning;
 const BATCH: u32 = 200;
 /// The longest pause between two ticks.
 const MAX_TICK: Duration = Duration::from_secs(15);
+
+/// Queues `jobs` in one statement; when that fails for another reason than the database
+/// being unavailable (a connection deleted meanwhile), one by one, so each fails alone.
+async fn enqueue(state: &Services, jobs: &[NewJob]) -> anyhow::Result<usize> {
+    let err = match state.store.enqueue_syncs(jobs).await {
+        Ok(created) => return Ok(usize::try_from(created)?),
+        Err(err) if err.is_unavailable() => return Err(err.into()),
+        Err(err) => err,
+    };
+    tracing::debug!(error = %err, "a batch of syncs failed; queueing them one by one");
+    let mut created = 0;
+    for job in jobs {
+        match state.store.enqueue_sync(job, IfRunning::Join).await {
+            Ok(enqueued) if enqueued.created => created += 1,
+            Ok(_) => {}
+            Err(err) if err.is_unavailable() => return Err(err.into()),
+            Err(err) => tracing::warn!(
+                connection_id = %job.connection_id,
+                error = %err,
+                "could not enqueue a sync"
+            ),
+        }
+    }
+    Ok(created)
+}
 
 /// Finds connections due for a sync and enqueues their jobs.
 #[derive(Clone, Debug, Default)]
@@ -42,37 +67,22 @@ impl Scheduler {
                 .connections_due_for_sync(&providers, now, BATCH)
                 .await?;
             let last_batch = due.len() < BATCH as usize;
-            for connection in due {
+            let mut moves = Vec::with_capacity(due.len());
+            for connection in &due {
                 let interval = backoff::jittered(state.config.sync_interval(&connection.provider));
                 let next = now + chrono::Duration::from_std(interval)?;
-                let next = from_micros(to_micros(&next)).unwrap_or(next);
-                if !state
-                    .store
-                    .advance_next_sync(connection.id, now, next)
-                    .await?
-                {
-                    continue;
-                }
-                // A connection deleted meanwhile fails alone; the others are still scheduled.
-                match state
-                    .store
-                    .enqueue_sync(
-                        &new_job(&connection, JobType::Incremental, now),
-                        IfRunning::Join,
-                    )
-                    .await
-                {
-                    Ok(enqueued) if enqueued.created => created += 1,
-                    Ok(_) => {}
-                    Err(err) if err.is_unavailable() => return Err(err.into()),
-                    Err(err) => tracing::warn!(
-                        connection_id = %connection.id,
-                        error = %err,
-                        "could not enqueue a sync"
-                    ),
-                }
+                moves.push((connection.id, from_micros(to_micros(&next)).unwrap_or(next)));
             }
-            if last_batch {
+            // One statement moves the batch's next syncs and one queues its jobs; a
+            // connection another scheduler moved first is not in `moved`.
+            let moved = state.store.advance_next_syncs(&moves, now).await?;
+            let jobs: Vec<NewJob> = due
+                .iter()
+                .filter(|c| moved.contains(&c.id))
+                .map(|c| new_job(c, JobType::Incremental, now))
+                .collect();
+            created += enqueue(state, &jobs).await?;
+            if last_batch || moved.is_empty() {
                 break;
             }
         }

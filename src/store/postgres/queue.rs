@@ -13,7 +13,9 @@ use super::connections::{decode as decode_connection, COLUMNS as CONNECTION_COLU
 use super::notify::JOBS_CHANNEL;
 use super::{jobs, PostgresStore};
 use crate::domain::{Connection, ConnectionId, Job, JobId, JobType, NewJob, TenantId, Timestamp};
-use crate::store::shared::queue::{self, EndedJob, JobEnd, JobKey, JobPick, QueueDialect};
+use crate::store::shared::queue::{
+    self, EndedJob, JobEnd, JobKey, JobPick, QueueDialect, JOB_INSERT_COLUMNS,
+};
 use crate::store::shared::turns::walk_tenants;
 use crate::store::{
     Enqueued, Finished, IfRunning, JobFinish, Lease, PageCommit, StoreError, SyncCommit, SyncQueue,
@@ -131,6 +133,66 @@ impl SyncQueue for PostgresStore {
         .await?;
         Ok(done.rows_affected() == 1)
     }
+
+    async fn advance_next_syncs(
+        &self,
+        due: &[(ConnectionId, Timestamp)],
+        now: Timestamp,
+    ) -> Result<Vec<ConnectionId>, StoreError> {
+        if due.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (ids, nexts): (Vec<Uuid>, Vec<Timestamp>) =
+            due.iter().map(|(id, next)| (id.0, *next)).unzip();
+        // Rows are locked in id order and a locked one is skipped: two schedulers, or a
+        // transaction holding one of these connections, never wait on each other.
+        let moved: Vec<Uuid> = sqlx::query_scalar(
+            "UPDATE connections c SET next_sync_at = v.next \
+             FROM unnest($1::uuid[], $2::timestamptz[]) AS v(id, next) \
+             WHERE c.id = v.id AND c.id IN (SELECT id FROM connections WHERE id = ANY($1) \
+             AND (next_sync_at IS NULL OR next_sync_at <= $3) \
+             ORDER BY id FOR NO KEY UPDATE SKIP LOCKED) RETURNING c.id",
+        )
+        .bind(ids)
+        .bind(nexts)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(moved.into_iter().map(ConnectionId).collect())
+    }
+
+    async fn enqueue_syncs(&self, jobs: &[NewJob]) -> Result<u64, StoreError> {
+        if jobs.is_empty() {
+            return Ok(0);
+        }
+        let mut q = QueryBuilder::<Postgres>::new(format!(
+            "WITH inserted AS (INSERT INTO sync_jobs ({JOB_INSERT_COLUMNS}) "
+        ));
+        q.push_values(jobs, |mut b, new| {
+            b.push_bind(new.id.0)
+                .push_bind(new.tenant_id.0)
+                .push_bind(new.connection_id.0)
+                .push_bind(&new.provider)
+                .push_bind(new.job_type.as_str())
+                .push_bind(new.status.as_str())
+                .push_bind(new.attempts)
+                .push_bind(new.max_attempts)
+                .push_bind(new.scheduled_at)
+                .push_bind(new.started_at)
+                .push_bind(new.finished_at)
+                .push_bind(&new.error)
+                .push_bind(new.created_at)
+                .push_bind(new.created_at)
+                .push_bind(new.job_type.lane());
+        });
+        q.push(format!(
+            " ON CONFLICT (connection_id, lane) WHERE status IN ('queued', 'running') DO NOTHING \
+             RETURNING 1) SELECT n, CASE WHEN n > 0 THEN pg_notify('{JOBS_CHANNEL}', '') END \
+             FROM (SELECT count(*) AS n FROM inserted) AS counted"
+        ));
+        let inserted: i64 = q.build_query_scalar().fetch_one(&self.pool).await?;
+        Ok(u64::try_from(inserted).unwrap_or(0))
+    }
 }
 
 #[async_trait]
@@ -141,9 +203,7 @@ impl QueueDialect for PostgresStore {
 
     async fn insert_unless_active(&self, new: &NewJob) -> Result<Option<JobKey>, StoreError> {
         let sql = format!(
-            "WITH inserted AS (INSERT INTO sync_jobs (id, tenant_id, connection_id, provider, \
-             job_type, status, attempts, max_attempts, scheduled_at, started_at, finished_at, \
-             error, created_at, updated_at, lane) \
+            "WITH inserted AS (INSERT INTO sync_jobs ({JOB_INSERT_COLUMNS}) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14) \
              ON CONFLICT (connection_id, lane) WHERE status IN ('queued', 'running') DO NOTHING \
              RETURNING id, tenant_id) \

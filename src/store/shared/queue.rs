@@ -69,6 +69,11 @@ impl JobPick {
 /// because instances sharing the database may take a tenant's last ready job meanwhile.
 const TENANTS_PER_CLAIM: u32 = 4;
 
+/// The columns a job is inserted with, in the order both dialects bind them.
+pub(crate) const JOB_INSERT_COLUMNS: &str = "id, tenant_id, connection_id, provider, job_type, \
+     status, attempts, max_attempts, scheduled_at, started_at, finished_at, error, created_at, \
+     updated_at, lane";
+
 /// What ending (or requeuing) a leased job left on its row.
 #[derive(Clone, Debug)]
 pub(crate) struct EndedJob {

@@ -13,7 +13,9 @@ use super::{jobs, SqliteStore};
 use crate::domain::{
     to_micros, Connection, ConnectionId, Job, JobId, JobType, NewJob, TenantId, Timestamp,
 };
-use crate::store::shared::queue::{self, EndedJob, JobEnd, JobKey, JobPick, QueueDialect};
+use crate::store::shared::queue::{
+    self, EndedJob, JobEnd, JobKey, JobPick, QueueDialect, JOB_INSERT_COLUMNS,
+};
 use crate::store::shared::turns::walk_tenants;
 use crate::store::{
     Enqueued, Finished, IfRunning, JobFinish, Lease, PageCommit, StoreError, SyncCommit, SyncQueue,
@@ -132,6 +134,62 @@ impl SyncQueue for SqliteStore {
         .await?;
         Ok(done.rows_affected() == 1)
     }
+
+    async fn advance_next_syncs(
+        &self,
+        due: &[(ConnectionId, Timestamp)],
+        now: Timestamp,
+    ) -> Result<Vec<ConnectionId>, StoreError> {
+        if due.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut q = QueryBuilder::<Sqlite>::new("WITH v(id, next) AS (");
+        q.push_values(due, |mut b, (id, next)| {
+            b.push_bind(id.0).push_bind(to_micros(next));
+        });
+        q.push(
+            ") UPDATE connections SET next_sync_at = v.next FROM v \
+             WHERE connections.id = v.id \
+             AND (connections.next_sync_at IS NULL OR connections.next_sync_at <= ",
+        )
+        .push_bind(to_micros(&now))
+        .push(") RETURNING connections.id");
+        let _turn = self.gate.lock().await;
+        let moved: Vec<Uuid> = q.build_query_scalar().fetch_all(&self.pool).await?;
+        Ok(moved.into_iter().map(ConnectionId).collect())
+    }
+
+    async fn enqueue_syncs(&self, jobs: &[NewJob]) -> Result<u64, StoreError> {
+        if jobs.is_empty() {
+            return Ok(0);
+        }
+        let mut q =
+            QueryBuilder::<Sqlite>::new(format!("INSERT INTO sync_jobs ({JOB_INSERT_COLUMNS}) "));
+        q.push_values(jobs, |mut b, new| {
+            let created = to_micros(&new.created_at);
+            b.push_bind(new.id.0)
+                .push_bind(new.tenant_id.0)
+                .push_bind(new.connection_id.0)
+                .push_bind(&new.provider)
+                .push_bind(new.job_type.as_str())
+                .push_bind(new.status.as_str())
+                .push_bind(new.attempts)
+                .push_bind(new.max_attempts)
+                .push_bind(to_micros(&new.scheduled_at))
+                .push_bind(new.started_at.as_ref().map(to_micros))
+                .push_bind(new.finished_at.as_ref().map(to_micros))
+                .push_bind(&new.error)
+                .push_bind(created)
+                .push_bind(created)
+                .push_bind(new.job_type.lane());
+        });
+        q.push(
+            " ON CONFLICT (connection_id, lane) WHERE status IN ('queued', 'running') DO NOTHING",
+        );
+        let _turn = self.gate.lock().await;
+        let done = q.build().execute(&self.pool).await?;
+        Ok(done.rows_affected())
+    }
 }
 
 #[async_trait]
@@ -142,13 +200,12 @@ impl QueueDialect for SqliteStore {
 
     async fn insert_unless_active(&self, new: &NewJob) -> Result<Option<JobKey>, StoreError> {
         let created = to_micros(&new.created_at);
-        let inserted: Option<(Uuid, Uuid)> = sqlx::query_as(
-            "INSERT INTO sync_jobs (id, tenant_id, connection_id, provider, job_type, status, \
-             attempts, max_attempts, scheduled_at, started_at, finished_at, error, created_at, \
-             updated_at, lane) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (connection_id, lane) WHERE status IN ('queued', 'running') DO NOTHING \
-             RETURNING id, tenant_id",
-        )
+        let inserted: Option<(Uuid, Uuid)> = sqlx::query_as(&format!(
+            "INSERT INTO sync_jobs ({JOB_INSERT_COLUMNS}) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (connection_id, lane) WHERE status IN ('queued', 'running') \
+                 DO NOTHING RETURNING id, tenant_id"
+        ))
         .bind(new.id.0)
         .bind(new.tenant_id.0)
         .bind(new.connection_id.0)

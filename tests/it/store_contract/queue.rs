@@ -782,3 +782,216 @@ async fn the_next_sync_is_advanced_once_per_due_time() -> Outcome {
     assert!(once_due, "at its time it is due again");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_batch_moves_each_connection_still_due_to_its_own_next_sync() -> Outcome {
+    let app = TestApp::spawn().await;
+    let store = app.store();
+    let t = tenant();
+    let at = now();
+    let never = app.connection(t, "github").await;
+    let waited = app.connection(t, "github").await;
+    let not_yet = app.connection(t, "github").await;
+    assert!(
+        store
+            .advance_next_sync(waited.id, at, at - Duration::minutes(5))
+            .await?
+    );
+    assert!(
+        store
+            .advance_next_sync(not_yet.id, at, at + Duration::hours(1))
+            .await?
+    );
+    let (soon, later) = (at + Duration::minutes(10), at + Duration::minutes(20));
+
+    let mut moved = store
+        .advance_next_syncs(
+            &[
+                (never.id, soon),
+                (waited.id, later),
+                (not_yet.id, at + Duration::minutes(1)),
+            ],
+            at,
+        )
+        .await?;
+    let again = store
+        .advance_next_syncs(&[(never.id, later), (waited.id, later)], at)
+        .await?;
+    let none = store.advance_next_syncs(&[], at).await?;
+    let ids = |list: Vec<Connection>| list.into_iter().map(|c| c.id).collect::<Vec<_>>();
+    let at_soon = ids(store
+        .connections_due_for_sync(&["github"], soon, 10)
+        .await?);
+    let at_later = ids(store
+        .connections_due_for_sync(&["github"], later, 10)
+        .await?);
+
+    moved.sort_by_key(|c| c.0);
+    let mut expected = vec![never.id, waited.id];
+    expected.sort_by_key(|c| c.0);
+    assert_eq!(
+        moved, expected,
+        "the connection not yet due stays as it was"
+    );
+    assert!(
+        again.is_empty(),
+        "another pass at the same time moves nothing"
+    );
+    assert!(none.is_empty());
+    assert_eq!(at_soon, vec![never.id], "each moved to its own next sync");
+    assert_eq!(at_later, vec![never.id, waited.id]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_batch_of_jobs_queues_each_unless_its_connection_has_one_active_in_the_lane() -> Outcome {
+    let app = TestApp::spawn().await;
+    let store = app.store();
+    let t = tenant();
+    let at = now();
+    let idle = app.connection(t, "github").await;
+    let queued = app.connection(t, "github").await;
+    let running = app.connection(t, "github").await;
+    let full = app.connection(t, "github").await;
+    let subscribing = app.connection(t, "github").await;
+    let waiting = app
+        .job(job(&queued, JobStatus::Queued, JobType::Incremental, 1))
+        .await;
+    let busy = app
+        .job(job(&running, JobStatus::Running, JobType::Incremental, 1))
+        .await;
+    app.job(job(&full, JobStatus::Queued, JobType::Full, 1))
+        .await;
+    app.job(job(
+        &subscribing,
+        JobStatus::Running,
+        JobType::Subscription,
+        1,
+    ))
+    .await;
+    let batch: Vec<NewJob> = [&idle, &queued, &running, &full, &subscribing]
+        .into_iter()
+        .map(|c| NewJob::queued(c, JobType::Incremental, at))
+        .collect();
+
+    let created = store.enqueue_syncs(&batch).await?;
+    let again = store.enqueue_syncs(&batch).await?;
+    let empty = store.enqueue_syncs(&[]).await?;
+
+    assert_eq!(
+        created, 2,
+        "the idle connection and the one busy only in the subscription lane"
+    );
+    assert_eq!(again, 0);
+    assert_eq!(empty, 0);
+    let active = |c: &Connection| {
+        let filter = JobFilter {
+            connection_id: Some(c.id),
+            job_type: Some(JobType::Incremental),
+            ..JobFilter::default()
+        };
+        let store = store.clone();
+        async move { store.list_jobs(t, &filter, first(10)).await }
+    };
+    let on_idle = active(&idle).await?;
+    assert_eq!(on_idle.len(), 1);
+    assert_eq!(on_idle[0].id, batch[0].id);
+    assert_eq!(on_idle[0].status, JobStatus::Queued);
+    let on_queued = active(&queued).await?;
+    assert_eq!(
+        on_queued.iter().map(|j| j.id).collect::<Vec<_>>(),
+        vec![waiting.id]
+    );
+    let on_running = active(&running).await?;
+    assert_eq!(
+        on_running.iter().map(|j| j.id).collect::<Vec<_>>(),
+        vec![busy.id]
+    );
+    assert_eq!(
+        on_running[0].follow_up, None,
+        "a running job is joined, not marked for a follow-up"
+    );
+    assert!(
+        active(&full).await?.is_empty(),
+        "a queued full sync holds the sync lane"
+    );
+    assert_eq!(active(&subscribing).await?.len(), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_batch_of_jobs_naming_a_deleted_connection_queues_none_of_them() -> Outcome {
+    let app = TestApp::spawn().await;
+    let store = app.store();
+    let t = tenant();
+    let kept = app.connection(t, "github").await;
+    let deleted = app.connection(t, "github").await;
+    let at = now();
+    let batch: Vec<NewJob> = [&kept, &deleted]
+        .into_iter()
+        .map(|c| NewJob::queued(c, JobType::Incremental, at))
+        .collect();
+    store.delete_connection(t, deleted.id).await?;
+
+    let failed = store.enqueue_syncs(&batch).await;
+    let one_by_one = store.enqueue_sync(&batch[0], IfRunning::Join).await?;
+
+    assert!(
+        failed.is_err(),
+        "the statement fails as a whole: {failed:?}"
+    );
+    assert!(
+        one_by_one.created,
+        "nothing of the failed batch was queued, so the kept connection's job is new"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_connection_another_writer_holds_is_left_due_for_the_next_pass() -> Outcome {
+    let app = TestApp::spawn().await;
+    let store = app.store();
+    let t = tenant();
+    let at = now();
+    let free = app.connection(t, "github").await;
+    let held = app.connection(t, "github").await;
+    let next = at + Duration::minutes(15);
+    let batch = [(free.id, next), (held.id, next)];
+
+    let moved = if app.database_url.starts_with("postgres") {
+        // Another transaction holds the row: the batch goes on without it instead of waiting.
+        use sqlx::Connection as _;
+        let mut other = sqlx::PgConnection::connect(&app.database_url).await?;
+        let mut tx = other.begin().await?;
+        sqlx::query("SELECT id FROM connections WHERE id = $1 FOR UPDATE")
+            .bind(held.id.0)
+            .execute(&mut *tx)
+            .await?;
+        let moved = tokio::time::timeout(
+            StdDuration::from_secs(5),
+            store.advance_next_syncs(&batch, at),
+        )
+        .await??;
+        tx.rollback().await?;
+        moved
+    } else {
+        // SQLite has one writer at a time: the other writer is a scheduler that moved the
+        // connection first, and the batch does not move it again.
+        assert!(store.advance_next_sync(held.id, at, next).await?);
+        store.advance_next_syncs(&batch, at).await?
+    };
+    let due = store.connections_due_for_sync(&["github"], at, 10).await?;
+
+    assert_eq!(moved, vec![free.id]);
+    let due: Vec<_> = due.into_iter().map(|c| c.id).collect();
+    if app.database_url.starts_with("postgres") {
+        assert_eq!(
+            due,
+            vec![held.id],
+            "the held connection is due at the next pass"
+        );
+    } else {
+        assert!(due.is_empty(), "both were moved, each once");
+    }
+    Ok(())
+}

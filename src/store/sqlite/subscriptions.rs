@@ -119,17 +119,23 @@ async fn by_external_id(
     row.as_ref().map(decode).transpose()
 }
 
+/// Active connections with a live subscription due, driven by `subscriptions_due`: the due
+/// subscriptions' connections, looked up by id in id order. `+status` keeps the planner off
+/// `connections_due`, which would walk every active connection to test each one.
+fn connections_due_sql() -> String {
+    format!(
+        "SELECT {CONNECTION_COLUMNS} FROM connections WHERE +status = 'active' AND id IN \
+         (SELECT connection_id FROM subscriptions WHERE status IN {LIVE} AND renew_at <= ?) \
+         ORDER BY id LIMIT ?"
+    )
+}
+
 async fn connections_due(
     pool: &SqlitePool,
     now: Timestamp,
     limit: u32,
 ) -> Result<Vec<Connection>, StoreError> {
-    let sql = format!(
-        "SELECT {CONNECTION_COLUMNS} FROM connections WHERE status = 'active' AND EXISTS \
-         (SELECT 1 FROM subscriptions s WHERE s.connection_id = connections.id \
-         AND s.status IN {LIVE} AND s.renew_at <= ?) ORDER BY id LIMIT ?"
-    );
-    let rows = sqlx::query(&sql)
+    let rows = sqlx::query(&connections_due_sql())
         .bind(to_micros(&now))
         .bind(i64::from(limit))
         .fetch_all(pool)
@@ -376,5 +382,47 @@ impl SubscriptionStore for SqliteStore {
         &self,
     ) -> Result<Vec<(String, SubscriptionStatus, u64)>, StoreError> {
         count(&self.pool).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Row;
+
+    use super::super::SqliteStore;
+    use crate::store::{Store, StoreOptions};
+
+    #[tokio::test]
+    async fn due_subscriptions_are_found_through_their_index_not_by_walking_connections() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let url = format!("sqlite://{}", dir.path().join("plan.db").display());
+        let store = SqliteStore::connect(&url, &StoreOptions { max_connections: 1 })
+            .await
+            .expect("open");
+        store.migrate().await.expect("migrate");
+
+        let rows = sqlx::query(&format!(
+            "EXPLAIN QUERY PLAN {}",
+            super::connections_due_sql()
+        ))
+        .bind(0_i64)
+        .bind(200_i64)
+        .fetch_all(&store.pool)
+        .await
+        .expect("a plan");
+        let plan = rows
+            .iter()
+            .map(|row| row.get::<String, _>("detail"))
+            .collect::<Vec<_>>()
+            .join("\n");
+
+        assert!(
+            plan.contains("SEARCH subscriptions USING INDEX subscriptions_due"),
+            "{plan}"
+        );
+        assert!(plan.contains("SEARCH connections USING INDEX"), "{plan}");
+        assert!(!plan.contains("connections_due "), "{plan}");
+        assert!(!plan.contains("SCAN"), "{plan}");
+        store.close().await;
     }
 }

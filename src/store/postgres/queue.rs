@@ -14,7 +14,7 @@ use super::notify::JOBS_CHANNEL;
 use super::{jobs, PostgresStore};
 use crate::domain::{Connection, ConnectionId, Job, JobId, JobType, NewJob, TenantId, Timestamp};
 use crate::store::shared::queue::{
-    self, EndedJob, JobEnd, JobKey, JobPick, QueueDialect, JOB_INSERT_COLUMNS,
+    self, EndedJob, JobEnd, JobKey, JobPick, QueueDialect, JOB_INSERT_COLUMNS, UNLESS_LANE_TAKEN,
 };
 use crate::store::shared::turns::walk_tenants;
 use crate::store::{
@@ -168,26 +168,9 @@ impl SyncQueue for PostgresStore {
         let mut q = QueryBuilder::<Postgres>::new(format!(
             "WITH inserted AS (INSERT INTO sync_jobs ({JOB_INSERT_COLUMNS}) "
         ));
-        q.push_values(jobs, |mut b, new| {
-            b.push_bind(new.id.0)
-                .push_bind(new.tenant_id.0)
-                .push_bind(new.connection_id.0)
-                .push_bind(&new.provider)
-                .push_bind(new.job_type.as_str())
-                .push_bind(new.status.as_str())
-                .push_bind(new.attempts)
-                .push_bind(new.max_attempts)
-                .push_bind(new.scheduled_at)
-                .push_bind(new.started_at)
-                .push_bind(new.finished_at)
-                .push_bind(&new.error)
-                .push_bind(new.created_at)
-                .push_bind(new.created_at)
-                .push_bind(new.job_type.lane());
-        });
-        q.push(format!(
-            " ON CONFLICT (connection_id, lane) WHERE status IN ('queued', 'running') DO NOTHING \
-             RETURNING 1) SELECT n, CASE WHEN n > 0 THEN pg_notify('{JOBS_CHANNEL}', '') END \
+        q.push_values(jobs, jobs::bind_job);
+        q.push(UNLESS_LANE_TAKEN).push(format!(
+            " RETURNING 1) SELECT n, CASE WHEN n > 0 THEN pg_notify('{JOBS_CHANNEL}', '') END \
              FROM (SELECT count(*) AS n FROM inserted) AS counted"
         ));
         let inserted: i64 = q.build_query_scalar().fetch_one(&self.pool).await?;
@@ -202,30 +185,15 @@ impl QueueDialect for PostgresStore {
     }
 
     async fn insert_unless_active(&self, new: &NewJob) -> Result<Option<JobKey>, StoreError> {
-        let sql = format!(
-            "WITH inserted AS (INSERT INTO sync_jobs ({JOB_INSERT_COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14) \
-             ON CONFLICT (connection_id, lane) WHERE status IN ('queued', 'running') DO NOTHING \
-             RETURNING id, tenant_id) \
+        let mut q = QueryBuilder::<Postgres>::new(format!(
+            "WITH inserted AS (INSERT INTO sync_jobs ({JOB_INSERT_COLUMNS}) "
+        ));
+        q.push_values([new], jobs::bind_job);
+        q.push(UNLESS_LANE_TAKEN).push(format!(
+            " RETURNING id, tenant_id) \
              SELECT id, tenant_id, pg_notify('{JOBS_CHANNEL}', '') FROM inserted"
-        );
-        let inserted = sqlx::query(&sql)
-            .bind(new.id.0)
-            .bind(new.tenant_id.0)
-            .bind(new.connection_id.0)
-            .bind(&new.provider)
-            .bind(new.job_type.as_str())
-            .bind(new.status.as_str())
-            .bind(new.attempts)
-            .bind(new.max_attempts)
-            .bind(new.scheduled_at)
-            .bind(new.started_at)
-            .bind(new.finished_at)
-            .bind(&new.error)
-            .bind(new.created_at)
-            .bind(new.job_type.lane())
-            .fetch_optional(&self.pool)
-            .await?;
+        ));
+        let inserted = q.build().fetch_optional(&self.pool).await?;
         inserted.map(|row| key(&row)).transpose()
     }
 
@@ -459,9 +427,7 @@ impl QueueDialect for PostgresStore {
              SELECT $1, tenant_id, connection_id, provider, follow_up, 'queued', 0, \
              max_attempts, $2, $2, $2, lane FROM sync_jobs WHERE id = $3 AND EXISTS \
              (SELECT 1 FROM connections c WHERE c.id = sync_jobs.connection_id \
-             AND c.status = 'active') \
-             ON CONFLICT (connection_id, lane) WHERE status IN ('queued', 'running') \
-             DO NOTHING RETURNING id) \
+             AND c.status = 'active'){UNLESS_LANE_TAKEN} RETURNING id) \
              SELECT id, pg_notify('{JOBS_CHANNEL}', '') FROM inserted"
         ))
         .bind(id.0)

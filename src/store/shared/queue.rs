@@ -74,6 +74,11 @@ pub(crate) const JOB_INSERT_COLUMNS: &str = "id, tenant_id, connection_id, provi
      status, attempts, max_attempts, scheduled_at, started_at, finished_at, error, created_at, \
      updated_at, lane";
 
+/// What a job insert appends so that a connection keeps one queued or running job per lane:
+/// the insert of a job whose lane is taken does nothing.
+pub(crate) const UNLESS_LANE_TAKEN: &str =
+    " ON CONFLICT (connection_id, lane) WHERE status IN ('queued', 'running') DO NOTHING";
+
 /// What ending (or requeuing) a leased job left on its row.
 #[derive(Clone, Debug)]
 pub(crate) struct EndedJob {

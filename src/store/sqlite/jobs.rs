@@ -1,43 +1,48 @@
 //! Sync job rows on SQLite.
 
+use sqlx::query_builder::Separated;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use uuid::Uuid;
 
 use super::{opt_time, time};
 use crate::domain::{to_micros, ConnectionId, Job, JobId, NewJob, TenantId};
+use crate::store::shared::queue::JOB_INSERT_COLUMNS;
 use crate::store::{JobFilter, PageRequest, StoreError};
 
 const COLUMNS: &str = "id, tenant_id, connection_id, provider, job_type, status, attempts, \
      max_attempts, scheduled_at, started_at, finished_at, error, follow_up, created_at, updated_at";
 
 pub(super) async fn insert(pool: &SqlitePool, new: &NewJob) -> Result<Job, StoreError> {
-    let created = to_micros(&new.created_at);
-    let sql = format!(
-        "INSERT INTO sync_jobs (id, tenant_id, connection_id, provider, job_type, status, \
-         attempts, max_attempts, scheduled_at, started_at, finished_at, error, created_at, \
-         updated_at, lane) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-         RETURNING {COLUMNS}"
-    );
-    let row = sqlx::query(&sql)
-        .bind(new.id.0)
-        .bind(new.tenant_id.0)
-        .bind(new.connection_id.0)
-        .bind(&new.provider)
-        .bind(new.job_type.as_str())
-        .bind(new.status.as_str())
-        .bind(new.attempts)
-        .bind(new.max_attempts)
-        .bind(to_micros(&new.scheduled_at))
-        .bind(new.started_at.as_ref().map(to_micros))
-        .bind(new.finished_at.as_ref().map(to_micros))
-        .bind(&new.error)
-        .bind(created)
-        .bind(created)
-        .bind(new.job_type.lane())
-        .fetch_one(pool)
-        .await?;
+    let mut q =
+        QueryBuilder::<Sqlite>::new(format!("INSERT INTO sync_jobs ({JOB_INSERT_COLUMNS}) "));
+    q.push_values([new], bind_job);
+    q.push(format!(" RETURNING {COLUMNS}"));
+    let row = q.build().fetch_one(pool).await?;
     decode(&row)
+}
+
+/// Binds `new`'s values in the order of [`JOB_INSERT_COLUMNS`].
+pub(super) fn bind_job<'args>(
+    mut b: Separated<'_, 'args, Sqlite, &'static str>,
+    new: &'args NewJob,
+) {
+    let created = to_micros(&new.created_at);
+    b.push_bind(new.id.0)
+        .push_bind(new.tenant_id.0)
+        .push_bind(new.connection_id.0)
+        .push_bind(&new.provider)
+        .push_bind(new.job_type.as_str())
+        .push_bind(new.status.as_str())
+        .push_bind(new.attempts)
+        .push_bind(new.max_attempts)
+        .push_bind(to_micros(&new.scheduled_at))
+        .push_bind(new.started_at.as_ref().map(to_micros))
+        .push_bind(new.finished_at.as_ref().map(to_micros))
+        .push_bind(&new.error)
+        .push_bind(created)
+        .push_bind(created)
+        .push_bind(new.job_type.lane());
 }
 
 pub(super) async fn get(

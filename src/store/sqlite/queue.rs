@@ -14,7 +14,7 @@ use crate::domain::{
     to_micros, Connection, ConnectionId, Job, JobId, JobType, NewJob, TenantId, Timestamp,
 };
 use crate::store::shared::queue::{
-    self, EndedJob, JobEnd, JobKey, JobPick, QueueDialect, JOB_INSERT_COLUMNS,
+    self, EndedJob, JobEnd, JobKey, JobPick, QueueDialect, JOB_INSERT_COLUMNS, UNLESS_LANE_TAKEN,
 };
 use crate::store::shared::turns::walk_tenants;
 use crate::store::{
@@ -165,27 +165,8 @@ impl SyncQueue for SqliteStore {
         }
         let mut q =
             QueryBuilder::<Sqlite>::new(format!("INSERT INTO sync_jobs ({JOB_INSERT_COLUMNS}) "));
-        q.push_values(jobs, |mut b, new| {
-            let created = to_micros(&new.created_at);
-            b.push_bind(new.id.0)
-                .push_bind(new.tenant_id.0)
-                .push_bind(new.connection_id.0)
-                .push_bind(&new.provider)
-                .push_bind(new.job_type.as_str())
-                .push_bind(new.status.as_str())
-                .push_bind(new.attempts)
-                .push_bind(new.max_attempts)
-                .push_bind(to_micros(&new.scheduled_at))
-                .push_bind(new.started_at.as_ref().map(to_micros))
-                .push_bind(new.finished_at.as_ref().map(to_micros))
-                .push_bind(&new.error)
-                .push_bind(created)
-                .push_bind(created)
-                .push_bind(new.job_type.lane());
-        });
-        q.push(
-            " ON CONFLICT (connection_id, lane) WHERE status IN ('queued', 'running') DO NOTHING",
-        );
+        q.push_values(jobs, jobs::bind_job);
+        q.push(UNLESS_LANE_TAKEN);
         let _turn = self.gate.lock().await;
         let done = q.build().execute(&self.pool).await?;
         Ok(done.rows_affected())
@@ -199,30 +180,11 @@ impl QueueDialect for SqliteStore {
     }
 
     async fn insert_unless_active(&self, new: &NewJob) -> Result<Option<JobKey>, StoreError> {
-        let created = to_micros(&new.created_at);
-        let inserted: Option<(Uuid, Uuid)> = sqlx::query_as(&format!(
-            "INSERT INTO sync_jobs ({JOB_INSERT_COLUMNS}) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-                 ON CONFLICT (connection_id, lane) WHERE status IN ('queued', 'running') \
-                 DO NOTHING RETURNING id, tenant_id"
-        ))
-        .bind(new.id.0)
-        .bind(new.tenant_id.0)
-        .bind(new.connection_id.0)
-        .bind(&new.provider)
-        .bind(new.job_type.as_str())
-        .bind(new.status.as_str())
-        .bind(new.attempts)
-        .bind(new.max_attempts)
-        .bind(to_micros(&new.scheduled_at))
-        .bind(new.started_at.as_ref().map(to_micros))
-        .bind(new.finished_at.as_ref().map(to_micros))
-        .bind(&new.error)
-        .bind(created)
-        .bind(created)
-        .bind(new.job_type.lane())
-        .fetch_optional(&self.pool)
-        .await?;
+        let mut q =
+            QueryBuilder::<Sqlite>::new(format!("INSERT INTO sync_jobs ({JOB_INSERT_COLUMNS}) "));
+        q.push_values([new], jobs::bind_job);
+        q.push(UNLESS_LANE_TAKEN).push(" RETURNING id, tenant_id");
+        let inserted: Option<(Uuid, Uuid)> = q.build_query_as().fetch_optional(&self.pool).await?;
         Ok(inserted.map(JobKey::from))
     }
 
@@ -454,15 +416,14 @@ impl QueueDialect for SqliteStore {
         id: JobId,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
-        let queued = sqlx::query(
+        let queued = sqlx::query(&format!(
             "INSERT INTO sync_jobs (id, tenant_id, connection_id, provider, job_type, \
              status, attempts, max_attempts, scheduled_at, created_at, updated_at, lane) \
              SELECT ?1, tenant_id, connection_id, provider, follow_up, 'queued', 0, \
              max_attempts, ?2, ?2, ?2, lane FROM sync_jobs WHERE id = ?3 AND EXISTS (SELECT 1 \
-             FROM connections c WHERE c.id = sync_jobs.connection_id AND c.status = 'active') \
-             ON CONFLICT (connection_id, lane) WHERE status IN ('queued', 'running') \
-             DO NOTHING",
-        )
+             FROM connections c WHERE c.id = sync_jobs.connection_id AND c.status = 'active')\
+             {UNLESS_LANE_TAKEN}"
+        ))
         .bind(id.0)
         .bind(to_micros(&now))
         .bind(after.0)

@@ -256,8 +256,10 @@ async fn faults_inner(
     let pid = victim
         .pid()
         .ok_or_else(|| anyhow!("{} is not running", victim.name))?;
-    // A kill while the instance holds jobs, so that there is something to take over.
-    let wait_until = Instant::now() + Duration::from_secs(15);
+    // A kill while the instance holds jobs, so that there is something to take over. Every
+    // connection is scheduled again within its interval plus one scheduler tick (15 s at the
+    // most), so a round of syncs starts within that wait.
+    let wait_until = Instant::now() + Duration::from_secs(args.sync_interval_secs + 15);
     while checks::held_by(pool, pid).await?.is_empty() && Instant::now() < wait_until {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -18,7 +18,7 @@ use super::egress::EgressPolicy;
 use super::schedule;
 use super::signing::{signature_header, SigningSecret};
 use crate::domain::{
-    format_time, Delivery, Endpoint, EndpointId, EndpointSecrets, PushEvent, Timestamp,
+    format_time, Delivery, Endpoint, EndpointId, EndpointSecrets, EventId, PushEvent, Timestamp,
 };
 use crate::services::Services;
 use crate::store::{AttemptRecord, HealthChange, NextStep, StoreError};
@@ -111,9 +111,11 @@ impl Dispatcher {
         let claimed = self.claim(BATCH, now).await?;
         let attempted = claimed.len();
         let targets = self.targets(&claimed, now).await?;
+        let bodies = self.events(&claimed).await?;
         let outcomes = futures::future::join_all(claimed.into_iter().map(|d| {
             let target = targets.get(&d.endpoint_id).cloned();
-            self.attempt(d, target)
+            let event = bodies.get(&d.event_id).cloned();
+            self.attempt(d, target, event)
         }))
         .await;
         let mut done = Vec::with_capacity(outcomes.len());
@@ -180,16 +182,18 @@ impl Dispatcher {
         let claimed = self.claim(free, now).await?;
         let started = !claimed.is_empty();
         let targets = self.targets(&claimed, now).await?;
+        let bodies = self.events(&claimed).await?;
         for delivery in claimed {
             let Ok(slot) = slots.clone().acquire_owned().await else {
                 break;
             };
             let target = targets.get(&delivery.endpoint_id).cloned();
+            let event = bodies.get(&delivery.event_id).cloned();
             let this = self.clone();
             let outcomes = outcomes.clone();
             tokio::spawn(async move {
                 let _slot = slot;
-                match this.attempt(delivery, target).await {
+                match this.attempt(delivery, target, event).await {
                     Ok(Some(attempted)) => {
                         // The recorder is gone only at shutdown: the lease covers the retry.
                         let _ = outcomes.send(attempted);
@@ -239,16 +243,25 @@ impl Dispatcher {
         Ok(targets)
     }
 
-    /// Attempts one claimed delivery; its outcome, to record, or `None` when there was nothing
-    /// to send any more.
+    /// The events of the claimed deliveries, read together.
+    async fn events(
+        &self,
+        claimed: &[Delivery],
+    ) -> Result<HashMap<EventId, PushEvent>, StoreError> {
+        let ids: Vec<EventId> = claimed.iter().map(|d| d.event_id).collect();
+        let events = self.services.store.get_events(&ids).await?;
+        Ok(events.into_iter().map(|e| (e.id, e)).collect())
+    }
+
+    /// Attempts one claimed delivery to its endpoint (`target`) with its event; its outcome, to
+    /// record, or `None` when there was nothing to send any more.
     async fn attempt(
         &self,
         delivery: Delivery,
         target: Option<Arc<Target>>,
+        event: Option<PushEvent>,
     ) -> Result<Option<Attempted>, StoreError> {
-        let store = &self.services.store;
-        let (Some(target), Some(event)) = (target, store.get_event(delivery.event_id).await?)
-        else {
+        let (Some(target), Some(event)) = (target, event) else {
             // Deleted meanwhile: its deliveries went with it.
             return Ok(None);
         };

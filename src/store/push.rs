@@ -164,8 +164,12 @@ pub trait PushStore: Send + Sync {
     /// One event of the outbox.
     async fn get_event(&self, id: EventId) -> Result<Option<PushEvent>, StoreError>;
 
-    /// Records attempts in one transaction; for each, `false` (nothing written for it) when
-    /// its lease was lost.
+    /// The events of `ids` that are in the outbox, in one read (in no particular order; an id
+    /// named twice is read once).
+    async fn get_events(&self, ids: &[EventId]) -> Result<Vec<PushEvent>, StoreError>;
+
+    /// Records attempts in one transaction, the deliveries in one statement; for each, `false`
+    /// (nothing written for it) when its lease was lost.
     async fn record_attempts(&self, records: &[AttemptRecord]) -> Result<Vec<bool>, StoreError>;
 
     /// A page of an endpoint's deliveries, newest first.

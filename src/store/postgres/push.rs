@@ -20,3 +20,55 @@ crate::store::shared::push::push_store!(
     // The signal id inside an event's JSON data.
     "(data::jsonb ->> 'id')"
 );
+
+use std::collections::HashSet;
+
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::domain::{EventId, PushEvent};
+use crate::store::shared::push::{
+    Finished, EVENT_COLUMNS, FINISHED_COLUMNS, FINISH_SET, FINISH_WHERE,
+};
+use crate::store::{AttemptRecord, StoreError};
+
+/// The events of `ids`, numbered, in one statement whatever their number.
+async fn events_by_id(pool: &PgPool, ids: &[EventId]) -> Result<Vec<PushEvent>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = ids.iter().map(|id| id.0).collect();
+    let sql =
+        format!("SELECT {EVENT_COLUMNS} FROM push_events WHERE id = ANY($1) AND seq IS NOT NULL");
+    let rows = sqlx::query(&sql).bind(&ids).fetch_all(pool).await?;
+    rows.iter().map(push_rows::event).collect()
+}
+
+/// Records `records` on their deliveries in one statement (one prepared statement whatever
+/// their number): the ids of those still leased to their attempt, and so written.
+async fn finish_deliveries(
+    conn: &mut PgConnection,
+    records: &[AttemptRecord],
+) -> Result<HashSet<Uuid>, StoreError> {
+    let rows: Vec<Finished> = records.iter().map(Finished::of).collect();
+    let sql = format!(
+        "UPDATE push_deliveries {FINISH_SET} \
+         FROM UNNEST($1::uuid[], $2::text[], $3::int8[], $4::int8[], $5::text[], $6::int8[], \
+         $7::text[], $8::int8[], $9::int8[], $10::uuid[]) AS r ({FINISHED_COLUMNS}) \
+         {FINISH_WHERE} RETURNING push_deliveries.id"
+    );
+    let finished: Vec<Uuid> = sqlx::query_scalar(&sql)
+        .bind(rows.iter().map(|r| r.delivery).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.status).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.next_at).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.status_code).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.error).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.latency_ms).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.body).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.recorded_at).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.done_at).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.owner).collect::<Vec<_>>())
+        .fetch_all(conn)
+        .await?;
+    Ok(finished.into_iter().collect())
+}

@@ -59,11 +59,62 @@ pub(crate) fn claim_sql(heads: &str, lock: &str) -> String {
     )
 }
 
-/// Records the attempt on the delivery, if the lease is still `$10`'s.
-pub(crate) const FINISH_DELIVERY: &str = "UPDATE push_deliveries SET status = $1, \
-    next_attempt_at = $2, lease_owner = NULL, lease_expires_at = NULL, last_status_code = $3, \
-    last_error = $4, last_latency_ms = $5, last_response_body = $6, updated_at = $7, \
-    completed_at = $8 WHERE id = $9 AND lease_owner = $10 AND status = 'pending'";
+/// What recording an attempt sets on its delivery, from the attempts named `r` (columns
+/// [`FINISHED_COLUMNS`]); the dialects differ only in how they give `r` (`UNNEST` of arrays,
+/// `VALUES`), between this and [`FINISH_WHERE`].
+pub(crate) const FINISH_SET: &str = "SET status = r.to_status, next_attempt_at = r.next_at, \
+    lease_owner = NULL, lease_expires_at = NULL, last_status_code = r.status_code, \
+    last_error = r.error, last_latency_ms = r.latency_ms, last_response_body = r.body, \
+    updated_at = r.recorded_at, completed_at = r.done_at";
+
+/// Which deliveries [`FINISH_SET`] writes: those still leased to the attempt and pending.
+pub(crate) const FINISH_WHERE: &str = "WHERE push_deliveries.id = r.delivery \
+    AND push_deliveries.lease_owner = r.owner AND push_deliveries.status = 'pending'";
+
+/// The columns of the attempts [`FINISH_SET`] reads, in order.
+pub(crate) const FINISHED_COLUMNS: &str =
+    "delivery, to_status, next_at, status_code, error, latency_ms, body, recorded_at, done_at, owner";
+
+/// One attempt's values for [`FINISH_SET`], in the order of [`FINISHED_COLUMNS`].
+pub(crate) struct Finished<'a> {
+    pub delivery: uuid::Uuid,
+    pub status: &'static str,
+    pub next_at: i64,
+    pub status_code: Option<i64>,
+    pub error: Option<&'a str>,
+    pub latency_ms: i64,
+    pub body: Option<&'a str>,
+    pub recorded_at: i64,
+    pub done_at: Option<i64>,
+    pub owner: uuid::Uuid,
+}
+
+impl<'a> Finished<'a> {
+    /// What `r` leaves on its delivery: succeeded or failed for good (completed now), or
+    /// pending until its next attempt.
+    pub(crate) fn of(r: &'a crate::store::AttemptRecord) -> Self {
+        use crate::domain::{to_micros, DeliveryStatus};
+        use crate::store::NextStep;
+        let now = to_micros(&r.now);
+        let (status, next_at, done_at) = match r.next {
+            NextStep::Succeeded => (DeliveryStatus::Succeeded, now, Some(now)),
+            NextStep::RetryAt(at) => (DeliveryStatus::Pending, to_micros(&at), None),
+            NextStep::GiveUp => (DeliveryStatus::Failed, now, Some(now)),
+        };
+        Self {
+            delivery: r.delivery.0,
+            status: status.as_str(),
+            next_at,
+            status_code: r.status_code.map(i64::from),
+            error: r.error.as_deref(),
+            latency_ms: i64::try_from(r.latency_ms).unwrap_or(i64::MAX),
+            body: r.response_body.as_deref(),
+            recorded_at: now,
+            done_at,
+            owner: r.owner,
+        }
+    }
+}
 
 /// A success: the endpoint is no longer failing.
 pub(crate) const ENDPOINT_HEALTHY: &str =
@@ -170,7 +221,7 @@ macro_rules! push_store {
 
             use super::push_rows::{delivery, encode_list, endpoint, event};
             use $crate::domain::{
-                to_micros, Delivery, DeliveryId, DeliveryStatus, Endpoint, EndpointId,
+                to_micros, Delivery, DeliveryId, Endpoint, EndpointId,
                 EndpointPatch, EndpointSecrets, EventId, NewEndpoint, PushEvent, TenantId,
                 Timestamp,
             };
@@ -179,7 +230,7 @@ macro_rules! push_store {
             use $crate::store::shared::Dialect;
             use $crate::store::shared::replay::{replay_picks, replay_query, REPLAY_PAGE};
             use $crate::store::{
-                AttemptRecord, HealthChange, NextStep, PageRequest, PushStore, ReplayFrom, StoreError,
+                AttemptRecord, HealthChange, PageRequest, PushStore, ReplayFrom, StoreError,
             };
 
             #[async_trait]
@@ -492,33 +543,20 @@ macro_rules! push_store {
                     row.as_ref().map(event).transpose()
                 }
 
+                async fn get_events(&self, ids: &[EventId]) -> Result<Vec<PushEvent>, StoreError> {
+                    super::events_by_id(&self.pool, ids).await
+                }
+
                 async fn record_attempts(&self, records: &[AttemptRecord]) -> Result<Vec<bool>, StoreError> {
                     let _turn = self.write_turn().await;
                     let mut tx = self.begin_write().await?;
-                    let mut kept = Vec::with_capacity(records.len());
-                    for r in records {
-                        let now = to_micros(&r.now);
-                        let (status, next, completed) = match r.next {
-                            NextStep::Succeeded => (DeliveryStatus::Succeeded, now, Some(now)),
-                            NextStep::RetryAt(at) => (DeliveryStatus::Pending, to_micros(&at), None),
-                            NextStep::GiveUp => (DeliveryStatus::Failed, now, Some(now)),
-                        };
-                        let done = sqlx::query(FINISH_DELIVERY)
-                            .bind(status.as_str())
-                            .bind(next)
-                            .bind(r.status_code.map(i64::from))
-                            .bind(&r.error)
-                            .bind(i64::try_from(r.latency_ms).unwrap_or(i64::MAX))
-                            .bind(&r.response_body)
-                            .bind(now)
-                            .bind(completed)
-                            .bind(r.delivery.0)
-                            .bind(r.owner)
-                            .execute(&mut *tx)
-                            .await?;
-                        kept.push(done.rows_affected() > 0);
-                    }
-                    for i in health_writes(records, &kept) {
+                    let finished = super::finish_deliveries(&mut *tx, records).await?;
+                    let kept: Vec<bool> = records.iter().map(|r| finished.contains(&r.delivery.0)).collect();
+                    // Endpoint rows in id order (each endpoint's writes in their own order), so
+                    // two recorders writing the same endpoints never wait on each other in a cycle.
+                    let mut writes = health_writes(records, &kept);
+                    writes.sort_by_key(|&i| records.get(i).map(|r| r.endpoint));
+                    for i in writes {
                         let Some(r) = records.get(i) else { continue };
                         let now = to_micros(&r.now);
                         match &r.health {

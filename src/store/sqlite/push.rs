@@ -17,3 +17,66 @@ crate::store::shared::push::push_store!(
     // The signal id inside an event's JSON data.
     "json_extract(data, '$.id')"
 );
+
+use std::collections::HashSet;
+
+use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
+use uuid::Uuid;
+
+use crate::domain::{EventId, PushEvent};
+use crate::store::shared::push::{
+    Finished, EVENT_COLUMNS, FINISHED_COLUMNS, FINISH_SET, FINISH_WHERE,
+};
+use crate::store::{AttemptRecord, StoreError};
+
+/// Ids per `IN` list, and attempts per `VALUES` list (ten binds each): under SQLite's limit.
+const CHUNK: usize = 250;
+
+/// The events of `ids`, numbered, a statement per [`CHUNK`].
+async fn events_by_id(pool: &SqlitePool, ids: &[EventId]) -> Result<Vec<PushEvent>, StoreError> {
+    let mut events = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(CHUNK) {
+        let mut q = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT {EVENT_COLUMNS} FROM push_events WHERE seq IS NOT NULL AND id IN ("
+        ));
+        let mut list = q.separated(", ");
+        for id in chunk {
+            list.push_bind(id.0);
+        }
+        q.push(")");
+        for row in q.build().fetch_all(pool).await? {
+            events.push(push_rows::event(&row)?);
+        }
+    }
+    Ok(events)
+}
+
+/// Records `records` on their deliveries, a statement per [`CHUNK`]: the ids of those still
+/// leased to their attempt, and so written.
+async fn finish_deliveries(
+    conn: &mut SqliteConnection,
+    records: &[AttemptRecord],
+) -> Result<HashSet<Uuid>, StoreError> {
+    let mut finished = HashSet::with_capacity(records.len());
+    for chunk in records.chunks(CHUNK) {
+        let mut q = QueryBuilder::<Sqlite>::new(format!("WITH r ({FINISHED_COLUMNS}) AS ("));
+        q.push_values(chunk.iter().map(Finished::of), |mut b, r| {
+            b.push_bind(r.delivery)
+                .push_bind(r.status)
+                .push_bind(r.next_at)
+                .push_bind(r.status_code)
+                .push_bind(r.error)
+                .push_bind(r.latency_ms)
+                .push_bind(r.body)
+                .push_bind(r.recorded_at)
+                .push_bind(r.done_at)
+                .push_bind(r.owner);
+        });
+        q.push(format!(
+            ") UPDATE push_deliveries {FINISH_SET} FROM r {FINISH_WHERE} RETURNING id"
+        ));
+        let ids: Vec<Uuid> = q.build_query_scalar().fetch_all(&mut *conn).await?;
+        finished.extend(ids);
+    }
+    Ok(finished)
+}

@@ -6,8 +6,11 @@ use std::borrow::Cow;
 use std::path::Path;
 use std::str::FromStr;
 
-use connectors::domain::{EndpointFilter, EndpointId, EndpointPatch, EndpointStatus, NewEndpoint};
-use connectors::store::StoreOptions;
+use connectors::domain::{
+    from_micros, to_micros, Delivery, DeliveryStatus, EndpointFilter, EndpointId, EndpointPatch,
+    EndpointStatus, EventId, NewEndpoint,
+};
+use connectors::store::{AttemptRecord, HealthChange, NextStep, StoreOptions};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 use super::*;
@@ -407,5 +410,142 @@ async fn migrating_from_0008_with_everything_or_nothing_fanned_out() -> Outcome 
         assert!(delivered_positions(&store, id).await?.is_empty());
         store.close().await;
     }
+    Ok(())
+}
+
+/// One delivery of each of `count` connections of `t`, fanned out to a new endpoint and
+/// claimed by `owner`: the endpoint and the claimed deliveries.
+async fn claimed_heads(
+    app: &TestApp,
+    t: TenantId,
+    count: usize,
+    owner: Uuid,
+) -> anyhow::Result<(EndpointId, Vec<Delivery>)> {
+    let store = app.store();
+    let id = endpoint(&store, t).await?;
+    for _ in 0..count {
+        let connection = app.connection(t, "github").await;
+        app.signals(signals(&connection, 1)).await;
+    }
+    store.sequence_and_fan_out(100, now()).await?;
+    let at = now();
+    let claimed = store
+        .claim_deliveries(owner, at, at + chrono::Duration::minutes(1), 100)
+        .await?;
+    assert_eq!(claimed.len(), count, "each connection's head is claimed");
+    Ok((id, claimed))
+}
+
+/// What an attempt of `d` by `owner` leaves to record.
+fn attempt(d: &Delivery, owner: Uuid, status: Option<u16>, next: NextStep) -> AttemptRecord {
+    AttemptRecord {
+        delivery: d.id,
+        endpoint: d.endpoint_id,
+        owner,
+        now: now(),
+        status_code: status,
+        error: status.is_none().then(|| "timed out".to_string()),
+        latency_ms: 12,
+        response_body: status.map(|s| format!("answered {s}")),
+        next,
+        health: if next == NextStep::Succeeded {
+            HealthChange::Healthy
+        } else {
+            HealthChange::Failing {
+                disable: None,
+                failing_cutoff: now() - chrono::Duration::days(5),
+            }
+        },
+    }
+}
+
+#[tokio::test]
+async fn a_batch_of_outcomes_writes_each_delivery_once_and_none_whose_lease_is_lost() -> Outcome {
+    let app = TestApp::spawn().await;
+    let store = app.store();
+    let t = tenant();
+    let owner = Uuid::new_v4();
+    let (id, claimed) = claimed_heads(&app, t, 4, owner).await?;
+    let retry_at = from_micros(to_micros(&(now() + chrono::Duration::minutes(5)))).expect("a time");
+
+    let records = vec![
+        attempt(&claimed[0], owner, Some(204), NextStep::Succeeded),
+        attempt(&claimed[1], owner, None, NextStep::RetryAt(retry_at)),
+        // Another owner's outcome: the lease is not its, nothing is written.
+        attempt(&claimed[2], Uuid::new_v4(), Some(204), NextStep::Succeeded),
+        attempt(&claimed[3], owner, Some(500), NextStep::GiveUp),
+    ];
+    let kept = store.record_attempts(&records).await?;
+    assert_eq!(kept, vec![true, true, false, true]);
+
+    let rows = store.list_deliveries(id, first(100)).await?;
+    let row = |d: &Delivery| rows.iter().find(|r| r.id == d.id).expect("the delivery");
+    let succeeded = row(&claimed[0]);
+    assert_eq!(succeeded.status, DeliveryStatus::Succeeded);
+    assert_eq!(succeeded.last_status_code, Some(204));
+    assert_eq!(succeeded.last_latency_ms, Some(12));
+    assert_eq!(
+        succeeded.last_response_body.as_deref(),
+        Some("answered 204")
+    );
+    assert!(succeeded.completed_at.is_some());
+    let retried = row(&claimed[1]);
+    assert_eq!(retried.status, DeliveryStatus::Pending);
+    assert_eq!(retried.next_attempt_at, Some(retry_at));
+    assert_eq!(retried.last_error.as_deref(), Some("timed out"));
+    assert_eq!(retried.last_status_code, None);
+    assert!(retried.completed_at.is_none());
+    let untouched = row(&claimed[2]);
+    assert_eq!(untouched.status, DeliveryStatus::Pending);
+    assert_eq!(
+        untouched.last_status_code, None,
+        "a lost lease writes nothing"
+    );
+    let failed = row(&claimed[3]);
+    assert_eq!(failed.status, DeliveryStatus::Failed);
+    assert_eq!(failed.last_status_code, Some(500));
+    assert!(failed.completed_at.is_some());
+
+    // The retried delivery and the one whose outcome was refused are leased still: neither is
+    // claimed again before the lease ends; the retried one is claimable once due and free.
+    let at = now();
+    let again = store
+        .claim_deliveries(owner, at, at + chrono::Duration::minutes(1), 100)
+        .await?;
+    assert!(again.is_empty(), "nothing is due and free: {again:?}");
+
+    let endpoint = store.get_endpoint(t, id).await?.expect("the endpoint");
+    assert!(
+        endpoint.last_success_at.is_some(),
+        "the success is remembered"
+    );
+    let failure = endpoint.last_failure.expect("the failures are remembered");
+    assert_eq!(
+        failure.status_code,
+        Some(500),
+        "the last failure of the batch"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn events_are_read_together_each_once_and_only_those_that_exist() -> Outcome {
+    let app = TestApp::spawn().await;
+    let store = app.store();
+    let t = tenant();
+    let (_, claimed) = claimed_heads(&app, t, 3, Uuid::new_v4()).await?;
+    let mut ids: Vec<EventId> = claimed.iter().map(|d| d.event_id).collect();
+    ids.push(claimed[0].event_id);
+    ids.push(EventId::generate());
+
+    let mut events = store.get_events(&ids).await?;
+    events.sort_by_key(|e| e.seq);
+    let mut expected = Vec::new();
+    for d in &claimed {
+        expected.push(store.get_event(d.event_id).await?.expect("the event"));
+    }
+    expected.sort_by_key(|e| e.seq);
+    assert_eq!(events, expected);
+    assert!(store.get_events(&[]).await?.is_empty());
     Ok(())
 }

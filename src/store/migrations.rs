@@ -102,6 +102,11 @@ const POSTGRES: &[Embedded] = &[
         "push fan out",
         include_str!("../../migrations/postgres/0009_push_fan_out.sql"),
     ),
+    (
+        10,
+        "push fill factor",
+        include_str!("../../migrations/postgres/0010_push_fill_factor.sql"),
+    ),
 ];
 
 fn migrator(embedded: &[Embedded]) -> Migrator {

@@ -549,3 +549,33 @@ async fn events_are_read_together_each_once_and_only_those_that_exist() -> Outco
     assert!(store.get_events(&[]).await?.is_empty());
     Ok(())
 }
+
+#[tokio::test]
+async fn postgres_leaves_room_on_delivery_pages_so_a_claim_writes_no_index() -> Outcome {
+    let app = TestApp::spawn().await;
+    match app.store().backend() {
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&app.database_url).await?;
+            let options: Option<Vec<String>> = sqlx::query_scalar(
+                "SELECT reloptions FROM pg_class WHERE relname = 'push_deliveries'",
+            )
+            .fetch_one(&pool)
+            .await?;
+            pool.close().await;
+            assert_eq!(options, Some(vec!["fillfactor=70".to_string()]));
+        }
+        // SQLite rewrites a row in place on its page: the setting, and its migration, are
+        // PostgreSQL's alone.
+        Backend::Sqlite => {}
+    }
+    let applied = column(
+        &app.database_url,
+        "SELECT version FROM _sqlx_migrations WHERE description = 'push fill factor'",
+    )
+    .await?;
+    match app.store().backend() {
+        Backend::Postgres => assert_eq!(applied, vec![Some(10)]),
+        Backend::Sqlite => assert!(applied.is_empty(), "{applied:?}"),
+    }
+    Ok(())
+}

@@ -102,7 +102,7 @@ impl GroupCommit for Writer {
 
     fn stored_new(&self) {
         // Committed: worker instances elsewhere hear of it (a duplicate is no news).
-        self.announcer.inbox();
+        self.announcer.news();
     }
 }
 

@@ -37,6 +37,8 @@ use crate::domain::{
 pub struct PostgresStore {
     pool: PgPool,
     deliveries: super::shared::deliveries::Deliveries,
+    /// Announces committed push events to every instance.
+    push_news: announce::Announcer,
     turns: Arc<Turns>,
 }
 
@@ -48,9 +50,10 @@ impl PostgresStore {
             .acquire_timeout(Duration::from_secs(5))
             .connect(url)
             .await?;
-        let announcer = announce::Announcer::start(pool.clone());
-        let deliveries = deliveries::start(pool.clone(), announcer, options.max_connections);
+        let inbox = announce::Announcer::start(pool.clone(), notify::INBOX_CHANNEL);
+        let deliveries = deliveries::start(pool.clone(), inbox, options.max_connections);
         Ok(Self {
+            push_news: announce::Announcer::start(pool.clone(), notify::PUSH_CHANNEL),
             pool,
             deliveries,
             turns: Arc::default(),
@@ -84,6 +87,10 @@ impl Dialect for PostgresStore {
         events: &[crate::domain::NewPushEvent],
     ) -> Result<(), StoreError> {
         push::insert_events_in(conn, events).await
+    }
+
+    fn push_events_committed(&self) {
+        self.push_news.news();
     }
 }
 
@@ -150,7 +157,11 @@ impl Store for PostgresStore {
     }
 
     async fn insert_signals(&self, signals: &[NewSignal]) -> Result<u64, StoreError> {
-        signals::insert(&self.pool, signals).await
+        let inserted = signals::insert(&self.pool, signals).await?;
+        if inserted > 0 {
+            self.push_events_committed();
+        }
+        Ok(inserted)
     }
 
     async fn get_signal(

@@ -1,6 +1,6 @@
 //! Wake-ups over `LISTEN/NOTIFY`. Enqueuing a job notifies a channel in the same statement, so
-//! the notification goes out only if, and when, the write commits; stored deliveries are
-//! announced after their commit, coalesced ([`super::announce`]). A
+//! the notification goes out only if, and when, the write commits; stored deliveries and push
+//! events are announced after their commit, coalesced ([`super::announce`]). A
 //! listener holds one connection of its own (outside the pool) and turns each notification
 //! into a [`WakeUp`]. When that connection is lost it reconnects with backoff, warning once
 //! per outage, and announces every kind once it listens again, since notifications sent
@@ -17,7 +17,7 @@ use crate::store::{WakeUp, WakeUps};
 pub(super) const INBOX_CHANNEL: &str = "poblysh_inbox";
 /// Notified when a sync job is enqueued.
 pub(super) const JOBS_CHANNEL: &str = "poblysh_jobs";
-/// Notified when push events commit (the statement is in `super::push`).
+/// Notified when push events have committed.
 pub(super) const PUSH_CHANNEL: &str = "poblysh_push";
 
 /// The first pause before reconnecting; doubled after each failure, up to [`LAST_RETRY`].

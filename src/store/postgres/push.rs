@@ -15,8 +15,9 @@ crate::store::shared::push::push_store!(
         crate::store::shared::push::HEADS_BY_SKIP_SCAN,
         "FOR UPDATE OF d SKIP LOCKED"
     ),
-    // Sent when the events' transaction commits, to every instance listening.
-    Some("SELECT pg_notify('poblysh_push', '')"),
+    // Announced to every instance once the events' transaction has committed, outside it
+    // (`Dialect::push_events_committed`): a `NOTIFY` inside would serialize those commits.
+    false,
     // The signal id inside an event's JSON data.
     "(data::jsonb ->> 'id')"
 );

@@ -126,10 +126,15 @@ pub(crate) async fn complete<S: InboxDialect>(
         .filter(|c| recorded.contains(&c.id))
         .flat_map(|c| c.signals.iter().cloned())
         .collect();
-    if !signals.is_empty() {
-        store.insert_signals(&mut tx, &signals).await?;
-    }
+    let inserted = if signals.is_empty() {
+        0
+    } else {
+        store.insert_signals(&mut tx, &signals).await?
+    };
     tx.commit().await?;
+    if inserted > 0 {
+        store.push_events_committed();
+    }
     Ok(())
 }
 

@@ -62,4 +62,9 @@ pub(crate) trait Dialect: Send + Sync {
         conn: &mut Conn<Self>,
         events: &[NewPushEvent],
     ) -> Result<(), StoreError>;
+
+    /// Called once a transaction that wrote push events (directly or with signals) has
+    /// committed: PostgreSQL announces them to every instance then. SQLite needs nothing: its
+    /// writer woke this process's readers as it wrote, and they wait for its write lock.
+    fn push_events_committed(&self) {}
 }

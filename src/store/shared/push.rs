@@ -159,12 +159,14 @@ pub(crate) fn health_writes(records: &[crate::store::AttemptRecord], kept: &[boo
 /// `$sequencer_lock` is a statement taking the sequencer's lock inside the transaction, or
 /// `None`; `$numbered_at_insert` whether events get their `seq` as they are inserted (SQLite,
 /// whose writers are serialized) rather than from the sequencer after they commit
-/// (PostgreSQL); `$claim` the statement that claims deliveries ([`claim_sql`]); `$announce` a statement that
-/// announces new events to every instance when the caller's transaction commits, or `None`
-/// to wake this process's dispatchers directly; `$data_id` the expression reading the `id`
-/// member of an event's JSON `data`.
+/// (PostgreSQL); `$claim` the statement that claims deliveries ([`claim_sql`]); `$wake_at_insert`
+/// whether inserting events wakes this process's dispatchers and streams at once (SQLite, whose
+/// readers then wait for the writer's lock) rather than the store announcing them to every
+/// instance once the caller's transaction has committed
+/// ([`Dialect::push_events_committed`](super::Dialect::push_events_committed), PostgreSQL);
+/// `$data_id` the expression reading the `id` member of an event's JSON `data`.
 macro_rules! push_store {
-    ($store:ty, $db:ty, $row:ty, $sequencer_lock:expr, $numbered_at_insert:expr, $claim:expr, $announce:expr, $data_id:expr) => {
+    ($store:ty, $db:ty, $row:ty, $sequencer_lock:expr, $numbered_at_insert:expr, $claim:expr, $wake_at_insert:expr, $data_id:expr) => {
         $crate::store::shared::push_rows::push_rows!($row);
 
         /// Writes events into the outbox inside the caller's transaction, numbered as they are
@@ -204,12 +206,9 @@ macro_rules! push_store {
             if events.is_empty() {
                 return Ok(());
             }
-            let announce: Option<&str> = $announce;
-            match announce {
-                Some(statement) => {
-                    sqlx::query(statement).execute(&mut *conn).await?;
-                }
-                None => $crate::store::wake::push_news(),
+            let wake_at_insert: bool = $wake_at_insert;
+            if wake_at_insert {
+                $crate::store::wake::push_news();
             }
             Ok(())
         }

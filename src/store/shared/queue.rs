@@ -421,6 +421,9 @@ pub(crate) async fn commit_page<S: QueueDialect>(
         .store_cursor(&mut tx, connection, page.cursor, now)
         .await?;
     tx.commit().await?;
+    if inserted > 0 {
+        store.push_events_committed();
+    }
     Ok(PageCommit::Stored(inserted))
 }
 

@@ -47,7 +47,9 @@ pub(crate) async fn fail<S: SubscriptionsDialect>(
     f: &Failure<'_>,
 ) -> Result<(), StoreError> {
     let mut tx = store.pool().begin().await?;
-    match store.mark_failed(&mut tx, f).await? {
+    let failed = store.mark_failed(&mut tx, f).await?;
+    let announced = failed.is_some();
+    match failed {
         Some((tenant, connection, provider, resource)) => {
             let event = NewPushEvent::subscription_failed(
                 TenantId(tenant),
@@ -62,5 +64,8 @@ pub(crate) async fn fail<S: SubscriptionsDialect>(
         None => store.refresh_failure(&mut tx, f).await?,
     }
     tx.commit().await?;
+    if announced {
+        store.push_events_committed();
+    }
     Ok(())
 }

@@ -11,9 +11,9 @@ crate::store::shared::push::push_store!(
     // Numbered at insert.
     true,
     crate::store::shared::push::claim_sql(crate::store::shared::push::HEADS_BY_WINDOW, ""),
-    // One process: its dispatchers are woken in-process (the writer holds SQLite's lock until
-    // it commits, so a dispatcher woken early waits for the events).
-    None,
+    // One process: its dispatchers are woken in-process as events are written (the writer
+    // holds SQLite's lock until it commits, so a dispatcher woken early waits for the events).
+    true,
     // The signal id inside an event's JSON data.
     "json_extract(data, '$.id')"
 );

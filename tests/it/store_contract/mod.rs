@@ -15,6 +15,7 @@ use connectors::domain::{
 use connectors::store::{
     Backend, ConnectionFilter, EventCompletion, Finished, IfRunning, JobFilter, JobFinish, Lease,
     PageCommit, PageKey, PageRequest, Readiness, Recorded, SignalFilter, Store, SyncCommit, WakeUp,
+    WakeUps,
 };
 use serde_json::{json, Map, Value};
 use uuid::Uuid;

@@ -59,6 +59,73 @@ async fn wake_ups_are_announced_by_postgres_only() -> Outcome {
     Ok(())
 }
 
+/// Waits up to `within` for a `Push` wake-up, skipping other kinds.
+async fn heard_push(wake_ups: &mut WakeUps, within: StdDuration) -> bool {
+    tokio::time::timeout(within, async {
+        while let Some(kind) = wake_ups.recv().await {
+            if kind == WakeUp::Push {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false)
+}
+
+#[tokio::test]
+async fn postgres_announces_committed_push_events_to_every_instance() -> Outcome {
+    let app = TestApp::spawn().await;
+    let store = app.store();
+    let mut wake_ups = match (store.backend(), store.wake_ups()) {
+        (Backend::Postgres, Some(wake_ups)) => wake_ups,
+        (Backend::Postgres, None) => panic!("PostgreSQL announces wake-ups"),
+        // One process: its writers wake its dispatchers and streams directly (`push_wake.rs`).
+        (Backend::Sqlite, wake_ups) => {
+            assert!(wake_ups.is_none(), "SQLite wakes in-process");
+            return Ok(());
+        }
+    };
+    let t = tenant();
+    let conn = app.connection(t, "github").await;
+    // The listener connects on its own: store signals until one announcement is heard.
+    let heard = tokio::time::timeout(StdDuration::from_secs(5), async {
+        loop {
+            app.signals(vec![signal(&conn, "pr_opened", 1)]).await;
+            if heard_push(&mut wake_ups, StdDuration::from_millis(200)).await {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(heard.is_ok(), "committed signals are announced within 5 s");
+    // Listening now: a status change is announced, and so is each later page of signals.
+    while heard_push(&mut wake_ups, StdDuration::from_millis(100)).await {}
+    store
+        .set_connection_status(t, conn.id, ConnectionStatus::NeedsReauth, None, now())
+        .await?;
+    assert!(
+        heard_push(&mut wake_ups, StdDuration::from_secs(2)).await,
+        "a status change"
+    );
+    while heard_push(&mut wake_ups, StdDuration::from_millis(100)).await {}
+    app.signals(vec![signal(&conn, "pr_merged", 2)]).await;
+    assert!(
+        heard_push(&mut wake_ups, StdDuration::from_secs(2)).await,
+        "a later signal"
+    );
+    // Nothing stored, nothing announced: a status set to what it was writes no event.
+    while heard_push(&mut wake_ups, StdDuration::from_millis(100)).await {}
+    store
+        .set_connection_status(t, conn.id, ConnectionStatus::NeedsReauth, None, now())
+        .await?;
+    assert!(
+        !heard_push(&mut wake_ups, StdDuration::from_millis(300)).await,
+        "no news"
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_closed_store_answers_unavailable() -> Outcome {
     let app = TestApp::spawn().await;

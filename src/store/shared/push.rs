@@ -132,6 +132,22 @@ pub(crate) const ENDPOINT_FAILING: &str = "UPDATE push_endpoints SET last_failur
       THEN 'every attempt failed for 5 days' ELSE disabled_reason END, \
     updated_at = $1 WHERE id = $6";
 
+/// How far from a signal's `received_at` its `signal.created` event is looked for.
+const EVENT_WINDOW_MICROS: i64 = 10 * 60 * 1_000_000;
+
+/// Where to look for the event of a signal received at `received` (microseconds), in order:
+/// the moments after it (the event is written after the signal is received, usually within
+/// milliseconds), then those before it (a clock stepped back between the two).
+pub(crate) fn event_windows(received: i64) -> [(i64, i64); 2] {
+    [
+        (received, received.saturating_add(EVENT_WINDOW_MICROS)),
+        (
+            received.saturating_sub(EVENT_WINDOW_MICROS),
+            received.saturating_sub(1),
+        ),
+    ]
+}
+
 /// Which of `records` (those whose outcome was `kept`) change their endpoint's health, in
 /// order. A success followed, later in the batch, by another success of the same endpoint with
 /// no failure between changes nothing the later one does not, so only the last of such a run
@@ -505,17 +521,34 @@ macro_rules! push_store {
                     tenant: TenantId,
                     signal: $crate::domain::SignalId,
                 ) -> Result<Option<i64>, StoreError> {
+                    // The event carries the signal's id only inside its JSON, which no index
+                    // reads; it was written in the transaction that stored the signal, just
+                    // after the signal was received, so the search reads the tenant's events of
+                    // that moment (index `push_events_by_tenant`), not all of them.
+                    let Some(stored) = $crate::store::Store::get_signal(self, tenant, signal).await? else {
+                        return Ok(None);
+                    };
+                    let received = to_micros(&stored.received_at);
                     let sql = format!(
                         "SELECT seq FROM push_events WHERE tenant_id = $1 \
-                         AND event_type = 'signal.created' AND seq IS NOT NULL AND {} = $2",
+                         AND created_at >= $3 AND created_at <= $4 \
+                         AND event_type = 'signal.created' AND seq IS NOT NULL AND {} = $2 \
+                         ORDER BY created_at LIMIT 1",
                         $data_id
                     );
-                    let seq: Option<i64> = sqlx::query_scalar(&sql)
-                        .bind(tenant.0)
-                        .bind(signal.0.to_string())
-                        .fetch_optional(&self.pool)
-                        .await?;
-                    Ok(seq)
+                    for (from, to) in event_windows(received) {
+                        let seq: Option<i64> = sqlx::query_scalar(&sql)
+                            .bind(tenant.0)
+                            .bind(signal.0.to_string())
+                            .bind(from)
+                            .bind(to)
+                            .fetch_optional(&self.pool)
+                            .await?;
+                        if seq.is_some() {
+                            return Ok(seq);
+                        }
+                    }
+                    Ok(None)
                 }
 
                 async fn claim_deliveries(

@@ -579,3 +579,44 @@ async fn postgres_leaves_room_on_delivery_pages_so_a_claim_writes_no_index() -> 
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn a_signals_event_is_found_near_when_it_was_received_and_not_far_from_it() -> Outcome {
+    let app = TestApp::spawn().await;
+    let store = app.store();
+    let t = tenant();
+    let connection = app.connection(t, "github").await;
+    // Other events of the tenant around it, so the search has something to skip.
+    app.signals(signals(&connection, 50)).await;
+    let received_as_usual = signal(&connection, "pr_opened", 1);
+    // Received on a clock a minute ahead of the one its event was written by.
+    let mut clock_ahead = signal(&connection, "pr_opened", 1);
+    clock_ahead.received_at = now() + chrono::Duration::minutes(1);
+    // Received an hour ahead: past the window the search reads.
+    let mut far_ahead = signal(&connection, "pr_opened", 1);
+    far_ahead.received_at = now() + chrono::Duration::hours(1);
+    let stored = app
+        .signals(vec![received_as_usual, clock_ahead, far_ahead])
+        .await;
+    app.signals(signals(&connection, 50)).await;
+    store.sequence_events().await?;
+
+    let found = [
+        store.signal_event_seq(t, stored[0].id).await?,
+        store.signal_event_seq(t, stored[1].id).await?,
+    ];
+    assert_eq!(found, [Some(51), Some(52)], "each by its own event");
+    assert_eq!(store.signal_event_seq(t, stored[2].id).await?, None);
+    assert_eq!(
+        store.signal_event_seq(tenant(), stored[0].id).await?,
+        None,
+        "another tenant's"
+    );
+    assert_eq!(
+        store
+            .signal_event_seq(t, connectors::domain::SignalId::generate())
+            .await?,
+        None
+    );
+    Ok(())
+}

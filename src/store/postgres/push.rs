@@ -29,7 +29,7 @@ use uuid::Uuid;
 
 use crate::domain::{EventId, PushEvent};
 use crate::store::shared::push::{
-    Finished, EVENT_COLUMNS, FINISHED_COLUMNS, FINISH_SET, FINISH_WHERE,
+    FinishedDelivery, EVENT_COLUMNS, FINISHED_COLUMNS, FINISH_SET, FINISH_WHERE,
 };
 use crate::store::{AttemptRecord, StoreError};
 
@@ -51,7 +51,7 @@ async fn finish_deliveries(
     conn: &mut PgConnection,
     records: &[AttemptRecord],
 ) -> Result<HashSet<Uuid>, StoreError> {
-    let rows: Vec<Finished> = records.iter().map(Finished::of).collect();
+    let rows: Vec<FinishedDelivery> = records.iter().map(FinishedDelivery::of).collect();
     let sql = format!(
         "UPDATE push_deliveries {FINISH_SET} \
          FROM UNNEST($1::uuid[], $2::text[], $3::int8[], $4::int8[], $5::text[], $6::int8[], \

@@ -71,7 +71,7 @@ pub(crate) async fn upsert<S: CredentialsDialect>(
     let mut tx = store.begin_write().await?;
     let previous = store.account_status(&mut tx, u).await?;
     let connection = store.upsert_row(&mut tx, u).await?;
-    let mut announced = false;
+    let mut wrote_events = false;
     if let Some(c) = &connection {
         let event = match previous {
             None => Some(NewPushEvent::connection_created(c)),
@@ -80,11 +80,11 @@ pub(crate) async fn upsert<S: CredentialsDialect>(
             }
             Some(_) => None,
         };
-        announced = event.is_some();
+        wrote_events = event.is_some();
         store.insert_push_events(&mut tx, event.as_slice()).await?;
     }
     tx.commit().await?;
-    if announced {
+    if wrote_events {
         store.push_events_committed();
     }
     Ok(connection)
@@ -102,16 +102,16 @@ pub(crate) async fn write_status<S: CredentialsDialect>(
     let mut tx = store.begin_write().await?;
     let previous = store.status_of(&mut tx, tenant, id).await?;
     let connection = store.write_status(&mut tx, tenant, id, write, now).await?;
-    let mut announced = false;
+    let mut wrote_events = false;
     if let (Some(c), Some(previous)) = (&connection, previous) {
         if c.status != previous {
-            announced = true;
+            wrote_events = true;
             let event = NewPushEvent::connection_status_changed(c, previous);
             store.insert_push_events(&mut tx, &[event]).await?;
         }
     }
     tx.commit().await?;
-    if announced {
+    if wrote_events {
         store.push_events_committed();
     }
     Ok(connection)

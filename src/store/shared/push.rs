@@ -76,7 +76,7 @@ pub(crate) const FINISHED_COLUMNS: &str =
     "delivery, to_status, next_at, status_code, error, latency_ms, body, recorded_at, done_at, owner";
 
 /// One attempt's values for [`FINISH_SET`], in the order of [`FINISHED_COLUMNS`].
-pub(crate) struct Finished<'a> {
+pub(crate) struct FinishedDelivery<'a> {
     pub delivery: uuid::Uuid,
     pub status: &'static str,
     pub next_at: i64,
@@ -89,7 +89,7 @@ pub(crate) struct Finished<'a> {
     pub owner: uuid::Uuid,
 }
 
-impl<'a> Finished<'a> {
+impl<'a> FinishedDelivery<'a> {
     /// What `r` leaves on its delivery: succeeded or failed for good (completed now), or
     /// pending until its next attempt.
     pub(crate) fn of(r: &'a crate::store::AttemptRecord) -> Self {

@@ -48,7 +48,7 @@ pub(crate) async fn fail<S: SubscriptionsDialect>(
 ) -> Result<(), StoreError> {
     let mut tx = store.pool().begin().await?;
     let failed = store.mark_failed(&mut tx, f).await?;
-    let announced = failed.is_some();
+    let wrote_event = failed.is_some();
     match failed {
         Some((tenant, connection, provider, resource)) => {
             let event = NewPushEvent::subscription_failed(
@@ -64,7 +64,7 @@ pub(crate) async fn fail<S: SubscriptionsDialect>(
         None => store.refresh_failure(&mut tx, f).await?,
     }
     tx.commit().await?;
-    if announced {
+    if wrote_event {
         store.push_events_committed();
     }
     Ok(())

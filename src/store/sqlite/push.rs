@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 use crate::domain::{EventId, PushEvent};
 use crate::store::shared::push::{
-    Finished, EVENT_COLUMNS, FINISHED_COLUMNS, FINISH_SET, FINISH_WHERE,
+    FinishedDelivery, EVENT_COLUMNS, FINISHED_COLUMNS, FINISH_SET, FINISH_WHERE,
 };
 use crate::store::{AttemptRecord, StoreError};
 
@@ -60,7 +60,7 @@ async fn finish_deliveries(
     let mut finished = HashSet::with_capacity(records.len());
     for chunk in records.chunks(CHUNK) {
         let mut q = QueryBuilder::<Sqlite>::new(format!("WITH r ({FINISHED_COLUMNS}) AS ("));
-        q.push_values(chunk.iter().map(Finished::of), |mut b, r| {
+        q.push_values(chunk.iter().map(FinishedDelivery::of), |mut b, r| {
             b.push_bind(r.delivery)
                 .push_bind(r.status)
                 .push_bind(r.next_at)

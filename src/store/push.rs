@@ -161,9 +161,6 @@ pub trait PushStore: Send + Sync {
         limit: u32,
     ) -> Result<Vec<Delivery>, StoreError>;
 
-    /// One event of the outbox.
-    async fn get_event(&self, id: EventId) -> Result<Option<PushEvent>, StoreError>;
-
     /// The events of `ids` that are in the outbox, in one read (in no particular order; an id
     /// named twice is read once).
     async fn get_events(&self, ids: &[EventId]) -> Result<Vec<PushEvent>, StoreError>;

@@ -569,12 +569,6 @@ macro_rules! push_store {
                     rows.iter().map(delivery).collect()
                 }
 
-                async fn get_event(&self, id: EventId) -> Result<Option<PushEvent>, StoreError> {
-                    let sql = format!("SELECT {EVENT_COLUMNS} FROM push_events WHERE id = $1 AND seq IS NOT NULL");
-                    let row = sqlx::query(&sql).bind(id.0).fetch_optional(&self.pool).await?;
-                    row.as_ref().map(event).transpose()
-                }
-
                 async fn get_events(&self, ids: &[EventId]) -> Result<Vec<PushEvent>, StoreError> {
                     super::events_by_id(&self.pool, ids).await
                 }

@@ -180,7 +180,10 @@ pub(crate) fn health_writes(records: &[crate::store::AttemptRecord], kept: &[boo
 /// readers then wait for the writer's lock) rather than the store announcing them to every
 /// instance once the caller's transaction has committed
 /// ([`Dialect::push_events_committed`](super::Dialect::push_events_committed), PostgreSQL);
-/// `$data_id` the expression reading the `id` member of an event's JSON `data`.
+/// `$data_id` the expression reading the `id` member of an event's JSON `data`. The invoking
+/// module supplies the two statements whose shape differs by dialect: `events_by_id(pool, ids)`
+/// and `finish_deliveries(conn, records)` (the ids of the deliveries written, per
+/// [`FINISH_SET`] and [`FINISH_WHERE`]).
 macro_rules! push_store {
     ($store:ty, $db:ty, $row:ty, $sequencer_lock:expr, $numbered_at_insert:expr, $claim:expr, $wake_at_insert:expr, $data_id:expr) => {
         $crate::store::shared::push_rows::push_rows!($row);

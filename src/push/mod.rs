@@ -8,13 +8,21 @@
 //! change committed. Dispatch and live streams read events in `seq` order, so `seq` order must
 //! be commit order: nothing numbered may be overtaken by a row that commits later.
 //!
-//! On **PostgreSQL** rows are inserted with `seq` NULL. Its sequence values are handed out at
-//! insert time, not at commit, so a row numbered 7 can commit after a row numbered 8 has been
-//! read; ordering by such a number would let a reader pass 7 for good. Instead a
-//! **sequencer** numbers rows after they commit: under a transaction-scoped advisory lock
-//! (one sequencer at a time across every instance), one statement gives every visible
-//! unsequenced row `MAX(seq) + ROW_NUMBER()` in insertion order. A row that commits later is
-//! numbered by a later run, higher. Dispatch reads only numbered rows.
+//! On **PostgreSQL** sequence values are handed out at insert time, not at commit, so a row
+//! numbered 7 can commit after a row numbered 8 has been read; ordering by such a number would
+//! let a reader pass 7 for good. Instead a **sequencer** numbers rows after they commit. A row
+//! is inserted not yet numbered, at `seq = -pos`, and its `pos` queued in
+//! `push_events_unnumbered` by the same statement. Under a transaction-scoped advisory lock
+//! (one sequencer at a time across every instance), a pass empties the queue and gives the
+//! rows it took `MAX(seq) + ROW_NUMBER()` in insertion order. A row that commits later is
+//! queued visibly later and numbered by a later pass, higher. Every reader takes only
+//! `seq > 0`. The queue holds only the rows since autovacuum last emptied it, so a pass costs
+//! the same however large the outbox; a partial index over "not yet numbered" rows would keep
+//! an entry for every numbered row until vacuum, and a pass would read them all. The same pass
+//! numbers rows an instance of the release before inserted with `seq` NULL (migration
+//! `0011_push_unnumbered` in `docs/operations.md` says how the two releases meet), and keeps
+//! the outbox's floor, a row numbered 0 that no reader takes. Dispatch reads only numbered
+//! rows.
 //!
 //! On **SQLite** writers are serialized: inside the inserting transaction no other writer can
 //! commit, so the insert numbers its rows `MAX(seq) + 1, + 2, ...` itself, and that is commit

@@ -107,6 +107,11 @@ const POSTGRES: &[Embedded] = &[
         "push fill factor",
         include_str!("../../migrations/postgres/0010_push_fill_factor.sql"),
     ),
+    (
+        11,
+        "push unnumbered",
+        include_str!("../../migrations/postgres/0011_push_unnumbered.sql"),
+    ),
 ];
 
 fn migrator(embedded: &[Embedded]) -> Migrator {

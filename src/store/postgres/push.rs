@@ -28,10 +28,30 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::domain::{EventId, PushEvent};
+use crate::store::shared::outbox;
 use crate::store::shared::push::{
     FinishedDelivery, EVENT_COLUMNS, FINISHED_COLUMNS, FINISH_SET, FINISH_WHERE,
 };
 use crate::store::{AttemptRecord, StoreError};
+
+/// Inside the sequencer's locked transaction: numbers the events this release queued, then
+/// any an instance of a release before `0011_push_unnumbered` inserted with `seq` NULL, each
+/// after every `seq` given before (both sets are of rows committed before their statement);
+/// then keeps the outbox's floor in place for such an instance.
+async fn number_events(conn: &mut PgConnection) -> Result<(), StoreError> {
+    let queued: Vec<i64> = sqlx::query_scalar(outbox::TAKE_QUEUED)
+        .fetch_all(&mut *conn)
+        .await?;
+    if !queued.is_empty() {
+        sqlx::query(outbox::SEQUENCE_QUEUED)
+            .bind(&queued)
+            .execute(&mut *conn)
+            .await?;
+    }
+    sqlx::query(outbox::SEQUENCE).execute(&mut *conn).await?;
+    sqlx::query(outbox::KEEP_FLOOR).execute(&mut *conn).await?;
+    Ok(())
+}
 
 /// The events of `ids`, numbered, in one statement whatever their number.
 async fn events_by_id(pool: &PgPool, ids: &[EventId]) -> Result<Vec<PushEvent>, StoreError> {
@@ -39,8 +59,7 @@ async fn events_by_id(pool: &PgPool, ids: &[EventId]) -> Result<Vec<PushEvent>, 
         return Ok(Vec::new());
     }
     let ids: Vec<Uuid> = ids.iter().map(|id| id.0).collect();
-    let sql =
-        format!("SELECT {EVENT_COLUMNS} FROM push_events WHERE id = ANY($1) AND seq IS NOT NULL");
+    let sql = format!("SELECT {EVENT_COLUMNS} FROM push_events WHERE id = ANY($1) AND seq > 0");
     let rows = sqlx::query(&sql).bind(&ids).fetch_all(pool).await?;
     rows.iter().map(push_rows::event).collect()
 }

@@ -5,17 +5,45 @@
 
 use super::push::EVENT_COLUMNS;
 
-/// Gives every visible unsequenced event the next `seq`, in insertion order. Run by one
-/// sequencer at a time: rows committed before it get seqs now, rows committed after it get
-/// higher ones on the next run. PostgreSQL only: SQLite numbers events as it inserts them.
+/// Gives every visible event inserted with `seq` NULL the next `seq`, in insertion order. Run
+/// by one sequencer at a time: rows committed before it get seqs now, rows committed after it
+/// get higher ones on the next run. PostgreSQL only, for the events of an instance of a release
+/// before `0011_push_unnumbered` (this release queues its events instead, [`SEQUENCE_QUEUED`]);
+/// it reads the partial index `push_events_unsequenced`, which no event of this release enters.
 pub(crate) const SEQUENCE: &str = "UPDATE push_events SET seq = numbered.n \
-    FROM (SELECT pos, (SELECT COALESCE(MAX(seq), 0) FROM push_events) \
+    FROM (SELECT pos, (SELECT COALESCE(MAX(seq), 0) FROM push_events WHERE seq > 0) \
           + ROW_NUMBER() OVER (ORDER BY pos) AS n \
           FROM push_events WHERE seq IS NULL) AS numbered \
     WHERE push_events.pos = numbered.pos";
 
-/// The highest `seq` given so far (0 before the first event).
-pub(crate) const NEWEST_SEQ: &str = "SELECT COALESCE(MAX(seq), 0) FROM push_events";
+/// Takes every visible queued event (`push_events_unnumbered`): the `pos` of each. PostgreSQL
+/// only, under the sequencer's lock, as [`SEQUENCE`]. The queue has no index and is read whole:
+/// it holds only the events inserted since autovacuum last emptied it, whatever the size of the
+/// outbox.
+pub(crate) const TAKE_QUEUED: &str = "DELETE FROM push_events_unnumbered RETURNING pos";
+
+/// Numbers the queued events whose `pos` are `$1` (taken by [`TAKE_QUEUED`] in the same
+/// transaction), in `pos` order, after the highest `seq`. Only events still unnumbered
+/// (`seq < 0`) are written; an event deleted since it was queued (its connection purged) is
+/// skipped. The positions come as an array, so the plan is one primary-key lookup each.
+pub(crate) const SEQUENCE_QUEUED: &str = "UPDATE push_events SET seq = numbered.n \
+    FROM (SELECT q.pos, (SELECT COALESCE(MAX(seq), 0) FROM push_events WHERE seq > 0) \
+          + ROW_NUMBER() OVER (ORDER BY q.pos) AS n FROM UNNEST($1::int8[]) AS q (pos)) AS numbered \
+    WHERE push_events.pos = numbered.pos AND push_events.seq < 0";
+
+/// Puts back the outbox's floor, the row numbered 0 that `0011_push_unnumbered` inserts (see
+/// there), if an instance of the release before deleted it as expired. Writes nothing when it
+/// is there. PostgreSQL only.
+pub(crate) const KEEP_FLOOR: &str = "INSERT INTO push_events (id, seq, fanned_out, tenant_id, \
+    connection_id, provider, kind, event_type, data, created_at) \
+    SELECT '00000000-0000-0000-0000-000000000000', 0, TRUE, \
+    '00000000-0000-0000-0000-000000000000', '00000000-0000-0000-0000-000000000000', \
+    '', NULL, 'outbox.floor', '{}', -9223372036854775808 \
+    WHERE NOT EXISTS (SELECT 1 FROM push_events WHERE seq = 0) ON CONFLICT DO NOTHING";
+
+/// The highest `seq` given so far (0 before the first event). Events not yet numbered have a
+/// negative `seq` on PostgreSQL.
+pub(crate) const NEWEST_SEQ: &str = "SELECT COALESCE(MAX(seq), 0) FROM push_events WHERE seq > 0";
 
 /// How far fan-out has gone: every event with `seq <= through_seq` has been fanned out.
 pub(crate) const FANNED_OUT_THROUGH: &str = "SELECT through_seq FROM push_fan_out";
@@ -46,7 +74,19 @@ pub(crate) fn insert_numbered_sql() -> String {
     )
 }
 
-/// The start of an insert of events left for the sequencer to number (PostgreSQL).
-pub(crate) fn insert_unnumbered_sql() -> String {
-    format!("INSERT INTO push_events ({INSERTED_COLUMNS}) ")
+/// The start of an insert of events left for the sequencer to number (PostgreSQL): the
+/// `VALUES` list that follows is named `v`; each row takes its `pos` from the table's sequence,
+/// `seq = -pos` (not numbered, and no entry in `push_events_unsequenced`), and its `pos` is
+/// queued in `push_events_unnumbered`. [`QUEUE_INSERTED`] ends the statement.
+pub(crate) fn insert_queued_sql() -> String {
+    format!("WITH v ({INSERTED_COLUMNS}) AS (")
 }
+
+/// The end of [`insert_queued_sql`]'s statement, after its `VALUES` list.
+pub(crate) const QUEUE_INSERTED: &str = "), \
+    inserted AS (INSERT INTO push_events (pos, seq, id, tenant_id, connection_id, provider, kind, \
+        event_type, data, created_at, fanned_out) \
+        SELECT p.pos, -p.pos, p.id, p.tenant_id, p.connection_id, p.provider, p.kind, \
+        p.event_type, p.data, p.created_at, p.fanned_out \
+        FROM (SELECT nextval('push_events_pos_seq') AS pos, v.* FROM v) AS p RETURNING pos) \
+    INSERT INTO push_events_unnumbered (pos) SELECT pos FROM inserted";

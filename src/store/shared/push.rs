@@ -181,9 +181,10 @@ pub(crate) fn health_writes(records: &[crate::store::AttemptRecord], kept: &[boo
 /// instance once the caller's transaction has committed
 /// ([`Dialect::push_events_committed`](super::Dialect::push_events_committed), PostgreSQL);
 /// `$data_id` the expression reading the `id` member of an event's JSON `data`. The invoking
-/// module supplies the two statements whose shape differs by dialect: `events_by_id(pool, ids)`
-/// and `finish_deliveries(conn, records)` (the ids of the deliveries written, per
-/// [`FINISH_SET`] and [`FINISH_WHERE`]).
+/// module supplies the statements whose shape differs by dialect: `events_by_id(pool, ids)`,
+/// `finish_deliveries(conn, records)` (the ids of the deliveries written, per
+/// [`FINISH_SET`] and [`FINISH_WHERE`]) and `number_events(conn)` (the sequencer's numbering,
+/// run only where events are not numbered at insert).
 macro_rules! push_store {
     ($store:ty, $db:ty, $row:ty, $sequencer_lock:expr, $numbered_at_insert:expr, $claim:expr, $wake_at_insert:expr, $data_id:expr) => {
         $crate::store::shared::push_rows::push_rows!($row);
@@ -201,7 +202,7 @@ macro_rules! push_store {
                 let mut q = sqlx::QueryBuilder::<$db>::new(if numbered {
                     $crate::store::shared::outbox::insert_numbered_sql()
                 } else {
-                    $crate::store::shared::outbox::insert_unnumbered_sql()
+                    $crate::store::shared::outbox::insert_queued_sql()
                 });
                 q.push_values(chunk.iter().zip(1i64..), |mut b, (e, n)| {
                     if numbered {
@@ -217,9 +218,7 @@ macro_rules! push_store {
                         .push_bind($crate::domain::to_micros(&e.created_at))
                         .push_bind(true);
                 });
-                if numbered {
-                    q.push(") AS v");
-                }
+                q.push(if numbered { ") AS v" } else { $crate::store::shared::outbox::QUEUE_INSERTED });
                 q.build().execute(&mut *conn).await?;
             }
             if events.is_empty() {
@@ -435,7 +434,7 @@ macro_rules! push_store {
                         sqlx::query(lock).execute(&mut *tx).await?;
                     }
                     if !numbered {
-                        sqlx::query(SEQUENCE).execute(&mut *tx).await?;
+                        super::number_events(&mut tx).await?;
                     }
                     let through: i64 = sqlx::query_scalar(FANNED_OUT_THROUGH).fetch_one(&mut *tx).await?;
                     let sql = format!("SELECT {ENDPOINT_COLUMNS} FROM push_endpoints WHERE status = 'active'");
@@ -488,7 +487,7 @@ macro_rules! push_store {
                     if let Some(lock) = lock {
                         sqlx::query(lock).execute(&mut *tx).await?;
                     }
-                    sqlx::query(SEQUENCE).execute(&mut *tx).await?;
+                    super::number_events(&mut tx).await?;
                     let last: i64 = sqlx::query_scalar(NEWEST_SEQ).fetch_one(&mut *tx).await?;
                     tx.commit().await?;
                     Ok(last)
@@ -503,7 +502,7 @@ macro_rules! push_store {
                 ) -> Result<Vec<PushEvent>, StoreError> {
                     let sql = format!(
                         "SELECT {EVENT_COLUMNS} FROM push_events WHERE tenant_id = $1 \
-                         AND event_type = 'signal.created' AND seq IS NOT NULL AND seq > $2 \
+                         AND event_type = 'signal.created' AND seq > 0 AND seq > $2 \
                          AND ($3 IS NULL OR provider = $3) AND ($4 IS NULL OR connection_id = $4) \
                          AND ($5 IS NULL OR kind = $5) ORDER BY seq LIMIT $6"
                     );
@@ -535,7 +534,7 @@ macro_rules! push_store {
                     let sql = format!(
                         "SELECT seq FROM push_events WHERE tenant_id = $1 \
                          AND created_at >= $3 AND created_at <= $4 \
-                         AND event_type = 'signal.created' AND seq IS NOT NULL AND {} = $2 \
+                         AND event_type = 'signal.created' AND seq > 0 AND {} = $2 \
                          ORDER BY created_at LIMIT 1",
                         $data_id
                     );
@@ -713,7 +712,7 @@ macro_rules! push_store {
                     .await?
                     .rows_affected();
                     let events = sqlx::query(
-                        "DELETE FROM push_events WHERE seq <= (SELECT through_seq FROM push_fan_out) \
+                        "DELETE FROM push_events WHERE seq > 0 AND seq <= (SELECT through_seq FROM push_fan_out) \
                          AND created_at < $1 \
                          AND NOT EXISTS (SELECT 1 FROM push_deliveries d WHERE d.event_id = push_events.id)",
                     )

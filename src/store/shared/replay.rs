@@ -26,7 +26,7 @@ pub(crate) struct ReplayQuery {
 pub(crate) fn replay_query(from: &ReplayFrom, filter: &EndpointFilter) -> ReplayQuery {
     let mut sql = format!(
         "SELECT {EVENT_COLUMNS} FROM push_events WHERE created_at >= $1 \
-         AND seq IS NOT NULL AND seq > $4 AND (tenant_id = $2 OR $3)"
+         AND seq > 0 AND seq > $4 AND (tenant_id = $2 OR $3)"
     );
     let since = match from {
         ReplayFrom::Since(since) => to_micros(since),

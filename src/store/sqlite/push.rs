@@ -32,12 +32,17 @@ use crate::store::{AttemptRecord, StoreError};
 /// Ids per `IN` list, and attempts per `VALUES` list (ten binds each): under SQLite's limit.
 const CHUNK: usize = 250;
 
+/// The sequencer's numbering: nothing to do, SQLite numbers events as it inserts them.
+async fn number_events(_conn: &mut sqlx::SqliteConnection) -> Result<(), StoreError> {
+    Ok(())
+}
+
 /// The events of `ids`, numbered, a statement per [`CHUNK`].
 async fn events_by_id(pool: &SqlitePool, ids: &[EventId]) -> Result<Vec<PushEvent>, StoreError> {
     let mut events = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(CHUNK) {
         let mut q = QueryBuilder::<Sqlite>::new(format!(
-            "SELECT {EVENT_COLUMNS} FROM push_events WHERE seq IS NOT NULL AND id IN ("
+            "SELECT {EVENT_COLUMNS} FROM push_events WHERE seq > 0 AND id IN ("
         ));
         let mut list = q.separated(", ");
         for id in chunk {

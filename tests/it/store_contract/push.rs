@@ -239,11 +239,24 @@ async fn events_are_numbered_in_commit_order_at_insert_on_sqlite_and_after_commi
         }
         Backend::Postgres => {
             // Sequence values are taken at insert, not at commit: numbered after commit only.
-            let unnumbered = column(url, "SELECT seq FROM push_events ORDER BY pos").await?;
-            assert_eq!(unnumbered, vec![None; 120]);
+            // Until then an event's `seq` is its negated `pos`, its `pos` is queued, and it
+            // has no entry in the partial index of the release before (`seq` NULL).
+            let events = "SELECT seq + pos FROM push_events WHERE seq <> 0 ORDER BY pos";
+            assert_eq!(column(url, events).await?, vec![Some(0); 120]);
+            let queued = column(url, "SELECT COUNT(*) FROM push_events_unnumbered").await?;
+            assert_eq!(queued, vec![Some(120)]);
+            let legacy = column(url, "SELECT COUNT(*) FROM push_events WHERE seq IS NULL").await?;
+            assert_eq!(legacy, vec![Some(0)]);
+            assert_eq!(
+                store.signal_event_seq(t, stored[0].id).await?,
+                None,
+                "not yet readable"
+            );
             assert_eq!(store.sequence_events().await?, 120);
-            let numbered = column(url, "SELECT seq FROM push_events ORDER BY seq").await?;
-            assert_eq!(numbered, all);
+            let numbered = "SELECT seq FROM push_events WHERE seq <> 0 ORDER BY seq";
+            assert_eq!(column(url, numbered).await?, all);
+            let queued = column(url, "SELECT COUNT(*) FROM push_events_unnumbered").await?;
+            assert_eq!(queued, vec![Some(0)], "the queue is emptied by the pass");
         }
     }
     let seqs = event_seqs(&store, t, &stored).await?;
@@ -623,5 +636,82 @@ async fn a_signals_event_is_found_near_when_it_was_received_and_not_far_from_it(
             .await?,
         None
     );
+    Ok(())
+}
+
+/// The sequencer of the release before `0011_push_unnumbered`, as it ran: every event with
+/// `seq` NULL, after the highest `seq`.
+const SEQUENCE_BEFORE_0011: &str = "UPDATE push_events SET seq = numbered.n \
+    FROM (SELECT pos, (SELECT COALESCE(MAX(seq), 0) FROM push_events) \
+          + ROW_NUMBER() OVER (ORDER BY pos) AS n \
+          FROM push_events WHERE seq IS NULL) AS numbered \
+    WHERE push_events.pos = numbered.pos";
+
+#[tokio::test]
+async fn postgres_numbers_the_events_of_both_releases_during_an_upgrade() -> Outcome {
+    let app = TestApp::spawn().await;
+    let store = app.store();
+    let url = app.database_url.as_str();
+    if store.backend() != Backend::Postgres {
+        // SQLite numbers events as it inserts them: no queue, no floor.
+        let queue = "SELECT COUNT(*) FROM sqlite_master WHERE name = 'push_events_unnumbered'";
+        assert_eq!(column(url, queue).await?, vec![Some(0)]);
+        return Ok(());
+    }
+    let t = tenant();
+    let connection = app.connection(t, "github").await;
+    let id = endpoint(&store, t).await?;
+    // What an instance of the release before runs: inserts with `seq` NULL, queuing nothing;
+    // its sequencer; its retention, which may delete the floor.
+    let old = |sql: String| async move {
+        on_database!(url, |pool| {
+            sqlx::query(&sql).execute(&pool).await?;
+        });
+        anyhow::Ok(())
+    };
+    let legacy_event = || {
+        format!(
+            "INSERT INTO push_events (id, tenant_id, connection_id, provider, event_type, data, \
+             created_at, fanned_out) VALUES ('{}', '{}', '{}', 'github', \
+             'connection.status_changed', '{{}}', {}, TRUE)",
+            Uuid::new_v4(),
+            t.0,
+            connection.id.0,
+            now().timestamp_micros()
+        )
+    };
+    let first = app.signals(signals(&connection, 2)).await;
+    old(legacy_event()).await?;
+
+    // Every other event waits at a negative `seq`: the floor keeps the old sequencer's
+    // `MAX(seq)` at 0, so it numbers its own event 1 and leaves this release's alone.
+    old(SEQUENCE_BEFORE_0011.to_string()).await?;
+    let seqs = "SELECT seq FROM push_events WHERE seq >= 0 ORDER BY seq";
+    assert_eq!(column(url, seqs).await?, vec![Some(0), Some(1)]);
+    let waiting = "SELECT COUNT(*) FROM push_events WHERE seq < 0";
+    assert_eq!(column(url, waiting).await?, vec![Some(2)]);
+    old("DELETE FROM push_events WHERE seq = 0".to_string()).await?;
+    let second = app.signals(signals(&connection, 1)).await;
+    old(legacy_event()).await?;
+
+    assert_eq!(store.sequence_and_fan_out(64, now()).await?, (5, 5));
+
+    let all: Vec<Option<i64>> = (0..=5).map(Some).collect();
+    assert_eq!(
+        column(url, seqs).await?,
+        all,
+        "each once, the floor back, none waiting"
+    );
+    assert_eq!(column(url, waiting).await?, vec![Some(0)]);
+    assert_eq!(delivered_seqs(&store, id).await?, vec![1, 2, 3, 4, 5]);
+    let mut signal_seqs = event_seqs(&store, t, &first).await?;
+    signal_seqs.extend(event_seqs(&store, t, &second).await?);
+    assert_eq!(
+        signal_seqs,
+        vec![2, 3, 4],
+        "this release's three in insertion order, then the old instance's second"
+    );
+    let queued = column(url, "SELECT COUNT(*) FROM push_events_unnumbered").await?;
+    assert_eq!(queued, vec![Some(0)]);
     Ok(())
 }

@@ -1,14 +1,17 @@
-//! The `push_endpoint_backlog` gauge: pending deliveries per endpoint, counted in one
-//! statement when metrics are scraped rather than after every attempt. Read from the store
-//! each time, it has a series for every endpoint that exists and none for one deleted.
+//! The push gauges read from the store when metrics are scraped rather than kept after every
+//! attempt: `push_endpoint_backlog`, pending deliveries per endpoint, counted in one statement
+//! (a series for every endpoint that exists and none for one deleted), and
+//! `push_outbox_waiting`, the recorded events fan-out has yet to reach.
 
 use std::fmt::Write;
 
 use crate::store::{Store, StoreError};
 
-/// The gauge in the Prometheus text format, one line per endpoint.
+/// The gauges in the Prometheus text format: the backlog one line per endpoint, then the
+/// outbox.
 pub async fn render(store: &dyn Store) -> Result<String, StoreError> {
     let backlogs = store.endpoint_backlogs().await?;
+    let waiting = store.outbox_waiting().await?;
     let mut text = String::from(
         "# HELP push_endpoint_backlog Deliveries pending per push endpoint.\n\
          # TYPE push_endpoint_backlog gauge\n",
@@ -20,5 +23,11 @@ pub async fn render(store: &dyn Store) -> Result<String, StoreError> {
             "push_endpoint_backlog{{endpoint=\"{endpoint}\"}} {pending}"
         );
     }
+    let _ = write!(
+        text,
+        "# HELP push_outbox_waiting Recorded events push fan-out has yet to reach.\n\
+         # TYPE push_outbox_waiting gauge\n\
+         push_outbox_waiting {waiting}\n"
+    );
     Ok(text)
 }

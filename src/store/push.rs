@@ -183,6 +183,11 @@ pub trait PushStore: Send + Sync {
     /// statement: the backlog gauge, read when metrics are scraped.
     async fn endpoint_backlogs(&self) -> Result<Vec<(EndpointId, u64)>, StoreError>;
 
+    /// How many recorded events fan-out has yet to reach: those still waiting to be numbered
+    /// (PostgreSQL) and those numbered past the fan-out watermark. Read when metrics are
+    /// scraped; it stays near zero while the dispatcher keeps up.
+    async fn outbox_waiting(&self) -> Result<u64, StoreError>;
+
     /// New deliveries to `endpoint` of every event from `from` on that it receives (the same
     /// event ids), at most `limit`; returns how many, or `None` when `from` names a signal
     /// that none of the endpoint's events is about.

@@ -237,3 +237,31 @@ async fn the_backlog_gauge_counts_pending_deliveries_and_forgets_a_deleted_endpo
         "no series for a deleted endpoint: {text}"
     );
 }
+
+#[tokio::test]
+async fn the_outbox_gauge_counts_events_until_fan_out_passes_them() {
+    let app = app().await;
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&receiver)
+        .await;
+    let t = tenant();
+    endpoint_to(&app, Some(t), &receiver).await;
+    let connection = app.connection(t, "github").await;
+    let text = metrics(&app).await;
+    assert!(text.contains("\npush_outbox_waiting 0\n"), "{text}");
+    app.signals(vec![
+        signal(&connection, "pr_opened", 2),
+        signal(&connection, "pr_merged", 1),
+    ])
+    .await;
+
+    // Recorded, not yet numbered (PostgreSQL) or not yet fanned out (both).
+    let text = metrics(&app).await;
+    assert!(text.contains("\npush_outbox_waiting 2\n"), "{text}");
+
+    dispatcher(&app).0.run_once().await.expect("one pass");
+    let text = metrics(&app).await;
+    assert!(text.contains("\npush_outbox_waiting 0\n"), "{text}");
+}

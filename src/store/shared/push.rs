@@ -658,6 +658,20 @@ macro_rules! push_store {
                         .collect()
                 }
 
+                async fn outbox_waiting(&self) -> Result<u64, StoreError> {
+                    let numbered: bool = $numbered_at_insert;
+                    let past = "SELECT COUNT(*) FROM push_events \
+                                WHERE seq > (SELECT through_seq FROM push_fan_out)";
+                    let mut waiting: i64 = sqlx::query_scalar(past).fetch_one(&self.pool).await?;
+                    if !numbered {
+                        let queued: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM push_events_unnumbered")
+                            .fetch_one(&self.pool)
+                            .await?;
+                        waiting = waiting.saturating_add(queued);
+                    }
+                    Ok(u64::try_from(waiting).unwrap_or(0))
+                }
+
                 async fn replay(
                     &self,
                     target: &Endpoint,

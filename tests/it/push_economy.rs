@@ -12,11 +12,10 @@ use connectors::store::{PageRequest, ReplayFrom};
 use reqwest::Method;
 use serde_json::{json, Value};
 use uuid::Uuid;
-use wiremock::matchers::method;
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::{MockServer, ResponseTemplate};
 
 use crate::helpers::{signal, tenant, TestApp};
-use crate::push_support::{app, dispatcher, endpoint_to, register};
+use crate::push_support::{answering, app, dispatcher, endpoint_to, register};
 
 /// A consumer on 127.0.0.1 that answers `204` and remembers the peer address of each request.
 async fn counting_consumer() -> (String, Arc<Mutex<Vec<SocketAddr>>>) {
@@ -202,11 +201,7 @@ async fn a_capped_replay_sends_the_first_events_the_endpoint_receives() {
 #[tokio::test]
 async fn the_backlog_gauge_counts_pending_deliveries_and_forgets_a_deleted_endpoint() {
     let app = app().await;
-    let receiver = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(500))
-        .mount(&receiver)
-        .await;
+    let receiver = answering(ResponseTemplate::new(500)).await;
     let t = tenant();
     let endpoint = endpoint_to(&app, Some(t), &receiver).await;
     let id = endpoint["id"].as_str().expect("id").to_string();
@@ -241,11 +236,7 @@ async fn the_backlog_gauge_counts_pending_deliveries_and_forgets_a_deleted_endpo
 #[tokio::test]
 async fn the_outbox_gauge_counts_events_until_fan_out_passes_them() {
     let app = app().await;
-    let receiver = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(204))
-        .mount(&receiver)
-        .await;
+    let receiver = answering(ResponseTemplate::new(204)).await;
     let t = tenant();
     endpoint_to(&app, Some(t), &receiver).await;
     let connection = app.connection(t, "github").await;

@@ -10,16 +10,7 @@ use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::{signal, tenant};
-use crate::push_support::{app, dispatcher, endpoint_to, get_as, received};
-
-async fn answering(template: ResponseTemplate) -> MockServer {
-    let receiver = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(template)
-        .mount(&receiver)
-        .await;
-    receiver
-}
+use crate::push_support::{answering, app, dispatcher, endpoint_to, get_as, received};
 
 #[tokio::test]
 async fn gone_disables_the_endpoint_and_keeps_its_delivery_waiting() {

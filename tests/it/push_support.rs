@@ -10,7 +10,8 @@ use connectors::domain::{now, TenantId};
 use connectors::push::{Dispatcher, ManualClock};
 use reqwest::Method;
 use serde_json::{json, Value};
-use wiremock::MockServer;
+use wiremock::matchers::method;
+use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::{json as read_json, TestApp};
 
@@ -39,6 +40,16 @@ pub async fn register(app: &TestApp, tenant: Option<TenantId>, body: Value) -> V
     let (status, created) = read_json(request.send().await.expect("sent")).await;
     assert_eq!(status, 201, "{created}");
     created
+}
+
+/// A consumer that answers every `POST` with `template`.
+pub async fn answering(template: ResponseTemplate) -> MockServer {
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(template)
+        .mount(&receiver)
+        .await;
+    receiver
 }
 
 /// Registers an endpoint for `tenant` posting to the receiver's `/hooks`.

@@ -73,6 +73,9 @@ struct Batch<'a> {
     lease_until: Timestamp,
 }
 
+/// The active connections of each tenant and provider, oldest first: where events may route.
+type Candidates = HashMap<(TenantId, String), Vec<Connection>>;
+
 /// An event whose processing failed in a way worth retrying, with why.
 type Failure<'a> = (&'a StoredWebhookEvent, String);
 
@@ -83,11 +86,19 @@ impl<'a> Batch<'a> {
 
     /// What each event comes to. Stops (keeping the claim for later) when the store is away.
     async fn decide_all(&self) -> anyhow::Result<(Vec<EventCompletion>, Vec<Failure<'a>>)> {
-        let mut candidates: HashMap<(TenantId, String), Vec<Connection>> = HashMap::new();
+        let candidates = match self.candidates().await {
+            Ok(candidates) => candidates,
+            Err(err) => {
+                if err.is_unavailable() {
+                    self.stranded.keep(self.lease_until, self.claimed);
+                }
+                return Err(err.into());
+            }
+        };
         let mut completions = Vec::with_capacity(self.claimed.len());
         let mut failures = Vec::new();
         for event in self.claimed {
-            match decide(self.state, event, &mut candidates).await {
+            match decide(self.state, event, &candidates).await {
                 Ok(completion) => completions.push(completion),
                 Err(err) if err.is_unavailable() => {
                     // No outcome of this batch can be recorded now.
@@ -98,6 +109,27 @@ impl<'a> Batch<'a> {
             }
         }
         Ok((completions, failures))
+    }
+
+    /// The routing candidates of every tenant and provider in the batch, read at once: one
+    /// statement per batch instead of one per tenant. Events of no tenant route nowhere.
+    async fn candidates(&self) -> Result<Candidates, StoreError> {
+        let mut keys: Vec<(TenantId, String)> = self
+            .claimed
+            .iter()
+            .filter(|e| e.tenant_id != TenantId::NONE)
+            .map(|e| (e.tenant_id, e.provider.clone()))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let mut candidates: Candidates = keys.iter().cloned().map(|k| (k, Vec::new())).collect();
+        for connection in self.state.store.active_connections_of(&keys).await? {
+            let key = (connection.tenant_id, connection.provider.clone());
+            if let Some(found) = candidates.get_mut(&key) {
+                found.push(connection);
+            }
+        }
+        Ok(candidates)
     }
 
     /// Records the outcomes in one transaction; when the database refuses one event's write (a
@@ -250,12 +282,12 @@ async fn give_up_or_retry(
     }
 }
 
-/// What one event comes to: its outcome, connection and signals. `Err` only when the
-/// candidates could not be read (worth retrying).
+/// What one event comes to, routed among `candidates`: its outcome, connection and signals.
+/// `Err` only when a sync could not be requested or a revocation recorded (worth retrying).
 async fn decide(
     state: &Services,
     stored: &StoredWebhookEvent,
-    candidates: &mut HashMap<(TenantId, String), Vec<Connection>>,
+    candidates: &Candidates,
 ) -> Result<EventCompletion, StoreError> {
     let done =
         |outcome: EventStatus, connection_id, signals, error: Option<&str>| EventCompletion {
@@ -292,14 +324,7 @@ async fn decide(
         Err(problem) => return Ok(done(EventStatus::Failed, None, Vec::new(), Some(&problem))),
     };
     let key = (stored.tenant_id, stored.provider.clone());
-    if !candidates.contains_key(&key) {
-        let found = state
-            .store
-            .active_connections(stored.tenant_id, &stored.provider)
-            .await?;
-        candidates.insert(key.clone(), found);
-    }
-    let candidates = &candidates[&key];
+    let candidates = candidates.get(&key).map_or(&[][..], Vec::as_slice);
     // Only this tenant's connections are candidates, whatever the connector answers.
     let chosen = match stored.connection_id {
         Some(named) => Some(named),

@@ -120,4 +120,19 @@ pub trait Inbox: Send + Sync {
         tenant: TenantId,
         provider: &str,
     ) -> Result<Vec<Connection>, StoreError>;
+
+    /// The active connections of every `(tenant, provider)` of `keys`: the routing candidates
+    /// of a whole batch of events, read at once (one statement on PostgreSQL, whatever the
+    /// number of tenants). Each pair's connections come oldest first, as
+    /// [`Inbox::active_connections`] lists them.
+    async fn active_connections_of(
+        &self,
+        keys: &[(TenantId, String)],
+    ) -> Result<Vec<Connection>, StoreError> {
+        let mut found = Vec::new();
+        for (tenant, provider) in keys {
+            found.extend(self.active_connections(*tenant, provider).await?);
+        }
+        Ok(found)
+    }
 }

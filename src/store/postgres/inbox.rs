@@ -149,6 +149,30 @@ impl Inbox for PostgresStore {
             .await?;
         rows.iter().map(decode_connection).collect()
     }
+
+    async fn active_connections_of(
+        &self,
+        keys: &[(TenantId, String)],
+    ) -> Result<Vec<Connection>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tenants: Vec<Uuid> = keys.iter().map(|(tenant, _)| tenant.0).collect();
+        let providers: Vec<&str> = keys.iter().map(|(_, provider)| provider.as_str()).collect();
+        // Each pair read from `connections_by_tenant_provider`, in its order.
+        let sql = format!(
+            "SELECT c.* FROM UNNEST($1::uuid[], $2::text[]) AS k (tenant_id, provider) \
+             CROSS JOIN LATERAL (SELECT {CONNECTION_COLUMNS} FROM connections \
+             WHERE tenant_id = k.tenant_id AND provider = k.provider AND status = 'active' \
+             ORDER BY created_at, id) AS c"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(&tenants)
+            .bind(&providers)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(decode_connection).collect()
+    }
 }
 
 #[async_trait]
@@ -193,29 +217,41 @@ impl InboxDialect for PostgresStore {
         rows.iter().map(decode).collect()
     }
 
-    async fn lease_shares(
+    async fn lease_claim(
         &self,
-        conn: &mut PgConnection,
         now: Timestamp,
         lease_until: Timestamp,
-        share: u32,
+        limit: u32,
         tenants: &[Uuid],
     ) -> Result<Vec<StoredWebhookEvent>, StoreError> {
-        // Every tenant's share in one statement: one round trip however many tenants take
-        // their turn, each share read from the tenant's end of the pending index.
+        // The whole claim in one statement, its own transaction: every tenant's share, each
+        // read from the tenant's end of the pending index, then the oldest of anyone's in the
+        // room the shares left (the same snapshot sees the shares' rows ready, so they are
+        // left out by id). One round trip instead of a transaction of two leases.
+        let tenants: &[Uuid] = if tenants.len() > 1 { tenants } else { &[] };
+        let share = crate::store::shared::turns::share(limit, tenants.len());
         let sql = format!(
-            "UPDATE webhook_events SET lease_expires_at = $2, attempts = attempts + 1 \
-             WHERE id IN (SELECT l.id FROM UNNEST($4::uuid[]) AS t (tenant_id) \
-             CROSS JOIN LATERAL (SELECT id FROM webhook_events WHERE {READY} \
-             AND tenant_id = t.tenant_id ORDER BY next_attempt_at LIMIT $3 \
-             FOR UPDATE SKIP LOCKED) AS l) RETURNING {COLUMNS}"
+            "WITH shares AS (UPDATE webhook_events SET lease_expires_at = $2, \
+               attempts = attempts + 1 \
+               WHERE id IN (SELECT l.id FROM UNNEST($4::uuid[]) AS t (tenant_id) \
+               CROSS JOIN LATERAL (SELECT id FROM webhook_events WHERE {READY} \
+               AND tenant_id = t.tenant_id ORDER BY next_attempt_at LIMIT $3 \
+               FOR UPDATE SKIP LOCKED) AS l) RETURNING {COLUMNS}), \
+             rest AS (UPDATE webhook_events SET lease_expires_at = $2, \
+               attempts = attempts + 1 \
+               WHERE id IN (SELECT id FROM webhook_events WHERE {READY} \
+               AND id NOT IN (SELECT id FROM shares) ORDER BY next_attempt_at \
+               LIMIT GREATEST($5 - (SELECT COUNT(*) FROM shares), 0) \
+               FOR UPDATE SKIP LOCKED) RETURNING {COLUMNS}) \
+             SELECT {COLUMNS} FROM shares UNION ALL SELECT {COLUMNS} FROM rest"
         );
         let rows = sqlx::query(&sql)
             .bind(now)
             .bind(lease_until)
             .bind(i64::from(share))
             .bind(tenants)
-            .fetch_all(conn)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
             .await?;
         rows.iter().map(decode).collect()
     }

@@ -44,8 +44,8 @@ pub(crate) trait InboxDialect: Dialect {
     ) -> Result<Vec<StoredWebhookEvent>, StoreError>;
 
     /// Inside the caller's transaction, leases until `lease_until` up to `share` of the oldest
-    /// ready events of each of `tenants`, counting an attempt on each. One
-    /// [`InboxDialect::lease_events`] per tenant unless the store does it in one statement.
+    /// ready events of each of `tenants`, counting an attempt on each: one
+    /// [`InboxDialect::lease_events`] per tenant.
     async fn lease_shares(
         &self,
         conn: &mut Conn<Self>,
@@ -63,6 +63,37 @@ pub(crate) trait InboxDialect: Dialect {
         }
         Ok(leased)
     }
+
+    /// Leases a claim of up to `limit` ready events in one transaction: when `tenants` holds
+    /// more than one, an equal share of each one's oldest first
+    /// ([`InboxDialect::lease_shares`]), then the oldest of anyone's in what the shares left.
+    /// A store may do it all in one statement (PostgreSQL does).
+    async fn lease_claim(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+        tenants: &[Uuid],
+    ) -> Result<Vec<StoredWebhookEvent>, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let mut claimed = Vec::new();
+        if tenants.len() > 1 {
+            // `in_turn` lists at most `limit` tenants, so the shares fit in the batch.
+            let share = turns::share(limit, tenants.len());
+            claimed = self
+                .lease_shares(&mut tx, now, lease_until, share, tenants)
+                .await?;
+        }
+        let room = limit.saturating_sub(count(&claimed));
+        if room > 0 {
+            let rest = self
+                .lease_events(&mut tx, now, lease_until, room, None)
+                .await?;
+            claimed.extend(rest);
+        }
+        tx.commit().await?;
+        Ok(claimed)
+    }
 }
 
 /// [`crate::store::Inbox::claim_webhook_events`]: a batch shared between the tenants with
@@ -79,26 +110,10 @@ pub(crate) async fn claim<S: InboxDialect>(
         store.pending_tenants(now, after, max)
     })
     .await?;
-    let mut tx = store.pool().begin().await?;
-    let mut claimed = Vec::new();
-    if tenants.len() > 1 {
-        // `in_turn` lists at most `limit` tenants, so the shares fit in the batch.
-        let share = turns::share(limit, tenants.len());
-        claimed = store
-            .lease_shares(&mut tx, now, lease_until, share, &tenants)
-            .await?;
-    }
+    let claimed = store.lease_claim(now, lease_until, limit, &tenants).await?;
     if let Some(last) = tenants.last() {
         turn.served(*last);
     }
-    let room = limit.saturating_sub(count(&claimed));
-    if room > 0 {
-        let rest = store
-            .lease_events(&mut tx, now, lease_until, room, None)
-            .await?;
-        claimed.extend(rest);
-    }
-    tx.commit().await?;
     Ok(claimed)
 }
 

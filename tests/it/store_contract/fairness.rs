@@ -195,3 +195,46 @@ async fn a_lone_tenant_still_fills_whole_batches_oldest_first() -> Outcome {
     assert_eq!(keys, oldest);
     Ok(())
 }
+
+#[tokio::test]
+async fn the_fill_after_the_shares_takes_the_oldest_left_and_no_event_twice() -> Outcome {
+    let app = TestApp::spawn().await;
+    let store = app.store();
+    let (big, small) = (tenant(), tenant());
+    let at = now() - Duration::minutes(10);
+    for i in 0..10 {
+        let when = at + Duration::seconds(i);
+        store
+            .insert_webhook_event(&delivery(big, "github", &format!("big-{i}"), when))
+            .await?;
+    }
+    for i in 0..2 {
+        let when = at + Duration::minutes(1) + Duration::seconds(i);
+        store
+            .insert_webhook_event(&delivery(small, "github", &format!("small-{i}"), when))
+            .await?;
+    }
+    let lease = now() + Duration::minutes(1);
+
+    // Shares of 4 each: the big tenant's 4 oldest and the small tenant's 2; the 2 left of the
+    // batch go to the oldest of anyone's, the big tenant's next 2.
+    let first = store.claim_webhook_events(now(), lease, 8).await?;
+    let second = store.claim_webhook_events(now(), lease, 8).await?;
+
+    let keys = |batch: &[connectors::domain::StoredWebhookEvent]| {
+        let mut keys: Vec<String> = batch.iter().map(|e| e.dedupe_key.clone()).collect();
+        keys.sort();
+        keys
+    };
+    let mut expected: Vec<String> = (0..6).map(|i| format!("big-{i}")).collect();
+    expected.extend(["small-0".to_string(), "small-1".to_string()]);
+    expected.sort();
+    assert_eq!(keys(&first), expected);
+    let rest: Vec<String> = (6..10).map(|i| format!("big-{i}")).collect();
+    assert_eq!(keys(&second), rest);
+    assert!(
+        first.iter().chain(&second).all(|e| e.attempts == 1),
+        "each claimed event counts one attempt"
+    );
+    Ok(())
+}

@@ -452,6 +452,48 @@ async fn active_connections_are_the_tenants_active_ones_of_the_provider_oldest_f
 }
 
 #[tokio::test]
+async fn a_batchs_candidates_are_read_at_once_for_every_tenant_and_provider() -> Outcome {
+    let app = TestApp::spawn().await;
+    let store = app.store();
+    let (t, u) = (tenant(), tenant());
+    let t0 = now() - Duration::hours(1);
+    let t_newer = app
+        .connection_at(t, "github", t0 + Duration::minutes(1))
+        .await;
+    let t_older = app.connection_at(t, "github", t0).await;
+    let revoked = app.connection_at(t, "github", t0).await;
+    store
+        .set_connection_status(t, revoked.id, ConnectionStatus::Revoked, None, now())
+        .await?;
+    let t_slack = app.connection_at(t, "slack", t0).await;
+    let u_github = app.connection_at(u, "github", t0).await;
+    app.connection_at(u, "slack", t0).await;
+    app.connection_at(tenant(), "github", t0).await;
+    let keys = [
+        (t, "github".to_string()),
+        (u, "github".to_string()),
+        (t, "slack".to_string()),
+        (u, "jira".to_string()),
+    ];
+
+    let found = store.active_connections_of(&keys).await?;
+
+    let of = |tenant: TenantId, provider: &str| -> Vec<connectors::domain::ConnectionId> {
+        found
+            .iter()
+            .filter(|c| c.tenant_id == tenant && c.provider == provider)
+            .map(|c| c.id)
+            .collect()
+    };
+    assert_eq!(of(t, "github"), vec![t_older.id, t_newer.id]);
+    assert_eq!(of(u, "github"), vec![u_github.id]);
+    assert_eq!(of(t, "slack"), vec![t_slack.id]);
+    assert_eq!(found.len(), 4, "nothing of another pair: {found:?}");
+    assert!(store.active_connections_of(&[]).await?.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
 async fn purging_deletes_ended_events_received_before_the_cut_off_and_nothing_else() -> Outcome {
     let app = TestApp::spawn().await;
     let store = app.store();

@@ -90,3 +90,24 @@ pub(crate) const QUEUE_INSERTED: &str = "), \
         p.event_type, p.data, p.created_at, p.fanned_out \
         FROM (SELECT nextval('push_events_pos_seq') AS pos, v.* FROM v) AS p RETURNING pos) \
     INSERT INTO push_events_unnumbered (pos) SELECT pos FROM inserted";
+
+/// The middle of a PostgreSQL statement that inserts signals and queues their `signal.created`
+/// events together: it follows a first CTE, `s`, the signals' `INSERT ... RETURNING id`, and
+/// opens the `VALUES` list of the events, each row its signal's id first.
+/// [`QUEUE_CREATED`] ends the statement.
+pub(crate) fn queue_created_sql() -> String {
+    format!("), v (signal_id, {INSERTED_COLUMNS}) AS (")
+}
+
+/// The end of [`queue_created_sql`]'s statement: the events of the signals `s` inserted (not
+/// of those it skipped as duplicates) are inserted and queued as [`QUEUE_INSERTED`] does, in
+/// the order of the list; the statement returns the inserted signals' ids.
+pub(crate) const QUEUE_CREATED: &str = "), \
+    inserted AS (INSERT INTO push_events (pos, seq, id, tenant_id, connection_id, provider, kind, \
+        event_type, data, created_at, fanned_out) \
+        SELECT p.pos, -p.pos, p.id, p.tenant_id, p.connection_id, p.provider, p.kind, \
+        p.event_type, p.data, p.created_at, p.fanned_out \
+        FROM (SELECT nextval('push_events_pos_seq') AS pos, v.* FROM v \
+              WHERE v.signal_id IN (SELECT id FROM s)) AS p RETURNING pos), \
+    queued AS (INSERT INTO push_events_unnumbered (pos) SELECT pos FROM inserted) \
+    SELECT id FROM s";

@@ -54,6 +54,11 @@ const SQLITE: &[Embedded] = &[
         "push fan out",
         include_str!("../../migrations/sqlite/0009_push_fan_out.sql"),
     ),
+    (
+        10,
+        "push deliveries by tenant",
+        include_str!("../../migrations/sqlite/0010_push_deliveries_by_tenant.sql"),
+    ),
 ];
 
 const POSTGRES: &[Embedded] = &[
@@ -111,6 +116,11 @@ const POSTGRES: &[Embedded] = &[
         11,
         "push unnumbered",
         include_str!("../../migrations/postgres/0011_push_unnumbered.sql"),
+    ),
+    (
+        12,
+        "push deliveries by tenant",
+        include_str!("../../migrations/postgres/0012_push_deliveries_by_tenant.sql"),
     ),
 ];
 

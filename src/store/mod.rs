@@ -108,6 +108,19 @@ pub(crate) const TENANT_TABLES: [&str; 9] = [
     "connections",
 ];
 
+/// The statement deleting a tenant's rows from `table`, one of [`TENANT_TABLES`], the tenant
+/// bound as `param` (`$1` or `?`). Deliveries go by their events' tenant, through
+/// `push_deliveries_by_event`: `push_deliveries` has no index on its own `tenant_id`.
+pub(crate) fn erase_tenant_sql(table: &str, param: &str) -> String {
+    match table {
+        "push_deliveries" => format!(
+            "DELETE FROM push_deliveries WHERE event_id IN \
+             (SELECT id FROM push_events WHERE tenant_id = {param})"
+        ),
+        _ => format!("DELETE FROM {table} WHERE tenant_id = {param}"),
+    }
+}
+
 impl TenantErasure {
     /// Records `count` rows deleted from `table`.
     pub(crate) fn record(&mut self, table: &str, count: u64) {

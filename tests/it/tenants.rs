@@ -91,6 +91,14 @@ async fn erasing_a_tenant_removes_all_it_kept_and_reports_it_leaving_others_whol
     let kept = populate(&app, b).await;
     let signals_of_b = count(&app, b, "/signals", "signals").await;
     assert!(signals_of_b > 0, "the sync yields signals");
+    let (_, endpoints_of_b) = app.get_json(b, "/endpoints").await;
+    let endpoint_of_b = endpoints_of_b["endpoints"][0]["id"]
+        .as_str()
+        .expect("b's endpoint")
+        .to_string();
+    let deliveries_of_b = format!("/endpoints/{endpoint_of_b}/deliveries?limit=100");
+    let sent_to_b = count(&app, b, &deliveries_of_b, "deliveries").await;
+    assert!(sent_to_b > 0, "b's events were fanned out");
 
     let erased = erase(&app, a).await;
     assert_eq!(erased["connections"], 1, "{erased}");
@@ -107,7 +115,10 @@ async fn erasing_a_tenant_removes_all_it_kept_and_reports_it_leaving_others_whol
     );
     assert_eq!(erased["push_endpoints"], 1, "{erased}");
     assert!(erased["push_events"].as_u64().expect("events") > signals_of_b as u64 - 1);
-    assert!(erased["push_deliveries"].as_u64().expect("deliveries") >= 1);
+    assert_eq!(
+        erased["push_deliveries"], erased["push_events"],
+        "each of its events was fanned out to its endpoint: {erased}"
+    );
     for (path, member) in [
         ("/connections", "connections"),
         ("/signals", "signals"),
@@ -121,6 +132,10 @@ async fn erasing_a_tenant_removes_all_it_kept_and_reports_it_leaving_others_whol
     assert_eq!(status, 200);
     assert_eq!(connection["status"], "active");
     assert_eq!(count(&app, b, "/endpoints", "endpoints").await, 1);
+    assert_eq!(
+        count(&app, b, &deliveries_of_b, "deliveries").await,
+        sent_to_b
+    );
     assert_eq!(count(&app, a, "/endpoints", "endpoints").await, 0);
 
     // Once more: nothing left to remove.

@@ -128,7 +128,7 @@ pub(super) async fn erase_tenant(
     let mut erased = crate::store::TenantErasure::default();
     // Children first, so each count is what that table held, not what a cascade took.
     for table in crate::store::TENANT_TABLES {
-        let done = sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = ?"))
+        let done = sqlx::query(&crate::store::erase_tenant_sql(table, "?"))
             .bind(tenant.0)
             .execute(&mut *tx)
             .await?;

@@ -1,0 +1,6 @@
+-- Tenant erasure deletes a tenant's deliveries through its events (`push_deliveries_by_event`
+-- beside `push_events_by_tenant`; a delivery's tenant is its event's), so nothing reads an
+-- index on `push_deliveries.tenant_id`, and every delivery written, and every outcome recorded
+-- (its status is in partial indexes' predicates, so not a heap-only update), paid an entry in
+-- it. The drop holds the table's lock only for the moment it takes.
+DROP INDEX IF EXISTS push_deliveries_by_tenant;

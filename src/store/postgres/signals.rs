@@ -69,7 +69,7 @@ pub(super) async fn insert_in(
                 .push_bind(to_micros(&e.created_at))
                 .push_bind(true);
         });
-        q.push(outbox::QUEUE_CREATED);
+        q.push(outbox::queue_created_end_sql());
         let new = q.build().fetch_all(&mut *conn).await?;
         inserted += new.len() as u64;
     }

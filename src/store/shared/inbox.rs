@@ -43,31 +43,10 @@ pub(crate) trait InboxDialect: Dialect {
         tenant: Option<Uuid>,
     ) -> Result<Vec<StoredWebhookEvent>, StoreError>;
 
-    /// Inside the caller's transaction, leases until `lease_until` up to `share` of the oldest
-    /// ready events of each of `tenants`, counting an attempt on each: one
-    /// [`InboxDialect::lease_events`] per tenant.
-    async fn lease_shares(
-        &self,
-        conn: &mut Conn<Self>,
-        now: Timestamp,
-        lease_until: Timestamp,
-        share: u32,
-        tenants: &[Uuid],
-    ) -> Result<Vec<StoredWebhookEvent>, StoreError> {
-        let mut leased = Vec::new();
-        for tenant in tenants {
-            let mine = self
-                .lease_events(&mut *conn, now, lease_until, share, Some(*tenant))
-                .await?;
-            leased.extend(mine);
-        }
-        Ok(leased)
-    }
-
     /// Leases a claim of up to `limit` ready events in one transaction: when `tenants` holds
-    /// more than one, an equal share of each one's oldest first
-    /// ([`InboxDialect::lease_shares`]), then the oldest of anyone's in what the shares left.
-    /// A store may do it all in one statement (PostgreSQL does).
+    /// more than one, an equal share of each one's oldest first (one
+    /// [`InboxDialect::lease_events`] per tenant), then the oldest of anyone's in what the
+    /// shares left. A store may do it all in one statement (PostgreSQL does).
     async fn lease_claim(
         &self,
         now: Timestamp,
@@ -80,9 +59,12 @@ pub(crate) trait InboxDialect: Dialect {
         if tenants.len() > 1 {
             // `in_turn` lists at most `limit` tenants, so the shares fit in the batch.
             let share = turns::share(limit, tenants.len());
-            claimed = self
-                .lease_shares(&mut tx, now, lease_until, share, tenants)
-                .await?;
+            for tenant in tenants {
+                let mine = self
+                    .lease_events(&mut tx, now, lease_until, share, Some(*tenant))
+                    .await?;
+                claimed.extend(mine);
+            }
         }
         let room = limit.saturating_sub(count(&claimed));
         if room > 0 {

@@ -77,37 +77,44 @@ pub(crate) fn insert_numbered_sql() -> String {
 /// The start of an insert of events left for the sequencer to number (PostgreSQL): the
 /// `VALUES` list that follows is named `v`; each row takes its `pos` from the table's sequence,
 /// `seq = -pos` (not numbered, and no entry in `push_events_unsequenced`), and its `pos` is
-/// queued in `push_events_unnumbered`. [`QUEUE_INSERTED`] ends the statement.
+/// queued in `push_events_unnumbered`. [`queue_inserted_sql`] ends the statement.
 pub(crate) fn insert_queued_sql() -> String {
     format!("WITH v ({INSERTED_COLUMNS}) AS (")
 }
 
+/// The CTE `inserted`: the events of `v` that `filter` keeps, each with its `pos` from the
+/// table's sequence and `seq = -pos` (not numbered, and no entry in `push_events_unsequenced`),
+/// in the order of the list; then their positions queued in `push_events_unnumbered`.
+fn insert_and_queue(filter: &str) -> String {
+    format!(
+        "inserted AS (INSERT INTO push_events (pos, seq, {INSERTED_COLUMNS}) \
+         SELECT p.pos, -p.pos, p.id, p.tenant_id, p.connection_id, p.provider, p.kind, \
+         p.event_type, p.data, p.created_at, p.fanned_out \
+         FROM (SELECT nextval('push_events_pos_seq') AS pos, v.* FROM v{filter}) AS p \
+         RETURNING pos), \
+         queued AS (INSERT INTO push_events_unnumbered (pos) SELECT pos FROM inserted)"
+    )
+}
+
 /// The end of [`insert_queued_sql`]'s statement, after its `VALUES` list.
-pub(crate) const QUEUE_INSERTED: &str = "), \
-    inserted AS (INSERT INTO push_events (pos, seq, id, tenant_id, connection_id, provider, kind, \
-        event_type, data, created_at, fanned_out) \
-        SELECT p.pos, -p.pos, p.id, p.tenant_id, p.connection_id, p.provider, p.kind, \
-        p.event_type, p.data, p.created_at, p.fanned_out \
-        FROM (SELECT nextval('push_events_pos_seq') AS pos, v.* FROM v) AS p RETURNING pos) \
-    INSERT INTO push_events_unnumbered (pos) SELECT pos FROM inserted";
+pub(crate) fn queue_inserted_sql() -> String {
+    format!("), {} SELECT 1", insert_and_queue(""))
+}
 
 /// The middle of a PostgreSQL statement that inserts signals and queues their `signal.created`
 /// events together: it follows a first CTE, `s`, the signals' `INSERT ... RETURNING id`, and
 /// opens the `VALUES` list of the events, each row its signal's id first.
-/// [`QUEUE_CREATED`] ends the statement.
+/// [`queue_created_end_sql`] ends the statement.
 pub(crate) fn queue_created_sql() -> String {
     format!("), v (signal_id, {INSERTED_COLUMNS}) AS (")
 }
 
 /// The end of [`queue_created_sql`]'s statement: the events of the signals `s` inserted (not
-/// of those it skipped as duplicates) are inserted and queued as [`QUEUE_INSERTED`] does, in
-/// the order of the list; the statement returns the inserted signals' ids.
-pub(crate) const QUEUE_CREATED: &str = "), \
-    inserted AS (INSERT INTO push_events (pos, seq, id, tenant_id, connection_id, provider, kind, \
-        event_type, data, created_at, fanned_out) \
-        SELECT p.pos, -p.pos, p.id, p.tenant_id, p.connection_id, p.provider, p.kind, \
-        p.event_type, p.data, p.created_at, p.fanned_out \
-        FROM (SELECT nextval('push_events_pos_seq') AS pos, v.* FROM v \
-              WHERE v.signal_id IN (SELECT id FROM s)) AS p RETURNING pos), \
-    queued AS (INSERT INTO push_events_unnumbered (pos) SELECT pos FROM inserted) \
-    SELECT id FROM s";
+/// of those it skipped as duplicates) are inserted and queued as [`queue_inserted_sql`] does,
+/// in the order of the list; the statement returns the inserted signals' ids.
+pub(crate) fn queue_created_end_sql() -> String {
+    format!(
+        "), {} SELECT id FROM s",
+        insert_and_queue(" WHERE v.signal_id IN (SELECT id FROM s)")
+    )
+}

@@ -218,7 +218,11 @@ macro_rules! push_store {
                         .push_bind($crate::domain::to_micros(&e.created_at))
                         .push_bind(true);
                 });
-                q.push(if numbered { ") AS v" } else { $crate::store::shared::outbox::QUEUE_INSERTED });
+                if numbered {
+                    q.push(") AS v");
+                } else {
+                    q.push($crate::store::shared::outbox::queue_inserted_sql());
+                }
                 q.build().execute(&mut *conn).await?;
             }
             if events.is_empty() {

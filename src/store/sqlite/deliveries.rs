@@ -17,7 +17,8 @@ use crate::store::StoreError;
 /// The most deliveries one transaction holds (ten parameters each, well under SQLite's limit).
 const MAX_GROUP: usize = 256;
 
-/// Starts the writer over `pool`; it ends when the last handle is dropped.
+/// Starts the writer over `pool` (the store's one write connection); it ends when the last
+/// handle is dropped.
 pub(super) fn start(pool: SqlitePool, gate: WriteGate) -> Deliveries {
     Deliveries::start(Writer { pool, gate }, 1, MAX_GROUP)
 }

@@ -67,7 +67,7 @@ impl Inbox for SqliteStore {
         .bind(to_micros(&next_attempt_at))
         .bind(id)
         .bind(to_micros(&lease))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -97,7 +97,7 @@ impl Inbox for SqliteStore {
             q.push(")");
         }
         let _turn = self.gate.lock().await;
-        let done = q.build().execute(&self.pool).await?;
+        let done = q.build().execute(&self.writer).await?;
         Ok(done.rows_affected())
     }
 

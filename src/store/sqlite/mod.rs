@@ -39,6 +39,12 @@ use crate::domain::{
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// One connection, kept open, for the writes that take turns on `gate` (and every shared
+    /// write transaction). SQLite drops a connection's page cache whenever another connection
+    /// has committed since it last read, and the pool hands out its idle connections in turn:
+    /// writing always on this one keeps the pages of the tables and indexes being written
+    /// cached from one commit to the next, and its prepared statements with them.
+    writer: SqlitePool,
     /// Taken by this process's busiest writers (the inbox's deliveries, claims and outcomes, sync
     /// commits, and push fan-out, claims and outcomes), so they take turns in order instead of
     /// racing for SQLite's lock in its busy handler.
@@ -79,14 +85,24 @@ impl SqliteStore {
         let pool = super::pool::ping_when_idle(SqlitePoolOptions::new())
             .max_connections(options.max_connections)
             .acquire_timeout(Duration::from_secs(5))
+            .connect_with(connect.clone())
+            .await?;
+        let writer = SqlitePoolOptions::new()
+            .min_connections(1)
+            .max_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .test_before_acquire(false)
+            .acquire_timeout(Duration::from_secs(5))
             .connect_with(connect)
             .await?;
         let gate = WriteGate::default();
-        let deliveries = deliveries::start(pool.clone(), gate.clone());
+        let deliveries = deliveries::start(writer.clone(), gate.clone());
         let alive = Arc::new(());
         checkpoint::start(pool.clone(), Arc::downgrade(&alive));
         Ok(Self {
             pool,
+            writer,
             gate,
             deliveries,
             turns: Arc::default(),
@@ -155,7 +171,7 @@ impl Dialect for SqliteStore {
     type Db = Sqlite;
 
     fn pool(&self) -> &SqlitePool {
-        &self.pool
+        &self.writer
     }
 
     fn turns(&self) -> &Turns {
@@ -171,7 +187,7 @@ impl Dialect for SqliteStore {
     }
 
     async fn begin_write(&self) -> Result<sqlx::Transaction<'_, Sqlite>, StoreError> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
 
     async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
@@ -232,6 +248,7 @@ impl Store for SqliteStore {
 
     async fn close(&self) {
         self.pool.close().await;
+        self.writer.close().await;
     }
 
     async fn insert_connection(&self, new: &NewConnection) -> Result<Connection, StoreError> {

@@ -155,7 +155,7 @@ impl SyncQueue for SqliteStore {
         .push_bind(to_micros(&now))
         .push(") RETURNING connections.id");
         let _turn = self.gate.lock().await;
-        let moved: Vec<Uuid> = q.build_query_scalar().fetch_all(&self.pool).await?;
+        let moved: Vec<Uuid> = q.build_query_scalar().fetch_all(&self.writer).await?;
         Ok(moved.into_iter().map(ConnectionId).collect())
     }
 
@@ -168,7 +168,7 @@ impl SyncQueue for SqliteStore {
         q.push_values(jobs, jobs::bind_job);
         q.push(UNLESS_LANE_TAKEN);
         let _turn = self.gate.lock().await;
-        let done = q.build().execute(&self.pool).await?;
+        let done = q.build().execute(&self.writer).await?;
         Ok(done.rows_affected())
     }
 }

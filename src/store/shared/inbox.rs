@@ -92,10 +92,17 @@ pub(crate) async fn claim<S: InboxDialect>(
         store.pending_tenants(now, after, max)
     })
     .await?;
-    let claimed = store.lease_claim(now, lease_until, limit, &tenants).await?;
+    // Only the lease takes this process's turn to write: finding the tenants is a read.
+    let mut claimed = {
+        let _turn = store.write_turn().await;
+        store.lease_claim(now, lease_until, limit, &tenants).await?
+    };
     if let Some(last) = tenants.last() {
         turn.served(*last);
     }
+    // In the order the events arrived, whatever order the statement returned them in: the
+    // batch's signals are written in this order.
+    claimed.sort_by_key(|e| (e.received_at, e.id));
     Ok(claimed)
 }
 

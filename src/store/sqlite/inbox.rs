@@ -37,7 +37,6 @@ impl Inbox for SqliteStore {
         lease_until: Timestamp,
         limit: u32,
     ) -> Result<Vec<StoredWebhookEvent>, StoreError> {
-        let _turn = self.gate.lock().await;
         inbox::claim(self, now, lease_until, limit).await
     }
 
@@ -204,6 +203,53 @@ impl InboxDialect for SqliteStore {
         rows.iter().map(decode).collect()
     }
 
+    async fn lease_claim(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+        tenants: &[Uuid],
+    ) -> Result<Vec<StoredWebhookEvent>, StoreError> {
+        // The whole claim in one statement, its own transaction: every tenant's share (one
+        // probe of `webhook_events_pending_by_tenant` each), then the oldest of anyone's in the
+        // room the shares left. One step on the connection's thread instead of one per tenant.
+        let tenants: &[Uuid] = if tenants.len() > 1 { tenants } else { &[] };
+        let share = crate::store::shared::turns::share(limit, tenants.len());
+        let mut sql = String::from("WITH shares(id) AS MATERIALIZED (");
+        if tenants.is_empty() {
+            sql.push_str("SELECT NULL WHERE 0");
+        }
+        for n in 0..tenants.len() {
+            if n > 0 {
+                sql.push_str(" UNION ALL ");
+            }
+            // Parameters 1 to 4 are the times and sizes below; the tenants follow.
+            let tenant = n.saturating_add(5);
+            sql.push_str(&format!(
+                "SELECT id FROM (SELECT id FROM webhook_events WHERE {READY} \
+                 AND tenant_id = ?{tenant} ORDER BY next_attempt_at LIMIT ?3)"
+            ));
+        }
+        sql.push_str(&format!(
+            "), rest(id) AS MATERIALIZED (SELECT id FROM webhook_events WHERE {READY} \
+             AND id NOT IN (SELECT id FROM shares) ORDER BY next_attempt_at \
+             LIMIT max(?4 - (SELECT count(*) FROM shares), 0)) \
+             UPDATE webhook_events SET lease_expires_at = ?2, attempts = attempts + 1 \
+             WHERE id IN (SELECT id FROM shares UNION ALL SELECT id FROM rest) \
+             RETURNING {COLUMNS}"
+        ));
+        let mut query = sqlx::query(&sql)
+            .bind(to_micros(&now))
+            .bind(to_micros(&lease_until))
+            .bind(i64::from(share))
+            .bind(i64::from(limit));
+        for tenant in tenants {
+            query = query.bind(*tenant);
+        }
+        let rows = query.fetch_all(&self.writer).await?;
+        rows.iter().map(decode).collect()
+    }
+
     async fn record_outcomes(
         &self,
         conn: &mut SqliteConnection,
@@ -211,42 +257,32 @@ impl InboxDialect for SqliteStore {
         lease: Timestamp,
         now: Timestamp,
     ) -> Result<Vec<Uuid>, StoreError> {
-        // One statement per distinct outcome: a batch is mostly alike, so a handful at most.
-        let mut recorded = Vec::with_capacity(completions.len());
-        let mut alike: Vec<(&EventCompletion, Vec<Uuid>)> = Vec::new();
-        for c in completions {
-            let same = |(first, _): &&mut (&EventCompletion, Vec<Uuid>)| {
-                first.outcome == c.outcome
-                    && first.connection_id == c.connection_id
-                    && first.error == c.error
-            };
-            match alike.iter_mut().find(same) {
-                Some((_, ids)) => ids.push(c.id),
-                None => alike.push((c, vec![c.id])),
-            }
+        // Every outcome in one statement, from a list of values: one step however many
+        // connections the batch's events belong to.
+        if completions.is_empty() {
+            return Ok(Vec::new());
         }
-        for (c, ids) in alike {
-            let mut q = QueryBuilder::<Sqlite>::new("UPDATE webhook_events SET status = ");
-            q.push_bind(c.outcome.as_str())
-                .push(", connection_id = COALESCE(")
+        let mut q =
+            QueryBuilder::<Sqlite>::new("WITH o(id, status, connection_id, last_error) AS (");
+        q.push_values(completions, |mut b, c| {
+            b.push_bind(c.id)
+                .push_bind(c.outcome.as_str())
                 .push_bind(c.connection_id.map(|id| id.0))
-                .push(", connection_id), last_error = ")
-                .push_bind(c.error.as_deref())
-                .push(", processed_at = ")
-                .push_bind(to_micros(&now))
-                .push(", lease_expires_at = NULL WHERE status = 'pending' AND lease_expires_at = ")
-                .push_bind(to_micros(&lease))
-                .push(" AND id IN (");
-            let mut list = q.separated(", ");
-            for id in ids {
-                list.push_bind(id);
-            }
-            q.push(") RETURNING id");
-            for row in q.build().fetch_all(&mut *conn).await? {
-                recorded.push(row.try_get("id")?);
-            }
-        }
-        Ok(recorded)
+                .push_bind(c.error.as_deref());
+        });
+        q.push(
+            ") UPDATE webhook_events SET status = o.status, \
+             connection_id = COALESCE(o.connection_id, webhook_events.connection_id), \
+             last_error = o.last_error, processed_at = ",
+        )
+        .push_bind(to_micros(&now))
+        .push(
+            ", lease_expires_at = NULL FROM o WHERE webhook_events.id = o.id \
+             AND webhook_events.status = 'pending' AND webhook_events.lease_expires_at = ",
+        )
+        .push_bind(to_micros(&lease))
+        .push(" RETURNING webhook_events.id");
+        Ok(q.build_query_scalar().fetch_all(&mut *conn).await?)
     }
 }
 

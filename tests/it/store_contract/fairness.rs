@@ -202,16 +202,17 @@ async fn the_fill_after_the_shares_takes_the_oldest_left_and_no_event_twice() ->
     let store = app.store();
     let (big, small) = (tenant(), tenant());
     let at = now() - Duration::minutes(10);
-    for i in 0..10 {
-        let when = at + Duration::seconds(i);
-        store
-            .insert_webhook_event(&delivery(big, "github", &format!("big-{i}"), when))
-            .await?;
-    }
+    // The small tenant's deliveries are stored first but arrived last.
     for i in 0..2 {
         let when = at + Duration::minutes(1) + Duration::seconds(i);
         store
             .insert_webhook_event(&delivery(small, "github", &format!("small-{i}"), when))
+            .await?;
+    }
+    for i in (0..10).rev() {
+        let when = at + Duration::seconds(i);
+        store
+            .insert_webhook_event(&delivery(big, "github", &format!("big-{i}"), when))
             .await?;
     }
     let lease = now() + Duration::minutes(1);
@@ -232,6 +233,18 @@ async fn the_fill_after_the_shares_takes_the_oldest_left_and_no_event_twice() ->
     assert_eq!(keys(&first), expected);
     let rest: Vec<String> = (6..10).map(|i| format!("big-{i}")).collect();
     assert_eq!(keys(&second), rest);
+    // Each batch comes in the order its events arrived, whatever order they were stored or
+    // leased in: the batch's signals are written in this order.
+    let arrival = |batch: &[connectors::domain::StoredWebhookEvent]| {
+        batch
+            .iter()
+            .map(|e| e.dedupe_key.clone())
+            .collect::<Vec<_>>()
+    };
+    let mut in_order: Vec<String> = (0..6).map(|i| format!("big-{i}")).collect();
+    in_order.extend(["small-0".to_string(), "small-1".to_string()]);
+    assert_eq!(arrival(&first), in_order);
+    assert_eq!(arrival(&second), rest);
     assert!(
         first.iter().chain(&second).all(|e| e.attempts == 1),
         "each claimed event counts one attempt"

@@ -111,11 +111,14 @@ async fn completing_a_claim_records_each_outcome_with_its_signals() -> Outcome {
     let store = app.store();
     let t = tenant();
     let conn = app.connection(t, "github").await;
+    let other = app.connection(t, "github").await;
     let at = now();
     let processed = delivery(t, "github", "a", at);
     let ignored = delivery(t, "github", "b", at);
+    let failed = delivery(t, "github", "c", at);
     store.insert_webhook_event(&processed).await?;
     store.insert_webhook_event(&ignored).await?;
+    store.insert_webhook_event(&failed).await?;
     let lease = at + Duration::seconds(60);
     store.claim_webhook_events(at, lease, 10).await?;
     let signals = vec![signal(&conn, "push", 0), signal(&conn, "push", 0)];
@@ -138,6 +141,13 @@ async fn completing_a_claim_records_each_outcome_with_its_signals() -> Outcome {
                     signals: vec![],
                     error: None,
                 },
+                EventCompletion {
+                    id: failed.id,
+                    outcome: EventStatus::Failed,
+                    connection_id: Some(other.id),
+                    signals: vec![],
+                    error: Some("the payload was not an issue".into()),
+                },
             ],
             lease,
             done_at,
@@ -157,6 +167,15 @@ async fn completing_a_claim_records_each_outcome_with_its_signals() -> Outcome {
         .expect("there");
     assert_eq!(read.status, EventStatus::Ignored);
     assert_eq!(read.connection_id, None);
+    assert_eq!(read.processed_at, Some(done_at));
+    // Each event gets its own outcome, connection and error, though one batch records them.
+    let read = store.get_webhook_event(t, failed.id).await?.expect("there");
+    assert_eq!(read.status, EventStatus::Failed);
+    assert_eq!(read.connection_id, Some(other.id));
+    assert_eq!(
+        read.last_error.as_deref(),
+        Some("the payload was not an issue")
+    );
     assert_eq!(read.processed_at, Some(done_at));
     for s in &signals {
         assert!(store.get_signal(t, s.id).await?.is_some(), "signal stored");

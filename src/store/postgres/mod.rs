@@ -65,7 +65,7 @@ impl PostgresStore {
 impl Dialect for PostgresStore {
     type Db = Postgres;
 
-    fn pool(&self) -> &PgPool {
+    fn write_pool(&self) -> &PgPool {
         &self.pool
     }
 

@@ -54,7 +54,7 @@ pub(crate) trait InboxDialect: Dialect {
         limit: u32,
         tenants: &[Uuid],
     ) -> Result<Vec<StoredWebhookEvent>, StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.write_pool().begin().await?;
         let mut claimed = Vec::new();
         if tenants.len() > 1 {
             // `in_turn` lists at most `limit` tenants, so the shares fit in the batch.
@@ -121,7 +121,7 @@ pub(crate) async fn complete<S: InboxDialect>(
     // outcomes go first (on SQLite the first statement takes the write lock), and only the
     // signals of events still under this lease follow: a worker that outlived its lease writes
     // nothing, whatever the worker that took its events over decided.
-    let mut tx = store.pool().begin().await?;
+    let mut tx = store.write_pool().begin().await?;
     let recorded = store
         .record_outcomes(&mut tx, completions, lease, now)
         .await?;

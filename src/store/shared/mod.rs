@@ -26,16 +26,18 @@ use crate::domain::{NewPushEvent, NewSignal};
 /// A database connection of dialect `D`, as a transaction's steps receive it.
 pub(crate) type Conn<D> = <<D as Dialect>::Db as Database>::Connection;
 
-/// What every shared operation needs from a store: its pool, to open transactions on.
+/// What every shared operation needs from a store: a pool to open its write transactions on.
 #[async_trait]
 pub(crate) trait Dialect: Send + Sync {
     type Db: Database;
 
-    fn pool(&self) -> &Pool<Self::Db>;
+    /// Where the shared operations write: PostgreSQL's one pool; on SQLite the one connection
+    /// kept for writes, so the pages being written stay in its cache.
+    fn write_pool(&self) -> &Pool<Self::Db>;
 
     /// Opens a transaction that is going to write (SQLite takes its write lock at once).
     async fn begin_write(&self) -> Result<Transaction<'_, Self::Db>, StoreError> {
-        Ok(self.pool().begin().await?)
+        Ok(self.write_pool().begin().await?)
     }
 
     /// Waits for this process's turn to write, held until the guard drops: on SQLite, whose

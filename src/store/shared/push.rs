@@ -570,7 +570,7 @@ macro_rules! push_store {
                         .bind(to_micros(&lease_until))
                         .bind(to_micros(&now))
                         .bind(i64::from(limit))
-                        .fetch_all(self.pool())
+                        .fetch_all(self.write_pool())
                         .await?;
                     rows.iter().map(delivery).collect()
                 }

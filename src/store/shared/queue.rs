@@ -367,7 +367,7 @@ pub(crate) async fn patch_metadata<S: QueueDialect>(
     patch: &Map<String, Value>,
     now: Timestamp,
 ) -> Result<bool, StoreError> {
-    let mut tx = store.pool().begin().await?;
+    let mut tx = store.write_pool().begin().await?;
     if !store
         .touch_connection(&mut tx, tenant, connection, now)
         .await?
@@ -393,7 +393,7 @@ pub(crate) async fn commit_page<S: QueueDialect>(
     lease_until: Timestamp,
     now: Timestamp,
 ) -> Result<PageCommit, StoreError> {
-    let mut tx = store.pool().begin().await?;
+    let mut tx = store.write_pool().begin().await?;
     // The job row first: on SQLite the transaction takes the write lock with its first
     // statement (upgrading a read lock later can fail with SQLITE_BUSY), on PostgreSQL the
     // row stays locked, so no takeover interleaves, until this page is committed.
@@ -434,7 +434,7 @@ pub(crate) async fn finish<S: QueueDialect>(
     finish: JobFinish<'_>,
     now: Timestamp,
 ) -> Result<Finished, StoreError> {
-    let mut tx = store.pool().begin().await?;
+    let mut tx = store.write_pool().begin().await?;
     // The job row first, as in `commit_page`.
     let end = JobEnd::of(finish, now);
     let Some(ended) = store.end_job(&mut tx, lease, &end, now).await? else {

@@ -46,7 +46,7 @@ pub(crate) async fn fail<S: SubscriptionsDialect>(
     store: &S,
     f: &Failure<'_>,
 ) -> Result<(), StoreError> {
-    let mut tx = store.pool().begin().await?;
+    let mut tx = store.write_pool().begin().await?;
     let failed = store.mark_failed(&mut tx, f).await?;
     let wrote_event = failed.is_some();
     match failed {

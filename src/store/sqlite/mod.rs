@@ -170,7 +170,7 @@ fn private_files(path: &std::path::Path) -> std::io::Result<()> {
 impl Dialect for SqliteStore {
     type Db = Sqlite;
 
-    fn pool(&self) -> &SqlitePool {
+    fn write_pool(&self) -> &SqlitePool {
         &self.writer
     }
 

@@ -21,7 +21,7 @@ use crate::domain::{
     format_time, Delivery, Endpoint, EndpointId, EndpointSecrets, EventId, PushEvent, Timestamp,
 };
 use crate::services::Services;
-use crate::store::{AttemptRecord, HealthChange, NextStep, StoreError};
+use crate::store::{AttemptRecord, ClaimRequest, HealthChange, NextStep, StoreError};
 
 /// The longest an attempt may take.
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -107,8 +107,9 @@ impl Dispatcher {
     pub async fn run_once(&self) -> Result<Pass, StoreError> {
         let store = &self.services.store;
         let now = self.clock.now();
-        let (events, fanned_out) = store.sequence_and_fan_out(BATCH, now).await?;
-        let claimed = self.claim(BATCH, now).await?;
+        let ((events, fanned_out), claimed) = store
+            .fan_out_and_claim(BATCH, &self.claim_request(BATCH, now))
+            .await?;
         let attempted = claimed.len();
         let targets = self.targets(&claimed, now).await?;
         let bodies = self.events(&claimed).await?;
@@ -131,13 +132,15 @@ impl Dispatcher {
         })
     }
 
-    /// Claims up to `limit` deliveries that head their line, under this dispatcher's lease.
-    async fn claim(&self, limit: u32, now: Timestamp) -> Result<Vec<Delivery>, StoreError> {
-        let lease_until = now + chrono::Duration::from_std(LEASE).unwrap_or_default();
-        self.services
-            .store
-            .claim_deliveries(self.owner, now, lease_until, limit)
-            .await
+    /// A claim of up to `limit` deliveries that head their line, under this dispatcher's
+    /// lease.
+    fn claim_request(&self, limit: u32, now: Timestamp) -> ClaimRequest {
+        ClaimRequest {
+            owner: self.owner,
+            now,
+            lease_until: now + chrono::Duration::from_std(LEASE).unwrap_or_default(),
+            limit,
+        }
     }
 
     /// Records attempts in one transaction; how many of them delivered.
@@ -170,17 +173,16 @@ impl Dispatcher {
         outcomes: &tokio::sync::mpsc::UnboundedSender<Attempted>,
     ) -> Result<bool, StoreError> {
         let now = self.clock.now();
-        let (events, _) = self
+        // Claims as many as there are free slots, in the same step as the fan-out.
+        let free = u32::try_from(slots.available_permits()).unwrap_or(u32::MAX);
+        let ((events, _), claimed) = self
             .services
             .store
-            .sequence_and_fan_out(FAN_OUT, now)
+            .fan_out_and_claim(FAN_OUT, &self.claim_request(free, now))
             .await?;
-        let free = u32::try_from(slots.available_permits()).unwrap_or(u32::MAX);
-        if free == 0 {
+        if claimed.is_empty() {
             return Ok(events > 0);
         }
-        let claimed = self.claim(free, now).await?;
-        let started = !claimed.is_empty();
         let targets = self.targets(&claimed, now).await?;
         let bodies = self.events(&claimed).await?;
         for delivery in claimed {
@@ -203,7 +205,7 @@ impl Dispatcher {
                 }
             });
         }
-        Ok(events > 0 || started)
+        Ok(true)
     }
 
     /// Runs passes until one finds nothing to do (at most `max_passes`).

@@ -41,7 +41,9 @@
 //! (`POST /endpoints/{id}/replay` sends those). On SQLite a pass takes the write lock before it
 //! reads, even with nothing to do: a writer wakes the dispatcher before it commits, and the
 //! lock is what makes the pass wait for that commit. The fan-out, claims and outcomes of this
-//! process take their turn with its other writers instead of meeting in SQLite's busy handler.
+//! process take their turn with its other writers instead of meeting in SQLite's busy handler,
+//! and a pass's fan-out and claim are one transaction there (one commit of the one writer
+//! instead of two); on PostgreSQL the claim stays out of the sequencer's lock.
 //! Retention deletes only events at or below the watermark.
 //!
 //! Events are still inserted with the older `fanned_out` column set: an instance of the

@@ -63,6 +63,16 @@ pub enum ReplayFrom {
 }
 
 /// What keeps push delivery.
+/// A claim of deliveries ([`PushStore::claim_deliveries`]): up to `limit` due at `now`, leased
+/// to `owner` until `lease_until`.
+#[derive(Clone, Copy, Debug)]
+pub struct ClaimRequest {
+    pub owner: Uuid,
+    pub now: Timestamp,
+    pub lease_until: Timestamp,
+    pub limit: u32,
+}
+
 #[async_trait]
 pub trait PushStore: Send + Sync {
     /// Creates an endpoint.
@@ -150,6 +160,16 @@ pub trait PushStore: Send + Sync {
         tenant: TenantId,
         signal: SignalId,
     ) -> Result<Option<i64>, StoreError>;
+
+    /// [`PushStore::sequence_and_fan_out`] of up to `fan_out` events, then
+    /// [`PushStore::claim_deliveries`] as `claim` asks (nothing when its `limit` is 0). SQLite
+    /// does both in one transaction of its one writer; PostgreSQL claims outside the
+    /// sequencer's lock, so instances claim while one numbers.
+    async fn fan_out_and_claim(
+        &self,
+        fan_out: u32,
+        claim: &ClaimRequest,
+    ) -> Result<((u64, u64), Vec<Delivery>), StoreError>;
 
     /// Leases up to `limit` due deliveries that head their (endpoint, connection) line until
     /// `lease_until`, counting the attempt.

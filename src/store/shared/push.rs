@@ -251,7 +251,7 @@ macro_rules! push_store {
             use $crate::store::shared::Dialect;
             use $crate::store::shared::replay::{replay_picks, replay_query, REPLAY_PAGE};
             use $crate::store::{
-                AttemptRecord, HealthChange, PageRequest, PushStore, ReplayFrom, StoreError,
+                AttemptRecord, ClaimRequest, HealthChange, PageRequest, PushStore, ReplayFrom, StoreError,
             };
 
             #[async_trait]
@@ -430,49 +430,48 @@ macro_rules! push_store {
                     // The write lock first, even with nothing to do: on SQLite a writer wakes
                     // the dispatcher before its commit, and this pass must wait for that commit
                     // to see the events it announced.
-                    let numbered: bool = $numbered_at_insert;
                     let _turn = self.write_turn().await;
                     let mut tx = self.begin_write().await?;
-                    let lock: Option<&str> = $sequencer_lock;
-                    if let Some(lock) = lock {
-                        sqlx::query(lock).execute(&mut *tx).await?;
-                    }
-                    if !numbered {
-                        super::number_events(&mut tx).await?;
-                    }
-                    let through: i64 = sqlx::query_scalar(FANNED_OUT_THROUGH).fetch_one(&mut *tx).await?;
-                    let sql = format!("SELECT {ENDPOINT_COLUMNS} FROM push_endpoints WHERE status = 'active'");
-                    let rows = sqlx::query(&sql).fetch_all(&mut *tx).await?;
-                    let endpoints = rows.iter().map(endpoint).collect::<Result<Vec<Endpoint>, _>>()?;
-                    if endpoints.is_empty() {
-                        // No endpoint receives anything: the watermark moves past every event
-                        // numbered so far, none of them read.
-                        let newest: i64 = sqlx::query_scalar(NEWEST_SEQ).fetch_one(&mut *tx).await?;
-                        if newest > through {
-                            sqlx::query(ADVANCE_FAN_OUT).bind(newest).execute(&mut *tx).await?;
-                        }
-                        tx.commit().await?;
-                        return Ok((u64::try_from(newest - through).unwrap_or(0), 0));
-                    }
-                    let rows = sqlx::query(&events_past_sql())
-                        .bind(through)
-                        .bind(i64::from(limit))
-                        .fetch_all(&mut *tx)
-                        .await?;
-                    let events = rows.iter().map(event).collect::<Result<Vec<PushEvent>, _>>()?;
-                    let Some(last) = events.last().map(|e| e.seq) else {
-                        tx.commit().await?;
-                        return Ok((0, 0));
-                    };
-                    let fan_out: Vec<(EndpointId, &PushEvent)> = events
-                        .iter()
-                        .flat_map(|e| endpoints.iter().filter(move |t| t.receives(e)).map(move |t| (t.id, e)))
-                        .collect();
-                    insert_deliveries(&mut *tx, &fan_out, now).await?;
-                    let created = u64::try_from(fan_out.len()).unwrap_or(u64::MAX);
-                    sqlx::query(ADVANCE_FAN_OUT).bind(last).execute(&mut *tx).await?;
+                    let passed = fan_out_in(&mut tx, limit, now).await?;
                     tx.commit().await?;
-                    Ok((u64::try_from(events.len()).unwrap_or(u64::MAX), created))
+                    Ok(passed)
+                }
+
+                async fn fan_out_and_claim(
+                    &self,
+                    fan_out: u32,
+                    claim: &ClaimRequest,
+                ) -> Result<((u64, u64), Vec<Delivery>), StoreError> {
+                    let numbered: bool = $numbered_at_insert;
+                    if !numbered {
+                        // PostgreSQL: the claim stays out of the sequencer's lock, so other
+                        // instances claim while one numbers.
+                        let passed = self.sequence_and_fan_out(fan_out, claim.now).await?;
+                        let claimed = if claim.limit == 0 {
+                            Vec::new()
+                        } else {
+                            self.claim_deliveries(claim.owner, claim.now, claim.lease_until, claim.limit).await?
+                        };
+                        return Ok((passed, claimed));
+                    }
+                    // SQLite: one transaction of its one writer instead of two, each a commit.
+                    let _turn = self.write_turn().await;
+                    let mut tx = self.begin_write().await?;
+                    let passed = fan_out_in(&mut tx, fan_out, claim.now).await?;
+                    let claimed = if claim.limit == 0 {
+                        Vec::new()
+                    } else {
+                        let rows = sqlx::query(&$claim)
+                            .bind(claim.owner)
+                            .bind(to_micros(&claim.lease_until))
+                            .bind(to_micros(&claim.now))
+                            .bind(i64::from(claim.limit))
+                            .fetch_all(&mut *tx)
+                            .await?;
+                        rows.iter().map(delivery).collect::<Result<Vec<Delivery>, _>>()?
+                    };
+                    tx.commit().await?;
+                    Ok((passed, claimed))
                 }
 
                 async fn sequence_events(&self) -> Result<i64, StoreError> {
@@ -746,6 +745,54 @@ macro_rules! push_store {
             const INSERT_CHUNK: usize = 500;
 
             /// One pending delivery per (endpoint, event), a statement per [`INSERT_CHUNK`].
+            /// Inside the caller's write transaction: numbers what the store numbers after
+            /// commit, then fans up to `limit` events past the watermark out to the active
+            /// endpoints ([`PushStore::sequence_and_fan_out`]).
+            async fn fan_out_in(
+                tx: &mut <$db as sqlx::Database>::Connection,
+                limit: u32,
+                now: Timestamp,
+            ) -> Result<(u64, u64), StoreError> {
+                let numbered: bool = $numbered_at_insert;
+                let lock: Option<&str> = $sequencer_lock;
+                if let Some(lock) = lock {
+                    sqlx::query(lock).execute(&mut *tx).await?;
+                }
+                if !numbered {
+                    super::number_events(&mut *tx).await?;
+                }
+                let through: i64 = sqlx::query_scalar(FANNED_OUT_THROUGH).fetch_one(&mut *tx).await?;
+                let sql = format!("SELECT {ENDPOINT_COLUMNS} FROM push_endpoints WHERE status = 'active'");
+                let rows = sqlx::query(&sql).fetch_all(&mut *tx).await?;
+                let endpoints = rows.iter().map(endpoint).collect::<Result<Vec<Endpoint>, _>>()?;
+                if endpoints.is_empty() {
+                    // No endpoint receives anything: the watermark moves past every event
+                    // numbered so far, none of them read.
+                    let newest: i64 = sqlx::query_scalar(NEWEST_SEQ).fetch_one(&mut *tx).await?;
+                    if newest > through {
+                        sqlx::query(ADVANCE_FAN_OUT).bind(newest).execute(&mut *tx).await?;
+                    }
+                    return Ok((u64::try_from(newest - through).unwrap_or(0), 0));
+                }
+                let rows = sqlx::query(&events_past_sql())
+                    .bind(through)
+                    .bind(i64::from(limit))
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let events = rows.iter().map(event).collect::<Result<Vec<PushEvent>, _>>()?;
+                let Some(last) = events.last().map(|e| e.seq) else {
+                    return Ok((0, 0));
+                };
+                let fan_out: Vec<(EndpointId, &PushEvent)> = events
+                    .iter()
+                    .flat_map(|e| endpoints.iter().filter(move |t| t.receives(e)).map(move |t| (t.id, e)))
+                    .collect();
+                insert_deliveries(&mut *tx, &fan_out, now).await?;
+                let created = u64::try_from(fan_out.len()).unwrap_or(u64::MAX);
+                sqlx::query(ADVANCE_FAN_OUT).bind(last).execute(&mut *tx).await?;
+                Ok((u64::try_from(events.len()).unwrap_or(u64::MAX), created))
+            }
+
             async fn insert_deliveries(
                 conn: &mut <$db as sqlx::Database>::Connection,
                 rows: &[(EndpointId, &PushEvent)],

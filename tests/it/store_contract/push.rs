@@ -7,10 +7,10 @@ use std::path::Path;
 use std::str::FromStr;
 
 use connectors::domain::{
-    from_micros, to_micros, Delivery, DeliveryStatus, EndpointFilter, EndpointId, EndpointPatch,
-    EndpointStatus, EventId, NewEndpoint,
+    from_micros, to_micros, ConnectionId, Delivery, DeliveryStatus, EndpointFilter, EndpointId,
+    EndpointPatch, EndpointStatus, EventId, NewEndpoint,
 };
-use connectors::store::{AttemptRecord, HealthChange, NextStep, StoreOptions};
+use connectors::store::{AttemptRecord, ClaimRequest, HealthChange, NextStep, StoreOptions};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 use super::*;
@@ -165,6 +165,59 @@ async fn fan_out_resumes_after_its_watermark_skipping_and_repeating_nothing() ->
         "each event once"
     );
     assert_eq!(through_seq(&app.database_url).await?, seqs[seqs.len() - 1]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_pass_fans_out_and_claims_the_heads_it_created_in_one_step() -> Outcome {
+    let app = TestApp::spawn().await;
+    let store = app.store();
+    let t = tenant();
+    let (first, second) = (
+        app.connection(t, "github").await,
+        app.connection(t, "github").await,
+    );
+    let id = endpoint(&store, t).await?;
+    app.signals(signals(&first, 2)).await;
+    app.signals(signals(&second, 1)).await;
+    let owner = Uuid::new_v4();
+    let at = now();
+    let claim = |limit| ClaimRequest {
+        owner,
+        now: at,
+        lease_until: at + chrono::Duration::minutes(1),
+        limit,
+    };
+
+    // No room to claim: the events are fanned out and nothing is leased.
+    let (passed, claimed) = store.fan_out_and_claim(2, &claim(0)).await?;
+    assert_eq!((passed, claimed.len()), ((2, 2), 0));
+    // The rest fanned out, and the head of each connection's line claimed in the same step,
+    // the deliveries the step itself created among them.
+    let (passed, claimed) = store.fan_out_and_claim(64, &claim(10)).await?;
+    assert_eq!(passed, (1, 1));
+    let mut heads: Vec<ConnectionId> = claimed.iter().map(|d| d.connection_id).collect();
+    heads.sort();
+    let mut expected = vec![first.id, second.id];
+    expected.sort();
+    assert_eq!(
+        heads, expected,
+        "one delivery per line, the lowest seq of each"
+    );
+    assert!(claimed
+        .iter()
+        .all(|d| d.endpoint_id == id && d.attempts == 1));
+    let seqs = delivered_seqs(&store, id).await?;
+    let mut claimed_seqs: Vec<i64> = claimed.iter().map(|d| d.seq).collect();
+    claimed_seqs.sort();
+    assert_eq!(
+        claimed_seqs,
+        vec![seqs[0], seqs[2]],
+        "the first connection's second waits"
+    );
+    // Leased: the next step claims nothing and fans out nothing.
+    let (passed, again) = store.fan_out_and_claim(64, &claim(10)).await?;
+    assert_eq!((passed, again.len()), ((0, 0), 0));
     Ok(())
 }
 

@@ -108,7 +108,7 @@ impl Dispatcher {
         let store = &self.services.store;
         let now = self.clock.now();
         let ((events, fanned_out), claimed) = store
-            .fan_out_and_claim(BATCH, &self.claim_request(BATCH, now))
+            .fan_out_and_claim(BATCH, &self.claim_request(&|| BATCH, now))
             .await?;
         let attempted = claimed.len();
         let targets = self.targets(&claimed, now).await?;
@@ -132,14 +132,18 @@ impl Dispatcher {
         })
     }
 
-    /// A claim of up to `limit` deliveries that head their line, under this dispatcher's
-    /// lease.
-    fn claim_request(&self, limit: u32, now: Timestamp) -> ClaimRequest {
+    /// A claim of as many deliveries that head their line as `room` says, under this
+    /// dispatcher's lease.
+    fn claim_request<'a>(
+        &self,
+        room: &'a (dyn Fn() -> u32 + Send + Sync),
+        now: Timestamp,
+    ) -> ClaimRequest<'a> {
         ClaimRequest {
             owner: self.owner,
             now,
             lease_until: now + chrono::Duration::from_std(LEASE).unwrap_or_default(),
-            limit,
+            room,
         }
     }
 
@@ -173,12 +177,13 @@ impl Dispatcher {
         outcomes: &tokio::sync::mpsc::UnboundedSender<Attempted>,
     ) -> Result<bool, StoreError> {
         let now = self.clock.now();
-        // Claims as many as there are free slots, in the same step as the fan-out.
-        let free = u32::try_from(slots.available_permits()).unwrap_or(u32::MAX);
+        // Claims as many as there are free slots when the claim is made: attempts finish
+        // while the fan-out runs.
+        let free = || u32::try_from(slots.available_permits()).unwrap_or(u32::MAX);
         let ((events, _), claimed) = self
             .services
             .store
-            .fan_out_and_claim(FAN_OUT, &self.claim_request(free, now))
+            .fan_out_and_claim(FAN_OUT, &self.claim_request(&free, now))
             .await?;
         if claimed.is_empty() {
             return Ok(events > 0);

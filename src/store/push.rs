@@ -62,17 +62,25 @@ pub enum ReplayFrom {
     AfterSignal(PageKey),
 }
 
-/// What keeps push delivery.
-/// A claim of deliveries ([`PushStore::claim_deliveries`]): up to `limit` due at `now`, leased
-/// to `owner` until `lease_until`.
-#[derive(Clone, Copy, Debug)]
-pub struct ClaimRequest {
+/// A claim of deliveries ([`PushStore::claim_deliveries`]): as many as `room` says when the
+/// claim is made (a dispatcher's free slots, read then rather than before the fan-out), due at
+/// `now`, leased to `owner` until `lease_until`.
+#[derive(Clone, Copy)]
+pub struct ClaimRequest<'a> {
     pub owner: Uuid,
     pub now: Timestamp,
     pub lease_until: Timestamp,
-    pub limit: u32,
+    pub room: &'a (dyn Fn() -> u32 + Send + Sync),
 }
 
+impl ClaimRequest<'_> {
+    /// How many deliveries to claim now.
+    pub fn limit(&self) -> u32 {
+        (self.room)()
+    }
+}
+
+/// What keeps push delivery.
 #[async_trait]
 pub trait PushStore: Send + Sync {
     /// Creates an endpoint.
@@ -162,13 +170,13 @@ pub trait PushStore: Send + Sync {
     ) -> Result<Option<i64>, StoreError>;
 
     /// [`PushStore::sequence_and_fan_out`] of up to `fan_out` events, then
-    /// [`PushStore::claim_deliveries`] as `claim` asks (nothing when its `limit` is 0). SQLite
+    /// [`PushStore::claim_deliveries`] as `claim` asks (nothing when it has no room). SQLite
     /// does both in one transaction of its one writer; PostgreSQL claims outside the
     /// sequencer's lock, so instances claim while one numbers.
     async fn fan_out_and_claim(
         &self,
         fan_out: u32,
-        claim: &ClaimRequest,
+        claim: &ClaimRequest<'_>,
     ) -> Result<((u64, u64), Vec<Delivery>), StoreError>;
 
     /// Leases up to `limit` due deliveries that head their (endpoint, connection) line until

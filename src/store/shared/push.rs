@@ -440,17 +440,18 @@ macro_rules! push_store {
                 async fn fan_out_and_claim(
                     &self,
                     fan_out: u32,
-                    claim: &ClaimRequest,
+                    claim: &ClaimRequest<'_>,
                 ) -> Result<((u64, u64), Vec<Delivery>), StoreError> {
                     let numbered: bool = $numbered_at_insert;
                     if !numbered {
                         // PostgreSQL: the claim stays out of the sequencer's lock, so other
                         // instances claim while one numbers.
                         let passed = self.sequence_and_fan_out(fan_out, claim.now).await?;
-                        let claimed = if claim.limit == 0 {
+                        let limit = claim.limit();
+                        let claimed = if limit == 0 {
                             Vec::new()
                         } else {
-                            self.claim_deliveries(claim.owner, claim.now, claim.lease_until, claim.limit).await?
+                            self.claim_deliveries(claim.owner, claim.now, claim.lease_until, limit).await?
                         };
                         return Ok((passed, claimed));
                     }
@@ -458,14 +459,15 @@ macro_rules! push_store {
                     let _turn = self.write_turn().await;
                     let mut tx = self.begin_write().await?;
                     let passed = fan_out_in(&mut tx, fan_out, claim.now).await?;
-                    let claimed = if claim.limit == 0 {
+                    let limit = claim.limit();
+                    let claimed = if limit == 0 {
                         Vec::new()
                     } else {
                         let rows = sqlx::query(&$claim)
                             .bind(claim.owner)
                             .bind(to_micros(&claim.lease_until))
                             .bind(to_micros(&claim.now))
-                            .bind(i64::from(claim.limit))
+                            .bind(i64::from(limit))
                             .fetch_all(&mut *tx)
                             .await?;
                         rows.iter().map(delivery).collect::<Result<Vec<Delivery>, _>>()?

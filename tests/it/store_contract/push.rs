@@ -168,6 +168,16 @@ async fn fan_out_resumes_after_its_watermark_skipping_and_repeating_nothing() ->
     Ok(())
 }
 
+/// A claim by `owner` at `at`, of as many deliveries as `room` says, for a minute.
+fn claim(owner: Uuid, at: Timestamp, room: &(dyn Fn() -> u32 + Send + Sync)) -> ClaimRequest<'_> {
+    ClaimRequest {
+        owner,
+        now: at,
+        lease_until: at + chrono::Duration::minutes(1),
+        room,
+    }
+}
+
 #[tokio::test]
 async fn a_pass_fans_out_and_claims_the_heads_it_created_in_one_step() -> Outcome {
     let app = TestApp::spawn().await;
@@ -182,19 +192,14 @@ async fn a_pass_fans_out_and_claims_the_heads_it_created_in_one_step() -> Outcom
     app.signals(signals(&second, 1)).await;
     let owner = Uuid::new_v4();
     let at = now();
-    let claim = |limit| ClaimRequest {
-        owner,
-        now: at,
-        lease_until: at + chrono::Duration::minutes(1),
-        limit,
-    };
-
     // No room to claim: the events are fanned out and nothing is leased.
-    let (passed, claimed) = store.fan_out_and_claim(2, &claim(0)).await?;
+    let (passed, claimed) = store.fan_out_and_claim(2, &claim(owner, at, &|| 0)).await?;
     assert_eq!((passed, claimed.len()), ((2, 2), 0));
     // The rest fanned out, and the head of each connection's line claimed in the same step,
     // the deliveries the step itself created among them.
-    let (passed, claimed) = store.fan_out_and_claim(64, &claim(10)).await?;
+    let (passed, claimed) = store
+        .fan_out_and_claim(64, &claim(owner, at, &|| 10))
+        .await?;
     assert_eq!(passed, (1, 1));
     let mut heads: Vec<ConnectionId> = claimed.iter().map(|d| d.connection_id).collect();
     heads.sort();
@@ -216,7 +221,9 @@ async fn a_pass_fans_out_and_claims_the_heads_it_created_in_one_step() -> Outcom
         "the first connection's second waits"
     );
     // Leased: the next step claims nothing and fans out nothing.
-    let (passed, again) = store.fan_out_and_claim(64, &claim(10)).await?;
+    let (passed, again) = store
+        .fan_out_and_claim(64, &claim(owner, at, &|| 10))
+        .await?;
     assert_eq!((passed, again.len()), ((0, 0), 0));
     Ok(())
 }

@@ -191,32 +191,6 @@ impl InboxDialect for PostgresStore {
         Ok(query.fetch_all(&self.pool).await?)
     }
 
-    async fn lease_events(
-        &self,
-        conn: &mut PgConnection,
-        now: Timestamp,
-        lease_until: Timestamp,
-        limit: u32,
-        tenant: Option<Uuid>,
-    ) -> Result<Vec<StoredWebhookEvent>, StoreError> {
-        // SKIP LOCKED: instances sharing the database claim disjoint events without waiting.
-        let whose = crate::store::shared::inbox::of_tenant(tenant, '$');
-        let sql = format!(
-            "UPDATE webhook_events SET lease_expires_at = $2, attempts = attempts + 1 \
-             WHERE id IN (SELECT id FROM webhook_events WHERE {READY}{whose} \
-             ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING {COLUMNS}"
-        );
-        let mut query = sqlx::query(&sql)
-            .bind(now)
-            .bind(lease_until)
-            .bind(i64::from(limit));
-        if let Some(tenant) = tenant {
-            query = query.bind(tenant);
-        }
-        let rows = query.fetch_all(conn).await?;
-        rows.iter().map(decode).collect()
-    }
-
     async fn lease_claim(
         &self,
         now: Timestamp,
@@ -228,8 +202,7 @@ impl InboxDialect for PostgresStore {
         // read from the tenant's end of the pending index, then the oldest of anyone's in the
         // room the shares left (the same snapshot sees the shares' rows ready, so they are
         // left out by id). One round trip instead of a transaction of two leases.
-        let tenants: &[Uuid] = if tenants.len() > 1 { tenants } else { &[] };
-        let share = crate::store::shared::turns::share(limit, tenants.len());
+        let (tenants, share) = crate::store::shared::turns::shares(limit, tenants);
         let sql = format!(
             "WITH shares AS (UPDATE webhook_events SET lease_expires_at = $2, \
                attempts = attempts + 1 \

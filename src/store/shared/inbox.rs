@@ -32,50 +32,17 @@ pub(crate) trait InboxDialect: Dialect {
         max: u32,
     ) -> Result<Vec<Uuid>, StoreError>;
 
-    /// Inside the caller's transaction, leases until `lease_until` up to `limit` of the oldest
-    /// ready events (of `tenant` only, when given), counting an attempt on each.
-    async fn lease_events(
-        &self,
-        conn: &mut Conn<Self>,
-        now: Timestamp,
-        lease_until: Timestamp,
-        limit: u32,
-        tenant: Option<Uuid>,
-    ) -> Result<Vec<StoredWebhookEvent>, StoreError>;
-
-    /// Leases a claim of up to `limit` ready events in one transaction: when `tenants` holds
-    /// more than one, an equal share of each one's oldest first (one
-    /// [`InboxDialect::lease_events`] per tenant), then the oldest of anyone's in what the
-    /// shares left. A store may do it all in one statement (PostgreSQL does).
+    /// Leases until `lease_until`, in one statement that is its own transaction, a claim of up
+    /// to `limit` ready events, counting an attempt on each: an equal share of the oldest of
+    /// each of `tenants` when it holds more than one ([`turns::shares`]), then the oldest of
+    /// anyone's in the room the shares left, none twice.
     async fn lease_claim(
         &self,
         now: Timestamp,
         lease_until: Timestamp,
         limit: u32,
         tenants: &[Uuid],
-    ) -> Result<Vec<StoredWebhookEvent>, StoreError> {
-        let mut tx = self.write_pool().begin().await?;
-        let mut claimed = Vec::new();
-        if tenants.len() > 1 {
-            // `in_turn` lists at most `limit` tenants, so the shares fit in the batch.
-            let share = turns::share(limit, tenants.len());
-            for tenant in tenants {
-                let mine = self
-                    .lease_events(&mut tx, now, lease_until, share, Some(*tenant))
-                    .await?;
-                claimed.extend(mine);
-            }
-        }
-        let room = limit.saturating_sub(count(&claimed));
-        if room > 0 {
-            let rest = self
-                .lease_events(&mut tx, now, lease_until, room, None)
-                .await?;
-            claimed.extend(rest);
-        }
-        tx.commit().await?;
-        Ok(claimed)
-    }
+    ) -> Result<Vec<StoredWebhookEvent>, StoreError>;
 }
 
 /// [`crate::store::Inbox::claim_webhook_events`]: a batch shared between the tenants with
@@ -104,10 +71,6 @@ pub(crate) async fn claim<S: InboxDialect>(
     // batch's signals are written in this order.
     claimed.sort_by_key(|e| (e.received_at, e.id));
     Ok(claimed)
-}
-
-fn count(events: &[StoredWebhookEvent]) -> u32 {
-    u32::try_from(events.len()).unwrap_or(u32::MAX)
 }
 
 /// [`crate::store::Inbox::complete_webhook_events`].
@@ -140,13 +103,4 @@ pub(crate) async fn complete<S: InboxDialect>(
         store.push_events_committed();
     }
     Ok(())
-}
-
-/// The clause narrowing a lease to one tenant's events when `tenant` names one, in a dialect
-/// whose numbered placeholders start with `mark` (`?` or `$`): the tenant is parameter 4.
-pub(crate) fn of_tenant(tenant: Option<Uuid>, mark: char) -> String {
-    match tenant {
-        Some(_) => format!(" AND tenant_id = {mark}4"),
-        None => String::new(),
-    }
 }

@@ -76,6 +76,13 @@ pub(crate) fn share(limit: u32, tenants: usize) -> u32 {
     (limit / tenants).max(1)
 }
 
+/// The tenants that get a share of a batch of `limit`, and each one's share: none when only
+/// one tenant has items ready (its items are the oldest of anyone's anyway).
+pub(crate) fn shares(limit: u32, tenants: &[Uuid]) -> (&[Uuid], u32) {
+    let tenants: &[Uuid] = if tenants.len() > 1 { tenants } else { &[] };
+    (tenants, share(limit, tenants.len()))
+}
+
 /// The SQL that lists up to `max` tenants with ready work in `table`, in tenant-id order
 /// (after the tenant bound to `after` when `anchored`): a recursive walk in which each step
 /// asks the `(tenant_id, ...)` index for the first tenant above the previous one, so it reads

@@ -178,31 +178,6 @@ impl InboxDialect for SqliteStore {
         Ok(query.fetch_all(&self.pool).await?)
     }
 
-    async fn lease_events(
-        &self,
-        conn: &mut SqliteConnection,
-        now: Timestamp,
-        lease_until: Timestamp,
-        limit: u32,
-        tenant: Option<Uuid>,
-    ) -> Result<Vec<StoredWebhookEvent>, StoreError> {
-        let whose = crate::store::shared::inbox::of_tenant(tenant, '?');
-        let sql = format!(
-            "UPDATE webhook_events SET lease_expires_at = ?2, attempts = attempts + 1 \
-             WHERE id IN (SELECT id FROM webhook_events WHERE {READY}{whose} \
-             ORDER BY next_attempt_at LIMIT ?3) RETURNING {COLUMNS}"
-        );
-        let mut query = sqlx::query(&sql)
-            .bind(to_micros(&now))
-            .bind(to_micros(&lease_until))
-            .bind(i64::from(limit));
-        if let Some(tenant) = tenant {
-            query = query.bind(tenant);
-        }
-        let rows = query.fetch_all(conn).await?;
-        rows.iter().map(decode).collect()
-    }
-
     async fn lease_claim(
         &self,
         now: Timestamp,
@@ -213,8 +188,7 @@ impl InboxDialect for SqliteStore {
         // The whole claim in one statement, its own transaction: every tenant's share (one
         // probe of `webhook_events_pending_by_tenant` each), then the oldest of anyone's in the
         // room the shares left. One step on the connection's thread instead of one per tenant.
-        let tenants: &[Uuid] = if tenants.len() > 1 { tenants } else { &[] };
-        let share = crate::store::shared::turns::share(limit, tenants.len());
+        let (tenants, share) = crate::store::shared::turns::shares(limit, tenants);
         let mut sql = String::from("WITH shares(id) AS MATERIALIZED (");
         if tenants.is_empty() {
             sql.push_str("SELECT NULL WHERE 0");

@@ -463,14 +463,7 @@ macro_rules! push_store {
                     let claimed = if limit == 0 {
                         Vec::new()
                     } else {
-                        let rows = sqlx::query(&$claim)
-                            .bind(claim.owner)
-                            .bind(to_micros(&claim.lease_until))
-                            .bind(to_micros(&claim.now))
-                            .bind(i64::from(limit))
-                            .fetch_all(&mut *tx)
-                            .await?;
-                        rows.iter().map(delivery).collect::<Result<Vec<Delivery>, _>>()?
+                        claim_on(&mut *tx, claim.owner, claim.now, claim.lease_until, limit).await?
                     };
                     tx.commit().await?;
                     Ok((passed, claimed))
@@ -566,14 +559,7 @@ macro_rules! push_store {
                     limit: u32,
                 ) -> Result<Vec<Delivery>, StoreError> {
                     let _turn = self.write_turn().await;
-                    let rows = sqlx::query(&$claim)
-                        .bind(owner)
-                        .bind(to_micros(&lease_until))
-                        .bind(to_micros(&now))
-                        .bind(i64::from(limit))
-                        .fetch_all(self.write_pool())
-                        .await?;
-                    rows.iter().map(delivery).collect()
+                    claim_on(self.write_pool(), owner, now, lease_until, limit).await
                 }
 
                 async fn get_events(&self, ids: &[EventId]) -> Result<Vec<PushEvent>, StoreError> {
@@ -746,7 +732,28 @@ macro_rules! push_store {
             /// Rows per multi-row `INSERT`: twelve binds each, well under either database's limit.
             const INSERT_CHUNK: usize = 500;
 
-            /// One pending delivery per (endpoint, event), a statement per [`INSERT_CHUNK`].
+            /// [`PushStore::claim_deliveries`] on `executor`: a pool (its own transaction) or the
+            /// caller's transaction.
+            async fn claim_on<'e, E>(
+                executor: E,
+                owner: Uuid,
+                now: Timestamp,
+                lease_until: Timestamp,
+                limit: u32,
+            ) -> Result<Vec<Delivery>, StoreError>
+            where
+                E: sqlx::Executor<'e, Database = $db>,
+            {
+                let rows = sqlx::query(&$claim)
+                    .bind(owner)
+                    .bind(to_micros(&lease_until))
+                    .bind(to_micros(&now))
+                    .bind(i64::from(limit))
+                    .fetch_all(executor)
+                    .await?;
+                rows.iter().map(delivery).collect()
+            }
+
             /// Inside the caller's write transaction: numbers what the store numbers after
             /// commit, then fans up to `limit` events past the watermark out to the active
             /// endpoints ([`PushStore::sequence_and_fan_out`]).
@@ -795,6 +802,7 @@ macro_rules! push_store {
                 Ok((u64::try_from(events.len()).unwrap_or(u64::MAX), created))
             }
 
+            /// One pending delivery per (endpoint, event), a statement per [`INSERT_CHUNK`].
             async fn insert_deliveries(
                 conn: &mut <$db as sqlx::Database>::Connection,
                 rows: &[(EndpointId, &PushEvent)],

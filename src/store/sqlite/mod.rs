@@ -79,7 +79,12 @@ impl SqliteStore {
             .pragma("wal_autocheckpoint", checkpoint::AUTOCHECKPOINT_PAGES)
             // Each connection keeps up to this many KiB of pages (negative: KiB, not pages),
             // so the indexes a write walks stay cached across commits.
-            .pragma("cache_size", CACHE_KIB);
+            .pragma("cache_size", CACHE_KIB)
+            // Temporary tables and statement journals in memory: a multi-row statement inside
+            // a transaction (an inbox batch's outcomes, say) journals the pages it changes in
+            // case it must be undone alone, and past 64 KiB SQLite spilled that journal into a
+            // new temporary file, opened, written and deleted within the statement.
+            .pragma("temp_store", "memory");
         private_files(connect.get_filename())
             .map_err(|e| StoreError::Unavailable(sqlx::Error::Io(e)))?;
         let pool = super::pool::ping_when_idle(SqlitePoolOptions::new())

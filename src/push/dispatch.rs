@@ -107,9 +107,10 @@ impl Dispatcher {
     pub async fn run_once(&self) -> Result<Pass, StoreError> {
         let store = &self.services.store;
         let now = self.clock.now();
-        let ((events, fanned_out), claimed) = store
-            .fan_out_and_claim(BATCH, &self.claim_request(&|| BATCH, now))
+        let step = store
+            .dispatch_step(&[], BATCH, &self.claim_request(&|| BATCH, now))
             .await?;
+        let ((events, fanned_out), claimed) = (step.fanned_out, step.claimed);
         let attempted = claimed.len();
         let targets = self.targets(&claimed, now).await?;
         let bodies = self.events(&claimed).await?;
@@ -154,25 +155,16 @@ impl Dispatcher {
         }
         let records: Vec<AttemptRecord> = done.iter().map(|a| a.record.clone()).collect();
         let kept = self.services.store.record_attempts(&records).await?;
-        let mut delivered = 0;
-        for (attempted, ours) in done.iter().zip(kept) {
-            if !ours {
-                tracing::warn!(delivery = %attempted.record.delivery, "delivery lease lost before the outcome was recorded");
-                continue;
-            }
-            if attempted.record.next == NextStep::Succeeded {
-                delivered += 1;
-            }
-            observe(&attempted.record, &attempted.event, attempted.record.now);
-        }
-        Ok(delivered)
+        Ok(recorded(&done, &kept))
     }
 
-    /// One step of the background loop: sequence and fan out, then start an attempt on its own
-    /// task for each delivery due now, as far as `slots` allow; each sends its outcome to
-    /// `outcomes`. Whether there was anything to do.
+    /// One step of the background loop: records `done` (the attempts finished since the last
+    /// step), sequences and fans out, then starts an attempt on its own task for each delivery
+    /// due now, as far as `slots` allow; each sends its outcome to `outcomes`, for a later step
+    /// to record. Whether there was anything to do.
     async fn feed(
         &self,
+        done: Vec<Attempted>,
         slots: &Arc<tokio::sync::Semaphore>,
         outcomes: &tokio::sync::mpsc::UnboundedSender<Attempted>,
     ) -> Result<bool, StoreError> {
@@ -180,11 +172,17 @@ impl Dispatcher {
         // Claims as many as there are free slots when the claim is made: attempts finish
         // while the fan-out runs.
         let free = || u32::try_from(slots.available_permits()).unwrap_or(u32::MAX);
-        let ((events, _), claimed) = self
+        let records: Vec<AttemptRecord> = done.iter().map(|a| a.record.clone()).collect();
+        // Not recorded when this fails: the deliveries stay leased and are attempted again once
+        // the lease ends (the same message, the same `webhook-id`).
+        let step = self
             .services
             .store
-            .fan_out_and_claim(FAN_OUT, &self.claim_request(&free, now))
+            .dispatch_step(&records, FAN_OUT, &self.claim_request(&free, now))
             .await?;
+        recorded(&done, &step.kept);
+        let (events, _) = step.fanned_out;
+        let claimed = step.claimed;
         if claimed.is_empty() {
             return Ok(events > 0);
         }
@@ -202,7 +200,7 @@ impl Dispatcher {
                 let _slot = slot;
                 match this.attempt(delivery, target, event).await {
                     Ok(Some(attempted)) => {
-                        // The recorder is gone only at shutdown: the lease covers the retry.
+                        // The loop is gone only at shutdown: the lease covers the retry.
                         let _ = outcomes.send(attempted);
                     }
                     Ok(None) => {}
@@ -439,6 +437,22 @@ impl Dispatcher {
     }
 }
 
+/// Observes the attempts whose outcomes were written (`kept`, in order); how many delivered.
+fn recorded(done: &[Attempted], kept: &[bool]) -> usize {
+    let mut delivered = 0;
+    for (attempted, ours) in done.iter().zip(kept) {
+        if !ours {
+            tracing::warn!(delivery = %attempted.record.delivery, "delivery lease lost before the outcome was recorded");
+            continue;
+        }
+        if attempted.record.next == NextStep::Succeeded {
+            delivered += 1;
+        }
+        observe(&attempted.record, &attempted.event, attempted.record.now);
+    }
+    delivered
+}
+
 /// The message: `{ type, timestamp, data }`, the signal's payload only when asked for.
 pub fn message_body(event: &PushEvent, include_payload: bool) -> Vec<u8> {
     let mut data = event.data.clone();
@@ -498,45 +512,34 @@ fn observe(record: &AttemptRecord, event: &PushEvent, now: Timestamp) {
 }
 
 /// The background loop until shutdown: attempts run on their own tasks (at most
-/// [`IN_FLIGHT`] at once) and one recorder writes their outcomes in batches, so a hanging
-/// endpoint holds back only its own lines. Idle, it waits until events are stored (by this
-/// process, or announced by another instance), an outcome is recorded (freeing the next of its
-/// line), or the poll interval passes.
+/// [`IN_FLIGHT`] at once) and each step of the loop records the outcomes that came back since
+/// the last ([`RECORD_BATCH`] at most), so a hanging endpoint holds back only its own lines.
+/// Idle, it waits until events are stored (by this process, or announced by another instance),
+/// an attempt comes back (its outcome to record frees the next of its line), or the poll
+/// interval passes.
 pub async fn run(services: Services) {
     let dispatcher = Dispatcher::new(services.clone());
     let poll = services.config.worker_poll_interval;
     let slots = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
-    let recorded = Arc::new(tokio::sync::Notify::new());
     let (outcomes, mut pending) = tokio::sync::mpsc::unbounded_channel::<Attempted>();
-    let recorder = {
-        let dispatcher = dispatcher.clone();
-        let recorded = recorded.clone();
-        tokio::spawn(async move {
-            while let Some(first) = pending.recv().await {
-                let mut batch = vec![first];
-                while batch.len() < RECORD_BATCH {
-                    match pending.try_recv() {
-                        Ok(next) => batch.push(next),
-                        Err(_) => break,
-                    }
-                }
-                // Not recorded: the deliveries stay leased and are attempted again once the
-                // lease ends (the same message, the same `webhook-id`).
-                if let Err(e) = dispatcher.record(batch).await {
-                    tracing::warn!(error = %e, "recording push outcomes failed");
-                }
-                recorded.notify_one();
-            }
-        })
-    };
+    let mut done: Vec<Attempted> = Vec::new();
     while !services.is_shutting_down() {
         let news = crate::store::wake::next_push_news();
         tokio::pin!(news);
         news.as_mut().enable();
-        let busy = match dispatcher.feed(&slots, &outcomes).await {
+        while done.len() < RECORD_BATCH {
+            match pending.try_recv() {
+                Ok(next) => done.push(next),
+                Err(_) => break,
+            }
+        }
+        let busy = match dispatcher
+            .feed(std::mem::take(&mut done), &slots, &outcomes)
+            .await
+        {
             Ok(busy) => busy,
             Err(e) => {
-                tracing::warn!(error = %e, "push dispatch pass failed");
+                tracing::warn!(error = %e, "push dispatch step failed");
                 false
             }
         };
@@ -544,10 +547,8 @@ pub async fn run(services: Services) {
             tokio::select! {
                 () = tokio::time::sleep(poll) => {}
                 () = &mut news => {}
-                () = recorded.notified() => {}
+                Some(next) = pending.recv() => done.push(next),
             }
         }
     }
-    drop(outcomes);
-    recorder.abort();
 }

@@ -30,7 +30,9 @@ pub use error::StoreError;
 pub use inbox::{EventCompletion, Inbox};
 pub use lock::ConnectionLock;
 pub use postgres::PostgresStore;
-pub use push::{AttemptRecord, ClaimRequest, HealthChange, NextStep, PushStore, ReplayFrom};
+pub use push::{
+    AttemptRecord, ClaimRequest, DispatchStep, HealthChange, NextStep, PushStore, ReplayFrom,
+};
 pub use queue::{
     Enqueued, Finished, IfRunning, JobFinish, Lease, PageCommit, SyncCommit, SyncQueue,
 };

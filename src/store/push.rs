@@ -81,6 +81,18 @@ impl ClaimRequest<'_> {
 }
 
 /// What keeps push delivery.
+/// What [`PushStore::dispatch_step`] did.
+#[derive(Debug, Default)]
+pub struct DispatchStep {
+    /// Per record, in order: whether its outcome was written (its delivery was still leased to
+    /// the attempt), as [`PushStore::record_attempts`] returns.
+    pub kept: Vec<bool>,
+    /// Events the fan-out watermark passed, and the deliveries created from them.
+    pub fanned_out: (u64, u64),
+    /// The deliveries claimed.
+    pub claimed: Vec<Delivery>,
+}
+
 #[async_trait]
 pub trait PushStore: Send + Sync {
     /// Creates an endpoint.
@@ -169,15 +181,19 @@ pub trait PushStore: Send + Sync {
         signal: SignalId,
     ) -> Result<Option<i64>, StoreError>;
 
-    /// [`PushStore::sequence_and_fan_out`] of up to `fan_out` events, then
-    /// [`PushStore::claim_deliveries`] as `claim` asks (nothing when it has no room). SQLite
-    /// does both in one transaction of its one writer; PostgreSQL claims outside the
-    /// sequencer's lock, so instances claim while one numbers.
-    async fn fan_out_and_claim(
+    /// One step of the dispatcher: [`PushStore::record_attempts`] of `records` (attempts
+    /// made since the last step), [`PushStore::sequence_and_fan_out`] of up to `fan_out` events,
+    /// then [`PushStore::claim_deliveries`] as `claim` asks (nothing when it has no room), in
+    /// that order, so a line whose head was just recorded has its next delivery claimed in the
+    /// same step. SQLite does all three in one transaction of its one writer; PostgreSQL
+    /// records, then numbers and fans out, then claims outside the sequencer's lock, so
+    /// instances claim while one numbers.
+    async fn dispatch_step(
         &self,
+        records: &[AttemptRecord],
         fan_out: u32,
         claim: &ClaimRequest<'_>,
-    ) -> Result<((u64, u64), Vec<Delivery>), StoreError>;
+    ) -> Result<DispatchStep, StoreError>;
 
     /// Leases up to `limit` due deliveries that head their (endpoint, connection) line until
     /// `lease_until`, counting the attempt.

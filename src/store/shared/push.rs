@@ -251,7 +251,7 @@ macro_rules! push_store {
             use $crate::store::shared::Dialect;
             use $crate::store::shared::replay::{replay_picks, replay_query, REPLAY_PAGE};
             use $crate::store::{
-                AttemptRecord, ClaimRequest, HealthChange, PageRequest, PushStore, ReplayFrom, StoreError,
+                AttemptRecord, ClaimRequest, DispatchStep, HealthChange, PageRequest, PushStore, ReplayFrom, StoreError,
             };
 
             #[async_trait]
@@ -437,28 +437,31 @@ macro_rules! push_store {
                     Ok(passed)
                 }
 
-                async fn fan_out_and_claim(
+                async fn dispatch_step(
                     &self,
+                    records: &[AttemptRecord],
                     fan_out: u32,
                     claim: &ClaimRequest<'_>,
-                ) -> Result<((u64, u64), Vec<Delivery>), StoreError> {
+                ) -> Result<DispatchStep, StoreError> {
                     let numbered: bool = $numbered_at_insert;
                     if !numbered {
                         // PostgreSQL: the claim stays out of the sequencer's lock, so other
                         // instances claim while one numbers.
-                        let passed = self.sequence_and_fan_out(fan_out, claim.now).await?;
+                        let kept = self.record_attempts(records).await?;
+                        let fanned_out = self.sequence_and_fan_out(fan_out, claim.now).await?;
                         let limit = claim.limit();
                         let claimed = if limit == 0 {
                             Vec::new()
                         } else {
                             self.claim_deliveries(claim.owner, claim.now, claim.lease_until, limit).await?
                         };
-                        return Ok((passed, claimed));
+                        return Ok(DispatchStep { kept, fanned_out, claimed });
                     }
-                    // SQLite: one transaction of its one writer instead of two, each a commit.
+                    // SQLite: one transaction of its one writer instead of three, each a commit.
                     let _turn = self.write_turn().await;
                     let mut tx = self.begin_write().await?;
-                    let passed = fan_out_in(&mut tx, fan_out, claim.now).await?;
+                    let kept = record_in(&mut tx, records).await?;
+                    let fanned_out = fan_out_in(&mut tx, fan_out, claim.now).await?;
                     let limit = claim.limit();
                     let claimed = if limit == 0 {
                         Vec::new()
@@ -466,7 +469,7 @@ macro_rules! push_store {
                         claim_on(&mut *tx, claim.owner, claim.now, claim.lease_until, limit).await?
                     };
                     tx.commit().await?;
-                    Ok((passed, claimed))
+                    Ok(DispatchStep { kept, fanned_out, claimed })
                 }
 
                 async fn sequence_events(&self) -> Result<i64, StoreError> {
@@ -567,34 +570,12 @@ macro_rules! push_store {
                 }
 
                 async fn record_attempts(&self, records: &[AttemptRecord]) -> Result<Vec<bool>, StoreError> {
+                    if records.is_empty() {
+                        return Ok(Vec::new());
+                    }
                     let _turn = self.write_turn().await;
                     let mut tx = self.begin_write().await?;
-                    let finished = super::finish_deliveries(&mut *tx, records).await?;
-                    let kept: Vec<bool> = records.iter().map(|r| finished.contains(&r.delivery.0)).collect();
-                    // Endpoint rows in id order (each endpoint's writes in their own order), so
-                    // two recorders writing the same endpoints never wait on each other in a cycle.
-                    let mut writes = health_writes(records, &kept);
-                    writes.sort_by_key(|&i| records.get(i).map(|r| r.endpoint));
-                    for i in writes {
-                        let Some(r) = records.get(i) else { continue };
-                        let now = to_micros(&r.now);
-                        match &r.health {
-                            HealthChange::Healthy => {
-                                sqlx::query(ENDPOINT_HEALTHY).bind(now).bind(r.endpoint.0).execute(&mut *tx).await?;
-                            }
-                            HealthChange::Failing { disable, failing_cutoff } => {
-                                sqlx::query(ENDPOINT_FAILING)
-                                    .bind(now)
-                                    .bind(r.status_code.map(i64::from))
-                                    .bind(&r.error)
-                                    .bind(disable)
-                                    .bind(to_micros(failing_cutoff))
-                                    .bind(r.endpoint.0)
-                                    .execute(&mut *tx)
-                                    .await?;
-                            }
-                        }
-                    }
+                    let kept = record_in(&mut tx, records).await?;
                     tx.commit().await?;
                     Ok(kept)
                 }
@@ -731,6 +712,45 @@ macro_rules! push_store {
 
             /// Rows per multi-row `INSERT`: twelve binds each, well under either database's limit.
             const INSERT_CHUNK: usize = 500;
+
+            /// Inside the caller's write transaction, records each attempt on its delivery (only
+            /// while it is still leased to the attempt) and the endpoints' health; per record,
+            /// whether it was written ([`PushStore::record_attempts`]).
+            async fn record_in(
+                tx: &mut <$db as sqlx::Database>::Connection,
+                records: &[AttemptRecord],
+            ) -> Result<Vec<bool>, StoreError> {
+                if records.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let finished = super::finish_deliveries(&mut *tx, records).await?;
+                let kept: Vec<bool> = records.iter().map(|r| finished.contains(&r.delivery.0)).collect();
+                // Endpoint rows in id order (each endpoint's writes in their own order), so
+                // two recorders writing the same endpoints never wait on each other in a cycle.
+                let mut writes = health_writes(records, &kept);
+                writes.sort_by_key(|&i| records.get(i).map(|r| r.endpoint));
+                for i in writes {
+                    let Some(r) = records.get(i) else { continue };
+                    let now = to_micros(&r.now);
+                    match &r.health {
+                        HealthChange::Healthy => {
+                            sqlx::query(ENDPOINT_HEALTHY).bind(now).bind(r.endpoint.0).execute(&mut *tx).await?;
+                        }
+                        HealthChange::Failing { disable, failing_cutoff } => {
+                            sqlx::query(ENDPOINT_FAILING)
+                                .bind(now)
+                                .bind(r.status_code.map(i64::from))
+                                .bind(&r.error)
+                                .bind(disable)
+                                .bind(to_micros(failing_cutoff))
+                                .bind(r.endpoint.0)
+                                .execute(&mut *tx)
+                                .await?;
+                        }
+                    }
+                }
+                Ok(kept)
+            }
 
             /// [`PushStore::claim_deliveries`] on `executor`: a pool (its own transaction) or the
             /// caller's transaction.

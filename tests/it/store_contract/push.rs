@@ -179,7 +179,7 @@ fn claim(owner: Uuid, at: Timestamp, room: &(dyn Fn() -> u32 + Send + Sync)) -> 
 }
 
 #[tokio::test]
-async fn a_pass_fans_out_and_claims_the_heads_it_created_in_one_step() -> Outcome {
+async fn a_step_records_fans_out_and_claims_the_heads_it_freed_and_created() -> Outcome {
     let app = TestApp::spawn().await;
     let store = app.store();
     let t = tenant();
@@ -193,14 +193,18 @@ async fn a_pass_fans_out_and_claims_the_heads_it_created_in_one_step() -> Outcom
     let owner = Uuid::new_v4();
     let at = now();
     // No room to claim: the events are fanned out and nothing is leased.
-    let (passed, claimed) = store.fan_out_and_claim(2, &claim(owner, at, &|| 0)).await?;
-    assert_eq!((passed, claimed.len()), ((2, 2), 0));
+    let step = store
+        .dispatch_step(&[], 2, &claim(owner, at, &|| 0))
+        .await?;
+    assert_eq!((step.fanned_out, step.claimed.len()), ((2, 2), 0));
+    assert!(step.kept.is_empty());
     // The rest fanned out, and the head of each connection's line claimed in the same step,
     // the deliveries the step itself created among them.
-    let (passed, claimed) = store
-        .fan_out_and_claim(64, &claim(owner, at, &|| 10))
+    let step = store
+        .dispatch_step(&[], 64, &claim(owner, at, &|| 10))
         .await?;
-    assert_eq!(passed, (1, 1));
+    assert_eq!(step.fanned_out, (1, 1));
+    let claimed = step.claimed;
     let mut heads: Vec<ConnectionId> = claimed.iter().map(|d| d.connection_id).collect();
     heads.sort();
     let mut expected = vec![first.id, second.id];
@@ -221,10 +225,36 @@ async fn a_pass_fans_out_and_claims_the_heads_it_created_in_one_step() -> Outcom
         "the first connection's second waits"
     );
     // Leased: the next step claims nothing and fans out nothing.
-    let (passed, again) = store
-        .fan_out_and_claim(64, &claim(owner, at, &|| 10))
+    let step = store
+        .dispatch_step(&[], 64, &claim(owner, at, &|| 10))
         .await?;
-    assert_eq!((passed, again.len()), ((0, 0), 0));
+    assert_eq!((step.fanned_out, step.claimed.len()), ((0, 0), 0));
+    // The first line's head delivered, and an attempt whose lease another owner holds: the
+    // step records the first, refuses the second, and claims the line's next delivery.
+    let head = claimed.iter().find(|d| d.seq == seqs[0]);
+    let other = claimed.iter().find(|d| d.seq == seqs[2]);
+    let (Some(head), Some(other)) = (head, other) else {
+        anyhow::bail!("both heads were claimed above");
+    };
+    let records = [
+        attempt(head, owner, Some(200), NextStep::Succeeded),
+        attempt(other, Uuid::new_v4(), Some(200), NextStep::Succeeded),
+    ];
+    let step = store
+        .dispatch_step(&records, 64, &claim(owner, at, &|| 10))
+        .await?;
+    assert_eq!(
+        step.kept,
+        vec![true, false],
+        "only the attempt still leased"
+    );
+    assert_eq!(step.fanned_out, (0, 0));
+    let next: Vec<i64> = step.claimed.iter().map(|d| d.seq).collect();
+    assert_eq!(
+        next,
+        vec![seqs[1]],
+        "the freed line's next, in the same step"
+    );
     Ok(())
 }
 

@@ -52,9 +52,9 @@ async fn commit_group(
             serde_json::to_string(&new.headers).map_err(|e| StoreError::corrupt("headers", e))?,
         );
     }
-    let mut tx = pool.begin().await?;
-    // One statement for the group; a redelivery of a key stored before, or earlier in the
-    // same statement, is skipped and then found below.
+    // One statement for the group, its own transaction: one step of the connection's thread
+    // (a transaction around it would add two, its `BEGIN` and `COMMIT`). A redelivery of a key
+    // stored before, or earlier in the same statement, is skipped and then found below.
     let mut q = QueryBuilder::<Sqlite>::new(
         "INSERT INTO webhook_events (id, tenant_id, provider, connection_id, dedupe_key, \
          event_type, headers, body, status, next_attempt_at, received_at) ",
@@ -76,7 +76,7 @@ async fn commit_group(
     q.push(" ON CONFLICT (tenant_id, provider, dedupe_key) DO NOTHING RETURNING id");
     let inserted: HashSet<Uuid> = q
         .build_query_scalar::<Uuid>()
-        .fetch_all(&mut *tx)
+        .fetch_all(pool)
         .await?
         .into_iter()
         .collect();
@@ -84,11 +84,15 @@ async fn commit_group(
     for new in group {
         if inserted.contains(&new.id) {
             outcomes.push((new.id, false));
-        } else {
-            outcomes.push((existing(&mut tx, new).await?, true));
+            continue;
+        }
+        let mut conn = pool.acquire().await?;
+        match existing(&mut conn, new).await? {
+            Some(id) => outcomes.push((id, true)),
+            // The delivery it repeated was purged since: stored now.
+            None => outcomes.push(insert(&mut conn, new).await?),
         }
     }
-    tx.commit().await?;
     Ok(outcomes)
 }
 
@@ -126,19 +130,25 @@ async fn insert(
     .await?;
     match inserted {
         Some(id) => Ok((id, false)),
-        None => Ok((existing(conn, new).await?, true)),
+        None => match existing(conn, new).await? {
+            Some(id) => Ok((id, true)),
+            None => Err(sqlx::Error::RowNotFound.into()),
+        },
     }
 }
 
-/// The id of the stored delivery with `new`'s dedupe key.
-async fn existing(conn: &mut SqliteConnection, new: &NewWebhookEvent) -> Result<Uuid, StoreError> {
+/// The id of the stored delivery with `new`'s dedupe key, if one is stored.
+async fn existing(
+    conn: &mut SqliteConnection,
+    new: &NewWebhookEvent,
+) -> Result<Option<Uuid>, StoreError> {
     let id = sqlx::query_scalar(
         "SELECT id FROM webhook_events WHERE tenant_id = ? AND provider = ? AND dedupe_key = ?",
     )
     .bind(new.tenant_id.0)
     .bind(&new.provider)
     .bind(&new.dedupe_key)
-    .fetch_one(&mut *conn)
+    .fetch_optional(&mut *conn)
     .await?;
     Ok(id)
 }

@@ -51,9 +51,13 @@ pub(crate) const FANNED_OUT_THROUGH: &str = "SELECT through_seq FROM push_fan_ou
 /// Moves the fan-out watermark to `$1`.
 pub(crate) const ADVANCE_FAN_OUT: &str = "UPDATE push_fan_out SET through_seq = $1";
 
-/// Up to `$2` events past the watermark `$1`, in `seq` order.
+/// Up to `$1` events past the fan-out watermark, in `seq` order: the watermark is read by
+/// the same statement, so a fan-out reads it and its events in one step.
 pub(crate) fn events_past_sql() -> String {
-    format!("SELECT {EVENT_COLUMNS} FROM push_events WHERE seq > $1 ORDER BY seq LIMIT $2")
+    format!(
+        "SELECT {EVENT_COLUMNS} FROM push_events \
+         WHERE seq > (SELECT through_seq FROM push_fan_out) ORDER BY seq LIMIT $1"
+    )
 }
 
 /// The columns an event is inserted with, after `seq` where the insert numbers it.

@@ -790,13 +790,13 @@ macro_rules! push_store {
                 if !numbered {
                     super::number_events(&mut *tx).await?;
                 }
-                let through: i64 = sqlx::query_scalar(FANNED_OUT_THROUGH).fetch_one(&mut *tx).await?;
                 let sql = format!("SELECT {ENDPOINT_COLUMNS} FROM push_endpoints WHERE status = 'active'");
                 let rows = sqlx::query(&sql).fetch_all(&mut *tx).await?;
                 let endpoints = rows.iter().map(endpoint).collect::<Result<Vec<Endpoint>, _>>()?;
                 if endpoints.is_empty() {
                     // No endpoint receives anything: the watermark moves past every event
                     // numbered so far, none of them read.
+                    let through: i64 = sqlx::query_scalar(FANNED_OUT_THROUGH).fetch_one(&mut *tx).await?;
                     let newest: i64 = sqlx::query_scalar(NEWEST_SEQ).fetch_one(&mut *tx).await?;
                     if newest > through {
                         sqlx::query(ADVANCE_FAN_OUT).bind(newest).execute(&mut *tx).await?;
@@ -804,7 +804,6 @@ macro_rules! push_store {
                     return Ok((u64::try_from(newest - through).unwrap_or(0), 0));
                 }
                 let rows = sqlx::query(&events_past_sql())
-                    .bind(through)
                     .bind(i64::from(limit))
                     .fetch_all(&mut *tx)
                     .await?;

@@ -41,9 +41,11 @@
 //! (`POST /endpoints/{id}/replay` sends those). On SQLite a pass takes the write lock before it
 //! reads, even with nothing to do: a writer wakes the dispatcher before it commits, and the
 //! lock is what makes the pass wait for that commit. The fan-out, claims and outcomes of this
-//! process take their turn with its other writers instead of meeting in SQLite's busy handler,
-//! and a pass's fan-out and claim are one transaction there (one commit of the one writer
-//! instead of two); on PostgreSQL the claim stays out of the sequencer's lock.
+//! process take their turn with its other writers instead of meeting in SQLite's busy handler.
+//! Each step of the dispatcher records the outcomes of the attempts that came back since the
+//! last, fans out and claims, in that order (a line whose head was just recorded has its next
+//! delivery claimed in the same step): one transaction of the one writer on SQLite, one commit
+//! where there were three; on PostgreSQL three, the claim out of the sequencer's lock.
 //! Retention deletes only events at or below the watermark.
 //!
 //! Events are still inserted with the older `fanned_out` column set: an instance of the

@@ -45,7 +45,8 @@
 //! Each step of the dispatcher records the outcomes of the attempts that came back since the
 //! last, fans out and claims, in that order (a line whose head was just recorded has its next
 //! delivery claimed in the same step): one transaction of the one writer on SQLite, one commit
-//! where there were three; on PostgreSQL three, the claim out of the sequencer's lock.
+//! where there were three; on PostgreSQL three (the outcomes written while the fan-out runs),
+//! the claim out of the sequencer's lock.
 //! Retention deletes only events at or below the watermark.
 //!
 //! Events are still inserted with the older `fanned_out` column set: an instance of the

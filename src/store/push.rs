@@ -186,8 +186,8 @@ pub trait PushStore: Send + Sync {
     /// then [`PushStore::claim_deliveries`] as `claim` asks (nothing when it has no room), in
     /// that order, so a line whose head was just recorded has its next delivery claimed in the
     /// same step. SQLite does all three in one transaction of its one writer; PostgreSQL
-    /// records, then numbers and fans out, then claims outside the sequencer's lock, so
-    /// instances claim while one numbers.
+    /// records while it numbers and fans out, each in its own transaction, then claims outside
+    /// the sequencer's lock, so instances claim while one numbers.
     async fn dispatch_step(
         &self,
         records: &[AttemptRecord],

@@ -445,10 +445,14 @@ macro_rules! push_store {
                 ) -> Result<DispatchStep, StoreError> {
                     let numbered: bool = $numbered_at_insert;
                     if !numbered {
-                        // PostgreSQL: the claim stays out of the sequencer's lock, so other
-                        // instances claim while one numbers.
-                        let kept = self.record_attempts(records).await?;
-                        let fanned_out = self.sequence_and_fan_out(fan_out, claim.now).await?;
+                        // PostgreSQL: the outcomes and the fan-out on two connections at
+                        // once, and the claim after both (it may take the next delivery of a
+                        // line just recorded), out of the sequencer's lock, so other instances
+                        // claim while one numbers.
+                        let (kept, fanned_out) = tokio::try_join!(
+                            self.record_attempts(records),
+                            self.sequence_and_fan_out(fan_out, claim.now)
+                        )?;
                         let limit = claim.limit();
                         let claimed = if limit == 0 {
                             Vec::new()

@@ -159,12 +159,13 @@ impl Dispatcher {
     }
 
     /// One step of the background loop: records `done` (the attempts finished since the last
-    /// step), sequences and fans out, then starts an attempt on its own task for each delivery
-    /// due now, as far as `slots` allow; each sends its outcome to `outcomes`, for a later step
-    /// to record. Whether there was anything to do.
+    /// step; emptied once written, kept for the next step if the step fails), sequences and
+    /// fans out, then starts an attempt on its own task for each delivery due now, as far as
+    /// `slots` allow; each sends its outcome to `outcomes`, for a later step to record. Whether
+    /// there was anything to do.
     async fn feed(
         &self,
-        done: Vec<Attempted>,
+        done: &mut Vec<Attempted>,
         slots: &Arc<tokio::sync::Semaphore>,
         outcomes: &tokio::sync::mpsc::UnboundedSender<Attempted>,
     ) -> Result<bool, StoreError> {
@@ -173,14 +174,13 @@ impl Dispatcher {
         // while the fan-out runs.
         let free = || u32::try_from(slots.available_permits()).unwrap_or(u32::MAX);
         let records: Vec<AttemptRecord> = done.iter().map(|a| a.record.clone()).collect();
-        // Not recorded when this fails: the deliveries stay leased and are attempted again once
-        // the lease ends (the same message, the same `webhook-id`).
         let step = self
             .services
             .store
             .dispatch_step(&records, FAN_OUT, &self.claim_request(&free, now))
             .await?;
-        recorded(&done, &step.kept);
+        recorded(done, &step.kept);
+        done.clear();
         let (events, _) = step.fanned_out;
         let claimed = step.claimed;
         if claimed.is_empty() {
@@ -533,10 +533,7 @@ pub async fn run(services: Services) {
                 Err(_) => break,
             }
         }
-        let busy = match dispatcher
-            .feed(std::mem::take(&mut done), &slots, &outcomes)
-            .await
-        {
+        let busy = match dispatcher.feed(&mut done, &slots, &outcomes).await {
             Ok(busy) => busy,
             Err(e) => {
                 tracing::warn!(error = %e, "push dispatch step failed");
@@ -550,5 +547,13 @@ pub async fn run(services: Services) {
                 Some(next) = pending.recv() => done.push(next),
             }
         }
+    }
+    // The outcomes that came back and are not written yet, written before leaving: a clean
+    // stop does not send them again once their leases end.
+    while let Ok(next) = pending.try_recv() {
+        done.push(next);
+    }
+    if let Err(e) = dispatcher.record(done).await {
+        tracing::warn!(error = %e, "recording push outcomes at shutdown failed");
     }
 }

@@ -126,3 +126,56 @@ async fn an_endpoint_that_hangs_holds_back_no_other_endpoint() {
         "the other endpoint waited for the hanging one's 15 s time-out"
     );
 }
+
+#[tokio::test]
+async fn a_clean_stop_writes_the_outcome_of_an_attempt_that_came_back_while_stopping() {
+    // No background loop of the service's own: the test runs the dispatcher's and stops it.
+    let app = app_with(&[("POBLYSH_WORKER_POLL_INTERVAL_MS", "60000")]).await;
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(204).set_delay(Duration::from_millis(1500)))
+        .mount(&receiver)
+        .await;
+    let t = tenant();
+    let endpoint = register(
+        &app,
+        Some(t),
+        json!({"url": format!("{}/hooks", receiver.uri()), "event_types": ["signal.created"]}),
+    )
+    .await;
+    let connection = app.connection(t, "github").await;
+    let services = app.state.services.clone();
+    let dispatching = tokio::spawn(connectors::push::run(services.clone()));
+    app.signals(vec![signal(&connection, "pr_opened", 1)]).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while received(&receiver).await.is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        received(&receiver).await.len(),
+        1,
+        "the attempt is under way"
+    );
+
+    // Stopping while the endpoint takes its time: the answer comes back after the stop.
+    services.begin_shutdown();
+    tokio::time::timeout(Duration::from_secs(10), dispatching)
+        .await
+        .expect("the loop stops once the attempt is back")
+        .expect("the loop ends cleanly");
+
+    let path = format!(
+        "/endpoints/{}/deliveries",
+        endpoint["id"].as_str().expect("an id")
+    );
+    let response = app
+        .operator(reqwest::Method::GET, &path)
+        .header("X-Tenant-Id", t.to_string())
+        .send()
+        .await
+        .expect("sent");
+    let (status, page) = crate::helpers::json(response).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["deliveries"][0]["status"], "succeeded", "{page}");
+    assert_eq!(page["deliveries"][0]["attempt"], 1, "{page}");
+}

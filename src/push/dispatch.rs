@@ -548,12 +548,4 @@ pub async fn run(services: Services) {
             }
         }
     }
-    // The outcomes that came back and are not written yet, written before leaving: a clean
-    // stop does not send them again once their leases end.
-    while let Ok(next) = pending.try_recv() {
-        done.push(next);
-    }
-    if let Err(e) = dispatcher.record(done).await {
-        tracing::warn!(error = %e, "recording push outcomes at shutdown failed");
-    }
 }

@@ -128,12 +128,12 @@ async fn an_endpoint_that_hangs_holds_back_no_other_endpoint() {
 }
 
 #[tokio::test]
-async fn a_clean_stop_writes_the_outcome_of_an_attempt_that_came_back_while_stopping() {
-    // No background loop of the service's own: the test runs the dispatcher's and stops it.
-    let app = app_with(&[("POBLYSH_WORKER_POLL_INTERVAL_MS", "60000")]).await;
+async fn outcomes_a_failed_step_could_not_write_are_written_by_the_next() {
+    // The dispatcher's loop is the test's own, polling often: no wake-up is needed.
+    let app = app_with(&[("POBLYSH_WORKER_POLL_INTERVAL_MS", "100")]).await;
     let receiver = MockServer::start().await;
     Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(204).set_delay(Duration::from_millis(1500)))
+        .respond_with(ResponseTemplate::new(204))
         .mount(&receiver)
         .await;
     let t = tenant();
@@ -144,8 +144,22 @@ async fn a_clean_stop_writes_the_outcome_of_an_attempt_that_came_back_while_stop
     )
     .await;
     let connection = app.connection(t, "github").await;
-    let services = app.state.services.clone();
-    let dispatching = tokio::spawn(connectors::push::run(services.clone()));
+    // Until dropped, the database refuses to mark a delivery succeeded: a step that records
+    // one fails as a whole.
+    app.execute_sql(
+        "CREATE TRIGGER refuse_success BEFORE UPDATE OF status ON push_deliveries \
+         WHEN NEW.status = 'succeeded' BEGIN SELECT RAISE(ABORT, 'refused'); END",
+        "CREATE FUNCTION refuse_success() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN RAISE EXCEPTION 'refused'; END $$",
+    )
+    .await;
+    app.execute_sql(
+        "SELECT 1",
+        "CREATE TRIGGER refuse_success BEFORE UPDATE OF status ON push_deliveries \
+         FOR EACH ROW WHEN (NEW.status = 'succeeded') EXECUTE FUNCTION refuse_success()",
+    )
+    .await;
+    let dispatching = tokio::spawn(connectors::push::run(app.state.services.clone()));
     app.signals(vec![signal(&connection, "pr_opened", 1)]).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while received(&receiver).await.is_empty() && Instant::now() < deadline {
@@ -154,16 +168,45 @@ async fn a_clean_stop_writes_the_outcome_of_an_attempt_that_came_back_while_stop
     assert_eq!(
         received(&receiver).await.len(),
         1,
-        "the attempt is under way"
+        "the first attempt is made"
     );
+    // The step that came to record it failed meanwhile.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let page = deliveries(&app, t, &endpoint).await;
+    assert_eq!(page["deliveries"][0]["status"], "pending", "{page}");
 
-    // Stopping while the endpoint takes its time: the answer comes back after the stop.
-    services.begin_shutdown();
-    tokio::time::timeout(Duration::from_secs(10), dispatching)
-        .await
-        .expect("the loop stops once the attempt is back")
-        .expect("the loop ends cleanly");
+    app.execute_sql(
+        "DROP TRIGGER refuse_success",
+        "DROP TRIGGER refuse_success ON push_deliveries",
+    )
+    .await;
+    // A later step writes the outcome kept, and sends a new signal's.
+    app.signals(vec![signal(&connection, "pr_opened", 2)]).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut page = deliveries(&app, t, &endpoint).await;
+    while page["deliveries"]
+        .as_array()
+        .is_some_and(|all| all.len() < 2 || all.iter().any(|d| d["status"] != "succeeded"))
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        page = deliveries(&app, t, &endpoint).await;
+    }
+    dispatching.abort();
 
+    for delivery in page["deliveries"].as_array().expect("a list") {
+        assert_eq!(delivery["status"], "succeeded", "{page}");
+        assert_eq!(delivery["attempt"], 1, "sent once each: {page}");
+    }
+    assert_eq!(received(&receiver).await.len(), 2, "no attempt repeated");
+}
+
+/// The endpoint's deliveries page, newest first.
+async fn deliveries(
+    app: &crate::helpers::TestApp,
+    t: connectors::domain::TenantId,
+    endpoint: &serde_json::Value,
+) -> serde_json::Value {
     let path = format!(
         "/endpoints/{}/deliveries",
         endpoint["id"].as_str().expect("an id")
@@ -176,6 +219,5 @@ async fn a_clean_stop_writes_the_outcome_of_an_attempt_that_came_back_while_stop
         .expect("sent");
     let (status, page) = crate::helpers::json(response).await;
     assert_eq!(status, 200, "{page}");
-    assert_eq!(page["deliveries"][0]["status"], "succeeded", "{page}");
-    assert_eq!(page["deliveries"][0]["attempt"], 1, "{page}");
+    page
 }

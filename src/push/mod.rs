@@ -44,9 +44,9 @@
 //! process take their turn with its other writers instead of meeting in SQLite's busy handler.
 //! Each step of the dispatcher records the outcomes of the attempts that came back since the
 //! last, fans out and claims, in that order (a line whose head was just recorded has its next
-//! delivery claimed in the same step): one transaction of the one writer on SQLite, one commit
-//! where there were three; on PostgreSQL three (the outcomes written while the fan-out runs),
-//! the claim out of the sequencer's lock.
+//! delivery claimed in the same step): one transaction of the one writer on SQLite, where the
+//! outcomes had one of their own; on PostgreSQL three (the outcomes written while the fan-out
+//! runs), the claim out of the sequencer's lock.
 //! Retention deletes only events at or below the watermark.
 //!
 //! Events are still inserted with the older `fanned_out` column set: an instance of the

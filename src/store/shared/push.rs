@@ -461,7 +461,7 @@ macro_rules! push_store {
                         };
                         return Ok(DispatchStep { kept, fanned_out, claimed });
                     }
-                    // SQLite: one transaction of its one writer instead of three, each a commit.
+                    // SQLite: one transaction of its one writer, one commit for all three.
                     let _turn = self.write_turn().await;
                     let mut tx = self.begin_write().await?;
                     let kept = record_in(&mut tx, records).await?;

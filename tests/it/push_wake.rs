@@ -8,7 +8,7 @@ use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::{signal, tenant};
-use crate::push_support::{app_with, received, register};
+use crate::push_support::{answering, app_with, received, register};
 
 #[tokio::test]
 async fn an_idle_dispatcher_delivers_a_new_signal_well_within_its_poll_interval() {
@@ -18,21 +18,9 @@ async fn an_idle_dispatcher_delivers_a_new_signal_well_within_its_poll_interval(
         ("POBLYSH_WORKER_POLL_INTERVAL_MS", "60000"),
     ])
     .await;
-    let receiver = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(204))
-        .mount(&receiver)
-        .await;
+    let receiver = answering(ResponseTemplate::new(204)).await;
     let t = tenant();
-    register(
-        &app,
-        Some(t),
-        json!({
-            "url": format!("{}/hooks", receiver.uri()),
-            "event_types": ["signal.created"],
-        }),
-    )
-    .await;
+    signals_endpoint(&app, t, &receiver).await;
     let connection = app.connection(t, "github").await;
     // Let the dispatcher finish its first pass and fall idle.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -131,18 +119,9 @@ async fn an_endpoint_that_hangs_holds_back_no_other_endpoint() {
 async fn outcomes_a_failed_step_could_not_write_are_written_by_the_next() {
     // The dispatcher's loop is the test's own, polling often: no wake-up is needed.
     let app = app_with(&[("POBLYSH_WORKER_POLL_INTERVAL_MS", "100")]).await;
-    let receiver = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(204))
-        .mount(&receiver)
-        .await;
+    let receiver = answering(ResponseTemplate::new(204)).await;
     let t = tenant();
-    let endpoint = register(
-        &app,
-        Some(t),
-        json!({"url": format!("{}/hooks", receiver.uri()), "event_types": ["signal.created"]}),
-    )
-    .await;
+    let endpoint = signals_endpoint(&app, t, &receiver).await;
     let connection = app.connection(t, "github").await;
     // Until dropped, the database refuses to mark a delivery succeeded: a step that records
     // one fails as a whole.
@@ -199,6 +178,21 @@ async fn outcomes_a_failed_step_could_not_write_are_written_by_the_next() {
         assert_eq!(delivery["attempt"], 1, "sent once each: {page}");
     }
     assert_eq!(received(&receiver).await.len(), 2, "no attempt repeated");
+}
+
+/// Registers an endpoint of `t` receiving its `signal.created` events at the receiver's
+/// `/hooks`; its JSON.
+async fn signals_endpoint(
+    app: &crate::helpers::TestApp,
+    t: connectors::domain::TenantId,
+    receiver: &MockServer,
+) -> serde_json::Value {
+    register(
+        app,
+        Some(t),
+        json!({"url": format!("{}/hooks", receiver.uri()), "event_types": ["signal.created"]}),
+    )
+    .await
 }
 
 /// The endpoint's deliveries page, newest first.

@@ -80,7 +80,6 @@ impl ClaimRequest<'_> {
     }
 }
 
-/// What keeps push delivery.
 /// What [`PushStore::dispatch_step`] did.
 #[derive(Debug, Default)]
 pub struct DispatchStep {
@@ -93,6 +92,7 @@ pub struct DispatchStep {
     pub claimed: Vec<Delivery>,
 }
 
+/// What keeps push delivery.
 #[async_trait]
 pub trait PushStore: Send + Sync {
     /// Creates an endpoint.

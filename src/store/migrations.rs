@@ -59,6 +59,11 @@ const SQLITE: &[Embedded] = &[
         "push deliveries by tenant",
         include_str!("../../migrations/sqlite/0010_push_deliveries_by_tenant.sql"),
     ),
+    (
+        11,
+        "webhook event bodies",
+        include_str!("../../migrations/sqlite/0011_webhook_event_bodies.sql"),
+    ),
 ];
 
 const POSTGRES: &[Embedded] = &[

@@ -19,8 +19,15 @@ use crate::store::{EventCompletion, Inbox, StoreError};
 const READY: &str = "status = 'pending' AND next_attempt_at <= ?1 \
      AND (lease_expires_at IS NULL OR lease_expires_at < ?1)";
 
-const COLUMNS: &str = "id, tenant_id, provider, connection_id, dedupe_key, event_type, headers, \
-     body, status, attempts, last_error, received_at, processed_at";
+/// An event's columns, its headers and body from `webhook_event_bodies` (inline in rows stored
+/// before `0011_webhook_event_bodies`), for a `SELECT` from `webhook_events` or an update's
+/// `RETURNING`.
+const COLUMNS: &str = "id, tenant_id, provider, connection_id, dedupe_key, event_type, \
+     coalesce((SELECT b.headers FROM webhook_event_bodies AS b WHERE b.id = webhook_events.id), \
+     headers) AS headers, \
+     coalesce((SELECT b.body FROM webhook_event_bodies AS b WHERE b.id = webhook_events.id), \
+     body) AS body, \
+     status, attempts, last_error, received_at, processed_at";
 
 #[async_trait]
 impl Inbox for SqliteStore {
@@ -304,14 +311,143 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_claim_is_given_back_only_under_its_own_lease() {
-        let dir = tempfile::tempdir().expect("dir");
+    async fn open(dir: &tempfile::TempDir) -> SqliteStore {
         let url = format!("sqlite://{}", dir.path().join("inbox.db").display());
         let store = SqliteStore::connect(&url, &StoreOptions { max_connections: 2 })
             .await
             .expect("open");
         store.migrate().await.expect("migrate");
+        store
+    }
+
+    /// The headers and body stored in `webhook_events` and in `webhook_event_bodies` for `id`.
+    async fn stored(
+        store: &SqliteStore,
+        id: uuid::Uuid,
+    ) -> ((String, Vec<u8>), Option<(String, Vec<u8>)>) {
+        let row = sqlx::query_as("SELECT headers, body FROM webhook_events WHERE id = ?")
+            .bind(id)
+            .fetch_one(&store.pool)
+            .await
+            .expect("row");
+        let apart = sqlx::query_as("SELECT headers, body FROM webhook_event_bodies WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&store.pool)
+            .await
+            .expect("body");
+        (row, apart)
+    }
+
+    fn with_body(tenant: TenantId, key: &str, body: &[u8]) -> NewWebhookEvent {
+        let mut new = delivery(tenant, key);
+        new.headers.insert("webhook-id".into(), key.into());
+        new.body = body.to_vec();
+        new
+    }
+
+    #[tokio::test]
+    async fn a_body_is_kept_apart_from_the_row_the_inbox_updates() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = open(&dir).await;
+        let tenant = TenantId(uuid::Uuid::new_v4());
+        let body = vec![b'x'; 7168];
+        let new = with_body(tenant, "a", &body);
+        store.insert_webhook_event(&new).await.expect("stored");
+        // A redelivery is skipped: no second body.
+        let again = with_body(tenant, "a", b"other");
+        let (id, duplicate) = store.insert_webhook_event(&again).await.expect("again");
+        assert_eq!((id, duplicate), (new.id, true));
+        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_event_bodies")
+            .fetch_one(&store.pool)
+            .await
+            .expect("count");
+        assert_eq!(count, 1);
+
+        let (row, apart) = stored(&store, new.id).await;
+        assert_eq!(row, ("{}".to_string(), Vec::new()));
+        let headers = serde_json::to_string(&new.headers).expect("headers");
+        assert_eq!(apart, Some((headers, body.clone())));
+
+        // Claims and reads return them whole.
+        let lease = now() + chrono::Duration::seconds(60);
+        let claimed = store
+            .claim_webhook_events(now(), lease, 10)
+            .await
+            .expect("claim");
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(
+            (&claimed[0].headers, &claimed[0].body),
+            (&new.headers, &body)
+        );
+        let read = store
+            .get_webhook_event(tenant, new.id)
+            .await
+            .expect("read")
+            .expect("there");
+        assert_eq!((&read.headers, &read.body), (&new.headers, &body));
+
+        // The body goes with its delivery.
+        store
+            .complete_webhook_event(new.id, EventStatus::Ignored, None, &[], None, lease, now())
+            .await
+            .expect("complete");
+        let purged = store
+            .purge_webhook_events(now() + chrono::Duration::seconds(1))
+            .await
+            .expect("purge");
+        assert_eq!(purged, 1);
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_event_bodies")
+            .fetch_one(&store.pool)
+            .await
+            .expect("count");
+        assert_eq!(left, 0);
+    }
+
+    #[tokio::test]
+    async fn a_delivery_stored_with_its_body_inline_reads_and_claims_whole() {
+        // As a row stored before `0011_webhook_event_bodies` is.
+        let dir = tempfile::tempdir().expect("dir");
+        let store = open(&dir).await;
+        let tenant = TenantId(uuid::Uuid::new_v4());
+        let new = with_body(tenant, "inline", b"{\"inline\":true}");
+        store.insert_webhook_event(&new).await.expect("stored");
+        let headers = serde_json::to_string(&new.headers).expect("headers");
+        sqlx::query("UPDATE webhook_events SET headers = ?, body = ? WHERE id = ?")
+            .bind(&headers)
+            .bind(&new.body)
+            .bind(new.id)
+            .execute(&store.pool)
+            .await
+            .expect("inline");
+        sqlx::query("DELETE FROM webhook_event_bodies WHERE id = ?")
+            .bind(new.id)
+            .execute(&store.pool)
+            .await
+            .expect("no body apart");
+        assert_eq!(stored(&store, new.id).await.1, None);
+
+        let read = store
+            .get_webhook_event(tenant, new.id)
+            .await
+            .expect("read")
+            .expect("there");
+        assert_eq!((&read.headers, &read.body), (&new.headers, &new.body));
+        let lease = now() + chrono::Duration::seconds(60);
+        let claimed = store
+            .claim_webhook_events(now(), lease, 10)
+            .await
+            .expect("claim");
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(
+            (&claimed[0].headers, &claimed[0].body),
+            (&new.headers, &new.body)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_claim_is_given_back_only_under_its_own_lease() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = open(&dir).await;
         let tenant = TenantId(uuid::Uuid::new_v4());
         let (a, b) = (delivery(tenant, "a"), delivery(tenant, "b"));
         store.insert_webhook_event(&a).await.expect("a");

@@ -116,8 +116,9 @@ struct Run<'a> {
     secrets: ProviderSecrets,
     cursor: Option<Value>,
     token: Secret,
-    /// When this run last set the lease (by a page commit or an extension); `None` before the
-    /// first page, which checks the lease is still ours before calling the provider.
+    /// When this run last set the lease: its claim (the job's `started_at`), a page commit or
+    /// an extension. `None` when unknown: the first page then extends the lease, checking it
+    /// is still ours, before calling the provider.
     leased_at: Option<Timestamp>,
 }
 
@@ -375,7 +376,9 @@ async fn prepare<'a>(
         secrets,
         cursor,
         token,
-        leased_at: None,
+        // The claim that started this run set the lease: a run started right after its claim
+        // calls the provider at once, as after a page commit, with no write in between.
+        leased_at: job.started_at,
     })
 }
 

@@ -253,7 +253,12 @@ impl Connector for Scripted {
 
 impl Harness {
     async fn enqueue(&self, max_attempts: i32) -> Job {
-        let mut job = new_job(&self.connection, JobType::Incremental, now());
+        self.enqueue_at(max_attempts, now()).await
+    }
+
+    /// Queues a job due at `at`.
+    async fn enqueue_at(&self, max_attempts: i32, at: Timestamp) -> Job {
+        let mut job = new_job(&self.connection, JobType::Incremental, at);
         job.max_attempts = max_attempts;
         self.state
             .store
@@ -576,9 +581,12 @@ async fn a_job_fails_after_max_attempts_and_the_next_scheduled_sync_still_happen
 #[tokio::test]
 async fn an_expired_lease_is_taken_over_and_the_first_worker_writes_nothing_more() {
     let h = harness().await;
-    let job = h.enqueue(5).await;
+    // Set just over a minute ago, so that B's takeover (once A's lease expired) has happened by
+    // now and A, resuming now, has stalled past a quarter of its lease, as any worker whose job
+    // was taken over has: the claim alone no longer vouches for its lease.
+    let start = now() - chrono::Duration::seconds(65);
+    let job = h.enqueue_at(5, start).await;
     let (a, b) = (SyncWorker::new(), SyncWorker::new());
-    let start = now();
     let claimed = h.claim_at(&a, start).await.expect("claimed by a");
     let lease_a = Lease {
         job: claimed.id,
@@ -837,9 +845,34 @@ async fn a_lease_set_less_than_a_quarter_of_a_lease_ago_is_not_extended_before_a
     let lease = chrono::Duration::from_std(SyncWorker::lease(&h.state)).expect("a lease");
     let at = now();
     let second = chrono::Duration::seconds(1);
-    // Before the first page the run has set no lease of its own: it checks the claim's.
+    // A lease set at an unknown time is checked (extended) before the call.
     assert!(worker.lease_needs_extending(&h.state, None, at));
     assert!(!worker.lease_needs_extending(&h.state, Some(at), at));
     assert!(!worker.lease_needs_extending(&h.state, Some(at - lease / 4 + second), at));
     assert!(worker.lease_needs_extending(&h.state, Some(at - lease / 4), at));
+}
+
+#[tokio::test]
+async fn a_run_started_right_after_its_claim_calls_the_provider_before_any_write() {
+    let h = harness().await;
+    h.enqueue(5).await;
+    let (a, b) = (SyncWorker::new(), SyncWorker::new());
+    let start = now();
+    let claimed = h.claim_at(&a, start).await.expect("claimed by a");
+    assert_eq!(claimed.started_at, Some(start));
+    // B takes the job over behind A's back (as if A's lease had expired). A, running at once,
+    // trusts the lease its claim set a moment ago: it reads the first page without a write
+    // first (an extension would have found the lease gone and called nobody), and its commit,
+    // which checks the lease, writes nothing.
+    h.claim_at(&b, start + chrono::Duration::hours(1))
+        .await
+        .expect("taken over");
+    let connector = Scripted::new([Step::Page(2, false)]);
+    let outcome = a
+        .run_job(&h.state, Some(&connector), claimed)
+        .await
+        .expect("run");
+    assert_eq!(connector.calls().len(), 1);
+    assert_eq!(outcome.result, JobResult::LeaseLost);
+    assert!(h.dedupe_keys().await.is_empty());
 }

@@ -357,11 +357,7 @@ mod tests {
         let again = with_body(tenant, "a", b"other");
         let (id, duplicate) = store.insert_webhook_event(&again).await.expect("again");
         assert_eq!((id, duplicate), (new.id, true));
-        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_event_bodies")
-            .fetch_one(&store.pool)
-            .await
-            .expect("count");
-        assert_eq!(count, 1);
+        assert_eq!(bodies(&store).await, 1);
 
         let (row, apart) = stored(&store, new.id).await;
         assert_eq!(row, ("{}".to_string(), Vec::new()));
@@ -396,11 +392,22 @@ mod tests {
             .await
             .expect("purge");
         assert_eq!(purged, 1);
-        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_event_bodies")
+        assert_eq!(bodies(&store).await, 0);
+        // And with its tenant.
+        store
+            .insert_webhook_event(&with_body(tenant, "b", &body))
+            .await
+            .expect("stored");
+        assert_eq!(bodies(&store).await, 1);
+        store.erase_tenant(tenant).await.expect("erased");
+        assert_eq!(bodies(&store).await, 0);
+    }
+
+    async fn bodies(store: &SqliteStore) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM webhook_event_bodies")
             .fetch_one(&store.pool)
             .await
-            .expect("count");
-        assert_eq!(left, 0);
+            .expect("count")
     }
 
     #[tokio::test]

@@ -365,22 +365,7 @@ mod tests {
         assert_eq!(apart, Some((headers, body.clone())));
 
         // Claims and reads return them whole.
-        let lease = now() + chrono::Duration::seconds(60);
-        let claimed = store
-            .claim_webhook_events(now(), lease, 10)
-            .await
-            .expect("claim");
-        assert_eq!(claimed.len(), 1);
-        assert_eq!(
-            (&claimed[0].headers, &claimed[0].body),
-            (&new.headers, &body)
-        );
-        let read = store
-            .get_webhook_event(tenant, new.id)
-            .await
-            .expect("read")
-            .expect("there");
-        assert_eq!((&read.headers, &read.body), (&new.headers, &body));
+        let lease = reads_and_claims_whole(&store, &new).await;
 
         // The body goes with its delivery.
         store
@@ -401,6 +386,31 @@ mod tests {
         assert_eq!(bodies(&store).await, 1);
         store.erase_tenant(tenant).await.expect("erased");
         assert_eq!(bodies(&store).await, 0);
+    }
+
+    /// Reads `new` back and claims it (it must be the only ready delivery), checking both
+    /// return its headers and body whole; the claim's lease.
+    async fn reads_and_claims_whole(
+        store: &SqliteStore,
+        new: &NewWebhookEvent,
+    ) -> crate::domain::Timestamp {
+        let read = store
+            .get_webhook_event(new.tenant_id, new.id)
+            .await
+            .expect("read")
+            .expect("there");
+        assert_eq!((&read.headers, &read.body), (&new.headers, &new.body));
+        let lease = now() + chrono::Duration::seconds(60);
+        let claimed = store
+            .claim_webhook_events(now(), lease, 10)
+            .await
+            .expect("claim");
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(
+            (&claimed[0].headers, &claimed[0].body),
+            (&new.headers, &new.body)
+        );
+        lease
     }
 
     async fn bodies(store: &SqliteStore) -> i64 {
@@ -433,22 +443,7 @@ mod tests {
             .expect("no body apart");
         assert_eq!(stored(&store, new.id).await.1, None);
 
-        let read = store
-            .get_webhook_event(tenant, new.id)
-            .await
-            .expect("read")
-            .expect("there");
-        assert_eq!((&read.headers, &read.body), (&new.headers, &new.body));
-        let lease = now() + chrono::Duration::seconds(60);
-        let claimed = store
-            .claim_webhook_events(now(), lease, 10)
-            .await
-            .expect("claim");
-        assert_eq!(claimed.len(), 1);
-        assert_eq!(
-            (&claimed[0].headers, &claimed[0].body),
-            (&new.headers, &new.body)
-        );
+        reads_and_claims_whole(&store, &new).await;
     }
 
     #[tokio::test]

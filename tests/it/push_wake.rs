@@ -8,7 +8,7 @@ use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::{signal, tenant};
-use crate::push_support::{answering, app_with, received, register};
+use crate::push_support::{answering, app_with, get_as, received, register};
 
 #[tokio::test]
 async fn an_idle_dispatcher_delivers_a_new_signal_well_within_its_poll_interval() {
@@ -205,13 +205,7 @@ async fn deliveries(
         "/endpoints/{}/deliveries",
         endpoint["id"].as_str().expect("an id")
     );
-    let response = app
-        .operator(reqwest::Method::GET, &path)
-        .header("X-Tenant-Id", t.to_string())
-        .send()
-        .await
-        .expect("sent");
-    let (status, page) = crate::helpers::json(response).await;
+    let (status, page) = get_as(app, Some(t), &path).await;
     assert_eq!(status, 200, "{page}");
     page
 }

@@ -1,4 +1,4 @@
-//! Storing webhook deliveries on PostgreSQL by group commit (`store::shared::deliveries`). A few
+//! Storing webhook deliveries on PostgreSQL by group commit (`store::shared::deliveries`, `store::shared::group`). A few
 //! writers commit side by side, each group in one `INSERT ... SELECT FROM UNNEST` statement:
 //! one round trip and one WAL flush for the group, and one prepared statement whatever its
 //! size. Stored deliveries are announced to the other instances once committed.
@@ -12,7 +12,8 @@ use uuid::Uuid;
 
 use super::announce::Announcer;
 use crate::domain::{NewWebhookEvent, Timestamp};
-use crate::store::shared::deliveries::{Deliveries, GroupCommit, Stored};
+use crate::store::shared::deliveries::{Deliveries, Stored};
+use crate::store::shared::group::GroupCommit;
 use crate::store::StoreError;
 
 /// The most deliveries one statement holds.
@@ -50,6 +51,9 @@ fn key(new: &NewWebhookEvent) -> Key<'_> {
 
 #[async_trait]
 impl GroupCommit for Writer {
+    type Item = NewWebhookEvent;
+    type Outcome = Stored;
+
     async fn commit_group(&self, group: &[&NewWebhookEvent]) -> Result<Vec<Stored>, StoreError> {
         // Rows go in key order: two groups committing side by side (here or in another
         // instance) that share keys wait for each other in the same order, never in a cycle.
@@ -100,9 +104,11 @@ impl GroupCommit for Writer {
         Ok((existing, true))
     }
 
-    fn stored_new(&self) {
+    fn committed(&self, outcomes: &[Stored]) {
         // Committed: worker instances elsewhere hear of it (a duplicate is no news).
-        self.announcer.news();
+        if outcomes.iter().any(|(_, duplicate)| !duplicate) {
+            self.announcer.news();
+        }
     }
 }
 

@@ -30,7 +30,7 @@ impl Inbox for PostgresStore {
         &self,
         new: &NewWebhookEvent,
     ) -> Result<(Uuid, bool), StoreError> {
-        self.deliveries.insert(new).await
+        self.deliveries.commit(new.clone()).await
     }
 
     async fn claim_webhook_events(

@@ -7,6 +7,7 @@
 
 pub(crate) mod credentials;
 pub(crate) mod deliveries;
+pub(crate) mod group;
 pub(crate) mod inbox;
 pub(crate) mod outbox;
 pub(crate) mod push;

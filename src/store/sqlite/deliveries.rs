@@ -1,4 +1,4 @@
-//! Storing webhook deliveries on SQLite by group commit (`store::shared::deliveries`). SQLite
+//! Storing webhook deliveries on SQLite by group commit (`store::shared::deliveries`, `store::shared::group`). SQLite
 //! admits one writer at a time, so concurrent deliveries committing one by one would queue on
 //! its lock and starve every other writer (the inbox worker above all): one writer task takes
 //! every delivery waiting, in turn with this process's other inbox writers on the store's gate.
@@ -11,7 +11,8 @@ use uuid::Uuid;
 
 use super::WriteGate;
 use crate::domain::{to_micros, NewWebhookEvent};
-use crate::store::shared::deliveries::{Deliveries, GroupCommit, Stored};
+use crate::store::shared::deliveries::{Deliveries, Stored};
+use crate::store::shared::group::GroupCommit;
 use crate::store::StoreError;
 
 /// The most deliveries one transaction holds (ten parameters each, well under SQLite's limit).
@@ -31,6 +32,9 @@ struct Writer {
 
 #[async_trait]
 impl GroupCommit for Writer {
+    type Item = NewWebhookEvent;
+    type Outcome = Stored;
+
     async fn commit_group(&self, group: &[&NewWebhookEvent]) -> Result<Vec<Stored>, StoreError> {
         let _turn = self.gate.lock().await;
         commit_group(&self.pool, group).await

@@ -35,7 +35,7 @@ impl Inbox for SqliteStore {
         &self,
         new: &NewWebhookEvent,
     ) -> Result<(Uuid, bool), StoreError> {
-        self.deliveries.insert(new).await
+        self.deliveries.commit(new.clone()).await
     }
 
     async fn claim_webhook_events(

@@ -14,7 +14,6 @@ pub(crate) mod push;
 pub(crate) mod push_rows;
 pub(crate) mod queue;
 pub(crate) mod replay;
-pub(crate) mod signals;
 pub(crate) mod subscriptions;
 pub(crate) mod turns;
 

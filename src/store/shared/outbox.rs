@@ -60,6 +60,35 @@ pub(crate) fn events_past_sql() -> String {
     )
 }
 
+/// An event's row, encoded for its insert: its JSON `data` written out, so a caller can encode
+/// rows before it takes its turn to write.
+#[derive(Debug)]
+pub(crate) struct EventRow {
+    pub id: uuid::Uuid,
+    pub tenant_id: uuid::Uuid,
+    pub connection_id: uuid::Uuid,
+    pub provider: String,
+    pub kind: Option<String>,
+    pub event_type: &'static str,
+    pub data: String,
+    pub created_at: i64,
+}
+
+impl EventRow {
+    pub(crate) fn of(event: &crate::domain::NewPushEvent) -> Self {
+        Self {
+            id: event.id.0,
+            tenant_id: event.tenant_id.0,
+            connection_id: event.connection_id.0,
+            provider: event.provider.clone(),
+            kind: event.kind.clone(),
+            event_type: event.event_type.as_str(),
+            data: event.data.to_string(),
+            created_at: crate::domain::to_micros(&event.created_at),
+        }
+    }
+}
+
 /// The columns an event is inserted with, after `seq` where the insert numbers it.
 const INSERTED_COLUMNS: &str =
     "id, tenant_id, connection_id, provider, kind, event_type, data, created_at, fanned_out";

@@ -197,6 +197,17 @@ macro_rules! push_store {
             conn: &mut <$db as sqlx::Database>::Connection,
             events: &[$crate::domain::NewPushEvent],
         ) -> Result<(), $crate::store::StoreError> {
+            let rows: Vec<$crate::store::shared::outbox::EventRow> =
+                events.iter().map($crate::store::shared::outbox::EventRow::of).collect();
+            let rows: Vec<&$crate::store::shared::outbox::EventRow> = rows.iter().collect();
+            insert_event_rows(conn, &rows).await
+        }
+
+        /// [`insert_events_in`] for rows encoded beforehand.
+        pub(super) async fn insert_event_rows(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            events: &[&$crate::store::shared::outbox::EventRow],
+        ) -> Result<(), $crate::store::StoreError> {
             let numbered: bool = $numbered_at_insert;
             for chunk in events.chunks(500) {
                 let mut q = sqlx::QueryBuilder::<$db>::new(if numbered {
@@ -208,14 +219,14 @@ macro_rules! push_store {
                     if numbered {
                         b.push_bind(n);
                     }
-                    b.push_bind(e.id.0)
-                        .push_bind(e.tenant_id.0)
-                        .push_bind(e.connection_id.0)
-                        .push_bind(e.provider.clone())
-                        .push_bind(e.kind.clone())
-                        .push_bind(e.event_type.as_str())
-                        .push_bind(e.data.to_string())
-                        .push_bind($crate::domain::to_micros(&e.created_at))
+                    b.push_bind(e.id)
+                        .push_bind(e.tenant_id)
+                        .push_bind(e.connection_id)
+                        .push_bind(e.provider.as_str())
+                        .push_bind(e.kind.as_deref())
+                        .push_bind(e.event_type)
+                        .push_bind(e.data.as_str())
+                        .push_bind(e.created_at)
                         .push_bind(true);
                 });
                 if numbered {

@@ -10,6 +10,7 @@ mod deliveries;
 mod inbox;
 mod jobs;
 mod oauth_states;
+mod pages;
 mod push;
 mod queue;
 mod signals;
@@ -50,6 +51,7 @@ pub struct SqliteStore {
     /// racing for SQLite's lock in its busy handler.
     gate: WriteGate,
     deliveries: super::shared::deliveries::Deliveries,
+    pages: pages::Pages,
     turns: Arc<Turns>,
     /// Keeps the background checkpoints going while any clone of the store lives.
     _alive: Arc<()>,
@@ -103,6 +105,7 @@ impl SqliteStore {
             .await?;
         let gate = WriteGate::default();
         let deliveries = deliveries::start(writer.clone(), gate.clone());
+        let pages = pages::start(writer.clone(), gate.clone());
         let alive = Arc::new(());
         checkpoint::start(pool.clone(), Arc::downgrade(&alive));
         Ok(Self {
@@ -110,6 +113,7 @@ impl SqliteStore {
             writer,
             gate,
             deliveries,
+            pages,
             turns: Arc::default(),
             _alive: alive,
         })

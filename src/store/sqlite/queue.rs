@@ -9,7 +9,7 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 use uuid::Uuid;
 
 use super::connections::{decode as decode_connection, COLUMNS as CONNECTION_COLUMNS};
-use super::{jobs, SqliteStore};
+use super::{jobs, pages, SqliteStore};
 use crate::domain::{
     to_micros, Connection, ConnectionId, Job, JobId, JobType, NewJob, TenantId, Timestamp,
 };
@@ -77,8 +77,9 @@ impl SyncQueue for SqliteStore {
         lease_until: Timestamp,
         now: Timestamp,
     ) -> Result<PageCommit, StoreError> {
-        let _turn = self.gate.lock().await;
-        queue::commit_page(self, lease, connection, page, lease_until, now).await
+        // Encoded here, by the job, and committed with the pages of other jobs waiting meanwhile.
+        let page = pages::Page::encode(lease, connection, page, lease_until, now)?;
+        self.pages.commit(page).await
     }
 
     async fn finish_sync_job(
@@ -292,14 +293,7 @@ impl QueueDialect for SqliteStore {
         conn: &mut SqliteConnection,
         lease: Lease<'_>,
     ) -> Result<bool, StoreError> {
-        let held = sqlx::query(
-            "SELECT 1 FROM sync_jobs WHERE id = ? AND lease_owner = ? AND status = 'running'",
-        )
-        .bind(lease.job.0)
-        .bind(lease.owner)
-        .fetch_optional(conn)
-        .await?;
-        Ok(held.is_some())
+        lease_held(conn, lease.job.0, lease.owner).await
     }
 
     async fn connection_metadata(
@@ -307,12 +301,7 @@ impl QueueDialect for SqliteStore {
         conn: &mut SqliteConnection,
         connection: ConnectionId,
     ) -> Result<Map<String, Value>, StoreError> {
-        // The transaction already holds the write lock: nothing changes the row meanwhile.
-        let text: String = sqlx::query_scalar("SELECT metadata FROM connections WHERE id = ?")
-            .bind(connection.0)
-            .fetch_one(conn)
-            .await?;
-        serde_json::from_str(&text).map_err(|e| StoreError::corrupt("metadata", e))
+        connection_metadata(conn, connection.0).await
     }
 
     async fn touch_connection(
@@ -340,15 +329,7 @@ impl QueueDialect for SqliteStore {
         metadata: &Map<String, Value>,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        let text =
-            serde_json::to_string(metadata).map_err(|e| StoreError::corrupt("metadata", e))?;
-        sqlx::query("UPDATE connections SET metadata = ?, updated_at = ? WHERE id = ?")
-            .bind(text)
-            .bind(to_micros(&now))
-            .bind(connection.0)
-            .execute(conn)
-            .await?;
-        Ok(())
+        set_connection_metadata(conn, connection.0, metadata, to_micros(&now)).await
     }
 
     async fn store_cursor(
@@ -359,17 +340,7 @@ impl QueueDialect for SqliteStore {
         now: Timestamp,
     ) -> Result<(), StoreError> {
         let cursor = serde_json::to_string(cursor).map_err(|e| StoreError::corrupt("cursor", e))?;
-        sqlx::query(
-            "INSERT INTO sync_cursors (connection_id, cursor, updated_at) VALUES (?, ?, ?) \
-             ON CONFLICT (connection_id) DO UPDATE SET cursor = excluded.cursor, \
-             updated_at = excluded.updated_at",
-        )
-        .bind(connection.0)
-        .bind(cursor)
-        .bind(to_micros(&now))
-        .execute(conn)
-        .await?;
-        Ok(())
+        store_cursors(conn, &[(connection.0, cursor.as_str(), to_micros(&now))]).await
     }
 
     async fn end_job(
@@ -464,4 +435,71 @@ impl QueueDialect for SqliteStore {
             .await?;
         Ok(())
     }
+}
+
+/// Whether `owner` still holds the lease on the running job `job`.
+pub(super) async fn lease_held(
+    conn: &mut SqliteConnection,
+    job: Uuid,
+    owner: &str,
+) -> Result<bool, StoreError> {
+    let held = sqlx::query(
+        "SELECT 1 FROM sync_jobs WHERE id = ? AND lease_owner = ? AND status = 'running'",
+    )
+    .bind(job)
+    .bind(owner)
+    .fetch_optional(conn)
+    .await?;
+    Ok(held.is_some())
+}
+
+/// The metadata of `connection`, read inside a write transaction (which holds the write
+/// lock: nothing changes the row meanwhile).
+pub(super) async fn connection_metadata(
+    conn: &mut SqliteConnection,
+    connection: Uuid,
+) -> Result<Map<String, Value>, StoreError> {
+    let text: String = sqlx::query_scalar("SELECT metadata FROM connections WHERE id = ?")
+        .bind(connection)
+        .fetch_one(conn)
+        .await?;
+    serde_json::from_str(&text).map_err(|e| StoreError::corrupt("metadata", e))
+}
+
+pub(super) async fn set_connection_metadata(
+    conn: &mut SqliteConnection,
+    connection: Uuid,
+    metadata: &Map<String, Value>,
+    now: i64,
+) -> Result<(), StoreError> {
+    let text = serde_json::to_string(metadata).map_err(|e| StoreError::corrupt("metadata", e))?;
+    sqlx::query("UPDATE connections SET metadata = ?, updated_at = ? WHERE id = ?")
+        .bind(text)
+        .bind(now)
+        .bind(connection)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Sets each connection's sync cursor (JSON text) as of its instant, in one statement.
+pub(super) async fn store_cursors(
+    conn: &mut SqliteConnection,
+    cursors: &[(Uuid, &str, i64)],
+) -> Result<(), StoreError> {
+    if cursors.is_empty() {
+        return Ok(());
+    }
+    let mut q = QueryBuilder::<Sqlite>::new(
+        "INSERT INTO sync_cursors (connection_id, cursor, updated_at) ",
+    );
+    q.push_values(cursors, |mut b, (connection, cursor, at)| {
+        b.push_bind(*connection).push_bind(*cursor).push_bind(*at);
+    });
+    q.push(
+        " ON CONFLICT (connection_id) DO UPDATE SET cursor = excluded.cursor, \
+         updated_at = excluded.updated_at",
+    );
+    q.build().execute(conn).await?;
+    Ok(())
 }

@@ -5,7 +5,12 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
 use super::time;
-use crate::domain::{to_micros, ConnectionId, NewSignal, Signal, SignalId, TenantId};
+use std::collections::HashSet;
+
+use crate::domain::{
+    to_micros, ConnectionId, NewPushEvent, NewSignal, Signal, SignalId, TenantId, Timestamp,
+};
+use crate::store::shared::outbox::EventRow;
 use crate::store::{PageRequest, SignalFilter, StoreError};
 
 const COLUMNS: &str = "id, tenant_id, connection_id, provider, kind, occurred_at, received_at, \
@@ -27,48 +32,107 @@ pub(super) async fn insert_in(
     conn: &mut SqliteConnection,
     signals: &[NewSignal],
 ) -> Result<u64, StoreError> {
-    let mut inserted = 0;
-    for chunk in signals.chunks(ROWS_PER_STATEMENT) {
+    let now = crate::domain::now();
+    let rows = signals
+        .iter()
+        .map(|s| SignalRow::encode(s, now))
+        .collect::<Result<Vec<_>, _>>()?;
+    let rows: Vec<&SignalRow> = rows.iter().collect();
+    let new = insert_rows(conn, &rows).await?;
+    Ok(new.len() as u64)
+}
+
+/// A signal's row encoded for its insert, with the `signal.created` event its insert adds:
+/// encoding is the part of storing a signal that needs no turn at the database.
+#[derive(Debug)]
+pub(super) struct SignalRow {
+    pub id: Uuid,
+    tenant_id: Uuid,
+    connection_id: Uuid,
+    provider: String,
+    kind: String,
+    occurred_at: i64,
+    received_at: i64,
+    actor: Option<String>,
+    title: Option<String>,
+    url: Option<String>,
+    external_id: Option<String>,
+    dedupe_key: String,
+    payload: String,
+    event: EventRow,
+}
+
+impl SignalRow {
+    /// `signal`'s row; its event says it was created at `now`.
+    pub(super) fn encode(signal: &NewSignal, now: Timestamp) -> Result<Self, StoreError> {
+        let actor = signal
+            .actor
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| StoreError::corrupt("actor", e))?;
+        let payload = serde_json::to_string(&signal.payload)
+            .map_err(|e| StoreError::corrupt("payload", e))?;
+        Ok(Self {
+            id: signal.id.0,
+            tenant_id: signal.tenant_id.0,
+            connection_id: signal.connection_id.0,
+            provider: signal.provider.clone(),
+            kind: signal.kind.clone(),
+            occurred_at: to_micros(&signal.occurred_at),
+            received_at: to_micros(&signal.received_at),
+            actor,
+            title: signal.title.clone(),
+            url: signal.url.clone(),
+            external_id: signal.external_id.clone(),
+            dedupe_key: signal.dedupe_key.clone(),
+            payload,
+            event: EventRow::of(&NewPushEvent::signal_created(signal, now)),
+        })
+    }
+}
+
+/// Inserts `rows` on `conn` (inside the caller's transaction), skipping any whose
+/// `(connection_id, dedupe_key)` exists, and with each new one its `signal.created` event;
+/// returns the ids of the new ones.
+pub(super) async fn insert_rows(
+    conn: &mut SqliteConnection,
+    rows: &[&SignalRow],
+) -> Result<HashSet<Uuid>, StoreError> {
+    let mut inserted = HashSet::with_capacity(rows.len());
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         let mut q =
             QueryBuilder::<Sqlite>::new(format!("INSERT INTO signals ({COLUMNS}, payload) "));
-        let mut encoded = Vec::with_capacity(chunk.len());
-        for s in chunk {
-            let actor = s
-                .actor
-                .as_ref()
-                .map(serde_json::to_string)
-                .transpose()
-                .map_err(|e| StoreError::corrupt("actor", e))?;
-            let payload =
-                serde_json::to_string(&s.payload).map_err(|e| StoreError::corrupt("payload", e))?;
-            encoded.push((s, actor, payload));
-        }
-        q.push_values(encoded, |mut b, (s, actor, payload)| {
-            b.push_bind(s.id.0)
-                .push_bind(s.tenant_id.0)
-                .push_bind(s.connection_id.0)
-                .push_bind(s.provider.clone())
-                .push_bind(s.kind.clone())
-                .push_bind(to_micros(&s.occurred_at))
-                .push_bind(to_micros(&s.received_at))
-                .push_bind(actor)
-                .push_bind(s.title.clone())
-                .push_bind(s.url.clone())
-                .push_bind(s.external_id.clone())
-                .push_bind(s.dedupe_key.clone())
-                .push_bind(payload);
+        q.push_values(chunk, |mut b, s| {
+            b.push_bind(s.id)
+                .push_bind(s.tenant_id)
+                .push_bind(s.connection_id)
+                .push_bind(s.provider.as_str())
+                .push_bind(s.kind.as_str())
+                .push_bind(s.occurred_at)
+                .push_bind(s.received_at)
+                .push_bind(s.actor.as_deref())
+                .push_bind(s.title.as_deref())
+                .push_bind(s.url.as_deref())
+                .push_bind(s.external_id.as_deref())
+                .push_bind(s.dedupe_key.as_str())
+                .push_bind(s.payload.as_str());
         });
         q.push(" ON CONFLICT (connection_id, dedupe_key) DO NOTHING RETURNING id");
-        let new_ids: std::collections::HashSet<Uuid> = q
+        let new: HashSet<Uuid> = q
             .build_query_scalar()
             .fetch_all(&mut *conn)
             .await?
             .into_iter()
             .collect();
-        inserted += new_ids.len() as u64;
         // Each new signal is reported to push endpoints, in this same transaction.
-        let events = crate::store::shared::signals::created_events(chunk, &new_ids);
-        super::push::insert_events_in(conn, &events).await?;
+        let events: Vec<&EventRow> = chunk
+            .iter()
+            .filter(|s| new.contains(&s.id))
+            .map(|s| &s.event)
+            .collect();
+        super::push::insert_event_rows(conn, &events).await?;
+        inserted.extend(new);
     }
     Ok(inserted)
 }

@@ -1,7 +1,8 @@
-//! Storing webhook deliveries on PostgreSQL by group commit (`store::shared::deliveries`, `store::shared::group`). A few
-//! writers commit side by side, each group in one `INSERT ... SELECT FROM UNNEST` statement:
-//! one round trip and one WAL flush for the group, and one prepared statement whatever its
-//! size. Stored deliveries are announced to the other instances once committed.
+//! Storing webhook deliveries on PostgreSQL by group commit (`store::shared::deliveries`,
+//! `store::shared::group`). A few writers commit side by side, each group in one
+//! `INSERT ... SELECT FROM UNNEST` statement: one round trip and one WAL flush for the group,
+//! and one prepared statement whatever its size. Stored deliveries are announced to the other
+//! instances once committed.
 
 use std::collections::{HashMap, HashSet};
 

@@ -12,11 +12,14 @@ use uuid::Uuid;
 use super::connections::{decode as decode_connection, COLUMNS as CONNECTION_COLUMNS};
 use super::notify::JOBS_CHANNEL;
 use super::{jobs, PostgresStore};
-use crate::domain::{Connection, ConnectionId, Job, JobId, JobType, NewJob, TenantId, Timestamp};
+use crate::domain::{
+    merge_metadata, Connection, ConnectionId, Job, JobId, JobType, NewJob, TenantId, Timestamp,
+};
 use crate::store::shared::queue::{
     self, EndedJob, JobEnd, JobKey, JobPick, QueueDialect, JOB_INSERT_COLUMNS, UNLESS_LANE_TAKEN,
 };
 use crate::store::shared::turns::walk_tenants;
+use crate::store::shared::Dialect;
 use crate::store::{
     Enqueued, Finished, IfRunning, JobFinish, Lease, PageCommit, StoreError, SyncCommit, SyncQueue,
 };
@@ -76,7 +79,7 @@ impl SyncQueue for PostgresStore {
         lease_until: Timestamp,
         now: Timestamp,
     ) -> Result<PageCommit, StoreError> {
-        queue::commit_page(self, lease, connection, page, lease_until, now).await
+        commit_page(self, lease, connection, page, lease_until, now).await
     }
 
     async fn finish_sync_job(
@@ -270,44 +273,6 @@ impl QueueDialect for PostgresStore {
         Ok(query.fetch_all(&self.pool).await?)
     }
 
-    async fn extend_lease_while_active(
-        &self,
-        conn: &mut PgConnection,
-        lease: Lease<'_>,
-        lease_until: Timestamp,
-        now: Timestamp,
-    ) -> Result<bool, StoreError> {
-        // The connection row is not locked: a disconnect committed while the page is written
-        // lands after it, and the next page stops.
-        let done = sqlx::query(
-            "UPDATE sync_jobs SET lease_expires_at = $1, updated_at = $2 \
-             WHERE id = $3 AND lease_owner = $4 AND status = 'running' AND EXISTS (SELECT 1 FROM \
-             connections c WHERE c.id = sync_jobs.connection_id AND c.status = 'active')",
-        )
-        .bind(lease_until)
-        .bind(now)
-        .bind(lease.job.0)
-        .bind(lease.owner)
-        .execute(conn)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn lease_held(
-        &self,
-        conn: &mut PgConnection,
-        lease: Lease<'_>,
-    ) -> Result<bool, StoreError> {
-        let held = sqlx::query(
-            "SELECT 1 FROM sync_jobs WHERE id = $1 AND lease_owner = $2 AND status = 'running'",
-        )
-        .bind(lease.job.0)
-        .bind(lease.owner)
-        .fetch_optional(conn)
-        .await?;
-        Ok(held.is_some())
-    }
-
     async fn connection_metadata(
         &self,
         conn: &mut PgConnection,
@@ -353,26 +318,6 @@ impl QueueDialect for PostgresStore {
             .bind(connection.0)
             .execute(conn)
             .await?;
-        Ok(())
-    }
-
-    async fn store_cursor(
-        &self,
-        conn: &mut PgConnection,
-        connection: ConnectionId,
-        cursor: &Value,
-        now: Timestamp,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO sync_cursors (connection_id, cursor, updated_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (connection_id) DO UPDATE SET cursor = excluded.cursor, \
-             updated_at = excluded.updated_at",
-        )
-        .bind(connection.0)
-        .bind(Json(cursor))
-        .bind(now)
-        .execute(conn)
-        .await?;
         Ok(())
     }
 
@@ -479,4 +424,96 @@ fn key(row: &sqlx::postgres::PgRow) -> Result<JobKey, StoreError> {
         row.try_get("id")?,
         row.try_get("tenant_id")?,
     )))
+}
+
+/// [`SyncQueue::commit_sync_page`]: the page in a transaction of its own. The job row first: it
+/// stays locked, so no takeover interleaves, until the page is committed.
+async fn commit_page(
+    store: &PostgresStore,
+    lease: Lease<'_>,
+    connection: ConnectionId,
+    page: &SyncCommit<'_>,
+    lease_until: Timestamp,
+    now: Timestamp,
+) -> Result<PageCommit, StoreError> {
+    let mut tx = store.pool.begin().await?;
+    if !extend_lease_while_active(&mut tx, lease, lease_until, now).await? {
+        let held = lease_held(&mut tx, lease).await?;
+        tx.rollback().await?;
+        return Ok(if held {
+            PageCommit::ConnectionInactive
+        } else {
+            PageCommit::LeaseLost
+        });
+    }
+    let inserted = store.insert_signals(&mut tx, page.signals).await?;
+    if let Some(patch) = page.metadata {
+        let mut metadata = store.connection_metadata(&mut tx, connection).await?;
+        merge_metadata(&mut metadata, patch.clone());
+        store
+            .set_connection_metadata(&mut tx, connection, &metadata, now)
+            .await?;
+    }
+    store_cursor(&mut tx, connection, page.cursor, now).await?;
+    tx.commit().await?;
+    if inserted > 0 {
+        store.push_events_committed();
+    }
+    Ok(PageCommit::Stored(inserted))
+}
+
+/// Extends the lease while it is ours and the job's connection is `active`; `false`
+/// otherwise. A write to the job row, so it locks it.
+async fn extend_lease_while_active(
+    conn: &mut PgConnection,
+    lease: Lease<'_>,
+    lease_until: Timestamp,
+    now: Timestamp,
+) -> Result<bool, StoreError> {
+    // The connection row is not locked: a disconnect committed while the page is written
+    // lands after it, and the next page stops.
+    let done = sqlx::query(
+        "UPDATE sync_jobs SET lease_expires_at = $1, updated_at = $2 \
+         WHERE id = $3 AND lease_owner = $4 AND status = 'running' AND EXISTS (SELECT 1 FROM \
+         connections c WHERE c.id = sync_jobs.connection_id AND c.status = 'active')",
+    )
+    .bind(lease_until)
+    .bind(now)
+    .bind(lease.job.0)
+    .bind(lease.owner)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Whether the lease is still ours.
+async fn lease_held(conn: &mut PgConnection, lease: Lease<'_>) -> Result<bool, StoreError> {
+    let held = sqlx::query(
+        "SELECT 1 FROM sync_jobs WHERE id = $1 AND lease_owner = $2 AND status = 'running'",
+    )
+    .bind(lease.job.0)
+    .bind(lease.owner)
+    .fetch_optional(conn)
+    .await?;
+    Ok(held.is_some())
+}
+
+/// Stores a connection's sync cursor.
+async fn store_cursor(
+    conn: &mut PgConnection,
+    connection: ConnectionId,
+    cursor: &Value,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO sync_cursors (connection_id, cursor, updated_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (connection_id) DO UPDATE SET cursor = excluded.cursor, \
+         updated_at = excluded.updated_at",
+    )
+    .bind(connection.0)
+    .bind(Json(cursor))
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
 }

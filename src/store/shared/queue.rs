@@ -1,7 +1,8 @@
 //! The sync job queue's rules, once for both databases: enqueuing (insert the job or find the
-//! connection's active one in its lane, asking a running one for a follow-up), claiming,
-//! committing a page under the lease, and what finishing a job does to the job, its follow-up
-//! and its connection. [`QueueDialect`] is the SQL each store runs for the steps.
+//! connection's active one in its lane, asking a running one for a follow-up), claiming, and
+//! what finishing a job does to the job, its follow-up and its connection. [`QueueDialect`] is
+//! the SQL each store runs for the steps. Committing a page under its lease is each store's
+//! own (PostgreSQL one page a transaction, SQLite the pages waiting together).
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};
@@ -11,9 +12,7 @@ use super::{turns, Conn, Dialect};
 use crate::domain::{
     merge_metadata, ConnectionId, Job, JobId, JobStatus, JobType, NewJob, TenantId, Timestamp,
 };
-use crate::store::{
-    Enqueued, Finished, IfRunning, JobFinish, Lease, PageCommit, StoreError, SyncCommit,
-};
+use crate::store::{Enqueued, Finished, IfRunning, JobFinish, Lease, StoreError};
 
 /// A job named by a statement's `RETURNING id, tenant_id`, to be read whole afterwards.
 #[derive(Clone, Copy, Debug)]
@@ -183,20 +182,6 @@ pub(crate) trait QueueDialect: Dialect {
         max: u32,
     ) -> Result<Vec<Uuid>, StoreError>;
 
-    /// Extends the lease while it is ours and the job's connection is `active`; `false`
-    /// otherwise. A write to the job row, so it locks it.
-    async fn extend_lease_while_active(
-        &self,
-        conn: &mut Conn<Self>,
-        lease: Lease<'_>,
-        lease_until: Timestamp,
-        now: Timestamp,
-    ) -> Result<bool, StoreError>;
-
-    /// Whether the lease is still ours.
-    async fn lease_held(&self, conn: &mut Conn<Self>, lease: Lease<'_>)
-        -> Result<bool, StoreError>;
-
     /// A connection's metadata, read to be written back in the same transaction (locking the
     /// row where the database can).
     async fn connection_metadata(
@@ -222,15 +207,6 @@ pub(crate) trait QueueDialect: Dialect {
         conn: &mut Conn<Self>,
         connection: ConnectionId,
         metadata: &Map<String, Value>,
-        now: Timestamp,
-    ) -> Result<(), StoreError>;
-
-    /// Stores a connection's sync cursor.
-    async fn store_cursor(
-        &self,
-        conn: &mut Conn<Self>,
-        connection: ConnectionId,
-        cursor: &Value,
         now: Timestamp,
     ) -> Result<(), StoreError>;
 
@@ -384,49 +360,6 @@ pub(crate) async fn patch_metadata<S: QueueDialect>(
     Ok(true)
 }
 
-/// [`crate::store::SyncQueue::commit_sync_page`].
-pub(crate) async fn commit_page<S: QueueDialect>(
-    store: &S,
-    lease: Lease<'_>,
-    connection: ConnectionId,
-    page: &SyncCommit<'_>,
-    lease_until: Timestamp,
-    now: Timestamp,
-) -> Result<PageCommit, StoreError> {
-    let mut tx = store.write_pool().begin().await?;
-    // The job row first: on SQLite the transaction takes the write lock with its first
-    // statement (upgrading a read lock later can fail with SQLITE_BUSY), on PostgreSQL the
-    // row stays locked, so no takeover interleaves, until this page is committed.
-    if !store
-        .extend_lease_while_active(&mut tx, lease, lease_until, now)
-        .await?
-    {
-        let held = store.lease_held(&mut tx, lease).await?;
-        tx.rollback().await?;
-        return Ok(if held {
-            PageCommit::ConnectionInactive
-        } else {
-            PageCommit::LeaseLost
-        });
-    }
-    let inserted = store.insert_signals(&mut tx, page.signals).await?;
-    if let Some(patch) = page.metadata {
-        let mut metadata = store.connection_metadata(&mut tx, connection).await?;
-        merge_metadata(&mut metadata, patch.clone());
-        store
-            .set_connection_metadata(&mut tx, connection, &metadata, now)
-            .await?;
-    }
-    store
-        .store_cursor(&mut tx, connection, page.cursor, now)
-        .await?;
-    tx.commit().await?;
-    if inserted > 0 {
-        store.push_events_committed();
-    }
-    Ok(PageCommit::Stored(inserted))
-}
-
 /// [`crate::store::SyncQueue::finish_sync_job`].
 pub(crate) async fn finish<S: QueueDialect>(
     store: &S,
@@ -435,7 +368,8 @@ pub(crate) async fn finish<S: QueueDialect>(
     now: Timestamp,
 ) -> Result<Finished, StoreError> {
     let mut tx = store.write_pool().begin().await?;
-    // The job row first, as in `commit_page`.
+    // The job row first, as in a page commit: on SQLite the transaction takes the write lock
+    // with its first statement, on PostgreSQL the row stays locked until the commit.
     let end = JobEnd::of(finish, now);
     let Some(ended) = store.end_job(&mut tx, lease, &end, now).await? else {
         tx.rollback().await?;

@@ -1,7 +1,8 @@
-//! Storing webhook deliveries on SQLite by group commit (`store::shared::deliveries`, `store::shared::group`). SQLite
-//! admits one writer at a time, so concurrent deliveries committing one by one would queue on
-//! its lock and starve every other writer (the inbox worker above all): one writer task takes
-//! every delivery waiting, in turn with this process's other inbox writers on the store's gate.
+//! Storing webhook deliveries on SQLite by group commit (`store::shared::deliveries`,
+//! `store::shared::group`). SQLite admits one writer at a time, so concurrent deliveries
+//! committing one by one would queue on its lock and starve every other writer (the inbox
+//! worker above all): one writer task takes every delivery waiting, in turn with this process's
+//! other inbox writers on the store's gate.
 
 use std::collections::HashSet;
 

@@ -7,7 +7,8 @@
 //!
 //! A page is encoded (its signals' JSON, their events) by its caller before it joins a group,
 //! so the write turn holds only the statements. The rules of a page commit are those of
-//! `store::shared::queue::commit_page`: the lease is checked and extended first, in the same
+//! PostgreSQL's, one page a transaction (`store::postgres::queue`): the lease is checked and
+//! extended first, in the same
 //! transaction, and a page whose lease is lost or whose connection stopped being active writes
 //! nothing; the others of its group are stored all the same.
 

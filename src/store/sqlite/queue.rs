@@ -267,35 +267,6 @@ impl QueueDialect for SqliteStore {
         Ok(query.fetch_all(&self.pool).await?)
     }
 
-    async fn extend_lease_while_active(
-        &self,
-        conn: &mut SqliteConnection,
-        lease: Lease<'_>,
-        lease_until: Timestamp,
-        now: Timestamp,
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE sync_jobs SET lease_expires_at = ?, updated_at = ? \
-             WHERE id = ? AND lease_owner = ? AND status = 'running' AND EXISTS (SELECT 1 FROM \
-             connections c WHERE c.id = sync_jobs.connection_id AND c.status = 'active')",
-        )
-        .bind(to_micros(&lease_until))
-        .bind(to_micros(&now))
-        .bind(lease.job.0)
-        .bind(lease.owner)
-        .execute(conn)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn lease_held(
-        &self,
-        conn: &mut SqliteConnection,
-        lease: Lease<'_>,
-    ) -> Result<bool, StoreError> {
-        lease_held(conn, lease.job.0, lease.owner).await
-    }
-
     async fn connection_metadata(
         &self,
         conn: &mut SqliteConnection,
@@ -330,17 +301,6 @@ impl QueueDialect for SqliteStore {
         now: Timestamp,
     ) -> Result<(), StoreError> {
         set_connection_metadata(conn, connection.0, metadata, to_micros(&now)).await
-    }
-
-    async fn store_cursor(
-        &self,
-        conn: &mut SqliteConnection,
-        connection: ConnectionId,
-        cursor: &Value,
-        now: Timestamp,
-    ) -> Result<(), StoreError> {
-        let cursor = serde_json::to_string(cursor).map_err(|e| StoreError::corrupt("cursor", e))?;
-        store_cursors(conn, &[(connection.0, cursor.as_str(), to_micros(&now))]).await
     }
 
     async fn end_job(

@@ -1,12 +1,12 @@
 //! Signal rows on SQLite.
 
+use std::collections::HashSet;
+
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
 use super::time;
-use std::collections::HashSet;
-
 use crate::domain::{
     to_micros, ConnectionId, NewPushEvent, NewSignal, Signal, SignalId, TenantId, Timestamp,
 };

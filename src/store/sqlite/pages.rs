@@ -110,20 +110,23 @@ impl GroupCommit for Writer {
 async fn commit(pool: &SqlitePool, group: &[&Page]) -> Result<Vec<PageCommit>, StoreError> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let extended = extend_leases(&mut tx, group).await?;
-    let mut kept = Vec::with_capacity(group.len());
-    let mut refused = Vec::new();
-    for (i, page) in group.iter().enumerate() {
-        if extended.contains(&page.job) {
-            kept.push(*page);
+    // Each page's refusal, `None` for the pages whose lease was extended.
+    let mut refused = Vec::with_capacity(group.len());
+    for page in group {
+        refused.push(if extended.contains(&page.job) {
+            None
+        } else if queue::lease_held(&mut tx, page.job, &page.owner).await? {
+            Some(PageCommit::ConnectionInactive)
         } else {
-            let outcome = if queue::lease_held(&mut tx, page.job, &page.owner).await? {
-                PageCommit::ConnectionInactive
-            } else {
-                PageCommit::LeaseLost
-            };
-            refused.push((i, outcome));
-        }
+            Some(PageCommit::LeaseLost)
+        });
     }
+    let kept: Vec<&Page> = group
+        .iter()
+        .zip(&refused)
+        .filter(|(_, refused)| refused.is_none())
+        .map(|(page, _)| *page)
+        .collect();
     let rows: Vec<&SignalRow> = kept.iter().flat_map(|page| &page.rows).collect();
     let new = super::signals::insert_rows(&mut tx, &rows).await?;
     for page in &kept {
@@ -139,19 +142,16 @@ async fn commit(pool: &SqlitePool, group: &[&Page]) -> Result<Vec<PageCommit>, S
         .collect();
     queue::store_cursors(&mut tx, &cursors).await?;
     tx.commit().await?;
-    let mut outcomes: Vec<PageCommit> = group
+    Ok(group
         .iter()
-        .map(|page| {
-            let stored = page.rows.iter().filter(|row| new.contains(&row.id)).count();
-            PageCommit::Stored(u64::try_from(stored).unwrap_or(u64::MAX))
+        .zip(refused)
+        .map(|(page, refused)| {
+            refused.unwrap_or_else(|| {
+                let stored = page.rows.iter().filter(|row| new.contains(&row.id)).count();
+                PageCommit::Stored(u64::try_from(stored).unwrap_or(u64::MAX))
+            })
         })
-        .collect();
-    for (i, outcome) in refused {
-        if let Some(slot) = outcomes.get_mut(i) {
-            *slot = outcome;
-        }
-    }
-    Ok(outcomes)
+        .collect())
 }
 
 /// Extends the lease of every page's job that its owner still holds while its connection is

@@ -9,24 +9,25 @@
 //! be commit order: nothing numbered may be overtaken by a row that commits later.
 //!
 //! On **PostgreSQL** sequence values are handed out at insert time, not at commit, so a row
-//! numbered 7 can commit after a row numbered 8 has been read; ordering by such a number would
-//! let a reader pass 7 for good. Instead a **sequencer** numbers rows after they commit. A row
-//! is inserted not yet numbered, at `seq = -pos`, and its `pos` queued in
-//! `push_events_unnumbered` by the same statement. Under a transaction-scoped advisory lock
-//! (one sequencer at a time across every instance), a pass empties the queue and gives the
-//! rows it took `MAX(seq) + ROW_NUMBER()` in insertion order. A row that commits later is
-//! queued visibly later and numbered by a later pass, higher. Every reader takes only
-//! `seq > 0`. The queue holds only the rows since autovacuum last emptied it, so a pass costs
-//! the same however large the outbox; a partial index over "not yet numbered" rows would keep
-//! an entry for every numbered row until vacuum, and a pass would read them all. The same pass
-//! numbers rows an instance of the release before inserted with `seq` NULL (migration
-//! `0011_push_unnumbered` in `docs/operations.md` says how the two releases meet), and keeps
-//! the outbox's floor, a row numbered 0 that no reader takes. Dispatch reads only numbered
-//! rows.
+//! numbered 7 by a sequence could commit after a row numbered 8 has been read; ordering by
+//! such a number would let a reader pass 7 for good. Instead a transaction that writes events
+//! takes the **outbox lock**, a transaction-scoped advisory lock, just before it inserts them,
+//! as its last write, and holds it to its commit. Its insert numbers the rows
+//! `MAX(seq) + 1, + 2, ...`, reading `MAX(seq)` after the lock was granted, and the lock is
+//! released only once the commit is visible: so each numbering transaction sees every number
+//! given before it, and numbers commit in the order they were given. A reader that sees a
+//! number sees every lower one that will ever exist. The lock is held for the insert and the
+//! commit only: the signals of a transaction are inserted before it, so a signal waiting on a
+//! duplicate another transaction has not yet committed waits without the lock. The lock's key
+//! is that of the sequencer of earlier releases, which numbered events after they committed;
+//! an instance of such a release beside this one (a rolling upgrade) inserts events with `seq`
+//! NULL, or at `seq = -pos` with its `pos` queued in `push_events_unnumbered`, and this
+//! release numbers those under the same lock before it fans out, after every number given
+//! before. It also keeps the outbox's floor for them, a row numbered 0 that no reader takes.
+//! Readers take only `seq > 0`.
 //!
 //! On **SQLite** writers are serialized: inside the inserting transaction no other writer can
-//! commit, so the insert numbers its rows `MAX(seq) + 1, + 2, ...` itself, and that is commit
-//! order. There is no sequencer and no second write of the row.
+//! commit, so the insert numbers its rows the same way with no lock of its own.
 //!
 //! # Fan-out and delivery
 //!
@@ -34,11 +35,11 @@
 //! `seq <= through_seq` has been fanned out), in `seq` order, a batch at a time, and fans each
 //! out to every active endpoint that receives it (its tenant's or an operator-wide endpoint,
 //! its event types, providers and kinds) as one `push_deliveries` row; then it moves the
-//! watermark to the last event it read. Events are not written again. On PostgreSQL this runs
-//! in the sequencer's locked transaction, so one instance at a time fans out. When no endpoint
-//! is active it reads no events and only moves the watermark to the highest `seq`: an endpoint
-//! created, or enabled again, receives the events fanned out after that, not those before
-//! (`POST /endpoints/{id}/replay` sends those). On SQLite a pass takes the write lock before it
+//! watermark to the last event it read. Events are not written again. On PostgreSQL a fan-out
+//! holds a lock of its own (not the outbox lock: writers number events meanwhile), so one
+//! instance at a time fans out. When no endpoint is active it reads no events and only moves
+//! the watermark to the highest `seq`: an endpoint created, or enabled again, receives the
+//! events fanned out after that, not those before (`POST /endpoints/{id}/replay` sends those). On SQLite a pass takes the write lock before it
 //! reads, even with nothing to do: a writer wakes the dispatcher before it commits, and the
 //! lock is what makes the pass wait for that commit. The fan-out, claims and outcomes of this
 //! process take their turn with its other writers instead of meeting in SQLite's busy handler.
@@ -46,14 +47,16 @@
 //! last, fans out and claims, in that order (a line whose head was just recorded has its next
 //! delivery claimed in the same step): one transaction of the one writer on SQLite, where the
 //! outcomes had one of their own; on PostgreSQL three (the outcomes written while the fan-out
-//! runs), the claim out of the sequencer's lock.
+//! runs), the claim out of the fan-out's lock.
 //! Retention deletes only events at or below the watermark.
 //!
 //! Events are still inserted with the older `fanned_out` column set: an instance of the
 //! previous release, which fans out what is not marked, may run beside this one on one
 //! PostgreSQL during a rolling upgrade, and so leaves this release's events alone. This release
 //! fans out that instance's events too (they are past the watermark), which it may also do: an
-//! event may then be delivered twice, with the same `webhook-id`, during the upgrade only.
+//! event may then be delivered twice, with the same `webhook-id`, during the upgrade only. So
+//! may an event fanned out at once by this release and by one that fanned out under the outbox
+//! lock, before fan-out had a lock of its own.
 //!
 //! Deliveries of one endpoint and one connection go one at a time in `seq` order: only the
 //! pending delivery with the lowest `seq` of its line may be claimed, so a failing head holds

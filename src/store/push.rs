@@ -141,10 +141,9 @@ pub trait PushStore: Send + Sync {
         id: EndpointId,
     ) -> Result<Option<(Endpoint, EndpointSecrets)>, StoreError>;
 
-    /// Gives the events committed since the last call their `seq` where the store numbers them
-    /// after commit (PostgreSQL: in one statement and one sequencer at a time across
-    /// instances), then fans up to `limit` of the events past the fan-out watermark, in `seq`
-    /// order, out to every active endpoint that receives them, and moves the watermark past
+    /// Numbers the events an instance of an earlier release left for a sequencer, if any
+    /// (PostgreSQL; this release numbers events as it inserts them), then fans up to `limit` of
+    /// the events past the fan-out watermark, in `seq` order, out to every active endpoint that receives them, and moves the watermark past
     /// them. With no active endpoint it reads no events and moves the watermark to the highest
     /// `seq`. Returns how many events the watermark passed (with no active endpoint, how far it
     /// moved, which counts any number whose event was deleted first) and how many deliveries
@@ -155,11 +154,10 @@ pub trait PushStore: Send + Sync {
         now: Timestamp,
     ) -> Result<(u64, u64), StoreError>;
 
-    /// Gives the events committed since the last run their `seq`, as
-    /// [`PushStore::sequence_and_fan_out`] does but without fanning out, and returns the
-    /// highest `seq` given so far (0 before the first event). On SQLite, which numbers events
-    /// as it inserts them, only the read, under the write lock so that a writer which announced
-    /// its events before committing has committed them.
+    /// Numbers what an earlier release left unnumbered, as [`PushStore::sequence_and_fan_out`]
+    /// does but without fanning out, and returns the highest `seq` given so far (0 before the
+    /// first event). On SQLite the read is under the write lock, so that a writer which
+    /// announced its events before committing has committed them.
     async fn sequence_events(&self) -> Result<i64, StoreError>;
 
     /// Up to `limit` sequenced `signal.created` events of `tenant` after `after_seq`, in `seq`
@@ -186,8 +184,8 @@ pub trait PushStore: Send + Sync {
     /// then [`PushStore::claim_deliveries`] as `claim` asks (nothing when it has no room), in
     /// that order, so a line whose head was just recorded has its next delivery claimed in the
     /// same step. SQLite does all three in one transaction of its one writer; PostgreSQL
-    /// records while it numbers and fans out, each in its own transaction, then claims outside
-    /// the sequencer's lock, so instances claim while one numbers.
+    /// records while it fans out, each in its own transaction, then claims outside the
+    /// fan-out's lock, so instances claim while one fans out.
     async fn dispatch_step(
         &self,
         records: &[AttemptRecord],

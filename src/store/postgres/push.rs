@@ -1,14 +1,18 @@
 //! Push delivery on PostgreSQL: the shared statements (`src/store/shared/push.rs`), with the
-//! sequencer serialized across instances by a transaction-scoped advisory lock and claims
-//! skipping rows another instance holds.
+//! numbering of events serialized across instances by a transaction-scoped advisory lock held
+//! to commit, fan-out by another, and claims skipping rows another instance holds.
 
 crate::store::shared::push::push_store!(
     crate::store::PostgresStore,
     sqlx::Postgres,
     sqlx::postgres::PgRow,
-    // The outbox sequencer's advisory lock; the key is "push seq" in ASCII.
-    Some("SELECT pg_advisory_xact_lock(8103509995581302129)"),
-    // Sequence values are handed out at insert, not at commit: numbered after they commit.
+    // The outbox lock, taken by a transaction just before it inserts events and held to its
+    // commit, so numbers follow commit order; the key is "push seq" in ASCII, the key of the
+    // sequencer of earlier releases, so they and this release number events one at a time.
+    Some(OUTBOX_LOCK),
+    // One fan-out at a time across instances; the key is "push fan" in ASCII.
+    Some("SELECT pg_advisory_xact_lock(8103509995580449134)"),
+    // Many writers.
     false,
     // Claims skip-scan the line heads and skip rows another instance holds.
     crate::store::shared::push::claim_sql(
@@ -34,11 +38,24 @@ use crate::store::shared::push::{
 };
 use crate::store::{AttemptRecord, StoreError};
 
-/// Inside the sequencer's locked transaction: numbers the events this release queued, then
-/// any an instance of a release before `0011_push_unnumbered` inserted with `seq` NULL, each
-/// after every `seq` given before (both sets are of rows committed before their statement);
-/// then keeps the outbox's floor in place for such an instance.
-async fn number_events(conn: &mut PgConnection) -> Result<(), StoreError> {
+/// The outbox lock (see the invocation above).
+const OUTBOX_LOCK: &str = "SELECT pg_advisory_xact_lock(8103509995581302129)";
+
+/// Numbers the events an instance of an earlier release left for a sequencer, when there are
+/// any: under the outbox lock, held to the caller's commit, those it queued (releases from
+/// `0011_push_unnumbered` until events were numbered at insert), then those it inserted with
+/// `seq` NULL (releases before `0011_push_unnumbered`), each after every `seq` given before
+/// (both sets are of rows committed before their statement); then keeps the outbox's floor in
+/// place for such an instance. Without such an instance beside this release, one look at two
+/// empty places, and no lock.
+async fn number_earlier_events(conn: &mut PgConnection) -> Result<(), StoreError> {
+    let waiting: bool = sqlx::query_scalar(outbox::EARLIER_RELEASE_WAITING)
+        .fetch_one(&mut *conn)
+        .await?;
+    if !waiting {
+        return Ok(());
+    }
+    sqlx::query(OUTBOX_LOCK).execute(&mut *conn).await?;
     let queued: Vec<i64> = sqlx::query_scalar(outbox::TAKE_QUEUED)
         .fetch_all(&mut *conn)
         .await?;

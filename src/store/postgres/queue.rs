@@ -446,7 +446,6 @@ async fn commit_page(
             PageCommit::LeaseLost
         });
     }
-    let inserted = store.insert_signals(&mut tx, page.signals).await?;
     if let Some(patch) = page.metadata {
         let mut metadata = store.connection_metadata(&mut tx, connection).await?;
         merge_metadata(&mut metadata, patch.clone());
@@ -455,6 +454,8 @@ async fn commit_page(
             .await?;
     }
     store_cursor(&mut tx, connection, page.cursor, now).await?;
+    // Last: the signals' events hold the outbox lock until the commit.
+    let inserted = store.insert_signals(&mut tx, page.signals).await?;
     tx.commit().await?;
     if inserted > 0 {
         store.push_events_committed();

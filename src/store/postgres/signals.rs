@@ -1,21 +1,20 @@
 //! Signal rows on PostgreSQL.
 
+use std::collections::HashSet;
+
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
-use crate::domain::{
-    to_micros, Actor, ConnectionId, NewPushEvent, NewSignal, Signal, SignalId, TenantId,
-};
-use crate::store::shared::outbox;
+use crate::domain::{Actor, ConnectionId, NewPushEvent, NewSignal, Signal, SignalId, TenantId};
 use crate::store::{PageRequest, SignalFilter, StoreError};
 
 const COLUMNS: &str = "id, tenant_id, connection_id, provider, kind, occurred_at, received_at, \
      actor, title, url, external_id, dedupe_key";
 
-/// PostgreSQL allows 65,535 bound parameters per statement; a signal and its event take
-/// 13 + 10, and 23 × 1,000 stays well under it.
+/// PostgreSQL allows 65,535 bound parameters per statement; a signal takes 13, and
+/// 13 × 1,000 stays well under it.
 const ROWS_PER_STATEMENT: usize = 1_000;
 
 pub(super) async fn insert(pool: &PgPool, signals: &[NewSignal]) -> Result<u64, StoreError> {
@@ -26,18 +25,20 @@ pub(super) async fn insert(pool: &PgPool, signals: &[NewSignal]) -> Result<u64, 
 }
 
 /// Stores signals on `conn` (inside the caller's transaction), skipping any whose
-/// `(connection_id, dedupe_key)` exists, and queues a `signal.created` push event for each
-/// new one, in one statement per chunk; returns how many were new.
+/// `(connection_id, dedupe_key)` exists, then writes a `signal.created` push event for each
+/// new one, in the signals' order; returns how many were new. The events take the outbox lock
+/// until the caller's transaction ends (`push::insert_events_in`), so this is the last write
+/// before its commit. The signals go in first and apart: a signal that meets one another
+/// transaction is storing waits for that transaction without holding the lock, which that
+/// transaction may be waiting for.
 pub(super) async fn insert_in(
     conn: &mut PgConnection,
     signals: &[NewSignal],
 ) -> Result<u64, StoreError> {
-    let mut inserted = 0;
-    let now = crate::domain::now();
+    let mut new: HashSet<Uuid> = HashSet::new();
     for chunk in signals.chunks(ROWS_PER_STATEMENT) {
-        let mut q = QueryBuilder::<Postgres>::new(format!(
-            "WITH s AS (INSERT INTO signals ({COLUMNS}, payload) "
-        ));
+        let mut q =
+            QueryBuilder::<Postgres>::new(format!("INSERT INTO signals ({COLUMNS}, payload) "));
         q.push_values(chunk, |mut b, s| {
             b.push_bind(s.id.0)
                 .push_bind(s.tenant_id.0)
@@ -54,26 +55,17 @@ pub(super) async fn insert_in(
                 .push_bind(Json(s.payload.clone()));
         });
         q.push(" ON CONFLICT (connection_id, dedupe_key) DO NOTHING RETURNING id");
-        // Each new signal is reported to push endpoints by the same statement.
-        q.push(outbox::queue_created_sql());
-        q.push_values(chunk, |mut b, s| {
-            let e = NewPushEvent::signal_created(s, now);
-            b.push_bind(s.id.0)
-                .push_bind(e.id.0)
-                .push_bind(e.tenant_id.0)
-                .push_bind(e.connection_id.0)
-                .push_bind(e.provider)
-                .push_bind(e.kind)
-                .push_bind(e.event_type.as_str())
-                .push_bind(e.data.to_string())
-                .push_bind(to_micros(&e.created_at))
-                .push_bind(true);
-        });
-        q.push(outbox::queue_created_end_sql());
-        let new = q.build().fetch_all(&mut *conn).await?;
-        inserted += new.len() as u64;
+        let ids: Vec<Uuid> = q.build_query_scalar().fetch_all(&mut *conn).await?;
+        new.extend(ids);
     }
-    Ok(inserted)
+    let now = crate::domain::now();
+    let events: Vec<NewPushEvent> = signals
+        .iter()
+        .filter(|s| new.contains(&s.id.0))
+        .map(|s| NewPushEvent::signal_created(s, now))
+        .collect();
+    super::push::insert_events_in(conn, &events).await?;
+    Ok(u64::try_from(new.len()).unwrap_or(u64::MAX))
 }
 
 pub(super) async fn get(

@@ -2,9 +2,9 @@
 //! microseconds and JSON as text on both, and both speak `$n` placeholders, `RETURNING`,
 //! `UPDATE ... FROM` and window functions, so the same SQL runs on each. [`push_store!`]
 //! expands the [`PushStore`](crate::store::PushStore) implementation for a store type with
-//! its concrete sqlx types; the dialect parts are how events are numbered (after they commit,
-//! by a sequencer under an advisory lock, on PostgreSQL; as they are inserted on SQLite, whose
-//! writers are serialized), `SKIP LOCKED` when claiming, and the write turn and `BEGIN
+//! its concrete sqlx types; the dialect parts are what serializes the numbering of events as
+//! they are inserted (an advisory lock held to commit on PostgreSQL; SQLite's one writer), the
+//! lock one fan-out at a time holds, `SKIP LOCKED` when claiming, and the write turn and `BEGIN
 //! IMMEDIATE` SQLite's writers take ([`Dialect`](super::Dialect)).
 
 /// Columns of an endpoint row, in the order [`push_store!`] decodes them.
@@ -172,10 +172,14 @@ pub(crate) fn health_writes(records: &[crate::store::AttemptRecord], kept: &[boo
 }
 
 /// Expands `impl PushStore for $store` over sqlx database `$db` and its row type `$row`.
-/// `$sequencer_lock` is a statement taking the sequencer's lock inside the transaction, or
-/// `None`; `$numbered_at_insert` whether events get their `seq` as they are inserted (SQLite,
-/// whose writers are serialized) rather than from the sequencer after they commit
-/// (PostgreSQL); `$claim` the statement that claims deliveries ([`claim_sql`]); `$wake_at_insert`
+/// `$outbox_lock` is a statement a transaction runs just before it inserts events, taking a
+/// lock it holds to its commit so that no other transaction numbers events meanwhile
+/// (PostgreSQL), or `None` where writers are serialized anyway (SQLite); `$fan_out_lock` a
+/// statement taking the lock one fan-out at a time holds, or `None`; `$one_writer` whether the
+/// database has one writer at a time (SQLite: a dispatcher step is one transaction of it, and
+/// every event is numbered as it is inserted) rather than many (PostgreSQL: the outcomes,
+/// fan-out and claim of a step run apart, and an instance of an earlier release may leave
+/// events for a sequencer); `$claim` the statement that claims deliveries ([`claim_sql`]); `$wake_at_insert`
 /// whether inserting events wakes this process's dispatchers and streams at once (SQLite, whose
 /// readers then wait for the writer's lock) rather than the store announcing them to every
 /// instance once the caller's transaction has committed
@@ -183,14 +187,17 @@ pub(crate) fn health_writes(records: &[crate::store::AttemptRecord], kept: &[boo
 /// `$data_id` the expression reading the `id` member of an event's JSON `data`. The invoking
 /// module supplies the statements whose shape differs by dialect: `events_by_id(pool, ids)`,
 /// `finish_deliveries(conn, records)` (the ids of the deliveries written, per
-/// [`FINISH_SET`] and [`FINISH_WHERE`]) and `number_events(conn)` (the sequencer's numbering,
-/// run only where events are not numbered at insert).
+/// [`FINISH_SET`] and [`FINISH_WHERE`]) and `number_earlier_events(conn)` (numbers the events
+/// an instance of an earlier release left for a sequencer, run only where there are many
+/// writers).
 macro_rules! push_store {
-    ($store:ty, $db:ty, $row:ty, $sequencer_lock:expr, $numbered_at_insert:expr, $claim:expr, $wake_at_insert:expr, $data_id:expr) => {
+    ($store:ty, $db:ty, $row:ty, $outbox_lock:expr, $fan_out_lock:expr, $one_writer:expr, $claim:expr, $wake_at_insert:expr, $data_id:expr) => {
         $crate::store::shared::push_rows::push_rows!($row);
 
         /// Writes events into the outbox inside the caller's transaction, numbered as they are
-        /// inserted where `$numbered_at_insert` says so. Each is marked `fanned_out`: this
+        /// inserted. On PostgreSQL this takes the outbox lock, held until the caller's
+        /// transaction ends: insert events last, just before the commit. Each is marked
+        /// `fanned_out`: this
         /// release fans out by watermark, and an instance of the previous release running
         /// beside it (which fans out what is not marked) leaves them alone.
         pub(super) async fn insert_events_in(
@@ -208,18 +215,20 @@ macro_rules! push_store {
             conn: &mut <$db as sqlx::Database>::Connection,
             events: &[&$crate::store::shared::outbox::EventRow],
         ) -> Result<(), $crate::store::StoreError> {
-            let numbered: bool = $numbered_at_insert;
+            if events.is_empty() {
+                return Ok(());
+            }
+            let lock: Option<&str> = $outbox_lock;
+            if let Some(lock) = lock {
+                sqlx::query(lock).execute(&mut *conn).await?;
+            }
             for chunk in events.chunks(500) {
-                let mut q = sqlx::QueryBuilder::<$db>::new(if numbered {
-                    $crate::store::shared::outbox::insert_numbered_sql()
-                } else {
-                    $crate::store::shared::outbox::insert_queued_sql()
-                });
+                let mut q = sqlx::QueryBuilder::<$db>::new(
+                    $crate::store::shared::outbox::insert_numbered_sql(),
+                );
                 q.push_values(chunk.iter().zip(1i64..), |mut b, (e, n)| {
-                    if numbered {
-                        b.push_bind(n);
-                    }
-                    b.push_bind(e.id)
+                    b.push_bind(n)
+                        .push_bind(e.id)
                         .push_bind(e.tenant_id)
                         .push_bind(e.connection_id)
                         .push_bind(e.provider.as_str())
@@ -229,15 +238,8 @@ macro_rules! push_store {
                         .push_bind(e.created_at)
                         .push_bind(true);
                 });
-                if numbered {
-                    q.push(") AS v");
-                } else {
-                    q.push($crate::store::shared::outbox::queue_inserted_sql());
-                }
+                q.push(") AS v");
                 q.build().execute(&mut *conn).await?;
-            }
-            if events.is_empty() {
-                return Ok(());
             }
             let wake_at_insert: bool = $wake_at_insert;
             if wake_at_insert {
@@ -454,12 +456,12 @@ macro_rules! push_store {
                     fan_out: u32,
                     claim: &ClaimRequest<'_>,
                 ) -> Result<DispatchStep, StoreError> {
-                    let numbered: bool = $numbered_at_insert;
-                    if !numbered {
+                    let one_writer: bool = $one_writer;
+                    if !one_writer {
                         // PostgreSQL: the outcomes and the fan-out on two connections at
                         // once, and the claim after both (it may take the next delivery of a
-                        // line just recorded), out of the sequencer's lock, so other instances
-                        // claim while one numbers.
+                        // line just recorded), out of the fan-out's lock, so other instances
+                        // claim while one fans out.
                         let (kept, fanned_out) = tokio::try_join!(
                             self.record_attempts(records),
                             self.sequence_and_fan_out(fan_out, claim.now)
@@ -488,8 +490,8 @@ macro_rules! push_store {
                 }
 
                 async fn sequence_events(&self) -> Result<i64, StoreError> {
-                    let numbered: bool = $numbered_at_insert;
-                    if numbered {
+                    let one_writer: bool = $one_writer;
+                    if one_writer {
                         // Under the write lock, as fan-out: a writer that announced events
                         // before its commit has committed them by the time it is granted.
                         let _turn = self.write_turn().await;
@@ -498,12 +500,10 @@ macro_rules! push_store {
                         tx.commit().await?;
                         return Ok(last);
                     }
+                    // Events are numbered in commit order as they are inserted, so the highest
+                    // number committed is the newest; an earlier release's are numbered first.
                     let mut tx = self.pool.begin().await?;
-                    let lock: Option<&str> = $sequencer_lock;
-                    if let Some(lock) = lock {
-                        sqlx::query(lock).execute(&mut *tx).await?;
-                    }
-                    super::number_events(&mut tx).await?;
+                    super::number_earlier_events(&mut tx).await?;
                     let last: i64 = sqlx::query_scalar(NEWEST_SEQ).fetch_one(&mut *tx).await?;
                     tx.commit().await?;
                     Ok(last)
@@ -646,11 +646,11 @@ macro_rules! push_store {
                 }
 
                 async fn outbox_waiting(&self) -> Result<u64, StoreError> {
-                    let numbered: bool = $numbered_at_insert;
+                    let one_writer: bool = $one_writer;
                     let past = "SELECT COUNT(*) FROM push_events \
                                 WHERE seq > (SELECT through_seq FROM push_fan_out)";
                     let mut waiting: i64 = sqlx::query_scalar(past).fetch_one(&self.pool).await?;
-                    if !numbered {
+                    if !one_writer {
                         let queued: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM push_events_unnumbered")
                             .fetch_one(&self.pool)
                             .await?;
@@ -789,21 +789,22 @@ macro_rules! push_store {
                 rows.iter().map(delivery).collect()
             }
 
-            /// Inside the caller's write transaction: numbers what the store numbers after
-            /// commit, then fans up to `limit` events past the watermark out to the active
-            /// endpoints ([`PushStore::sequence_and_fan_out`]).
+            /// Inside the caller's write transaction: takes the fan-out's lock (where there is
+            /// one), numbers what an instance of an earlier release left for a sequencer (where
+            /// there are many writers), then fans up to `limit` events past the watermark out to
+            /// the active endpoints ([`PushStore::sequence_and_fan_out`]).
             async fn fan_out_in(
                 tx: &mut <$db as sqlx::Database>::Connection,
                 limit: u32,
                 now: Timestamp,
             ) -> Result<(u64, u64), StoreError> {
-                let numbered: bool = $numbered_at_insert;
-                let lock: Option<&str> = $sequencer_lock;
+                let one_writer: bool = $one_writer;
+                let lock: Option<&str> = $fan_out_lock;
                 if let Some(lock) = lock {
                     sqlx::query(lock).execute(&mut *tx).await?;
                 }
-                if !numbered {
-                    super::number_events(&mut *tx).await?;
+                if !one_writer {
+                    super::number_earlier_events(&mut *tx).await?;
                 }
                 let sql = format!("SELECT {ENDPOINT_COLUMNS} FROM push_endpoints WHERE status = 'active'");
                 let rows = sqlx::query(&sql).fetch_all(&mut *tx).await?;

@@ -1,14 +1,16 @@
 //! Push delivery on SQLite: the shared statements (`src/store/shared/push.rs`). Writers are
 //! serialized by SQLite itself, so events are numbered as they are inserted (the highest `seq`
-//! inside the inserting transaction is the last one committed) and need no sequencer; the
+//! inside the inserting transaction is the last one committed) and need no lock of their own; the
 //! fan-out, claims and outcomes take this process's write turn.
 
 crate::store::shared::push::push_store!(
     crate::store::SqliteStore,
     sqlx::Sqlite,
     sqlx::sqlite::SqliteRow,
+    // No outbox lock, no fan-out lock: SQLite's writers are serialized.
     None,
-    // Numbered at insert.
+    None,
+    // One writer.
     true,
     crate::store::shared::push::claim_sql(crate::store::shared::push::HEADS_BY_WINDOW, ""),
     // One process: its dispatchers are woken in-process as events are written (the writer
@@ -32,8 +34,9 @@ use crate::store::{AttemptRecord, StoreError};
 /// Ids per `IN` list, and attempts per `VALUES` list (ten binds each): under SQLite's limit.
 const CHUNK: usize = 250;
 
-/// The sequencer's numbering: nothing to do, SQLite numbers events as it inserts them.
-async fn number_events(_conn: &mut sqlx::SqliteConnection) -> Result<(), StoreError> {
+/// Numbering an earlier release's events: nothing to do. SQLite numbers events as it inserts
+/// them, and `0009_push_fan_out` numbered those stored before.
+async fn number_earlier_events(_conn: &mut sqlx::SqliteConnection) -> Result<(), StoreError> {
     Ok(())
 }
 

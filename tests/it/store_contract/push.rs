@@ -1,5 +1,5 @@
 //! The storage contract: the push outbox. Fan-out moves a watermark past the events it has
-//! read, in `seq` order; SQLite numbers events as it inserts them, PostgreSQL after they commit;
+//! read, in `seq` order; both databases number events in commit order as they insert them;
 //! retention keeps what fan-out has not passed; migration 0009 starts the watermark right.
 
 use std::borrow::Cow;
@@ -286,8 +286,7 @@ async fn a_purge_keeps_the_events_past_the_fan_out_watermark() -> Outcome {
 }
 
 #[tokio::test]
-async fn events_are_numbered_in_commit_order_at_insert_on_sqlite_and_after_commit_on_postgres(
-) -> Outcome {
+async fn events_are_numbered_in_commit_order_as_they_are_inserted() -> Outcome {
     let app = TestApp::spawn().await;
     let store = app.store();
     let t = tenant();
@@ -317,38 +316,25 @@ async fn events_are_numbered_in_commit_order_at_insert_on_sqlite_and_after_commi
         vec![Some(0)],
         "marked, so an instance of the previous release does not fan them out"
     );
-
-    match store.backend() {
-        Backend::Sqlite => {
-            // Before any sequencer: each event has its number, in the order the rows went in,
-            // which on SQLite's one writer at a time is the order they committed.
-            let by_insert = column(url, "SELECT seq FROM push_events ORDER BY pos").await?;
-            assert_eq!(by_insert, all);
-            let first = store.signal_event_seq(t, stored[0].id).await?;
-            assert!(first.is_some(), "readable by a stream at once");
-        }
-        Backend::Postgres => {
-            // Sequence values are taken at insert, not at commit: numbered after commit only.
-            // Until then an event's `seq` is its negated `pos`, its `pos` is queued, and it
-            // has no entry in the partial index of the release before (`seq` NULL).
-            let events = "SELECT seq + pos FROM push_events WHERE seq <> 0 ORDER BY pos";
-            assert_eq!(column(url, events).await?, vec![Some(0); 120]);
-            let queued = column(url, "SELECT COUNT(*) FROM push_events_unnumbered").await?;
-            assert_eq!(queued, vec![Some(120)]);
-            let legacy = column(url, "SELECT COUNT(*) FROM push_events WHERE seq IS NULL").await?;
-            assert_eq!(legacy, vec![Some(0)]);
-            assert_eq!(
-                store.signal_event_seq(t, stored[0].id).await?,
-                None,
-                "not yet readable"
-            );
-            assert_eq!(store.sequence_events().await?, 120);
-            let numbered = "SELECT seq FROM push_events WHERE seq <> 0 ORDER BY seq";
-            assert_eq!(column(url, numbered).await?, all);
-            let queued = column(url, "SELECT COUNT(*) FROM push_events_unnumbered").await?;
-            assert_eq!(queued, vec![Some(0)], "the queue is emptied by the pass");
-        }
+    // Before any dispatcher or stream: each event has its number, in the order the rows went
+    // in, which is the order their transactions committed (one writer at a time on SQLite; on
+    // PostgreSQL one numbering transaction at a time, holding the outbox lock to its commit).
+    let by_insert = column(
+        url,
+        "SELECT seq FROM push_events WHERE seq <> 0 ORDER BY pos",
+    )
+    .await?;
+    assert_eq!(by_insert, all);
+    let first = store.signal_event_seq(t, stored[0].id).await?;
+    assert!(first.is_some(), "readable by a stream at once");
+    if store.backend() == Backend::Postgres {
+        // Nothing is left for a sequencer: no queued position, no event without a number.
+        let queued = column(url, "SELECT COUNT(*) FROM push_events_unnumbered").await?;
+        assert_eq!(queued, vec![Some(0)]);
+        let legacy = column(url, "SELECT COUNT(*) FROM push_events WHERE seq IS NULL").await?;
+        assert_eq!(legacy, vec![Some(0)]);
     }
+    assert_eq!(store.sequence_events().await?, 120);
     let seqs = event_seqs(&store, t, &stored).await?;
     assert_eq!(seqs, (1..=120).collect::<Vec<i64>>());
     Ok(())
@@ -753,66 +739,216 @@ async fn postgres_numbers_the_events_of_both_releases_during_an_upgrade() -> Out
     }
 }
 
-/// On PostgreSQL: the events an instance of the release before `0011_push_unnumbered` inserts
-/// (with `seq` NULL) and this release's queued ones are each numbered once, by either
-/// sequencer, and the floor holds.
+/// On PostgreSQL: the events instances of earlier releases insert beside this one, those of a
+/// release before `0011_push_unnumbered` (with `seq` NULL, numbered by its own sequencer) and
+/// those of a release from it until events were numbered at insert (queued at `seq = -pos`),
+/// are each numbered once, after this release's, which are numbered as they are inserted; and
+/// the floor holds.
 async fn events_of_both_releases_are_numbered(app: &TestApp) -> Outcome {
     let store = app.store();
     let url = app.database_url.as_str();
     let t = tenant();
     let connection = app.connection(t, "github").await;
     let id = endpoint(&store, t).await?;
-    // What an instance of the release before runs: inserts with `seq` NULL, queuing nothing;
-    // its sequencer; its retention, which may delete the floor.
+    // What instances of earlier releases run: inserts with `seq` NULL, or queued; the sequencer
+    // of the release before `0011_push_unnumbered`; retention, which may delete the floor.
     let old = |sql: String| async move {
         on_database!(url, |pool| {
             sqlx::query(&sql).execute(&pool).await?;
         });
         anyhow::Ok(())
     };
-    let legacy_event = || {
+    let values = || {
         format!(
-            "INSERT INTO push_events (id, tenant_id, connection_id, provider, event_type, data, \
-             created_at, fanned_out) VALUES ('{}', '{}', '{}', 'github', \
-             'connection.status_changed', '{{}}', {}, TRUE)",
+            "'{}', '{}', '{}', 'github', 'connection.status_changed', '{{}}', {}, TRUE",
             Uuid::new_v4(),
             t.0,
             connection.id.0,
             now().timestamp_micros()
         )
     };
+    let columns =
+        "id, tenant_id, connection_id, provider, event_type, data, created_at, fanned_out";
+    let legacy_event = || format!("INSERT INTO push_events ({columns}) VALUES ({})", values());
+    let queued_event = || {
+        format!(
+            "WITH v ({columns}) AS (VALUES ({})), \
+             inserted AS (INSERT INTO push_events (pos, seq, {columns}) \
+             SELECT p.pos, -p.pos, p.id::uuid, p.tenant_id::uuid, p.connection_id::uuid, \
+             p.provider, p.event_type, p.data, p.created_at, p.fanned_out \
+             FROM (SELECT nextval('push_events_pos_seq') AS pos, v.* FROM v) AS p RETURNING pos) \
+             INSERT INTO push_events_unnumbered (pos) SELECT pos FROM inserted",
+            values()
+        )
+    };
     let first = app.signals(signals(&connection, 2)).await;
     old(legacy_event()).await?;
+    old(queued_event()).await?;
 
-    // Every other event waits at a negative `seq`: the floor keeps the old sequencer's
-    // `MAX(seq)` at 0, so it numbers its own event 1 and leaves this release's alone.
+    // This release's events are numbered at once; the old sequencer numbers its own event
+    // after them and leaves the queued one waiting at a negative `seq`.
     old(SEQUENCE_BEFORE_0011.to_string()).await?;
     let seqs = "SELECT seq FROM push_events WHERE seq >= 0 ORDER BY seq";
-    assert_eq!(column(url, seqs).await?, vec![Some(0), Some(1)]);
-    let waiting = "SELECT COUNT(*) FROM push_events WHERE seq < 0";
-    assert_eq!(column(url, waiting).await?, vec![Some(2)]);
+    assert_eq!(
+        column(url, seqs).await?,
+        vec![Some(0), Some(1), Some(2), Some(3)]
+    );
+    let waiting = "SELECT COUNT(*) FROM push_events WHERE seq < 0 OR seq IS NULL";
+    assert_eq!(column(url, waiting).await?, vec![Some(1)]);
     old("DELETE FROM push_events WHERE seq = 0".to_string()).await?;
     let second = app.signals(signals(&connection, 1)).await;
     old(legacy_event()).await?;
+    old(queued_event()).await?;
 
-    assert_eq!(store.sequence_and_fan_out(64, now()).await?, (5, 5));
+    // The queued two in the order they went in, then the one with `seq` NULL.
+    assert_eq!(store.sequence_and_fan_out(64, now()).await?, (7, 7));
 
-    let all: Vec<Option<i64>> = (0..=5).map(Some).collect();
+    let all: Vec<Option<i64>> = (0..=7).map(Some).collect();
     assert_eq!(
         column(url, seqs).await?,
         all,
         "each once, the floor back, none waiting"
     );
     assert_eq!(column(url, waiting).await?, vec![Some(0)]);
-    assert_eq!(delivered_seqs(&store, id).await?, vec![1, 2, 3, 4, 5]);
+    assert_eq!(
+        delivered_seqs(&store, id).await?,
+        (1..=7).collect::<Vec<i64>>()
+    );
     let mut signal_seqs = event_seqs(&store, t, &first).await?;
     signal_seqs.extend(event_seqs(&store, t, &second).await?);
     assert_eq!(
         signal_seqs,
-        vec![2, 3, 4],
-        "this release's three in insertion order, then the old instance's second"
+        vec![1, 2, 4],
+        "this release's three as they were inserted, the old instance's first between them"
     );
     let queued = column(url, "SELECT COUNT(*) FROM push_events_unnumbered").await?;
     assert_eq!(queued, vec![Some(0)]);
+    Ok(())
+}
+
+/// The earlier releases' sequencer lock, which this release's writers hold from just before
+/// they insert events to their commit (PostgreSQL).
+const OUTBOX_LOCK: &str = "SELECT pg_advisory_xact_lock(8103509995581302129)";
+
+/// An event's row, numbered after the highest `seq` by the statement that inserts it; binds
+/// its id, tenant, connection and `created_at`.
+const NUMBERED_EVENT: &str = "INSERT INTO push_events (seq, id, tenant_id, connection_id, \
+    provider, event_type, data, created_at, fanned_out) \
+    SELECT COALESCE(MAX(seq), 0) + 1, $1, $2, $3, 'github', 'connection.status_changed', '{}', \
+    $4, TRUE FROM push_events WHERE seq > 0";
+
+#[tokio::test]
+async fn a_writer_numbers_its_events_after_the_transaction_numbering_before_it_commits() -> Outcome
+{
+    let app = TestApp::spawn().await;
+    let store = app.store();
+    let t = tenant();
+    let connection = app.connection(t, "github").await;
+    let url = app.database_url.clone();
+    let backend = store.backend();
+    on_database!(&url, |pool| {
+        // Another transaction numbers an event and has not committed: on PostgreSQL it holds
+        // the outbox lock, on SQLite the write lock.
+        let mut numbering = match backend {
+            Backend::Postgres => {
+                let mut tx = pool.begin().await?;
+                sqlx::query(OUTBOX_LOCK).execute(&mut *tx).await?;
+                tx
+            }
+            Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
+        };
+        sqlx::query(NUMBERED_EVENT)
+            .bind(Uuid::new_v4())
+            .bind(t.0)
+            .bind(connection.id.0)
+            .bind(now().timestamp_micros())
+            .execute(&mut *numbering)
+            .await?;
+        let batch = signals(&connection, 2);
+        let writer = {
+            let (store, batch) = (store.clone(), batch.clone());
+            tokio::spawn(async move { store.insert_signals(&batch).await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(
+            !writer.is_finished(),
+            "a writer's events wait for the transaction numbering before them"
+        );
+        numbering.commit().await?;
+        assert_eq!(writer.await??, 2);
+        // Numbered after the event committed first, though read while it was uncommitted
+        // would have given them 1 and 2.
+        assert_eq!(event_seqs(&store, t, &batch).await?, vec![2, 3]);
+    });
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_signal_waiting_on_another_transactions_duplicate_holds_up_no_other_writer() -> Outcome {
+    let app = TestApp::spawn().await;
+    let store = app.store();
+    let t = tenant();
+    let connection = app.connection(t, "github").await;
+    let url = app.database_url.clone();
+    let backend = store.backend();
+    let stored = signals(&connection, 1);
+    store.insert_signals(&stored).await?;
+    on_database!(&url, |pool| {
+        // Another transaction stores a signal with the dedupe key of one the writer below
+        // stores, and has not committed: the writer's insert waits for it.
+        let waiting = signals(&connection, 2);
+        let mut other = match backend {
+            Backend::Postgres => pool.begin().await?,
+            Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
+        };
+        sqlx::query(
+            "INSERT INTO signals (id, tenant_id, connection_id, provider, kind, occurred_at, \
+             received_at, actor, title, url, external_id, dedupe_key, payload) \
+             SELECT $1, tenant_id, connection_id, provider, kind, occurred_at, received_at, \
+             actor, title, url, external_id, $2, payload FROM signals WHERE id = $3",
+        )
+        .bind(Uuid::new_v4())
+        .bind(waiting[0].dedupe_key.as_str())
+        .bind(stored[0].id.0)
+        .execute(&mut *other)
+        .await?;
+        let writer = {
+            let (store, waiting) = (store.clone(), waiting.clone());
+            tokio::spawn(async move { store.insert_signals(&waiting).await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(!writer.is_finished(), "waits for the other transaction");
+        let later = signals(&connection, 1);
+        // The `seq` of the waiting writer's new signal's event, and of the later writer's.
+        let (waiting_seq, later_seq) = match backend {
+            Backend::Postgres => {
+                // It waits without the outbox lock: another writer stores and numbers its
+                // signal meanwhile, ahead of it.
+                let done = tokio::time::timeout(
+                    std::time::Duration::from_secs(10),
+                    store.insert_signals(&later),
+                )
+                .await;
+                assert_eq!(done.expect("not held up by the waiting writer")?, 1);
+                other.commit().await?;
+                assert_eq!(writer.await??, 1, "the duplicate skipped");
+                (3, 2)
+            }
+            Backend::Sqlite => {
+                // One writer at a time: the waiting writer goes first once the lock is free.
+                other.commit().await?;
+                assert_eq!(writer.await??, 1, "the duplicate skipped");
+                assert_eq!(store.insert_signals(&later).await?, 1);
+                (2, 3)
+            }
+        };
+        assert_eq!(
+            event_seqs(&store, t, &waiting[1..]).await?,
+            vec![waiting_seq]
+        );
+        assert_eq!(event_seqs(&store, t, &later).await?, vec![later_seq]);
+        let duplicate = store.signal_event_seq(t, waiting[0].id).await?;
+        assert_eq!(duplicate, None, "a skipped signal has no event");
+    });
     Ok(())
 }

@@ -3,14 +3,14 @@
 //! its tenant in `seq` order, which is commit order (see the module above). [`run`] is this
 //! process's feed loop: woken like the dispatcher (events stored here, or announced by another
 //! instance sharing the database, which a process with the worker role listens for) or by its
-//! poll interval, it numbers new events while any stream is open (on PostgreSQL; SQLite numbers
-//! them as it stores them, and this reads the newest number under the write lock, so a writer
-//! that woke it before committing has committed), then wakes every stream
-//! ([`crate::services::LiveSignals`]) to read them.
+//! poll interval, it reads the newest number while any stream is open (having numbered what an
+//! instance of an earlier release left unnumbered, on PostgreSQL; on SQLite under the write
+//! lock, so a writer that woke it before committing has committed), then wakes every stream
+//! ([`crate::services::LiveSignals`]) to read the new events.
 
 use crate::services::Services;
 
-/// The feed loop: numbers new events while streams are open and wakes them, when events are
+/// The feed loop: reads the newest number while streams are open and wakes them, when events are
 /// stored (here, or announced by another instance) or the poll interval passes.
 pub async fn run(services: Services) {
     let poll = services.config.worker_poll_interval;
@@ -28,7 +28,7 @@ pub async fn run(services: Services) {
                     live.announce();
                 }
                 Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "numbering events for live streams failed"),
+                Err(e) => tracing::warn!(error = %e, "reading new events for live streams failed"),
             }
         }
         tokio::select! {

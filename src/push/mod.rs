@@ -12,19 +12,22 @@
 //! numbered 7 by a sequence could commit after a row numbered 8 has been read; ordering by
 //! such a number would let a reader pass 7 for good. Instead a transaction that writes events
 //! takes the **outbox lock**, a transaction-scoped advisory lock, just before it inserts them,
-//! as its last write, and holds it to its commit. Its insert numbers the rows
-//! `MAX(seq) + 1, + 2, ...`, reading `MAX(seq)` after the lock was granted, and the lock is
-//! released only once the commit is visible: so each numbering transaction sees every number
-//! given before it, and numbers commit in the order they were given. A reader that sees a
-//! number sees every lower one that will ever exist. The lock is held for the insert and the
-//! commit only: the signals of a transaction are inserted before it, so a signal waiting on a
-//! duplicate another transaction has not yet committed waits without the lock. The lock's key
-//! is that of the sequencer of earlier releases, which numbered events after they committed;
-//! an instance of such a release beside this one (a rolling upgrade) inserts events with `seq`
-//! NULL, or at `seq = -pos` with its `pos` queued in `push_events_unnumbered`, and this
-//! release numbers those under the same lock before it fans out, after every number given
-//! before. It also keeps the outbox's floor for them, a row numbered 0 that no reader takes.
-//! Readers take only `seq > 0`.
+//! as its last write, and holds it to its commit. Its insert numbers the rows after the
+//! highest number ever given (`push_numbering.last_seq`, which it moves to its last; the
+//! highest `seq` stored would give a number again once the newest events were deleted), read
+//! after the lock was granted, and the lock is released only once the commit is visible: so
+//! each numbering transaction sees every number given before it, and numbers commit in the
+//! order they were given. A reader that sees a number sees every lower one that will ever
+//! exist. The lock is held for the insert and the commit only: the signals of a transaction
+//! are inserted before it, so a signal waiting on a duplicate another transaction has not yet
+//! committed waits without the lock. A session that sits idle for 30 s while holding it is
+//! ended, so a client gone silent does not stop every writer. The lock's key is that of the
+//! sequencer of earlier releases, which numbered events after they committed; an instance of
+//! such a release beside this one (a rolling upgrade) inserts events with `seq` NULL, or at
+//! `seq = -pos` with its `pos` queued in `push_events_unnumbered`, and this release numbers
+//! those under the same lock, in a transaction of their own before each fan-out, after every
+//! number given before. It also keeps the outbox's floor for them, a row numbered 0 that no
+//! reader takes. Readers take only `seq > 0`.
 //!
 //! On **SQLite** writers are serialized: inside the inserting transaction no other writer can
 //! commit, so the insert numbers its rows the same way with no lock of its own.
@@ -56,7 +59,10 @@
 //! fans out that instance's events too (they are past the watermark), which it may also do: an
 //! event may then be delivered twice, with the same `webhook-id`, during the upgrade only. So
 //! may an event fanned out at once by this release and by one that fanned out under the outbox
-//! lock, before fan-out had a lock of its own.
+//! lock, before fan-out had a lock of its own. Such an instance's fan-out holds the outbox lock
+//! while it writes deliveries, so this release's writers wait for it; and when that fan-out
+//! waits for a transaction (a connection being deleted, say) that waits for such a writer, the
+//! three are in a deadlock, which PostgreSQL ends by failing one of them, to be retried.
 //!
 //! Deliveries of one endpoint and one connection go one at a time in `seq` order: only the
 //! pending delivery with the lowest `seq` of its line may be claimed, so a failing head holds

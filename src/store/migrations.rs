@@ -64,6 +64,11 @@ const SQLITE: &[Embedded] = &[
         "webhook event bodies",
         include_str!("../../migrations/sqlite/0011_webhook_event_bodies.sql"),
     ),
+    (
+        12,
+        "push numbering",
+        include_str!("../../migrations/sqlite/0012_push_numbering.sql"),
+    ),
 ];
 
 const POSTGRES: &[Embedded] = &[
@@ -126,6 +131,11 @@ const POSTGRES: &[Embedded] = &[
         12,
         "push deliveries by tenant",
         include_str!("../../migrations/postgres/0012_push_deliveries_by_tenant.sql"),
+    ),
+    (
+        13,
+        "push numbering",
+        include_str!("../../migrations/postgres/0013_push_numbering.sql"),
     ),
 ];
 

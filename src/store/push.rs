@@ -225,8 +225,8 @@ pub trait PushStore: Send + Sync {
     /// statement: the backlog gauge, read when metrics are scraped.
     async fn endpoint_backlogs(&self) -> Result<Vec<(EndpointId, u64)>, StoreError>;
 
-    /// How many recorded events fan-out has yet to reach: those still waiting to be numbered
-    /// (PostgreSQL) and those numbered past the fan-out watermark. Read when metrics are
+    /// How many recorded events fan-out has yet to reach: those numbered past the fan-out
+    /// watermark and, on PostgreSQL, those an instance of an earlier release left unnumbered. Read when metrics are
     /// scraped; it stays near zero while the dispatcher keeps up.
     async fn outbox_waiting(&self) -> Result<u64, StoreError>;
 

@@ -32,14 +32,58 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::domain::{EventId, PushEvent};
-use crate::store::shared::outbox;
+use crate::store::shared::outbox::{self, EventRow};
 use crate::store::shared::push::{
     FinishedDelivery, EVENT_COLUMNS, FINISHED_COLUMNS, FINISH_SET, FINISH_WHERE,
 };
 use crate::store::{AttemptRecord, StoreError};
 
-/// The outbox lock (see the invocation above).
-const OUTBOX_LOCK: &str = "SELECT pg_advisory_xact_lock(8103509995581302129)";
+/// Inserts `events` numbered after the highest `seq` given (`outbox::NEWEST_STORED`), in their
+/// order, and moves `push_numbering` to the last, in one statement (one prepared statement
+/// whatever their number): the caller holds the outbox lock until its commit, so this runs
+/// while no other transaction can number events, and a statement prepared once keeps that
+/// time short.
+async fn insert_numbered(conn: &mut PgConnection, events: &[&EventRow]) -> Result<(), StoreError> {
+    let count = i64::try_from(events.len()).map_err(|e| StoreError::corrupt("events", e))?;
+    let sql = format!(
+        "WITH numbered AS (UPDATE push_numbering \
+         SET last_seq = GREATEST(last_seq, {}) + $9::int8 RETURNING last_seq - $9::int8 AS base) \
+         INSERT INTO push_events (seq, {}) \
+         SELECT numbered.base + v.n, v.id, v.tenant_id, v.connection_id, v.provider, v.kind, \
+         v.event_type, v.data, v.created_at, TRUE FROM numbered, \
+         UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], \
+         $7::text[], $8::int8[]) WITH ORDINALITY \
+         AS v (id, tenant_id, connection_id, provider, kind, event_type, data, created_at, n) \
+         ORDER BY v.n",
+        outbox::NEWEST_STORED,
+        outbox::INSERTED_COLUMNS
+    );
+    sqlx::query(&sql)
+        .bind(events.iter().map(|e| e.id).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.tenant_id).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.connection_id).collect::<Vec<_>>())
+        .bind(
+            events
+                .iter()
+                .map(|e| e.provider.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(events.iter().map(|e| e.kind.as_deref()).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.event_type).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.data.as_str()).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.created_at).collect::<Vec<_>>())
+        .bind(count)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The outbox lock (see the invocation above). Every writer waits while a transaction holds
+/// it, so the transaction also ends its session if it sits idle for 30 s before its commit (a
+/// client gone without closing its connection would otherwise hold the lock until the server
+/// notices, which can take hours).
+const OUTBOX_LOCK: &str = "SELECT pg_advisory_xact_lock(8103509995581302129), \
+    set_config('idle_in_transaction_session_timeout', '30s', true)";
 
 /// Numbers the events an instance of an earlier release left for a sequencer, when there are
 /// any: under the outbox lock, held to the caller's commit, those it queued (releases from
@@ -66,6 +110,9 @@ async fn number_earlier_events(conn: &mut PgConnection) -> Result<(), StoreError
             .await?;
     }
     sqlx::query(outbox::SEQUENCE).execute(&mut *conn).await?;
+    sqlx::query(outbox::KEEP_NUMBERING)
+        .execute(&mut *conn)
+        .await?;
     sqlx::query(outbox::KEEP_FLOOR).execute(&mut *conn).await?;
     Ok(())
 }

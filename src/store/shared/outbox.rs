@@ -6,32 +6,40 @@
 
 use super::push::EVENT_COLUMNS;
 
-/// Gives every visible event inserted with `seq` NULL the next `seq`, in insertion order. Run
+/// Gives every visible event inserted with `seq` NULL the next `seq` after the highest given
+/// ([`NEWEST_STORED`] or `push_numbering`), in insertion order. Run
 /// by one sequencer at a time: rows committed before it get seqs now, rows committed after it
 /// get higher ones on the next run. PostgreSQL only, for the events of an instance of a release
 /// before `0011_push_unnumbered` (the releases after it queued theirs, [`SEQUENCE_QUEUED`]);
 /// it reads the partial index `push_events_unsequenced`, which no event of this release enters.
 pub(crate) const SEQUENCE: &str = "UPDATE push_events SET seq = numbered.n \
-    FROM (SELECT pos, (SELECT COALESCE(MAX(seq), 0) FROM push_events WHERE seq > 0) \
+    FROM (SELECT pos, GREATEST((SELECT last_seq FROM push_numbering), \
+          (SELECT COALESCE(MAX(seq), 0) FROM push_events WHERE seq > 0)) \
           + ROW_NUMBER() OVER (ORDER BY pos) AS n \
           FROM push_events WHERE seq IS NULL) AS numbered \
     WHERE push_events.pos = numbered.pos";
 
 /// Takes every visible queued event (`push_events_unnumbered`, where an instance of a release
 /// from `0011_push_unnumbered` until events were numbered at insert queues its events): the
-/// `pos` of each. PostgreSQL only, under the outbox lock, as [`SEQUENCE`]. The queue has no index and is read whole:
-/// it holds only the events inserted since autovacuum last emptied it, whatever the size of the
-/// outbox.
+/// `pos` of each. PostgreSQL only, under the outbox lock, as [`SEQUENCE`]. The queue has no
+/// index and is read whole: it holds only the events inserted since autovacuum last emptied
+/// it, whatever the size of the outbox.
 pub(crate) const TAKE_QUEUED: &str = "DELETE FROM push_events_unnumbered RETURNING pos";
 
 /// Numbers the queued events whose `pos` are `$1` (taken by [`TAKE_QUEUED`] in the same
-/// transaction), in `pos` order, after the highest `seq`. Only events still unnumbered
+/// transaction), in `pos` order, after the highest `seq` given. Only events still unnumbered
 /// (`seq < 0`) are written; an event deleted since it was queued (its connection purged) is
 /// skipped. The positions come as an array, so the plan is one primary-key lookup each.
 pub(crate) const SEQUENCE_QUEUED: &str = "UPDATE push_events SET seq = numbered.n \
-    FROM (SELECT q.pos, (SELECT COALESCE(MAX(seq), 0) FROM push_events WHERE seq > 0) \
+    FROM (SELECT q.pos, GREATEST((SELECT last_seq FROM push_numbering), \
+          (SELECT COALESCE(MAX(seq), 0) FROM push_events WHERE seq > 0)) \
           + ROW_NUMBER() OVER (ORDER BY q.pos) AS n FROM UNNEST($1::int8[]) AS q (pos)) AS numbered \
     WHERE push_events.pos = numbered.pos AND push_events.seq < 0";
+
+/// After [`SEQUENCE_QUEUED`] and [`SEQUENCE`]: the highest number given is at least the
+/// highest they gave. PostgreSQL only.
+pub(crate) const KEEP_NUMBERING: &str = "UPDATE push_numbering SET last_seq = \
+    GREATEST(last_seq, (SELECT COALESCE(MAX(seq), 0) FROM push_events WHERE seq > 0))";
 
 /// Puts back the outbox's floor, the row numbered 0 that `0011_push_unnumbered` inserts (see
 /// there), if an instance of the release before deleted it as expired. Writes nothing when it
@@ -98,24 +106,17 @@ impl EventRow {
     }
 }
 
-/// The columns an event is inserted with, after its `seq`.
-const INSERTED_COLUMNS: &str =
+/// The columns an event is inserted with, after its `seq`, in the order each store binds them.
+pub(crate) const INSERTED_COLUMNS: &str =
     "id, tenant_id, connection_id, provider, kind, event_type, data, created_at, fanned_out";
 
-/// The start of an insert of events numbered as they are inserted: row `n` of the `VALUES`
-/// list that follows (its first column) gets `MAX(seq) + n`, read by the same statement. The
-/// inserting transaction is the only one numbering events until it commits: on SQLite, whose
-/// writers are serialized; on PostgreSQL, because it holds the outbox lock from just before
-/// this statement to its commit. Every row sees the same `MAX(seq)`: the statement does not see
-/// its own rows (PostgreSQL reads with the statement's snapshot; SQLite runs the `SELECT` of an
-/// insert into the table it reads to completion before inserting). Only `seq > 0`
-/// counts: on PostgreSQL an instance of an earlier release may have left events waiting at a
-/// negative `seq`.
-pub(crate) fn insert_numbered_sql() -> String {
-    let values: Vec<String> = (2..=10).map(|i| format!("v.column{i}")).collect();
-    format!(
-        "INSERT INTO push_events (seq, {INSERTED_COLUMNS}) SELECT numbered.base + v.column1, {} \
-         FROM (SELECT COALESCE(MAX(seq), 0) AS base FROM push_events WHERE seq > 0) AS numbered, (",
-        values.join(", ")
-    )
-}
+/// The highest `seq` of the events stored. An insert of events numbers them after the greater
+/// of this and `push_numbering.last_seq` (the highest ever given, which an instance of an
+/// earlier release does not keep), and moves `last_seq` to its last number: a number is never
+/// given twice, even once the newest events are deleted. The inserting transaction is the only
+/// one numbering events until it commits: on SQLite, whose writers are serialized; on
+/// PostgreSQL, because it holds the outbox lock from just before the insert to its commit, and
+/// reads with a snapshot taken after the lock was granted. Only `seq > 0` counts: on PostgreSQL
+/// an instance of an earlier release may have left events waiting at a negative `seq`.
+pub(crate) const NEWEST_STORED: &str =
+    "(SELECT COALESCE(MAX(seq), 0) FROM push_events WHERE seq > 0)";

@@ -187,7 +187,8 @@ pub(crate) fn health_writes(records: &[crate::store::AttemptRecord], kept: &[boo
 /// `$data_id` the expression reading the `id` member of an event's JSON `data`. The invoking
 /// module supplies the statements whose shape differs by dialect: `events_by_id(pool, ids)`,
 /// `finish_deliveries(conn, records)` (the ids of the deliveries written, per
-/// [`FINISH_SET`] and [`FINISH_WHERE`]) and `number_earlier_events(conn)` (numbers the events
+/// [`FINISH_SET`] and [`FINISH_WHERE`]), `insert_numbered(conn, rows)` (inserts events numbered
+/// after [`NUMBERED_FROM`](super::outbox::NUMBERED_FROM)) and `number_earlier_events(conn)` (numbers the events
 /// an instance of an earlier release left for a sequencer, run only where there are many
 /// writers).
 macro_rules! push_store {
@@ -222,25 +223,7 @@ macro_rules! push_store {
             if let Some(lock) = lock {
                 sqlx::query(lock).execute(&mut *conn).await?;
             }
-            for chunk in events.chunks(500) {
-                let mut q = sqlx::QueryBuilder::<$db>::new(
-                    $crate::store::shared::outbox::insert_numbered_sql(),
-                );
-                q.push_values(chunk.iter().zip(1i64..), |mut b, (e, n)| {
-                    b.push_bind(n)
-                        .push_bind(e.id)
-                        .push_bind(e.tenant_id)
-                        .push_bind(e.connection_id)
-                        .push_bind(e.provider.as_str())
-                        .push_bind(e.kind.as_deref())
-                        .push_bind(e.event_type)
-                        .push_bind(e.data.as_str())
-                        .push_bind(e.created_at)
-                        .push_bind(true);
-                });
-                q.push(") AS v");
-                q.build().execute(&mut *conn).await?;
-            }
+            insert_numbered(&mut *conn, events).await?;
             let wake_at_insert: bool = $wake_at_insert;
             if wake_at_insert {
                 $crate::store::wake::push_news();
@@ -444,6 +427,14 @@ macro_rules! push_store {
                     // the dispatcher before its commit, and this pass must wait for that commit
                     // to see the events it announced.
                     let _turn = self.write_turn().await;
+                    let one_writer: bool = $one_writer;
+                    if !one_writer {
+                        // In a transaction of its own: numbering holds the outbox lock, which
+                        // writers wait for, and fan-out runs without it.
+                        let mut tx = self.pool.begin().await?;
+                        super::number_earlier_events(&mut tx).await?;
+                        tx.commit().await?;
+                    }
                     let mut tx = self.begin_write().await?;
                     let passed = fan_out_in(&mut tx, limit, now).await?;
                     tx.commit().await?;
@@ -790,21 +781,16 @@ macro_rules! push_store {
             }
 
             /// Inside the caller's write transaction: takes the fan-out's lock (where there is
-            /// one), numbers what an instance of an earlier release left for a sequencer (where
-            /// there are many writers), then fans up to `limit` events past the watermark out to
-            /// the active endpoints ([`PushStore::sequence_and_fan_out`]).
+            /// one), then fans up to `limit` events past the watermark out to the active
+            /// endpoints ([`PushStore::sequence_and_fan_out`]).
             async fn fan_out_in(
                 tx: &mut <$db as sqlx::Database>::Connection,
                 limit: u32,
                 now: Timestamp,
             ) -> Result<(u64, u64), StoreError> {
-                let one_writer: bool = $one_writer;
                 let lock: Option<&str> = $fan_out_lock;
                 if let Some(lock) = lock {
                     sqlx::query(lock).execute(&mut *tx).await?;
-                }
-                if !one_writer {
-                    super::number_earlier_events(&mut *tx).await?;
                 }
                 let sql = format!("SELECT {ENDPOINT_COLUMNS} FROM push_endpoints WHERE status = 'active'");
                 let rows = sqlx::query(&sql).fetch_all(&mut *tx).await?;

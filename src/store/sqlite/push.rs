@@ -26,6 +26,7 @@ use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
 use crate::domain::{EventId, PushEvent};
+use crate::store::shared::outbox::{self, EventRow};
 use crate::store::shared::push::{
     FinishedDelivery, EVENT_COLUMNS, FINISHED_COLUMNS, FINISH_SET, FINISH_WHERE,
 };
@@ -33,6 +34,51 @@ use crate::store::{AttemptRecord, StoreError};
 
 /// Ids per `IN` list, and attempts per `VALUES` list (ten binds each): under SQLite's limit.
 const CHUNK: usize = 250;
+
+/// Rows per multi-row insert of events: ten binds each, under SQLite's limit.
+const EVENTS_PER_INSERT: usize = 500;
+
+/// Inserts `events` numbered after the highest `seq` given (`outbox::NEWEST_STORED`), in their
+/// order, having moved `push_numbering` to the last: a `VALUES` list per
+/// [`EVENTS_PER_INSERT`].
+async fn insert_numbered(
+    conn: &mut SqliteConnection,
+    events: &[&EventRow],
+) -> Result<(), StoreError> {
+    let count = i64::try_from(events.len()).map_err(|e| StoreError::corrupt("events", e))?;
+    let base: i64 = sqlx::query_scalar(&format!(
+        "UPDATE push_numbering SET last_seq = MAX(last_seq, {}) + $1 RETURNING last_seq - $1",
+        outbox::NEWEST_STORED
+    ))
+    .bind(count)
+    .fetch_one(&mut *conn)
+    .await?;
+    let mut seqs = (1..=count).map(|n| {
+        base.checked_add(n)
+            .ok_or_else(|| StoreError::corrupt("seq", "past the largest number"))
+    });
+    for chunk in events.chunks(EVENTS_PER_INSERT) {
+        let seqs: Vec<i64> = seqs.by_ref().take(chunk.len()).collect::<Result<_, _>>()?;
+        let mut q = QueryBuilder::<Sqlite>::new(format!(
+            "INSERT INTO push_events (seq, {}) ",
+            outbox::INSERTED_COLUMNS
+        ));
+        q.push_values(chunk.iter().zip(seqs), |mut b, (e, seq)| {
+            b.push_bind(seq)
+                .push_bind(e.id)
+                .push_bind(e.tenant_id)
+                .push_bind(e.connection_id)
+                .push_bind(e.provider.as_str())
+                .push_bind(e.kind.as_deref())
+                .push_bind(e.event_type)
+                .push_bind(e.data.as_str())
+                .push_bind(e.created_at)
+                .push_bind(true);
+        });
+        q.build().execute(&mut *conn).await?;
+    }
+    Ok(())
+}
 
 /// Numbering an earlier release's events: nothing to do. SQLite numbers events as it inserts
 /// them, and `0009_push_fan_out` numbered those stored before.

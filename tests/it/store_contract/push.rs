@@ -952,3 +952,43 @@ async fn a_signal_waiting_on_another_transactions_duplicate_holds_up_no_other_wr
     });
     Ok(())
 }
+
+#[tokio::test]
+async fn a_number_is_never_given_twice_even_once_the_newest_events_are_deleted() -> Outcome {
+    let app = TestApp::spawn().await;
+    let store = app.store();
+    let t = tenant();
+    let connection = app.connection(t, "github").await;
+    let first = app.signals(signals(&connection, 3)).await;
+    assert_eq!(event_seqs(&store, t, &first).await?, vec![1, 2, 3]);
+    // No endpoint: fan-out moves its watermark past the three. A quiet spell longer than
+    // retention keeps events, then retention deletes every one of them.
+    assert_eq!(store.sequence_and_fan_out(64, now()).await?, (3, 0));
+    assert_eq!(through_seq(&app.database_url).await?, 3);
+    let later = now() + chrono::Duration::minutes(1);
+    assert_eq!(store.purge_push(later).await?, (0, 3));
+    let left = column(
+        &app.database_url,
+        "SELECT COUNT(*) FROM push_events WHERE seq > 0",
+    )
+    .await?;
+    assert_eq!(left, vec![Some(0)]);
+
+    // Numbered after the last number given, not after the highest left: past the watermark,
+    // so they are pushed.
+    let id = endpoint(&store, t).await?;
+    let next = app.signals(signals(&connection, 2)).await;
+    assert_eq!(event_seqs(&store, t, &next).await?, vec![4, 5]);
+    assert_eq!(store.sequence_and_fan_out(64, now()).await?, (2, 2));
+    assert_eq!(delivered_seqs(&store, id).await?, vec![4, 5]);
+
+    // The same after the newest events go with their connection, before fan-out reached them.
+    let other = app.connection(t, "github").await;
+    app.signals(signals(&other, 2)).await;
+    store.delete_connection(t, other.id).await?;
+    let last = app.signals(signals(&connection, 1)).await;
+    assert_eq!(event_seqs(&store, t, &last).await?, vec![8]);
+    assert_eq!(store.sequence_and_fan_out(64, now()).await?, (1, 1));
+    assert_eq!(delivered_seqs(&store, id).await?, vec![4, 5, 8]);
+    Ok(())
+}

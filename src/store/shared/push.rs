@@ -179,8 +179,8 @@ pub(crate) fn health_writes(records: &[crate::store::AttemptRecord], kept: &[boo
 /// database has one writer at a time (SQLite: a dispatcher step is one transaction of it, and
 /// every event is numbered as it is inserted) rather than many (PostgreSQL: the outcomes,
 /// fan-out and claim of a step run apart, and an instance of an earlier release may leave
-/// events for a sequencer); `$claim` the statement that claims deliveries ([`claim_sql`]); `$wake_at_insert`
-/// whether inserting events wakes this process's dispatchers and streams at once (SQLite, whose
+/// events for a sequencer); `$claim` the statement that claims deliveries ([`claim_sql`]);
+/// `$wake_at_insert` whether inserting events wakes this process's dispatchers and streams at once (SQLite, whose
 /// readers then wait for the writer's lock) rather than the store announcing them to every
 /// instance once the caller's transaction has committed
 /// ([`Dialect::push_events_committed`](super::Dialect::push_events_committed), PostgreSQL);
@@ -188,9 +188,9 @@ pub(crate) fn health_writes(records: &[crate::store::AttemptRecord], kept: &[boo
 /// module supplies the statements whose shape differs by dialect: `events_by_id(pool, ids)`,
 /// `finish_deliveries(conn, records)` (the ids of the deliveries written, per
 /// [`FINISH_SET`] and [`FINISH_WHERE`]), `insert_numbered(conn, rows)` (inserts events numbered
-/// after [`NUMBERED_FROM`](super::outbox::NUMBERED_FROM)) and `number_earlier_events(conn)` (numbers the events
-/// an instance of an earlier release left for a sequencer, run only where there are many
-/// writers).
+/// after the highest number given, see [`NEWEST_STORED`](super::outbox::NEWEST_STORED)) and
+/// `number_earlier_events(conn)` (numbers the events an instance of an earlier release left
+/// for a sequencer, run only where there are many writers).
 macro_rules! push_store {
     ($store:ty, $db:ty, $row:ty, $outbox_lock:expr, $fan_out_lock:expr, $one_writer:expr, $claim:expr, $wake_at_insert:expr, $data_id:expr) => {
         $crate::store::shared::push_rows::push_rows!($row);
@@ -198,9 +198,8 @@ macro_rules! push_store {
         /// Writes events into the outbox inside the caller's transaction, numbered as they are
         /// inserted. On PostgreSQL this takes the outbox lock, held until the caller's
         /// transaction ends: insert events last, just before the commit. Each is marked
-        /// `fanned_out`: this
-        /// release fans out by watermark, and an instance of the previous release running
-        /// beside it (which fans out what is not marked) leaves them alone.
+        /// `fanned_out`: this release fans out by watermark, and an instance of the previous
+        /// release running beside it (which fans out what is not marked) leaves them alone.
         pub(super) async fn insert_events_in(
             conn: &mut <$db as sqlx::Database>::Connection,
             events: &[$crate::domain::NewPushEvent],

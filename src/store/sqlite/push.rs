@@ -1,7 +1,7 @@
 //! Push delivery on SQLite: the shared statements (`src/store/shared/push.rs`). Writers are
-//! serialized by SQLite itself, so events are numbered as they are inserted (the highest `seq`
-//! inside the inserting transaction is the last one committed) and need no lock of their own; the
-//! fan-out, claims and outcomes take this process's write turn.
+//! serialized by SQLite itself, so events are numbered as they are inserted (the highest number
+//! inside the inserting transaction is the last one committed) and need no lock of their own;
+//! the fan-out, claims and outcomes take this process's write turn.
 
 crate::store::shared::push::push_store!(
     crate::store::SqliteStore,

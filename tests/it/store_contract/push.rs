@@ -992,3 +992,62 @@ async fn a_number_is_never_given_twice_even_once_the_newest_events_are_deleted()
     assert_eq!(delivered_seqs(&store, id).await?, vec![4, 5, 8]);
     Ok(())
 }
+
+#[tokio::test]
+async fn fan_out_never_passes_an_event_a_writer_is_still_numbering() -> Outcome {
+    let app = TestApp::spawn().await;
+    let store = app.store();
+    let t = tenant();
+    let connection = app.connection(t, "github").await;
+    let id = endpoint(&store, t).await?;
+    let url = app.database_url.clone();
+    let backend = store.backend();
+    on_database!(&url, |pool| {
+        // A writer has numbered an event and not committed it.
+        let mut numbering = match backend {
+            Backend::Postgres => {
+                let mut tx = pool.begin().await?;
+                sqlx::query(OUTBOX_LOCK).execute(&mut *tx).await?;
+                tx
+            }
+            Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
+        };
+        sqlx::query(NUMBERED_EVENT)
+            .bind(Uuid::new_v4())
+            .bind(t.0)
+            .bind(connection.id.0)
+            .bind(now().timestamp_micros())
+            .execute(&mut *numbering)
+            .await?;
+        let fan_out = {
+            let store = store.clone();
+            tokio::spawn(async move { store.sequence_and_fan_out(64, now()).await })
+        };
+        match backend {
+            Backend::Postgres => {
+                // Fan-out holds a lock of its own, not the writers': it runs meanwhile, sees
+                // nothing committed past its watermark and stays where it was.
+                let passed = tokio::time::timeout(std::time::Duration::from_secs(10), fan_out)
+                    .await
+                    .expect("fan-out does not wait for the writer")??;
+                assert_eq!(passed, (0, 0));
+                assert_eq!(through_seq(&url).await?, 0);
+                numbering.commit().await?;
+                assert_eq!(store.sequence_and_fan_out(64, now()).await?, (1, 1));
+            }
+            Backend::Sqlite => {
+                // One writer at a time: fan-out waits for the commit, then takes the event.
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                assert!(!fan_out.is_finished(), "waits for the writer's commit");
+                numbering.commit().await?;
+                assert_eq!(fan_out.await??, (1, 1));
+            }
+        }
+        assert_eq!(
+            delivered_seqs(&store, id).await?,
+            vec![1],
+            "once, not passed over"
+        );
+    });
+    Ok(())
+}

@@ -837,6 +837,29 @@ const NUMBERED_EVENT: &str = "INSERT INTO push_events (seq, id, tenant_id, conne
     SELECT COALESCE(MAX(seq), 0) + 1, $1, $2, $3, 'github', 'connection.status_changed', '{}', \
     $4, TRUE FROM push_events WHERE seq > 0";
 
+/// A transaction on `$pool` that has numbered one event of `$connection` (of tenant `$t`) and
+/// not committed: on PostgreSQL it holds the outbox lock, on SQLite the write lock.
+macro_rules! numbering_one_event {
+    ($pool:expr, $backend:expr, $t:expr, $connection:expr) => {{
+        let mut tx = match $backend {
+            Backend::Postgres => {
+                let mut tx = $pool.begin().await?;
+                sqlx::query(OUTBOX_LOCK).execute(&mut *tx).await?;
+                tx
+            }
+            Backend::Sqlite => $pool.begin_with("BEGIN IMMEDIATE").await?,
+        };
+        sqlx::query(NUMBERED_EVENT)
+            .bind(Uuid::new_v4())
+            .bind($t.0)
+            .bind($connection.id.0)
+            .bind(now().timestamp_micros())
+            .execute(&mut *tx)
+            .await?;
+        tx
+    }};
+}
+
 #[tokio::test]
 async fn a_writer_numbers_its_events_after_the_transaction_numbering_before_it_commits() -> Outcome
 {
@@ -847,23 +870,8 @@ async fn a_writer_numbers_its_events_after_the_transaction_numbering_before_it_c
     let url = app.database_url.clone();
     let backend = store.backend();
     on_database!(&url, |pool| {
-        // Another transaction numbers an event and has not committed: on PostgreSQL it holds
-        // the outbox lock, on SQLite the write lock.
-        let mut numbering = match backend {
-            Backend::Postgres => {
-                let mut tx = pool.begin().await?;
-                sqlx::query(OUTBOX_LOCK).execute(&mut *tx).await?;
-                tx
-            }
-            Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
-        };
-        sqlx::query(NUMBERED_EVENT)
-            .bind(Uuid::new_v4())
-            .bind(t.0)
-            .bind(connection.id.0)
-            .bind(now().timestamp_micros())
-            .execute(&mut *numbering)
-            .await?;
+        // Another transaction numbers an event and has not committed.
+        let numbering = numbering_one_event!(pool, backend, t, connection);
         let batch = signals(&connection, 2);
         let writer = {
             let (store, batch) = (store.clone(), batch.clone());
@@ -1004,21 +1012,7 @@ async fn fan_out_never_passes_an_event_a_writer_is_still_numbering() -> Outcome 
     let backend = store.backend();
     on_database!(&url, |pool| {
         // A writer has numbered an event and not committed it.
-        let mut numbering = match backend {
-            Backend::Postgres => {
-                let mut tx = pool.begin().await?;
-                sqlx::query(OUTBOX_LOCK).execute(&mut *tx).await?;
-                tx
-            }
-            Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
-        };
-        sqlx::query(NUMBERED_EVENT)
-            .bind(Uuid::new_v4())
-            .bind(t.0)
-            .bind(connection.id.0)
-            .bind(now().timestamp_micros())
-            .execute(&mut *numbering)
-            .await?;
+        let numbering = numbering_one_event!(pool, backend, t, connection);
         let fan_out = {
             let store = store.clone();
             tokio::spawn(async move { store.sequence_and_fan_out(64, now()).await })

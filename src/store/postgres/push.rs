@@ -90,15 +90,18 @@ const OUTBOX_LOCK: &str = "SELECT pg_advisory_xact_lock(8103509995581302129), \
 /// `0011_push_unnumbered` until events were numbered at insert), then those it inserted with
 /// `seq` NULL (releases before `0011_push_unnumbered`), each after every `seq` given before
 /// (both sets are of rows committed before their statement); then keeps the outbox's floor in
-/// place for such an instance. Without such an instance beside this release, one look at two
-/// empty places, and no lock.
-async fn number_earlier_events(conn: &mut PgConnection) -> Result<(), StoreError> {
+/// place for such an instance. In a transaction of its own, so the lock is held for the
+/// numbering alone. Without such an instance beside this release, one look at two empty
+/// places: no transaction, no lock.
+async fn number_earlier_events(pool: &PgPool) -> Result<(), StoreError> {
     let waiting: bool = sqlx::query_scalar(outbox::EARLIER_RELEASE_WAITING)
-        .fetch_one(&mut *conn)
+        .fetch_one(pool)
         .await?;
     if !waiting {
         return Ok(());
     }
+    let mut tx = pool.begin().await?;
+    let conn: &mut PgConnection = &mut tx;
     sqlx::query(OUTBOX_LOCK).execute(&mut *conn).await?;
     let queued: Vec<i64> = sqlx::query_scalar(outbox::TAKE_QUEUED)
         .fetch_all(&mut *conn)
@@ -114,6 +117,7 @@ async fn number_earlier_events(conn: &mut PgConnection) -> Result<(), StoreError
         .execute(&mut *conn)
         .await?;
     sqlx::query(outbox::KEEP_FLOOR).execute(&mut *conn).await?;
+    tx.commit().await?;
     Ok(())
 }
 

@@ -6,18 +6,38 @@
 
 use super::push::EVENT_COLUMNS;
 
+/// The highest `seq` of the events stored, as a subquery ([`NEWEST_STORED`] says how it is
+/// used).
+macro_rules! newest_stored {
+    () => {
+        "(SELECT COALESCE(MAX(seq), 0) FROM push_events WHERE seq > 0)"
+    };
+}
+
+/// The highest number given (PostgreSQL): `push_numbering`'s, or the highest stored when an
+/// instance of an earlier release, which does not keep `push_numbering`, numbered past it.
+macro_rules! last_given {
+    () => {
+        concat!(
+            "GREATEST((SELECT last_seq FROM push_numbering), ",
+            newest_stored!(),
+            ")"
+        )
+    };
+}
+
 /// Gives every visible event inserted with `seq` NULL the next `seq` after the highest given
-/// ([`NEWEST_STORED`] or `push_numbering`), in insertion order. Run
-/// by one sequencer at a time: rows committed before it get seqs now, rows committed after it
-/// get higher ones on the next run. PostgreSQL only, for the events of an instance of a release
+/// ([`NEWEST_STORED`] or `push_numbering`), in insertion order. Run by one sequencer at a time:
+/// rows committed before it get seqs now, rows committed after it get higher ones on the next
+/// run. PostgreSQL only, for the events of an instance of a release
 /// before `0011_push_unnumbered` (the releases after it queued theirs, [`SEQUENCE_QUEUED`]);
 /// it reads the partial index `push_events_unsequenced`, which no event of this release enters.
-pub(crate) const SEQUENCE: &str = "UPDATE push_events SET seq = numbered.n \
-    FROM (SELECT pos, GREATEST((SELECT last_seq FROM push_numbering), \
-          (SELECT COALESCE(MAX(seq), 0) FROM push_events WHERE seq > 0)) \
-          + ROW_NUMBER() OVER (ORDER BY pos) AS n \
-          FROM push_events WHERE seq IS NULL) AS numbered \
-    WHERE push_events.pos = numbered.pos";
+pub(crate) const SEQUENCE: &str = concat!(
+    "UPDATE push_events SET seq = numbered.n FROM (SELECT pos, ",
+    last_given!(),
+    " + ROW_NUMBER() OVER (ORDER BY pos) AS n FROM push_events WHERE seq IS NULL) AS numbered \
+     WHERE push_events.pos = numbered.pos"
+);
 
 /// Takes every visible queued event (`push_events_unnumbered`, where an instance of a release
 /// from `0011_push_unnumbered` until events were numbered at insert queues its events): the
@@ -30,16 +50,20 @@ pub(crate) const TAKE_QUEUED: &str = "DELETE FROM push_events_unnumbered RETURNI
 /// transaction), in `pos` order, after the highest `seq` given. Only events still unnumbered
 /// (`seq < 0`) are written; an event deleted since it was queued (its connection purged) is
 /// skipped. The positions come as an array, so the plan is one primary-key lookup each.
-pub(crate) const SEQUENCE_QUEUED: &str = "UPDATE push_events SET seq = numbered.n \
-    FROM (SELECT q.pos, GREATEST((SELECT last_seq FROM push_numbering), \
-          (SELECT COALESCE(MAX(seq), 0) FROM push_events WHERE seq > 0)) \
-          + ROW_NUMBER() OVER (ORDER BY q.pos) AS n FROM UNNEST($1::int8[]) AS q (pos)) AS numbered \
-    WHERE push_events.pos = numbered.pos AND push_events.seq < 0";
+pub(crate) const SEQUENCE_QUEUED: &str = concat!(
+    "UPDATE push_events SET seq = numbered.n FROM (SELECT q.pos, ",
+    last_given!(),
+    " + ROW_NUMBER() OVER (ORDER BY q.pos) AS n FROM UNNEST($1::int8[]) AS q (pos)) AS numbered \
+     WHERE push_events.pos = numbered.pos AND push_events.seq < 0"
+);
 
 /// After [`SEQUENCE_QUEUED`] and [`SEQUENCE`]: the highest number given is at least the
 /// highest they gave. PostgreSQL only.
-pub(crate) const KEEP_NUMBERING: &str = "UPDATE push_numbering SET last_seq = \
-    GREATEST(last_seq, (SELECT COALESCE(MAX(seq), 0) FROM push_events WHERE seq > 0))";
+pub(crate) const KEEP_NUMBERING: &str = concat!(
+    "UPDATE push_numbering SET last_seq = GREATEST(last_seq, ",
+    newest_stored!(),
+    ")"
+);
 
 /// Puts back the outbox's floor, the row numbered 0 that `0011_push_unnumbered` inserts (see
 /// there), if an instance of the release before deleted it as expired. Writes nothing when it
@@ -58,9 +82,8 @@ pub(crate) const KEEP_FLOOR: &str = "INSERT INTO push_events (id, seq, fanned_ou
 pub(crate) const EARLIER_RELEASE_WAITING: &str = "SELECT EXISTS (SELECT 1 FROM \
     push_events_unnumbered) OR EXISTS (SELECT 1 FROM push_events WHERE seq IS NULL)";
 
-/// The highest `seq` given so far (0 before the first event). Events an instance of an earlier
-/// release left for the sequencer have a negative `seq` on PostgreSQL.
-pub(crate) const NEWEST_SEQ: &str = "SELECT COALESCE(MAX(seq), 0) FROM push_events WHERE seq > 0";
+/// The highest `seq` stored (0 before the first event): the newest event a reader can see.
+pub(crate) const NEWEST_SEQ: &str = concat!("SELECT ", newest_stored!());
 
 /// How far fan-out has gone: every event with `seq <= through_seq` has been fanned out.
 pub(crate) const FANNED_OUT_THROUGH: &str = "SELECT through_seq FROM push_fan_out";
@@ -118,5 +141,4 @@ pub(crate) const INSERTED_COLUMNS: &str =
 /// PostgreSQL, because it holds the outbox lock from just before the insert to its commit, and
 /// reads with a snapshot taken after the lock was granted. Only `seq > 0` counts: on PostgreSQL
 /// an instance of an earlier release may have left events waiting at a negative `seq`.
-pub(crate) const NEWEST_STORED: &str =
-    "(SELECT COALESCE(MAX(seq), 0) FROM push_events WHERE seq > 0)";
+pub(crate) const NEWEST_STORED: &str = newest_stored!();

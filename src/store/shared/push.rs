@@ -189,8 +189,8 @@ pub(crate) fn health_writes(records: &[crate::store::AttemptRecord], kept: &[boo
 /// `finish_deliveries(conn, records)` (the ids of the deliveries written, per
 /// [`FINISH_SET`] and [`FINISH_WHERE`]), `insert_numbered(conn, rows)` (inserts events numbered
 /// after the highest number given, see [`NEWEST_STORED`](super::outbox::NEWEST_STORED)) and
-/// `number_earlier_events(conn)` (numbers the events an instance of an earlier release left
-/// for a sequencer, run only where there are many writers).
+/// `number_earlier_events(pool)` (numbers, in a transaction of its own, the events an instance
+/// of an earlier release left for a sequencer; run only where there are many writers).
 macro_rules! push_store {
     ($store:ty, $db:ty, $row:ty, $outbox_lock:expr, $fan_out_lock:expr, $one_writer:expr, $claim:expr, $wake_at_insert:expr, $data_id:expr) => {
         $crate::store::shared::push_rows::push_rows!($row);
@@ -428,11 +428,9 @@ macro_rules! push_store {
                     let _turn = self.write_turn().await;
                     let one_writer: bool = $one_writer;
                     if !one_writer {
-                        // In a transaction of its own: numbering holds the outbox lock, which
+                        // Apart from the fan-out: numbering holds the outbox lock, which
                         // writers wait for, and fan-out runs without it.
-                        let mut tx = self.pool.begin().await?;
-                        super::number_earlier_events(&mut tx).await?;
-                        tx.commit().await?;
+                        super::number_earlier_events(&self.pool).await?;
                     }
                     let mut tx = self.begin_write().await?;
                     let passed = fan_out_in(&mut tx, limit, now).await?;
@@ -492,10 +490,8 @@ macro_rules! push_store {
                     }
                     // Events are numbered in commit order as they are inserted, so the highest
                     // number committed is the newest; an earlier release's are numbered first.
-                    let mut tx = self.pool.begin().await?;
-                    super::number_earlier_events(&mut tx).await?;
-                    let last: i64 = sqlx::query_scalar(NEWEST_SEQ).fetch_one(&mut *tx).await?;
-                    tx.commit().await?;
+                    super::number_earlier_events(&self.pool).await?;
+                    let last: i64 = sqlx::query_scalar(NEWEST_SEQ).fetch_one(&self.pool).await?;
                     Ok(last)
                 }
 

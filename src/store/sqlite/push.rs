@@ -82,7 +82,7 @@ async fn insert_numbered(
 
 /// Numbering an earlier release's events: nothing to do. SQLite numbers events as it inserts
 /// them, and `0009_push_fan_out` numbered those stored before.
-async fn number_earlier_events(_conn: &mut sqlx::SqliteConnection) -> Result<(), StoreError> {
+async fn number_earlier_events(_pool: &SqlitePool) -> Result<(), StoreError> {
     Ok(())
 }
 

@@ -87,6 +87,7 @@ async fn set_cursor(app: &TestApp, t: TenantId, connection: &str, cursor: Value)
                 signals: &[],
                 cursor: &cursor,
                 metadata: None,
+                last: false,
             },
             lease_until,
             at,

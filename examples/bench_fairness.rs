@@ -234,7 +234,6 @@ async fn jobs(args: &Args, store: &Arc<dyn Store>) -> Result<(Duration, Duration
                     signals: &signals,
                     cursor: &Value::Null,
                     metadata: None,
-                    last: false,
                 };
                 store
                     .commit_sync_page(lease, conn.id, &commit, lease_until, now())

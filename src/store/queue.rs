@@ -47,11 +47,6 @@ pub enum Finished {
 pub enum PageCommit {
     /// Stored, with how many of the page's signals were new.
     Stored(u64),
-    /// The job's last page ([`SyncCommit::last`]), stored, and the job ended `succeeded` in the
-    /// same transaction, as [`SyncQueue::finish_sync_job`] with [`JobFinish::Succeeded`] would
-    /// have: how many of the page's signals were new, and the follow-up queued, when one was
-    /// requested while the job ran.
-    Succeeded { new: u64, follow_up: Option<JobId> },
     /// The lease was no longer ours: nothing was written.
     LeaseLost,
     /// The connection stopped being `active` (disconnected) while the job ran: nothing was
@@ -60,16 +55,13 @@ pub enum PageCommit {
 }
 
 /// What one committed page stores: its signals, the cursor after them and, when the page
-/// changed it, the connection's metadata; the job's last page also ends the job.
+/// changed it, the connection's metadata.
 #[derive(Clone, Copy, Debug)]
 pub struct SyncCommit<'a> {
     pub signals: &'a [NewSignal],
     pub cursor: &'a Value,
     /// Members to set in the connection's metadata (`null` removes one).
     pub metadata: Option<&'a Map<String, Value>>,
-    /// The job's last page: its commit also ends the job `succeeded`, one transaction where a
-    /// page and [`SyncQueue::finish_sync_job`] would be two.
-    pub last: bool,
 }
 
 /// A claimed job's lease: who holds it. Every lease-bound write names it.
@@ -134,8 +126,7 @@ pub trait SyncQueue: Send + Sync {
     /// In one transaction, while the lease is still ours and the connection still `active`:
     /// stores the page's signals (skipping known `(connection_id, dedupe_key)`s), stores the
     /// cursor, applies the metadata patch ([`crate::domain::merge_metadata`]) and extends the
-    /// lease, or, for the job's last page ([`SyncCommit::last`]), ends the job `succeeded`
-    /// ([`PageCommit::Succeeded`]).
+    /// lease.
     async fn commit_sync_page(
         &self,
         lease: Lease<'_>,

@@ -87,7 +87,6 @@ async fn set_cursor(app: &TestApp, t: TenantId, connection: &str, cursor: Value)
                 signals: &[],
                 cursor: &cursor,
                 metadata: None,
-                last: false,
             },
             lease_until,
             at,

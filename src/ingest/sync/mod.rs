@@ -3,9 +3,7 @@
 //! instance's jobs are taken over once its lease expires) and call the provider's connector
 //! page by page. Each page's signals are committed together with the cursor that follows them,
 //! in one transaction and only while the lease is still held, so a crash at any point neither
-//! loses nor duplicates signals (dedupe keys catch a page that is fetched twice). The last
-//! page's transaction also ends the job `succeeded`; a run that stops otherwise records how it
-//! ended in a transaction of its own.
+//! loses nor duplicates signals (dedupe keys catch a page that is fetched twice).
 //!
 //! Failures: a refused access token is refreshed once and the page retried; rate limiting,
 //! outages and other provider errors are retried with exponential backoff and full jitter,

@@ -19,7 +19,7 @@ use crate::domain::{
     Timestamp,
 };
 use crate::services::Services;
-use crate::store::{Finished, Lease, PageCommit, StoreError, SyncCommit};
+use crate::store::{Lease, PageCommit, StoreError, SyncCommit};
 use crate::subscriptions::{self, StepError};
 use crate::tokens::{self, TokenError};
 
@@ -31,8 +31,6 @@ pub const MAX_PAGES_PER_JOB: u32 = 500;
 pub(super) struct Progress {
     pub pages: u32,
     pub new_signals: u64,
-    /// How the job ended when its last page's commit ended it; `None` while it has not.
-    pub ended: Option<Finished>,
 }
 
 /// Why a run stopped before the last page.
@@ -174,7 +172,7 @@ impl SyncWorker {
             };
             refreshed = false;
             let more = page.more && progress.pages.saturating_add(1) < MAX_PAGES_PER_JOB;
-            let staged = stage(&mut run, page, !more, self.lease_chrono(state));
+            let staged = stage(&mut run, page, self.lease_chrono(state));
             if !more || state.is_shutting_down() {
                 self.store_page(state, lease, &staged, progress).await?;
                 return if more { Err(shutting_down()) } else { Ok(()) };
@@ -264,7 +262,6 @@ impl SyncWorker {
                     signals: &staged.signals,
                     cursor: &staged.cursor,
                     metadata: staged.metadata.as_ref(),
-                    last: staged.last,
                 },
                 staged.lease_until,
                 staged.at,
@@ -273,10 +270,6 @@ impl SyncWorker {
         let new =
             match committed {
                 PageCommit::Stored(new) => new,
-                PageCommit::Succeeded { new, follow_up } => {
-                    progress.ended = Some(follow_up.map_or(Finished::Done, Finished::FollowedBy));
-                    new
-                }
                 PageCommit::LeaseLost => return Err(Stop::LeaseLost),
                 PageCommit::ConnectionInactive => return Err(Failure::permanent(
                     "the connection stopped being active during the sync (disconnected, or its \
@@ -296,15 +289,13 @@ struct Staged {
     signals: Vec<NewSignal>,
     cursor: Value,
     metadata: Option<Metadata>,
-    /// The job's last page: its commit ends the job.
-    last: bool,
     at: Timestamp,
     lease_until: Timestamp,
 }
 
-/// Turns `page` (the job's `last`, or not) into what its commit writes, and moves `run` past
-/// it: the next call reads from its cursor, with its metadata, under the lease its commit sets.
-fn stage(run: &mut Run<'_>, page: SyncPage, last: bool, lease: chrono::Duration) -> Staged {
+/// Turns `page` into what its commit writes, and moves `run` past it: the next call reads
+/// from its cursor, with its metadata, under the lease its commit sets.
+fn stage(run: &mut Run<'_>, page: SyncPage, lease: chrono::Duration) -> Staged {
     let signals = declared_signals(run.connector.descriptor(), page.signals, &run.connection);
     let at = now();
     if let Some(patch) = &page.metadata {
@@ -317,7 +308,6 @@ fn stage(run: &mut Run<'_>, page: SyncPage, last: bool, lease: chrono::Duration)
         signals,
         cursor: page.cursor,
         metadata: page.metadata,
-        last,
         at,
         lease_until: at + lease,
     }

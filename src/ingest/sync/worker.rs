@@ -198,7 +198,7 @@ impl SyncWorker {
     ) -> anyhow::Result<JobOutcome> {
         let mut progress = Progress::default();
         let stopped = self.execute(state, connector, &job, &mut progress).await;
-        let result = self.record(state, &job, &stopped, progress.ended).await?;
+        let result = self.record(state, &job, &stopped).await?;
         if let (JobType::Subscription, JobResult::Failed { error }) = (job.job_type, &result) {
             // The subscriptions it could not open or renew show why, and are tried again later.
             if let Err(err) = crate::subscriptions::give_up(state, &job, error).await {
@@ -225,14 +225,12 @@ impl SyncWorker {
         })
     }
 
-    /// Records how a run of `job` stopped: succeeded, back in the queue, or failed. A run whose
-    /// last page's commit ended the job (`ended`) has nothing left to write.
+    /// Records how a run of `job` stopped: succeeded, back in the queue, or failed.
     async fn record(
         &self,
         state: &Services,
         job: &Job,
         stopped: &Result<(), Stop>,
-        ended: Option<Finished>,
     ) -> anyhow::Result<JobResult> {
         let lease = Lease {
             job: job.id,
@@ -240,21 +238,21 @@ impl SyncWorker {
         };
         let at = now();
         let (result, finish) = outcome(job, stopped, at);
-        let finished = match (ended, finish) {
-            (Some(ended), _) if stopped.is_ok() => ended,
-            (_, None) => return Ok(result),
-            (_, Some(finish)) => state.store.finish_sync_job(lease, finish, at).await?,
+        let Some(finish) = finish else {
+            return Ok(result);
         };
-        Ok(match finished {
-            Finished::NotOurs => JobResult::LeaseLost,
-            Finished::Done => result,
-            Finished::FollowedBy(follow_up) => {
-                tracing::info!(follow_up = %follow_up, "a sync requested while this one ran is queued");
-                // This process's idle workers start it now rather than at their next poll.
-                state.sync.notify();
-                result
-            }
-        })
+        Ok(
+            match state.store.finish_sync_job(lease, finish, at).await? {
+                Finished::NotOurs => JobResult::LeaseLost,
+                Finished::Done => result,
+                Finished::FollowedBy(follow_up) => {
+                    tracing::info!(follow_up = %follow_up, "a sync requested while this one ran is queued");
+                    // This process's idle workers start it now rather than at their next poll.
+                    state.sync.notify();
+                    result
+                }
+            },
+        )
     }
 
     /// Claims and runs jobs, up to `concurrency` at once, until shutdown begins; then lets the

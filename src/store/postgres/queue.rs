@@ -16,8 +16,7 @@ use crate::domain::{
     merge_metadata, Connection, ConnectionId, Job, JobId, JobType, NewJob, TenantId, Timestamp,
 };
 use crate::store::shared::queue::{
-    self, EndedJob, JobEnd, JobEnds, JobKey, JobPick, QueueDialect, JOB_INSERT_COLUMNS,
-    UNLESS_LANE_TAKEN,
+    self, EndedJob, JobEnd, JobKey, JobPick, QueueDialect, JOB_INSERT_COLUMNS, UNLESS_LANE_TAKEN,
 };
 use crate::store::shared::turns::walk_tenants;
 use crate::store::shared::Dialect;
@@ -184,8 +183,6 @@ impl SyncQueue for PostgresStore {
 
 #[async_trait]
 impl QueueDialect for PostgresStore {
-    type Ends = JobSql;
-
     async fn job(&self, key: JobKey) -> Result<Option<Job>, StoreError> {
         jobs::get(&self.pool, key.tenant, key.id).await
     }
@@ -324,18 +321,6 @@ impl QueueDialect for PostgresStore {
         Ok(())
     }
 
-    fn ends(&self) -> &JobSql {
-        &JobSql
-    }
-}
-
-/// The statements that end a job, on PostgreSQL (`store::shared::queue::end_in`).
-pub(crate) struct JobSql;
-
-#[async_trait]
-impl JobEnds for JobSql {
-    type Db = Postgres;
-
     async fn end_job(
         &self,
         conn: &mut PgConnection,
@@ -469,19 +454,13 @@ async fn commit_page(
             .await?;
     }
     store_cursor(&mut tx, connection, page.cursor, now).await?;
-    // The job row is ours and locked since the lease was extended, so a last page ends it.
-    let ended = if page.last {
-        queue::end_in(&JobSql, &mut tx, lease, JobFinish::Succeeded, now).await?
-    } else {
-        Finished::NotOurs
-    };
     // Last: the signals' events hold the outbox lock until the commit.
     let inserted = store.insert_signals(&mut tx, page.signals).await?;
     tx.commit().await?;
     if inserted > 0 {
         store.push_events_committed();
     }
-    Ok(queue::page_outcome(inserted, ended))
+    Ok(PageCommit::Stored(inserted))
 }
 
 /// Extends the lease while it is ours and the job's connection is `active`; `false`

@@ -6,14 +6,13 @@
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};
-use sqlx::Database;
 use uuid::Uuid;
 
 use super::{turns, Conn, Dialect};
 use crate::domain::{
     merge_metadata, ConnectionId, Job, JobId, JobStatus, JobType, NewJob, TenantId, Timestamp,
 };
-use crate::store::{Enqueued, Finished, IfRunning, JobFinish, Lease, PageCommit, StoreError};
+use crate::store::{Enqueued, Finished, IfRunning, JobFinish, Lease, StoreError};
 
 /// A job named by a statement's `RETURNING id, tenant_id`, to be read whole afterwards.
 #[derive(Clone, Copy, Debug)]
@@ -142,9 +141,6 @@ impl<'a> JobEnd<'a> {
 /// taking `conn` run inside the caller's transaction.
 #[async_trait]
 pub(crate) trait QueueDialect: Dialect {
-    /// The statements that end a job, in this store's SQL.
-    type Ends: JobEnds<Db = Self::Db>;
-
     /// A job of this tenant.
     async fn job(&self, key: JobKey) -> Result<Option<Job>, StoreError>;
 
@@ -214,22 +210,11 @@ pub(crate) trait QueueDialect: Dialect {
         now: Timestamp,
     ) -> Result<(), StoreError>;
 
-    /// The statements that end a job, run by [`end_in`].
-    fn ends(&self) -> &Self::Ends;
-}
-
-/// The statements that end (or requeue) a leased job, in one store's SQL, each inside the
-/// caller's transaction. Apart from [`QueueDialect`] so that a writer holding no store (SQLite's
-/// page group) can end a job in its own transaction.
-#[async_trait]
-pub(crate) trait JobEnds: Send + Sync {
-    type Db: Database;
-
     /// Writes `end` on the job and drops its lease, if it is still `running` under `lease`;
     /// `None` when it is not.
     async fn end_job(
         &self,
-        conn: &mut <Self::Db as Database>::Connection,
+        conn: &mut Conn<Self>,
         lease: Lease<'_>,
         end: &JobEnd<'_>,
         now: Timestamp,
@@ -240,7 +225,7 @@ pub(crate) trait JobEnds: Send + Sync {
     /// Idle workers hear of it once it commits (PostgreSQL).
     async fn queue_follow_up(
         &self,
-        conn: &mut <Self::Db as Database>::Connection,
+        conn: &mut Conn<Self>,
         after: JobId,
         id: JobId,
         now: Timestamp,
@@ -249,7 +234,7 @@ pub(crate) trait JobEnds: Send + Sync {
     /// The connection synced: `last_synced_at` becomes `now`, `last_error` is cleared.
     async fn record_sync_success(
         &self,
-        conn: &mut <Self::Db as Database>::Connection,
+        conn: &mut Conn<Self>,
         connection: ConnectionId,
         now: Timestamp,
     ) -> Result<(), StoreError>;
@@ -257,7 +242,7 @@ pub(crate) trait JobEnds: Send + Sync {
     /// The connection's sync gave up: `last_error` shows why.
     async fn record_sync_failure(
         &self,
-        conn: &mut <Self::Db as Database>::Connection,
+        conn: &mut Conn<Self>,
         connection: ConnectionId,
         error: &str,
         now: Timestamp,
@@ -383,35 +368,17 @@ pub(crate) async fn finish<S: QueueDialect>(
     now: Timestamp,
 ) -> Result<Finished, StoreError> {
     let mut tx = store.write_pool().begin().await?;
-    let finished = end_in(store.ends(), &mut tx, lease, finish, now).await?;
-    if finished == Finished::NotOurs {
-        tx.rollback().await?;
-    } else {
-        tx.commit().await?;
-    }
-    Ok(finished)
-}
-
-/// Ends (or requeues) a leased job inside the caller's transaction: the job row, the follow-up
-/// requested while it ran (when it succeeded), and what its connection shows. Writes nothing
-/// and answers [`Finished::NotOurs`] when the lease is no longer ours.
-pub(crate) async fn end_in<E: JobEnds>(
-    ends: &E,
-    conn: &mut <E::Db as Database>::Connection,
-    lease: Lease<'_>,
-    finish: JobFinish<'_>,
-    now: Timestamp,
-) -> Result<Finished, StoreError> {
     // The job row first, as in a page commit: on SQLite the transaction takes the write lock
     // with its first statement, on PostgreSQL the row stays locked until the commit.
     let end = JobEnd::of(finish, now);
-    let Some(ended) = ends.end_job(conn, lease, &end, now).await? else {
+    let Some(ended) = store.end_job(&mut tx, lease, &end, now).await? else {
+        tx.rollback().await?;
         return Ok(Finished::NotOurs);
     };
     let mut finished = Finished::Done;
     if matches!(finish, JobFinish::Succeeded) && ended.follow_up {
         let id = JobId::generate();
-        if ends.queue_follow_up(conn, lease.job, id, now).await? {
+        if store.queue_follow_up(&mut tx, lease.job, id, now).await? {
             finished = Finished::FollowedBy(id);
         }
     }
@@ -420,11 +387,13 @@ pub(crate) async fn end_in<E: JobEnds>(
     let syncs = ended.lane == "sync";
     match finish {
         JobFinish::Succeeded if syncs => {
-            ends.record_sync_success(conn, ended.connection, now)
+            store
+                .record_sync_success(&mut tx, ended.connection, now)
                 .await?;
         }
         JobFinish::Failed { error } if syncs => {
-            ends.record_sync_failure(conn, ended.connection, error, now)
+            store
+                .record_sync_failure(&mut tx, ended.connection, error, now)
                 .await?;
         }
         JobFinish::Succeeded
@@ -432,24 +401,8 @@ pub(crate) async fn end_in<E: JobEnds>(
         | JobFinish::Retry { .. }
         | JobFinish::Defer { .. } => {}
     }
+    tx.commit().await?;
     Ok(finished)
-}
-
-/// What a page commit that stored `new` signals answers, given how ending its job went
-/// (`NotOurs` for a page that was not the job's last): the job's finish is left to
-/// [`crate::store::SyncQueue::finish_sync_job`] unless it ended here.
-pub(crate) fn page_outcome(new: u64, ended: Finished) -> PageCommit {
-    match ended {
-        Finished::NotOurs => PageCommit::Stored(new),
-        Finished::Done => PageCommit::Succeeded {
-            new,
-            follow_up: None,
-        },
-        Finished::FollowedBy(id) => PageCommit::Succeeded {
-            new,
-            follow_up: Some(id),
-        },
-    }
 }
 
 #[cfg(test)]

@@ -8,24 +8,23 @@
 //! A page is encoded (its signals' JSON, their events) by its caller before it joins a group,
 //! so the write turn holds only the statements. The rules of a page commit are those of
 //! PostgreSQL's, one page a transaction (`store::postgres::queue`): the lease is checked and
-//! extended first, in the same transaction, and a page whose lease is lost or whose connection
-//! stopped being active writes nothing; the others of its group are stored all the same. A
-//! job's last page ends its job in the group's transaction.
+//! extended first, in the same
+//! transaction, and a page whose lease is lost or whose connection stopped being active writes
+//! nothing; the others of its group are stored all the same.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
-use super::queue::{self, JobSql};
+use super::queue;
 use super::signals::SignalRow;
 use super::WriteGate;
-use crate::domain::{merge_metadata, now, to_micros, ConnectionId, JobId, Timestamp};
+use crate::domain::{merge_metadata, now, to_micros, ConnectionId, Timestamp};
 use crate::store::shared::group::{Group, GroupCommit};
-use crate::store::shared::queue::{end_in, page_outcome};
-use crate::store::{Finished, JobFinish, Lease, PageCommit, StoreError, SyncCommit};
+use crate::store::{Lease, PageCommit, StoreError, SyncCommit};
 
 /// The most pages one transaction holds (a group is at most one page per job running here).
 const MAX_GROUP: usize = 64;
@@ -51,8 +50,6 @@ pub(super) struct Page {
     metadata: Option<Map<String, Value>>,
     lease_until: i64,
     at: i64,
-    /// For the job's last page, when the job ends with it.
-    ends_at: Option<Timestamp>,
 }
 
 impl Page {
@@ -80,7 +77,6 @@ impl Page {
             metadata: page.metadata.cloned(),
             lease_until: to_micros(&lease_until),
             at: to_micros(&at),
-            ends_at: page.last.then_some(at),
         })
     }
 }
@@ -145,18 +141,6 @@ async fn commit(pool: &SqlitePool, group: &[&Page]) -> Result<Vec<PageCommit>, S
         .map(|page| (page.connection, page.cursor.as_str(), page.at))
         .collect();
     queue::store_cursors(&mut tx, &cursors).await?;
-    // A job's last page ends the job, whose lease this transaction has just extended.
-    let mut ended = HashMap::new();
-    for page in &kept {
-        if let Some(at) = page.ends_at {
-            let lease = Lease {
-                job: JobId(page.job),
-                owner: &page.owner,
-            };
-            let finished = end_in(&JobSql, &mut tx, lease, JobFinish::Succeeded, at).await?;
-            ended.insert(page.job, finished);
-        }
-    }
     tx.commit().await?;
     Ok(group
         .iter()
@@ -164,11 +148,7 @@ async fn commit(pool: &SqlitePool, group: &[&Page]) -> Result<Vec<PageCommit>, S
         .map(|(page, refused)| {
             refused.unwrap_or_else(|| {
                 let stored = page.rows.iter().filter(|row| new.contains(&row.id)).count();
-                let finished = ended.get(&page.job).copied();
-                page_outcome(
-                    u64::try_from(stored).unwrap_or(u64::MAX),
-                    finished.unwrap_or(Finished::NotOurs),
-                )
+                PageCommit::Stored(u64::try_from(stored).unwrap_or(u64::MAX))
             })
         })
         .collect())
@@ -284,7 +264,6 @@ mod tests {
                 signals,
                 cursor,
                 metadata,
-                last: false,
             },
             at + chrono::Duration::minutes(5),
             at,
@@ -408,45 +387,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_last_page_ends_its_job_in_the_groups_transaction_and_the_others_run_on() {
-        let dir = tempfile::tempdir().expect("dir");
-        let store = open(&dir).await;
-        let (a, job_a) = running(&store, "worker-a").await;
-        let (b, job_b) = running(&store, "worker-b").await;
-        let mut last = page(job_a, "worker-a", &a, &[signal(&a, "a-1")], &json!(1), None);
-        last.ends_at = Some(now());
-        let next = page(job_b, "worker-b", &b, &[signal(&b, "b-1")], &json!(1), None);
-
-        let outcomes = commit(&store.writer, &[&last, &next])
-            .await
-            .expect("committed");
-
-        assert_eq!(
-            outcomes,
-            vec![
-                PageCommit::Succeeded {
-                    new: 1,
-                    follow_up: None
-                },
-                PageCommit::Stored(1)
-            ]
-        );
-        let status = "SELECT count(*) FROM sync_jobs WHERE id = ? AND status = 'running'";
-        assert_eq!(count(&store, status, job_a.0).await, 0, "a's job ended");
-        assert_eq!(count(&store, status, job_b.0).await, 1, "b's job runs on");
-        let synced = "SELECT count(*) FROM connections WHERE id = ? AND last_synced_at = ?";
-        let ends_at = last.ends_at.map(|at| to_micros(&at));
-        let synced_a: i64 = sqlx::query_scalar(synced)
-            .bind(a.id.0)
-            .bind(ends_at)
-            .fetch_one(&store.pool)
-            .await
-            .expect("synced");
-        assert_eq!(synced_a, 1);
-        store.close().await;
-    }
-
-    #[tokio::test]
     async fn concurrent_pages_are_stored_through_the_group_writer() {
         let dir = tempfile::tempdir().expect("dir");
         let store = open(&dir).await;
@@ -473,7 +413,6 @@ mod tests {
                             signals: &signals,
                             cursor: &cursor,
                             metadata: None,
-                            last: false,
                         },
                         now() + chrono::Duration::minutes(5),
                         now(),

@@ -14,8 +14,7 @@ use crate::domain::{
     to_micros, Connection, ConnectionId, Job, JobId, JobType, NewJob, TenantId, Timestamp,
 };
 use crate::store::shared::queue::{
-    self, EndedJob, JobEnd, JobEnds, JobKey, JobPick, QueueDialect, JOB_INSERT_COLUMNS,
-    UNLESS_LANE_TAKEN,
+    self, EndedJob, JobEnd, JobKey, JobPick, QueueDialect, JOB_INSERT_COLUMNS, UNLESS_LANE_TAKEN,
 };
 use crate::store::shared::turns::walk_tenants;
 use crate::store::{
@@ -177,8 +176,6 @@ impl SyncQueue for SqliteStore {
 
 #[async_trait]
 impl QueueDialect for SqliteStore {
-    type Ends = JobSql;
-
     async fn job(&self, key: JobKey) -> Result<Option<Job>, StoreError> {
         jobs::get(&self.pool, key.tenant, key.id).await
     }
@@ -305,18 +302,6 @@ impl QueueDialect for SqliteStore {
     ) -> Result<(), StoreError> {
         set_connection_metadata(conn, connection.0, metadata, to_micros(&now)).await
     }
-
-    fn ends(&self) -> &JobSql {
-        &JobSql
-    }
-}
-
-/// The statements that end a job, on SQLite (`store::shared::queue::end_in`).
-pub(crate) struct JobSql;
-
-#[async_trait]
-impl JobEnds for JobSql {
-    type Db = Sqlite;
 
     async fn end_job(
         &self,

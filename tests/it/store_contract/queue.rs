@@ -164,7 +164,6 @@ async fn a_job_whose_lease_expired_is_taken_over_and_its_first_worker_loses_it()
                 signals: &signals,
                 cursor: &json!({ "page": 2 }),
                 metadata: Some(&object(json!({ "site": "us" }))),
-                last: false,
             },
             later + Duration::minutes(5),
             later,
@@ -264,7 +263,6 @@ async fn committing_a_page_stores_signals_cursor_and_metadata_patch_and_extends_
                 signals: &signals,
                 cursor: &json!({ "page": 2 }),
                 metadata: Some(&patch),
-                last: false,
             },
             at + Duration::minutes(10),
             at,
@@ -280,7 +278,6 @@ async fn committing_a_page_stores_signals_cursor_and_metadata_patch_and_extends_
                 signals: &signals,
                 cursor: &json!({ "page": 3 }),
                 metadata: None,
-                last: false,
             },
             at + Duration::minutes(10),
             at,
@@ -343,7 +340,6 @@ async fn a_page_of_a_revoked_connection_is_not_committed() -> Outcome {
                 signals: &signals,
                 cursor: &json!({ "page": 2 }),
                 metadata: Some(&object(json!({ "site": "us" }))),
-                last: false,
             },
             at + Duration::minutes(10),
             at,
@@ -395,149 +391,6 @@ async fn a_successful_sync_records_when_it_synced_and_clears_the_last_error() ->
     let read = store.get_connection(t, conn.id).await?.expect("there");
     assert_eq!(read.last_synced_at, Some(done_at));
     assert_eq!(read.last_error, None);
-    Ok(())
-}
-
-#[tokio::test]
-async fn a_last_page_ends_its_job_in_its_commit_and_queues_the_follow_up() -> Outcome {
-    let app = TestApp::spawn().await;
-    let store = app.store();
-    let t = tenant();
-    let conn = app.connection(t, "github").await;
-    let at = now();
-    store
-        .set_connection_status(t, conn.id, ConnectionStatus::Active, Some("old error"), at)
-        .await?;
-    let job = claimed(
-        &store,
-        &conn,
-        JobType::Full,
-        "w",
-        at,
-        at + Duration::minutes(1),
-    )
-    .await?;
-    store
-        .enqueue_sync(
-            &NewJob::queued(&conn, JobType::Webhook, at),
-            IfRunning::FollowUp,
-        )
-        .await?;
-    let done_at = at + Duration::seconds(5);
-    let signals = [signal(&conn, "push", 1)];
-
-    let committed = store
-        .commit_sync_page(
-            lease(&job, "w"),
-            conn.id,
-            &SyncCommit {
-                signals: &signals,
-                cursor: &json!({ "page": "end" }),
-                metadata: None,
-                last: true,
-            },
-            done_at + Duration::minutes(10),
-            done_at,
-        )
-        .await?;
-
-    let PageCommit::Succeeded {
-        new: 1,
-        follow_up: Some(id),
-    } = committed
-    else {
-        panic!("expected the job ended with its follow-up, got {committed:?}");
-    };
-    assert!(store.get_signal(t, signals[0].id).await?.is_some());
-    assert_eq!(
-        store.sync_cursor(conn.id).await?,
-        Some(json!({ "page": "end" }))
-    );
-    let read_job = store.get_job(t, job.id).await?.expect("there");
-    assert_eq!(read_job.status, JobStatus::Succeeded);
-    assert_eq!(read_job.finished_at, Some(done_at));
-    assert_eq!(read_job.error, None);
-    let read = store.get_connection(t, conn.id).await?.expect("there");
-    assert_eq!(read.last_synced_at, Some(done_at));
-    assert_eq!(read.last_error, None);
-    let follow_up = store.get_job(t, id).await?.expect("queued");
-    assert_eq!(
-        (follow_up.status, follow_up.job_type, follow_up.scheduled_at),
-        (JobStatus::Queued, JobType::Webhook, done_at)
-    );
-    // Nothing is left to finish: the lease went with the job.
-    let again = store
-        .finish_sync_job(lease(&job, "w"), JobFinish::Succeeded, done_at)
-        .await?;
-    assert_eq!(again, Finished::NotOurs);
-    Ok(())
-}
-
-#[tokio::test]
-async fn a_last_page_under_a_lost_lease_or_of_a_revoked_connection_ends_nothing() -> Outcome {
-    let app = TestApp::spawn().await;
-    let store = app.store();
-    let t = tenant();
-    let (lost, revoked) = (
-        app.connection(t, "github").await,
-        app.connection(t, "github").await,
-    );
-    let at = now();
-    let lost_job = claimed(
-        &store,
-        &lost,
-        JobType::Incremental,
-        "w",
-        at,
-        at + Duration::minutes(1),
-    )
-    .await?;
-    let revoked_job = claimed(
-        &store,
-        &revoked,
-        JobType::Incremental,
-        "w",
-        at,
-        at + Duration::minutes(1),
-    )
-    .await?;
-    // The first job's lease ran out and another worker took it over; the second's connection
-    // was disconnected.
-    let later = at + Duration::minutes(2);
-    let taken = store
-        .claim_sync_job("other", later, later + Duration::minutes(1))
-        .await?
-        .expect("an abandoned job");
-    assert_eq!(taken.id, lost_job.id);
-    store.revoke_connection(t, revoked.id, later).await?;
-
-    for (conn, job, expected) in [
-        (&lost, &lost_job, PageCommit::LeaseLost),
-        (&revoked, &revoked_job, PageCommit::ConnectionInactive),
-    ] {
-        let signals = [signal(conn, "push", 1)];
-        let committed = store
-            .commit_sync_page(
-                lease(job, "w"),
-                conn.id,
-                &SyncCommit {
-                    signals: &signals,
-                    cursor: &json!({ "page": "end" }),
-                    metadata: None,
-                    last: true,
-                },
-                later + Duration::minutes(10),
-                later,
-            )
-            .await?;
-        assert_eq!(committed, expected);
-        assert_eq!(store.get_signal(t, signals[0].id).await?, None);
-        assert_eq!(store.sync_cursor(conn.id).await?, None);
-        let read_job = store.get_job(t, job.id).await?.expect("there");
-        assert_eq!(read_job.status, JobStatus::Running, "the job did not end");
-        let read = store.get_connection(t, conn.id).await?.expect("there");
-        assert_eq!(read.last_synced_at, None);
-    }
     Ok(())
 }
 

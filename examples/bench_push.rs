@@ -311,9 +311,10 @@ async fn delivery(
 
 fn summary(run: &ingest::IngestRun, outcome: &Outcome, rate: u32, n: usize) -> String {
     format!(
-        "{rate}/s paced, {n} endpoint(s) | {:.0} accepted/s, {} errors | {} | {}",
+        "{rate}/s paced, {n} endpoint(s) | {:.0} accepted/s, {} errors, {} started late | {} | {}",
         run.per_sec(),
         run.errors,
+        run.late,
         outcome.one_line(),
         if outcome.lossless() {
             "nothing lost"

@@ -88,6 +88,9 @@ pub struct IngestRun {
     pub ended_at: DateTime<Utc>,
     /// The probe's measurements, when it ran.
     pub probe: Option<Probe>,
+    /// Paced deliveries that started more than a period after their time: the server fell
+    /// behind the rate asked.
+    pub late: u64,
 }
 
 impl IngestRun {
@@ -101,10 +104,11 @@ impl IngestRun {
 
     pub fn one_line(&self) -> String {
         format!(
-            "{} accepted, {} errors, {:.0}/s, p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms, \
-             server CPU {}, client CPU {}",
+            "{} accepted, {} errors, {} started late, {:.0}/s, p50 {:.2} ms, p90 {:.2} ms, \
+             p99 {:.2} ms, max {:.2} ms, server CPU {}, client CPU {}",
             thousands(self.accepted),
             self.errors,
+            thousands(self.late),
             self.per_sec(),
             self.ms(0.5),
             self.ms(0.9),
@@ -128,6 +132,8 @@ struct SenderStats {
     error_samples: Vec<String>,
     latency: Histogram<u64>,
     acks: Vec<Ack>,
+    /// Paced deliveries that started more than a period after their time.
+    late: u64,
 }
 
 /// Drives `concurrency` senders over `tenants` for the warm-up and the recorded window; with
@@ -153,7 +159,7 @@ pub async fn run(
         .map(|n| {
             let (api, base, tenants) = (api.clone(), base.clone(), tenants.clone());
             let window = (record_from, end);
-            tokio::spawn(async move { sender(&api, &base, &tenants, n, window, period).await })
+            tokio::spawn(async move { sender(api, &base, &tenants, n, window, period).await })
         })
         .collect();
     let probe = probe_tenant.map(|t| {
@@ -174,12 +180,14 @@ pub async fn run(
         error_samples: Vec::new(),
         latency: histogram()?,
         acks: Vec::new(),
+        late: 0,
     };
     for handle in senders {
         let stats = handle.await.context("a sender panicked")??;
         total.accepted += stats.accepted;
         total.accepted_total += stats.accepted_total;
         total.errors += stats.errors;
+        total.late += stats.late;
         total
             .latency
             .add(&stats.latency)
@@ -221,13 +229,23 @@ pub async fn run(
         acks: total.acks,
         ended_at,
         probe,
+        late: total.late,
     })
 }
 
+/// Deliveries one paced sender keeps in flight at most; past it the sender falls behind its
+/// schedule and each further delivery starts late (counted), as soon as one is answered.
+const MAX_IN_FLIGHT: usize = 64;
+
 /// One sender: deliveries until `end` (of `window`), back to back or one per `period`,
 /// round robin over the tenants; records those started at or after the window's start.
+///
+/// Paced, the deliveries arrive at a constant rate, each at its time whether or not the ones
+/// before it have been answered (an open model: a slow answer does not hold the next delivery
+/// back, so the rate asked is the rate sent while the server keeps up, and its latency is not
+/// hidden by sending less).
 async fn sender(
-    api: &Api,
+    api: Arc<Api>,
     base: &Url,
     tenants: &[TenantId],
     n: usize,
@@ -241,47 +259,99 @@ async fn sender(
         error_samples: Vec::new(),
         latency: histogram()?,
         acks: Vec::new(),
+        late: 0,
     };
     let mut seq = 0usize;
+    let mut in_flight = tokio::task::JoinSet::new();
     // Senders start spread over one period, not all at once.
     let mut next = Instant::now() + period.map_or(Duration::ZERO, |p| p / 64 * (n % 64) as u32);
     loop {
         if let Some(period) = period {
             tokio::time::sleep_until(next.into()).await;
-            // Behind schedule (a slow answer): go on from now rather than catch up in a burst.
-            let now = Instant::now();
-            next = next.max(now.checked_sub(period).unwrap_or(now)) + period;
+            while in_flight.len() >= MAX_IN_FLIGHT {
+                if let Some(done) = in_flight.join_next().await {
+                    stats.add(done.context("a delivery panicked")?, record_from);
+                }
+            }
+            if Instant::now() > next + period {
+                stats.late += 1;
+            }
+            next += period;
+        }
+        while let Some(done) = in_flight.try_join_next() {
+            stats.add(done.context("a delivery panicked")?, record_from);
         }
         let started = Instant::now();
         if started >= end {
-            return Ok(stats);
+            break;
         }
         let tenant = tenants[(n + seq) % tenants.len()];
-        let id = format!("load-{n}-{seq}");
-        let number = seq;
+        let delivery = Delivery {
+            tenant,
+            sender: n,
+            seq,
+            started,
+        };
         seq += 1;
-        let outcome = api.deliver(base, tenant, &id).await;
-        let took = started.elapsed();
-        stats.accepted_total += u64::from(outcome.is_ok());
-        if started < record_from {
-            continue;
+        if period.is_some() {
+            let (api, base) = (api.clone(), base.clone());
+            in_flight.spawn(async move { delivery.send(&api, &base).await });
+        } else {
+            let done = delivery.send(&api, base).await;
+            stats.add(done, record_from);
+        }
+    }
+    while let Some(done) = in_flight.join_next().await {
+        stats.add(done.context("a delivery panicked")?, record_from);
+    }
+    Ok(stats)
+}
+
+/// One delivery of a sender: `load-{sender}-{seq}` to `tenant`, started at `started`.
+struct Delivery {
+    tenant: TenantId,
+    sender: usize,
+    seq: usize,
+    started: Instant,
+}
+
+impl Delivery {
+    /// Sends it; the answer, and how long it took.
+    async fn send(self, api: &Api, base: &Url) -> (Self, Duration, Result<Uuid, String>) {
+        let id = format!("load-{}-{}", self.sender, self.seq);
+        let outcome = api.deliver(base, self.tenant, &id).await;
+        let took = self.started.elapsed();
+        (self, took, outcome)
+    }
+}
+
+impl SenderStats {
+    /// Counts one answered delivery; recorded when it started at or after `record_from`.
+    fn add(
+        &mut self,
+        (delivery, took, outcome): (Delivery, Duration, Result<Uuid, String>),
+        record_from: Instant,
+    ) {
+        self.accepted_total += u64::from(outcome.is_ok());
+        if delivery.started < record_from {
+            return;
         }
         match outcome {
             Ok(event) => {
-                stats.accepted += 1;
-                record(&mut stats.latency, took);
-                stats.acks.push(Ack {
-                    tenant,
+                self.accepted += 1;
+                record(&mut self.latency, took);
+                self.acks.push(Ack {
+                    tenant: delivery.tenant,
                     event,
-                    sender: n,
-                    seq: number,
+                    sender: delivery.sender,
+                    seq: delivery.seq,
                     at: Utc::now(),
                 });
             }
             Err(err) => {
-                stats.errors += 1;
-                if stats.error_samples.len() < 5 {
-                    stats.error_samples.push(err);
+                self.errors += 1;
+                if self.error_samples.len() < 5 {
+                    self.error_samples.push(err);
                 }
             }
         }

@@ -206,7 +206,8 @@ fn ingest_section(md: &mut String, s: &Summary, backend: &str) {
     }
     let pace = if s.rate > 0 {
         format!(
-            "paced to {} deliveries/s in all (`--rate`)",
+            "paced to {} deliveries/s in all (`--rate`), each sent at its time whether or not \
+             the ones before were answered",
             thousands(u64::from(s.rate))
         )
     } else {

@@ -315,23 +315,23 @@ struct Delivery {
     started: Instant,
 }
 
+/// A delivery's answer: how long it took, when it arrived (the harness's clock), and the
+/// stored event's id or the error.
+type Answer = (Delivery, Duration, DateTime<Utc>, Result<Uuid, String>);
+
 impl Delivery {
-    /// Sends it; the answer, and how long it took.
-    async fn send(self, api: &Api, base: &Url) -> (Self, Duration, Result<Uuid, String>) {
+    /// Sends it and takes the answer.
+    async fn send(self, api: &Api, base: &Url) -> Answer {
         let id = format!("load-{}-{}", self.sender, self.seq);
         let outcome = api.deliver(base, self.tenant, &id).await;
         let took = self.started.elapsed();
-        (self, took, outcome)
+        (self, took, Utc::now(), outcome)
     }
 }
 
 impl SenderStats {
     /// Counts one answered delivery; recorded when it started at or after `record_from`.
-    fn add(
-        &mut self,
-        (delivery, took, outcome): (Delivery, Duration, Result<Uuid, String>),
-        record_from: Instant,
-    ) {
+    fn add(&mut self, (delivery, took, at, outcome): Answer, record_from: Instant) {
         self.accepted_total += u64::from(outcome.is_ok());
         if delivery.started < record_from {
             return;
@@ -345,7 +345,7 @@ impl SenderStats {
                     event,
                     sender: delivery.sender,
                     seq: delivery.seq,
-                    at: Utc::now(),
+                    at,
                 });
             }
             Err(err) => {

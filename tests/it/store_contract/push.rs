@@ -723,6 +723,60 @@ const SEQUENCE_BEFORE_0011: &str = "UPDATE push_events SET seq = numbered.n \
           FROM push_events WHERE seq IS NULL) AS numbered \
     WHERE push_events.pos = numbered.pos";
 
+/// The columns an earlier release inserts an event with.
+const OLD_EVENT_COLUMNS: &str =
+    "id, tenant_id, connection_id, provider, event_type, data, created_at, fanned_out";
+
+/// The values of a new event of `connection`, for [`OLD_EVENT_COLUMNS`].
+fn old_event_values(t: TenantId, connection: &Connection) -> String {
+    format!(
+        "'{}', '{}', '{}', 'github', 'connection.status_changed', '{{}}', {}, TRUE",
+        Uuid::new_v4(),
+        t.0,
+        connection.id.0,
+        now().timestamp_micros()
+    )
+}
+
+/// How an instance of a release from `0011_push_unnumbered` until events were numbered at
+/// insert stores an event (PostgreSQL): at `seq = -pos`, its position queued for its sequencer.
+fn queued_event(t: TenantId, connection: &Connection) -> String {
+    format!(
+        "WITH v ({OLD_EVENT_COLUMNS}) AS (VALUES ({})), \
+         inserted AS (INSERT INTO push_events (pos, seq, {OLD_EVENT_COLUMNS}) \
+         SELECT p.pos, -p.pos, p.id::uuid, p.tenant_id::uuid, p.connection_id::uuid, \
+         p.provider, p.event_type, p.data, p.created_at, p.fanned_out \
+         FROM (SELECT nextval('push_events_pos_seq') AS pos, v.* FROM v) AS p RETURNING pos) \
+         INSERT INTO push_events_unnumbered (pos) SELECT pos FROM inserted",
+        old_event_values(t, connection)
+    )
+}
+
+/// That release's sequencer, under the outbox lock in its own transaction: takes the queue,
+/// then numbers the queued events after the highest `seq` stored.
+const TAKE_QUEUED_0011: &str = "DELETE FROM push_events_unnumbered RETURNING pos";
+const SEQUENCE_QUEUED_0011: &str = "UPDATE push_events SET seq = numbered.n \
+    FROM (SELECT q.pos, (SELECT COALESCE(MAX(seq), 0) FROM push_events WHERE seq > 0) \
+          + ROW_NUMBER() OVER (ORDER BY q.pos) AS n FROM UNNEST($1::int8[]) AS q (pos)) AS numbered \
+    WHERE push_events.pos = numbered.pos AND push_events.seq < 0";
+
+/// A transaction of that release's sequencer on `pool` that has numbered what was queued and
+/// not committed: it holds the outbox lock.
+async fn old_sequencer_numbering(
+    pool: &sqlx::PgPool,
+) -> anyhow::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(OUTBOX_LOCK).execute(&mut *tx).await?;
+    let queued: Vec<i64> = sqlx::query_scalar(TAKE_QUEUED_0011)
+        .fetch_all(&mut *tx)
+        .await?;
+    sqlx::query(SEQUENCE_QUEUED_0011)
+        .bind(&queued)
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
+}
+
 #[tokio::test]
 async fn postgres_numbers_the_events_of_both_releases_during_an_upgrade() -> Outcome {
     let app = TestApp::spawn().await;
@@ -758,29 +812,13 @@ async fn events_of_both_releases_are_numbered(app: &TestApp) -> Outcome {
         });
         anyhow::Ok(())
     };
-    let values = || {
+    let legacy_event = || {
         format!(
-            "'{}', '{}', '{}', 'github', 'connection.status_changed', '{{}}', {}, TRUE",
-            Uuid::new_v4(),
-            t.0,
-            connection.id.0,
-            now().timestamp_micros()
+            "INSERT INTO push_events ({OLD_EVENT_COLUMNS}) VALUES ({})",
+            old_event_values(t, &connection)
         )
     };
-    let columns =
-        "id, tenant_id, connection_id, provider, event_type, data, created_at, fanned_out";
-    let legacy_event = || format!("INSERT INTO push_events ({columns}) VALUES ({})", values());
-    let queued_event = || {
-        format!(
-            "WITH v ({columns}) AS (VALUES ({})), \
-             inserted AS (INSERT INTO push_events (pos, seq, {columns}) \
-             SELECT p.pos, -p.pos, p.id::uuid, p.tenant_id::uuid, p.connection_id::uuid, \
-             p.provider, p.event_type, p.data, p.created_at, p.fanned_out \
-             FROM (SELECT nextval('push_events_pos_seq') AS pos, v.* FROM v) AS p RETURNING pos) \
-             INSERT INTO push_events_unnumbered (pos) SELECT pos FROM inserted",
-            values()
-        )
-    };
+    let queued_event = || queued_event(t, &connection);
     let first = app.signals(signals(&connection, 2)).await;
     old(legacy_event()).await?;
     old(queued_event()).await?;
@@ -1043,5 +1081,74 @@ async fn fan_out_never_passes_an_event_a_writer_is_still_numbering() -> Outcome 
             "once, not passed over"
         );
     });
+    Ok(())
+}
+
+#[tokio::test]
+async fn postgres_the_previous_releases_sequencer_and_this_releases_writers_take_turns() -> Outcome
+{
+    let app = TestApp::spawn().await;
+    let store = app.store();
+    let t = tenant();
+    let connection = app.connection(t, "github").await;
+    let url = app.database_url.clone();
+    if store.backend() == Backend::Sqlite {
+        // SQLite's releases numbered events as they inserted them: it never had a sequencer.
+        let queue = "SELECT COUNT(*) FROM sqlite_master WHERE name = 'push_events_unnumbered'";
+        assert_eq!(column(&url, queue).await?, vec![Some(0)]);
+        return Ok(());
+    }
+    let pool = sqlx::PgPool::connect(&url).await?;
+    let seqs = "SELECT seq FROM push_events WHERE seq > 0 ORDER BY seq";
+
+    // The previous release's sequencer numbers its queued event and has not committed: this
+    // release's writer waits for it, then numbers after it.
+    sqlx::query(&queued_event(t, &connection))
+        .execute(&pool)
+        .await?;
+    let sequencer = old_sequencer_numbering(&pool).await?;
+    let batch = signals(&connection, 2);
+    let writer = {
+        let (store, batch) = (store.clone(), batch.clone());
+        tokio::spawn(async move { store.insert_signals(&batch).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !writer.is_finished(),
+        "this release's writer waits for the previous release's sequencer"
+    );
+    sequencer.commit().await?;
+    assert_eq!(writer.await??, 2);
+    assert_eq!(event_seqs(&store, t, &batch).await?, vec![2, 3]);
+
+    // And the other way round: a writer of this release holds the lock, the previous release's
+    // sequencer waits for it, then numbers its queued event after the writer's.
+    sqlx::query(&queued_event(t, &connection))
+        .execute(&pool)
+        .await?;
+    let numbering = numbering_one_event!(pool, Backend::Postgres, t, connection);
+    let sequencer = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            old_sequencer_numbering(&pool).await?.commit().await?;
+            anyhow::Ok(())
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !sequencer.is_finished(),
+        "the previous release's sequencer waits for this release's writer"
+    );
+    numbering.commit().await?;
+    sequencer.await??;
+    let numbered: Vec<Option<i64>> = (1..=5).map(Some).collect();
+    assert_eq!(
+        column(&url, seqs).await?,
+        numbered,
+        "each number given once"
+    );
+    let waiting = "SELECT COUNT(*) FROM push_events WHERE seq < 0 OR seq IS NULL";
+    assert_eq!(column(&url, waiting).await?, vec![Some(0)]);
+    pool.close().await;
     Ok(())
 }

@@ -33,7 +33,8 @@ impl Api {
         payload_bytes: usize,
     ) -> Result<Self> {
         let client = Client::builder()
-            .pool_max_idle_per_host(concurrency + 8)
+            // Paced senders may each have several deliveries in flight.
+            .pool_max_idle_per_host(concurrency.saturating_mul(4).saturating_add(8))
             .tcp_nodelay(true)
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(60))

@@ -113,25 +113,27 @@ fn ingest_section(md: &mut String, s: &Summary, backend: &str) {
         s.concurrency, s.payload_bytes
     );
     md.push_str(
-        "| Backend | Scenario | Roles | Senders | Accepted | Errors | accepted/s | /healthz req/s \
+        "| Backend | Scenario | Roles | Senders | Accepted | Errors | Started late | accepted/s \
+         | /healthz req/s \
          | of /healthz | fixed body req/s | of fixed body | commits/s | of commits/s | p50 ms \
          | p90 ms | p99 ms | max ms | Server CPU | Client CPU | Max RSS MB |\n",
     );
     md.push_str(
-        "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
+        "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
     );
     let commits = s.commit_limit.as_ref();
     for r in &s.ingest {
         let run = &r.run;
         let _ = writeln!(
             md,
-            "| {} | {} | `{}` | {} | {} | {} | {} | {} | {:.2} | {} | {:.2} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {:.1} |",
+            "| {} | {} | `{}` | {} | {} | {} | {} | {} | {} | {:.2} | {} | {:.2} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {:.1} |",
             s.backend.as_str(),
             run.name,
             run.roles,
             s.concurrency,
             thousands(run.accepted),
             run.errors,
+            thousands(run.late),
             thousands(run.per_sec().round() as u64),
             thousands(r.floor.per_sec().round() as u64),
             r.floor.fraction(run.per_sec()),
@@ -206,8 +208,8 @@ fn ingest_section(md: &mut String, s: &Summary, backend: &str) {
     }
     let pace = if s.rate > 0 {
         format!(
-            "paced to {} deliveries/s in all (`--rate`), each sent at its time whether or not \
-             the ones before were answered",
+            "paced to {} deliveries/s in all (`--rate`; each sent at its time, with at most 64 \
+             of a sender's unanswered)",
             thousands(u64::from(s.rate))
         )
     } else {

@@ -818,10 +818,10 @@ async fn events_of_both_releases_are_numbered(app: &TestApp) -> Outcome {
             old_event_values(t, &connection)
         )
     };
-    let queued_event = || queued_event(t, &connection);
+    let queued = || queued_event(t, &connection);
     let first = app.signals(signals(&connection, 2)).await;
     old(legacy_event()).await?;
-    old(queued_event()).await?;
+    old(queued()).await?;
 
     // This release's events are numbered at once; the old sequencer numbers its own event
     // after them and leaves the queued one waiting at a negative `seq`.
@@ -836,7 +836,7 @@ async fn events_of_both_releases_are_numbered(app: &TestApp) -> Outcome {
     old("DELETE FROM push_events WHERE seq = 0".to_string()).await?;
     let second = app.signals(signals(&connection, 1)).await;
     old(legacy_event()).await?;
-    old(queued_event()).await?;
+    old(queued()).await?;
 
     // The queued two in the order they went in, then the one with `seq` NULL.
     assert_eq!(store.sequence_and_fan_out(64, now()).await?, (7, 7));
@@ -1121,8 +1121,9 @@ async fn postgres_the_previous_releases_sequencer_and_this_releases_writers_take
     assert_eq!(writer.await??, 2);
     assert_eq!(event_seqs(&store, t, &batch).await?, vec![2, 3]);
 
-    // And the other way round: a writer of this release holds the lock, the previous release's
-    // sequencer waits for it, then numbers its queued event after the writer's.
+    // And the other way round: a transaction holds the outbox lock as this release's writers do
+    // until their commit; the previous release's sequencer waits for it, then numbers its
+    // queued event after that transaction's.
     sqlx::query(&queued_event(t, &connection))
         .execute(&pool)
         .await?;

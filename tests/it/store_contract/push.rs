@@ -898,6 +898,27 @@ macro_rules! numbering_one_event {
     }};
 }
 
+/// Starts this release's writer of two signals of `connection` while `holder` holds the lock
+/// it numbers under, checks the writer still waits 300 ms later (`why` if not), commits
+/// `holder`; the writer's signals, once it has stored both.
+async fn writer_waits_for<DB: sqlx::Database>(
+    store: &Arc<dyn Store>,
+    connection: &Connection,
+    holder: sqlx::Transaction<'_, DB>,
+    why: &str,
+) -> anyhow::Result<Vec<NewSignal>> {
+    let batch = signals(connection, 2);
+    let writer = {
+        let (store, batch) = (store.clone(), batch.clone());
+        tokio::spawn(async move { store.insert_signals(&batch).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!writer.is_finished(), "{why}");
+    holder.commit().await?;
+    assert_eq!(writer.await??, 2);
+    Ok(batch)
+}
+
 #[tokio::test]
 async fn a_writer_numbers_its_events_after_the_transaction_numbering_before_it_commits() -> Outcome
 {
@@ -910,18 +931,8 @@ async fn a_writer_numbers_its_events_after_the_transaction_numbering_before_it_c
     on_database!(&url, |pool| {
         // Another transaction numbers an event and has not committed.
         let numbering = numbering_one_event!(pool, backend, t, connection);
-        let batch = signals(&connection, 2);
-        let writer = {
-            let (store, batch) = (store.clone(), batch.clone());
-            tokio::spawn(async move { store.insert_signals(&batch).await })
-        };
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        assert!(
-            !writer.is_finished(),
-            "a writer's events wait for the transaction numbering before them"
-        );
-        numbering.commit().await?;
-        assert_eq!(writer.await??, 2);
+        let why = "a writer's events wait for the transaction numbering before them";
+        let batch = writer_waits_for(&store, &connection, numbering, why).await?;
         // Numbered after the event committed first, though read while it was uncommitted
         // would have given them 1 and 2.
         assert_eq!(event_seqs(&store, t, &batch).await?, vec![2, 3]);
@@ -1107,18 +1118,8 @@ async fn postgres_the_previous_releases_sequencer_and_this_releases_writers_take
         .execute(&pool)
         .await?;
     let sequencer = old_sequencer_numbering(&pool).await?;
-    let batch = signals(&connection, 2);
-    let writer = {
-        let (store, batch) = (store.clone(), batch.clone());
-        tokio::spawn(async move { store.insert_signals(&batch).await })
-    };
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert!(
-        !writer.is_finished(),
-        "this release's writer waits for the previous release's sequencer"
-    );
-    sequencer.commit().await?;
-    assert_eq!(writer.await??, 2);
+    let why = "this release's writer waits for the previous release's sequencer";
+    let batch = writer_waits_for(&store, &connection, sequencer, why).await?;
     assert_eq!(event_seqs(&store, t, &batch).await?, vec![2, 3]);
 
     // And the other way round: a transaction holds the outbox lock as this release's writers do

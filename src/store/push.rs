@@ -226,8 +226,8 @@ pub trait PushStore: Send + Sync {
     async fn endpoint_backlogs(&self) -> Result<Vec<(EndpointId, u64)>, StoreError>;
 
     /// How many recorded events fan-out has yet to reach: those numbered past the fan-out
-    /// watermark and, on PostgreSQL, those an instance of an earlier release left unnumbered. Read when metrics are
-    /// scraped; it stays near zero while the dispatcher keeps up.
+    /// watermark and, on PostgreSQL, those an instance of an earlier release left unnumbered.
+    /// Read when metrics are scraped; it stays near zero while the dispatcher keeps up.
     async fn outbox_waiting(&self) -> Result<u64, StoreError>;
 
     /// New deliveries to `endpoint` of every event from `from` on that it receives (the same

@@ -38,27 +38,14 @@ use crate::store::shared::push::{
 };
 use crate::store::{AttemptRecord, StoreError};
 
-/// Inserts `events` numbered after the highest `seq` given (`outbox::NEWEST_STORED`), in their
-/// order, and moves `push_numbering` to the last, in one statement (one prepared statement
-/// whatever their number): the caller holds the outbox lock until its commit, so this runs
-/// while no other transaction can number events, and a statement prepared once keeps that
-/// time short.
+/// Inserts `events` numbered after the highest `seq` given, in their order, and moves
+/// `push_numbering` to the last, in one statement ([`outbox::INSERT_NUMBERED_ARRAYS`], one
+/// prepared statement whatever their number): the caller holds the outbox lock until its
+/// commit, so this runs while no other transaction can number events, and a statement prepared
+/// once keeps that time short.
 async fn insert_numbered(conn: &mut PgConnection, events: &[&EventRow]) -> Result<(), StoreError> {
     let count = i64::try_from(events.len()).map_err(|e| StoreError::corrupt("events", e))?;
-    let sql = format!(
-        "WITH numbered AS (UPDATE push_numbering \
-         SET last_seq = GREATEST(last_seq, {}) + $9::int8 RETURNING last_seq - $9::int8 AS base) \
-         INSERT INTO push_events (seq, {}) \
-         SELECT numbered.base + v.n, v.id, v.tenant_id, v.connection_id, v.provider, v.kind, \
-         v.event_type, v.data, v.created_at, TRUE FROM numbered, \
-         UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], \
-         $7::text[], $8::int8[]) WITH ORDINALITY \
-         AS v (id, tenant_id, connection_id, provider, kind, event_type, data, created_at, n) \
-         ORDER BY v.n",
-        outbox::NEWEST_STORED,
-        outbox::INSERTED_COLUMNS
-    );
-    sqlx::query(&sql)
+    sqlx::query(outbox::INSERT_NUMBERED_ARRAYS)
         .bind(events.iter().map(|e| e.id).collect::<Vec<_>>())
         .bind(events.iter().map(|e| e.tenant_id).collect::<Vec<_>>())
         .bind(events.iter().map(|e| e.connection_id).collect::<Vec<_>>())

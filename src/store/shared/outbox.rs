@@ -6,8 +6,8 @@
 
 use super::push::EVENT_COLUMNS;
 
-/// The highest `seq` of the events stored, as a subquery ([`NEWEST_STORED`] says how it is
-/// used).
+/// The highest `seq` of the events stored, as a subquery (how inserts number after it: see
+/// [`INSERT_NUMBERED_ARRAYS`]).
 macro_rules! newest_stored {
     () => {
         "(SELECT COALESCE(MAX(seq), 0) FROM push_events WHERE seq > 0)"
@@ -27,7 +27,7 @@ macro_rules! last_given {
 }
 
 /// Gives every visible event inserted with `seq` NULL the next `seq` after the highest given
-/// ([`NEWEST_STORED`] or `push_numbering`), in insertion order. Run by one sequencer at a time:
+/// (the highest stored or `push_numbering`'s), in insertion order. Run by one sequencer at a time:
 /// rows committed before it get seqs now, rows committed after it get higher ones on the next
 /// run. PostgreSQL only, for the events of an instance of a release
 /// before `0011_push_unnumbered` (the releases after it queued theirs, [`SEQUENCE_QUEUED`]);
@@ -130,15 +130,47 @@ impl EventRow {
 }
 
 /// The columns an event is inserted with, after its `seq`, in the order each store binds them.
-pub(crate) const INSERTED_COLUMNS: &str =
-    "id, tenant_id, connection_id, provider, kind, event_type, data, created_at, fanned_out";
+macro_rules! inserted_columns {
+    () => {
+        "id, tenant_id, connection_id, provider, kind, event_type, data, created_at, fanned_out"
+    };
+}
 
-/// The highest `seq` of the events stored. An insert of events numbers them after the greater
-/// of this and `push_numbering.last_seq` (the highest ever given, which an instance of an
-/// earlier release does not keep), and moves `last_seq` to its last number: a number is never
-/// given twice, even once the newest events are deleted. The inserting transaction is the only
-/// one numbering events until it commits: on SQLite, whose writers are serialized; on
-/// PostgreSQL, because it holds the outbox lock from just before the insert to its commit, and
-/// reads with a snapshot taken after the lock was granted. Only `seq > 0` counts: on PostgreSQL
-/// an instance of an earlier release may have left events waiting at a negative `seq`.
-pub(crate) const NEWEST_STORED: &str = newest_stored!();
+// Numbering at insert. An insert of events numbers them after the greater of the highest `seq`
+// stored and `push_numbering.last_seq` (the highest ever given, which an instance of an earlier
+// release does not keep), and moves `last_seq` to its last number: a number is never given
+// twice, even once the newest events are deleted. The inserting transaction is the only one
+// numbering events until it commits: on SQLite, whose writers are serialized; on PostgreSQL,
+// because it holds the outbox lock from just before the insert to its commit, and reads with a
+// snapshot taken after the lock was granted. Only `seq > 0` counts: on PostgreSQL an instance
+// of an earlier release may have left events waiting at a negative `seq`.
+
+/// PostgreSQL: inserts the events bound as arrays, `$1` to `$8` in the order of
+/// `inserted_columns!` (without `fanned_out`, always set), numbered in their order, and moves
+/// `push_numbering` past the `$9` of them, in one statement.
+pub(crate) const INSERT_NUMBERED_ARRAYS: &str = concat!(
+    "WITH numbered AS (UPDATE push_numbering SET last_seq = GREATEST(last_seq, ",
+    newest_stored!(),
+    ") + $9::int8 RETURNING last_seq - $9::int8 AS base) \
+     INSERT INTO push_events (seq, ",
+    inserted_columns!(),
+    ") SELECT numbered.base + v.n, v.id, v.tenant_id, v.connection_id, v.provider, v.kind, \
+     v.event_type, v.data, v.created_at, TRUE FROM numbered, \
+     UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], \
+     $7::text[], $8::int8[]) WITH ORDINALITY \
+     AS v (id, tenant_id, connection_id, provider, kind, event_type, data, created_at, n) \
+     ORDER BY v.n"
+);
+
+/// SQLite: moves `push_numbering` past `$1` events about to be inserted; returns the number
+/// before the first of them.
+pub(crate) const MOVE_NUMBERING: &str = concat!(
+    "UPDATE push_numbering SET last_seq = MAX(last_seq, ",
+    newest_stored!(),
+    ") + $1 RETURNING last_seq - $1"
+);
+
+/// SQLite: the start of an insert of numbered events; a `VALUES` list of `seq` and the
+/// `inserted_columns!` follows.
+pub(crate) const INSERT_NUMBERED: &str =
+    concat!("INSERT INTO push_events (seq, ", inserted_columns!(), ") ");

@@ -180,15 +180,16 @@ pub(crate) fn health_writes(records: &[crate::store::AttemptRecord], kept: &[boo
 /// every event is numbered as it is inserted) rather than many (PostgreSQL: the outcomes,
 /// fan-out and claim of a step run apart, and an instance of an earlier release may leave
 /// events for a sequencer); `$claim` the statement that claims deliveries ([`claim_sql`]);
-/// `$wake_at_insert` whether inserting events wakes this process's dispatchers and streams at once (SQLite, whose
-/// readers then wait for the writer's lock) rather than the store announcing them to every
-/// instance once the caller's transaction has committed
+/// `$wake_at_insert` whether inserting events wakes this process's dispatchers and streams at
+/// once (SQLite, whose readers then wait for the writer's lock) rather than the store
+/// announcing them to every instance once the caller's transaction has committed
 /// ([`Dialect::push_events_committed`](super::Dialect::push_events_committed), PostgreSQL);
 /// `$data_id` the expression reading the `id` member of an event's JSON `data`. The invoking
 /// module supplies the statements whose shape differs by dialect: `events_by_id(pool, ids)`,
 /// `finish_deliveries(conn, records)` (the ids of the deliveries written, per
 /// [`FINISH_SET`] and [`FINISH_WHERE`]), `insert_numbered(conn, rows)` (inserts events numbered
-/// after the highest number given, see [`NEWEST_STORED`](super::outbox::NEWEST_STORED)) and
+/// after the highest number given, see
+/// [`INSERT_NUMBERED_ARRAYS`](super::outbox::INSERT_NUMBERED_ARRAYS)) and
 /// `number_earlier_events(pool)` (numbers, in a transaction of its own, the events an instance
 /// of an earlier release left for a sequencer; run only where there are many writers).
 macro_rules! push_store {

@@ -38,31 +38,25 @@ const CHUNK: usize = 250;
 /// Rows per multi-row insert of events: ten binds each, under SQLite's limit.
 const EVENTS_PER_INSERT: usize = 500;
 
-/// Inserts `events` numbered after the highest `seq` given (`outbox::NEWEST_STORED`), in their
-/// order, having moved `push_numbering` to the last: a `VALUES` list per
+/// Inserts `events` numbered after the highest `seq` given, in their order, having moved
+/// `push_numbering` to the last ([`outbox::MOVE_NUMBERING`]): a `VALUES` list per
 /// [`EVENTS_PER_INSERT`].
 async fn insert_numbered(
     conn: &mut SqliteConnection,
     events: &[&EventRow],
 ) -> Result<(), StoreError> {
     let count = i64::try_from(events.len()).map_err(|e| StoreError::corrupt("events", e))?;
-    let base: i64 = sqlx::query_scalar(&format!(
-        "UPDATE push_numbering SET last_seq = MAX(last_seq, {}) + $1 RETURNING last_seq - $1",
-        outbox::NEWEST_STORED
-    ))
-    .bind(count)
-    .fetch_one(&mut *conn)
-    .await?;
+    let base: i64 = sqlx::query_scalar(outbox::MOVE_NUMBERING)
+        .bind(count)
+        .fetch_one(&mut *conn)
+        .await?;
     let mut seqs = (1..=count).map(|n| {
         base.checked_add(n)
             .ok_or_else(|| StoreError::corrupt("seq", "past the largest number"))
     });
     for chunk in events.chunks(EVENTS_PER_INSERT) {
         let seqs: Vec<i64> = seqs.by_ref().take(chunk.len()).collect::<Result<_, _>>()?;
-        let mut q = QueryBuilder::<Sqlite>::new(format!(
-            "INSERT INTO push_events (seq, {}) ",
-            outbox::INSERTED_COLUMNS
-        ));
+        let mut q = QueryBuilder::<Sqlite>::new(outbox::INSERT_NUMBERED);
         q.push_values(chunk.iter().zip(seqs), |mut b, (e, seq)| {
             b.push_bind(seq)
                 .push_bind(e.id)

@@ -46,9 +46,10 @@ pub struct SqliteStore {
     /// writing always on this one keeps the pages of the tables and indexes being written
     /// cached from one commit to the next, and its prepared statements with them.
     writer: SqlitePool,
-    /// Taken by this process's busiest writers (the inbox's deliveries, claims and outcomes, sync
-    /// commits, and push fan-out, claims and outcomes), so they take turns in order instead of
-    /// racing for SQLite's lock in its busy handler.
+    /// Taken by this process's busiest writers (the inbox's deliveries, claims and outcomes; a
+    /// sync job's claim, lease, pages, subscriptions and finish; push fan-out, claims and
+    /// outcomes), so they take turns in order instead of racing for SQLite's lock in its busy
+    /// handler, whose sleeps (1, 2, 5, 10 ms and longer) outlast most commits.
     gate: WriteGate,
     deliveries: super::shared::deliveries::Deliveries,
     pages: pages::Pages,

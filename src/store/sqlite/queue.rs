@@ -46,6 +46,7 @@ impl SyncQueue for SqliteStore {
         lease_until: Timestamp,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
+        let _turn = self.gate.lock().await;
         let done = sqlx::query(
             "UPDATE sync_jobs SET lease_expires_at = ?, updated_at = ? \
              WHERE id = ? AND lease_owner = ? AND status = 'running'",
@@ -54,7 +55,7 @@ impl SyncQueue for SqliteStore {
         .bind(to_micros(&now))
         .bind(lease.job.0)
         .bind(lease.owner)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -245,7 +246,10 @@ impl QueueDialect for SqliteStore {
         if let Some(tenant) = tenant {
             query = query.bind(tenant);
         }
-        let leased: Option<(Uuid, Uuid)> = query.fetch_optional(&self.pool).await?;
+        // A write (even when it leases nothing): its turn on the writer's connection, after
+        // the commit holding SQLite's lock, instead of sleeping in SQLite's busy handler.
+        let _turn = self.gate.lock().await;
+        let leased: Option<(Uuid, Uuid)> = query.fetch_optional(&self.writer).await?;
         Ok(leased.map(JobKey::from))
     }
 

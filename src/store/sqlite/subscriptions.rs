@@ -341,7 +341,10 @@ impl SubscriptionStore for SqliteStore {
         opened: &OpenedSubscription,
         now: Timestamp,
     ) -> Result<Recorded, StoreError> {
-        record_opened(&self.pool, lease, id, opened, now).await
+        // A write on the sync path: its turn on the writer's connection, not SQLite's busy
+        // handler.
+        let _turn = self.gate.lock().await;
+        record_opened(&self.writer, lease, id, opened, now).await
     }
 
     async fn note_subscription_error(

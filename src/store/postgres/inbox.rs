@@ -183,7 +183,7 @@ impl InboxDialect for PostgresStore {
         after: Option<Uuid>,
         max: u32,
     ) -> Result<Vec<Uuid>, StoreError> {
-        let sql = walk_tenants("webhook_events", READY, after.is_some(), "$2", "$3");
+        let sql = walk_tenants("webhook_events", None, READY, after.is_some(), "$2", "$3");
         let mut query = sqlx::query_scalar(&sql).bind(now).bind(i64::from(max));
         if let Some(after) = after {
             query = query.bind(after);

@@ -265,7 +265,7 @@ impl QueueDialect for PostgresStore {
     ) -> Result<Vec<Uuid>, StoreError> {
         // A walk over `sync_jobs_queued_by_tenant`: each step is one probe for the next tenant.
         let ready = "status = 'queued' AND scheduled_at <= $1";
-        let sql = walk_tenants("sync_jobs", ready, after.is_some(), "$2", "$3");
+        let sql = walk_tenants("sync_jobs", None, ready, after.is_some(), "$2", "$3");
         let mut query = sqlx::query_scalar(&sql).bind(now).bind(i64::from(max));
         if let Some(after) = after {
             query = query.bind(after);

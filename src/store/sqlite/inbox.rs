@@ -167,6 +167,19 @@ impl Inbox for SqliteStore {
     }
 }
 
+/// The tenants with a delivery ready, after `?3` when `anchored`: a walk over
+/// `webhook_events_pending_by_tenant` (migration 0007), each step one probe for the next tenant.
+fn pending_tenants_sql(anchored: bool) -> String {
+    walk_tenants(
+        "webhook_events",
+        Some("webhook_events_pending_by_tenant"),
+        READY,
+        anchored,
+        "?2",
+        "?3",
+    )
+}
+
 #[async_trait]
 impl InboxDialect for SqliteStore {
     async fn pending_tenants(
@@ -175,7 +188,7 @@ impl InboxDialect for SqliteStore {
         after: Option<Uuid>,
         max: u32,
     ) -> Result<Vec<Uuid>, StoreError> {
-        let sql = walk_tenants("webhook_events", READY, after.is_some(), "?2", "?3");
+        let sql = pending_tenants_sql(after.is_some());
         let mut query = sqlx::query_scalar(&sql)
             .bind(to_micros(&now))
             .bind(i64::from(max));
@@ -293,7 +306,20 @@ fn decode(row: &SqliteRow) -> Result<StoredWebhookEvent, StoreError> {
 
 #[cfg(test)]
 mod tests {
-    use super::SqliteStore;
+    use super::{pending_tenants_sql, SqliteStore};
+    use crate::store::sqlite::plans::walk_plan;
+
+    #[tokio::test]
+    async fn the_tenants_with_deliveries_ready_are_walked_through_their_index_without_a_sort() {
+        for anchored in [false, true] {
+            let plan = walk_plan(&pending_tenants_sql(anchored), anchored).await;
+            assert!(
+                plan.contains("INDEX webhook_events_pending_by_tenant"),
+                "{plan}"
+            );
+            assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+        }
+    }
     use crate::domain::{now, EventStatus, NewWebhookEvent, TenantId};
     use crate::store::{Inbox, Store, StoreOptions};
 

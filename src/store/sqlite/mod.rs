@@ -462,6 +462,37 @@ impl Store for SqliteStore {
     }
 }
 
+/// What the tests of the statements' plans share.
+#[cfg(test)]
+pub(crate) mod plans {
+    use sqlx::Row;
+
+    use super::SqliteStore;
+    use crate::store::{Store, StoreOptions};
+
+    /// SQLite's plan for a walk over tenants (`store::shared::turns::walk_tenants`, `?1` the
+    /// time, `?2` how many, `?3` the tenant to start after when `anchored`), on a new database.
+    pub(crate) async fn walk_plan(sql: &str, anchored: bool) -> String {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let url = format!("sqlite://{}", dir.path().join("plan.db").display());
+        let store = SqliteStore::connect(&url, &StoreOptions { max_connections: 1 })
+            .await
+            .expect("open");
+        store.migrate().await.expect("migrate");
+        let explain = format!("EXPLAIN QUERY PLAN {sql}");
+        let mut query = sqlx::query(&explain).bind(0_i64).bind(128_i64);
+        if anchored {
+            query = query.bind(uuid::Uuid::nil());
+        }
+        let rows = query.fetch_all(&store.pool).await.expect("a plan");
+        store.close().await;
+        rows.iter()
+            .map(|row| row.get::<String, _>("detail"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
 #[cfg(all(test, unix))]
 mod tests {
     use std::os::unix::fs::PermissionsExt;

@@ -21,6 +21,19 @@ use crate::store::{
     Enqueued, Finished, IfRunning, JobFinish, Lease, PageCommit, StoreError, SyncCommit, SyncQueue,
 };
 
+/// The tenants with a queued job due, after `?3` when `anchored`: a walk over
+/// `sync_jobs_queued_by_tenant` (migration 0007), each step one probe for the next tenant.
+fn queued_tenants_sql(anchored: bool) -> String {
+    walk_tenants(
+        "sync_jobs",
+        Some("sync_jobs_queued_by_tenant"),
+        "status = 'queued' AND scheduled_at <= ?1",
+        anchored,
+        "?2",
+        "?3",
+    )
+}
+
 #[async_trait]
 impl SyncQueue for SqliteStore {
     async fn enqueue_sync(
@@ -259,9 +272,7 @@ impl QueueDialect for SqliteStore {
         after: Option<Uuid>,
         max: u32,
     ) -> Result<Vec<Uuid>, StoreError> {
-        // A walk over `sync_jobs_queued_by_tenant`: each step is one probe for the next tenant.
-        let ready = "status = 'queued' AND scheduled_at <= ?1";
-        let sql = walk_tenants("sync_jobs", ready, after.is_some(), "?2", "?3");
+        let sql = queued_tenants_sql(after.is_some());
         let mut query = sqlx::query_scalar(&sql)
             .bind(to_micros(&now))
             .bind(i64::from(max));
@@ -466,4 +477,19 @@ pub(super) async fn store_cursors(
     );
     q.build().execute(conn).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::queued_tenants_sql;
+    use crate::store::sqlite::plans::walk_plan;
+
+    #[tokio::test]
+    async fn the_tenants_with_queued_jobs_are_walked_through_their_index_without_a_sort() {
+        for anchored in [false, true] {
+            let plan = walk_plan(&queued_tenants_sql(anchored), anchored).await;
+            assert!(plan.contains("INDEX sync_jobs_queued_by_tenant"), "{plan}");
+            assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+        }
+    }
 }

@@ -307,7 +307,9 @@ fn decode(row: &SqliteRow) -> Result<StoredWebhookEvent, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::{pending_tenants_sql, SqliteStore};
+    use crate::domain::{now, EventStatus, NewWebhookEvent, TenantId};
     use crate::store::sqlite::plans::walk_plan;
+    use crate::store::{Inbox, Store, StoreOptions};
 
     #[tokio::test]
     async fn the_tenants_with_deliveries_ready_are_walked_through_their_index_without_a_sort() {
@@ -320,8 +322,6 @@ mod tests {
             assert!(!plan.contains("TEMP B-TREE"), "{plan}");
         }
     }
-    use crate::domain::{now, EventStatus, NewWebhookEvent, TenantId};
-    use crate::store::{Inbox, Store, StoreOptions};
 
     fn delivery(tenant: TenantId, key: &str) -> NewWebhookEvent {
         NewWebhookEvent {

@@ -47,7 +47,7 @@ pub struct SqliteStore {
     /// cached from one commit to the next, and its prepared statements with them.
     writer: SqlitePool,
     /// Taken by this process's busiest writers (the inbox's deliveries, claims and outcomes; a
-    /// sync job's claim, lease, pages, subscriptions and finish; push fan-out, claims and
+    /// sync job's claim, lease, pages, subscription records and finish; push fan-out, claims and
     /// outcomes), so they take turns in order instead of racing for SQLite's lock in its busy
     /// handler, whose sleeps (1, 2, 5, 10 ms and longer) outlast most commits.
     gate: WriteGate,
@@ -61,7 +61,7 @@ pub struct SqliteStore {
 /// `PRAGMA cache_size`: 16 MiB of page cache per connection, in KiB.
 const CACHE_KIB: &str = "-16384";
 
-/// One turn at writing the inbox.
+/// One turn at writing, on the connection kept for writes.
 type WriteGate = Arc<tokio::sync::Mutex<()>>;
 
 impl SqliteStore {

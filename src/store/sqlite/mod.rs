@@ -470,9 +470,9 @@ pub(crate) mod plans {
     use super::SqliteStore;
     use crate::store::{Store, StoreOptions};
 
-    /// SQLite's plan for a walk over tenants (`store::shared::turns::walk_tenants`, `?1` the
-    /// time, `?2` how many, `?3` the tenant to start after when `anchored`), on a new database.
-    pub(crate) async fn walk_plan(sql: &str, anchored: bool) -> String {
+    /// SQLite's plan for `sql` on a new database, with `?1` bound to 0 (an instant or a
+    /// count), `?2` to 128 (a limit) and, when given, `?3` to `third`.
+    pub(crate) async fn plan_of(sql: &str, third: Option<uuid::Uuid>) -> String {
         let dir = tempfile::tempdir().expect("temporary directory");
         let url = format!("sqlite://{}", dir.path().join("plan.db").display());
         let store = SqliteStore::connect(&url, &StoreOptions { max_connections: 1 })
@@ -481,8 +481,8 @@ pub(crate) mod plans {
         store.migrate().await.expect("migrate");
         let explain = format!("EXPLAIN QUERY PLAN {sql}");
         let mut query = sqlx::query(&explain).bind(0_i64).bind(128_i64);
-        if anchored {
-            query = query.bind(uuid::Uuid::nil());
+        if let Some(third) = third {
+            query = query.bind(third);
         }
         let rows = query.fetch_all(&store.pool).await.expect("a plan");
         store.close().await;

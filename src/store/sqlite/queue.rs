@@ -482,12 +482,16 @@ pub(super) async fn store_cursors(
 #[cfg(test)]
 mod tests {
     use super::queued_tenants_sql;
-    use crate::store::sqlite::plans::walk_plan;
+    use crate::store::sqlite::plans::plan_of;
 
     #[tokio::test]
     async fn the_tenants_with_queued_jobs_are_walked_through_their_index_without_a_sort() {
         for anchored in [false, true] {
-            let plan = walk_plan(&queued_tenants_sql(anchored), anchored).await;
+            let plan = plan_of(
+                &queued_tenants_sql(anchored),
+                anchored.then(uuid::Uuid::nil),
+            )
+            .await;
             assert!(plan.contains("INDEX sync_jobs_queued_by_tenant"), "{plan}");
             assert!(!plan.contains("TEMP B-TREE"), "{plan}");
         }

@@ -470,6 +470,16 @@ pub(crate) mod plans {
     use super::SqliteStore;
     use crate::store::{Store, StoreOptions};
 
+    /// Checks that a walk over tenants (`store::shared::turns::walk_tenants`), as `walk`
+    /// writes it unanchored and anchored, reads `index` and sorts nothing.
+    pub(crate) async fn assert_walks_through(walk: fn(bool) -> String, index: &str) {
+        for anchored in [false, true] {
+            let plan = plan_of(&walk(anchored), anchored.then(uuid::Uuid::nil)).await;
+            assert!(plan.contains(&format!("INDEX {index}")), "{plan}");
+            assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+        }
+    }
+
     /// SQLite's plan for `sql` on a new database, with `?1` bound to 0 (an instant or a
     /// count), `?2` to 128 (a limit) and, when given, `?3` to `third`.
     pub(crate) async fn plan_of(sql: &str, third: Option<uuid::Uuid>) -> String {

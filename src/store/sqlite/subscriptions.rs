@@ -399,5 +399,8 @@ mod tests {
             plan.contains("SEARCH subscriptions USING INDEX subscriptions_due"),
             "{plan}"
         );
+        assert!(plan.contains("SEARCH connections USING INDEX"), "{plan}");
+        assert!(!plan.contains("connections_due "), "{plan}");
+        assert!(!plan.contains("SCAN"), "{plan}");
     }
 }
